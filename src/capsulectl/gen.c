@@ -1,0 +1,515 @@
+/* `capsulectl gen config|cert`: creates the operator PKI and the configs that carry it.
+ *
+ *   gen config NAME  -> DIR/secrets/ca.{crt,key}, DIR/machine.yaml (for capsuled),
+ *                       DIR/capsuleconfig (for capsulectl, with an admin certificate)
+ *   gen cert         -> a client certificate signed by that CA, by default as a complete
+ *                       capsuleconfig so that an operator can hand one file to a user.
+ * Nothing is ever overwritten without --force: replacing the CA orphans every certificate. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "capsulectl.h"
+#include "common/cleanup.h"
+#include "common/names.h"
+#include "common/pki.h"
+
+#define DEFAULT_ENDPOINT "127.0.0.1:50000"
+
+struct endpoint {
+        char host[256]; /* without brackets */
+        int port;
+        bool ipv6;
+};
+
+/* Parses HOST:PORT, [V6]:PORT or a bare HOST (port 50000). */
+static int endpoint_parse(const char *s, struct endpoint *ep, struct cap_error *err)
+{
+        const char *host = s, *colon;
+        size_t hlen;
+        memset(ep, 0, sizeof(*ep));
+        ep->port = 50000;
+        if (s[0] == '[') {
+                const char *close = strchr(s, ']');
+                if (!close)
+                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                             "endpoint \"%s\": missing ']'", s);
+                host = s + 1;
+                hlen = (size_t)(close - host);
+                colon = close[1] == ':' ? close + 1 : NULL;
+                if (close[1] && !colon)
+                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                             "endpoint \"%s\": expected [ADDRESS]:PORT", s);
+                ep->ipv6 = true;
+        } else {
+                colon = strrchr(s, ':');
+                if (colon && strchr(s, ':') != colon)
+                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                             "endpoint \"%s\": write IPv6 addresses as [ADDRESS]:PORT", s);
+                hlen = colon ? (size_t)(colon - s) : strlen(s);
+        }
+        if (hlen == 0 || hlen >= sizeof(ep->host))
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "endpoint \"%s\": expected HOST:PORT", s);
+        memcpy(ep->host, host, hlen);
+        ep->host[hlen] = '\0';
+        if (colon) {
+                char *end = NULL;
+                long port = strtol(colon + 1, &end, 10);
+                if (!colon[1] || *end || port < 1 || port > 65535)
+                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                             "endpoint \"%s\": port must be 1-65535", s);
+                ep->port = (int)port;
+        }
+        return 0;
+}
+
+static void endpoint_format(const struct endpoint *ep, char *buf, size_t len)
+{
+        snprintf(buf, len, ep->ipv6 ? "[%s]:%d" : "%s:%d", ep->host, ep->port);
+}
+
+static bool file_exists(const char *path)
+{
+        struct stat st;
+        return lstat(path, &st) == 0;
+}
+
+static void print_date(char *buf, size_t len, const char *cert_pem)
+{
+        struct pki_cert_info info;
+        struct cap_error err = {0};
+        buf[0] = '\0';
+        if (pki_cert_info(cert_pem, &info, &err) < 0)
+                return;
+        struct tm tm;
+        gmtime_r(&info.not_after, &tm);
+        strftime(buf, len, "%Y-%m-%d", &tm);
+        pki_cert_info_free(&info);
+}
+
+/* Writes one file, reporting the error; returns 0 or -1. */
+static int write_out(const char *path, const char *data, unsigned int mode)
+{
+        struct cap_error err = {0};
+        if (config_write_file_atomic(path, data, strlen(data), mode, &err) < 0) {
+                fprintf(stderr, "capsulectl gen: %s\n", err.msg);
+                return -1;
+        }
+        return 0;
+}
+
+static int parse_days(const char *s, int *days)
+{
+        char *end = NULL;
+        long d = strtol(s, &end, 10);
+        if (!*s || *end || d == 0 || d < -36500 || d > 36500) {
+                fprintf(stderr, "capsulectl gen: --days %s: expected a number of days (1-36500)\n", s);
+                return -1;
+        }
+        *days = (int)d;
+        return 0;
+}
+
+static int parse_key_type(const char *s, enum pki_key_type *kt)
+{
+        if (strcmp(s, "ecdsa") == 0 || strcmp(s, "p256") == 0)
+                *kt = PKI_KEY_EC_P256;
+        else if (strcmp(s, "ed25519") == 0)
+                *kt = PKI_KEY_ED25519;
+        else {
+                fprintf(stderr, "capsulectl gen: --key-type %s: expected ecdsa or ed25519\n", s);
+                return -1;
+        }
+        return 0;
+}
+
+static const char gen_config_usage[] =
+        "usage: capsulectl gen config NAME [--endpoint HOST:PORT] [-o DIR] [--force]\n"
+        "\n"
+        "Creates a new operator PKI and the configs for the capsule NAME:\n"
+        "  DIR/secrets/ca.crt   the CA certificate (10 years)\n"
+        "  DIR/secrets/ca.key   the CA private key (mode 0600): keep it safe, it mints certificates\n"
+        "  DIR/machine.yaml     machine config for capsuled: hostname, API listen address, the CA\n"
+        "                       and the server certificate (5 years) for the endpoint's host\n"
+        "  DIR/capsuleconfig    client config: context NAME with an admin certificate (1 year)\n"
+        "\n"
+        "Options:\n"
+        "  --endpoint HOST:PORT  where clients reach the capsule (default " DEFAULT_ENDPOINT ");\n"
+        "                        HOST goes into the server certificate, PORT into api.listen\n"
+        "  -o, --output-dir DIR  where to write (default .)\n"
+        "  --force               overwrite existing files (this replaces the CA: certificates\n"
+        "                        issued by the old one stop working)\n"
+        "  --key-type TYPE       ecdsa (P-256, default) or ed25519\n"
+        "\n"
+        "NAME must be a DNS label (a-z, 0-9, '-').\n";
+
+struct gen_paths {
+        char ca_crt[PATH_MAX], ca_key[PATH_MAX], machine[PATH_MAX], client[PATH_MAX];
+        char secrets[PATH_MAX];
+};
+
+static int gen_config_files(const char *name, const struct endpoint *ep, enum pki_key_type kt,
+                            const struct gen_paths *p)
+{
+        struct cap_error err = {0};
+        struct pki_issue_opts opts = {.key_type = kt};
+        struct pki_pair ca = {0}, srv = {0}, admin = {0};
+        const char *hosts[] = {ep->host};
+        int rc = -1;
+        if (pki_ca_create(name, &opts, &ca, &err) < 0 ||
+            pki_server_issue(&ca, name, hosts, 1, &opts, &srv, &err) < 0 ||
+            pki_client_issue(&ca, "admin", PKI_ROLE_ADMIN, &opts, &admin, &err) < 0) {
+                fprintf(stderr, "capsulectl gen config: %s\n", err.msg);
+                goto out;
+        }
+        char listen[64], endpoint[300];
+        snprintf(listen, sizeof(listen), ep->ipv6 ? "[::]:%d" : "0.0.0.0:%d", ep->port);
+        endpoint_format(ep, endpoint, sizeof(endpoint));
+        struct machine_config mc = {
+                .version = 1,
+                .hostname = (char *)name,
+                .listen = listen,
+                .ca_pem = ca.cert_pem,
+                .cert_pem = srv.cert_pem,
+                .key_pem = srv.key_pem,
+                .dhcp = true,
+        };
+        struct client_context cx = {(char *)name, endpoint, ca.cert_pem, admin.cert_pem, admin.key_pem};
+        struct client_config cc = {.current_context = (char *)name, .contexts = &cx, .n_contexts = 1};
+        if (config_mkdir_p(p->secrets, 0700, &err) < 0) {
+                fprintf(stderr, "capsulectl gen config: %s\n", err.msg);
+                goto out;
+        }
+        if (write_out(p->ca_key, ca.key_pem, 0600) < 0 || write_out(p->ca_crt, ca.cert_pem, 0644) < 0)
+                goto out;
+        if (machine_config_save(p->machine, &mc, &err) < 0 ||
+            client_config_save(p->client, &cc, &err) < 0) {
+                fprintf(stderr, "capsulectl gen config: %s\n", err.msg);
+                goto out;
+        }
+        char ca_until[32], srv_until[32], admin_until[32];
+        print_date(ca_until, sizeof(ca_until), ca.cert_pem);
+        print_date(srv_until, sizeof(srv_until), srv.cert_pem);
+        print_date(admin_until, sizeof(admin_until), admin.cert_pem);
+        printf("wrote %s  (CA \"%s capsule CA\", valid until %s)\n", p->ca_crt, name, ca_until);
+        printf("wrote %s  (CA private key, mode 0600: keep it safe, it mints certificates)\n",
+               p->ca_key);
+        printf("wrote %s  (machine config: hostname %s, API on %s, server certificate for %s "
+               "until %s)\n", p->machine, name, listen, ep->host, srv_until);
+        printf("wrote %s  (client config: context \"%s\" -> %s, admin certificate until %s)\n",
+               p->client, name, endpoint, admin_until);
+        char *abs = realpath(p->client, NULL);
+        printf("\nNext: give %s to the capsule (bake it into the image or supply it at first boot),\n"
+               "then point capsulectl at the new client config:\n"
+               "  export CAPSULECONFIG=%s\n"
+               "  capsulectl version\n",
+               p->machine, abs ? abs : p->client);
+        free(abs);
+        rc = 0;
+out:
+        pki_pair_free(&ca);
+        pki_pair_free(&srv);
+        pki_pair_free(&admin);
+        return rc;
+}
+
+static int gen_config(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option opts[] = {
+                {"endpoint", required_argument, NULL, 'e'},
+                {"output-dir", required_argument, NULL, 'o'},
+                {"force", no_argument, NULL, 'f'},
+                {"key-type", required_argument, NULL, 'k'},
+                {NULL, 0, NULL, 0},
+        };
+        if (ctl_wants_help(argc, argv, gen_config_usage))
+                return CTL_EXIT_OK;
+        const char *endpoint = DEFAULT_ENDPOINT, *dir = ".";
+        bool force = false;
+        enum pki_key_type kt = PKI_KEY_EC_P256;
+        int c;
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+                switch (c) {
+                case 'e': endpoint = optarg; break;
+                case 'o': dir = optarg; break;
+                case 'f': force = true; break;
+                case 'k':
+                        if (parse_key_type(optarg, &kt) < 0)
+                                return CTL_EXIT_USAGE;
+                        break;
+                default: fputs(gen_config_usage, stderr); return CTL_EXIT_USAGE;
+                }
+        }
+        if (optind != argc - 1) {
+                fprintf(stderr, "capsulectl gen config: expected exactly one NAME\n%s", gen_config_usage);
+                return CTL_EXIT_USAGE;
+        }
+        const char *name = argv[optind];
+        struct cap_error err = {0};
+        struct endpoint ep;
+        if (name_check("NAME", name, &err) < 0 || endpoint_parse(endpoint, &ep, &err) < 0) {
+                fprintf(stderr, "capsulectl gen config: %s\n", err.msg);
+                return CTL_EXIT_USAGE;
+        }
+        struct gen_paths p;
+        snprintf(p.secrets, sizeof(p.secrets), "%s/secrets", dir);
+        snprintf(p.ca_crt, sizeof(p.ca_crt), "%s/ca.crt", p.secrets);
+        snprintf(p.ca_key, sizeof(p.ca_key), "%s/ca.key", p.secrets);
+        snprintf(p.machine, sizeof(p.machine), "%s/machine.yaml", dir);
+        snprintf(p.client, sizeof(p.client), "%s/capsuleconfig", dir);
+        const char *files[] = {p.ca_crt, p.ca_key, p.machine, p.client};
+        for (size_t i = 0; i < ARRAY_SIZE(files) && !force; i++) {
+                if (file_exists(files[i])) {
+                        fprintf(stderr, "capsulectl gen config: %s already exists; pass --force to "
+                                        "overwrite it (this replaces the CA: certificates it issued "
+                                        "stop working), or choose another directory with -o DIR\n",
+                                files[i]);
+                        return CTL_EXIT_ERROR;
+                }
+        }
+        return gen_config_files(name, &ep, kt, &p) < 0 ? CTL_EXIT_ERROR : CTL_EXIT_OK;
+}
+
+static const char gen_cert_usage[] =
+        "usage: capsulectl gen cert --role reader|admin --name USER --secrets DIR/secrets\n"
+        "                           [--days D] [-o FILE] [--endpoint HOST:PORT] [--context NAME] [--force]\n"
+        "\n"
+        "Mints a client certificate for USER signed by the CA in DIR/secrets and writes a complete\n"
+        "client config (one context) that you can hand to USER: they run\n"
+        "`capsulectl --config FILE version` or merge it with `capsulectl config merge FILE`.\n"
+        "\n"
+        "Options:\n"
+        "  --role ROLE          reader (get/list/logs/health/version) or admin (everything)\n"
+        "  --name USER          the certificate's CN (a DNS label)\n"
+        "  --secrets DIR        the directory with ca.crt and ca.key (from `capsulectl gen config`)\n"
+        "  --days D             validity in days (default 365); a negative D makes an already\n"
+        "                       expired certificate, for testing\n"
+        "  -o, --output FILE    where to write (default DIR/../capsuleconfig-USER)\n"
+        "  --endpoint HOST:PORT the capsule's endpoint (default: from DIR/../capsuleconfig)\n"
+        "  --context NAME       the context's name (default: the capsule's name from the CA)\n"
+        "  --force              overwrite FILE if it exists\n"
+        "  --key-type TYPE      ecdsa (P-256, default) or ed25519\n";
+
+struct gen_cert_args {
+        const char *role, *user, *secrets, *out, *endpoint, *context;
+        int days;
+        bool force;
+        enum pki_key_type kt;
+};
+
+/* The directory that holds secrets/: the default home of capsuleconfig and the output. */
+static void parent_dir(const char *secrets, char *buf, size_t len)
+{
+        snprintf(buf, len, "%s", secrets);
+        size_t n = strlen(buf);
+        while (n > 1 && buf[n - 1] == '/')
+                buf[--n] = '\0';
+        char *slash = strrchr(buf, '/');
+        if (!slash)
+                snprintf(buf, len, ".");
+        else if (slash == buf)
+                buf[1] = '\0';
+        else
+                *slash = '\0';
+}
+
+/* Fills endpoint and context name from the options, the operator's capsuleconfig and the CA. */
+static int gen_cert_target(const struct gen_cert_args *a, const char *base, const char *ca_pem,
+                           char *endpoint, size_t elen, char *context, size_t clen)
+{
+        struct cap_error err = {0};
+        char cfg_path[PATH_MAX];
+        snprintf(cfg_path, sizeof(cfg_path), "%s/capsuleconfig", base);
+        struct client_config cfg = {0};
+        const struct client_context *cx = NULL;
+        if (!a->endpoint || !a->context) {
+                if (client_config_load(cfg_path, &cfg, &err) == 0)
+                        cx = client_config_find(&cfg, NULL);
+                else if (err.code != -ENOENT)
+                        fprintf(stderr, "capsulectl gen cert: warning: %s\n", err.msg);
+        }
+        int rc = 0;
+        if (a->endpoint) {
+                struct endpoint ep;
+                if (endpoint_parse(a->endpoint, &ep, &err) < 0) {
+                        fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
+                        rc = -1;
+                } else {
+                        endpoint_format(&ep, endpoint, elen);
+                }
+        } else if (cx) {
+                snprintf(endpoint, elen, "%s", cx->endpoint);
+        } else {
+                fprintf(stderr, "capsulectl gen cert: no endpoint: %s has none; pass --endpoint "
+                                "HOST:PORT\n", cfg_path);
+                rc = -1;
+        }
+        struct pki_cert_info info = {0};
+        const char *suffix = " capsule CA";
+        if (a->context) {
+                snprintf(context, clen, "%s", a->context);
+        } else if (cx) {
+                snprintf(context, clen, "%s", cx->name);
+        } else if (pki_cert_info(ca_pem, &info, &err) == 0 && info.cn &&
+                   strlen(info.cn) > strlen(suffix) &&
+                   strcmp(info.cn + strlen(info.cn) - strlen(suffix), suffix) == 0) {
+                snprintf(context, clen, "%.*s", (int)(strlen(info.cn) - strlen(suffix)), info.cn);
+        } else {
+                snprintf(context, clen, "capsule");
+        }
+        pki_cert_info_free(&info);
+        client_config_free(&cfg);
+        if (rc == 0 && name_check("context name", context, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert: %s; pass --context NAME\n", err.msg);
+                rc = -1;
+        }
+        return rc;
+}
+
+static int gen_cert_run(const struct gen_cert_args *a)
+{
+        struct cap_error err = {0};
+        char base[PATH_MAX], ca_crt[PATH_MAX], ca_key[PATH_MAX], out[PATH_MAX];
+        parent_dir(a->secrets, base, sizeof(base));
+        snprintf(ca_crt, sizeof(ca_crt), "%s/ca.crt", a->secrets);
+        snprintf(ca_key, sizeof(ca_key), "%s/ca.key", a->secrets);
+        if (a->out)
+                snprintf(out, sizeof(out), "%s", a->out);
+        else
+                snprintf(out, sizeof(out), "%s/capsuleconfig-%s", base, a->user);
+        if (!a->force && file_exists(out)) {
+                fprintf(stderr, "capsulectl gen cert: %s already exists; pass --force to overwrite it "
+                                "or -o FILE to write elsewhere\n", out);
+                return CTL_EXIT_ERROR;
+        }
+        struct pki_pair ca = {0}, cl = {0};
+        if (pki_pair_load_files(ca_crt, ca_key, &ca, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert: load the CA: %s\n"
+                                "hint: --secrets must name the directory `capsulectl gen config` "
+                                "wrote (DIR/secrets)\n", err.msg);
+                return CTL_EXIT_ERROR;
+        }
+        int rc = CTL_EXIT_ERROR;
+        char endpoint[300], context[128];
+        if (gen_cert_target(a, base, ca.cert_pem, endpoint, sizeof(endpoint), context,
+                            sizeof(context)) < 0)
+                goto out;
+        const char *role = strcmp(a->role, "admin") == 0 ? PKI_ROLE_ADMIN : PKI_ROLE_READER;
+        struct pki_issue_opts opts = {.key_type = a->kt, .days = a->days};
+        if (pki_client_issue(&ca, a->user, role, &opts, &cl, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
+                goto out;
+        }
+        struct client_context cx = {context, endpoint, ca.cert_pem, cl.cert_pem, cl.key_pem};
+        struct client_config cc = {.current_context = context, .contexts = &cx, .n_contexts = 1};
+        if (client_config_save(out, &cc, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
+                goto out;
+        }
+        char until[32];
+        print_date(until, sizeof(until), cl.cert_pem);
+        printf("wrote %s  (client config: context \"%s\" -> %s, user %s, role %s, valid until %s%s)\n",
+               out, context, endpoint, a->user, role, until, a->days < 0 ? ", ALREADY EXPIRED" : "");
+        printf("\nNext: hand %s to %s (it holds a private key: use a private channel); they run\n"
+               "  capsulectl --config FILE version\n"
+               "or add it to their own config with `capsulectl config merge FILE`.\n",
+               out, a->user);
+        rc = CTL_EXIT_OK;
+out:
+        pki_pair_free(&ca);
+        pki_pair_free(&cl);
+        return rc;
+}
+
+static int gen_cert(struct ctl *ctl, int argc, char **argv)
+{
+        static const struct option opts[] = {
+                {"role", required_argument, NULL, 'r'},
+                {"name", required_argument, NULL, 'n'},
+                {"secrets", required_argument, NULL, 's'},
+                {"days", required_argument, NULL, 'd'},
+                {"output", required_argument, NULL, 'o'},
+                {"endpoint", required_argument, NULL, 'e'},
+                {"context", required_argument, NULL, 'c'},
+                {"force", no_argument, NULL, 'f'},
+                {"key-type", required_argument, NULL, 'k'},
+                {"expired", no_argument, NULL, 'x'}, /* for tests: same as --days -1 */
+                {NULL, 0, NULL, 0},
+        };
+        if (ctl_wants_help(argc, argv, gen_cert_usage))
+                return CTL_EXIT_OK;
+        struct gen_cert_args a = {.kt = PKI_KEY_EC_P256};
+        int c;
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+                switch (c) {
+                case 'r': a.role = optarg; break;
+                case 'n': a.user = optarg; break;
+                case 's': a.secrets = optarg; break;
+                case 'o': a.out = optarg; break;
+                case 'e': a.endpoint = optarg; break;
+                case 'c': a.context = optarg; break;
+                case 'f': a.force = true; break;
+                case 'x': a.days = -1; break;
+                case 'd':
+                        if (parse_days(optarg, &a.days) < 0)
+                                return CTL_EXIT_USAGE;
+                        break;
+                case 'k':
+                        if (parse_key_type(optarg, &a.kt) < 0)
+                                return CTL_EXIT_USAGE;
+                        break;
+                default: fputs(gen_cert_usage, stderr); return CTL_EXIT_USAGE;
+                }
+        }
+        const char *missing = !a.role ? "--role" : !a.user ? "--name" : !a.secrets ? "--secrets" : NULL;
+        if (missing || optind != argc) {
+                if (missing)
+                        fprintf(stderr, "capsulectl gen cert: %s is required\n%s", missing, gen_cert_usage);
+                else
+                        fprintf(stderr, "capsulectl gen cert: unexpected argument \"%s\"\n%s", argv[optind],
+                                gen_cert_usage);
+                return CTL_EXIT_USAGE;
+        }
+        if (strcmp(a.role, "reader") != 0 && strcmp(a.role, "admin") != 0) {
+                fprintf(stderr, "capsulectl gen cert: --role %s: expected reader or admin\n", a.role);
+                return CTL_EXIT_USAGE;
+        }
+        struct cap_error err = {0};
+        if (name_check("--name", a.user, &err) < 0 ||
+            (a.context && name_check("--context", a.context, &err) < 0)) {
+                fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
+                return CTL_EXIT_USAGE;
+        }
+        return gen_cert_run(&a);
+}
+
+static const char gen_usage[] =
+        "usage: capsulectl gen config NAME [options]   create a CA, machine.yaml and capsuleconfig\n"
+        "       capsulectl gen cert --role ROLE ...     mint a client certificate from the CA\n"
+        "Run `capsulectl gen config --help` or `capsulectl gen cert --help` for details.\n";
+
+int cmd_gen(struct ctl *ctl, int argc, char **argv)
+{
+        if (argc < 2) {
+                fputs(gen_usage, stderr);
+                return CTL_EXIT_USAGE;
+        }
+        if (strcmp(argv[1], "config") == 0)
+                return gen_config(ctl, argc - 1, argv + 1);
+        if (strcmp(argv[1], "cert") == 0)
+                return gen_cert(ctl, argc - 1, argv + 1);
+        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+                fputs(gen_usage, stdout);
+                return CTL_EXIT_OK;
+        }
+        fprintf(stderr, "capsulectl gen: unknown kind \"%s\"\n%s", argv[1], gen_usage);
+        return CTL_EXIT_USAGE;
+}

@@ -1,0 +1,295 @@
+/* Supervision of PID 1's long-running children: containerd, the DHCP client and `capsuled serve`.
+ *
+ * Each service runs in its own session with stdin on /dev/null and stdout/stderr on a pipe that
+ * PID 1 forwards line by line to /dev/kmsg ("init: containerd: ..."), so the console and
+ * `capsulectl dmesg` show everything with kernel timestamps. A service that exits is restarted
+ * after a backoff of 1 s, doubling up to 30 s; the backoff resets once a run lasted 60 s. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../../common/cleanup.h"
+#include "../../common/log.h"
+#include "init.h"
+
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 30000
+#define STABLE_MS 60000
+
+struct service {
+        const char *name;
+        const char *const *argv;
+        int oom_score_adj;
+        pid_t pid;
+        int out_fd;          /* read end of the child's stdout/stderr pipe, -1 if none */
+        int64_t started_at;  /* monotonic ms of the last start */
+        int64_t down_since;  /* monotonic ms since when it is not running, 0 while running */
+        int64_t next_start;  /* monotonic ms of the next start attempt, 0 if none pending */
+        int backoff_ms;
+        unsigned restarts;
+        char line[1024];
+        size_t line_len;
+};
+
+static const char *const containerd_argv[] = {"/usr/bin/containerd", "--config",
+                                              "/etc/containerd/config.toml", NULL};
+static const char *const dhcpcd_argv[] = {"/usr/sbin/dhcpcd", "-B", "-f", "/run/capsule/dhcpcd.conf",
+                                          "-c", "/usr/libexec/capsule/dhcp-hook", NULL};
+static const char *const serve_argv[] = {"/usr/bin/capsuled", "serve", "--root", INIT_STATE_DIR,
+                                         "--machine-config", INIT_MACHINE_CONFIG, "--listen",
+                                         "0.0.0.0:50000", "--containerd",
+                                         "/run/containerd/containerd.sock", NULL};
+
+/* The supervisor's whole state: the services, in start order (stopped in reverse). */
+static struct supervisor {
+        struct service services[3];
+        size_t n;
+} sup = {
+        .services =
+                {
+                        {.name = "containerd", .argv = containerd_argv, .oom_score_adj = -999},
+                        {.name = "dhcpcd", .argv = dhcpcd_argv, .oom_score_adj = -999},
+                        {.name = "capsuled-serve", .argv = serve_argv, .oom_score_adj = -900},
+                },
+        .n = 3,
+};
+
+static void child_setup(int out_fd)
+{
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        setsid();
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null >= 0)
+                dup2(null, STDIN_FILENO);
+        dup2(out_fd, STDOUT_FILENO);
+        dup2(out_fd, STDERR_FILENO);
+        if (chdir("/") < 0)
+                _exit(126);
+}
+
+static void set_oom_score_adj(pid_t pid, int value)
+{
+        char path[64], v[16];
+        snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", pid);
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+        int n = snprintf(v, sizeof(v), "%d", value);
+        if (fd < 0 || write(fd, v, (size_t)n) != n)
+                log_warn("%s: oom_score_adj: %s", path, strerror(errno));
+}
+
+static int service_start(struct service *s)
+{
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        pid_t pid = fork();
+        if (pid < 0) {
+                int e = -errno;
+                close(p[0]);
+                close(p[1]);
+                return e;
+        }
+        if (pid == 0) {
+                child_setup(p[1]);
+                char *const envp[] = {"PATH=" INIT_PATH, "HOME=/root", "TMPDIR=/tmp", NULL};
+                execve(s->argv[0], (char *const *)s->argv, envp);
+                dprintf(STDERR_FILENO, "exec %s: %s\n", s->argv[0], strerror(errno));
+                _exit(127);
+        }
+        close(p[1]);
+        if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0)
+                log_warn("%s: O_NONBLOCK: %s", s->name, strerror(errno));
+        if (s->out_fd >= 0)
+                close(s->out_fd);
+        s->out_fd = p[0];
+        s->line_len = 0;
+        s->pid = pid;
+        s->started_at = now_ms();
+        s->down_since = 0;
+        s->next_start = 0;
+        set_oom_score_adj(pid, s->oom_score_adj);
+        log_info("started %s (pid %d)", s->name, pid);
+        return 0;
+}
+
+static void service_schedule(struct service *s, int delay_ms)
+{
+        s->next_start = now_ms() + delay_ms;
+}
+
+int supervise_start_all(void)
+{
+        int failed = 0;
+        for (size_t i = 0; i < sup.n; i++) {
+                struct service *s = &sup.services[i];
+                s->out_fd = -1;
+                s->backoff_ms = BACKOFF_MIN_MS;
+                s->down_since = now_ms();
+                if (access(s->argv[0], X_OK) < 0) {
+                        log_error("%s: %s missing, not supervised", s->name, s->argv[0]);
+                        s->argv = NULL;
+                        continue;
+                }
+                if (service_start(s) < 0) {
+                        failed++;
+                        service_schedule(s, s->backoff_ms);
+                }
+        }
+        return failed ? -EIO : 0;
+}
+
+static void describe_status(int status, char *buf, size_t size)
+{
+        if (WIFEXITED(status))
+                snprintf(buf, size, "exit %d", WEXITSTATUS(status));
+        else if (WIFSIGNALED(status))
+                snprintf(buf, size, "signal %s", strsignal(WTERMSIG(status)));
+        else
+                snprintf(buf, size, "status 0x%x", status);
+}
+
+bool supervise_child_exited(pid_t pid, int status)
+{
+        for (size_t i = 0; i < sup.n; i++) {
+                struct service *s = &sup.services[i];
+                if (s->pid != pid || pid <= 0)
+                        continue;
+                if (s->out_fd >= 0)
+                        supervise_drain(s->out_fd);
+                int64_t ran = now_ms() - s->started_at;
+                if (ran >= STABLE_MS)
+                        s->backoff_ms = BACKOFF_MIN_MS;
+                char why[64];
+                describe_status(status, why, sizeof(why));
+                s->pid = 0;
+                s->down_since = now_ms();
+                s->restarts++;
+                log_warn("%s (pid %d) stopped: %s after %lld ms; restart #%u in %d ms", s->name, pid,
+                         why, (long long)ran, s->restarts, s->backoff_ms);
+                service_schedule(s, s->backoff_ms);
+                s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+                return true;
+        }
+        return false;
+}
+
+int supervise_tick(void)
+{
+        int64_t now = now_ms(), next = -1;
+        for (size_t i = 0; i < sup.n; i++) {
+                struct service *s = &sup.services[i];
+                if (!s->argv || s->pid || !s->next_start)
+                        continue;
+                if (s->next_start <= now) {
+                        if (service_start(s) < 0) {
+                                log_error("%s: start failed: %s", s->name, strerror(errno));
+                                service_schedule(s, s->backoff_ms);
+                        }
+                        continue;
+                }
+                if (next < 0 || s->next_start - now < next)
+                        next = s->next_start - now;
+        }
+        return (int)next;
+}
+
+size_t supervise_poll_fds(struct pollfd *pfds, size_t max)
+{
+        size_t k = 0;
+        for (size_t i = 0; i < sup.n && k < max; i++)
+                if (sup.services[i].out_fd >= 0)
+                        pfds[k++] = (struct pollfd){.fd = sup.services[i].out_fd, .events = POLLIN};
+        return k;
+}
+
+static void emit_line(struct service *s)
+{
+        s->line[s->line_len] = '\0';
+        if (s->line_len)
+                log_info("%s: %s", s->name, s->line);
+        s->line_len = 0;
+}
+
+void supervise_drain(int fd)
+{
+        struct service *s = NULL;
+        for (size_t i = 0; i < sup.n; i++)
+                if (sup.services[i].out_fd == fd)
+                        s = &sup.services[i];
+        if (!s)
+                return;
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof(buf))) > 0) {
+                for (ssize_t i = 0; i < n; i++) {
+                        if (buf[i] == '\n' || s->line_len == sizeof(s->line) - 1)
+                                emit_line(s);
+                        if (buf[i] != '\n')
+                                s->line[s->line_len++] = buf[i];
+                }
+        }
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                /* writer side closed (service exited): flush and stop polling it */
+                emit_line(s);
+                close(s->out_fd);
+                s->out_fd = -1;
+        }
+}
+
+bool supervise_serve_down_for(int64_t limit_ms)
+{
+        for (size_t i = 0; i < sup.n; i++) {
+                struct service *s = &sup.services[i];
+                if (strcmp(s->name, "capsuled-serve") == 0)
+                        return s->argv && s->pid == 0 && now_ms() - s->down_since > limit_ms;
+        }
+        return false;
+}
+
+/* Reaps children until pid has exited or the deadline passed. Returns true if pid is gone. */
+static bool wait_for(pid_t pid, int64_t deadline)
+{
+        for (;;) {
+                int status;
+                pid_t r = waitpid(-1, &status, WNOHANG);
+                if (r == pid || (r < 0 && errno == ECHILD))
+                        return true;
+                if (r > 0)
+                        continue;
+                if (kill(pid, 0) < 0 && errno == ESRCH)
+                        return true;
+                if (now_ms() >= deadline)
+                        return false;
+                usleep(50 * 1000);
+        }
+}
+
+void supervise_stop_all(int grace_ms)
+{
+        for (size_t i = sup.n; i-- > 0;) {
+                struct service *s = &sup.services[i];
+                s->next_start = 0;
+                if (!s->pid)
+                        continue;
+                log_info("stopping %s (pid %d)", s->name, s->pid);
+                kill(-s->pid, SIGTERM);
+                kill(s->pid, SIGTERM);
+                if (!wait_for(s->pid, now_ms() + grace_ms)) {
+                        log_warn("%s did not stop within %d ms, killing", s->name, grace_ms);
+                        kill(-s->pid, SIGKILL);
+                        kill(s->pid, SIGKILL);
+                        wait_for(s->pid, now_ms() + 2000);
+                }
+                if (s->out_fd >= 0)
+                        supervise_drain(s->out_fd);
+                s->pid = 0;
+        }
+}

@@ -1,0 +1,178 @@
+/* `capsuled serve`: the control plane. Loads the machine config, opens the store, serves the
+ * capsule.v1 API over mutual TLS and runs until SIGTERM/SIGINT, then shuts down cleanly.
+ * On a Capsule PID 1 starts it with --os; on a development host it runs alone ("host mode"). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../capsuled.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "serve.h"
+
+static const char usage[] =
+        "usage: capsuled serve --root DIR --machine-config FILE [options]\n\n"
+        "  --root DIR              state directory (store, logs, volumes); created if missing\n"
+        "  --machine-config FILE   machine.yaml written by `capsulectl gen config`\n"
+        "  --listen ADDR           API address, host:port or unix:/path (default: the machine\n"
+        "                          config's api.listen, else 0.0.0.0:50000); port 0 picks one\n"
+        "  --containerd SOCK       containerd's socket (enables the container driver)\n"
+        "  --port-file FILE        write the bound TCP port to FILE once listening\n"
+        "  --os                    running on a Capsule under PID 1 (enables reboot, perm checks)\n"
+        "  --log-level LEVEL       debug, info (default), warn or error\n";
+
+struct serve_opts {
+        const char *root, *machine_config, *listen, *containerd, *port_file;
+        bool os_mode;
+        enum log_level level;
+};
+
+static int parse_opts(int argc, char **argv, struct serve_opts *o)
+{
+        static const struct option opts[] = {
+                {"root", required_argument, NULL, 'r'},       {"machine-config", required_argument, NULL, 'm'},
+                {"listen", required_argument, NULL, 'l'},     {"containerd", required_argument, NULL, 'c'},
+                {"port-file", required_argument, NULL, 'p'},  {"os", no_argument, NULL, 'O'},
+                {"log-level", required_argument, NULL, 'L'},  {"help", no_argument, NULL, 'h'},
+                {NULL, 0, NULL, 0},
+        };
+        int c;
+        o->level = LOG_LVL_INFO;
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                switch (c) {
+                case 'r': o->root = optarg; break;
+                case 'm': o->machine_config = optarg; break;
+                case 'l': o->listen = optarg; break;
+                case 'c': o->containerd = optarg; break;
+                case 'p': o->port_file = optarg; break;
+                case 'O': o->os_mode = true; break;
+                case 'L':
+                        if (strcmp(optarg, "debug") == 0)
+                                o->level = LOG_LVL_DEBUG;
+                        else if (strcmp(optarg, "info") == 0)
+                                o->level = LOG_LVL_INFO;
+                        else if (strcmp(optarg, "warn") == 0)
+                                o->level = LOG_LVL_WARN;
+                        else if (strcmp(optarg, "error") == 0)
+                                o->level = LOG_LVL_ERROR;
+                        else {
+                                fprintf(stderr, "capsuled serve: --log-level %s: expected debug, info, warn or error\n",
+                                        optarg);
+                                return -1;
+                        }
+                        break;
+                case 'h': fputs(usage, stdout); exit(0);
+                default: fputs(usage, stderr); return -1;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "capsuled serve: unexpected argument \"%s\"\n%s", argv[optind], usage);
+                return -1;
+        }
+        if (!o->root || !o->machine_config) {
+                fprintf(stderr, "capsuled serve: --root and --machine-config are required\n%s", usage);
+                return -1;
+        }
+        return 0;
+}
+
+/* Writes the port atomically so a reader never sees a partial number. */
+static int write_port_file(const char *path, int port, struct cap_error *err)
+{
+        _cleanup_free_ char *tmp = NULL;
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        FILE *f = fopen(tmp, "we");
+        if (!f)
+                return cap_error_errno(err, -errno, "port file %s", tmp);
+        fprintf(f, "%d\n", port);
+        if (fclose(f) != 0 || rename(tmp, path) < 0)
+                return cap_error_errno(err, -errno, "port file %s", path);
+        return 0;
+}
+
+static int run(struct serve_opts *o)
+{
+        struct serve_ctx ctx = {
+                .root = o->root, .containerd_sock = o->containerd, .os_mode = o->os_mode,
+        };
+        struct cap_error err = {0};
+        int rc = 1;
+        clock_gettime(CLOCK_MONOTONIC, &ctx.started);
+
+        /* Block the shutdown signals in every thread; the main thread waits for them. */
+        sigset_t sigs;
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGTERM);
+        sigaddset(&sigs, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        if (machine_config_load(o->machine_config, &ctx.mcfg, &err) < 0) {
+                log_error("machine config: %s", err.msg);
+                return 1;
+        }
+        if (mkdir(o->root, 0700) < 0 && errno != EEXIST) {
+                log_error("root %s: %s", o->root, strerror(errno));
+                goto out;
+        }
+        if (store_open(o->root, &ctx.store, &err) < 0) {
+                log_error("%s", err.msg);
+                goto out;
+        }
+        struct rpc_server_opts sopts = {.authorize = serve_authorize, .authorize_ud = &ctx};
+        ctx.server = rpc_server_new(&sopts, &err);
+        if (!ctx.server || serve_register_services(&ctx, ctx.server, &err) < 0) {
+                log_error("server: %s", err.msg);
+                goto out;
+        }
+        const char *listen = o->listen ? o->listen : (ctx.mcfg.listen ? ctx.mcfg.listen : "0.0.0.0:50000");
+        struct rpc_tls tls = {
+                .ca_pem = ctx.mcfg.ca_pem,
+                .cert_pem = ctx.mcfg.cert_pem,
+                .key_pem = ctx.mcfg.key_pem,
+                .require_client_cert = true,
+        };
+        int port = rpc_server_listen(ctx.server, listen, &tls, &err);
+        if (port < 0) {
+                log_error("listen %s: %s", listen, err.msg);
+                goto out;
+        }
+        if (rpc_server_start(ctx.server, &err) < 0) {
+                log_error("start: %s", err.msg);
+                goto out;
+        }
+        if (o->port_file && write_port_file(o->port_file, port, &err) < 0) {
+                log_error("%s", err.msg);
+                goto out;
+        }
+        log_info("serving addr=%s port=%d root=%s mode=%s version=%s", listen, port, o->root,
+                 o->os_mode ? "os" : "host", CAPSULE_VERSION);
+
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        log_info("shutting down signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        rc = 0;
+out:
+        rpc_server_shutdown(ctx.server, 2000);
+        store_close(ctx.store);
+        machine_config_free(&ctx.mcfg);
+        if (rc == 0)
+                log_info("stopped");
+        return rc;
+}
+
+int serve_main(int argc, char **argv)
+{
+        struct serve_opts o = {0};
+        log_set_component("serve");
+        if (parse_opts(argc, argv, &o) < 0)
+                return 2;
+        log_set_level(o.level);
+        return run(&o);
+}

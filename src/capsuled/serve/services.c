@@ -1,0 +1,59 @@
+/* The whole capsule.v1 API surface in one table. Methods whose handler is NULL answer
+ * UNIMPLEMENTED (after authorization), so later work only fills in handlers. RPC_METHOD_MUTATING
+ * marks what the reader role may not call. */
+#include "capsule/v1/images.pb-c.h"
+#include "capsule/v1/system.pb-c.h"
+#include "capsule/v1/updates.pb-c.h"
+#include "capsule/v1/volumes.pb-c.h"
+#include "capsule/v1/workloads.pb-c.h"
+#include "common/cleanup.h"
+#include "serve.h"
+
+#define M RPC_METHOD_MUTATING
+#define D(x) &capsule__v1__##x##__descriptor
+
+int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struct cap_error *err)
+{
+        const struct rpc_method methods[] = {
+                /* Workloads */
+                {"/capsule.v1.Workloads/Apply", RPC_UNARY, D(apply_request), D(apply_response), M},
+                {"/capsule.v1.Workloads/Get", RPC_UNARY, D(get_request), D(get_response), 0},
+                {"/capsule.v1.Workloads/List", RPC_UNARY, D(list_request), D(list_response), 0},
+                {"/capsule.v1.Workloads/Delete", RPC_UNARY, D(delete_request), D(delete_response), M},
+                {"/capsule.v1.Workloads/Restart", RPC_UNARY, D(restart_request), D(restart_response), M},
+                {"/capsule.v1.Workloads/Logs", RPC_SERVER_STREAM, D(logs_request), D(log_chunk), 0},
+                {"/capsule.v1.Workloads/Exec", RPC_BIDI, D(exec_request), D(exec_response), M},
+                /* Volumes */
+                {"/capsule.v1.Volumes/Create", RPC_UNARY, D(volume_create_request), D(volume_create_response), M},
+                {"/capsule.v1.Volumes/List", RPC_UNARY, D(volume_list_request), D(volume_list_response), 0},
+                {"/capsule.v1.Volumes/Delete", RPC_UNARY, D(volume_delete_request), D(volume_delete_response), M},
+                {"/capsule.v1.Volumes/Resize", RPC_UNARY, D(volume_resize_request), D(volume_resize_response), M},
+                /* Images */
+                {"/capsule.v1.Images/Push", RPC_CLIENT_STREAM, D(image_push_request), D(image_push_response), M},
+                {"/capsule.v1.Images/Pull", RPC_UNARY, D(image_pull_request), D(image_pull_response),
+                 M | RPC_METHOD_BLOCKING},
+                {"/capsule.v1.Images/List", RPC_UNARY, D(image_list_request), D(image_list_response), 0},
+                {"/capsule.v1.Images/Delete", RPC_UNARY, D(image_delete_request), D(image_delete_response), M},
+                /* System */
+                {"/capsule.v1.System/Version", RPC_UNARY, D(version_request), D(version_response), 0,
+                 .unary = system_version},
+                {"/capsule.v1.System/Health", RPC_UNARY, D(health_request), D(health_response), 0,
+                 .unary = system_health},
+                {"/capsule.v1.System/Reboot", RPC_UNARY, D(reboot_request), D(reboot_response), M,
+                 .unary = system_reboot},
+                {"/capsule.v1.System/Dmesg", RPC_SERVER_STREAM, D(dmesg_request), D(dmesg_line), 0},
+                {"/capsule.v1.System/Events", RPC_SERVER_STREAM, D(events_request), D(event), 0},
+                /* Updates */
+                {"/capsule.v1.Updates/Push", RPC_CLIENT_STREAM, D(update_push_request), D(update_push_response), M},
+                {"/capsule.v1.Updates/Status", RPC_UNARY, D(update_status_request), D(update_status_response), 0},
+                {"/capsule.v1.Updates/Commit", RPC_UNARY, D(update_commit_request), D(update_commit_response), M},
+                {"/capsule.v1.Updates/Rollback", RPC_UNARY, D(update_rollback_request),
+                 D(update_rollback_response), M},
+        };
+        struct rpc_method with_ctx[ARRAY_SIZE(methods)];
+        for (size_t i = 0; i < ARRAY_SIZE(methods); i++) {
+                with_ctx[i] = methods[i];
+                with_ctx[i].userdata = ctx;
+        }
+        return rpc_server_add_methods(srv, with_ctx, ARRAY_SIZE(with_ctx), err);
+}

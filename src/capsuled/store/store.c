@@ -1,0 +1,513 @@
+/* SQLite implementation of the desired-state store (see store.h). */
+#include "store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/cleanup.h"
+
+struct store {
+        sqlite3 *db;
+        pthread_mutex_t lock;
+};
+
+#define SCHEMA_VERSION 1
+
+static const char schema_v1[] =
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS workloads ("
+        "  name TEXT PRIMARY KEY, kind INTEGER NOT NULL, spec BLOB NOT NULL,"
+        "  generation INTEGER NOT NULL, created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS volumes ("
+        "  name TEXT PRIMARY KEY, size_bytes INTEGER NOT NULL, backend TEXT NOT NULL,"
+        "  created_ns INTEGER NOT NULL);";
+
+static int64_t now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int db_error(struct store *st, struct cap_error *err, const char *what)
+{
+        return cap_error_set(err, -EIO, CAP_INTERNAL, "store: %s: %s", what, sqlite3_errmsg(st->db));
+}
+
+static int exec_sql(struct store *st, const char *sql, struct cap_error *err)
+{
+        char *msg = NULL;
+        if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+                int r = cap_error_set(err, -EIO, CAP_INTERNAL, "store: %s", msg ? msg : "exec failed");
+                sqlite3_free(msg);
+                return r;
+        }
+        return 0;
+}
+
+int store_open(const char *dir, struct store **out, struct cap_error *err)
+{
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return cap_error_errno(err, -errno, "store: create %s", dir);
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/state.db", dir) < 0)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+        struct store *st = calloc(1, sizeof(*st));
+        if (!st)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+        pthread_mutex_init(&st->lock, NULL);
+        if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                            NULL) != SQLITE_OK) {
+                int r = cap_error_set(err, -EIO, CAP_INTERNAL, "store: open %s: %s", path,
+                                      st->db ? sqlite3_errmsg(st->db) : "out of memory");
+                store_close(st);
+                return r;
+        }
+        sqlite3_busy_timeout(st->db, 5000);
+        int r = exec_sql(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", err);
+        if (r == 0)
+                r = exec_sql(st, "BEGIN IMMEDIATE;", err);
+        if (r == 0) {
+                r = exec_sql(st, schema_v1, err);
+                char sql[96];
+                snprintf(sql, sizeof(sql), "INSERT OR IGNORE INTO meta VALUES ('schema_version', '%d');",
+                         SCHEMA_VERSION);
+                if (r == 0)
+                        r = exec_sql(st, sql, err);
+                if (r == 0)
+                        r = exec_sql(st, "COMMIT;", err);
+                else
+                        exec_sql(st, "ROLLBACK;", NULL);
+        }
+        if (r < 0) {
+                cap_error_prefix(err, "open %s", path);
+                store_close(st);
+                return r;
+        }
+        *out = st;
+        return 0;
+}
+
+void store_close(struct store *st)
+{
+        if (!st)
+                return;
+        if (st->db)
+                sqlite3_close(st->db);
+        pthread_mutex_destroy(&st->lock);
+        free(st);
+}
+
+int store_check(struct store *st, struct cap_error *err)
+{
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = NULL;
+        int r = 0;
+        if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check;", -1, &s, NULL) != SQLITE_OK) {
+                r = db_error(st, err, "quick_check");
+        } else if (sqlite3_step(s) != SQLITE_ROW) {
+                r = db_error(st, err, "quick_check");
+        } else {
+                const char *res = (const char *)sqlite3_column_text(s, 0);
+                if (!res || strcmp(res, "ok") != 0)
+                        r = cap_error_set(err, -EIO, CAP_DATA_LOSS, "store: quick_check: %s", res ? res : "?");
+        }
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+/* Prepares sql; on failure fills err and returns NULL. */
+static sqlite3_stmt *prepare(struct store *st, const char *sql, struct cap_error *err)
+{
+        sqlite3_stmt *s = NULL;
+        if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+                db_error(st, err, "prepare");
+                return NULL;
+        }
+        return s;
+}
+
+int store_put_workload(struct store *st, const char *name, int kind, const uint8_t *spec, size_t len,
+                       enum store_put_result *result, uint64_t *generation, struct cap_error *err)
+{
+        int r = 0;
+        sqlite3_stmt *s = NULL;
+        pthread_mutex_lock(&st->lock);
+        if ((r = exec_sql(st, "BEGIN IMMEDIATE;", err)) < 0)
+                goto out;
+        s = prepare(st, "SELECT spec, generation FROM workloads WHERE name = ?;", err);
+        if (!s) {
+                r = -EIO;
+                goto rollback;
+        }
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        int step = sqlite3_step(s);
+        uint64_t gen = 0;
+        enum store_put_result res;
+        if (step == SQLITE_ROW) {
+                const void *old = sqlite3_column_blob(s, 0);
+                size_t old_len = (size_t)sqlite3_column_bytes(s, 0);
+                gen = (uint64_t)sqlite3_column_int64(s, 1);
+                res = (old_len == len && (len == 0 || memcmp(old, spec, len) == 0)) ? STORE_UNCHANGED
+                                                                                      : STORE_CONFIGURED;
+        } else if (step == SQLITE_DONE) {
+                res = STORE_CREATED;
+        } else {
+                r = db_error(st, err, "select workload");
+                goto rollback;
+        }
+        sqlite3_finalize(s);
+        s = NULL;
+        if (res == STORE_UNCHANGED) {
+                exec_sql(st, "ROLLBACK;", NULL);
+                goto done;
+        }
+        int64_t now = now_ns();
+        if (res == STORE_CREATED) {
+                gen = 1;
+                s = prepare(st, "INSERT INTO workloads (name, kind, spec, generation, created_ns, updated_ns) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?5);", err);
+        } else {
+                gen++;
+                s = prepare(st, "UPDATE workloads SET kind = ?2, spec = ?3, generation = ?4, updated_ns = ?5 "
+                                "WHERE name = ?1;", err);
+        }
+        if (!s) {
+                r = -EIO;
+                goto rollback;
+        }
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, kind);
+        sqlite3_bind_blob(s, 3, spec, (int)len, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 4, (sqlite3_int64)gen);
+        sqlite3_bind_int64(s, 5, now);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+                r = db_error(st, err, "write workload");
+                goto rollback;
+        }
+        if ((r = exec_sql(st, "COMMIT;", err)) < 0)
+                goto rollback;
+done:
+        if (result)
+                *result = res;
+        if (generation)
+                *generation = gen;
+        goto out;
+rollback:
+        exec_sql(st, "ROLLBACK;", NULL);
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+static int fill_workload(sqlite3_stmt *s, struct store_workload *w)
+{
+        memset(w, 0, sizeof(*w));
+        w->name = strdup((const char *)sqlite3_column_text(s, 0));
+        w->kind = sqlite3_column_int(s, 1);
+        w->spec_len = (size_t)sqlite3_column_bytes(s, 2);
+        w->spec = malloc(w->spec_len ? w->spec_len : 1);
+        if (!w->name || !w->spec) {
+                store_workload_free(w);
+                return -ENOMEM;
+        }
+        if (w->spec_len)
+                memcpy(w->spec, sqlite3_column_blob(s, 2), w->spec_len);
+        w->generation = (uint64_t)sqlite3_column_int64(s, 3);
+        w->created_ns = sqlite3_column_int64(s, 4);
+        w->updated_ns = sqlite3_column_int64(s, 5);
+        return 0;
+}
+
+#define WORKLOAD_COLUMNS "name, kind, spec, generation, created_ns, updated_ns"
+
+int store_get_workload(struct store *st, const char *name, struct store_workload *out, struct cap_error *err)
+{
+        int r = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, "SELECT " WORKLOAD_COLUMNS " FROM workloads WHERE name = ?;", err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        int step = sqlite3_step(s);
+        if (step == SQLITE_ROW) {
+                if (fill_workload(s, out) < 0)
+                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+        } else if (step == SQLITE_DONE) {
+                r = cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "workload \"%s\" not found", name);
+        } else {
+                r = db_error(st, err, "get workload");
+        }
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+int store_list_workloads(struct store *st, struct store_workload **out, size_t *n, struct cap_error *err)
+{
+        int r = 0;
+        struct store_workload *ws = NULL;
+        size_t count = 0, cap = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, "SELECT " WORKLOAD_COLUMNS " FROM workloads ORDER BY name;", err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        int step;
+        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+                if (count == cap) {
+                        cap = cap ? cap * 2 : 8;
+                        struct store_workload *nw = realloc(ws, cap * sizeof(*ws));
+                        if (!nw) {
+                                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+                                goto out;
+                        }
+                        ws = nw;
+                }
+                if (fill_workload(s, &ws[count]) < 0) {
+                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+                        goto out;
+                }
+                count++;
+        }
+        if (step != SQLITE_DONE)
+                r = db_error(st, err, "list workloads");
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        if (r < 0) {
+                store_workloads_free(ws, count);
+                return r;
+        }
+        *out = ws;
+        *n = count;
+        return 0;
+}
+
+/* Runs a single-statement write with one text parameter; -ENOENT when no row changed. */
+static int delete_by_name(struct store *st, const char *sql, const char *what, const char *name,
+                          struct cap_error *err)
+{
+        int r = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, sql, err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE)
+                r = db_error(st, err, "delete");
+        else if (sqlite3_changes(st->db) == 0)
+                r = cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "%s \"%s\" not found", what, name);
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+int store_delete_workload(struct store *st, const char *name, struct cap_error *err)
+{
+        return delete_by_name(st, "DELETE FROM workloads WHERE name = ?;", "workload", name, err);
+}
+
+void store_workload_free(struct store_workload *w)
+{
+        if (!w)
+                return;
+        free(w->name);
+        free(w->spec);
+        memset(w, 0, sizeof(*w));
+}
+
+void store_workloads_free(struct store_workload *ws, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                store_workload_free(&ws[i]);
+        free(ws);
+}
+
+int store_put_volume(struct store *st, const char *name, uint64_t size_bytes, const char *backend,
+                     struct cap_error *err)
+{
+        int r = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, "INSERT INTO volumes (name, size_bytes, backend, created_ns) "
+                                      "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name) DO UPDATE SET "
+                                      "size_bytes = excluded.size_bytes, backend = excluded.backend;", err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)size_bytes);
+        sqlite3_bind_text(s, 3, backend, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 4, now_ns());
+        if (sqlite3_step(s) != SQLITE_DONE)
+                r = db_error(st, err, "write volume");
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+static int fill_volume(sqlite3_stmt *s, struct store_volume *v)
+{
+        memset(v, 0, sizeof(*v));
+        v->name = strdup((const char *)sqlite3_column_text(s, 0));
+        v->size_bytes = (uint64_t)sqlite3_column_int64(s, 1);
+        v->backend = strdup((const char *)sqlite3_column_text(s, 2));
+        v->created_ns = sqlite3_column_int64(s, 3);
+        if (!v->name || !v->backend) {
+                store_volume_free(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int store_get_volume(struct store *st, const char *name, struct store_volume *out, struct cap_error *err)
+{
+        int r = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, "SELECT name, size_bytes, backend, created_ns FROM volumes WHERE name = ?;",
+                                  err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        int step = sqlite3_step(s);
+        if (step == SQLITE_ROW) {
+                if (fill_volume(s, out) < 0)
+                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+        } else if (step == SQLITE_DONE) {
+                r = cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "volume \"%s\" not found", name);
+        } else {
+                r = db_error(st, err, "get volume");
+        }
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+int store_list_volumes(struct store *st, struct store_volume **out, size_t *n, struct cap_error *err)
+{
+        int r = 0;
+        struct store_volume *vs = NULL;
+        size_t count = 0, cap = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, "SELECT name, size_bytes, backend, created_ns FROM volumes ORDER BY name;",
+                                  err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        int step;
+        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+                if (count == cap) {
+                        cap = cap ? cap * 2 : 8;
+                        struct store_volume *nv = realloc(vs, cap * sizeof(*vs));
+                        if (!nv) {
+                                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+                                goto out;
+                        }
+                        vs = nv;
+                }
+                if (fill_volume(s, &vs[count]) < 0) {
+                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+                        goto out;
+                }
+                count++;
+        }
+        if (step != SQLITE_DONE)
+                r = db_error(st, err, "list volumes");
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        if (r < 0) {
+                store_volumes_free(vs, count);
+                return r;
+        }
+        *out = vs;
+        *n = count;
+        return 0;
+}
+
+int store_delete_volume(struct store *st, const char *name, struct cap_error *err)
+{
+        return delete_by_name(st, "DELETE FROM volumes WHERE name = ?;", "volume", name, err);
+}
+
+void store_volume_free(struct store_volume *v)
+{
+        if (!v)
+                return;
+        free(v->name);
+        free(v->backend);
+        memset(v, 0, sizeof(*v));
+}
+
+void store_volumes_free(struct store_volume *vs, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                store_volume_free(&vs[i]);
+        free(vs);
+}
+
+int store_meta_get(struct store *st, const char *key, char **value, struct cap_error *err)
+{
+        int r = 0;
+        *value = NULL;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, "SELECT value FROM meta WHERE key = ?;", err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        int step = sqlite3_step(s);
+        if (step == SQLITE_ROW) {
+                *value = strdup((const char *)sqlite3_column_text(s, 0));
+                if (!*value)
+                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+        } else if (step != SQLITE_DONE) {
+                r = db_error(st, err, "get meta");
+        }
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+int store_meta_set(struct store *st, const char *key, const char *value, struct cap_error *err)
+{
+        int r = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+                                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value;", err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE)
+                r = db_error(st, err, "set meta");
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}

@@ -1,0 +1,64 @@
+/* The desired-state store: SQLite at ROOT/state.db (WAL, synchronous=FULL, foreign keys on).
+ *
+ * It holds what the operator asked for, never what is observed: workloads (their spec as protobuf
+ * bytes plus a generation counter), volumes and small key/value metadata. Every write is one
+ * transaction, so a crash or power cut leaves either the old or the new state, never a mix.
+ * Thread-safe: one connection guarded by a mutex (writes are tiny and rare). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+struct store;
+
+enum store_put_result { STORE_CREATED = 1, STORE_CONFIGURED = 2, STORE_UNCHANGED = 3 };
+
+struct store_workload {
+        char *name;
+        int kind;            /* capsule.v1.WorkloadKind */
+        uint8_t *spec;       /* packed capsule.v1.WorkloadSpec */
+        size_t spec_len;
+        uint64_t generation;
+        int64_t created_ns;
+        int64_t updated_ns;
+};
+
+struct store_volume {
+        char *name;
+        uint64_t size_bytes;
+        char *backend;
+        int64_t created_ns;
+};
+
+/* Opens (creating on first use) DIR/state.db and migrates its schema. */
+int store_open(const char *dir, struct store **out, struct cap_error *err);
+void store_close(struct store *st);
+/* PRAGMA quick_check: 0 when the database is sound. */
+int store_check(struct store *st, struct cap_error *err);
+
+/* Inserts or updates a workload. Identical spec bytes → UNCHANGED (generation kept); a different
+ * spec bumps the generation. */
+int store_put_workload(struct store *st, const char *name, int kind, const uint8_t *spec, size_t len,
+                       enum store_put_result *result, uint64_t *generation, struct cap_error *err);
+/* -ENOENT (status NOT_FOUND) when absent. The caller frees with store_workload_free. */
+int store_get_workload(struct store *st, const char *name, struct store_workload *out, struct cap_error *err);
+/* All workloads ordered by name; caller frees with store_workloads_free. */
+int store_list_workloads(struct store *st, struct store_workload **out, size_t *n, struct cap_error *err);
+int store_delete_workload(struct store *st, const char *name, struct cap_error *err);
+void store_workload_free(struct store_workload *w);
+void store_workloads_free(struct store_workload *ws, size_t n);
+
+int store_put_volume(struct store *st, const char *name, uint64_t size_bytes, const char *backend,
+                     struct cap_error *err);
+int store_get_volume(struct store *st, const char *name, struct store_volume *out, struct cap_error *err);
+int store_list_volumes(struct store *st, struct store_volume **out, size_t *n, struct cap_error *err);
+int store_delete_volume(struct store *st, const char *name, struct cap_error *err);
+void store_volume_free(struct store_volume *v);
+void store_volumes_free(struct store_volume *vs, size_t n);
+
+/* Small key/value metadata (e.g. "boot_id"); *value is malloc'd, NULL when absent. */
+int store_meta_get(struct store *st, const char *key, char **value, struct cap_error *err);
+int store_meta_set(struct store *st, const char *key, const char *value, struct cap_error *err);

@@ -1,0 +1,97 @@
+/* Machine config (machine.yaml, read by capsuled) and client config (capsuleconfig, read by
+ * capsulectl). Both are YAML written by `capsulectl gen config`; certificates and keys are PEM inline.
+ *
+ * machine.yaml:
+ *   version: 1
+ *   hostname: home
+ *   api: {listen: "0.0.0.0:50000"}
+ *   pki: {ca: <PEM>, cert: <PEM>, key: <PEM>}
+ *   registries: {insecure: ["127.0.0.1:5000"]}
+ *   network: {dhcp: true, address: "192.168.1.10/24", gateway: "192.168.1.1", dns: [...]}
+ *   updates: {publicKey: <PEM>}
+ *
+ * capsuleconfig:
+ *   currentContext: home
+ *   contexts:
+ *     - name: home
+ *       endpoint: "192.168.1.10:50000"
+ *       ca: <PEM>
+ *       cert: <PEM>
+ *       key: <PEM> */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "error.h"
+
+struct machine_config {
+        int version;
+        char *hostname;
+        char *listen;             /* API listen address, default "0.0.0.0:50000" */
+        char *ca_pem;             /* CA that signs client certs */
+        char *cert_pem;           /* the machine's server certificate */
+        char *key_pem;            /* its private key */
+        char **insecure_registries; /* host[:port] allowed over plain HTTP */
+        size_t n_insecure_registries;
+        bool dhcp;                /* default true */
+        char *address;            /* static CIDR, when dhcp is false */
+        char *gateway;
+        char **dns;
+        size_t n_dns;
+        char *update_pubkey_pem;  /* Ed25519 public key for update bundles (may be NULL) */
+};
+
+struct client_context {
+        char *name;
+        char *endpoint; /* host:port */
+        char *ca_pem;
+        char *cert_pem;
+        char *key_pem;
+};
+
+struct client_config {
+        char *current_context;
+        struct client_context *contexts;
+        size_t n_contexts;
+};
+
+/* Parses machine.yaml. Unknown fields and missing required ones (pki.*) are errors naming the field. */
+int machine_config_load(const char *path, struct machine_config *out, struct cap_error *err);
+int machine_config_parse(const char *name, const char *buf, size_t len, struct machine_config *out,
+                         struct cap_error *err);
+/* Writes atomically (temp file + fsync + rename), mode 0600. */
+int machine_config_save(const char *path, const struct machine_config *cfg, struct cap_error *err);
+void machine_config_free(struct machine_config *cfg);
+
+int client_config_load(const char *path, struct client_config *out, struct cap_error *err);
+int client_config_parse(const char *name, const char *buf, size_t len, struct client_config *out,
+                        struct cap_error *err);
+/* Writes atomically, mode 0600, creating parent directories. */
+int client_config_save(const char *path, const struct client_config *cfg, struct cap_error *err);
+void client_config_free(struct client_config *cfg);
+/* The context called name, or the current one when name is NULL (or the only one when the file
+ * has exactly one and no currentContext); NULL if absent. */
+const struct client_context *client_config_find(const struct client_config *cfg, const char *name);
+/* Default client config path: $CAPSULECONFIG, else ~/.config/capsule/config. Caller frees. */
+char *client_config_default_path(void);
+/* Adds a deep copy of ctx. A context of the same name is an ALREADY_EXISTS error unless replace,
+ * in which case it is overwritten. Makes it the current context when there was none. */
+int client_config_add(struct client_config *cfg, const struct client_context *ctx, bool replace,
+                      struct cap_error *err);
+/* Makes name the current context; NOT_FOUND (listing the known ones) when there is no such one. */
+int client_config_use(struct client_config *cfg, const char *name, struct cap_error *err);
+
+/* Serializes to YAML (PEM as literal block scalars) after checking that the text parses back to
+ * a valid config; *out is malloc'd and NUL-terminated. The *_save functions use these. */
+int machine_config_format(const struct machine_config *cfg, char **out, size_t *len,
+                          struct cap_error *err);
+int client_config_format(const struct client_config *cfg, char **out, size_t *len,
+                         struct cap_error *err);
+
+/* Writes data to path atomically: a temp file in the same directory, fsync, rename over path,
+ * fsync of the directory. Either path keeps its old contents or it has all of data, never a mix. */
+int config_write_file_atomic(const char *path, const void *data, size_t len, unsigned int mode,
+                             struct cap_error *err);
+/* mkdir -p: creates dir and its missing parents with mode. */
+int config_mkdir_p(const char *dir, unsigned int mode, struct cap_error *err);

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Host-mode API spine: capsuled serve over mTLS, capsulectl version/health, Python grpcio
+interop, certificate checks (no cert, other CA, expired) and roles (reader vs admin)."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import tempfile
+
+import grpc
+
+import harness
+from harness import Capsule, CapsuleTestCase, ctl
+
+
+def channel(capsule, ca, cert=None, key=None):
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(capsule.endpoint, creds)
+
+
+def call(chan, path, req, resp_cls, timeout=10):
+    fn = chan.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
+                          response_deserializer=resp_cls.FromString)
+    return fn(req, timeout=timeout)
+
+
+class ApiTest(CapsuleTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.pb = harness.proto_modules()
+        cls.ca, cls.cert, cls.key = harness.load_client_context(cls.capsule.config)
+
+    def version(self, cert=None, key=None, ca=None):
+        sysm = self.pb["system"]
+        with channel(self.capsule, ca or self.ca, cert, key) as ch:
+            return call(ch, "/capsule.v1.System/Version", sysm.VersionRequest(), sysm.VersionResponse)
+
+    def test_cli_version(self):
+        p = self.capsule.ctl(["version"], check=True)
+        self.assertRegex(p.stdout, r"Client: capsulectl \d+\.\d+\.\d+")
+        self.assertRegex(p.stdout, r"Server: capsuled \d+\.\d+\.\d+ .* on home, host mode")
+
+    def test_cli_version_json_and_yaml(self):
+        p = self.capsule.ctl(["-o", "json", "version"], check=True)
+        doc = json.loads(p.stdout)
+        self.assertEqual(doc["server"]["version"], doc["client"]["version"])
+        self.assertEqual(doc["server"]["mode"], "host")
+        p = self.capsule.ctl(["-o", "yaml", "version"], check=True)
+        self.assertIn("server:\n", p.stdout)
+        self.assertRegex(p.stdout, r"\n  mode: host\n")
+
+    def test_cli_health(self):
+        p = self.capsule.ctl(["health"], check=True)
+        self.assertRegex(p.stdout, r"store\s+ok")
+        self.assertIn("healthy", p.stdout)
+
+    def test_python_grpcio_admin(self):
+        v = self.version(self.cert, self.key)
+        self.assertEqual(v.mode, "host")
+        self.assertEqual(v.hostname, "home")
+        self.assertTrue(v.version)
+
+    def test_python_health(self):
+        sysm = self.pb["system"]
+        with channel(self.capsule, self.ca, self.cert, self.key) as ch:
+            h = call(ch, "/capsule.v1.System/Health", sysm.HealthRequest(), sysm.HealthResponse)
+        self.assertTrue(h.ok)
+        self.assertIn("store", [c.name for c in h.checks])
+
+    def test_no_client_cert_refused(self):
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.version()
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+
+    def test_other_ca_refused(self):
+        other = tempfile.mkdtemp(prefix="capsule-other-")
+        try:
+            ctl(["gen", "config", "other", "-o", other], check=True)
+            _, ocert, okey = harness.load_client_context(os.path.join(other, "capsuleconfig"))
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.version(ocert, okey)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            # capsulectl with the other capsule's config: refused with a hint
+            p = self.capsule.ctl(["version"], config=os.path.join(other, "capsuleconfig"))
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("Server:", p.stdout + "Server:")  # client line still printed
+            self.assertNotIn("Server: capsuled", p.stdout)
+            self.assertIn("hint:", p.stderr)
+        finally:
+            shutil.rmtree(other, ignore_errors=True)
+
+    def test_expired_cert_refused(self):
+        out = os.path.join(self.tmp, "expired-config")
+        ctl(["gen", "cert", "--role", "admin", "--name", "old", "--secrets", self.capsule.secrets,
+             "--expired", "--endpoint", self.capsule.endpoint, "-o", out], check=True)
+        _, ecert, ekey = harness.load_client_context(out)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.version(ecert, ekey)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        p = self.capsule.ctl(["version"], config=out)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("expired", p.stderr)
+
+    def test_reader_role(self):
+        out = os.path.join(self.tmp, "reader-config")
+        ctl(["gen", "cert", "--role", "reader", "--name", "alice", "--secrets", self.capsule.secrets,
+             "--endpoint", self.capsule.endpoint, "-o", out], check=True)
+        # reader may read
+        p = self.capsule.ctl(["version"], config=out, check=True)
+        self.assertIn("Server: capsuled", p.stdout)
+        self.assertEqual(self.capsule.ctl(["health"], config=out).returncode, 0)
+        _, rcert, rkey = harness.load_client_context(out)
+        self.assertEqual(self.version(rcert, rkey).mode, "host")
+        # but every mutating RPC is refused with PERMISSION_DENIED
+        sysm, wl, vol = self.pb["system"], self.pb["workloads"], self.pb["volumes"]
+        mutating = [
+            ("/capsule.v1.System/Reboot", sysm.RebootRequest(), sysm.RebootResponse),
+            ("/capsule.v1.Workloads/Apply", wl.ApplyRequest(), wl.ApplyResponse),
+            ("/capsule.v1.Workloads/Delete", wl.DeleteRequest(name="web"), wl.DeleteResponse),
+            ("/capsule.v1.Volumes/Create", vol.VolumeCreateRequest(name="v"), vol.VolumeCreateResponse),
+        ]
+        with channel(self.capsule, self.ca, rcert, rkey) as ch:
+            for path, req, resp in mutating:
+                with self.assertRaises(grpc.RpcError, msg=path) as cm:
+                    call(ch, path, req, resp)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED, path)
+                self.assertIn("capsule:reader", cm.exception.details())
+
+    def test_admin_reboot_in_host_mode_is_precondition(self):
+        sysm = self.pb["system"]
+        with channel(self.capsule, self.ca, self.cert, self.key) as ch:
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(ch, "/capsule.v1.System/Reboot", sysm.RebootRequest(), sysm.RebootResponse)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("host mode", cm.exception.details())
+
+    def test_unknown_method_unimplemented(self):
+        sysm = self.pb["system"]
+        with channel(self.capsule, self.ca, self.cert, self.key) as ch:
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(ch, "/capsule.v1.System/NoSuchMethod", sysm.VersionRequest(), sysm.VersionResponse)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_unreachable_endpoint_hint(self):
+        p = self.capsule.ctl(["--capsule", f"127.0.0.1:{harness.free_port()}", "--timeout", "3", "version"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("hint:", p.stderr)
+
+    def test_log_lines_are_greppable(self):
+        lines = [l for l in self.capsule.logs().splitlines() if l.strip()]
+        self.assertTrue(lines)
+        for l in lines:
+            self.assertRegex(l, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO |WARN |ERROR) \w+: ")
+        self.assertTrue(any("serving addr=127.0.0.1:0 port=" in l for l in lines))
+
+
+class LifecycleTest(CapsuleTestCase):
+
+    def test_store_created_and_sigterm_clean(self):
+        db = os.path.join(self.capsule.root, "state.db")
+        self.assertTrue(os.path.exists(db))
+        rc = self.capsule.stop(signal.SIGTERM)
+        self.assertEqual(rc, 0)
+        self.assertIn("stopped", self.capsule.logs())
+        con = sqlite3.connect(db)
+        try:
+            self.assertEqual(con.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+            self.assertEqual(con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0], "1")
+        finally:
+            con.close()
+        # starts again on the existing store
+        self.capsule.start()
+        self.assertEqual(self.capsule.ctl(["health"]).returncode, 0)
+
+    def test_bad_machine_config_refused(self):
+        bad = os.path.join(self.tmp, "bad.yaml")
+        with open(bad, "w") as f:
+            f.write("version: 1\nhostname: x\nbogus: 1\n")
+        import subprocess
+        p = subprocess.run([harness.CAPSULED, "serve", "--root", os.path.join(self.tmp, "r2"),
+                            "--machine-config", bad, "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("bogus", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "r2", "state.db")))
+
+
+if __name__ == "__main__":
+    harness.main()

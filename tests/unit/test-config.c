@@ -1,0 +1,358 @@
+/* Unit tests for src/common/config.c: round trips, strictness (unknown and missing fields with
+ * their line), malformed YAML, file modes and saves that fail without clobbering the old file. */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "test.h"
+
+#define CA "-----BEGIN CERTIFICATE-----\nMIIBCA\nAAAA==\n-----END CERTIFICATE-----\n"
+#define CERT "-----BEGIN CERTIFICATE-----\nMIIBSERVER\n-----END CERTIFICATE-----\n"
+#define KEY "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n"
+#define PUB "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"
+
+static char dir[64];
+
+static char *path_in(const char *name)
+{
+        static char buf[8][128];
+        static int i;
+        i = (i + 1) % 8;
+        snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, name);
+        return buf[i];
+}
+
+static char *slurp(const char *path)
+{
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return NULL;
+        char *buf = calloc(1, 1 << 16);
+        size_t n = fread(buf, 1, (1 << 16) - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        return buf;
+}
+
+static int count_entries(const char *d)
+{
+        DIR *dp = opendir(d);
+        int n = 0;
+        for (struct dirent *e; dp && (e = readdir(dp));)
+                n += e->d_name[0] != '.' || (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."));
+        if (dp)
+                closedir(dp);
+        return n;
+}
+
+static void machine_fill(struct machine_config *m)
+{
+        static char *regs[] = {"127.0.0.1:5000", "registry.lan"};
+        static char *dns[] = {"1.1.1.1", "9.9.9.9"};
+        *m = (struct machine_config){
+                .version = 1,
+                .hostname = "home",
+                .listen = "0.0.0.0:50000",
+                .ca_pem = CA,
+                .cert_pem = CERT,
+                .key_pem = KEY,
+                .insecure_registries = regs,
+                .n_insecure_registries = 2,
+                .dhcp = false,
+                .address = "192.168.1.10/24",
+                .gateway = "192.168.1.1",
+                .dns = dns,
+                .n_dns = 2,
+                .update_pubkey_pem = PUB,
+        };
+}
+
+TEST(machine_round_trip)
+{
+        struct machine_config m, back;
+        struct cap_error err = {0};
+        machine_fill(&m);
+        const char *p = path_in("machine.yaml");
+        CHECK(machine_config_save(p, &m, &err) == 0);
+        struct stat st;
+        CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0600);
+        char *text = slurp(p);
+        CHECK_CONTAINS(text, "ca: |\n    -----BEGIN CERTIFICATE-----\n");
+        CHECK_CONTAINS(text, "hostname: home\n");
+        free(text);
+        CHECK(machine_config_load(p, &back, &err) == 0);
+        CHECK(back.version == 1);
+        CHECK_STR_EQ(back.hostname, "home");
+        CHECK_STR_EQ(back.listen, "0.0.0.0:50000");
+        CHECK_STR_EQ(back.ca_pem, CA);
+        CHECK_STR_EQ(back.cert_pem, CERT);
+        CHECK_STR_EQ(back.key_pem, KEY);
+        CHECK(back.n_insecure_registries == 2);
+        CHECK(back.n_insecure_registries == 2 && strcmp(back.insecure_registries[1], "registry.lan") == 0);
+        CHECK(!back.dhcp);
+        CHECK_STR_EQ(back.address, "192.168.1.10/24");
+        CHECK_STR_EQ(back.gateway, "192.168.1.1");
+        CHECK(back.n_dns == 2 && strcmp(back.dns[0], "1.1.1.1") == 0);
+        CHECK_STR_EQ(back.update_pubkey_pem, PUB);
+        machine_config_free(&back);
+        CHECK(back.hostname == NULL);
+}
+
+TEST(machine_defaults)
+{
+        const char *y = "hostname: box\npki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n    x\n"
+                        "    -----END CERTIFICATE-----\n  cert: \"-----BEGIN CERTIFICATE-----\\n"
+                        "-----END CERTIFICATE-----\\n\"\n  key: |\n    -----BEGIN EC PRIVATE KEY-----\n"
+                        "    -----END EC PRIVATE KEY-----\n";
+        struct machine_config m;
+        struct cap_error err = {0};
+        CHECK(machine_config_parse("m.yaml", y, strlen(y), &m, &err) == 0);
+        CHECK(m.version == 1);
+        CHECK(m.dhcp);
+        CHECK_STR_EQ(m.listen, "0.0.0.0:50000");
+        CHECK_STR_EQ(m.ca_pem, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
+        CHECK(m.update_pubkey_pem == NULL && m.n_dns == 0);
+        machine_config_free(&m);
+        if (err.msg[0])
+                fprintf(stderr, "  %s\n", err.msg);
+}
+
+static void expect_machine_error(const char *yaml, const char *want1, const char *want2)
+{
+        struct machine_config m;
+        struct cap_error err = {0};
+        CHECK(machine_config_parse("machine.yaml", yaml, strlen(yaml), &m, &err) < 0);
+        CHECK(err.status == CAP_INVALID_ARGUMENT);
+        CHECK_CONTAINS(err.msg, want1);
+        if (want2)
+                CHECK_CONTAINS(err.msg, want2);
+        CHECK(m.hostname == NULL && m.ca_pem == NULL);
+}
+
+#define PKI_OK "pki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n" \
+               "  cert: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"    \
+               "  key: |\n    -----BEGIN PRIVATE KEY-----\n    -----END PRIVATE KEY-----\n"
+
+TEST(machine_strict)
+{
+        expect_machine_error("hostname: home\napi:\n  lisen: \"0.0.0.0:1\"\n" PKI_OK,
+                             "machine.yaml:3: ", "unknown field \"api.lisen\"");
+        expect_machine_error("hostname: home\n" PKI_OK "colour: blue\n", "machine.yaml:12: ",
+                             "unknown field \"colour\"");
+        expect_machine_error("hostname: home\npki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n"
+                             "    -----END CERTIFICATE-----\n  cert: |\n    -----BEGIN CERTIFICATE-----\n"
+                             "    -----END CERTIFICATE-----\n",
+                             "machine.yaml:3: ", "missing required field \"pki.key\"");
+        expect_machine_error("hostname: home\n", "missing required field \"pki\"", NULL);
+        expect_machine_error(PKI_OK, "missing required field \"hostname\"", NULL);
+        expect_machine_error("hostname: Home_1\n" PKI_OK, "hostname \"Home_1\": must be a DNS label",
+                             NULL);
+        expect_machine_error("version: 2\nhostname: home\n" PKI_OK, "unsupported version 2", NULL);
+        expect_machine_error("version: one\nhostname: home\n" PKI_OK, "machine.yaml:1: ",
+                             "version: expected an integer");
+        expect_machine_error("hostname: home\nhostname: away\n" PKI_OK, "machine.yaml:2: ",
+                             "duplicate field \"hostname\"");
+        expect_machine_error("hostname: home\nnetwork: {dhcp: maybe}\n" PKI_OK,
+                             "network.dhcp: expected true or false", NULL);
+        expect_machine_error("hostname: home\nnetwork: {dhcp: false}\n" PKI_OK,
+                             "network.address: required when network.dhcp is false", NULL);
+        expect_machine_error("hostname: home\npki: [a, b]\n", "machine.yaml:2: ",
+                             "pki: expected a mapping");
+        expect_machine_error("hostname: home\npki:\n  ca: hello\n  cert: x\n  key: y\n",
+                             "pki.ca: expected a PEM block", NULL);
+        expect_machine_error("- a\n- b\n", "document: expected a mapping", NULL);
+        expect_machine_error("hostname: home\nregistries: {insecure: [[x]]}\n" PKI_OK,
+                             "registries.insecure[0]: expected a string", NULL);
+}
+
+TEST(malformed_yaml)
+{
+        expect_machine_error("hostname: [home\n" PKI_OK, "machine.yaml:", "invalid YAML");
+        expect_machine_error("hostname: home\n  bad indent: x\n", "invalid YAML", NULL);
+        expect_machine_error("", "empty document", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "---\nhostname: two\n",
+                             "only one YAML document", NULL);
+        expect_machine_error("hostname: *nope\n", "invalid YAML", NULL);
+        struct client_config c;
+        struct cap_error err = {0};
+        const char *y = "contexts:\n  - name: a\n    endpoint: \"x\n";
+        CHECK(client_config_parse("cc", y, strlen(y), &c, &err) < 0);
+        CHECK_CONTAINS(err.msg, "cc:");
+        CHECK_CONTAINS(err.msg, "invalid YAML");
+        CHECK(machine_config_load(path_in("does-not-exist"), &(struct machine_config){0}, &err) == -ENOENT);
+        CHECK_CONTAINS(err.msg, "does-not-exist");
+}
+
+static void client_fill(struct client_config *c, struct client_context ctx[2])
+{
+        ctx[0] = (struct client_context){"home", "192.168.1.10:50000", CA, CERT, KEY};
+        ctx[1] = (struct client_context){"lab", "[fd00::1]:50000", CA, CERT, KEY};
+        *c = (struct client_config){.current_context = "lab", .contexts = ctx, .n_contexts = 2};
+}
+
+TEST(client_round_trip)
+{
+        struct client_context ctx[2];
+        struct client_config c, back;
+        struct cap_error err = {0};
+        client_fill(&c, ctx);
+        const char *p = path_in("sub/dir/capsuleconfig"); /* parents are created */
+        CHECK(client_config_save(p, &c, &err) == 0);
+        struct stat st;
+        CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0600);
+        CHECK(stat(path_in("sub/dir"), &st) == 0 && (st.st_mode & 07777) == 0700);
+        CHECK(client_config_load(p, &back, &err) == 0);
+        CHECK_STR_EQ(back.current_context, "lab");
+        CHECK(back.n_contexts == 2);
+        const struct client_context *x = client_config_find(&back, NULL);
+        CHECK(x && strcmp(x->name, "lab") == 0);
+        CHECK(x && strcmp(x->endpoint, "[fd00::1]:50000") == 0);
+        x = client_config_find(&back, "home");
+        CHECK(x && strcmp(x->key_pem, KEY) == 0 && strcmp(x->ca_pem, CA) == 0);
+        CHECK(client_config_find(&back, "nope") == NULL);
+
+        CHECK(client_config_use(&back, "home", &err) == 0);
+        CHECK(client_config_use(&back, "nope", &err) == -ENOENT);
+        CHECK_CONTAINS(err.msg, "known: home, lab");
+        struct client_context extra = {"new", "10.0.0.1:50000", CA, CERT, KEY};
+        CHECK(client_config_add(&back, &extra, false, &err) == 0);
+        CHECK(client_config_add(&back, &extra, false, &err) == -EEXIST);
+        extra.endpoint = "10.0.0.2:50000";
+        CHECK(client_config_add(&back, &extra, true, &err) == 0);
+        CHECK(back.n_contexts == 3);
+        CHECK(client_config_save(p, &back, &err) == 0);
+        client_config_free(&back);
+        CHECK(client_config_load(p, &back, &err) == 0);
+        CHECK_STR_EQ(back.current_context, "home");
+        x = client_config_find(&back, "new");
+        CHECK(x && strcmp(x->endpoint, "10.0.0.2:50000") == 0);
+        client_config_free(&back);
+
+        /* Only one context and no currentContext: it is the one. */
+        struct client_config one = {.contexts = ctx, .n_contexts = 1};
+        CHECK(client_config_find(&one, NULL) == &ctx[0]);
+        struct client_config empty = {0};
+        CHECK(client_config_add(&empty, &ctx[1], false, &err) == 0);
+        CHECK_STR_EQ(empty.current_context, "lab");
+        client_config_free(&empty);
+}
+
+TEST(client_strict)
+{
+        struct client_config c;
+        struct cap_error err = {0};
+        const char *y = "currentContext: home\ncontexts:\n- name: home\n  endpoint: a:1\n"
+                        "  ca: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"
+                        "  cert: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"
+                        "  key: |\n    -----BEGIN PRIVATE KEY-----\n    -----END PRIVATE KEY-----\n"
+                        "  token: abc\n";
+        CHECK(client_config_parse("cfg", y, strlen(y), &c, &err) < 0);
+        CHECK_CONTAINS(err.msg, "cfg:14: unknown field \"contexts[0].token\"");
+        y = "contexts:\n- name: home\n  endpoint: a:1\n";
+        CHECK(client_config_parse("cfg", y, strlen(y), &c, &err) < 0);
+        CHECK_CONTAINS(err.msg, "cfg:2: missing required field \"contexts[0].ca\"");
+        y = "currentContext: away\ncontexts: []\n";
+        CHECK(client_config_parse("cfg", y, strlen(y), &c, &err) < 0);
+        CHECK_CONTAINS(err.msg, "no context named \"away\"");
+        y = "contexts: []\n";
+        CHECK(client_config_parse("cfg", y, strlen(y), &c, &err) == 0);
+        CHECK(c.n_contexts == 0 && client_config_find(&c, NULL) == NULL);
+        client_config_free(&c);
+}
+
+TEST(failed_save_keeps_old_file)
+{
+        struct machine_config m;
+        struct cap_error err = {0};
+        machine_fill(&m);
+        const char *p = path_in("keep.yaml");
+        CHECK(machine_config_save(p, &m, &err) == 0);
+        char *before = slurp(p);
+        int entries = count_entries(dir);
+
+        /* An invalid config is refused before anything is written. */
+        m.hostname = NULL;
+        CHECK(machine_config_save(p, &m, &err) < 0);
+        CHECK_CONTAINS(err.msg, "missing required field \"hostname\"");
+        char *after = slurp(p);
+        CHECK_STR_EQ(after, before);
+        free(after);
+
+        /* A write that fails half-way (file size limit) leaves the old file and no temp file. */
+        machine_fill(&m);
+        m.hostname = "changed";
+        struct rlimit old, small = {.rlim_cur = 100, .rlim_max = RLIM_INFINITY};
+        CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+        small.rlim_max = old.rlim_max;
+        void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+        CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
+        int r = machine_config_save(p, &m, &err);
+        CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+        signal(SIGXFSZ, prev);
+        CHECK(r == -EFBIG);
+        CHECK_CONTAINS(err.msg, "keep.yaml: write");
+        after = slurp(p);
+        CHECK_STR_EQ(after, before);
+        free(after);
+        CHECK(count_entries(dir) == entries);
+
+        /* The target's directory is missing: nothing is created anywhere. */
+        CHECK(config_write_file_atomic(path_in("no/such/dir/x"), "x", 1, 0600, &err) == -ENOENT);
+        free(before);
+}
+
+TEST(default_path)
+{
+        char *old_home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+        setenv("CAPSULECONFIG", "/etc/capsule/test", 1);
+        char *p = client_config_default_path();
+        CHECK_STR_EQ(p, "/etc/capsule/test");
+        free(p);
+        unsetenv("CAPSULECONFIG");
+        setenv("HOME", "/home/op", 1);
+        p = client_config_default_path();
+        CHECK_STR_EQ(p, "/home/op/.config/capsule/config");
+        free(p);
+        setenv("CAPSULECONFIG", "", 1);
+        p = client_config_default_path();
+        CHECK_STR_EQ(p, "/home/op/.config/capsule/config");
+        free(p);
+        unsetenv("CAPSULECONFIG");
+        if (old_home) {
+                setenv("HOME", old_home, 1);
+                free(old_home);
+        }
+}
+
+static void rm_rf(const char *d)
+{
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+        if (system(cmd) != 0)
+                fprintf(stderr, "  could not remove %s\n", d);
+}
+
+int main(void)
+{
+        snprintf(dir, sizeof(dir), "/tmp/test-config-XXXXXX");
+        if (!mkdtemp(dir)) {
+                perror("mkdtemp");
+                return 1;
+        }
+        RUN(machine_round_trip);
+        RUN(machine_defaults);
+        RUN(machine_strict);
+        RUN(malformed_yaml);
+        RUN(client_round_trip);
+        RUN(client_strict);
+        RUN(failed_save_keeps_old_file);
+        RUN(default_path);
+        rm_rf(dir);
+        return test_summary();
+}

@@ -1,0 +1,377 @@
+/* Unit tests for the OCI runtime spec generator (src/capsuled/containerd/spec.c): Docker's
+ * entrypoint/cmd rules, env merging, users, privileged vs default, resources and mounts. */
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "spec.h"
+#include "test.h"
+
+#define WL_INIT CAPSULE__V1__WORKLOAD_SPEC__INIT
+
+static json_object *gen(const struct spec_options *o)
+{
+        struct cap_error err = { 0 };
+        char *s = NULL;
+        int r = spec_generate(o, &s, &err);
+        if (r < 0) {
+                fprintf(stderr, "  spec_generate: %s\n", err.msg);
+                return NULL;
+        }
+        json_object *j = json_tokener_parse(s);
+        free(s);
+        return j;
+}
+
+static json_object *at(json_object *j, const char *path)
+{
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s", path);
+        char *save = NULL;
+        for (char *k = strtok_r(buf, ".", &save); k && j; k = strtok_r(NULL, ".", &save)) {
+                json_object *n = NULL;
+                if (json_object_is_type(j, json_type_array))
+                        n = json_object_array_get_idx(j, (size_t)atoi(k));
+                else if (!json_object_object_get_ex(j, k, &n))
+                        n = NULL;
+                j = n;
+        }
+        return j;
+}
+
+/* Joins a JSON string array with spaces, for compact comparisons. */
+static const char *joined(json_object *a)
+{
+        static char buf[1024];
+        buf[0] = '\0';
+        for (size_t i = 0; a && i < json_object_array_length(a); i++) {
+                if (i)
+                        strncat(buf, " ", sizeof(buf) - strlen(buf) - 1);
+                strncat(buf, json_object_get_string(json_object_array_get_idx(a, i)),
+                        sizeof(buf) - strlen(buf) - 1);
+        }
+        return buf;
+}
+
+static bool array_has(json_object *a, const char *s)
+{
+        for (size_t i = 0; a && i < json_object_array_length(a); i++)
+                if (strcmp(json_object_get_string(json_object_array_get_idx(a, i)), s) == 0)
+                        return true;
+        return false;
+}
+
+static json_object *find_mount(json_object *spec, const char *dest)
+{
+        json_object *m = at(spec, "mounts");
+        for (size_t i = 0; m && i < json_object_array_length(m); i++) {
+                json_object *e = json_object_array_get_idx(m, i);
+                if (strcmp(json_object_get_string(at(e, "destination")), dest) == 0)
+                        return e;
+        }
+        return NULL;
+}
+
+TEST(entrypoint_cmd_table)
+{
+        static const struct {
+                const char *image;
+                const char *cmd[3], *args[3];
+                const char *want;
+        } cases[] = {
+                { "{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\",\"c2\"]}}", { 0 }, { 0 }, "/ep c1 c2" },
+                { "{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}", { "/x" }, { 0 }, "/x" },
+                { "{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}", { 0 }, { "a1", "a2" }, "/ep a1 a2" },
+                { "{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}", { "/x" }, { "a1" }, "/x a1" },
+                { "{\"config\":{\"Cmd\":[\"sh\",\"-c\",\"true\"]}}", { 0 }, { 0 }, "sh -c true" },
+                { "{\"config\":{\"Cmd\":[\"sh\"]}}", { 0 }, { "ls" }, "ls" },
+                { "{\"Entrypoint\":[\"/bare\"]}", { 0 }, { 0 }, "/bare" },
+                { NULL, { "/only" }, { 0 }, "/only" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Capsule__V1__WorkloadSpec w = WL_INIT;
+                char *cmd[3] = { 0 }, *args[3] = { 0 };
+                w.name = "web";
+                for (size_t k = 0; k < 3 && cases[i].cmd[k]; k++)
+                        cmd[w.n_command++] = (char *)cases[i].cmd[k];
+                for (size_t k = 0; k < 3 && cases[i].args[k]; k++)
+                        args[w.n_args++] = (char *)cases[i].args[k];
+                w.command = cmd;
+                w.args = args;
+                struct spec_options o = { .workload = &w, .image_config_json = cases[i].image };
+                json_object *s = gen(&o);
+                CHECK(s != NULL);
+                CHECK_STR_EQ(joined(at(s, "process.args")), cases[i].want);
+                json_object_put(s);
+        }
+}
+
+TEST(no_command_is_invalid)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        w.name = "web";
+        struct spec_options o = { .workload = &w, .image_config_json = "{\"config\":{}}" };
+        struct cap_error err = { 0 };
+        char *s = NULL;
+        CHECK(spec_generate(&o, &s, &err) < 0);
+        CHECK(err.status == CAP_INVALID_ARGUMENT);
+        CHECK_CONTAINS(err.msg, "command");
+        o.image_config_json = "{not json";
+        CHECK(spec_generate(&o, &s, &err) < 0);
+        CHECK_CONTAINS(err.msg, "image config");
+}
+
+TEST(env_merge)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        Capsule__V1__WorkloadSpec__EnvEntry e1 = CAPSULE__V1__WORKLOAD_SPEC__ENV_ENTRY__INIT,
+                                            e2 = CAPSULE__V1__WORKLOAD_SPEC__ENV_ENTRY__INIT;
+        e1.key = "TZ";
+        e1.value = "Europe/Paris";
+        e2.key = "A";
+        e2.value = "manifest";
+        Capsule__V1__WorkloadSpec__EnvEntry *env[] = { &e1, &e2 };
+        w.name = "web";
+        w.env = env;
+        w.n_env = 2;
+        struct spec_options o = {
+                .workload = &w,
+                .image_config_json = "{\"config\":{\"Cmd\":[\"x\"],\"Env\":[\"PATH=/img/bin\",\"A=image\",\"B=b=c\"]}}",
+        };
+        json_object *s = gen(&o);
+        CHECK_STR_EQ(joined(at(s, "process.env")), "PATH=/img/bin A=manifest B=b=c TZ=Europe/Paris");
+        json_object_put(s);
+
+        o.image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}";
+        w.n_env = 0;
+        s = gen(&o);
+        CHECK_CONTAINS(joined(at(s, "process.env")), "PATH=/usr/local/sbin:");
+        json_object_put(s);
+}
+
+TEST(cwd_and_user)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        w.name = "web";
+        struct spec_options o = {
+                .workload = &w,
+                .image_config_json = "{\"config\":{\"Cmd\":[\"x\"],\"WorkingDir\":\"/srv\",\"User\":\"33:44\"}}",
+        };
+        json_object *s = gen(&o);
+        CHECK_STR_EQ(json_object_get_string(at(s, "process.cwd")), "/srv");
+        CHECK(json_object_get_int(at(s, "process.user.uid")) == 33);
+        CHECK(json_object_get_int(at(s, "process.user.gid")) == 44);
+        json_object_put(s);
+
+        w.working_dir = "/app";
+        w.user = "1000";
+        s = gen(&o);
+        CHECK_STR_EQ(json_object_get_string(at(s, "process.cwd")), "/app");
+        CHECK(json_object_get_int(at(s, "process.user.uid")) == 1000);
+        CHECK(json_object_get_int(at(s, "process.user.gid")) == 0);
+        json_object_put(s);
+
+        w.working_dir = "relative";
+        struct cap_error err = { 0 };
+        char *out = NULL;
+        CHECK(spec_generate(&o, &out, &err) < 0);
+        CHECK_CONTAINS(err.msg, "workingDir");
+        w.working_dir = NULL;
+        w.user = "nginx";
+        CHECK(spec_generate(&o, &out, &err) < 0);
+        CHECK_CONTAINS(err.msg, "nginx");
+}
+
+TEST(user_names_from_rootfs)
+{
+        char dir[] = "/tmp/test-spec-XXXXXX";
+        CHECK(mkdtemp(dir) != NULL);
+        char path[512];
+        snprintf(path, sizeof(path), "%s/etc", dir);
+        CHECK(mkdir(path, 0755) == 0);
+        snprintf(path, sizeof(path), "%s/etc/passwd", dir);
+        FILE *f = fopen(path, "w");
+        fputs("root:x:0:0:root:/root:/bin/sh\nnginx:x:101:102:nginx:/:/sbin/nologin\n", f);
+        fclose(f);
+        snprintf(path, sizeof(path), "%s/etc/group", dir);
+        f = fopen(path, "w");
+        fputs("root:x:0:\nnginx:x:102:\nwww:x:33:nginx,other\naudio:x:29:other\n", f);
+        fclose(f);
+
+        uint32_t uid, gid, extra[8];
+        size_t n = 8;
+        struct cap_error err = { 0 };
+        CHECK(spec_resolve_user(dir, "nginx", &uid, &gid, extra, &n, &err) == 0);
+        CHECK(uid == 101 && gid == 102);
+        CHECK(n == 1 && extra[0] == 33);
+        n = 8;
+        CHECK(spec_resolve_user(dir, "101:www", &uid, &gid, extra, &n, &err) == 0);
+        CHECK(uid == 101 && gid == 33 && n == 0);
+        n = 8;
+        CHECK(spec_resolve_user(dir, "nginx:audio", &uid, &gid, extra, &n, &err) == 0);
+        CHECK(uid == 101 && gid == 29);
+        CHECK(spec_resolve_user(dir, "ghost", &uid, &gid, NULL, NULL, &err) < 0);
+        CHECK(spec_resolve_user(dir, "0:nogroup", &uid, &gid, NULL, NULL, &err) < 0);
+        CHECK(spec_resolve_user(NULL, "", &uid, &gid, NULL, NULL, &err) == 0 && uid == 0 && gid == 0);
+
+        snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+        CHECK(system(path) == 0);
+}
+
+TEST(default_vs_privileged)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        w.name = "web";
+        struct spec_options o = { .workload = &w, .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
+                                  .netns_path = "/run/netns/web" };
+        json_object *s = gen(&o);
+        CHECK_STR_EQ(json_object_get_string(at(s, "hostname")), "web");
+        CHECK_STR_EQ(json_object_get_string(at(s, "root.path")), "rootfs");
+        CHECK(json_object_get_boolean(at(s, "process.noNewPrivileges")));
+        CHECK(json_object_array_length(at(s, "process.capabilities.bounding")) == 14);
+        CHECK(array_has(at(s, "process.capabilities.effective"), "CAP_NET_BIND_SERVICE"));
+        CHECK(!array_has(at(s, "process.capabilities.bounding"), "CAP_SYS_ADMIN"));
+        CHECK(array_has(at(s, "linux.maskedPaths"), "/proc/kcore"));
+        CHECK(array_has(at(s, "linux.readonlyPaths"), "/proc/sys"));
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.seccomp.defaultAction")), "SCMP_ACT_ALLOW");
+        CHECK(array_has(at(s, "linux.seccomp.syscalls.0.names"), "kexec_load"));
+        CHECK(array_has(at(s, "linux.seccomp.syscalls.0.names"), "unshare"));
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.seccomp.syscalls.0.action")), "SCMP_ACT_ERRNO");
+        CHECK(!json_object_get_boolean(at(s, "linux.resources.devices.0.allow")));
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.4.type")), "network");
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.4.path")), "/run/netns/web");
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.cgroupsPath")), "/capsule/web");
+        CHECK(array_has(at(find_mount(s, "/sys"), "options"), "ro"));
+        json_object_put(s);
+
+        w.privileged = true;
+        o.netns_path = NULL;
+        s = gen(&o);
+        CHECK(!json_object_get_boolean(at(s, "process.noNewPrivileges")));
+        CHECK(array_has(at(s, "process.capabilities.bounding"), "CAP_SYS_ADMIN"));
+        CHECK(at(s, "linux.seccomp") == NULL);
+        CHECK(at(s, "linux.maskedPaths") == NULL);
+        CHECK(at(s, "linux.readonlyPaths") == NULL);
+        CHECK(json_object_get_boolean(at(s, "linux.resources.devices.0.allow")));
+        CHECK(at(s, "linux.namespaces.4.path") == NULL);
+        CHECK(array_has(at(find_mount(s, "/sys"), "options"), "rw"));
+        json_object_put(s);
+}
+
+TEST(resources)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        Capsule__V1__Resources res = CAPSULE__V1__RESOURCES__INIT;
+        w.name = "web";
+        res.cpus = 1.5;
+        res.memory_bytes = 256ull << 20;
+        w.resources = &res;
+        struct spec_options o = { .workload = &w, .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
+                                  .pids_limit = 512 };
+        json_object *s = gen(&o);
+        CHECK(json_object_get_int64(at(s, "linux.resources.cpu.quota")) == 150000);
+        CHECK(json_object_get_int64(at(s, "linux.resources.cpu.period")) == 100000);
+        CHECK(json_object_get_int64(at(s, "linux.resources.memory.limit")) == 268435456);
+        CHECK(json_object_get_int64(at(s, "linux.resources.pids.limit")) == 512);
+        json_object_put(s);
+
+        res.cpus = 0;
+        res.memory_bytes = 0;
+        o.pids_limit = 0;
+        s = gen(&o);
+        CHECK(at(s, "linux.resources.cpu") == NULL);
+        CHECK(at(s, "linux.resources.memory") == NULL);
+        CHECK(at(s, "linux.resources.pids") == NULL);
+        json_object_put(s);
+}
+
+TEST(mounts)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        Capsule__V1__Mount m1 = CAPSULE__V1__MOUNT__INIT, m2 = CAPSULE__V1__MOUNT__INIT;
+        m1.volume = "cache";
+        m1.path = "/data/cache";
+        m2.volume = "data";
+        m2.path = "/data";
+        m2.read_only = true;
+        Capsule__V1__Mount *mounts[] = { &m1, &m2 };
+        const char *sources[] = { "/perm/volumes/cache", "/perm/volumes/data" };
+        w.name = "web";
+        w.mounts = mounts;
+        w.n_mounts = 2;
+        struct spec_options o = { .workload = &w, .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
+                                  .volume_sources = sources, .hosts_path = "/run/capsule/web/hosts",
+                                  .resolv_conf_path = "/run/capsule/web/resolv.conf" };
+        json_object *s = gen(&o);
+        static const char *const std[] = { "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
+                                           "/sys", "/sys/fs/cgroup" };
+        for (size_t i = 0; i < ARRAY_SIZE(std); i++)
+                CHECK(find_mount(s, std[i]) != NULL);
+        json_object *data = find_mount(s, "/data"), *cache = find_mount(s, "/data/cache");
+        CHECK_STR_EQ(json_object_get_string(at(data, "source")), "/perm/volumes/data");
+        CHECK_STR_EQ(json_object_get_string(at(data, "type")), "bind");
+        CHECK(array_has(at(data, "options"), "rbind") && array_has(at(data, "options"), "ro"));
+        CHECK(array_has(at(cache, "options"), "rw"));
+        /* Parent first: /data must come before /data/cache. */
+        json_object *all = at(s, "mounts");
+        size_t idata = 0, icache = 0;
+        for (size_t i = 0; i < json_object_array_length(all); i++) {
+                const char *d = json_object_get_string(at(json_object_array_get_idx(all, i), "destination"));
+                if (strcmp(d, "/data") == 0)
+                        idata = i;
+                if (strcmp(d, "/data/cache") == 0)
+                        icache = i;
+        }
+        CHECK(idata < icache);
+        CHECK_STR_EQ(json_object_get_string(at(find_mount(s, "/etc/hosts"), "source")), "/run/capsule/web/hosts");
+        CHECK(find_mount(s, "/etc/resolv.conf") != NULL);
+        CHECK(find_mount(s, "/etc/hostname") == NULL);
+        json_object_put(s);
+
+        struct cap_error err = { 0 };
+        char *out = NULL;
+        sources[1] = NULL;
+        CHECK(spec_generate(&o, &out, &err) < 0);
+        CHECK_CONTAINS(err.msg, "data");
+        m1.path = "relative";
+        CHECK(spec_generate(&o, &out, &err) < 0);
+        CHECK_CONTAINS(err.msg, "mounts[0].path");
+}
+
+TEST(exec_process)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        w.name = "web";
+        struct spec_options o = { .workload = &w,
+                                  .image_config_json = "{\"config\":{\"Cmd\":[\"x\"],\"Env\":[\"A=1\"],\"User\":\"5\"}}" };
+        struct cap_error err = { 0 };
+        char *spec = NULL, *proc = NULL;
+        CHECK(spec_generate(&o, &spec, &err) == 0);
+        const char *argv[] = { "sh", "-c", "echo hi", NULL };
+        const char *env[] = { "A=2", "TERM=xterm", NULL };
+        CHECK(spec_exec_process(spec, argv, env, true, &proc, &err) == 0);
+        json_object *p = json_tokener_parse(proc);
+        CHECK_STR_EQ(joined(at(p, "args")), "sh -c echo hi");
+        CHECK(json_object_get_boolean(at(p, "terminal")));
+        CHECK_CONTAINS(joined(at(p, "env")), "A=2");
+        CHECK_CONTAINS(joined(at(p, "env")), "TERM=xterm");
+        CHECK(json_object_get_int(at(p, "user.uid")) == 5);
+        json_object_put(p);
+        free(proc);
+        free(spec);
+}
+
+int main(void)
+{
+        RUN(entrypoint_cmd_table);
+        RUN(no_command_is_invalid);
+        RUN(env_merge);
+        RUN(cwd_and_user);
+        RUN(user_names_from_rootfs);
+        RUN(default_vs_privileged);
+        RUN(resources);
+        RUN(mounts);
+        RUN(exec_process);
+        return test_summary();
+}
