@@ -7,7 +7,8 @@
 #   rootfs.sqfs      the root image of slot_a
 #   image.env        what was built (versions, sizes, partition offsets)
 # usage: mkimage/build.sh --machine-config FILE [--kernel cloud|generic] [--debug-shell]
-#                         [--build-dir DIR] [--out DIR] [--perm-size MiB] [--slot-size MiB]
+#                         [--build-dir DIR] [--no-build] [--out DIR] [--perm-size MiB] [--slot-size MiB]
+# --no-build takes the binaries already in --build-dir (e.g. CI's build) instead of running ninja.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +20,7 @@ flavour=cloud
 debug_shell=0
 out=$src/out
 build_dir=
+no_build=0
 perm_mib=4096
 slot_mib=640
 esp_mib=128
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
         --kernel) flavour=$2; shift 2 ;;
         --debug-shell) debug_shell=1; shift ;;
         --build-dir) build_dir=$2; shift 2 ;;
+        --no-build) no_build=1; shift ;;
         --out) out=$2; shift 2 ;;
         --perm-size) perm_mib=$2; shift 2 ;;
         --slot-size) slot_mib=$2; shift 2 ;;
@@ -53,15 +56,24 @@ kver=$(cat "$ktree/.kver")
 kmods=$ktree/lib/modules/$kver
 
 # ---------------------------------------------------------------- our binaries
-step "meson build in $build_dir"
-if [ ! -f "$build_dir/build.ninja" ]; then
-        meson setup "$build_dir" "$src" --buildtype=release -Db_ndebug=true >/dev/null
+if [ "$no_build" = 0 ]; then
+        step "meson build in $build_dir"
+        if [ ! -f "$build_dir/build.ninja" ]; then
+                meson setup "$build_dir" "$src" >"$out/meson-setup.log" 2>&1 ||
+                        { cat "$out/meson-setup.log" >&2; exit 1; }
+        fi
+        targets="src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook"
+        if grep -q "capsule-guest/capsule-guest:" "$build_dir/build.ninja"; then
+                targets="$targets src/capsule-guest/capsule-guest"
+        fi
+        ninja -C "$build_dir" -j "${NINJA_JOBS:-2}" $targets >"$out/ninja.log" 2>&1 ||
+                { grep -E -A3 'error|FAILED' "$out/ninja.log" | head -40 >&2; exit 1; }
+else
+        step "using the binaries already built in $build_dir"
 fi
-targets="src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook"
-if grep -q "capsule-guest" "$build_dir/build.ninja" 2>/dev/null && [ -f "$src/src/capsule-guest/main.c" ]; then
-        targets="$targets src/capsule-guest/capsule-guest"
-fi
-ninja -C "$build_dir" -j "${NINJA_JOBS:-2}" $targets >/dev/null
+for b in src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook; do
+        [ -x "$build_dir/$b" ] || { echo "mkimage: $build_dir/$b missing" >&2; exit 1; }
+done
 
 # ---------------------------------------------------------------- root filesystem staging
 root=$out/rootfs
@@ -79,19 +91,25 @@ usr_path() {
         d=$(cd "$(dirname "$1")" && pwd -P)
         echo "$d/$(basename "$1")"
 }
-# installs files (and, for ELF files, the shared libraries ldd names) into tree $1
+# installs files into tree $1; for ELF files also the shared libraries ldd names (ldd already
+# lists the whole closure, so libraries are not re-examined)
+declare -A installed
+install_one() {
+        local tree=$1 f=$2 dst
+        dst=$tree$(usr_path "$f")
+        [ -n "${installed[$dst]:-}" ] && return 0
+        installed[$dst]=1
+        [ -e "$dst" ] || install -D -m "$(stat -L -c %a "$f")" "$(readlink -f "$f")" "$dst"
+}
 install_files() {
-        local tree=$1 f dst lib
+        local tree=$1 f lib
         shift
         for f in "$@"; do
-                dst=$tree$(usr_path "$f")
-                [ -e "$dst" ] && continue
-                install -D -m "$(stat -L -c %a "$f")" "$(readlink -f "$f")" "$dst"
-                if file -L "$f" 2>/dev/null | grep -q 'ELF.*dynamic'; then
-                        for lib in $(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+'); do
-                                install_files "$tree" "$lib"
-                        done
-                fi
+                install_one "$tree" "$f"
+                [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+                for lib in $(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+'); do
+                        install_one "$tree" "$lib"
+                done
         done
 }
 strip_into() { install -D -m "$3" "$1" "$2"; strip --strip-unneeded "$2" 2>/dev/null || true; }
@@ -105,7 +123,7 @@ strip_into "$build_dir/src/capsuled/capsule-dhcp-hook" "$root/usr/libexec/capsul
 ln -s ../bin/capsuled "$root/usr/sbin/init"
 # libraries of our own binaries
 for b in "$root/usr/bin/capsuled" "$root/usr/bin/capsulectl"; do
-        for lib in $(ldd "$b" | grep -oE '/[^ ]+'); do install_files "$root" "$lib"; done
+        for lib in $(ldd "$b" | grep -oE '/[^ ]+'); do install_one "$root" "$lib"; done
 done
 
 install_files "$root" \
@@ -128,7 +146,8 @@ for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tab
         ln -s xtables-nft-multi "$root/usr/sbin/$t"
 done
 # iptables extensions are dlopen()ed: ship them all (small)
-for x in /usr/lib/x86_64-linux-gnu/xtables/*.so; do install_files "$root" "$x"; done
+# (they only need libxtables and libc, which xtables-nft-multi brought)
+for x in /usr/lib/x86_64-linux-gnu/xtables/*.so; do install_one "$root" "$x"; done
 # CNI plugins (static Go binaries)
 for p in bridge host-local loopback portmap firewall tuning bandwidth; do
         install -D -m755 "/usr/lib/cni/$p" "$root/usr/lib/cni/$p"
@@ -205,8 +224,9 @@ find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 # ---------------------------------------------------------------- squashfs root image
 step "squashfs"
 rm -f "$out/rootfs.sqfs"
+# mksquashfs takes every timestamp from SOURCE_DATE_EPOCH (exported above)
 mksquashfs "$root" "$out/rootfs.sqfs" -comp zstd -Xcompression-level 15 -noappend -all-root \
-        -mkfs-time "$SOURCE_DATE_EPOCH" -all-time "$SOURCE_DATE_EPOCH" -quiet -no-progress >/dev/null
+        -quiet -no-progress >/dev/null
 
 # ---------------------------------------------------------------- initramfs (stage 1)
 step "initramfs"

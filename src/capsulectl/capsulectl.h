@@ -56,3 +56,23 @@ int cmd_version(struct ctl *ctl, int argc, char **argv);
 int cmd_health(struct ctl *ctl, int argc, char **argv);
 int cmd_gen(struct ctl *ctl, int argc, char **argv);
 int cmd_config(struct ctl *ctl, int argc, char **argv);
+int cmd_volume(struct ctl *ctl, int argc, char **argv); /* volume.c */
+int cmd_image(struct ctl *ctl, int argc, char **argv);  /* image.c */
+
+/* Workload rendering (workload_view.c). */
+#include "capsule/v1/workloads.pb-c.h"
+const char *ctl_phase_name(Capsule__V1__Phase p);
+void ctl_format_time(int64_t unix_nano, char *buf, size_t len);
+void ctl_workload_table_header(void);
+void ctl_workload_table_row(const Capsule__V1__Workload *w);
+struct json_object *ctl_workload_json(const Capsule__V1__Workload *w);
+
+int cmd_apply(struct ctl *ctl, int argc, char **argv);
+int cmd_diff(struct ctl *ctl, int argc, char **argv);
+int cmd_get(struct ctl *ctl, int argc, char **argv);
+int cmd_describe(struct ctl *ctl, int argc, char **argv);
+int cmd_delete(struct ctl *ctl, int argc, char **argv);
+int cmd_logs(struct ctl *ctl, int argc, char **argv);
+int cmd_restart(struct ctl *ctl, int argc, char **argv);
+int cmd_exec(struct ctl *ctl, int argc, char **argv);
+int cmd_events(struct ctl *ctl, int argc, char **argv);

@@ -10,18 +10,20 @@
 #include "common/pki.h"
 
 static const char config_usage[] =
-        "usage: capsulectl config contexts            list the contexts (-o json|yaml for machines)\n"
-        "       capsulectl config use-context NAME    make NAME the current context\n"
-        "       capsulectl config merge FILE [--force] add the contexts of another client config\n"
-        "                                             (e.g. one from `capsulectl gen cert`)\n"
-        "The file edited is --config FILE, else $CAPSULECONFIG, else ~/.config/capsule/config.\n";
+    "usage: capsulectl config contexts            list the contexts (-o json|yaml for machines)\n"
+    "       capsulectl config use-context NAME    make NAME the current context\n"
+    "       capsulectl config merge FILE [--force] add the contexts of another client config\n"
+    "                                             (e.g. one from `capsulectl gen cert`)\n"
+    "The file edited is --config FILE, else $CAPSULECONFIG, else ~/.config/capsule/config.\n";
 
 static bool have_path(struct ctl *ctl, const char *verb)
 {
         if (ctl->config_path && *ctl->config_path)
                 return true;
-        fprintf(stderr, "capsulectl config %s: no client config path: pass --config FILE or set "
-                        "$CAPSULECONFIG\n", verb);
+        fprintf(stderr,
+                "capsulectl config %s: no client config path: pass --config FILE or set "
+                "$CAPSULECONFIG\n",
+                verb);
         return false;
 }
 
@@ -37,7 +39,8 @@ static void cert_facts(const char *cert_pem, struct cert_facts *f)
         struct pki_cert_info info;
         struct cap_error err = {0};
         memset(f, 0, sizeof(*f));
-        if (pki_cert_info(cert_pem, &info, &err) < 0 || pki_cert_days_left(cert_pem, &f->days_left, &err) < 0) {
+        if (pki_cert_info(cert_pem, &info, &err) < 0 ||
+            pki_cert_days_left(cert_pem, &f->days_left, &err) < 0) {
                 snprintf(f->expires, sizeof(f->expires), "invalid");
                 return;
         }
@@ -51,17 +54,17 @@ static void cert_facts(const char *cert_pem, struct cert_facts *f)
 }
 
 static const char contexts_usage[] =
-        "usage: capsulectl config contexts\n"
-        "Lists the contexts of the client config: name, endpoint, whether it is the current one, and\n"
-        "its certificate's user, role and expiry. -o json|yaml prints the same as data.\n";
+    "usage: capsulectl config contexts\n"
+    "Lists the contexts of the client config: name, endpoint, whether it is the current one, and\n"
+    "its certificate's user, role and expiry. -o json|yaml prints the same as data.\n";
 
 static int config_contexts(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, contexts_usage))
                 return CTL_EXIT_OK;
         if (argc != 1) {
-                fprintf(stderr, "capsulectl config contexts: unexpected argument \"%s\"\n%s", argv[1],
-                        contexts_usage);
+                fprintf(stderr, "capsulectl config contexts: unexpected argument \"%s\"\n%s",
+                        argv[1], contexts_usage);
                 return CTL_EXIT_USAGE;
         }
         if (!have_path(ctl, "contexts") || ctl_load_config(ctl) < 0)
@@ -69,7 +72,8 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
         const struct client_config *cfg = &ctl->cfg;
         const struct client_context *cur = client_config_find(cfg, NULL);
         if (ctl->output != CTL_OUT_TABLE) {
-                struct json_object *root = json_object_new_object(), *list = json_object_new_array();
+                struct json_object *root = json_object_new_object(),
+                                   *list = json_object_new_array();
                 json_object_object_add(root, "currentContext",
                                        cur ? json_object_new_string(cur->name) : NULL);
                 for (size_t i = 0; i < cfg->n_contexts; i++) {
@@ -83,8 +87,10 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
                         if (f.ok) {
                                 json_object_object_add(o, "user", json_object_new_string(f.user));
                                 json_object_object_add(o, "role", json_object_new_string(f.role));
-                                json_object_object_add(o, "certNotAfter", json_object_new_string(f.expires));
-                                json_object_object_add(o, "certDaysLeft", json_object_new_int64(f.days_left));
+                                json_object_object_add(o, "certNotAfter",
+                                                       json_object_new_string(f.expires));
+                                json_object_object_add(o, "certDaysLeft",
+                                                       json_object_new_int64(f.days_left));
                         }
                         json_object_array_add(list, o);
                 }
@@ -107,8 +113,8 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
                 else
                         snprintf(left, sizeof(left), "in %ldd%s", f.days_left,
                                  f.days_left < PKI_EXPIRY_WARN_DAYS ? " (renew soon)" : "");
-                printf("%-20s %-28s %-8s %-12s %-15s %s\n", x->name, x->endpoint, x == cur ? "*" : "",
-                       f.user, f.role, left);
+                printf("%-20s %-28s %-8s %-12s %-15s %s\n", x->name, x->endpoint,
+                       x == cur ? "*" : "", f.user, f.role, left);
         }
         if (cfg->n_contexts == 0)
                 fprintf(stderr, "%s has no contexts; add one with `capsulectl config merge FILE`\n",
@@ -124,15 +130,18 @@ static int config_use_context(struct ctl *ctl, int argc, char **argv)
         if (ctl_wants_help(argc, argv, use_usage))
                 return CTL_EXIT_OK;
         if (argc != 2) {
-                fprintf(stderr, "capsulectl config use-context: expected exactly one NAME\n%s", use_usage);
+                fprintf(stderr, "capsulectl config use-context: expected exactly one NAME\n%s",
+                        use_usage);
                 return CTL_EXIT_USAGE;
         }
         if (!have_path(ctl, "use-context") || ctl_load_config(ctl) < 0)
                 return CTL_EXIT_ERROR;
         struct cap_error err = {0};
         if (client_config_use(&ctl->cfg, argv[1], &err) < 0) {
-                fprintf(stderr, "capsulectl config use-context: %s in %s; list them with "
-                                "`capsulectl config contexts`\n", err.msg, ctl->config_path);
+                fprintf(stderr,
+                        "capsulectl config use-context: %s in %s; list them with "
+                        "`capsulectl config contexts`\n",
+                        err.msg, ctl->config_path);
                 return CTL_EXIT_ERROR;
         }
         if (client_config_save(ctl->config_path, &ctl->cfg, &err) < 0) {
@@ -145,18 +154,18 @@ static int config_use_context(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char merge_usage[] =
-        "usage: capsulectl config merge FILE [--force] [--use]\n"
-        "Adds the contexts of the client config FILE (e.g. one written by `capsulectl gen cert` or\n"
-        "`capsulectl gen config`) to your client config, creating it if needed.\n"
-        "  --force  replace contexts that already exist under the same name\n"
-        "  --use    make FILE's current context the current one\n";
+    "usage: capsulectl config merge FILE [--force] [--use]\n"
+    "Adds the contexts of the client config FILE (e.g. one written by `capsulectl gen cert` or\n"
+    "`capsulectl gen config`) to your client config, creating it if needed.\n"
+    "  --force  replace contexts that already exist under the same name\n"
+    "  --use    make FILE's current context the current one\n";
 
 static int config_merge(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"force", no_argument, NULL, 'f'},
-                {"use", no_argument, NULL, 'u'},
-                {NULL, 0, NULL, 0},
+            {"force", no_argument, NULL, 'f'},
+            {"use", no_argument, NULL, 'u'},
+            {NULL, 0, NULL, 0},
         };
         if (ctl_wants_help(argc, argv, merge_usage))
                 return CTL_EXIT_OK;
@@ -165,13 +174,20 @@ static int config_merge(struct ctl *ctl, int argc, char **argv)
         optind = 0;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
-                case 'f': force = true; break;
-                case 'u': use = true; break;
-                default: fputs(merge_usage, stderr); return CTL_EXIT_USAGE;
+                case 'f':
+                        force = true;
+                        break;
+                case 'u':
+                        use = true;
+                        break;
+                default:
+                        fputs(merge_usage, stderr);
+                        return CTL_EXIT_USAGE;
                 }
         }
         if (optind != argc - 1) {
-                fprintf(stderr, "capsulectl config merge: expected exactly one FILE\n%s", merge_usage);
+                fprintf(stderr, "capsulectl config merge: expected exactly one FILE\n%s",
+                        merge_usage);
                 return CTL_EXIT_USAGE;
         }
         if (!have_path(ctl, "merge"))
@@ -185,12 +201,14 @@ static int config_merge(struct ctl *ctl, int argc, char **argv)
                 goto out;
         }
         if (client_config_load(ctl->config_path, &dst, &err) < 0 && err.code != -ENOENT) {
-                fprintf(stderr, "capsulectl config merge: %s\nhint: fix or move that file first\n", err.msg);
+                fprintf(stderr, "capsulectl config merge: %s\nhint: fix or move that file first\n",
+                        err.msg);
                 goto out;
         }
         for (size_t i = 0; i < src.n_contexts; i++) {
                 if (client_config_add(&dst, &src.contexts[i], force, &err) < 0) {
-                        fprintf(stderr, "capsulectl config merge: %s in %s; pass --force to replace it\n",
+                        fprintf(stderr,
+                                "capsulectl config merge: %s in %s; pass --force to replace it\n",
                                 err.msg, ctl->config_path);
                         goto out;
                 }

@@ -49,8 +49,9 @@ static int endpoint_parse(const char *s, struct endpoint *ep, struct cap_error *
         } else {
                 colon = strrchr(s, ':');
                 if (colon && strchr(s, ':') != colon)
-                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                             "endpoint \"%s\": write IPv6 addresses as [ADDRESS]:PORT", s);
+                        return cap_error_set(
+                            err, -EINVAL, CAP_INVALID_ARGUMENT,
+                            "endpoint \"%s\": write IPv6 addresses as [ADDRESS]:PORT", s);
                 hlen = colon ? (size_t)(colon - s) : strlen(s);
         }
         if (hlen == 0 || hlen >= sizeof(ep->host))
@@ -109,7 +110,8 @@ static int parse_days(const char *s, int *days)
         char *end = NULL;
         long d = strtol(s, &end, 10);
         if (!*s || *end || d == 0 || d < -36500 || d > 36500) {
-                fprintf(stderr, "capsulectl gen: --days %s: expected a number of days (1-36500)\n", s);
+                fprintf(stderr, "capsulectl gen: --days %s: expected a number of days (1-36500)\n",
+                        s);
                 return -1;
         }
         *days = (int)d;
@@ -130,24 +132,24 @@ static int parse_key_type(const char *s, enum pki_key_type *kt)
 }
 
 static const char gen_config_usage[] =
-        "usage: capsulectl gen config NAME [--endpoint HOST:PORT] [-o DIR] [--force]\n"
-        "\n"
-        "Creates a new operator PKI and the configs for the capsule NAME:\n"
-        "  DIR/secrets/ca.crt   the CA certificate (10 years)\n"
-        "  DIR/secrets/ca.key   the CA private key (mode 0600): keep it safe, it mints certificates\n"
-        "  DIR/machine.yaml     machine config for capsuled: hostname, API listen address, the CA\n"
-        "                       and the server certificate (5 years) for the endpoint's host\n"
-        "  DIR/capsuleconfig    client config: context NAME with an admin certificate (1 year)\n"
-        "\n"
-        "Options:\n"
-        "  --endpoint HOST:PORT  where clients reach the capsule (default " DEFAULT_ENDPOINT ");\n"
-        "                        HOST goes into the server certificate, PORT into api.listen\n"
-        "  -o, --output-dir DIR  where to write (default .)\n"
-        "  --force               overwrite existing files (this replaces the CA: certificates\n"
-        "                        issued by the old one stop working)\n"
-        "  --key-type TYPE       ecdsa (P-256, default) or ed25519\n"
-        "\n"
-        "NAME must be a DNS label (a-z, 0-9, '-').\n";
+    "usage: capsulectl gen config NAME [--endpoint HOST:PORT] [-o DIR] [--force]\n"
+    "\n"
+    "Creates a new operator PKI and the configs for the capsule NAME:\n"
+    "  DIR/secrets/ca.crt   the CA certificate (10 years)\n"
+    "  DIR/secrets/ca.key   the CA private key (mode 0600): keep it safe, it mints certificates\n"
+    "  DIR/machine.yaml     machine config for capsuled: hostname, API listen address, the CA\n"
+    "                       and the server certificate (5 years) for the endpoint's host\n"
+    "  DIR/capsuleconfig    client config: context NAME with an admin certificate (1 year)\n"
+    "\n"
+    "Options:\n"
+    "  --endpoint HOST:PORT  where clients reach the capsule (default " DEFAULT_ENDPOINT ");\n"
+    "                        HOST goes into the server certificate, PORT into api.listen\n"
+    "  -o, --output-dir DIR  where to write (default .)\n"
+    "  --force               overwrite existing files (this replaces the CA: certificates\n"
+    "                        issued by the old one stop working)\n"
+    "  --key-type TYPE       ecdsa (P-256, default) or ed25519\n"
+    "\n"
+    "NAME must be a DNS label (a-z, 0-9, '-').\n";
 
 struct gen_paths {
         char ca_crt[PATH_MAX], ca_key[PATH_MAX], machine[PATH_MAX], client[PATH_MAX];
@@ -172,21 +174,24 @@ static int gen_config_files(const char *name, const struct endpoint *ep, enum pk
         snprintf(listen, sizeof(listen), ep->ipv6 ? "[::]:%d" : "0.0.0.0:%d", ep->port);
         endpoint_format(ep, endpoint, sizeof(endpoint));
         struct machine_config mc = {
-                .version = 1,
-                .hostname = (char *)name,
-                .listen = listen,
-                .ca_pem = ca.cert_pem,
-                .cert_pem = srv.cert_pem,
-                .key_pem = srv.key_pem,
-                .dhcp = true,
+            .version = 1,
+            .hostname = (char *)name,
+            .listen = listen,
+            .ca_pem = ca.cert_pem,
+            .cert_pem = srv.cert_pem,
+            .key_pem = srv.key_pem,
+            .dhcp = true,
         };
-        struct client_context cx = {(char *)name, endpoint, ca.cert_pem, admin.cert_pem, admin.key_pem};
-        struct client_config cc = {.current_context = (char *)name, .contexts = &cx, .n_contexts = 1};
+        struct client_context cx = {(char *)name, endpoint, ca.cert_pem, admin.cert_pem,
+                                    admin.key_pem};
+        struct client_config cc = {
+            .current_context = (char *)name, .contexts = &cx, .n_contexts = 1};
         if (config_mkdir_p(p->secrets, 0700, &err) < 0) {
                 fprintf(stderr, "capsulectl gen config: %s\n", err.msg);
                 goto out;
         }
-        if (write_out(p->ca_key, ca.key_pem, 0600) < 0 || write_out(p->ca_crt, ca.cert_pem, 0644) < 0)
+        if (write_out(p->ca_key, ca.key_pem, 0600) < 0 ||
+            write_out(p->ca_crt, ca.cert_pem, 0644) < 0)
                 goto out;
         if (machine_config_save(p->machine, &mc, &err) < 0 ||
             client_config_save(p->client, &cc, &err) < 0) {
@@ -201,15 +206,17 @@ static int gen_config_files(const char *name, const struct endpoint *ep, enum pk
         printf("wrote %s  (CA private key, mode 0600: keep it safe, it mints certificates)\n",
                p->ca_key);
         printf("wrote %s  (machine config: hostname %s, API on %s, server certificate for %s "
-               "until %s)\n", p->machine, name, listen, ep->host, srv_until);
+               "until %s)\n",
+               p->machine, name, listen, ep->host, srv_until);
         printf("wrote %s  (client config: context \"%s\" -> %s, admin certificate until %s)\n",
                p->client, name, endpoint, admin_until);
         char *abs = realpath(p->client, NULL);
-        printf("\nNext: give %s to the capsule (bake it into the image or supply it at first boot),\n"
-               "then point capsulectl at the new client config:\n"
-               "  export CAPSULECONFIG=%s\n"
-               "  capsulectl version\n",
-               p->machine, abs ? abs : p->client);
+        printf(
+            "\nNext: give %s to the capsule (bake it into the image or supply it at first boot),\n"
+            "then point capsulectl at the new client config:\n"
+            "  export CAPSULECONFIG=%s\n"
+            "  capsulectl version\n",
+            p->machine, abs ? abs : p->client);
         free(abs);
         rc = 0;
 out:
@@ -222,11 +229,11 @@ out:
 static int gen_config(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"endpoint", required_argument, NULL, 'e'},
-                {"output-dir", required_argument, NULL, 'o'},
-                {"force", no_argument, NULL, 'f'},
-                {"key-type", required_argument, NULL, 'k'},
-                {NULL, 0, NULL, 0},
+            {"endpoint", required_argument, NULL, 'e'},
+            {"output-dir", required_argument, NULL, 'o'},
+            {"force", no_argument, NULL, 'f'},
+            {"key-type", required_argument, NULL, 'k'},
+            {NULL, 0, NULL, 0},
         };
         if (ctl_wants_help(argc, argv, gen_config_usage))
                 return CTL_EXIT_OK;
@@ -237,18 +244,27 @@ static int gen_config(struct ctl *ctl, int argc, char **argv)
         optind = 0;
         while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
                 switch (c) {
-                case 'e': endpoint = optarg; break;
-                case 'o': dir = optarg; break;
-                case 'f': force = true; break;
+                case 'e':
+                        endpoint = optarg;
+                        break;
+                case 'o':
+                        dir = optarg;
+                        break;
+                case 'f':
+                        force = true;
+                        break;
                 case 'k':
                         if (parse_key_type(optarg, &kt) < 0)
                                 return CTL_EXIT_USAGE;
                         break;
-                default: fputs(gen_config_usage, stderr); return CTL_EXIT_USAGE;
+                default:
+                        fputs(gen_config_usage, stderr);
+                        return CTL_EXIT_USAGE;
                 }
         }
         if (optind != argc - 1) {
-                fprintf(stderr, "capsulectl gen config: expected exactly one NAME\n%s", gen_config_usage);
+                fprintf(stderr, "capsulectl gen config: expected exactly one NAME\n%s",
+                        gen_config_usage);
                 return CTL_EXIT_USAGE;
         }
         const char *name = argv[optind];
@@ -267,9 +283,10 @@ static int gen_config(struct ctl *ctl, int argc, char **argv)
         const char *files[] = {p.ca_crt, p.ca_key, p.machine, p.client};
         for (size_t i = 0; i < ARRAY_SIZE(files) && !force; i++) {
                 if (file_exists(files[i])) {
-                        fprintf(stderr, "capsulectl gen config: %s already exists; pass --force to "
-                                        "overwrite it (this replaces the CA: certificates it issued "
-                                        "stop working), or choose another directory with -o DIR\n",
+                        fprintf(stderr,
+                                "capsulectl gen config: %s already exists; pass --force to "
+                                "overwrite it (this replaces the CA: certificates it issued "
+                                "stop working), or choose another directory with -o DIR\n",
                                 files[i]);
                         return CTL_EXIT_ERROR;
                 }
@@ -278,24 +295,25 @@ static int gen_config(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char gen_cert_usage[] =
-        "usage: capsulectl gen cert --role reader|admin --name USER --secrets DIR/secrets\n"
-        "                           [--days D] [-o FILE] [--endpoint HOST:PORT] [--context NAME] [--force]\n"
-        "\n"
-        "Mints a client certificate for USER signed by the CA in DIR/secrets and writes a complete\n"
-        "client config (one context) that you can hand to USER: they run\n"
-        "`capsulectl --config FILE version` or merge it with `capsulectl config merge FILE`.\n"
-        "\n"
-        "Options:\n"
-        "  --role ROLE          reader (get/list/logs/health/version) or admin (everything)\n"
-        "  --name USER          the certificate's CN (a DNS label)\n"
-        "  --secrets DIR        the directory with ca.crt and ca.key (from `capsulectl gen config`)\n"
-        "  --days D             validity in days (default 365); a negative D makes an already\n"
-        "                       expired certificate, for testing\n"
-        "  -o, --output FILE    where to write (default DIR/../capsuleconfig-USER)\n"
-        "  --endpoint HOST:PORT the capsule's endpoint (default: from DIR/../capsuleconfig)\n"
-        "  --context NAME       the context's name (default: the capsule's name from the CA)\n"
-        "  --force              overwrite FILE if it exists\n"
-        "  --key-type TYPE      ecdsa (P-256, default) or ed25519\n";
+    "usage: capsulectl gen cert --role reader|admin --name USER --secrets DIR/secrets\n"
+    "                           [--days D] [-o FILE] [--endpoint HOST:PORT] [--context NAME] "
+    "[--force]\n"
+    "\n"
+    "Mints a client certificate for USER signed by the CA in DIR/secrets and writes a complete\n"
+    "client config (one context) that you can hand to USER: they run\n"
+    "`capsulectl --config FILE version` or merge it with `capsulectl config merge FILE`.\n"
+    "\n"
+    "Options:\n"
+    "  --role ROLE          reader (get/list/logs/health/version) or admin (everything)\n"
+    "  --name USER          the certificate's CN (a DNS label)\n"
+    "  --secrets DIR        the directory with ca.crt and ca.key (from `capsulectl gen config`)\n"
+    "  --days D             validity in days (default 365); a negative D makes an already\n"
+    "                       expired certificate, for testing\n"
+    "  -o, --output FILE    where to write (default DIR/../capsuleconfig-USER)\n"
+    "  --endpoint HOST:PORT the capsule's endpoint (default: from DIR/../capsuleconfig)\n"
+    "  --context NAME       the context's name (default: the capsule's name from the CA)\n"
+    "  --force              overwrite FILE if it exists\n"
+    "  --key-type TYPE      ecdsa (P-256, default) or ed25519\n";
 
 struct gen_cert_args {
         const char *role, *user, *secrets, *out, *endpoint, *context;
@@ -347,8 +365,10 @@ static int gen_cert_target(const struct gen_cert_args *a, const char *base, cons
         } else if (cx) {
                 snprintf(endpoint, elen, "%s", cx->endpoint);
         } else {
-                fprintf(stderr, "capsulectl gen cert: no endpoint: %s has none; pass --endpoint "
-                                "HOST:PORT\n", cfg_path);
+                fprintf(stderr,
+                        "capsulectl gen cert: no endpoint: pass --endpoint HOST:PORT (there is "
+                        "no usable %s to take it from)\n",
+                        cfg_path);
                 rc = -1;
         }
         struct pki_cert_info info = {0};
@@ -385,15 +405,19 @@ static int gen_cert_run(const struct gen_cert_args *a)
         else
                 snprintf(out, sizeof(out), "%s/capsuleconfig-%s", base, a->user);
         if (!a->force && file_exists(out)) {
-                fprintf(stderr, "capsulectl gen cert: %s already exists; pass --force to overwrite it "
-                                "or -o FILE to write elsewhere\n", out);
+                fprintf(stderr,
+                        "capsulectl gen cert: %s already exists; pass --force to overwrite it "
+                        "or -o FILE to write elsewhere\n",
+                        out);
                 return CTL_EXIT_ERROR;
         }
         struct pki_pair ca = {0}, cl = {0};
         if (pki_pair_load_files(ca_crt, ca_key, &ca, &err) < 0) {
-                fprintf(stderr, "capsulectl gen cert: load the CA: %s\n"
-                                "hint: --secrets must name the directory `capsulectl gen config` "
-                                "wrote (DIR/secrets)\n", err.msg);
+                fprintf(stderr,
+                        "capsulectl gen cert: load the CA: %s\n"
+                        "hint: --secrets must name the directory `capsulectl gen config` "
+                        "wrote (DIR/secrets)\n",
+                        err.msg);
                 return CTL_EXIT_ERROR;
         }
         int rc = CTL_EXIT_ERROR;
@@ -415,8 +439,9 @@ static int gen_cert_run(const struct gen_cert_args *a)
         }
         char until[32];
         print_date(until, sizeof(until), cl.cert_pem);
-        printf("wrote %s  (client config: context \"%s\" -> %s, user %s, role %s, valid until %s%s)\n",
-               out, context, endpoint, a->user, role, until, a->days < 0 ? ", ALREADY EXPIRED" : "");
+        printf(
+            "wrote %s  (client config: context \"%s\" -> %s, user %s, role %s, valid until %s%s)\n",
+            out, context, endpoint, a->user, role, until, a->days < 0 ? ", ALREADY EXPIRED" : "");
         printf("\nNext: hand %s to %s (it holds a private key: use a private channel); they run\n"
                "  capsulectl --config FILE version\n"
                "or add it to their own config with `capsulectl config merge FILE`.\n",
@@ -431,17 +456,17 @@ out:
 static int gen_cert(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"role", required_argument, NULL, 'r'},
-                {"name", required_argument, NULL, 'n'},
-                {"secrets", required_argument, NULL, 's'},
-                {"days", required_argument, NULL, 'd'},
-                {"output", required_argument, NULL, 'o'},
-                {"endpoint", required_argument, NULL, 'e'},
-                {"context", required_argument, NULL, 'c'},
-                {"force", no_argument, NULL, 'f'},
-                {"key-type", required_argument, NULL, 'k'},
-                {"expired", no_argument, NULL, 'x'}, /* for tests: same as --days -1 */
-                {NULL, 0, NULL, 0},
+            {"role", required_argument, NULL, 'r'},
+            {"name", required_argument, NULL, 'n'},
+            {"secrets", required_argument, NULL, 's'},
+            {"days", required_argument, NULL, 'd'},
+            {"output", required_argument, NULL, 'o'},
+            {"endpoint", required_argument, NULL, 'e'},
+            {"context", required_argument, NULL, 'c'},
+            {"force", no_argument, NULL, 'f'},
+            {"key-type", required_argument, NULL, 'k'},
+            {"expired", no_argument, NULL, 'x'}, /* for tests: same as --days -1 */
+            {NULL, 0, NULL, 0},
         };
         if (ctl_wants_help(argc, argv, gen_cert_usage))
                 return CTL_EXIT_OK;
@@ -450,14 +475,30 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
         optind = 0;
         while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
                 switch (c) {
-                case 'r': a.role = optarg; break;
-                case 'n': a.user = optarg; break;
-                case 's': a.secrets = optarg; break;
-                case 'o': a.out = optarg; break;
-                case 'e': a.endpoint = optarg; break;
-                case 'c': a.context = optarg; break;
-                case 'f': a.force = true; break;
-                case 'x': a.days = -1; break;
+                case 'r':
+                        a.role = optarg;
+                        break;
+                case 'n':
+                        a.user = optarg;
+                        break;
+                case 's':
+                        a.secrets = optarg;
+                        break;
+                case 'o':
+                        a.out = optarg;
+                        break;
+                case 'e':
+                        a.endpoint = optarg;
+                        break;
+                case 'c':
+                        a.context = optarg;
+                        break;
+                case 'f':
+                        a.force = true;
+                        break;
+                case 'x':
+                        a.days = -1;
+                        break;
                 case 'd':
                         if (parse_days(optarg, &a.days) < 0)
                                 return CTL_EXIT_USAGE;
@@ -466,20 +507,27 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
                         if (parse_key_type(optarg, &a.kt) < 0)
                                 return CTL_EXIT_USAGE;
                         break;
-                default: fputs(gen_cert_usage, stderr); return CTL_EXIT_USAGE;
+                default:
+                        fputs(gen_cert_usage, stderr);
+                        return CTL_EXIT_USAGE;
                 }
         }
-        const char *missing = !a.role ? "--role" : !a.user ? "--name" : !a.secrets ? "--secrets" : NULL;
+        const char *missing = !a.role      ? "--role"
+                              : !a.user    ? "--name"
+                              : !a.secrets ? "--secrets"
+                                           : NULL;
         if (missing || optind != argc) {
                 if (missing)
-                        fprintf(stderr, "capsulectl gen cert: %s is required\n%s", missing, gen_cert_usage);
-                else
-                        fprintf(stderr, "capsulectl gen cert: unexpected argument \"%s\"\n%s", argv[optind],
+                        fprintf(stderr, "capsulectl gen cert: %s is required\n%s", missing,
                                 gen_cert_usage);
+                else
+                        fprintf(stderr, "capsulectl gen cert: unexpected argument \"%s\"\n%s",
+                                argv[optind], gen_cert_usage);
                 return CTL_EXIT_USAGE;
         }
         if (strcmp(a.role, "reader") != 0 && strcmp(a.role, "admin") != 0) {
-                fprintf(stderr, "capsulectl gen cert: --role %s: expected reader or admin\n", a.role);
+                fprintf(stderr, "capsulectl gen cert: --role %s: expected reader or admin\n",
+                        a.role);
                 return CTL_EXIT_USAGE;
         }
         struct cap_error err = {0};
@@ -492,9 +540,9 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char gen_usage[] =
-        "usage: capsulectl gen config NAME [options]   create a CA, machine.yaml and capsuleconfig\n"
-        "       capsulectl gen cert --role ROLE ...     mint a client certificate from the CA\n"
-        "Run `capsulectl gen config --help` or `capsulectl gen cert --help` for details.\n";
+    "usage: capsulectl gen config NAME [options]   create a CA, machine.yaml and capsuleconfig\n"
+    "       capsulectl gen cert --role ROLE ...     mint a client certificate from the CA\n"
+    "Run `capsulectl gen config --help` or `capsulectl gen cert --help` for details.\n";
 
 int cmd_gen(struct ctl *ctl, int argc, char **argv)
 {

@@ -10,6 +10,17 @@
 #include "rpc/rpc.h"
 
 static const struct ctl_verb verbs[] = {
+        {"apply", cmd_apply, "Apply manifests (-f FILE|DIR|-): create or update workloads and volumes"},
+        {"diff", cmd_diff, "Show how manifests differ from what the capsule runs"},
+        {"get", cmd_get, "List workloads, or show one"},
+        {"describe", cmd_describe, "Show a workload's spec, status, last exit and events"},
+        {"delete", cmd_delete, "Delete workloads (by NAME or -f FILE)"},
+        {"logs", cmd_logs, "Print a workload's output (-f to follow)"},
+        {"exec", cmd_exec, "Run a command in a workload (-it for a terminal)"},
+        {"restart", cmd_restart, "Restart a workload now"},
+        {"events", cmd_events, "Stream the capsule's events"},
+        {"image", cmd_image, "Manage images (image push|pull|ls|rm)"},
+        {"volume", cmd_volume, "Manage volumes (volume create|ls|resize|rm)"},
         {"version", cmd_version, "Print the client and server versions"},
         {"health", cmd_health, "Check the capsule's health"},
         {"gen", cmd_gen, "Generate configs and certificates (gen config, gen cert)"},

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "capsuled.h"
+#include "logs/logs.h"
 
 static void usage(FILE *f)
 {
@@ -27,6 +28,8 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[1], "serve") == 0)
                 return serve_main(argc - 1, argv + 1);
+        if (strcmp(argv[1], "log-writer") == 0)
+                return logwriter_main(argc - 1, argv + 1);
         if (strcmp(argv[1], "init") == 0)
                 return init_main(argc - 1, argv + 1);
         if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {

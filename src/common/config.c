@@ -225,7 +225,8 @@ static int map_walk(struct yparse *p, yaml_node_t *n, const char *prefix, field_
              pair++) {
                 yaml_node_t *k = node_get(p, pair->key), *v = node_get(p, pair->value);
                 if (k->type != YAML_SCALAR_NODE)
-                        return fail_at(p, k, "%s: keys must be strings", *prefix ? prefix : "document");
+                        return fail_at(p, k, "%s: keys must be strings",
+                                       *prefix ? prefix : "document");
                 const char *key = (const char *)k->data.scalar.value;
                 char path[300];
                 snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", key);
@@ -305,8 +306,8 @@ static int machine_registries_field(struct yparse *p, const char *key, yaml_node
         return FIELD_UNKNOWN;
 }
 
-static int machine_network_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
-                                 void *obj)
+static int machine_network_field(struct yparse *p, const char *key, yaml_node_t *v,
+                                 const char *path, void *obj)
 {
         struct machine_config *c = ((struct machine_parse *)obj)->c;
         if (strcmp(key, "dhcp") == 0)
@@ -320,8 +321,8 @@ static int machine_network_field(struct yparse *p, const char *key, yaml_node_t 
         return FIELD_UNKNOWN;
 }
 
-static int machine_updates_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
-                                 void *obj)
+static int machine_updates_field(struct yparse *p, const char *key, yaml_node_t *v,
+                                 const char *path, void *obj)
 {
         struct machine_config *c = ((struct machine_parse *)obj)->c;
         if (strcmp(key, "publicKey") == 0)
@@ -719,7 +720,8 @@ static void yout_emit(struct yout *o, yaml_event_t *ev, int ok)
 /* True for strings a YAML reader might take for something other than a string. */
 static bool needs_quotes(const char *s)
 {
-        static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"};
+        static const char *const words[] = {"true", "false", "yes", "no", "on",
+                                            "off",  "null",  "y",   "n"};
         if (!name_is_valid(s) || strspn(s, "0123456789-") == strlen(s))
                 return true;
         for (size_t i = 0; i < ARRAY_SIZE(words); i++)
@@ -742,8 +744,9 @@ static void emit_str(struct yout *o, const char *s)
         if (strchr(s, '\n'))
                 emit_scalar(o, s, YAML_LITERAL_SCALAR_STYLE);
         else
-                emit_scalar(o, s, needs_quotes(s) ? YAML_DOUBLE_QUOTED_SCALAR_STYLE
-                                                  : YAML_PLAIN_SCALAR_STYLE);
+                emit_scalar(o, s,
+                            needs_quotes(s) ? YAML_DOUBLE_QUOTED_SCALAR_STYLE
+                                            : YAML_PLAIN_SCALAR_STYLE);
 }
 
 static void emit_key_str(struct yout *o, const char *key, const char *value)
@@ -757,7 +760,9 @@ static void emit_key_str(struct yout *o, const char *key, const char *value)
 static void emit_map_start(struct yout *o)
 {
         yaml_event_t ev;
-        yout_emit(o, &ev, yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_MAPPING_STYLE));
+        yout_emit(
+            o, &ev,
+            yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_MAPPING_STYLE));
 }
 
 static void emit_map_end(struct yout *o)
@@ -772,7 +777,9 @@ static void emit_strv(struct yout *o, const char *key, char **v, size_t n)
                 return;
         yaml_event_t ev;
         emit_scalar(o, key, YAML_PLAIN_SCALAR_STYLE);
-        yout_emit(o, &ev, yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_SEQUENCE_STYLE));
+        yout_emit(
+            o, &ev,
+            yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_SEQUENCE_STYLE));
         for (size_t i = 0; i < n; i++)
                 emit_str(o, v[i]);
         yout_emit(o, &ev, yaml_sequence_end_event_initialize(&ev));
@@ -880,7 +887,9 @@ int client_config_format(const struct client_config *c, char **out, size_t *len,
         emit_key_str(&o, "currentContext", c->current_context);
         emit_scalar(&o, "contexts", YAML_PLAIN_SCALAR_STYLE);
         yaml_event_t ev;
-        yout_emit(&o, &ev, yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_SEQUENCE_STYLE));
+        yout_emit(
+            &o, &ev,
+            yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_SEQUENCE_STYLE));
         for (size_t i = 0; i < c->n_contexts; i++) {
                 const struct client_context *x = &c->contexts[i];
                 emit_map_start(&o);
@@ -968,7 +977,8 @@ int config_write_file_atomic(const char *path, const void *data, size_t len, uns
                         return cap_error_errno(err, -ENOMEM, "write %s", path);
         }
         if (!*base)
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s: not a file name", path);
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s: not a file name",
+                                     path);
         _cleanup_free_ char *tmp = NULL;
         if (asprintf(&tmp, "%s/.%s.tmp-XXXXXX", dir, base) < 0)
                 return cap_error_errno(err, -ENOMEM, "write %s", path);

@@ -16,10 +16,14 @@ const char *manifest_restart_name(Capsule__V1__RestartPolicy restart)
 {
         switch (restart) {
         case CAPSULE__V1__RESTART_POLICY__RESTART_POLICY_UNSPECIFIED:
-        case CAPSULE__V1__RESTART_POLICY__ALWAYS: return "always";
-        case CAPSULE__V1__RESTART_POLICY__ON_FAILURE: return "on-failure";
-        case CAPSULE__V1__RESTART_POLICY__NEVER: return "never";
-        default: return NULL;
+        case CAPSULE__V1__RESTART_POLICY__ALWAYS:
+                return "always";
+        case CAPSULE__V1__RESTART_POLICY__ON_FAILURE:
+                return "on-failure";
+        case CAPSULE__V1__RESTART_POLICY__NEVER:
+                return "never";
+        default:
+                return NULL;
         }
 }
 
@@ -27,10 +31,14 @@ const char *manifest_pull_policy_name(Capsule__V1__PullPolicy pull)
 {
         switch (pull) {
         case CAPSULE__V1__PULL_POLICY__PULL_POLICY_UNSPECIFIED:
-        case CAPSULE__V1__PULL_POLICY__IF_NOT_PRESENT: return "IfNotPresent";
-        case CAPSULE__V1__PULL_POLICY__PULL_ALWAYS: return "Always";
-        case CAPSULE__V1__PULL_POLICY__PULL_NEVER: return "Never";
-        default: return NULL;
+        case CAPSULE__V1__PULL_POLICY__IF_NOT_PRESENT:
+                return "IfNotPresent";
+        case CAPSULE__V1__PULL_POLICY__PULL_ALWAYS:
+                return "Always";
+        case CAPSULE__V1__PULL_POLICY__PULL_NEVER:
+                return "Never";
+        default:
+                return NULL;
         }
 }
 
@@ -38,9 +46,12 @@ const char *manifest_workload_kind_name(Capsule__V1__WorkloadKind kind)
 {
         switch (kind) {
         case CAPSULE__V1__WORKLOAD_KIND__WORKLOAD_KIND_UNSPECIFIED:
-        case CAPSULE__V1__WORKLOAD_KIND__CONTAINER: return "Container";
-        case CAPSULE__V1__WORKLOAD_KIND__MICROVM: return "MicroVM";
-        default: return NULL;
+        case CAPSULE__V1__WORKLOAD_KIND__CONTAINER:
+                return "Container";
+        case CAPSULE__V1__WORKLOAD_KIND__MICROVM:
+                return "MicroVM";
+        default:
+                return NULL;
         }
 }
 
@@ -72,8 +83,10 @@ static void null_to_empty(char **field)
 
 static int env_cmp(const void *a, const void *b)
 {
-        const Capsule__V1__WorkloadSpec__EnvEntry *x = *(Capsule__V1__WorkloadSpec__EnvEntry *const *)a;
-        const Capsule__V1__WorkloadSpec__EnvEntry *y = *(Capsule__V1__WorkloadSpec__EnvEntry *const *)b;
+        const Capsule__V1__WorkloadSpec__EnvEntry *x =
+            *(Capsule__V1__WorkloadSpec__EnvEntry *const *)a;
+        const Capsule__V1__WorkloadSpec__EnvEntry *y =
+            *(Capsule__V1__WorkloadSpec__EnvEntry *const *)b;
         return strcmp(x->key ? x->key : "", y->key ? y->key : "");
 }
 
@@ -210,8 +223,8 @@ static void emit(struct out *o, yaml_event_t *ev, int init_ok)
  * other tools (and YAML 1.1 readers) read back a string. */
 static bool looks_typed(const char *s)
 {
-        static const char *const words[] = {"null", "~", "true", "false", "yes", "no", "on",
-                                            "off", "y", "n"};
+        static const char *const words[] = {"null", "~",  "true", "false", "yes",
+                                            "no",   "on", "off",  "y",     "n"};
         if (!*s)
                 return true;
         for (size_t i = 0; i < ARRAY_SIZE(words); i++)
@@ -232,11 +245,20 @@ static void emit_str_style(struct out *o, const char *s, yaml_scalar_style_t sty
         emit(o, &ev, ok);
 }
 
+/* Words made of these characters read well unquoted; anything else is double-quoted. */
+static bool is_simple_word(const char *s)
+{
+        return s[strspn(
+                   s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=-")] ==
+               '\0';
+}
+
 static void emit_str(struct out *o, const char *s)
 {
         s = s ? s : "";
-        emit_str_style(o, s, looks_typed(s) ? YAML_DOUBLE_QUOTED_SCALAR_STYLE
-                                            : YAML_ANY_SCALAR_STYLE);
+        emit_str_style(o, s,
+                       looks_typed(s) || !is_simple_word(s) ? YAML_DOUBLE_QUOTED_SCALAR_STYLE
+                                                            : YAML_ANY_SCALAR_STYLE);
 }
 
 static void emit_plain(struct out *o, const char *s)
@@ -248,8 +270,8 @@ static void emit_map(struct out *o, bool start, bool flow)
 {
         yaml_event_t ev;
         int ok = start ? yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                            flow ? YAML_FLOW_MAPPING_STYLE
-                                                                 : YAML_BLOCK_MAPPING_STYLE)
+                                                             flow ? YAML_FLOW_MAPPING_STYLE
+                                                                  : YAML_BLOCK_MAPPING_STYLE)
                        : yaml_mapping_end_event_initialize(&ev);
         emit(o, &ev, ok);
 }
@@ -258,8 +280,8 @@ static void emit_seq(struct out *o, bool start, bool flow)
 {
         yaml_event_t ev;
         int ok = start ? yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
-                                                             flow ? YAML_FLOW_SEQUENCE_STYLE
-                                                                  : YAML_BLOCK_SEQUENCE_STYLE)
+                                                              flow ? YAML_FLOW_SEQUENCE_STYLE
+                                                                   : YAML_BLOCK_SEQUENCE_STYLE)
                        : yaml_sequence_end_event_initialize(&ev);
         emit(o, &ev, ok);
 }
@@ -346,7 +368,8 @@ static void emit_resources(struct out *o, const Capsule__V1__Resources *r)
         if (r->cpus != 0)
                 emit_kv_plain(o, "cpus", quantity_format_cpus(r->cpus, buf, sizeof(buf)));
         if (r->memory_bytes)
-                emit_kv_plain(o, "memory", quantity_format_bytes(r->memory_bytes, buf, sizeof(buf)));
+                emit_kv_plain(o, "memory",
+                              quantity_format_bytes(r->memory_bytes, buf, sizeof(buf)));
         emit_map(o, false, false);
 }
 

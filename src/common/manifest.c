@@ -21,9 +21,9 @@
 #include "names.h"
 
 #define MAX_DEPTH 32
-#define MAX_NODES 200000    /* per document */
-#define MAX_STRING 65536    /* any single string value */
-#define MAX_LIST 1024       /* command, args, env */
+#define MAX_NODES 200000 /* per document */
+#define MAX_STRING 65536 /* any single string value */
+#define MAX_LIST 1024    /* command, args, env */
 #define MAX_PORTS 256
 #define MAX_MOUNTS 64
 #define MAX_IMAGE 1024
@@ -115,9 +115,12 @@ char *manifest_errors_join(const struct manifest_errors *errs, const char *sep)
 const char *manifest_kind_name(enum manifest_kind kind)
 {
         switch (kind) {
-        case MANIFEST_KIND_CONTAINER: return "Container";
-        case MANIFEST_KIND_MICROVM: return "MicroVM";
-        case MANIFEST_KIND_VOLUME: return "Volume";
+        case MANIFEST_KIND_CONTAINER:
+                return "Container";
+        case MANIFEST_KIND_MICROVM:
+                return "MicroVM";
+        case MANIFEST_KIND_VOLUME:
+                return "Volume";
         }
         return "unknown";
 }
@@ -183,7 +186,7 @@ static bool ynode_is_null(const struct ynode *n)
 static bool str_is_bool(const char *s, bool *v)
 {
         static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False",
-                                                                              "FALSE"};
+                                                                               "FALSE"};
         for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
                 if (strcmp(s, t[i]) == 0)
                         return *v = true, true;
@@ -233,7 +236,7 @@ struct conv {
 };
 
 static void cfail(struct conv *c, int line, const char *path, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 static void cfail(struct conv *c, int line, const char *path, const char *fmt, ...)
 {
         char msg[1024];
@@ -396,15 +399,15 @@ enum wfield {
 };
 
 static const char *const wfield_names[WF__N] = {
-        [WF_KIND] = "kind",         [WF_NAME] = "name",
-        [WF_IMAGE] = "image",       [WF_COMMAND] = "command",
-        [WF_ARGS] = "args",         [WF_ENV] = "env",
-        [WF_PORTS] = "ports",       [WF_MOUNTS] = "mounts",
-        [WF_RESTART] = "restart",   [WF_RESOURCES] = "resources",
-        [WF_PULL] = "pullPolicy",   [WF_WORKDIR] = "workingDir",
-        [WF_USER] = "user",         [WF_PRIVILEGED] = "privileged",
-        [WF_ACCEL] = "accel",       [WF_DISK] = "disk",
-        [WF_CPUS] = "resources.cpus", [WF_MEMORY] = "resources.memory",
+    [WF_KIND] = "kind",           [WF_NAME] = "name",
+    [WF_IMAGE] = "image",         [WF_COMMAND] = "command",
+    [WF_ARGS] = "args",           [WF_ENV] = "env",
+    [WF_PORTS] = "ports",         [WF_MOUNTS] = "mounts",
+    [WF_RESTART] = "restart",     [WF_RESOURCES] = "resources",
+    [WF_PULL] = "pullPolicy",     [WF_WORKDIR] = "workingDir",
+    [WF_USER] = "user",           [WF_PRIVILEGED] = "privileged",
+    [WF_ACCEL] = "accel",         [WF_DISK] = "disk",
+    [WF_CPUS] = "resources.cpus", [WF_MEMORY] = "resources.memory",
 };
 
 static bool wfield_indexed(enum wfield f)
@@ -421,7 +424,7 @@ struct vsink {
 };
 
 static void vfail(struct vsink *s, enum wfield f, size_t idx, const char *sub, const char *fmt, ...)
-        __attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 5, 6)));
 static void vfail(struct vsink *s, enum wfield f, size_t idx, const char *sub, const char *fmt, ...)
 {
         char path[192], msg[768], text[1024];
@@ -676,8 +679,7 @@ struct plain_sink {
         struct manifest_errors *errs;
 };
 
-static void plain_path(void *ud, enum wfield f, size_t idx, const char *sub, char *buf,
-                       size_t size)
+static void plain_path(void *ud, enum wfield f, size_t idx, const char *sub, char *buf, size_t size)
 {
         char ix[32] = "";
         if (wfield_indexed(f))
@@ -710,6 +712,7 @@ int manifest_workload_validate(const Capsule__V1__WorkloadSpec *spec, const char
 struct srcmap {
         struct conv *c;
         int field_line[WF__N];
+        bool failed[WF__N]; /* conversion already reported this field: validator stays quiet */
         int *port_line, *port_yidx;
         int *mount_line, *mount_yidx;
         int *env_line;
@@ -755,6 +758,8 @@ static void yaml_path(void *ud, enum wfield f, size_t idx, const char *sub, char
 static void yaml_emit(void *ud, enum wfield f, size_t idx, const char *text)
 {
         struct srcmap *m = ud;
+        if (m->failed[f] && !wfield_indexed(f) && f != WF_ENV)
+                return;
         cfail(m->c, srcmap_line(m, f, idx), NULL, "%s", text);
 }
 
@@ -768,13 +773,14 @@ static int *alloc_lines(struct conv *c, size_t n)
         return v;
 }
 
-static int convert_string_list(struct conv *c, const struct ynode *n, const char *name,
-                               char ***out, size_t *count)
+static int convert_string_list(struct conv *c, const struct ynode *n, const char *name, char ***out,
+                               size_t *count)
 {
         if (n->type != YN_SEQ) {
                 if (n->type == YN_SCALAR && !ynode_is_null(n))
-                        cfail(c, n->line, name, "expected a list of strings, got a string (write "
-                                                "[\"...\", \"...\"])");
+                        cfail(c, n->line, name,
+                              "expected a list of strings, got a string (write "
+                              "[\"...\", \"...\"])");
                 else
                         cfail(c, n->line, name, "expected a list of strings, got %s",
                               ynode_what(n));
@@ -853,8 +859,7 @@ static int convert_env(struct conv *c, struct srcmap *m, const struct ynode *n,
                         snprintf(path, sizeof(path), "env[%zu]", i);
                         if (item->type != YN_MAP) {
                                 cfail(c, item->line, path,
-                                      "expected a mapping {name, value}, got %s",
-                                      ynode_what(item));
+                                      "expected a mapping {name, value}, got %s", ynode_what(item));
                                 r = -EINVAL;
                                 continue;
                         }
@@ -1294,7 +1299,9 @@ static Capsule__V1__WorkloadSpec *convert_workload(struct conv *c, const struct 
                         cfail(c, v[f]->line, wfield_names[f], "only valid for kind MicroVM");
                         continue;
                 }
+                int n0 = c->nerr;
                 convert_field(c, &m, (enum wfield)f, v[f], w);
+                m.failed[f] = c->nerr != n0;
         }
         if (!c->oom) {
                 struct vsink s = {&m, yaml_path, yaml_emit, 0};
@@ -1344,6 +1351,33 @@ static void doc_clear(struct manifest_doc *d)
         memset(d, 0, sizeof(*d));
 }
 
+/* The line number in a message made by cfail ("FILE: document N (line L): ..."). */
+static long message_line(const char *msg, size_t file_len)
+{
+        const char *p = strlen(msg) > file_len ? strstr(msg + file_len, " (line ") : NULL;
+        return p ? strtol(p + 7, NULL, 10) : 0;
+}
+
+/* Conversion reports type errors before the validator's semantic ones: put a document's errors
+ * back in line order (stable), which is how an operator reads them. */
+static void sort_errors_by_line(struct conv *c, size_t from)
+{
+        struct manifest_errors *e = c->errs;
+        size_t flen = strlen(c->file);
+        if (!e)
+                return;
+        for (size_t i = from + 1; i < e->n; i++) {
+                char *m = e->msgs[i];
+                long line = message_line(m, flen);
+                size_t j = i;
+                while (j > from && message_line(e->msgs[j - 1], flen) > line) {
+                        e->msgs[j] = e->msgs[j - 1];
+                        j--;
+                }
+                e->msgs[j] = m;
+        }
+}
+
 /* Converts one document's tree. Returns 1 with *doc filled, 0 for an empty document, <0 after
  * reporting. */
 static int convert_doc(struct conv *c, const struct ynode *root, struct manifest_doc *doc)
@@ -1359,7 +1393,8 @@ static int convert_doc(struct conv *c, const struct ynode *root, struct manifest
         static const char *const kind_key[] = {"kind"};
         const struct ynode *kn = NULL;
         for (size_t i = 0; i + 1 < root->n; i += 2)
-                if (root->kids[i]->type == YN_SCALAR && strcmp(root->kids[i]->str, kind_key[0]) == 0)
+                if (root->kids[i]->type == YN_SCALAR &&
+                    strcmp(root->kids[i]->str, kind_key[0]) == 0)
                         kn = root->kids[i + 1];
         if (!kn) {
                 cfail(c, root->line, "kind",
@@ -1379,8 +1414,10 @@ static int convert_doc(struct conv *c, const struct ynode *root, struct manifest
         else if (strcmp(kind, "Volume") == 0)
                 doc->kind = MANIFEST_KIND_VOLUME;
         else {
-                cfail(c, kn->line, "kind", SFMT ": unknown kind (expected Container, MicroVM or "
-                                           "Volume)", SARG(kn));
+                cfail(c, kn->line, "kind",
+                      SFMT ": unknown kind (expected Container, MicroVM or "
+                           "Volume)",
+                      SARG(kn));
                 return -EINVAL;
         }
         if (!(doc->file = cstrdup(c, c->file)))
@@ -1404,9 +1441,9 @@ struct loader {
         struct conv *c;
         struct ynode *root;
         struct ynode *stack[MAX_DEPTH];
-        size_t depth;      /* open collections, including skipped ones */
+        size_t depth; /* open collections, including skipped ones */
         size_t nodes;
-        bool broken;       /* this document already failed: skip to its end */
+        bool broken; /* this document already failed: skip to its end */
         struct manifest_set *set;
         size_t cap;
 };
@@ -1479,8 +1516,10 @@ static int loader_document_end(struct loader *l)
                 return 0;
         }
         struct manifest_doc doc;
+        size_t nerrs = l->c->errs ? l->c->errs->n : 0;
         l->c->doc_line = root->line;
         int r = convert_doc(l->c, root, &doc);
+        sort_errors_by_line(l->c, nerrs);
         ynode_free(root);
         if (r <= 0)
                 return l->c->oom ? -ENOMEM : 0;
@@ -1552,14 +1591,13 @@ static int load_stream(struct conv *c, const char *buf, size_t len, struct manif
                         if (parser.context)
                                 snprintf(ctx, sizeof(ctx), " (%s at line %zu)", parser.context,
                                          parser.context_mark.line + 1);
-                        manifest_errors_add(c->errs,
-                                            "%s: document %d (line %zu, column %zu): YAML syntax "
-                                            "error: %s%s",
-                                            c->file, c->doc ? c->doc : 1,
-                                            parser.problem_mark.line + 1,
-                                            parser.problem_mark.column + 1,
-                                            parser.problem ? parser.problem : "unknown problem",
-                                            ctx);
+                        manifest_errors_add(
+                            c->errs,
+                            "%s: document %d (line %zu, column %zu): YAML syntax "
+                            "error: %s%s",
+                            c->file, c->doc ? c->doc : 1, parser.problem_mark.line + 1,
+                            parser.problem_mark.column + 1,
+                            parser.problem ? parser.problem : "unknown problem", ctx);
                         c->nerr++;
                         break;
                 }
@@ -1591,8 +1629,8 @@ int manifest_parse(const char *filename, const char *buf, size_t len, struct man
         struct conv c = {.file = filename ? filename : "<input>", .errs = errs};
         memset(out, 0, sizeof(*out));
         if (len > MANIFEST_MAX_BYTES) {
-                manifest_errors_add(errs, "%s: %zu bytes: larger than the %d-byte limit", c.file,
-                                    len, MANIFEST_MAX_BYTES);
+                manifest_errors_add(errs, "%s: larger than the %d-byte limit for a manifest file",
+                                    c.file, MANIFEST_MAX_BYTES);
                 return -E2BIG;
         }
         int r = load_stream(&c, buf, len, out);
@@ -1635,7 +1673,7 @@ int manifest_parse_file(const char *path, struct manifest_set *out, struct manif
                 }
                 size_t got = fread(buf + len, 1, cap - len, f);
                 len += got;
-                if (got == 0)
+                if (got == 0 || len > MANIFEST_MAX_BYTES) /* enough to refuse it */
                         break;
         }
         if (!buf)
@@ -1701,7 +1739,8 @@ static int port_ref_cmp(const void *a, const void *b)
 
 static bool same_port_proto(const struct port_ref *a, const struct port_ref *b)
 {
-        return a->p->host_port == b->p->host_port && strcasecmp(proto_of(a->p), proto_of(b->p)) == 0;
+        return a->p->host_port == b->p->host_port &&
+               strcasecmp(proto_of(a->p), proto_of(b->p)) == 0;
 }
 
 static bool same_ip(const struct port_ref *a, const struct port_ref *b)
@@ -1723,13 +1762,18 @@ static const struct port_ref *other_doc(const struct port_ref *first, const stru
 static void report_port_clash(const struct manifest_set *set, const struct port_ref *e,
                               const struct port_ref *o, struct manifest_errors *errs)
 {
+        if (e->doc < o->doc) { /* report the later document, pointing at the earlier one */
+                const struct port_ref *t = e;
+                e = o;
+                o = t;
+        }
         const struct manifest_doc *d = &set->docs[e->doc], *od = &set->docs[o->doc];
         manifest_errors_add(errs,
                             "%s: document %d (line %d): ports[%zu]: host port %u/%s is already "
                             "used by workload \"%s\" (%s document %d)",
                             d->file, d->index, d->port_lines ? d->port_lines[e->idx] : d->line,
-                            e->idx, e->p->host_port, proto_of(e->p), od->workload->name,
-                            od->file, od->index);
+                            e->idx, e->p->host_port, proto_of(e->p), od->workload->name, od->file,
+                            od->index);
 }
 
 /* Sorted by (port, protocol, address): an entry clashes with a wildcard-address entry of the same
@@ -1792,9 +1836,8 @@ int manifest_set_check(const struct manifest_set *set, struct manifest_errors *e
                         manifest_errors_add(errs,
                                             "%s: document %d (line %d): name: %s \"%s\" is "
                                             "already declared in %s document %d (line %d)",
-                                            d->file, d->index, d->line,
-                                            vol ? "volume" : "workload", doc_name(d), o->file,
-                                            o->index, o->line);
+                                            d->file, d->index, d->line, vol ? "volume" : "workload",
+                                            doc_name(d), o->file, o->index, o->line);
                         bad = 1;
                         break;
                 }

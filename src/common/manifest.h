@@ -7,8 +7,9 @@
  *   web.yaml: document 2 (line 14): ports[1]: "80800:80": host port 80800 out of range 1-65535
  * Field paths are the manifest's own keys (flat, no "spec." prefix); list indexes are 0-based.
  *
- * Specs produced here are fully heap-allocated: protobuf_c_message_free_unpacked(spec, NULL)
- * frees one. They are normalised (see manifest_workload_normalize). The same validation rules
+ * Specs produced here are heap-allocated like unpacked messages (unset strings point at
+ * protobuf_c_empty_string, absent resources are NULL): protobuf_c_message_free_unpacked(spec,
+ * NULL) frees one. They are normalised (see manifest_workload_normalize). The same validation rules
  * are available for specs that arrive over gRPC: manifest_workload_validate. */
 #pragma once
 
@@ -33,13 +34,13 @@ enum manifest_kind {
 
 struct manifest_doc {
         enum manifest_kind kind;
-        char *file;   /* file name given to manifest_parse, for messages */
-        int index;    /* 1-based document index in the file */
-        int line;     /* 1-based line where the document's mapping starts */
+        char *file;                          /* file name given to manifest_parse, for messages */
+        int index;                           /* 1-based document index in the file */
+        int line;                            /* 1-based line where the document's mapping starts */
         Capsule__V1__WorkloadSpec *workload; /* Container and MicroVM */
-        int *port_lines;  /* [workload->n_ports]: line of each port entry */
-        int *mount_lines; /* [workload->n_mounts]: line of each mount entry */
-        char *volume_name; /* Volume */
+        int *port_lines;                     /* [workload->n_ports]: line of each port entry */
+        int *mount_lines;                    /* [workload->n_mounts]: line of each mount entry */
+        char *volume_name;                   /* Volume */
         uint64_t volume_size;
 };
 
@@ -59,7 +60,7 @@ void manifest_errors_init(struct manifest_errors *errs);
 void manifest_errors_free(struct manifest_errors *errs);
 /* Appends one formatted line (no trailing newline needed). */
 void manifest_errors_add(struct manifest_errors *errs, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Total number of errors, including dropped ones. */
 size_t manifest_errors_count(const struct manifest_errors *errs);
 /* Prints one error per line, then "... and N more errors" if some were dropped. */
@@ -70,7 +71,7 @@ char *manifest_errors_join(const struct manifest_errors *errs, const char *sep);
 /* Parses and validates buf (len bytes; need not be NUL-terminated). On success (0) out holds
  * the non-empty documents in file order, and the cross-document checks (manifest_set_check) have
  * passed. On any error returns -EINVAL (-E2BIG if oversized, -ENOMEM), appends every problem to
- * errs and leaves out empty. out must be zero-initialised or freed. */
+ * errs and leaves out empty. out is overwritten: free a previous set first. */
 int manifest_parse(const char *filename, const char *buf, size_t len, struct manifest_set *out,
                    struct manifest_errors *errs);
 /* Reads path (refusing files over MANIFEST_MAX_BYTES) and parses it; "-" reads stdin. */

@@ -180,7 +180,8 @@ static int cert_add_ext(X509 *cert, X509 *issuer, int nid, const char *value, st
         X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
         X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
         if (!ext)
-                return ssl_fail(err, -EINVAL, CAP_INTERNAL, "extension %s=%s", OBJ_nid2sn(nid), value);
+                return ssl_fail(err, -EINVAL, CAP_INTERNAL, "extension %s=%s", OBJ_nid2sn(nid),
+                                value);
         int ok = X509_add_ext(cert, ext, -1);
         X509_EXTENSION_free(ext);
         return ok == 1 ? 0 : ssl_fail(err, -EIO, CAP_INTERNAL, "add extension %s", OBJ_nid2sn(nid));
@@ -227,8 +228,8 @@ static int pair_from_objects(X509 *x, EVP_PKEY *key, struct pki_pair *out, struc
 /* What differs between the three kinds of certificate. */
 struct cert_spec {
         const char *cn;
-        const char *o;   /* may be NULL */
-        int days;        /* after defaulting */
+        const char *o; /* may be NULL */
+        int days;      /* after defaulting */
         enum pki_key_type key_type;
         /* Adds the kind-specific extensions; issuer == cert for the self-signed CA. */
         int (*add_exts)(X509 *cert, X509 *issuer, const void *data, struct cap_error *err);
@@ -260,8 +261,8 @@ static int cert_issue(const struct cert_spec *spec, X509 *ca_cert, EVP_PKEY *ca_
                 return ssl_fail(err, -EIO, CAP_INTERNAL, "set issuer");
         if ((r = cert_add_ext(x, issuer, NID_subject_key_identifier, "hash", err)) < 0)
                 return r;
-        if (ca_cert && (r = cert_add_ext(x, issuer, NID_authority_key_identifier, "keyid:always",
-                                         err)) < 0)
+        if (ca_cert &&
+            (r = cert_add_ext(x, issuer, NID_authority_key_identifier, "keyid:always", err)) < 0)
                 return r;
         if ((r = spec->add_exts(x, issuer, spec->data, err)) < 0)
                 return r;
@@ -287,8 +288,9 @@ static int ca_load(const struct pki_pair *ca, X509 **cert, EVP_PKEY **key, struc
                                      "the CA key does not belong to the CA certificate");
         }
         if (!(X509_get_extension_flags(x) & EXFLAG_CA))
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                     "the CA certificate is not a CA (no basicConstraints CA:TRUE)");
+                return cap_error_set(
+                    err, -EINVAL, CAP_INVALID_ARGUMENT,
+                    "the CA certificate is not a CA (no basicConstraints CA:TRUE)");
         *cert = TAKE_PTR(x);
         *key = TAKE_PTR(k);
         return 0;
@@ -343,15 +345,16 @@ int pki_ca_create(const char *name, const struct pki_issue_opts *opts, struct pk
                   struct cap_error *err)
 {
         if (!name || !*name)
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "CA name must not be empty");
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "CA name must not be empty");
         char cn[128];
         if ((size_t)snprintf(cn, sizeof(cn), "%s capsule CA", name) >= sizeof(cn))
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "CA name too long");
         struct cert_spec spec = {
-                .cn = cn,
-                .days = opts_days(opts, PKI_CA_DAYS),
-                .key_type = opts_key(opts),
-                .add_exts = ca_exts,
+            .cn = cn,
+            .days = opts_days(opts, PKI_CA_DAYS),
+            .key_type = opts_key(opts),
+            .add_exts = ca_exts,
         };
         int r = cert_issue(&spec, NULL, NULL, out, err);
         return r < 0 ? cap_error_prefix(err, "create CA") : 0;
@@ -365,8 +368,8 @@ static bool dns_name_ok(const char *s)
                 return false;
         for (size_t i = 0; i < n; i++) {
                 char c = s[i];
-                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                          c == '-' || c == '.' || (c == '*' && i == 0);
+                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '-' || c == '.' || (c == '*' && i == 0);
                 if (!ok)
                         return false;
         }
@@ -443,7 +446,8 @@ static int server_exts(X509 *cert, X509 *issuer, const void *data, struct cap_er
                 r = san_push(gens, "localhost", err);
         if (r >= 0)
                 r = san_push(gens, "127.0.0.1", err);
-        if (r >= 0 && X509_add1_ext_i2d(cert, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT) != 1)
+        if (r >= 0 &&
+            X509_add1_ext_i2d(cert, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT) != 1)
                 r = ssl_fail(err, -EIO, CAP_INTERNAL, "add subjectAltName");
         GENERAL_NAMES_free(gens);
         return r;
@@ -463,11 +467,11 @@ int pki_server_issue(const struct pki_pair *ca, const char *name, const char *co
                 return cap_error_prefix(err, "issue server certificate for \"%s\"", name);
         struct server_san san = {.name = name, .hosts = hosts, .n_hosts = n_hosts};
         struct cert_spec spec = {
-                .cn = name,
-                .days = opts_days(opts, PKI_SERVER_DAYS),
-                .key_type = opts_key(opts),
-                .add_exts = server_exts,
-                .data = &san,
+            .cn = name,
+            .days = opts_days(opts, PKI_SERVER_DAYS),
+            .key_type = opts_key(opts),
+            .add_exts = server_exts,
+            .data = &san,
         };
         r = cert_issue(&spec, ca_cert, ca_key, out, err);
         return r < 0 ? cap_error_prefix(err, "issue server certificate for \"%s\"", name) : 0;
@@ -498,11 +502,11 @@ int pki_client_issue(const struct pki_pair *ca, const char *user, const char *ro
         if (r < 0)
                 return cap_error_prefix(err, "issue client certificate for \"%s\"", user);
         struct cert_spec spec = {
-                .cn = user,
-                .o = role,
-                .days = opts_days(opts, PKI_CLIENT_DAYS),
-                .key_type = opts_key(opts),
-                .add_exts = client_exts,
+            .cn = user,
+            .o = role,
+            .days = opts_days(opts, PKI_CLIENT_DAYS),
+            .key_type = opts_key(opts),
+            .add_exts = client_exts,
         };
         r = cert_issue(&spec, ca_cert, ca_key, out, err);
         return r < 0 ? cap_error_prefix(err, "issue client certificate for \"%s\"", user) : 0;
@@ -644,7 +648,10 @@ int pki_cert_days_left(const char *cert_pem, long *days, struct cap_error *err)
         if (ASN1_TIME_diff(&d, &s, NULL, X509_get0_notAfter(x)) != 1)
                 return ssl_fail(err, -EINVAL, CAP_INVALID_ARGUMENT, "certificate notAfter");
         long long total = (long long)d * 86400 + s;
-        *days = (long)(total >= 0 ? total / 86400 : -((-total + 86399) / 86400));
+        if (total >= 0)
+                *days = (long)(total / 86400);
+        else /* expired: whole days since, but at least 1, so that < 0 always means expired */
+                *days = -(long)((-total) / 86400 > 0 ? (-total) / 86400 : 1);
         return 0;
 }
 
@@ -666,14 +673,16 @@ int pki_verify(const char *ca_pem, const char *cert_pem, enum pki_purpose purpos
                 goto out;
         }
         if (purpose != PKI_PURPOSE_ANY &&
-            X509_STORE_CTX_set_purpose(ctx, purpose == PKI_PURPOSE_SERVER ? X509_PURPOSE_SSL_SERVER
-                                                                          : X509_PURPOSE_SSL_CLIENT) != 1) {
+            X509_STORE_CTX_set_purpose(ctx, purpose == PKI_PURPOSE_SERVER
+                                                ? X509_PURPOSE_SSL_SERVER
+                                                : X509_PURPOSE_SSL_CLIENT) != 1) {
                 r = ssl_fail(err, -EINVAL, CAP_INTERNAL, "verify: set purpose");
                 goto out;
         }
         if (X509_verify_cert(ctx) != 1) {
                 int e = X509_STORE_CTX_get_error(ctx);
-                bool expired = e == X509_V_ERR_CERT_HAS_EXPIRED || e == X509_V_ERR_CERT_NOT_YET_VALID;
+                bool expired =
+                    e == X509_V_ERR_CERT_HAS_EXPIRED || e == X509_V_ERR_CERT_NOT_YET_VALID;
                 r = cap_error_set(err, expired ? -EKEYEXPIRED : -EKEYREJECTED, CAP_UNAUTHENTICATED,
                                   "certificate verification failed: %s",
                                   X509_verify_cert_error_string(e));

@@ -35,15 +35,15 @@ struct pki_pair {
 
 struct pki_issue_opts {
         enum pki_key_type key_type; /* default (0) ECDSA P-256 */
-        /* Validity in days; 0 means the default for the kind of certificate. A negative value makes a
-         * certificate that expired |days| days ago (valid for one day before that): for tests. */
+        /* Validity in days; 0 means the default for the kind of certificate. A negative value makes
+         * a certificate that expired |days| days ago (valid for one day before that): for tests. */
         int days;
 };
 
 /* Facts read from a certificate. Strings are owned; free with pki_cert_info_free. */
 struct pki_cert_info {
-        char *cn;      /* subject commonName, NULL if absent */
-        char *o;       /* subject organizationName (the role), NULL if absent */
+        char *cn; /* subject commonName, NULL if absent */
+        char *o;  /* subject organizationName (the role), NULL if absent */
         char *issuer_cn;
         char *serial_hex;
         time_t not_before;
@@ -71,7 +71,8 @@ int pki_server_issue(const struct pki_pair *ca, const char *name, const char *co
 
 /* Issues a client certificate: CN = user, O = role (PKI_ROLE_*), extendedKeyUsage clientAuth. */
 int pki_client_issue(const struct pki_pair *ca, const char *user, const char *role,
-                     const struct pki_issue_opts *opts, struct pki_pair *out, struct cap_error *err);
+                     const struct pki_issue_opts *opts, struct pki_pair *out,
+                     struct cap_error *err);
 
 /* Reads a certificate and its key from PEM files and checks that they belong together. */
 int pki_pair_load_files(const char *cert_path, const char *key_path, struct pki_pair *out,
@@ -82,7 +83,9 @@ int pki_key_matches_cert(const char *cert_pem, const char *key_pem, struct cap_e
 
 int pki_cert_info(const char *cert_pem, struct pki_cert_info *out, struct cap_error *err);
 
-/* Whole days from now until the certificate's notAfter (rounded down; negative once expired). */
+/* Whole days from now until the certificate's notAfter (rounded down). Once expired it is negative:
+ * minus the whole days since notAfter, at least 1 (so days < 0 exactly when the cert has expired).
+ */
 int pki_cert_days_left(const char *cert_pem, long *days, struct cap_error *err);
 
 enum pki_purpose { PKI_PURPOSE_ANY = 0, PKI_PURPOSE_SERVER, PKI_PURPOSE_CLIENT };

@@ -19,14 +19,21 @@ struct unit {
 
 /* Binary units first, largest first, so formatting picks the most readable exact unit. */
 static const struct unit binary_units[] = {
-        {"Ei", KI * KI * KI * KI * KI * KI}, {"Pi", KI * KI * KI * KI * KI},
-        {"Ti", KI * KI * KI * KI},           {"Gi", KI * KI * KI},
-        {"Mi", KI * KI},                     {"Ki", KI},
+    {"Ei", KI *KI *KI *KI *KI *KI},
+    {"Pi", KI *KI *KI *KI *KI},
+    {"Ti", KI *KI *KI *KI},
+    {"Gi", KI *KI *KI},
+    {"Mi", KI *KI},
+    {"Ki", KI},
 };
 static const struct unit decimal_units[] = {
-        {"E", K * K * K * K * K * K}, {"P", K * K * K * K * K}, {"T", K * K * K * K},
-        {"G", K * K * K},             {"M", K * K},             {"k", K},
-        {"K", K},
+    {"E", K *K *K *K *K *K},
+    {"P", K *K *K *K *K},
+    {"T", K *K *K *K},
+    {"G", K *K *K},
+    {"M", K *K},
+    {"k", K},
+    {"K", K},
 };
 
 /* Prints at most 40 characters of the input so error messages stay bounded. */
@@ -82,7 +89,8 @@ int quantity_parse_bytes(const char *text, uint64_t *out, struct cap_error *err)
                         mult = decimal_units[i].mult;
         if (!mult)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                     QFMT ": unknown unit \"%.8s\" (expected Ki, Mi, Gi, Ti, Pi, Ei, "
+                                     QFMT
+                                     ": unknown unit \"%.8s\" (expected Ki, Mi, Gi, Ti, Pi, Ei, "
                                      "k, M, G, T, P, E or none for bytes)",
                                      QARG(text), unit);
         if (int_end - text > 20 || frac_len > 18)
@@ -180,7 +188,7 @@ uint64_t quantity_cpus_to_milli(double cpus)
 {
         if (!(cpus >= 0) || cpus > 1e15)
                 return UINT64_MAX;
-        return (uint64_t)llround(cpus * 1000.0);
+        return (uint64_t)(cpus * 1000.0 + 0.5); /* rounding without libm */
 }
 
 char *quantity_format_cpus(double cpus, char *buf, size_t size)

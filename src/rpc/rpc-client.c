@@ -34,8 +34,8 @@ struct rpc_stream {
         const ProtobufCMessageDescriptor *resp_desc;
         char *method;
         pthread_mutex_t send_lock, recv_lock, status_lock;
-        bool send_closed;          /* under send_lock */
-        bool imd_started;          /* RECV_INITIAL_METADATA outstanding until free */
+        bool send_closed;                /* under send_lock */
+        bool imd_started;                /* RECV_INITIAL_METADATA outstanding until free */
         bool status_started, got_status; /* under status_lock */
         grpc_metadata_array imd, trailing;
         grpc_status_code status;
@@ -64,8 +64,9 @@ static struct rpc_client *client_new(const char *target, int fd, const struct rp
                 cap_error_errno(err, -ENOMEM, "rpc client");
                 return NULL;
         }
-        size_t max_recv = o->max_recv_bytes && o->max_recv_bytes <= INT32_MAX ? o->max_recv_bytes
-                                                                              : RPC_DEFAULT_MAX_RECV;
+        size_t max_recv = o->max_recv_bytes && o->max_recv_bytes <= INT32_MAX
+                              ? o->max_recv_bytes
+                              : RPC_DEFAULT_MAX_RECV;
         int keepalive = o->keepalive_ms > 0 && o->keepalive_ms < 5000 ? 5000 : o->keepalive_ms;
         grpc_arg args[8];
         size_t n = 0;
@@ -140,8 +141,7 @@ struct rpc_client *rpc_client_new_fd(int fd, const struct rpc_client_opts *opts,
 {
         if (opts && opts->tls) {
                 close(fd);
-                cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                              "fd channels are plaintext only");
+                cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "fd channels are plaintext only");
                 return NULL;
         }
         if (rpc_fd_nonblock(fd, err) < 0) {
@@ -183,8 +183,8 @@ void rpc_client_free(struct rpc_client *c)
         rpc_grpc_unref();
 }
 
-static grpc_call *client_call(struct rpc_client *c, const char *method,
-                              grpc_completion_queue *cq, int timeout_ms)
+static grpc_call *client_call(struct rpc_client *c, const char *method, grpc_completion_queue *cq,
+                              int timeout_ms)
 {
         grpc_slice m = grpc_slice_from_copied_string(method);
         grpc_call *call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m,
@@ -321,8 +321,8 @@ struct rpc_stream *rpc_stream_open(struct rpc_client *c, const char *method,
         ops[0].data.recv_status_on_client.trailing_metadata = &s->trailing;
         ops[0].data.recv_status_on_client.status = &s->status;
         ops[0].data.recv_status_on_client.status_details = &s->details;
-        s->status_started = grpc_call_start_batch(s->call, ops, 1, &s->tag_status, NULL) ==
-                            GRPC_CALL_OK;
+        s->status_started =
+            grpc_call_start_batch(s->call, ops, 1, &s->tag_status, NULL) == GRPC_CALL_OK;
         memset(ops, 0, sizeof(ops));
         ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
         ops[0].data.recv_initial_metadata.recv_initial_metadata = &s->imd;
@@ -383,8 +383,7 @@ int rpc_stream_recv(struct rpc_stream *s, ProtobufCMessage **msg, struct cap_err
         if (!buf) {
                 int r = stream_status(s, err);
                 if (r == 0 && !ok)
-                        r = cap_error_set(err, -EIO, CAP_INTERNAL, "%s: receive failed",
-                                          s->method);
+                        r = cap_error_set(err, -EIO, CAP_INTERNAL, "%s: receive failed", s->method);
                 return r;
         }
         *msg = rpc_unpack(buf, s->resp_desc, err);

@@ -50,10 +50,11 @@ grpc_server_credentials *rpc_server_creds(const struct rpc_tls *tls)
 {
         if (!tls)
                 return grpc_insecure_server_credentials_create();
-        grpc_ssl_pem_key_cert_pair pair = {.private_key = tls->key_pem, .cert_chain = tls->cert_pem};
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = tls->key_pem,
+                                           .cert_chain = tls->cert_pem};
         grpc_ssl_client_certificate_request_type req =
-                tls->require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-                                         : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+            tls->require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                     : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
         return grpc_ssl_server_credentials_create_ex(tls->ca_pem, &pair, 1, req, NULL);
 }
 
@@ -61,7 +62,8 @@ grpc_channel_credentials *rpc_channel_creds(const struct rpc_tls *tls)
 {
         if (!tls)
                 return grpc_insecure_credentials_create();
-        grpc_ssl_pem_key_cert_pair pair = {.private_key = tls->key_pem, .cert_chain = tls->cert_pem};
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = tls->key_pem,
+                                           .cert_chain = tls->cert_pem};
         bool have_pair = tls->cert_pem && tls->key_pem;
         return grpc_ssl_credentials_create_ex(tls->ca_pem, have_pair ? &pair : NULL, NULL, NULL);
 }
@@ -116,14 +118,19 @@ int rpc_fd_nonblock(int fd, struct cap_error *err)
         return 0;
 }
 
+bool rpc_is_unix_address(const char *addr)
+{
+        return strncmp(addr, "unix:", 5) == 0 || strncmp(addr, "unix-abstract:", 14) == 0;
+}
+
 int rpc_check_address(const char *addr, struct cap_error *err)
 {
         if (!addr || !*addr)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "empty address");
-        if (strncmp(addr, "unix:", 5) == 0) {
-                if (addr[5] == '\0')
+        if (rpc_is_unix_address(addr)) {
+                if (addr[strlen(addr) - 1] == ':')
                         return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                             "address `%s`: empty unix socket path", addr);
+                                             "address `%s`: empty unix socket name", addr);
                 return 0;
         }
         /* Anything else must be host:port; gRPC would send unknown schemes ("vsock:3:5000") to
@@ -133,8 +140,8 @@ int rpc_check_address(const char *addr, struct cap_error *err)
             strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
             (addr[0] != '[' && strchr(addr, ':') != colon))
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                     "address `%s`: expected host:port, [v6addr]:port or "
-                                     "unix:/path",
+                                     "address `%s`: expected host:port, [v6addr]:port, "
+                                     "unix:/path or unix-abstract:name",
                                      addr);
         return 0;
 }

@@ -31,7 +31,9 @@ int rpc_status_error(struct cap_error *err, grpc_status_code status, grpc_slice 
 /* Sets O_NONBLOCK on fd. */
 int rpc_fd_nonblock(int fd, struct cap_error *err);
 
-/* Checks a listen/dial address: "host:port" or "unix:/path". */
+/* True for "unix:/path" and "unix-abstract:name". */
+bool rpc_is_unix_address(const char *addr);
+/* Checks a listen/dial address: "host:port", "[v6]:port", "unix:/path" or "unix-abstract:name". */
 int rpc_check_address(const char *addr, struct cap_error *err);
 
 gpr_timespec rpc_deadline(int timeout_ms);

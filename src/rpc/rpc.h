@@ -11,7 +11,8 @@
  * server's details (or gRPC's own message). Every function taking a `struct cap_error *` fills it
  * on failure.
  *
- * Threading is described on each function; the server's dispatch model is explained in rpc.c. */
+ * Threading is described on each function; the server's dispatch model is explained at the top of
+ * rpc-server.c, the client's at the top of rpc-client.c. */
 #pragma once
 
 #include <stdbool.h>
@@ -30,7 +31,8 @@ struct rpc_stream;
 
 /* TLS material as PEM strings in memory (copied by the functions that take it; may be freed
  * after they return). Server: cert_pem/key_pem are its identity, ca_pem verifies clients.
- * Client: ca_pem verifies the server, cert_pem/key_pem (both or neither) are the client's identity. */
+ * Client: ca_pem verifies the server, cert_pem/key_pem (both or neither) are the client's identity.
+ */
 struct rpc_tls {
         const char *ca_pem;
         const char *cert_pem;
@@ -78,7 +80,9 @@ typedef int (*rpc_unary_fn)(struct rpc_call *call, const ProtobufCMessage *req,
  * NULL for RPC_CLIENT_STREAM and RPC_BIDI (read requests with rpc_call_recv).
  * RPC_CLIENT_STREAM handlers send their one response with rpc_call_send() exactly once before
  * returning 0 (returning 0 without it sends INTERNAL). Return 0 for status OK or negative with
- * `err` filled, as for unary handlers. */
+ * `err` filled, as for unary handlers. A handler may hand `call` to helper threads (bidi: one
+ * thread receives while another sends) but must join them before it returns: the call is ended
+ * and released after the return. */
 typedef int (*rpc_stream_fn)(struct rpc_call *call, const ProtobufCMessage *req,
                              struct cap_error *err);
 
@@ -113,16 +117,18 @@ typedef int (*rpc_authorize_fn)(struct rpc_call *call, const struct rpc_method *
                                 struct cap_error *err);
 
 struct rpc_server_opts {
-        unsigned pool_threads;        /* completion-queue threads running unary handlers; 0 = 3 */
-        unsigned max_stream_threads;  /* concurrent own-thread handlers; beyond: RESOURCE_EXHAUSTED;
-                                         0 = 256 */
-        size_t max_recv_bytes;        /* largest accepted request message; 0 = 16 MiB */
-        rpc_authorize_fn authorize;   /* NULL = allow every call */
+        unsigned pool_threads;       /* completion-queue threads running unary handlers; 0 = 3 */
+        unsigned max_stream_threads; /* concurrent own-thread handlers; beyond: RESOURCE_EXHAUSTED;
+                                        0 = 256 */
+        size_t max_recv_bytes;       /* largest accepted request message; 0 = 16 MiB */
+        rpc_authorize_fn authorize;  /* NULL = allow every call */
         void *authorize_ud;
 };
 
 /* Creates a server (not yet listening). opts may be NULL for the defaults. Initialises gRPC
- * (refcounted: every rpc_server/rpc_client holds one reference). */
+ * (refcounted: every rpc_server/rpc_client holds one reference). The server pings idle
+ * connections every 60 s (20 s timeout), so streams of clients that vanished without closing
+ * their connection (a laptop gone to sleep during `logs --follow`) get cancelled. */
 struct rpc_server *rpc_server_new(const struct rpc_server_opts *opts, struct cap_error *err);
 
 /* Registers methods (copied; path strings must stay valid for the server's life, which string
@@ -133,9 +139,9 @@ int rpc_server_add_method(struct rpc_server *srv, const struct rpc_method *metho
                           struct cap_error *err);
 
 /* Listens on `addr` before rpc_server_start: "host:port" (IPv4 "127.0.0.1:50000", IPv6
- * "[::1]:0", "0.0.0.0:50000"; port 0 picks a free port) or "unix:/path". tls NULL = plaintext.
- * Returns the bound TCP port (>0), 0 for unix sockets, or negative on failure. Other schemes
- * (dns:, vsock:, ...) are refused rather than silently resolved. */
+ * "[::1]:0", "0.0.0.0:50000"; port 0 picks a free port), "unix:/path" or "unix-abstract:name". tls
+ * NULL = plaintext. Returns the bound TCP port (>0), 0 for unix sockets, or negative on failure.
+ * Other schemes (dns:, vsock:, ...) are refused rather than silently resolved. */
 int rpc_server_listen(struct rpc_server *srv, const char *addr, const struct rpc_tls *tls,
                       struct cap_error *err);
 
@@ -159,15 +165,16 @@ void rpc_server_shutdown(struct rpc_server *srv, int grace_ms);
 const struct rpc_method *rpc_call_method(struct rpc_call *call);
 
 struct rpc_peer {
-        char addr[128];    /* gRPC's peer string: "ipv4:127.0.0.1:41234", "unix:", "fd:12" */
-        bool verified;     /* a client certificate was presented and verified against the CA */
-        char cn[256];      /* client certificate subject CN ("" when not verified) */
-        char org[256];     /* subject O: the role, "capsule:admin" or "capsule:reader" */
+        char addr[128]; /* gRPC's peer string: "ipv4:127.0.0.1:41234", "unix:", "fd:12" */
+        bool verified;  /* a client certificate was presented and verified against the CA */
+        char cn[256];   /* client certificate subject CN ("" when not verified) */
+        char org[256];  /* subject O: the role, "capsule:admin" or "capsule:reader" */
 };
 
 /* Fills *peer with the caller's address and, over mutual TLS, its verified certificate's subject
- * CN and O (read with OpenSSL from the x509 PEM in the call's auth context). Only the first O is
- * reported. Returns 0; negative only if the certificate cannot be parsed. */
+ * CN and O (from the subject gRPC extracts once per connection at handshake, so this is cheap
+ * enough to call on every call). A subject with several O attributes yields an empty org (no
+ * role) rather than a guess. Returns 0; negative only if the certificate cannot be read. */
 int rpc_call_peer(struct rpc_call *call, struct rpc_peer *peer, struct cap_error *err);
 
 /* Value of the request header `key` (lower-case) into buf; returns its length, or -ENOENT. */
@@ -198,13 +205,17 @@ int rpc_call_cancel_fd(struct rpc_call *call, struct cap_error *err);
 
 struct rpc_client_opts {
         const struct rpc_tls *tls; /* NULL = plaintext */
-        /* Send HTTP/2 keepalive pings every keepalive_ms (also without calls) so a dead peer is
-         * noticed; 0 = off (gRPC's default). Use it for long-lived guest channels. */
+        /* Send HTTP/2 keepalive pings every keepalive_ms (at least 5000; also without calls) so
+         * a dead peer is noticed; 0 = off (gRPC's default). Use it for long-lived guest channels.
+         * Capsule's own servers accept pings every 5 s; Go servers (containerd) by default answer
+         * pings more often than every 5 minutes with GOAWAY "too_many_pings": leave it off there.
+         */
         int keepalive_ms;
         size_t max_recv_bytes; /* largest accepted response message; 0 = 16 MiB */
 };
 
-/* A channel to `target`: "host:port" (resolved by gRPC, IP literals or names) or "unix:/path".
+/* A channel to `target`: "host:port" (resolved by gRPC, IP literals or names), "unix:/path" or
+ * "unix-abstract:name".
  * Does not connect yet: connection errors show up on the first call as CAP_UNAVAILABLE.
  * tls NULL = plaintext. A client is thread-safe: many calls and streams may run at once from any
  * threads. */

@@ -161,6 +161,79 @@ def free_port():
     return port
 
 
+class Containerd:
+    """A real containerd (Debian's) with its own root, state and socket under `tmp`; runc is the
+    runtime. Stopped by PID. Use `ctr([...])` to inspect namespace "capsule" independently."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "containerd")
+        os.makedirs(self.dir, exist_ok=True)
+        self.sock = os.path.join(self.dir, "containerd.sock")
+        self.config = os.path.join(self.dir, "config.toml")
+        self.log_path = os.path.join(self.dir, "containerd.log")
+        with open(self.config, "w") as f:
+            f.write(f"""version = 2
+root = "{self.dir}/root"
+state = "{self.dir}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[debug]
+  address = "{self.sock}.debug"
+""")
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["containerd", "--config", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for(lambda: self.ctr(["version"]).returncode == 0 or self.proc.poll() is not None,
+                 timeout=30, what="containerd to answer")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"containerd exited {self.proc.returncode}: {self.logs()}")
+        return self
+
+    def logs(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def ctr(self, args, check=False):
+        p = subprocess.run(["ctr", "--address", self.sock, "-n", "capsule"] + args,
+                           capture_output=True, text=True, timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError(f"ctr {' '.join(args)}: {p.stderr}")
+        return p
+
+    def stop(self):
+        """Kills every task in namespace capsule (their shims are ours), then containerd by PID."""
+        if not self.proc:
+            return
+        for line in self.ctr(["tasks", "ls", "-q"]).stdout.split():
+            self.ctr(["tasks", "kill", "-s", "SIGKILL", line])
+        for line in self.ctr(["tasks", "ls", "-q"]).stdout.split():
+            self.ctr(["tasks", "delete", "-f", line])
+        for line in self.ctr(["containers", "ls", "-q"]).stdout.split():
+            self.ctr(["containers", "delete", line])
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        self.proc = None
+        # unmount anything containerd left under its root (overlay snapshots of killed tasks)
+        with open("/proc/self/mountinfo") as f:
+            mnts = [l.split()[4] for l in f if l.split()[4].startswith(self.dir)]
+        for m in sorted(mnts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+
+
 class CapsuleTestCase(unittest.TestCase):
     """Starts one capsuled per test class (setUpClass) in a temp dir removed afterwards."""
 

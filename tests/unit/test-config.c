@@ -56,20 +56,20 @@ static void machine_fill(struct machine_config *m)
         static char *regs[] = {"127.0.0.1:5000", "registry.lan"};
         static char *dns[] = {"1.1.1.1", "9.9.9.9"};
         *m = (struct machine_config){
-                .version = 1,
-                .hostname = "home",
-                .listen = "0.0.0.0:50000",
-                .ca_pem = CA,
-                .cert_pem = CERT,
-                .key_pem = KEY,
-                .insecure_registries = regs,
-                .n_insecure_registries = 2,
-                .dhcp = false,
-                .address = "192.168.1.10/24",
-                .gateway = "192.168.1.1",
-                .dns = dns,
-                .n_dns = 2,
-                .update_pubkey_pem = PUB,
+            .version = 1,
+            .hostname = "home",
+            .listen = "0.0.0.0:50000",
+            .ca_pem = CA,
+            .cert_pem = CERT,
+            .key_pem = KEY,
+            .insecure_registries = regs,
+            .n_insecure_registries = 2,
+            .dhcp = false,
+            .address = "192.168.1.10/24",
+            .gateway = "192.168.1.1",
+            .dns = dns,
+            .n_dns = 2,
+            .update_pubkey_pem = PUB,
         };
 }
 
@@ -94,7 +94,8 @@ TEST(machine_round_trip)
         CHECK_STR_EQ(back.cert_pem, CERT);
         CHECK_STR_EQ(back.key_pem, KEY);
         CHECK(back.n_insecure_registries == 2);
-        CHECK(back.n_insecure_registries == 2 && strcmp(back.insecure_registries[1], "registry.lan") == 0);
+        CHECK(back.n_insecure_registries == 2 &&
+              strcmp(back.insecure_registries[1], "registry.lan") == 0);
         CHECK(!back.dhcp);
         CHECK_STR_EQ(back.address, "192.168.1.10/24");
         CHECK_STR_EQ(back.gateway, "192.168.1.1");
@@ -106,10 +107,11 @@ TEST(machine_round_trip)
 
 TEST(machine_defaults)
 {
-        const char *y = "hostname: box\npki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n    x\n"
-                        "    -----END CERTIFICATE-----\n  cert: \"-----BEGIN CERTIFICATE-----\\n"
-                        "-----END CERTIFICATE-----\\n\"\n  key: |\n    -----BEGIN EC PRIVATE KEY-----\n"
-                        "    -----END EC PRIVATE KEY-----\n";
+        const char *y =
+            "hostname: box\npki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n    x\n"
+            "    -----END CERTIFICATE-----\n  cert: \"-----BEGIN CERTIFICATE-----\\n"
+            "-----END CERTIFICATE-----\\n\"\n  key: |\n    -----BEGIN EC PRIVATE KEY-----\n"
+            "    -----END EC PRIVATE KEY-----\n";
         struct machine_config m;
         struct cap_error err = {0};
         CHECK(machine_config_parse("m.yaml", y, strlen(y), &m, &err) == 0);
@@ -135,35 +137,37 @@ static void expect_machine_error(const char *yaml, const char *want1, const char
         CHECK(m.hostname == NULL && m.ca_pem == NULL);
 }
 
-#define PKI_OK "pki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n" \
-               "  cert: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"    \
-               "  key: |\n    -----BEGIN PRIVATE KEY-----\n    -----END PRIVATE KEY-----\n"
+#define PKI_OK                                                                                     \
+        "pki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"          \
+        "  cert: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"              \
+        "  key: |\n    -----BEGIN PRIVATE KEY-----\n    -----END PRIVATE KEY-----\n"
 
 TEST(machine_strict)
 {
         expect_machine_error("hostname: home\napi:\n  lisen: \"0.0.0.0:1\"\n" PKI_OK,
                              "machine.yaml:3: ", "unknown field \"api.lisen\"");
-        expect_machine_error("hostname: home\n" PKI_OK "colour: blue\n", "machine.yaml:12: ",
-                             "unknown field \"colour\"");
-        expect_machine_error("hostname: home\npki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n"
-                             "    -----END CERTIFICATE-----\n  cert: |\n    -----BEGIN CERTIFICATE-----\n"
-                             "    -----END CERTIFICATE-----\n",
-                             "machine.yaml:3: ", "missing required field \"pki.key\"");
+        expect_machine_error("hostname: home\n" PKI_OK "colour: blue\n",
+                             "machine.yaml:12: ", "unknown field \"colour\"");
+        expect_machine_error(
+            "hostname: home\npki:\n  ca: |\n    -----BEGIN CERTIFICATE-----\n"
+            "    -----END CERTIFICATE-----\n  cert: |\n    -----BEGIN CERTIFICATE-----\n"
+            "    -----END CERTIFICATE-----\n",
+            "machine.yaml:3: ", "missing required field \"pki.key\"");
         expect_machine_error("hostname: home\n", "missing required field \"pki\"", NULL);
         expect_machine_error(PKI_OK, "missing required field \"hostname\"", NULL);
-        expect_machine_error("hostname: Home_1\n" PKI_OK, "hostname \"Home_1\": must be a DNS label",
-                             NULL);
+        expect_machine_error("hostname: Home_1\n" PKI_OK,
+                             "hostname \"Home_1\": must be a DNS label", NULL);
         expect_machine_error("version: 2\nhostname: home\n" PKI_OK, "unsupported version 2", NULL);
-        expect_machine_error("version: one\nhostname: home\n" PKI_OK, "machine.yaml:1: ",
-                             "version: expected an integer");
-        expect_machine_error("hostname: home\nhostname: away\n" PKI_OK, "machine.yaml:2: ",
-                             "duplicate field \"hostname\"");
+        expect_machine_error("version: one\nhostname: home\n" PKI_OK,
+                             "machine.yaml:1: ", "version: expected an integer");
+        expect_machine_error("hostname: home\nhostname: away\n" PKI_OK,
+                             "machine.yaml:2: ", "duplicate field \"hostname\"");
         expect_machine_error("hostname: home\nnetwork: {dhcp: maybe}\n" PKI_OK,
                              "network.dhcp: expected true or false", NULL);
         expect_machine_error("hostname: home\nnetwork: {dhcp: false}\n" PKI_OK,
                              "network.address: required when network.dhcp is false", NULL);
-        expect_machine_error("hostname: home\npki: [a, b]\n", "machine.yaml:2: ",
-                             "pki: expected a mapping");
+        expect_machine_error("hostname: home\npki: [a, b]\n",
+                             "machine.yaml:2: ", "pki: expected a mapping");
         expect_machine_error("hostname: home\npki:\n  ca: hello\n  cert: x\n  key: y\n",
                              "pki.ca: expected a PEM block", NULL);
         expect_machine_error("- a\n- b\n", "document: expected a mapping", NULL);
@@ -185,7 +189,8 @@ TEST(malformed_yaml)
         CHECK(client_config_parse("cc", y, strlen(y), &c, &err) < 0);
         CHECK_CONTAINS(err.msg, "cc:");
         CHECK_CONTAINS(err.msg, "invalid YAML");
-        CHECK(machine_config_load(path_in("does-not-exist"), &(struct machine_config){0}, &err) == -ENOENT);
+        CHECK(machine_config_load(path_in("does-not-exist"), &(struct machine_config){0}, &err) ==
+              -ENOENT);
         CHECK_CONTAINS(err.msg, "does-not-exist");
 }
 
@@ -247,11 +252,12 @@ TEST(client_strict)
 {
         struct client_config c;
         struct cap_error err = {0};
-        const char *y = "currentContext: home\ncontexts:\n- name: home\n  endpoint: a:1\n"
-                        "  ca: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"
-                        "  cert: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"
-                        "  key: |\n    -----BEGIN PRIVATE KEY-----\n    -----END PRIVATE KEY-----\n"
-                        "  token: abc\n";
+        const char *y =
+            "currentContext: home\ncontexts:\n- name: home\n  endpoint: a:1\n"
+            "  ca: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"
+            "  cert: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"
+            "  key: |\n    -----BEGIN PRIVATE KEY-----\n    -----END PRIVATE KEY-----\n"
+            "  token: abc\n";
         CHECK(client_config_parse("cfg", y, strlen(y), &c, &err) < 0);
         CHECK_CONTAINS(err.msg, "cfg:14: unknown field \"contexts[0].token\"");
         y = "contexts:\n- name: home\n  endpoint: a:1\n";
@@ -307,6 +313,32 @@ TEST(failed_save_keeps_old_file)
         free(before);
 }
 
+TEST(read_only_dir_keeps_old_file)
+{
+        if (geteuid() == 0) {
+                test_skip("root ignores directory permissions (the RLIMIT_FSIZE case covers this)");
+                return;
+        }
+        struct machine_config m;
+        struct cap_error err = {0};
+        machine_fill(&m);
+        char ro[128];
+        snprintf(ro, sizeof(ro), "%s/ro", dir);
+        CHECK(mkdir(ro, 0700) == 0);
+        char p[160];
+        snprintf(p, sizeof(p), "%s/machine.yaml", ro);
+        CHECK(machine_config_save(p, &m, &err) == 0);
+        char *before = slurp(p);
+        CHECK(chmod(ro, 0500) == 0);
+        m.hostname = "changed";
+        CHECK(machine_config_save(p, &m, &err) == -EACCES);
+        CHECK(chmod(ro, 0700) == 0);
+        char *after = slurp(p);
+        CHECK_STR_EQ(after, before);
+        free(before);
+        free(after);
+}
+
 TEST(default_path)
 {
         char *old_home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
@@ -352,6 +384,7 @@ int main(void)
         RUN(client_round_trip);
         RUN(client_strict);
         RUN(failed_save_keeps_old_file);
+        RUN(read_only_dir_keeps_old_file);
         RUN(default_path);
         rm_rf(dir);
         return test_summary();

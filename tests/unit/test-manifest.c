@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "manifest.h"
 #include "test.h"
 
@@ -172,9 +173,11 @@ TEST(env_forms)
         }
         parsed_free(&p);
 
-        EXPECT_ERROR(HDR "env: {\"A=B\": x}\n",
-                     "t.yaml: document 1 (line 4): env: variable name \"A=B\" must not contain '='");
-        EXPECT_ERROR(HDR "env: {\"\": x}\n", "t.yaml: document 1 (line 4): env: empty variable name");
+        EXPECT_ERROR(
+            HDR "env: {\"A=B\": x}\n",
+            "t.yaml: document 1 (line 4): env: variable name \"A=B\" must not contain '='");
+        EXPECT_ERROR(HDR "env: {\"\": x}\n",
+                     "t.yaml: document 1 (line 4): env: empty variable name");
         EXPECT_ERROR(HDR "env:\n  - {name: \"\", value: x}\n",
                      "document 1 (line 5): env[0]: empty variable name");
         EXPECT_ERROR(HDR "env:\n  - {value: x}\n", "env[0].name: required field is missing");
@@ -212,7 +215,8 @@ TEST(port_forms)
         EXPECT_ERROR(HDR "ports: [\"8080:80\", \"80800:80\"]\n",
                      "t.yaml: document 1 (line 4): ports[1]: \"80800:80\": host port 80800 out of "
                      "range 1-65535");
-        EXPECT_ERROR(HDR "ports: [\"8080:0\"]\n", "ports[0]: \"8080:0\": port 0 out of range 1-65535");
+        EXPECT_ERROR(HDR "ports: [\"8080:0\"]\n",
+                     "ports[0]: \"8080:0\": port 0 out of range 1-65535");
         EXPECT_ERROR(HDR "ports: [\"8080\"]\n",
                      "ports[0]: \"8080\": expected HOST:PORT[/tcp|udp] or IP:HOST:PORT[/tcp|udp]");
         EXPECT_ERROR(HDR "ports: [\"a:80\"]\n", "ports[0]: \"a:80\": expected HOST:PORT");
@@ -263,7 +267,7 @@ TEST(cross_document_checks)
         parsed_free(&p);
         EXPECT_ERROR(HDR "ports: [\"10.0.0.1:80:80\"]\n---\n"
                          "kind: Container\nname: b\nimage: x\nports: [\"80:80\"]\n",
-                     "document 2 (line 8): ports[0]: host port 80/tcp is already used by workload "
+                     "document 2 (line 9): ports[0]: host port 80/tcp is already used by workload "
                      "\"web\"");
 }
 
@@ -276,8 +280,9 @@ static bool exists_only_data(const char *name, void *ud)
 TEST(check_mounts)
 {
         struct parsed p;
-        parse(&p, HDR "mounts:\n  - {volume: site, path: /www}\n  - {volume: data, path: /data}\n"
-                      "  - {volume: gone, path: /gone}\n---\nkind: Volume\nname: site\nsize: 1Gi\n");
+        parse(&p,
+              HDR "mounts:\n  - {volume: site, path: /www}\n  - {volume: data, path: /data}\n"
+                  "  - {volume: gone, path: /gone}\n---\nkind: Volume\nname: site\nsize: 1Gi\n");
         CHECK(p.r == 0);
         struct manifest_errors errs;
         manifest_errors_init(&errs);
@@ -303,7 +308,8 @@ TEST(mount_errors)
                      "(line 4): mounts[0].path: \"data\": must be an absolute path");
         EXPECT_ERROR(HDR "mounts: [{volume: site, path: /a/../etc}]\n",
                      "mounts[0].path: \"/a/../etc\": must not contain \"..\"");
-        EXPECT_ERROR(HDR "mounts: [{volume: site, path: /}]\n", "mounts[0].path: \"/\": must not be /");
+        EXPECT_ERROR(HDR "mounts: [{volume: site, path: /}]\n",
+                     "mounts[0].path: \"/\": must not be /");
         EXPECT_ERROR(HDR "mounts:\n  - {volume: a, path: /data}\n  - {volume: b, path: /data/}\n",
                      "(line 6): mounts[1].path: \"/data/\" is already mounted by mounts[0]");
         EXPECT_ERROR(HDR "mounts: [{volume: Site_1, path: /d}]\n",
@@ -346,14 +352,17 @@ TEST(field_errors)
         EXPECT_ERROR(HDR "disk: 1Gi\n", "(line 4): disk: only valid for kind MicroVM");
         EXPECT_ERROR("kind: MicroVM\nname: v\nimage: x\naccel: xen\n",
                      "accel: \"xen\": expected auto, kvm or tcg");
-        EXPECT_ERROR("kind: MicroVM\nname: v\nimage: x\ndisk: 0\n", "disk: \"0\": must be greater than 0");
+        EXPECT_ERROR("kind: MicroVM\nname: v\nimage: x\ndisk: 0\n",
+                     "disk: \"0\": must be greater than 0");
         EXPECT_ERROR(HDR "restart: sometimes\n",
                      "restart: \"sometimes\": expected always, on-failure or never");
         EXPECT_ERROR(HDR "pullPolicy: ifnotpresent\n",
                      "pullPolicy: \"ifnotpresent\": expected IfNotPresent, Always or Never");
-        EXPECT_ERROR(HDR "privileged: \"true\"\n", "privileged: expected true or false, got a string");
-        EXPECT_ERROR(HDR "command: nginx\n",
-                     "command: expected a list of strings, got a string (write [\"...\", \"...\"])");
+        EXPECT_ERROR(HDR "privileged: \"true\"\n",
+                     "privileged: expected true or false, got a string");
+        EXPECT_ERROR(
+            HDR "command: nginx\n",
+            "command: expected a list of strings, got a string (write [\"...\", \"...\"])");
         EXPECT_ERROR(HDR "args: [a, [b]]\n", "args[1]: expected a string, got a list");
         EXPECT_ERROR(HDR "workingDir: srv\n", "workingDir: \"srv\": must be an absolute path");
         EXPECT_ERROR(HDR "name: again\n", "(line 4): name: duplicate key (first at line 2)");
@@ -362,27 +371,34 @@ TEST(field_errors)
                      "document 1 (line 1): a document must be a mapping of fields (kind, name, "
                      "...), got a list");
         EXPECT_ERROR("kind: Volume\nname: v\n", "size: required field is missing");
-        EXPECT_ERROR("kind: Volume\nname: v\nsize: 1Gi\nimage: x\n", "(line 4): image: unknown field");
+        EXPECT_ERROR("kind: Volume\nname: v\nsize: 1Gi\nimage: x\n",
+                     "(line 4): image: unknown field");
         EXPECT_ERROR("kind: Volume\nname: V\nsize: 1Gi\n", "name \"V\": must be a DNS label");
         EXPECT_ERROR(HDR "? [a]\n: b\n", "keys must be strings, got a list");
 }
 
 TEST(resource_errors)
 {
-        EXPECT_ERROR(HDR "resources: {memory: 12Qi}\n",
-                     "t.yaml: document 1 (line 4): resources.memory: \"12Qi\": unknown unit \"Qi\"");
+        EXPECT_ERROR(
+            HDR "resources: {memory: 12Qi}\n",
+            "t.yaml: document 1 (line 4): resources.memory: \"12Qi\": unknown unit \"Qi\"");
         EXPECT_ERROR(HDR "resources: {memory: -1Gi}\n",
                      "resources.memory: \"-1Gi\": must not be negative");
         EXPECT_ERROR(HDR "resources: {memory: 0.3}\n",
                      "resources.memory: \"0.3\": not a whole number of bytes");
-        EXPECT_ERROR(HDR "resources: {memory: 99999999999Ei}\n", "resources.memory: \"99999999999Ei\": too large");
+        EXPECT_ERROR(HDR "resources: {memory: 99999999999Ei}\n",
+                     "resources.memory: \"99999999999Ei\": too large");
         EXPECT_ERROR(HDR "resources: {cpus: 0.0001}\n",
                      "resources.cpus: \"0.0001\": at most 3 decimals (millicores)");
-        EXPECT_ERROR(HDR "resources: {cpus: 5000}\n", "resources.cpus: \"5000\": more than 1024 CPUs");
+        EXPECT_ERROR(HDR "resources: {cpus: 5000}\n",
+                     "resources.cpus: \"5000\": more than 1024 CPUs");
         EXPECT_ERROR(HDR "resources: {cpus: 1.5m}\n", "resources.cpus: \"1.5m\": unknown unit");
-        EXPECT_ERROR(HDR "resources: {cpus: [1]}\n", "resources.cpus: expected a quantity, got a list");
-        EXPECT_ERROR(HDR "resources: {cpu: 1}\n", "resources.cpu: unknown field (did you mean \"cpus\"?)");
-        EXPECT_ERROR(HDR "resources: 1\n", "resources: expected a mapping {cpus, memory}, got a number");
+        EXPECT_ERROR(HDR "resources: {cpus: [1]}\n",
+                     "resources.cpus: expected a quantity, got a list");
+        EXPECT_ERROR(HDR "resources: {cpu: 1}\n",
+                     "resources.cpu: unknown field (did you mean \"cpus\"?)");
+        EXPECT_ERROR(HDR "resources: 1\n",
+                     "resources: expected a mapping {cpus, memory}, got a number");
         struct parsed p;
         parse(&p, HDR "resources: {cpus: \"500m\", memory: 268435456}\n");
         CHECK(p.r == 0);
@@ -418,15 +434,15 @@ TEST(syntax_and_limits)
         memset(&p, 0, sizeof(p));
         manifest_errors_init(&p.errs);
         CHECK(manifest_parse("big.yaml", buf, big, &p.set, &p.errs) == -E2BIG);
-        CHECK(p.errs.n == 1 && strstr(p.errs.msgs[0], "big.yaml: 1048577 bytes: larger than"));
+        CHECK(p.errs.n == 1 && strstr(p.errs.msgs[0], "big.yaml: larger than the 1048576-byte limit"));
         manifest_errors_free(&p.errs);
         free(buf);
 
         /* 1001 tiny documents */
-        size_t cap = 1002 * 8, len = 0;
+        size_t cap = 1002 * 10, len = 0;
         buf = malloc(cap);
         for (int i = 0; i < 1001; i++)
-                len += (size_t)snprintf(buf + len, cap - len, "---\na: 1\n");
+                len += (size_t)snprintf(buf + len, cap - len, "---\n~\n");
         memset(&p, 0, sizeof(p));
         manifest_errors_init(&p.errs);
         CHECK(manifest_parse("many.yaml", buf, len, &p.set, &p.errs) == -E2BIG);
@@ -456,6 +472,9 @@ TEST(collects_all_errors)
         CHECK_CONTAINS(p.text, "document 2 (line 10): kind: \"Nope\": unknown kind");
         CHECK_CONTAINS(p.text, "document 3 (line 14): size: \"lots\": not a number");
         CHECK(manifest_errors_count(&p.errs) == 10);
+        /* within a document, in line order */
+        CHECK(p.errs.n == 10 && strstr(p.errs.msgs[0], "(line 2): name") &&
+              strstr(p.errs.msgs[7], "(line 8): accel"));
         parsed_free(&p);
 
         /* more errors than kept: counted and summarised */
@@ -478,20 +497,20 @@ TEST(quantities)
                 uint64_t bytes;
                 const char *canon;
         } ok[] = {
-                {"0", 0, "0"},
-                {"4096", 4096, "4Ki"},
-                {"1000", 1000, "1k"},
-                {"512Ki", 512 * 1024, "512Ki"},
-                {"256Mi", 256ULL << 20, "256Mi"},
-                {"1Gi", 1ULL << 30, "1Gi"},
-                {"1.5Gi", 3ULL << 29, "1536Mi"},
-                {"1G", 1000000000ULL, "1G"},
-                {"1M", 1000000ULL, "1M"},
-                {"2K", 2000, "2k"},
-                {"1001", 1001, "1001"},
-                {"16Ei", 0, NULL}, /* overflow: checked below */
-                {"15Ei", 15ULL << 60, "15Ei"},
-                {"18446744073709551615", UINT64_MAX, "18446744073709551615"},
+            {"0", 0, "0"},
+            {"4096", 4096, "4Ki"},
+            {"1000", 1000, "1k"},
+            {"512Ki", 512 * 1024, "512Ki"},
+            {"256Mi", 256ULL << 20, "256Mi"},
+            {"1Gi", 1ULL << 30, "1Gi"},
+            {"1.5Gi", 3ULL << 29, "1536Mi"},
+            {"1G", 1000000000ULL, "1G"},
+            {"1M", 1000000ULL, "1M"},
+            {"2K", 2000, "2k"},
+            {"1001", 1001, "1001"},
+            {"16Ei", 0, NULL}, /* overflow: checked below */
+            {"15Ei", 15ULL << 60, "15Ei"},
+            {"18446744073709551615", UINT64_MAX, "18446744073709551615"},
         };
         for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
                 uint64_t v = 0;
@@ -509,8 +528,8 @@ TEST(quantities)
                 uint64_t back = 1;
                 CHECK(quantity_parse_bytes(buf, &back, &e) == 0 && back == v);
         }
-        const char *bad[] = {"", "Gi", "1 Gi", " 1", "1gi", "1.Gi", "+1", "0x10", "1e9", "1.5",
-                             "1Gib", "99999999999999999999999"};
+        const char *bad[] = {"",   "Gi",   "1 Gi", " 1",  "1gi",  "1.Gi",
+                             "+1", "0x10", "1e9",  "1.5", "1Gib", "99999999999999999999999"};
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 uint64_t v;
                 struct cap_error e = {0};
@@ -521,9 +540,10 @@ TEST(quantities)
                 const char *in;
                 double cpus;
                 const char *canon;
-        } cpus[] = {{"1", 1, "1"},           {"0.5", 0.5, "0.5"},  {"500m", 0.5, "0.5"},
-                    {"2.125", 2.125, "2.125"}, {"0.25", 0.25, "0.25"}, {"0", 0, "0"},
-                    {"1024", 1024, "1024"},  {"1m", 0.001, "0.001"}};
+        } cpus[] = {{"1", 1, "1"},          {"0.5", 0.5, "0.5"},
+                    {"500m", 0.5, "0.5"},   {"2.125", 2.125, "2.125"},
+                    {"0.25", 0.25, "0.25"}, {"0", 0, "0"},
+                    {"1024", 1024, "1024"}, {"1m", 0.001, "0.001"}};
         for (size_t i = 0; i < ARRAY_SIZE(cpus); i++) {
                 double v = -1;
                 struct cap_error e = {0};
@@ -758,6 +778,13 @@ TEST(examples)
         }
         closedir(d);
         CHECK(files >= 3);
+
+        struct manifest_set set;
+        struct manifest_errors errs;
+        manifest_errors_init(&errs);
+        CHECK(manifest_parse_file("/nonexistent/x.yaml", &set, &errs) == -ENOENT);
+        CHECK(errs.n == 1 && strstr(errs.msgs[0], "/nonexistent/x.yaml: No such file"));
+        manifest_errors_free(&errs);
 }
 
 int main(int argc, char **argv)

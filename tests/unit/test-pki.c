@@ -35,7 +35,8 @@ static int has_san(X509 *x, int type, const char *want)
                 if (g->type != type)
                         continue;
                 if (type == GEN_DNS) {
-                        found = strcmp((const char *)ASN1_STRING_get0_data(g->d.dNSName), want) == 0;
+                        found =
+                            strcmp((const char *)ASN1_STRING_get0_data(g->d.dNSName), want) == 0;
                 } else {
                         char txt[INET6_ADDRSTRLEN] = "";
                         int len = ASN1_STRING_length(g->d.iPAddress);
@@ -231,7 +232,8 @@ TEST(garbage_pem)
         CHECK(pki_cert_info("not a certificate", &info, &err) < 0);
         CHECK_CONTAINS(err.msg, "parse PEM certificate");
         CHECK(pki_verify(ca.cert_pem, "", PKI_PURPOSE_ANY, &err) < 0);
-        CHECK(pki_key_matches_cert(ca.cert_pem, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        CHECK(pki_key_matches_cert(ca.cert_pem,
+                                   "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
                                    &err) < 0);
         CHECK_CONTAINS(err.msg, "private key");
 }

@@ -19,7 +19,7 @@
 #include "test.h"
 
 static struct rpc_test_pki pki;
-static struct rpc_server *srv;   /* plaintext on TCP and a unix socket, later a socketpair */
+static struct rpc_server *srv; /* plaintext on TCP and a unix socket, later a socketpair */
 static int srv_port;
 static char unix_addr[128];
 static struct rpc_server *tls_srv; /* mutual TLS on TCP */
@@ -171,25 +171,54 @@ static int echo_wait(struct rpc_call *call, const ProtobufCMessage *req, struct 
 #define CHUNK &capsule__v1__log_chunk__descriptor
 
 static const struct rpc_method echo_methods[] = {
-        {.path = "/test.Echo/Unary", .kind = RPC_UNARY, .req_desc = VREQ, .resp_desc = VRESP,
-         .unary = echo_unary},
-        {.path = "/test.Echo/Mutate", .kind = RPC_UNARY, .req_desc = VREQ, .resp_desc = VRESP,
-         .flags = RPC_METHOD_MUTATING, .unary = echo_unary},
-        {.path = "/test.Echo/Fail", .kind = RPC_UNARY, .req_desc = VREQ, .resp_desc = VRESP,
-         .unary = echo_fail},
-        {.path = "/test.Echo/FailOk", .kind = RPC_UNARY, .req_desc = VREQ, .resp_desc = VRESP,
-         .unary = echo_fail_ok_status},
-        {.path = "/test.Echo/Slow", .kind = RPC_UNARY, .req_desc = VREQ, .resp_desc = VRESP,
-         .flags = RPC_METHOD_BLOCKING, .unary = echo_slow},
-        {.path = "/test.Echo/Count", .kind = RPC_SERVER_STREAM, .req_desc = CHUNK,
-         .resp_desc = CHUNK, .stream = echo_count},
-        {.path = "/test.Echo/Sum", .kind = RPC_CLIENT_STREAM, .req_desc = CHUNK,
-         .resp_desc = CHUNK, .stream = echo_sum},
-        {.path = "/test.Echo/Bidi", .kind = RPC_BIDI, .req_desc = CHUNK, .resp_desc = CHUNK,
-         .stream = echo_bidi},
-        {.path = "/test.Echo/Wait", .kind = RPC_SERVER_STREAM, .req_desc = CHUNK,
-         .resp_desc = CHUNK, .stream = echo_wait},
-        RPC_METHOD_TODO("/test.Echo/Todo", RPC_UNARY, VREQ, VRESP),
+    {.path = "/test.Echo/Unary",
+     .kind = RPC_UNARY,
+     .req_desc = VREQ,
+     .resp_desc = VRESP,
+     .unary = echo_unary},
+    {.path = "/test.Echo/Mutate",
+     .kind = RPC_UNARY,
+     .req_desc = VREQ,
+     .resp_desc = VRESP,
+     .flags = RPC_METHOD_MUTATING,
+     .unary = echo_unary},
+    {.path = "/test.Echo/Fail",
+     .kind = RPC_UNARY,
+     .req_desc = VREQ,
+     .resp_desc = VRESP,
+     .unary = echo_fail},
+    {.path = "/test.Echo/FailOk",
+     .kind = RPC_UNARY,
+     .req_desc = VREQ,
+     .resp_desc = VRESP,
+     .unary = echo_fail_ok_status},
+    {.path = "/test.Echo/Slow",
+     .kind = RPC_UNARY,
+     .req_desc = VREQ,
+     .resp_desc = VRESP,
+     .flags = RPC_METHOD_BLOCKING,
+     .unary = echo_slow},
+    {.path = "/test.Echo/Count",
+     .kind = RPC_SERVER_STREAM,
+     .req_desc = CHUNK,
+     .resp_desc = CHUNK,
+     .stream = echo_count},
+    {.path = "/test.Echo/Sum",
+     .kind = RPC_CLIENT_STREAM,
+     .req_desc = CHUNK,
+     .resp_desc = CHUNK,
+     .stream = echo_sum},
+    {.path = "/test.Echo/Bidi",
+     .kind = RPC_BIDI,
+     .req_desc = CHUNK,
+     .resp_desc = CHUNK,
+     .stream = echo_bidi},
+    {.path = "/test.Echo/Wait",
+     .kind = RPC_SERVER_STREAM,
+     .req_desc = CHUNK,
+     .resp_desc = CHUNK,
+     .stream = echo_wait},
+    RPC_METHOD_TODO("/test.Echo/Todo", RPC_UNARY, VREQ, VRESP),
 };
 
 /* Mutating methods need the admin role. */
@@ -218,7 +247,8 @@ static struct rpc_server *start_server(const char *addr, const struct rpc_tls *t
         int p = -1;
         if (rpc_server_add_methods(s, echo_methods, ARRAY_SIZE(echo_methods), &err) < 0 ||
             (p = rpc_server_listen(s, addr, tls, &err)) < 0 ||
-            (addr2 && rpc_server_listen(s, addr2, NULL, &err) < 0) || rpc_server_start(s, &err) < 0) {
+            (addr2 && rpc_server_listen(s, addr2, NULL, &err) < 0) ||
+            rpc_server_start(s, &err) < 0) {
                 fprintf(stderr, "server: %s\n", err.msg);
                 rpc_server_shutdown(s, 0);
                 return NULL;
@@ -486,6 +516,30 @@ TEST(cancel_seen_by_server)
         rpc_client_free(c);
 }
 
+/* A stream's deadline ends it on both sides. */
+TEST(stream_deadline)
+{
+        struct rpc_client *c = plain_client();
+        struct cap_error err = {0};
+        atomic_store(&wait_handler_saw_cancel, 0);
+        struct rpc_stream *s = rpc_stream_open(c, "/test.Echo/Wait", CHUNK, 300, &err);
+        Capsule__V1__LogChunk req = CAPSULE__V1__LOG_CHUNK__INIT;
+        CHECK(s && rpc_stream_send(s, &req.base, &err) == 0);
+        ProtobufCMessage *m = NULL;
+        CHECK(s && rpc_stream_recv(s, &m, &err) == 1);
+        free_msg(m);
+        int64_t t0 = now_ms();
+        CHECK(s && rpc_stream_recv(s, &m, &err) < 0);
+        CHECK(err.status == CAP_DEADLINE_EXCEEDED);
+        CHECK(now_ms() - t0 < 3000);
+        CHECK(s && rpc_stream_send(s, &req.base, &err) < 0);
+        CHECK(err.status == CAP_DEADLINE_EXCEEDED);
+        rpc_stream_free(s);
+        CHECK(wait_until(&wait_handler_saw_cancel, 1, 5000));
+        CHECK(wait_until(&wait_handler_running, 0, 5000));
+        rpc_client_free(c);
+}
+
 struct hammer {
         struct rpc_client *c;
         int ok;
@@ -534,8 +588,8 @@ static struct rpc_client *tls_client(const char *cert, const char *key)
         /* an IP target (a name would go through c-ares, which leaks a few bytes per lookup in
          * Debian 12's libcares 1.18 under valgrind) checked against the DNS SAN via override */
         snprintf(target, sizeof(target), "127.0.0.1:%d", tls_port);
-        struct rpc_tls tls = {.ca_pem = pki.ca, .cert_pem = cert, .key_pem = key,
-                              .server_name = "localhost"};
+        struct rpc_tls tls = {
+            .ca_pem = pki.ca, .cert_pem = cert, .key_pem = key, .server_name = "localhost"};
         struct cap_error err = {0};
         struct rpc_client *c = rpc_client_new(target, &tls, &err);
         CHECK(c != NULL);
@@ -572,6 +626,17 @@ TEST(tls_mutual)
         CHECK(err.status == CAP_PERMISSION_DENIED);
         rpc_client_free(reader);
 
+        /* two O attributes: no role; escaped characters in the CN come back unescaped */
+        struct rpc_client *twoorg = tls_client(pki.twoorg_cert, pki.twoorg_key);
+        CHECK(call_version(twoorg, "/test.Echo/Unary", &v, 5000, &err) == 0);
+        CHECK(v && strcmp(v->hostname, "eve, \"the\" second") == 0);
+        CHECK(v && strcmp(v->mode, "") == 0);
+        free_msg(v);
+        v = NULL;
+        CHECK(call_version(twoorg, "/test.Echo/Mutate", &v, 5000, &err) < 0);
+        CHECK(err.status == CAP_PERMISSION_DENIED);
+        rpc_client_free(twoorg);
+
         struct rpc_client *anon = tls_client(NULL, NULL);
         CHECK(call_version(anon, "/test.Echo/Unary", &v, 5000, &err) < 0);
         CHECK(v == NULL);
@@ -583,6 +648,17 @@ TEST(tls_mutual)
         CHECK(v == NULL);
         CHECK(err.status == CAP_UNAVAILABLE);
         rpc_client_free(other);
+
+        /* a client with unusable TLS material fails its calls, it does not crash */
+        struct rpc_tls bad = {.ca_pem = "garbage", .cert_pem = "garbage", .key_pem = "garbage"};
+        char bad_target[64];
+        snprintf(bad_target, sizeof(bad_target), "127.0.0.1:%d", tls_port);
+        struct rpc_client *badc = rpc_client_new(bad_target, &bad, &err);
+        if (badc) {
+                CHECK(call_version(badc, "/test.Echo/Unary", &v, 5000, &err) < 0);
+                CHECK(err.status != CAP_OK);
+                rpc_client_free(badc);
+        }
 
         /* plaintext client against the TLS port */
         char target[64];
@@ -659,6 +735,100 @@ TEST(shutdown_with_open_stream)
         rpc_client_free(c);
 }
 
+/* Request messages above the server's limit are refused with RESOURCE_EXHAUSTED. */
+TEST(max_recv_size)
+{
+        struct cap_error err = {0};
+        struct rpc_server_opts opts = {.max_recv_bytes = 4096, .pool_threads = 1};
+        struct rpc_server *s2 = rpc_server_new(&opts, &err);
+        int port = -1;
+        CHECK(s2 && rpc_server_add_methods(s2, echo_methods, ARRAY_SIZE(echo_methods), &err) == 0);
+        CHECK(s2 && (port = rpc_server_listen(s2, "127.0.0.1:0", NULL, &err)) > 0);
+        CHECK(s2 && rpc_server_start(s2, &err) == 0);
+        char target[64];
+        snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+        struct rpc_client_opts copts = {.keepalive_ms = 10000};
+        struct rpc_client *c = rpc_client_new_opts(target, &copts, &err);
+        CHECK(c != NULL);
+        static uint8_t big[10000];
+        Capsule__V1__LogChunk req = CAPSULE__V1__LOG_CHUNK__INIT;
+        req.data.data = big;
+        req.data.len = sizeof(big);
+        ProtobufCMessage *m = NULL;
+        CHECK(rpc_unary(c, "/test.Echo/Count", &req.base, CHUNK, &m, 5000, &err) < 0);
+        CHECK(err.status == CAP_RESOURCE_EXHAUSTED);
+        req.data.len = 100;
+        req.time_unix_nano = 0;
+        struct rpc_stream *st = rpc_stream_open(c, "/test.Echo/Count", CHUNK, 5000, &err);
+        CHECK(st && rpc_stream_send(st, &req.base, &err) == 0);
+        CHECK(st && rpc_stream_close_send(st, &err) == 0);
+        CHECK(st && rpc_stream_recv(st, &m, &err) == 0);
+        rpc_stream_free(st);
+        rpc_client_free(c);
+        rpc_server_shutdown(s2, 1000);
+}
+
+/* Own-thread handlers are capped: the call beyond the cap gets RESOURCE_EXHAUSTED, others go on. */
+TEST(stream_thread_cap)
+{
+        struct cap_error err = {0};
+        struct rpc_server_opts opts = {.max_stream_threads = 2};
+        struct rpc_server *s2 = rpc_server_new(&opts, &err);
+        int port = -1;
+        CHECK(s2 && rpc_server_add_methods(s2, echo_methods, ARRAY_SIZE(echo_methods), &err) == 0);
+        CHECK(s2 && (port = rpc_server_listen(s2, "127.0.0.1:0", NULL, &err)) > 0);
+        CHECK(s2 && rpc_server_start(s2, &err) == 0);
+        char target[64];
+        snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+        struct rpc_client *c = rpc_client_new(target, NULL, &err);
+        struct rpc_stream *st[3];
+        ProtobufCMessage *m = NULL;
+        for (int i = 0; i < 3; i++) {
+                Capsule__V1__LogChunk req = CAPSULE__V1__LOG_CHUNK__INIT;
+                st[i] = rpc_stream_open(c, "/test.Echo/Wait", CHUNK, 10000, &err);
+                CHECK(st[i] && rpc_stream_send(st[i], &req.base, &err) == 0);
+                int r = st[i] ? rpc_stream_recv(st[i], &m, &err) : -1;
+                free_msg(m);
+                m = NULL;
+                if (i < 2) {
+                        CHECK(r == 1);
+                        CHECK(wait_until(&wait_handler_running, i + 1, 5000));
+                } else {
+                        CHECK(r < 0);
+                        CHECK(err.status == CAP_RESOURCE_EXHAUSTED);
+                }
+        }
+        /* unary calls still work while the stream threads are all taken */
+        Capsule__V1__VersionResponse *v = NULL;
+        CHECK(call_version(c, "/test.Echo/Unary", &v, 5000, &err) == 0);
+        free_msg(v);
+        for (int i = 0; i < 3; i++)
+                rpc_stream_free(st[i]);
+        CHECK(wait_until(&wait_handler_running, 0, 5000));
+        rpc_client_free(c);
+        rpc_server_shutdown(s2, 1000);
+}
+
+/* Nothing listens: unary and streams fail with UNAVAILABLE, quickly. */
+TEST(no_server)
+{
+        struct cap_error err = {0};
+        char target[64];
+        snprintf(target, sizeof(target), "unix:/nonexistent/capsule-%d.sock", (int)getpid());
+        struct rpc_client *c = rpc_client_new(target, NULL, &err);
+        Capsule__V1__VersionResponse *v = NULL;
+        CHECK(call_version(c, "/test.Echo/Unary", &v, 5000, &err) < 0);
+        CHECK(err.status == CAP_UNAVAILABLE);
+        struct rpc_stream *s = rpc_stream_open(c, "/test.Echo/Count", CHUNK, 5000, &err);
+        if (s) {
+                ProtobufCMessage *m = NULL;
+                CHECK(rpc_stream_recv(s, &m, &err) < 0);
+                rpc_stream_free(s);
+        }
+        CHECK(err.status == CAP_UNAVAILABLE);
+        rpc_client_free(c);
+}
+
 TEST(server_never_started)
 {
         struct cap_error err = {0};
@@ -666,6 +836,18 @@ TEST(server_never_started)
         CHECK(s != NULL);
         CHECK(rpc_server_listen(s, "127.0.0.1:0", NULL, &err) > 0);
         CHECK(rpc_server_listen(s, "vsock:1:2", NULL, &err) < 0);
+        CHECK(rpc_server_listen(s, "unix:", NULL, &err) < 0);
+        struct rpc_tls bad = {.ca_pem = "garbage",
+                              .cert_pem = "garbage",
+                              .key_pem = "garbage",
+                              .require_client_cert = true};
+        CHECK(rpc_server_listen(s, "127.0.0.1:0", &bad, &err) < 0);
+        struct rpc_tls half = {.cert_pem = "x"};
+        CHECK(rpc_server_listen(s, "127.0.0.1:0", &half, &err) < 0);
+        CHECK(err.status == CAP_INVALID_ARGUMENT);
+        char abstract[64];
+        snprintf(abstract, sizeof(abstract), "unix-abstract:capsule-rpc-test-%d", (int)getpid());
+        CHECK(rpc_server_listen(s, abstract, NULL, &err) == 0);
         rpc_server_shutdown(s, 0);
 }
 
@@ -683,8 +865,10 @@ int main(void)
         if (!srv)
                 return 1;
         if (rpc_test_pki_create(&pki) == 0) {
-                struct rpc_tls tls = {.ca_pem = pki.ca, .cert_pem = pki.server_cert,
-                                      .key_pem = pki.server_key, .require_client_cert = true};
+                struct rpc_tls tls = {.ca_pem = pki.ca,
+                                      .cert_pem = pki.server_cert,
+                                      .key_pem = pki.server_key,
+                                      .require_client_cert = true};
                 tls_srv = start_server("127.0.0.1:0", &tls, &tls_port, NULL);
         } else {
                 fprintf(stderr, "cannot create test PKI (openssl CLI missing?)\n");
@@ -698,10 +882,14 @@ int main(void)
         RUN(client_stream);
         RUN(bidi);
         RUN(cancel_seen_by_server);
+        RUN(stream_deadline);
         RUN(concurrent_calls);
         RUN(tls_mutual);
         RUN(socketpair_fd);
         RUN(shutdown_with_open_stream);
+        RUN(max_recv_size);
+        RUN(stream_thread_cap);
+        RUN(no_server);
         RUN(server_never_started);
 
         rpc_server_shutdown(tls_srv, 1000);

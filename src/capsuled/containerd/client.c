@@ -901,6 +901,9 @@ int ctrd_task_wait(struct ctrd_client *c, const char *id, const char *exec_id, i
         req.exec_id = io_path(exec_id);
         int r = call(c, "/containerd.services.tasks.v1.Tasks/Wait", &req,
                      &containerd__services__tasks__v1__wait_response__descriptor, &resp, timeout_ms, err);
+        /* containerd may see the deadline first and answer UNKNOWN: report it as what it is. */
+        if (r < 0 && err->status == CAP_UNKNOWN && strstr(err->msg, "deadline exceeded"))
+                err->status = CAP_DEADLINE_EXCEEDED;
         if (r < 0)
                 return r;
         if (exit_status)

@@ -34,6 +34,13 @@ struct ctrd_client *ctrd_client(struct ctrd *c);
 int ctrd_image_ensure_unpacked(struct ctrd *c, const char *ref, char **config_json, char **chain_id,
                                struct cap_error *err);
 
+/* Mounts the image's unpacked rootfs read-only at a temporary directory (a View snapshot), calls
+ * fn(rootfs, ud) and unmounts and removes it again: for reading /etc/passwd and /etc/group when
+ * the manifest names a user. Returns fn's result, or negative if mounting failed. */
+typedef int (*ctrd_rootfs_fn)(const char *rootfs, void *ud);
+int ctrd_image_with_rootfs(struct ctrd *c, const char *chain_id, ctrd_rootfs_fn fn, void *ud,
+                           struct cap_error *err);
+
 struct ctrd_run {
         const char *name;        /* workload name = container id = snapshot key */
         uint64_t generation;

@@ -438,13 +438,8 @@ static int build_process(const struct spec_options *o, json_object *cfg, json_ob
         json_object_object_add(p, "user", ju);
         json_object_object_add(p, "capabilities", build_caps(w->privileged));
 
-        json_object *rl = json_object_new_object();
-        json_object_object_add(rl, "type", jstr("RLIMIT_NOFILE"));
-        json_object_object_add(rl, "hard", json_object_new_int64(1048576));
-        json_object_object_add(rl, "soft", json_object_new_int64(1048576));
-        json_object *rls = json_object_new_array();
-        json_object_array_add(rls, rl);
-        json_object_object_add(p, "rlimits", rls);
+        /* No rlimits: like Docker, the process inherits containerd's (set by PID 1), which also
+         * works where raising a hard limit is not permitted. */
         json_object_object_add(p, "noNewPrivileges", json_object_new_boolean(!w->privileged));
         *out = TAKE_PTR(p);
         return 0;

@@ -8,11 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../capsuled.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "containerd/driver.h"
+#include "reconcile/reconciler.h"
 #include "serve.h"
+#include "net/cni.h"
+#include "volume/service.h"
+#include "volume/volume.h"
+#include "serve/events.h"
 
 static const char usage[] =
         "usage: capsuled serve --root DIR --machine-config FILE [options]\n\n"
@@ -125,6 +132,41 @@ static int run(struct serve_opts *o)
                 log_error("%s", err.msg);
                 goto out;
         }
+        ssize_t xl = readlink("/proc/self/exe", ctx.self_exe, sizeof(ctx.self_exe) - 1);
+        if (xl <= 0) {
+                log_error("readlink /proc/self/exe: %s", strerror(errno));
+                goto out;
+        }
+        ctx.self_exe[xl] = '\0';
+        _cleanup_free_ char *logdir = NULL;
+        if (asprintf(&logdir, "%s/logs", o->root) < 0 || (mkdir(logdir, 0700) < 0 && errno != EEXIST)) {
+                log_error("logs directory under %s: %s", o->root, strerror(errno));
+                goto out;
+        }
+        ctx.events = events_new();
+        if (!ctx.events) {
+                log_error("out of memory");
+                goto out;
+        }
+        if (o->containerd) {
+                ctx.ctrd = ctrd_connect(o->containerd, &err);
+                if (!ctx.ctrd) {
+                        log_error("containerd %s: %s", o->containerd, err.msg);
+                        goto out;
+                }
+        }
+        /* Volumes and networking (volume/, net/): before the reconciler, which uses them. */
+        volumes_start(&ctx);
+        ctx.cni = cni_config_new(o->root, o->os_mode, &err);
+        if (!ctx.cni) {
+                log_error("networking: %s", err.msg);
+                goto out;
+        }
+        ctx.rec = reconciler_new(&ctx, &err);
+        if (!ctx.rec || reconciler_start(ctx.rec, &err) < 0) {
+                log_error("reconciler: %s", err.msg);
+                goto out;
+        }
         struct rpc_server_opts sopts = {.authorize = serve_authorize, .authorize_ud = &ctx};
         ctx.server = rpc_server_new(&sopts, &err);
         if (!ctx.server || serve_register_services(&ctx, ctx.server, &err) < 0) {
@@ -160,6 +202,11 @@ static int run(struct serve_opts *o)
         rc = 0;
 out:
         rpc_server_shutdown(ctx.server, 2000);
+        reconciler_free(ctx.rec);
+        ctrd_free(ctx.ctrd);
+        events_free(ctx.events);
+        volumes_close(ctx.volumes);
+        cni_config_destroy(ctx.cni);
         store_close(ctx.store);
         machine_config_free(&ctx.mcfg);
         if (rc == 0)

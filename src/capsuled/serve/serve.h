@@ -6,9 +6,16 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "capsule/v1/workloads.pb-c.h"
 #include "common/config.h"
 #include "rpc/rpc.h"
 #include "store/store.h"
+
+struct ctrd;
+struct event_bus;
+struct reconciler;
+struct volumes;
+struct cni_config;
 
 struct serve_ctx {
         const char *root;           /* --root: state directory */
@@ -18,7 +25,41 @@ struct serve_ctx {
         struct store *store;
         struct timespec started;    /* CLOCK_MONOTONIC at start */
         struct rpc_server *server;
+        char self_exe[4096];        /* this binary, for the shim's log-writer (binary:// URI) */
+        struct ctrd *ctrd;          /* containerd driver, NULL without --containerd */
+        struct event_bus *events;
+        struct reconciler *rec;
+        /* volumes + networking (src/capsuled/volume, src/capsuled/net): set up in run() */
+        struct volumes *volumes;    /* NULL if volumes failed to start (API answers UNAVAILABLE) */
+        struct cni_config *cni;     /* CNI network for workloads (net/cni.h) */
+        uint64_t image_max_archive_bytes; /* image push upload cap; 0 = 4 GiB (images/images.h) */
 };
+
+/* ---- runtime glue (runtime.c): where images, volumes and networking meet the reconciler ---- */
+
+/* What a workload's container needs from the host besides its image. */
+struct serve_workload_env {
+        char **volume_sources;  /* [spec->n_mounts]: host directory of each mount */
+        size_t n_volume_sources;
+        char *netns_path;       /* NULL: a new, empty network namespace */
+        char *ip;               /* the workload's address, NULL if none */
+        char *hosts_path;
+        char *resolv_conf_path;
+};
+
+/* Makes sure spec's image is present and unpacked (pulling per pull_policy); returns its OCI
+ * config JSON and the chain id of its top layer. */
+int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
+                       char **config_json, char **chain_id, struct cap_error *err);
+/* Attaches the workload's volumes and sets up its network. On failure undoes what it did. */
+int serve_workload_attach(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                          struct serve_workload_env *env, struct cap_error *err);
+void serve_workload_env_free(struct serve_workload_env *env);
+/* Undoes serve_workload_attach for a removed container: network teardown, volume detach.
+ * Idempotent; also for workloads attached by an earlier serve process. */
+void serve_workload_detached(struct serve_ctx *ctx, const char *name);
+/* The address of a running workload's network (for adopted workloads); "" if unknown. */
+void serve_workload_ip(struct serve_ctx *ctx, const char *name, char *buf, size_t len);
 
 /* Role check for every call (auth.c): admin may call anything, reader only non-mutating methods. */
 int serve_authorize(struct rpc_call *call, const struct rpc_method *method, void *ud, struct cap_error *err);
@@ -31,5 +72,18 @@ int system_version(struct rpc_call *call, const ProtobufCMessage *req, ProtobufC
                    struct cap_error *err);
 int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err);
+int workloads_apply(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                    struct cap_error *err);
+int workloads_get(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                  struct cap_error *err);
+int workloads_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                   struct cap_error *err);
+int workloads_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                     struct cap_error *err);
+int workloads_restart(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                      struct cap_error *err);
+int workloads_logs(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+int system_events(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_reboot(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err);

@@ -7,7 +7,9 @@
 #include "capsule/v1/volumes.pb-c.h"
 #include "capsule/v1/workloads.pb-c.h"
 #include "common/cleanup.h"
+#include "images/images.h"
 #include "serve.h"
+#include "volume/service.h"
 
 #define M RPC_METHOD_MUTATING
 #define D(x) &capsule__v1__##x##__descriptor
@@ -16,24 +18,36 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
 {
         const struct rpc_method methods[] = {
                 /* Workloads */
-                {"/capsule.v1.Workloads/Apply", RPC_UNARY, D(apply_request), D(apply_response), M},
-                {"/capsule.v1.Workloads/Get", RPC_UNARY, D(get_request), D(get_response), 0},
-                {"/capsule.v1.Workloads/List", RPC_UNARY, D(list_request), D(list_response), 0},
-                {"/capsule.v1.Workloads/Delete", RPC_UNARY, D(delete_request), D(delete_response), M},
-                {"/capsule.v1.Workloads/Restart", RPC_UNARY, D(restart_request), D(restart_response), M},
-                {"/capsule.v1.Workloads/Logs", RPC_SERVER_STREAM, D(logs_request), D(log_chunk), 0},
-                {"/capsule.v1.Workloads/Exec", RPC_BIDI, D(exec_request), D(exec_response), M},
+                {"/capsule.v1.Workloads/Apply", RPC_UNARY, D(apply_request), D(apply_response), M,
+                 .unary = workloads_apply},
+                {"/capsule.v1.Workloads/Get", RPC_UNARY, D(get_request), D(get_response), 0, .unary = workloads_get},
+                {"/capsule.v1.Workloads/List", RPC_UNARY, D(list_request), D(list_response), 0, .unary = workloads_list},
+                {"/capsule.v1.Workloads/Delete", RPC_UNARY, D(delete_request), D(delete_response),
+                 M | RPC_METHOD_BLOCKING, .unary = workloads_delete},
+                {"/capsule.v1.Workloads/Restart", RPC_UNARY, D(restart_request), D(restart_response), M,
+                 .unary = workloads_restart},
+                {"/capsule.v1.Workloads/Logs", RPC_SERVER_STREAM, D(logs_request), D(log_chunk), 0,
+                 .stream = workloads_logs},
+                {"/capsule.v1.Workloads/Exec", RPC_BIDI, D(exec_request), D(exec_response), M,
+                 .stream = workloads_exec},
                 /* Volumes */
-                {"/capsule.v1.Volumes/Create", RPC_UNARY, D(volume_create_request), D(volume_create_response), M},
-                {"/capsule.v1.Volumes/List", RPC_UNARY, D(volume_list_request), D(volume_list_response), 0},
-                {"/capsule.v1.Volumes/Delete", RPC_UNARY, D(volume_delete_request), D(volume_delete_response), M},
-                {"/capsule.v1.Volumes/Resize", RPC_UNARY, D(volume_resize_request), D(volume_resize_response), M},
+                {"/capsule.v1.Volumes/Create", RPC_UNARY, D(volume_create_request), D(volume_create_response),
+                 M | RPC_METHOD_BLOCKING, .unary = volumes_rpc_create},
+                {"/capsule.v1.Volumes/List", RPC_UNARY, D(volume_list_request), D(volume_list_response), 0,
+                 .unary = volumes_rpc_list},
+                {"/capsule.v1.Volumes/Delete", RPC_UNARY, D(volume_delete_request), D(volume_delete_response), M,
+                 .unary = volumes_rpc_delete},
+                {"/capsule.v1.Volumes/Resize", RPC_UNARY, D(volume_resize_request), D(volume_resize_response),
+                 M | RPC_METHOD_BLOCKING, .unary = volumes_rpc_resize},
                 /* Images */
-                {"/capsule.v1.Images/Push", RPC_CLIENT_STREAM, D(image_push_request), D(image_push_response), M},
+                {"/capsule.v1.Images/Push", RPC_CLIENT_STREAM, D(image_push_request), D(image_push_response), M,
+                 .stream = images_push},
                 {"/capsule.v1.Images/Pull", RPC_UNARY, D(image_pull_request), D(image_pull_response),
-                 M | RPC_METHOD_BLOCKING},
-                {"/capsule.v1.Images/List", RPC_UNARY, D(image_list_request), D(image_list_response), 0},
-                {"/capsule.v1.Images/Delete", RPC_UNARY, D(image_delete_request), D(image_delete_response), M},
+                 M | RPC_METHOD_BLOCKING, .unary = images_pull},
+                {"/capsule.v1.Images/List", RPC_UNARY, D(image_list_request), D(image_list_response), 0,
+                 .unary = images_list},
+                {"/capsule.v1.Images/Delete", RPC_UNARY, D(image_delete_request), D(image_delete_response), M,
+                 .unary = images_delete},
                 /* System */
                 {"/capsule.v1.System/Version", RPC_UNARY, D(version_request), D(version_response), 0,
                  .unary = system_version},
@@ -42,7 +56,8 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
                 {"/capsule.v1.System/Reboot", RPC_UNARY, D(reboot_request), D(reboot_response), M,
                  .unary = system_reboot},
                 {"/capsule.v1.System/Dmesg", RPC_SERVER_STREAM, D(dmesg_request), D(dmesg_line), 0},
-                {"/capsule.v1.System/Events", RPC_SERVER_STREAM, D(events_request), D(event), 0},
+                {"/capsule.v1.System/Events", RPC_SERVER_STREAM, D(events_request), D(event), 0,
+                 .stream = system_events},
                 /* Updates */
                 {"/capsule.v1.Updates/Push", RPC_CLIENT_STREAM, D(update_push_request), D(update_push_response), M},
                 {"/capsule.v1.Updates/Status", RPC_UNARY, D(update_status_request), D(update_status_response), 0},

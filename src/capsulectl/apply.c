@@ -1,0 +1,429 @@
+/* `capsulectl apply`, `diff` and `delete`: manifests in, desired state out.
+ * Manifests are parsed and validated here first (every problem reported, nothing sent on error);
+ * Volume documents are applied before the workloads that mount them. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "capsule/v1/volumes.pb-c.h"
+#include "capsule/v1/workloads.pb-c.h"
+#include "capsulectl.h"
+#include "common/cleanup.h"
+#include "common/manifest.h"
+#include "rpc/rpc.h"
+
+/* Parses every -f argument (files, directories of YAML files, or "-") into one checked set. */
+static int load_manifests(char **paths, size_t n, struct manifest_set *set)
+{
+        struct manifest_errors errs;
+        manifest_errors_init(&errs);
+        int rc = 0;
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+                if (strcmp(paths[i], "-") != 0 && stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+                        struct dirent **ents = NULL;
+                        int ne = scandir(paths[i], &ents, NULL, alphasort);
+                        if (ne < 0) {
+                                manifest_errors_add(&errs, "%s: %s", paths[i], strerror(errno));
+                                rc = -1;
+                                continue;
+                        }
+                        for (int k = 0; k < ne; k++) {
+                                const char *nm = ents[k]->d_name;
+                                size_t l = strlen(nm);
+                                bool yaml = (l > 5 && strcmp(nm + l - 5, ".yaml") == 0) ||
+                                            (l > 4 && strcmp(nm + l - 4, ".yml") == 0);
+                                if (yaml && nm[0] != '.') {
+                                        _cleanup_free_ char *p = NULL;
+                                        struct manifest_set one = {0};
+                                        if (asprintf(&p, "%s/%s", paths[i], nm) < 0 ||
+                                            manifest_parse_file(p, &one, &errs) < 0)
+                                                rc = -1;
+                                        else
+                                                manifest_set_append(set, &one);
+                                        manifest_set_free(&one);
+                                }
+                                free(ents[k]);
+                        }
+                        free(ents);
+                        continue;
+                }
+                struct manifest_set one = {0};
+                if (manifest_parse_file(paths[i], &one, &errs) < 0)
+                        rc = -1;
+                else
+                        manifest_set_append(set, &one);
+                manifest_set_free(&one);
+        }
+        if (rc == 0 && n > 1 && manifest_set_check(set, &errs) < 0)
+                rc = -1;
+        if (rc < 0) {
+                fprintf(stderr, "capsulectl: the manifests have %zu problem(s); nothing was applied:\n",
+                        manifest_errors_count(&errs));
+                manifest_errors_print(&errs, stderr);
+        }
+        manifest_errors_free(&errs);
+        return rc;
+}
+
+struct volume_names {
+        char **names;
+        size_t n;
+};
+
+static bool volume_exists(const char *name, void *ud)
+{
+        struct volume_names *v = ud;
+        for (size_t i = 0; i < v->n; i++)
+                if (strcmp(v->names[i], name) == 0)
+                        return true;
+        return false;
+}
+
+/* Fetches the capsule's volume names (for the mount check). */
+static int fetch_volumes(struct ctl *ctl, struct rpc_client *c, struct volume_names *out)
+{
+        Capsule__V1__VolumeListRequest req = CAPSULE__V1__VOLUME_LIST_REQUEST__INIT;
+        ProtobufCMessage *resp = NULL;
+        struct cap_error err = {0};
+        if (rpc_unary(c, "/capsule.v1.Volumes/List", &req.base, &capsule__v1__volume_list_response__descriptor,
+                      &resp, ctl->timeout_ms, &err) < 0) {
+                ctl_print_error(ctl, "list volumes", &err);
+                return -1;
+        }
+        Capsule__V1__VolumeListResponse *r = (Capsule__V1__VolumeListResponse *)resp;
+        out->names = calloc(r->n_volumes + 1, sizeof(char *));
+        for (size_t i = 0; out->names && i < r->n_volumes; i++)
+                out->names[out->n++] = strdup(r->volumes[i]->name);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return out->names ? 0 : -1;
+}
+
+static void volume_names_free(struct volume_names *v)
+{
+        for (size_t i = 0; i < v->n; i++)
+                free(v->names[i]);
+        free(v->names);
+}
+
+static const char *kind_word(const struct manifest_doc *d)
+{
+        return d->kind == MANIFEST_KIND_VOLUME ? "volume" : d->kind == MANIFEST_KIND_MICROVM ? "microvm" : "container";
+}
+
+static int apply_volume(struct ctl *ctl, struct rpc_client *c, const struct manifest_doc *d)
+{
+        Capsule__V1__VolumeCreateRequest req = CAPSULE__V1__VOLUME_CREATE_REQUEST__INIT;
+        req.name = d->volume_name;
+        req.size_bytes = d->volume_size;
+        ProtobufCMessage *resp = NULL;
+        struct cap_error err = {0};
+        if (rpc_unary(c, "/capsule.v1.Volumes/Create", &req.base, &capsule__v1__volume_create_response__descriptor,
+                      &resp, ctl->timeout_ms, &err) < 0) {
+                char what[128];
+                snprintf(what, sizeof(what), "volume/%s", d->volume_name);
+                ctl_print_error(ctl, what, &err);
+                return -1;
+        }
+        Capsule__V1__VolumeCreateResponse *r = (Capsule__V1__VolumeCreateResponse *)resp;
+        printf("volume/%s %s\n", d->volume_name, r->created ? "created" : "unchanged");
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return 0;
+}
+
+static int apply_workload(struct ctl *ctl, struct rpc_client *c, const struct manifest_doc *d, bool dry_run)
+{
+        Capsule__V1__ApplyRequest req = CAPSULE__V1__APPLY_REQUEST__INIT;
+        req.spec = d->workload;
+        req.dry_run = dry_run;
+        ProtobufCMessage *resp = NULL;
+        struct cap_error err = {0};
+        if (rpc_unary(c, "/capsule.v1.Workloads/Apply", &req.base, &capsule__v1__apply_response__descriptor, &resp,
+                      ctl->timeout_ms, &err) < 0) {
+                char what[128];
+                snprintf(what, sizeof(what), "%s/%s", kind_word(d), d->workload->name);
+                ctl_print_error(ctl, what, &err);
+                return -1;
+        }
+        Capsule__V1__ApplyResponse *r = (Capsule__V1__ApplyResponse *)resp;
+        const char *word = r->result == CAPSULE__V1__APPLY_RESULT__CREATED      ? "created"
+                           : r->result == CAPSULE__V1__APPLY_RESULT__CONFIGURED ? "configured"
+                                                                                 : "unchanged";
+        printf("%s/%s %s%s\n", kind_word(d), d->workload->name, word, dry_run ? " (dry run)" : "");
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return 0;
+}
+
+/* Collects -f arguments; returns the count or -1 on a usage error. */
+static int parse_files(int argc, char **argv, const char *usage, char ***files, bool *dry_run)
+{
+        static const struct option opts[] = {
+                {"filename", required_argument, NULL, 'f'}, {"dry-run", no_argument, NULL, 'd'},
+                {NULL, 0, NULL, 0},
+        };
+        int c, n = 0;
+        *files = calloc((size_t)argc + 1, sizeof(char *));
+        while ((c = getopt_long(argc, argv, "f:", opts, NULL)) != -1) {
+                if (c == 'f')
+                        (*files)[n++] = optarg;
+                else if (c == 'd' && dry_run)
+                        *dry_run = true;
+                else {
+                        fputs(usage, stderr);
+                        return -1;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "capsulectl %s: unexpected argument \"%s\"\n%s", argv[0], argv[optind], usage);
+                return -1;
+        }
+        if (n == 0) {
+                fprintf(stderr, "capsulectl %s: -f FILE is required\n%s", argv[0], usage);
+                return -1;
+        }
+        return n;
+}
+
+static const char apply_usage[] =
+        "usage: capsulectl apply -f FILE|DIR|- [-f ...] [--dry-run]\n\n"
+        "Stores the manifests' objects as the desired state; the capsule makes it so. Prints\n"
+        "created, configured or unchanged per object. Volumes are created before the workloads\n"
+        "that mount them. Every manifest is validated first: on any error nothing is applied.\n\n"
+        "example: capsulectl apply -f examples/web.yaml\n";
+
+int cmd_apply(struct ctl *ctl, int argc, char **argv)
+{
+        if (ctl_wants_help(argc, argv, apply_usage))
+                return CTL_EXIT_OK;
+        _cleanup_free_ char **files = NULL;
+        bool dry_run = false;
+        int nf = parse_files(argc, argv, apply_usage, &files, &dry_run);
+        if (nf < 0)
+                return CTL_EXIT_USAGE;
+        struct manifest_set set = {0};
+        if (load_manifests(files, (size_t)nf, &set) < 0)
+                return CTL_EXIT_ERROR;
+        int rc = CTL_EXIT_ERROR;
+        struct volume_names vols = {0};
+        struct rpc_client *c = ctl_client(ctl);
+        if (!c || fetch_volumes(ctl, c, &vols) < 0)
+                goto out;
+        struct manifest_errors errs;
+        manifest_errors_init(&errs);
+        if (manifest_check_mounts(&set, volume_exists, &vols, &errs) < 0) {
+                fprintf(stderr, "capsulectl: nothing was applied:\n");
+                manifest_errors_print(&errs, stderr);
+                manifest_errors_free(&errs);
+                goto out;
+        }
+        manifest_errors_free(&errs);
+        rc = CTL_EXIT_OK;
+        for (size_t i = 0; i < set.n; i++)
+                if (set.docs[i].kind == MANIFEST_KIND_VOLUME && !dry_run && apply_volume(ctl, c, &set.docs[i]) < 0)
+                        rc = CTL_EXIT_ERROR;
+        for (size_t i = 0; i < set.n; i++)
+                if (set.docs[i].kind != MANIFEST_KIND_VOLUME && apply_workload(ctl, c, &set.docs[i], dry_run) < 0)
+                        rc = CTL_EXIT_ERROR;
+out:
+        volume_names_free(&vols);
+        manifest_set_free(&set);
+        return rc;
+}
+
+/* ---- diff ------------------------------------------------------------------------------------ */
+
+/* Splits text into lines (pointers into a copy). */
+static char **split_lines(char *text, size_t *n)
+{
+        size_t cap = 16;
+        char **v = malloc(cap * sizeof(char *));
+        *n = 0;
+        for (char *save = NULL, *l = strtok_r(text, "\n", &save); v && l; l = strtok_r(NULL, "\n", &save)) {
+                if (*n == cap) {
+                        char **nv = realloc(v, (cap *= 2) * sizeof(char *));
+                        if (!nv)
+                                break;
+                        v = nv;
+                }
+                v[(*n)++] = l;
+        }
+        return v;
+}
+
+/* Prints a line diff (longest common subsequence); returns the number of changed lines. */
+static int print_diff(const char *title, const char *a, const char *b)
+{
+        _cleanup_free_ char *ca = strdup(a), *cb = strdup(b);
+        size_t na, nb;
+        _cleanup_free_ char **la = split_lines(ca, &na);
+        _cleanup_free_ char **lb = split_lines(cb, &nb);
+        _cleanup_free_ unsigned *t = calloc((na + 1) * (nb + 1), sizeof(unsigned));
+        if (!la || !lb || !t)
+                return -1;
+        for (size_t i = na; i-- > 0;)
+                for (size_t j = nb; j-- > 0;)
+                        t[i * (nb + 1) + j] = strcmp(la[i], lb[j]) == 0
+                                                      ? t[(i + 1) * (nb + 1) + j + 1] + 1
+                                                      : (t[(i + 1) * (nb + 1) + j] > t[i * (nb + 1) + j + 1]
+                                                                 ? t[(i + 1) * (nb + 1) + j]
+                                                                 : t[i * (nb + 1) + j + 1]);
+        int changed = 0;
+        size_t i = 0, j = 0;
+        printf("--- %s (live)\n+++ %s (manifest)\n", title, title);
+        while (i < na || j < nb) {
+                if (i < na && j < nb && strcmp(la[i], lb[j]) == 0) {
+                        printf("  %s\n", la[i]);
+                        i++, j++;
+                } else if (j < nb && (i == na || t[i * (nb + 1) + j + 1] >= t[(i + 1) * (nb + 1) + j])) {
+                        printf("+ %s\n", lb[j++]);
+                        changed++;
+                } else {
+                        printf("- %s\n", la[i++]);
+                        changed++;
+                }
+        }
+        return changed;
+}
+
+static const char diff_usage[] =
+        "usage: capsulectl diff -f FILE|DIR|- [-f ...]\n\n"
+        "Shows how the manifests' workloads differ from what the capsule has (as canonical YAML).\n"
+        "Exit code 0: no difference; 1: differences (or an error).\n\n"
+        "example: capsulectl diff -f examples/web.yaml\n";
+
+int cmd_diff(struct ctl *ctl, int argc, char **argv)
+{
+        if (ctl_wants_help(argc, argv, diff_usage))
+                return CTL_EXIT_OK;
+        _cleanup_free_ char **files = NULL;
+        int nf = parse_files(argc, argv, diff_usage, &files, NULL);
+        if (nf < 0)
+                return CTL_EXIT_USAGE;
+        struct manifest_set set = {0};
+        if (load_manifests(files, (size_t)nf, &set) < 0)
+                return CTL_EXIT_ERROR;
+        struct rpc_client *c = ctl_client(ctl);
+        int rc = CTL_EXIT_OK;
+        for (size_t i = 0; c && i < set.n; i++) {
+                const struct manifest_doc *d = &set.docs[i];
+                if (d->kind == MANIFEST_KIND_VOLUME)
+                        continue;
+                Capsule__V1__GetRequest req = CAPSULE__V1__GET_REQUEST__INIT;
+                req.name = d->workload->name;
+                ProtobufCMessage *resp = NULL;
+                struct cap_error err = {0};
+                _cleanup_free_ char *want = manifest_workload_to_yaml(d->workload);
+                char title[128];
+                snprintf(title, sizeof(title), "%s/%s", kind_word(d), d->workload->name);
+                if (rpc_unary(c, "/capsule.v1.Workloads/Get", &req.base, &capsule__v1__get_response__descriptor, &resp,
+                              ctl->timeout_ms, &err) < 0) {
+                        if (err.status != CAP_NOT_FOUND) {
+                                ctl_print_error(ctl, title, &err);
+                                return CTL_EXIT_ERROR;
+                        }
+                        print_diff(title, "", want ? want : "");
+                        rc = CTL_EXIT_ERROR;
+                        continue;
+                }
+                Capsule__V1__GetResponse *g = (Capsule__V1__GetResponse *)resp;
+                _cleanup_free_ char *have = manifest_workload_to_yaml(g->workload->spec);
+                if (have && want && strcmp(have, want) != 0 && print_diff(title, have, want) > 0)
+                        rc = CTL_EXIT_ERROR;
+                protobuf_c_message_free_unpacked(resp, NULL);
+        }
+        manifest_set_free(&set);
+        return c ? rc : CTL_EXIT_ERROR;
+}
+
+/* ---- delete ---------------------------------------------------------------------------------- */
+
+static const char delete_usage[] =
+        "usage: capsulectl delete NAME...\n"
+        "       capsulectl delete -f FILE|DIR|- [--volumes]\n\n"
+        "Deletes workloads: stops them (SIGTERM, 10 s grace, SIGKILL), removes their containers and\n"
+        "logs. With -f, deletes the workloads of the manifests; their volumes (data!) are kept unless\n"
+        "--volumes is given.\n\n"
+        "example: capsulectl delete web\n";
+
+static int delete_workload(struct ctl *ctl, struct rpc_client *c, const char *name)
+{
+        Capsule__V1__DeleteRequest req = CAPSULE__V1__DELETE_REQUEST__INIT;
+        req.name = (char *)name;
+        ProtobufCMessage *resp = NULL;
+        struct cap_error err = {0};
+        if (rpc_unary(c, "/capsule.v1.Workloads/Delete", &req.base, &capsule__v1__delete_response__descriptor,
+                      &resp, ctl->timeout_ms > 90000 ? ctl->timeout_ms : 90000, &err) < 0) {
+                char what[128];
+                snprintf(what, sizeof(what), "delete %s", name);
+                ctl_print_error(ctl, what, &err);
+                return -1;
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+        printf("workload/%s deleted\n", name);
+        return 0;
+}
+
+static int delete_volume(struct ctl *ctl, struct rpc_client *c, const char *name)
+{
+        Capsule__V1__VolumeDeleteRequest req = CAPSULE__V1__VOLUME_DELETE_REQUEST__INIT;
+        req.name = (char *)name;
+        ProtobufCMessage *resp = NULL;
+        struct cap_error err = {0};
+        if (rpc_unary(c, "/capsule.v1.Volumes/Delete", &req.base, &capsule__v1__volume_delete_response__descriptor,
+                      &resp, ctl->timeout_ms, &err) < 0) {
+                char what[128];
+                snprintf(what, sizeof(what), "delete volume %s", name);
+                ctl_print_error(ctl, what, &err);
+                return -1;
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+        printf("volume/%s deleted\n", name);
+        return 0;
+}
+
+int cmd_delete(struct ctl *ctl, int argc, char **argv)
+{
+        if (ctl_wants_help(argc, argv, delete_usage))
+                return CTL_EXIT_OK;
+        static const struct option opts[] = {
+                {"filename", required_argument, NULL, 'f'}, {"volumes", no_argument, NULL, 'v'},
+                {NULL, 0, NULL, 0},
+        };
+        _cleanup_free_ char **files = calloc((size_t)argc + 1, sizeof(char *));
+        size_t nf = 0;
+        bool volumes = false;
+        int ch;
+        while ((ch = getopt_long(argc, argv, "f:", opts, NULL)) != -1) {
+                if (ch == 'f')
+                        files[nf++] = optarg;
+                else if (ch == 'v')
+                        volumes = true;
+                else {
+                        fputs(delete_usage, stderr);
+                        return CTL_EXIT_USAGE;
+                }
+        }
+        if ((nf == 0) == (optind >= argc)) {
+                fprintf(stderr, "capsulectl delete: give either NAME... or -f FILE\n%s", delete_usage);
+                return CTL_EXIT_USAGE;
+        }
+        struct manifest_set set = {0};
+        if (nf && load_manifests(files, nf, &set) < 0)
+                return CTL_EXIT_ERROR;
+        struct rpc_client *c = ctl_client(ctl);
+        int rc = c ? CTL_EXIT_OK : CTL_EXIT_ERROR;
+        for (int i = optind; c && i < argc; i++)
+                if (delete_workload(ctl, c, argv[i]) < 0)
+                        rc = CTL_EXIT_ERROR;
+        for (size_t i = 0; c && i < set.n; i++)
+                if (set.docs[i].kind != MANIFEST_KIND_VOLUME && delete_workload(ctl, c, set.docs[i].workload->name) < 0)
+                        rc = CTL_EXIT_ERROR;
+        for (size_t i = 0; c && volumes && i < set.n; i++)
+                if (set.docs[i].kind == MANIFEST_KIND_VOLUME && delete_volume(ctl, c, set.docs[i].volume_name) < 0)
+                        rc = CTL_EXIT_ERROR;
+        manifest_set_free(&set);
+        return rc;
+}

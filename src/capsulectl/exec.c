@@ -1,0 +1,252 @@
+/* `capsulectl exec [-i] [-t] NAME -- CMD...`: runs a command in a workload.
+ * With -t the local terminal goes to raw mode and window size changes are forwarded; the exit
+ * code of the remote command becomes capsulectl's. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "capsule/v1/workloads.pb-c.h"
+#include "capsulectl.h"
+#include "rpc/rpc.h"
+
+static const char exec_usage[] =
+        "usage: capsulectl exec [-i] [-t] [-e K=V]... NAME -- CMD [ARG...]\n\n"
+        "Runs CMD inside the running workload NAME and exits with its exit code.\n"
+        "  -i, --stdin   pass this terminal's input to the command\n"
+        "  -t, --tty     allocate a terminal (raw mode, window resize); use with -i for a shell\n"
+        "  -e K=V        extra environment variable\n\n"
+        "example: capsulectl exec -it web -- sh\n"
+        "         capsulectl exec web -- cat /etc/os-release\n";
+
+static int winch_pipe[2] = {-1, -1};
+
+static void on_winch(int sig)
+{
+        (void)sig;
+        char c = 1;
+        ssize_t w = write(winch_pipe[1], &c, 1);
+        (void)w;
+}
+
+struct pump {
+        struct rpc_stream *s;
+        bool tty;
+        int stop_fd; /* readable when the main thread wants the pump to end */
+};
+
+static void window_size(uint32_t *rows, uint32_t *cols)
+{
+        struct winsize ws;
+        if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
+                *rows = ws.ws_row;
+                *cols = ws.ws_col;
+        }
+}
+
+/* Copies stdin (and window changes) to the stream until EOF, then half-closes. */
+static void *stdin_pump(void *arg)
+{
+        struct pump *p = arg;
+        char buf[16 * 1024];
+        struct cap_error err = {0};
+        for (;;) {
+                struct pollfd pf[3] = {{.fd = STDIN_FILENO, .events = POLLIN},
+                                       {.fd = winch_pipe[0], .events = POLLIN},
+                                       {.fd = p->stop_fd, .events = POLLIN}};
+                if (poll(pf, 3, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break;
+                }
+                if (pf[2].revents)
+                        return NULL;
+                if (pf[1].revents & POLLIN) {
+                        char c;
+                        while (read(winch_pipe[0], &c, 1) == 1)
+                                ;
+                        Capsule__V1__WindowSize ws = CAPSULE__V1__WINDOW_SIZE__INIT;
+                        window_size(&ws.rows, &ws.cols);
+                        Capsule__V1__ExecRequest q = CAPSULE__V1__EXEC_REQUEST__INIT;
+                        q.msg_case = CAPSULE__V1__EXEC_REQUEST__MSG_RESIZE;
+                        q.resize = &ws;
+                        if (rpc_stream_send(p->s, &q.base, &err) < 0)
+                                return NULL;
+                }
+                if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+                        ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n <= 0)
+                                break;
+                        Capsule__V1__ExecRequest q = CAPSULE__V1__EXEC_REQUEST__INIT;
+                        q.msg_case = CAPSULE__V1__EXEC_REQUEST__MSG_STDIN;
+                        q.stdin.data = (uint8_t *)buf;
+                        q.stdin.len = (size_t)n;
+                        if (rpc_stream_send(p->s, &q.base, &err) < 0)
+                                return NULL;
+                }
+        }
+        rpc_stream_close_send(p->s, &err);
+        return NULL;
+}
+
+static void write_all(int fd, const uint8_t *d, size_t len)
+{
+        while (len > 0) {
+                ssize_t w = write(fd, d, len);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w <= 0)
+                        return;
+                d += w;
+                len -= (size_t)w;
+        }
+}
+
+int cmd_exec(struct ctl *ctl, int argc, char **argv)
+{
+        bool in = false, tty = false;
+        char **env = calloc((size_t)argc + 1, sizeof(char *));
+        size_t n_env = 0;
+        int i = 1;
+        if (!env)
+                return CTL_EXIT_ERROR;
+        /* options end at NAME; the command follows "--" */
+        for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--") != 0; i++) {
+                const char *a = argv[i];
+                if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+                        fputs(exec_usage, stdout);
+                        free(env);
+                        return CTL_EXIT_OK;
+                } else if (strcmp(a, "-e") == 0 && i + 1 < argc && strchr(argv[i + 1], '=')) {
+                        env[n_env++] = argv[++i];
+                } else if (strcmp(a, "--stdin") == 0) {
+                        in = true;
+                } else if (strcmp(a, "--tty") == 0) {
+                        tty = true;
+                } else if (a[1] != '-' && strspn(a + 1, "it") == strlen(a + 1)) {
+                        in |= strchr(a, 'i') != NULL;
+                        tty |= strchr(a, 't') != NULL;
+                } else {
+                        fprintf(stderr, "capsulectl exec: unknown option %s\n%s", a, exec_usage);
+                        free(env);
+                        return CTL_EXIT_USAGE;
+                }
+        }
+        if (i + 2 >= argc + 0 || strcmp(argv[i + 1], "--") != 0 || i + 2 >= argc) {
+                fprintf(stderr, "capsulectl exec: expected NAME -- CMD\n%s", exec_usage);
+                free(env);
+                return CTL_EXIT_USAGE;
+        }
+        const char *name = argv[i];
+        char **cmd = &argv[i + 2];
+        size_t n_cmd = (size_t)(argc - i - 2);
+        if (tty && !isatty(STDIN_FILENO))
+                tty = false; /* like docker: no terminal to put in raw mode */
+
+        struct rpc_client *c = ctl_client(ctl);
+        if (!c) {
+                free(env);
+                return CTL_EXIT_ERROR;
+        }
+        struct cap_error err = {0};
+        struct rpc_stream *s = rpc_stream_open(c, "/capsule.v1.Workloads/Exec", &capsule__v1__exec_response__descriptor,
+                                               0, &err);
+        Capsule__V1__ExecStart st = CAPSULE__V1__EXEC_START__INIT;
+        st.name = (char *)name;
+        st.command = cmd;
+        st.n_command = n_cmd;
+        st.tty = tty;
+        st.stdin = in;
+        st.env = env;
+        st.n_env = n_env;
+        if (tty)
+                window_size(&st.rows, &st.cols);
+        Capsule__V1__ExecRequest q = CAPSULE__V1__EXEC_REQUEST__INIT;
+        q.msg_case = CAPSULE__V1__EXEC_REQUEST__MSG_START;
+        q.start = &st;
+        if (!s || rpc_stream_send(s, &q.base, &err) < 0) {
+                ctl_print_error(ctl, "exec", &err);
+                rpc_stream_free(s);
+                free(env);
+                return CTL_EXIT_ERROR;
+        }
+        free(env);
+        if (!in)
+                rpc_stream_close_send(s, &err);
+
+        struct termios saved;
+        bool raw = false;
+        int stop[2] = {-1, -1};
+        pthread_t th;
+        bool th_started = false;
+        struct pump p = {.s = s, .tty = tty};
+        if (in) {
+                if (pipe2(winch_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(stop, O_CLOEXEC) < 0) {
+                        perror("capsulectl exec: pipe");
+                        rpc_stream_free(s);
+                        return CTL_EXIT_ERROR;
+                }
+                p.stop_fd = stop[0];
+                if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+                        struct termios r = saved;
+                        cfmakeraw(&r);
+                        raw = tcsetattr(STDIN_FILENO, TCSANOW, &r) == 0;
+                        signal(SIGWINCH, on_winch);
+                }
+                th_started = pthread_create(&th, NULL, stdin_pump, &p) == 0;
+        }
+        int exit_code = -1;
+        ProtobufCMessage *m;
+        int r;
+        while ((r = rpc_stream_recv(s, &m, &err)) == 1) {
+                Capsule__V1__ExecResponse *resp = (Capsule__V1__ExecResponse *)m;
+                if (resp->msg_case == CAPSULE__V1__EXEC_RESPONSE__MSG_STDOUT)
+                        write_all(STDOUT_FILENO, resp->stdout.data, resp->stdout.len);
+                else if (resp->msg_case == CAPSULE__V1__EXEC_RESPONSE__MSG_STDERR)
+                        write_all(STDERR_FILENO, resp->stderr.data, resp->stderr.len);
+                else if (resp->msg_case == CAPSULE__V1__EXEC_RESPONSE__MSG_EXIT_CODE) {
+                        exit_code = resp->exit_code;
+                        /* the command is done: stop sending, let the server end the call */
+                        if (th_started) {
+                                ssize_t w = write(stop[1], "x", 1);
+                                (void)w;
+                                pthread_join(th, NULL);
+                                th_started = false;
+                        }
+                        rpc_stream_close_send(s, &err);
+                }
+                protobuf_c_message_free_unpacked(m, NULL);
+        }
+        if (th_started) {
+                ssize_t w = write(stop[1], "x", 1);
+                (void)w;
+                pthread_join(th, NULL);
+        }
+        if (raw)
+                tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+        if (r < 0) {
+                ctl_print_error(ctl, "exec", &err);
+        }
+        rpc_stream_free(s);
+        for (int k = 0; k < 2; k++) {
+                if (stop[k] >= 0)
+                        close(stop[k]);
+                if (winch_pipe[k] >= 0)
+                        close(winch_pipe[k]);
+        }
+        if (r < 0)
+                return CTL_EXIT_ERROR;
+        if (exit_code < 0) {
+                fprintf(stderr, "capsulectl exec: the stream ended without an exit code\n");
+                return CTL_EXIT_ERROR;
+        }
+        return exit_code > 255 ? 255 : exit_code;
+}

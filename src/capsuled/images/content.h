@@ -1,0 +1,21 @@
+/* A blob_sink (blob.h) over containerd's content store: Content.Write through a leased client,
+ * buffered into 1 MiB messages, with the blob's labels set at commit (also on blobs that were
+ * already there, so GC references are complete). */
+#pragma once
+
+#include "blob.h"
+
+struct ctrd_client;
+
+struct content_sink {
+        struct blob_sink sink; /* pass &cs.sink to producers */
+        struct ctrd_client *client;
+        struct ctrd_writer *writer;
+        char ref[128];
+        unsigned char *buf;
+        size_t len;
+};
+
+/* client must carry a lease (ctrd_import_client). */
+int content_sink_init(struct content_sink *cs, struct ctrd_client *client, struct cap_error *err);
+void content_sink_done(struct content_sink *cs);

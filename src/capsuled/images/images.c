@@ -1,0 +1,542 @@
+/* capsule.v1.Images handlers and images_ensure(): glue between the archive importer / registry
+ * client (which produce verified blobs), containerd's content store (content.c, under a lease)
+ * and containerd's image records. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "archive.h"
+#include "capsule/v1/images.pb-c.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "containerd/driver.h"
+#include "content.h"
+#include "images.h"
+#include "reference.h"
+#include "registry.h"
+#include "serve/serve.h"
+
+#define LABEL_SIZE "capsule.image.size"
+
+static struct serve_ctx *ctx_of(struct rpc_call *call)
+{
+        return rpc_call_method(call)->userdata;
+}
+
+static int need_ctrd(struct serve_ctx *ctx, struct cap_error *err)
+{
+        if (ctx->ctrd)
+                return 0;
+        return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION,
+                             "no container runtime: capsuled runs without --containerd");
+}
+
+static int64_t now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static double mono_s(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- which workloads use which image ---- */
+
+struct users {
+        char **workload;
+        char **image; /* normalised spec.image */
+        size_t n;
+};
+
+static void users_free(struct users *u)
+{
+        for (size_t i = 0; i < u->n; i++) {
+                free(u->workload[i]);
+                free(u->image[i]);
+        }
+        free(u->workload);
+        free(u->image);
+        *u = (struct users){0};
+}
+
+static int users_load(struct serve_ctx *ctx, struct users *u, struct cap_error *err)
+{
+        struct store_workload *ws = NULL;
+        size_t n = 0;
+        *u = (struct users){0};
+        if (!ctx->store)
+                return 0;
+        if (store_list_workloads(ctx->store, &ws, &n, err) < 0)
+                return cap_error_prefix(err, "list workloads");
+        u->workload = calloc(n + 1, sizeof(char *));
+        u->image = calloc(n + 1, sizeof(char *));
+        if (!u->workload || !u->image) {
+                store_workloads_free(ws, n);
+                users_free(u);
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
+        for (size_t i = 0; i < n; i++) {
+                Capsule__V1__WorkloadSpec *spec = capsule__v1__workload_spec__unpack(NULL, ws[i].spec_len, ws[i].spec);
+                char *norm = NULL;
+                struct cap_error ignored = {0};
+                if (spec && spec->image && *spec->image && image_ref_normalize(spec->image, &norm, &ignored) == 0) {
+                        u->workload[u->n] = strdup(ws[i].name);
+                        u->image[u->n] = norm;
+                        u->n++;
+                }
+                if (spec)
+                        capsule__v1__workload_spec__free_unpacked(spec, NULL);
+        }
+        store_workloads_free(ws, n);
+        return 0;
+}
+
+/* Fills img->used_by (malloc'd) with the workloads whose image is `name`. */
+static void users_fill(const struct users *u, const char *name, Capsule__V1__Image *img)
+{
+        for (size_t i = 0; i < u->n; i++) {
+                if (!u->workload[i] || strcmp(u->image[i], name) != 0)
+                        continue;
+                char **nv = realloc(img->used_by, (img->n_used_by + 1) * sizeof(char *));
+                if (!nv)
+                        return;
+                img->used_by = nv;
+                if ((img->used_by[img->n_used_by] = strdup(u->workload[i])))
+                        img->n_used_by++;
+        }
+}
+
+static Capsule__V1__Image *image_msg(const char *name, const char *digest, uint64_t size, int64_t created_ns,
+                                     const struct users *u)
+{
+        Capsule__V1__Image *img = malloc(sizeof(*img));
+        if (!img)
+                return NULL;
+        capsule__v1__image__init(img);
+        img->name = strdup(name);
+        img->digest = strdup(digest);
+        if (!img->name || !img->digest) {
+                capsule__v1__image__free_unpacked(img, NULL);
+                return NULL;
+        }
+        img->size_bytes = size;
+        img->created_unix_nano = created_ns;
+        if (u)
+                users_fill(u, name, img);
+        return img;
+}
+
+/* ---- writing images into containerd ---- */
+
+static int put_image(struct ctrd_client *c, const char *name, const char *media_type, const char *digest,
+                     uint64_t manifest_size, uint64_t total, struct cap_error *err)
+{
+        char size[32];
+        snprintf(size, sizeof(size), "%" PRIu64, total);
+        struct ctrd_label labels[] = {{LABEL_SIZE, size}};
+        struct ctrd_descriptor target = {.media_type = (char *)media_type, .digest = (char *)digest,
+                                         .size = (int64_t)manifest_size};
+        return ctrd_image_put(c, name, &target, labels, 1, err);
+}
+
+/* Pass 2 of an import plus the image records, under a lease released at the end. */
+static int import_plan(struct serve_ctx *ctx, struct archive_plan *plan, int fd, struct cap_error *err)
+{
+        struct ctrd_import *imp = NULL;
+        struct content_sink cs = {0};
+        if (ctrd_import_begin(ctx->ctrd, &imp, err) < 0)
+                return err->code;
+        int r = content_sink_init(&cs, ctrd_import_client(imp), err);
+        if (r == 0)
+                r = archive_plan_write(plan, fd, &cs.sink, err);
+        for (size_t i = 0; r == 0 && i < archive_plan_n_images(plan); i++) {
+                const struct archive_image *im = archive_plan_image(plan, i);
+                r = put_image(ctrd_import_client(imp), im->name, im->media_type, im->digest, im->manifest_size,
+                              im->total_size, err);
+        }
+        content_sink_done(&cs);
+        /* The records (if any) now reference the blobs: the lease can go either way. */
+        ctrd_import_abort(imp);
+        return r;
+}
+
+/* ---- Push ---- */
+
+static int spool_open(const char *root, struct cap_error *err)
+{
+        _cleanup_free_ char *dir = NULL;
+        if (asprintf(&dir, "%s/tmp", root) < 0)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return cap_error_errno(err, -errno, "image push: mkdir %s", dir);
+        int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0)
+                return fd;
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/push-XXXXXX", dir) < 0)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd < 0)
+                return cap_error_errno(err, -errno, "image push: spool file in %s", dir);
+        unlink(path);
+        return fd;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len, struct cap_error *err)
+{
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return cap_error_errno(err, -errno, "image push: spool");
+                p += n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
+/* Receives the header and the chunks into a spool file; returns its fd. */
+static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **name, struct cap_error *err)
+{
+        uint64_t cap = ctx->image_max_archive_bytes ? ctx->image_max_archive_bytes : IMAGES_DEFAULT_MAX_ARCHIVE;
+        ProtobufCMessage *m = NULL;
+        *name = NULL;
+        int r = rpc_call_recv(call, &m, err);
+        if (r <= 0)
+                return r < 0 ? r : cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "image push: no data");
+        Capsule__V1__ImagePushRequest *req = (Capsule__V1__ImagePushRequest *)m;
+        if (req->msg_case != CAPSULE__V1__IMAGE_PUSH_REQUEST__MSG_HEADER) {
+                protobuf_c_message_free_unpacked(m, NULL);
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "image push: the first message must be the header");
+        }
+        uint64_t total = req->header->total_bytes;
+        if (req->header->name && *req->header->name &&
+            image_ref_normalize(req->header->name, name, err) < 0) {
+                protobuf_c_message_free_unpacked(m, NULL);
+                return cap_error_prefix(err, "name");
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (total > cap)
+                return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
+                                     "image push: archive of %" PRIu64 " bytes is larger than the limit of %" PRIu64,
+                                     total, cap);
+        _cleanup_close_ int fd = spool_open(ctx->root, err);
+        if (fd < 0)
+                return fd;
+        uint64_t got = 0;
+        for (;;) {
+                r = rpc_call_recv(call, &m, err);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                req = (Capsule__V1__ImagePushRequest *)m;
+                if (req->msg_case != CAPSULE__V1__IMAGE_PUSH_REQUEST__MSG_CHUNK) {
+                        protobuf_c_message_free_unpacked(m, NULL);
+                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "image push: second header");
+                }
+                got += req->chunk.len;
+                if (got > cap) {
+                        protobuf_c_message_free_unpacked(m, NULL);
+                        return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
+                                             "image push: archive larger than the limit of %" PRIu64 " bytes", cap);
+                }
+                r = write_all(fd, req->chunk.data, req->chunk.len, err);
+                protobuf_c_message_free_unpacked(m, NULL);
+                if (r < 0)
+                        return r;
+        }
+        if (total && got != total)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "image push: upload incomplete: got %" PRIu64 " of %" PRIu64 " bytes", got, total);
+        if (got == 0)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "image push: empty archive");
+        return TAKE_FD(fd);
+}
+
+int images_push(struct rpc_call *call, const ProtobufCMessage *unused, struct cap_error *err)
+{
+        struct serve_ctx *ctx = ctx_of(call);
+        _cleanup_free_ char *name = NULL;
+        if (need_ctrd(ctx, err) < 0)
+                return err->code;
+        double t0 = mono_s();
+        _cleanup_close_ int fd = push_receive(call, ctx, &name, err);
+        if (fd < 0)
+                return fd;
+        double t1 = mono_s();
+        struct archive_plan *plan = NULL;
+        struct archive_limits lim = {.max_entry_bytes = ctx->image_max_archive_bytes};
+        if (archive_plan_open(fd, name, &lim, &plan, err) < 0)
+                return cap_error_prefix(err, "image push");
+        int r = import_plan(ctx, plan, fd, err);
+        if (r < 0) {
+                archive_plan_free(plan);
+                return cap_error_prefix(err, "image push");
+        }
+        struct users u;
+        if (users_load(ctx, &u, err) < 0) {
+                archive_plan_free(plan);
+                return err->code;
+        }
+        Capsule__V1__ImagePushResponse resp = CAPSULE__V1__IMAGE_PUSH_RESPONSE__INIT;
+        size_t n = archive_plan_n_images(plan);
+        resp.images = calloc(n, sizeof(*resp.images));
+        for (size_t i = 0; resp.images && i < n; i++) {
+                const struct archive_image *im = archive_plan_image(plan, i);
+                if ((resp.images[resp.n_images] = image_msg(im->name, im->digest, im->total_size, now_ns(), &u)))
+                        resp.n_images++;
+                log_info("image push: imported name=%s digest=%s format=%s size=%" PRIu64
+                         " receive=%.3fs import=%.3fs",
+                         im->name, im->digest, archive_plan_format(plan), im->total_size, t1 - t0, mono_s() - t1);
+        }
+        users_free(&u);
+        archive_plan_free(plan);
+        r = rpc_call_send(call, &resp.base, err);
+        for (size_t i = 0; i < resp.n_images; i++)
+                capsule__v1__image__free_unpacked(resp.images[i], NULL);
+        free(resp.images);
+        return r;
+}
+
+/* ---- Pull ---- */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static int curl_init_rc;
+static void curl_init_once(void)
+{
+        struct cap_error e = {0};
+        curl_init_rc = registry_global_init(&e);
+}
+
+/* Pulls ref into containerd and names it; *name is the normalised reference. */
+static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct registry_result *res,
+                struct cap_error *err)
+{
+        struct image_ref r;
+        *name = NULL;
+        if (need_ctrd(ctx, err) < 0)
+                return err->code;
+        if (image_ref_parse(ref, &r, err) < 0)
+                return err->code;
+        pthread_once(&curl_once, curl_init_once);
+        if (curl_init_rc < 0) {
+                image_ref_clear(&r);
+                return cap_error_set(err, -EIO, CAP_INTERNAL, "libcurl initialisation failed");
+        }
+        if (!(*name = image_ref_string(&r))) {
+                image_ref_clear(&r);
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
+        struct registry_opts o = {.insecure = ctx->mcfg.insecure_registries,
+                                  .n_insecure = ctx->mcfg.n_insecure_registries};
+        struct ctrd_import *imp = NULL;
+        struct content_sink cs = {0};
+        double t0 = mono_s();
+        int rc = ctrd_import_begin(ctx->ctrd, &imp, err);
+        if (rc == 0)
+                rc = content_sink_init(&cs, ctrd_import_client(imp), err);
+        if (rc == 0)
+                rc = registry_pull(&o, &r, &cs.sink, res, err);
+        if (rc == 0)
+                rc = put_image(ctrd_import_client(imp), *name, res->media_type, res->digest, res->manifest_size,
+                               res->total_size, err);
+        content_sink_done(&cs);
+        ctrd_import_abort(imp);
+        image_ref_clear(&r);
+        if (rc == 0)
+                log_info("image pull: name=%s digest=%s size=%" PRIu64 " fetched=%" PRIu64 " time=%.3fs", *name,
+                         res->digest, res->total_size, res->bytes_fetched, mono_s() - t0);
+        else {
+                free(*name);
+                *name = NULL;
+        }
+        return rc;
+}
+
+int images_pull(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                struct cap_error *err)
+{
+        struct serve_ctx *ctx = ctx_of(call);
+        const Capsule__V1__ImagePullRequest *in = (const Capsule__V1__ImagePullRequest *)req;
+        Capsule__V1__ImagePullResponse *out = (Capsule__V1__ImagePullResponse *)resp;
+        _cleanup_free_ char *name = NULL;
+        struct registry_result res = {0};
+        if (!in->reference || !*in->reference)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "reference: required");
+        if (pull(ctx, in->reference, &name, &res, err) < 0)
+                return err->code;
+        struct users u;
+        if (users_load(ctx, &u, err) < 0)
+                return err->code;
+        out->image = image_msg(name, res.digest, res.total_size, now_ns(), &u);
+        users_free(&u);
+        if (!out->image)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        return 0;
+}
+
+/* ---- List ---- */
+
+/* Size of an image without our label (e.g. created by ctr): manifest + config + layers. */
+static uint64_t image_size(struct ctrd_client *c, const Containerd__Types__Descriptor *t)
+{
+        char *data = NULL;
+        size_t len = 0;
+        struct cap_error e = {0};
+        uint64_t size = (uint64_t)t->size;
+        if (!blob_is_manifest(t->media_type) || ctrd_content_read(c, t->digest, BLOB_META_MAX, &data, &len, &e) < 0)
+                return size;
+        struct json_tokener *tok = json_tokener_new();
+        struct json_object *m = tok ? json_tokener_parse_ex(tok, data, (int)len) : NULL;
+        json_tokener_free(tok);
+        free(data);
+        struct json_object *cfg, *layers, *sz;
+        if (m && json_object_object_get_ex(m, "config", &cfg) && json_object_object_get_ex(cfg, "size", &sz))
+                size += (uint64_t)json_object_get_int64(sz);
+        if (m && json_object_object_get_ex(m, "layers", &layers) && json_object_is_type(layers, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(layers); i++)
+                        if (json_object_object_get_ex(json_object_array_get_idx(layers, i), "size", &sz))
+                                size += (uint64_t)json_object_get_int64(sz);
+        json_object_put(m);
+        return size;
+}
+
+int images_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                struct cap_error *err)
+{
+        struct serve_ctx *ctx = ctx_of(call);
+        Capsule__V1__ImageListResponse *out = (Capsule__V1__ImageListResponse *)resp;
+        Containerd__Services__Images__V1__ListImagesResponse *l = NULL;
+        if (need_ctrd(ctx, err) < 0)
+                return err->code;
+        struct ctrd_client *c = ctrd_client(ctx->ctrd);
+        if (ctrd_image_list(c, NULL, &l, err) < 0)
+                return cap_error_prefix(err, "list images");
+        struct users u;
+        if (users_load(ctx, &u, err) < 0) {
+                protobuf_c_message_free_unpacked(&l->base, NULL);
+                return err->code;
+        }
+        out->images = calloc(l->n_images + 1, sizeof(*out->images));
+        for (size_t i = 0; out->images && i < l->n_images; i++) {
+                Containerd__Services__Images__V1__Image *im = l->images[i];
+                if (!im->target)
+                        continue;
+                uint64_t size = 0;
+                bool labelled = false;
+                for (size_t k = 0; k < im->n_labels; k++)
+                        if (strcmp(im->labels[k]->key, LABEL_SIZE) == 0) {
+                                size = strtoull(im->labels[k]->value, NULL, 10);
+                                labelled = true;
+                        }
+                if (!labelled)
+                        size = image_size(c, im->target);
+                int64_t created = im->created_at ? im->created_at->seconds * 1000000000 + im->created_at->nanos : 0;
+                Capsule__V1__Image *img = image_msg(im->name, im->target->digest, size, created, &u);
+                if (img)
+                        out->images[out->n_images++] = img;
+        }
+        users_free(&u);
+        protobuf_c_message_free_unpacked(&l->base, NULL);
+        if (!out->images)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        return 0;
+}
+
+/* ---- Delete ---- */
+
+int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                  struct cap_error *err)
+{
+        struct serve_ctx *ctx = ctx_of(call);
+        const Capsule__V1__ImageDeleteRequest *in = (const Capsule__V1__ImageDeleteRequest *)req;
+        _cleanup_free_ char *name = NULL;
+        if (need_ctrd(ctx, err) < 0)
+                return err->code;
+        if (!in->reference || !*in->reference)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "reference: required");
+        if (image_ref_normalize(in->reference, &name, err) < 0)
+                return err->code;
+        struct ctrd_client *c = ctrd_client(ctx->ctrd);
+        struct ctrd_descriptor target = {0};
+        if (ctrd_image_get(c, name, &target, err) < 0) {
+                if (err->status == CAP_NOT_FOUND)
+                        return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "image %s not found", name);
+                return err->code;
+        }
+        ctrd_descriptor_clear(&target);
+        struct users u;
+        if (users_load(ctx, &u, err) < 0)
+                return err->code;
+        char used[512] = "";
+        for (size_t i = 0; i < u.n; i++)
+                if (strcmp(u.image[i], name) == 0)
+                        snprintf(used + strlen(used), sizeof(used) - strlen(used), "%s%s", *used ? ", " : "",
+                                 u.workload[i]);
+        users_free(&u);
+        if (*used)
+                return cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                     "image %s is used by workload(s) %s: delete them first", name, used);
+        if (ctrd_image_delete(c, name, err) < 0) {
+                if (err->status == CAP_NOT_FOUND)
+                        return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "image %s not found", name);
+                return cap_error_prefix(err, "delete image %s", name);
+        }
+        log_info("image delete: name=%s", name);
+        return 0;
+}
+
+/* ---- pull on first use ---- */
+
+int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolicy policy, char **digest,
+                  struct cap_error *err)
+{
+        _cleanup_free_ char *name = NULL;
+        if (digest)
+                *digest = NULL;
+        if (need_ctrd(ctx, err) < 0)
+                return err->code;
+        if (image_ref_normalize(ref, &name, err) < 0)
+                return err->code;
+        if (policy != CAPSULE__V1__PULL_POLICY__PULL_ALWAYS) {
+                struct ctrd_descriptor target = {0};
+                int r = ctrd_image_get(ctrd_client(ctx->ctrd), name, &target, err);
+                if (r == 0) {
+                        if (digest)
+                                *digest = TAKE_PTR(target.digest);
+                        ctrd_descriptor_clear(&target);
+                        return 0;
+                }
+                if (err->status != CAP_NOT_FOUND)
+                        return err->code;
+                cap_error_clear(err);
+                if (policy == CAPSULE__V1__PULL_POLICY__PULL_NEVER)
+                        return cap_error_set(err, -ENOENT, CAP_FAILED_PRECONDITION,
+                                             "image %s is not present and pullPolicy is Never: push it with "
+                                             "`capsulectl image push`", name);
+        }
+        _cleanup_free_ char *pulled = NULL;
+        struct registry_result res = {0};
+        if (pull(ctx, ref, &pulled, &res, err) < 0)
+                return err->code;
+        if (digest && !(*digest = strdup(res.digest)))
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        return 0;
+}

@@ -1,0 +1,671 @@
+/* Implementation of the reconciler (see reconciler.h). One thread; container operations run
+ * without the state lock, status updates take it briefly. */
+#include "reconciler.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/manifest.h"
+#include "containerd/driver.h"
+#include "containerd/spec.h"
+#include "logs/logs.h"
+#include "serve/events.h"
+#include "serve/serve.h"
+#include "store/store.h"
+
+#define MAX_EVENTS_KEPT 10
+
+/* What the reconciler knows about one workload. */
+struct wl_state {
+        char name[64];
+        Capsule__V1__Phase phase;
+        uint32_t pid;
+        int64_t started_ns;
+        int64_t run_started_mono;   /* for the 10-minute backoff reset */
+        uint32_t restarts;
+        int32_t last_exit_code;
+        char last_exit_reason[160];
+        int64_t last_exit_ns;
+        char ip[64];
+        char message[512];
+        int64_t next_try_mono_ns;   /* backoff deadline, 0 = none */
+        uint32_t backoff_s;
+        uint64_t observed_generation;
+        char image_digest[80];
+        bool oom;                   /* an OOM event was seen for the current run */
+        bool force_restart;
+        bool seen;                  /* mark for the pass */
+        struct wl_state *next;
+};
+
+struct reconciler {
+        struct serve_ctx *ctx;
+        pthread_t thread;
+        bool started;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;      /* kicks and pass completion */
+        bool kicked, stopping;
+        uint64_t passes_started, passes_done;
+        struct wl_state *states;
+        struct ctrd_events *events;
+};
+
+static int64_t mono_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t real_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Under r->lock. */
+static struct wl_state *state_get(struct reconciler *r, const char *name, bool create)
+{
+        for (struct wl_state *s = r->states; s; s = s->next)
+                if (strcmp(s->name, name) == 0)
+                        return s;
+        if (!create)
+                return NULL;
+        struct wl_state *s = calloc(1, sizeof(*s));
+        if (!s)
+                return NULL;
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        s->phase = CAPSULE__V1__PHASE__PENDING;
+        s->next = r->states;
+        r->states = s;
+        return s;
+}
+
+static void set_phase(struct reconciler *r, struct wl_state *s, Capsule__V1__Phase phase, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+static void set_phase(struct reconciler *r, struct wl_state *s, Capsule__V1__Phase phase, const char *fmt, ...)
+{
+        pthread_mutex_lock(&r->lock);
+        s->phase = phase;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->message, sizeof(s->message), fmt, ap);
+        va_end(ap);
+        pthread_mutex_unlock(&r->lock);
+}
+
+static void on_ctrd_event(const struct ctrd_event *ev, void *ud)
+{
+        struct reconciler *r = ud;
+        if (ev->kind == CTRD_EVENT_OOM && ev->container_id) {
+                pthread_mutex_lock(&r->lock);
+                struct wl_state *s = state_get(r, ev->container_id, false);
+                if (s)
+                        s->oom = true;
+                pthread_mutex_unlock(&r->lock);
+        }
+        /* exec'd processes exiting do not change the workload */
+        if (ev->kind == CTRD_EVENT_EXIT && ev->exec_id && ev->container_id &&
+            strcmp(ev->exec_id, ev->container_id) != 0)
+                return;
+        reconciler_kick(r);
+}
+
+struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
+{
+        struct reconciler *r = calloc(1, sizeof(*r));
+        if (!r) {
+                cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+                return NULL;
+        }
+        r->ctx = ctx;
+        pthread_mutex_init(&r->lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&r->cond, &ca);
+        pthread_condattr_destroy(&ca);
+        return r;
+}
+
+/* ---- one workload ------------------------------------------------------------------------- */
+
+/* The actual container of a workload, as listed by containerd. */
+struct actual {
+        char name[64];
+        uint64_t generation;
+        enum ctrd_task_state state;
+        uint32_t pid;
+        uint32_t exit_status;
+        int64_t exited_at_ns;
+        bool matched;
+};
+
+struct actual_list {
+        struct actual *v;
+        size_t n, cap;
+};
+
+static int collect_actual(const struct ctrd_workload *w, void *ud)
+{
+        struct actual_list *l = ud;
+        if (l->n == l->cap) {
+                size_t nc = l->cap ? l->cap * 2 : 16;
+                struct actual *nv = realloc(l->v, nc * sizeof(*nv));
+                if (!nv)
+                        return -ENOMEM;
+                l->v = nv;
+                l->cap = nc;
+        }
+        struct actual *a = &l->v[l->n++];
+        memset(a, 0, sizeof(*a));
+        snprintf(a->name, sizeof(a->name), "%s", w->name ? w->name : w->id);
+        a->generation = w->generation;
+        a->state = w->state;
+        a->pid = w->pid;
+        a->exit_status = w->exit_status;
+        a->exited_at_ns = w->exited_at_ns;
+        return 0;
+}
+
+static struct actual *find_actual(struct actual_list *l, const char *name)
+{
+        for (size_t i = 0; i < l->n; i++)
+                if (strcmp(l->v[i].name, name) == 0)
+                        return &l->v[i];
+        return NULL;
+}
+
+/* Percent-encodes a path for use inside a binary:// URI query value. */
+static char *uri_escape(const char *s)
+{
+        size_t n = strlen(s);
+        char *out = malloc(n * 3 + 1), *o = out;
+        if (!out)
+                return NULL;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                    strchr("/-_.~", *p))
+                        *o++ = (char)*p;
+                else
+                        o += sprintf(o, "%%%02X", *p);
+        }
+        *o = '\0';
+        return out;
+}
+
+static void remove_container(struct reconciler *r, const char *name)
+{
+        struct cap_error err = {0};
+        if (ctrd_container_remove(r->ctx->ctrd, name, &err) < 0)
+                log_warn("remove container %s: %s", name, err.msg);
+        serve_workload_detached(r->ctx, name);
+}
+
+/* Creates and starts the container of spec. Returns 0 or fills err. */
+static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule__V1__WorkloadSpec *spec,
+                        uint64_t generation, struct cap_error *err)
+{
+        struct serve_ctx *ctx = r->ctx;
+        _cleanup_free_ char *config_json = NULL, *chain_id = NULL, *spec_json = NULL;
+        _cleanup_free_ char *log_path = NULL, *log_esc = NULL, *exe_esc = NULL, *log_uri = NULL;
+
+        set_phase(r, s, CAPSULE__V1__PHASE__PULLING, "ensuring image %s", spec->image);
+        if (serve_image_ensure(ctx, spec->image, spec->pull_policy, &config_json, &chain_id, err) < 0)
+                return cap_error_prefix(err, "image %s", spec->image);
+
+        set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating container");
+        struct serve_workload_env wenv = {0};
+        if (serve_workload_attach(ctx, spec, &wenv, err) < 0)
+                return -1;
+        struct spec_options so = {
+                .workload = spec,
+                .image_config_json = config_json,
+                .volume_sources = (const char *const *)wenv.volume_sources,
+                .netns_path = wenv.netns_path,
+                .hosts_path = wenv.hosts_path,
+                .resolv_conf_path = wenv.resolv_conf_path,
+                .pids_limit = 4096,
+        };
+        int rc = spec_generate(&so, &spec_json, err);
+        if (rc < 0) {
+                serve_workload_env_free(&wenv);
+                serve_workload_detached(ctx, spec->name);
+                return rc;
+        }
+        log_path = logs_path(ctx->root, spec->name);
+        log_esc = log_path ? uri_escape(log_path) : NULL;
+        exe_esc = uri_escape(ctx->self_exe);
+        if (!log_esc || !exe_esc || asprintf(&log_uri, "binary://%s?log-writer=%s", exe_esc, log_esc) < 0) {
+                serve_workload_env_free(&wenv);
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
+        struct ctrd_run run = {
+                .name = spec->name,
+                .generation = generation,
+                .image = spec->image,
+                .spec_json = spec_json,
+                .chain_id = chain_id,
+                .stdout_path = log_uri,
+                .stderr_path = log_uri,
+        };
+        uint32_t pid = 0;
+        rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
+        if (rc < 0 && err->status == CAP_ALREADY_EXISTS) {
+                /* a stale container of ours (e.g. half-created before a crash): replace it */
+                remove_container(r, spec->name);
+                rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
+        }
+        if (rc < 0) {
+                serve_workload_env_free(&wenv);
+                serve_workload_detached(ctx, spec->name);
+                return rc;
+        }
+        pthread_mutex_lock(&r->lock);
+        s->phase = CAPSULE__V1__PHASE__RUNNING;
+        s->pid = pid;
+        s->started_ns = real_ns();
+        s->run_started_mono = mono_ns();
+        s->observed_generation = generation;
+        s->oom = false;
+        snprintf(s->ip, sizeof(s->ip), "%s", wenv.ip ? wenv.ip : "");
+        s->message[0] = '\0';
+        pthread_mutex_unlock(&r->lock);
+        serve_workload_env_free(&wenv);
+        events_publish(ctx->events, "workload", spec->name, "started", "pid %u generation %llu", pid,
+                       (unsigned long long)generation);
+        return 0;
+}
+
+/* Records a finished run once (identified by its exit time). Returns true if it was new. */
+static bool record_exit(struct reconciler *r, struct wl_state *s, const struct actual *a)
+{
+        pthread_mutex_lock(&r->lock);
+        bool fresh = a->exited_at_ns != s->last_exit_ns || s->phase == CAPSULE__V1__PHASE__RUNNING;
+        if (fresh) {
+                s->last_exit_ns = a->exited_at_ns ? a->exited_at_ns : real_ns();
+                s->last_exit_code = (int32_t)a->exit_status;
+                if (s->oom)
+                        snprintf(s->last_exit_reason, sizeof(s->last_exit_reason),
+                                 "OOMKilled: exceeded its memory limit (exit code %u)", a->exit_status);
+                else if (a->exit_status > 128 && a->exit_status < 128 + 65)
+                        snprintf(s->last_exit_reason, sizeof(s->last_exit_reason),
+                                 "killed by signal %u (exit code %u)", a->exit_status - 128, a->exit_status);
+                else
+                        snprintf(s->last_exit_reason, sizeof(s->last_exit_reason), "exited with code %u",
+                                 a->exit_status);
+                s->pid = 0;
+                /* backoff: reset after a long healthy run, else double from 1 s to 5 min */
+                int64_t ran_s = s->run_started_mono ? (mono_ns() - s->run_started_mono) / 1000000000LL : 0;
+                if (ran_s >= RECONCILE_BACKOFF_RESET_SECONDS)
+                        s->backoff_s = 0;
+                s->backoff_s = s->backoff_s ? s->backoff_s * 2 : 1;
+                if (s->backoff_s > RECONCILE_BACKOFF_MAX_SECONDS)
+                        s->backoff_s = RECONCILE_BACKOFF_MAX_SECONDS;
+                s->next_try_mono_ns = mono_ns() + (int64_t)s->backoff_s * 1000000000LL;
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (fresh)
+                events_publish(r->ctx->events, "workload", s->name, "exited", "%s", s->last_exit_reason);
+        return fresh;
+}
+
+static bool policy_restarts(Capsule__V1__RestartPolicy p, int32_t code)
+{
+        switch (p) {
+        case CAPSULE__V1__RESTART_POLICY__NEVER: return false;
+        case CAPSULE__V1__RESTART_POLICY__ON_FAILURE: return code != 0;
+        default: return true;
+        }
+}
+
+/* Brings one desired workload to its desired state; returns the monotonic time at which it wants
+ * another look (0 = none). */
+static int64_t reconcile_one(struct reconciler *r, const struct store_workload *w,
+                             const Capsule__V1__WorkloadSpec *spec, struct actual *a)
+{
+        struct cap_error err = {0};
+        pthread_mutex_lock(&r->lock);
+        struct wl_state *s = state_get(r, w->name, true);
+        pthread_mutex_unlock(&r->lock);
+        if (!s)
+                return 0;
+        s->seen = true;
+
+        if (spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM) {
+                set_phase(r, s, CAPSULE__V1__PHASE__FAILED,
+                          "MicroVM workloads are not supported by this capsule yet");
+                return 0;
+        }
+        if (!r->ctx->ctrd) {
+                set_phase(r, s, CAPSULE__V1__PHASE__FAILED,
+                          "no container runtime: capsuled serve was started without --containerd");
+                return 0;
+        }
+        if (a) {
+                a->matched = true;
+                if (a->generation != w->generation) {
+                        set_phase(r, s, CAPSULE__V1__PHASE__STOPPING, "replacing generation %llu with %llu",
+                                  (unsigned long long)a->generation, (unsigned long long)w->generation);
+                        events_publish(r->ctx->events, "workload", w->name, "replacing",
+                                       "generation %llu -> %llu", (unsigned long long)a->generation,
+                                       (unsigned long long)w->generation);
+                        ctrd_container_stop(r->ctx->ctrd, w->name, RECONCILE_STOP_GRACE_MS, NULL, &err);
+                        remove_container(r, w->name);
+                        pthread_mutex_lock(&r->lock);
+                        s->restarts = 0;
+                        s->backoff_s = 0;
+                        s->next_try_mono_ns = 0;
+                        pthread_mutex_unlock(&r->lock);
+                        a = NULL;
+                } else if (a->state == CTRD_TASK_RUNNING && !s->force_restart) {
+                        pthread_mutex_lock(&r->lock);
+                        if (s->phase != CAPSULE__V1__PHASE__RUNNING) {
+                                /* adopted after a control-plane restart */
+                                if (!s->started_ns)
+                                        s->started_ns = real_ns();
+                                if (!s->run_started_mono)
+                                        s->run_started_mono = mono_ns();
+                                s->message[0] = '\0';
+                        }
+                        s->phase = CAPSULE__V1__PHASE__RUNNING;
+                        s->pid = a->pid;
+                        s->observed_generation = w->generation;
+                        if (!s->ip[0])
+                                serve_workload_ip(r->ctx, w->name, s->ip, sizeof(s->ip));
+                        pthread_mutex_unlock(&r->lock);
+                        return 0;
+                } else if (s->force_restart) {
+                        ctrd_container_stop(r->ctx->ctrd, w->name, RECONCILE_STOP_GRACE_MS, NULL, &err);
+                        remove_container(r, w->name);
+                        pthread_mutex_lock(&r->lock);
+                        s->force_restart = false;
+                        s->backoff_s = 0;
+                        s->next_try_mono_ns = 0;
+                        s->restarts++;
+                        pthread_mutex_unlock(&r->lock);
+                        events_publish(r->ctx->events, "workload", w->name, "restarting", "restart requested");
+                        a = NULL;
+                } else {
+                        /* the task ended (or never started) */
+                        record_exit(r, s, a);
+                        if (!policy_restarts(spec->restart, s->last_exit_code)) {
+                                set_phase(r, s, CAPSULE__V1__PHASE__EXITED, "%s; restart policy %s",
+                                          s->last_exit_reason, manifest_restart_name(spec->restart));
+                                return 0;
+                        }
+                        int64_t now = mono_ns();
+                        if (now < s->next_try_mono_ns) {
+                                set_phase(r, s, CAPSULE__V1__PHASE__BACKOFF, "%s; restarting in %us",
+                                          s->last_exit_reason, s->backoff_s);
+                                return s->next_try_mono_ns;
+                        }
+                        remove_container(r, w->name);
+                        pthread_mutex_lock(&r->lock);
+                        s->restarts++;
+                        pthread_mutex_unlock(&r->lock);
+                        a = NULL;
+                }
+        }
+        /* nothing runs: start it, unless a backoff deadline is pending */
+        if (s->force_restart) {
+                pthread_mutex_lock(&r->lock);
+                s->force_restart = false;
+                s->next_try_mono_ns = 0;
+                pthread_mutex_unlock(&r->lock);
+        }
+        int64_t now = mono_ns();
+        if (s->next_try_mono_ns && now < s->next_try_mono_ns && s->observed_generation == w->generation) {
+                set_phase(r, s, CAPSULE__V1__PHASE__BACKOFF, "%s; retrying in %llds",
+                          s->last_exit_reason[0] ? s->last_exit_reason : s->message,
+                          (long long)((s->next_try_mono_ns - now) / 1000000000LL + 1));
+                return s->next_try_mono_ns;
+        }
+        if (run_workload(r, s, spec, w->generation, &err) < 0) {
+                pthread_mutex_lock(&r->lock);
+                s->backoff_s = s->backoff_s ? s->backoff_s * 2 : 1;
+                if (s->backoff_s > RECONCILE_BACKOFF_MAX_SECONDS)
+                        s->backoff_s = RECONCILE_BACKOFF_MAX_SECONDS;
+                s->next_try_mono_ns = mono_ns() + (int64_t)s->backoff_s * 1000000000LL;
+                s->observed_generation = w->generation;
+                s->phase = CAPSULE__V1__PHASE__BACKOFF;
+                snprintf(s->message, sizeof(s->message), "%s; retrying in %us", err.msg, s->backoff_s);
+                pthread_mutex_unlock(&r->lock);
+                events_publish(r->ctx->events, "workload", w->name, "failed", "%s", err.msg);
+                return s->next_try_mono_ns;
+        }
+        return 0;
+}
+
+/* One full pass. Returns the earliest monotonic deadline anyone asked for (0 = none). */
+static int64_t reconcile_pass(struct reconciler *r)
+{
+        struct cap_error err = {0};
+        struct store_workload *ws = NULL;
+        size_t n = 0;
+        int64_t wake = 0;
+        if (store_list_workloads(r->ctx->store, &ws, &n, &err) < 0) {
+                log_error("reconcile: %s", err.msg);
+                return 0;
+        }
+        struct actual_list actual = {0};
+        if (r->ctx->ctrd && ctrd_list_workloads(r->ctx->ctrd, collect_actual, &actual, &err) < 0) {
+                log_warn("reconcile: list containers: %s", err.msg);
+                store_workloads_free(ws, n);
+                free(actual.v);
+                return mono_ns() + 2000000000LL; /* containerd away: look again soon */
+        }
+        pthread_mutex_lock(&r->lock);
+        for (struct wl_state *s = r->states; s; s = s->next)
+                s->seen = false;
+        pthread_mutex_unlock(&r->lock);
+
+        for (size_t i = 0; i < n; i++) {
+                Capsule__V1__WorkloadSpec *spec =
+                        capsule__v1__workload_spec__unpack(NULL, ws[i].spec_len, ws[i].spec);
+                if (!spec) {
+                        log_error("reconcile: workload %s: stored spec does not decode", ws[i].name);
+                        continue;
+                }
+                int64_t t = reconcile_one(r, &ws[i], spec, find_actual(&actual, ws[i].name));
+                if (t && (!wake || t < wake))
+                        wake = t;
+                capsule__v1__workload_spec__free_unpacked(spec, NULL);
+        }
+        /* orphans: labelled ours, not desired */
+        for (size_t i = 0; i < actual.n; i++) {
+                if (actual.v[i].matched)
+                        continue;
+                log_info("reconcile: removing orphan %s", actual.v[i].name);
+                ctrd_container_stop(r->ctx->ctrd, actual.v[i].name, RECONCILE_STOP_GRACE_MS, NULL, &err);
+                remove_container(r, actual.v[i].name);
+                events_publish(r->ctx->events, "workload", actual.v[i].name, "removed", "not desired");
+        }
+        /* forget states of workloads no longer desired */
+        pthread_mutex_lock(&r->lock);
+        for (struct wl_state **pp = &r->states; *pp;) {
+                if (!(*pp)->seen) {
+                        struct wl_state *dead = *pp;
+                        *pp = dead->next;
+                        free(dead);
+                } else {
+                        pp = &(*pp)->next;
+                }
+        }
+        pthread_mutex_unlock(&r->lock);
+        store_workloads_free(ws, n);
+        free(actual.v);
+        return wake;
+}
+
+static void *reconcile_thread(void *arg)
+{
+        struct reconciler *r = arg;
+        int64_t wake = 0;
+        pthread_mutex_lock(&r->lock);
+        while (!r->stopping) {
+                if (!r->kicked) {
+                        int64_t deadline = mono_ns() + (int64_t)RECONCILE_RESYNC_SECONDS * 1000000000LL;
+                        if (wake && wake < deadline)
+                                deadline = wake;
+                        struct timespec ts = {.tv_sec = deadline / 1000000000LL, .tv_nsec = deadline % 1000000000LL};
+                        pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+                        if (r->stopping)
+                                break;
+                }
+                r->kicked = false;
+                r->passes_started++;
+                pthread_mutex_unlock(&r->lock);
+                wake = reconcile_pass(r);
+                pthread_mutex_lock(&r->lock);
+                r->passes_done++;
+                pthread_cond_broadcast(&r->cond);
+        }
+        pthread_mutex_unlock(&r->lock);
+        return NULL;
+}
+
+int reconciler_start(struct reconciler *r, struct cap_error *err)
+{
+        if (r->ctx->ctrd) {
+                r->events = ctrd_events_subscribe(r->ctx->ctrd, on_ctrd_event, r, err);
+                if (!r->events)
+                        return cap_error_prefix(err, "subscribe to containerd events");
+        }
+        if (pthread_create(&r->thread, NULL, reconcile_thread, r) != 0)
+                return cap_error_set(err, -EAGAIN, CAP_INTERNAL, "reconciler: cannot start thread");
+        r->started = true;
+        reconciler_kick(r);
+        return 0;
+}
+
+void reconciler_free(struct reconciler *r)
+{
+        if (!r)
+                return;
+        ctrd_events_stop(r->events);
+        if (r->started) {
+                pthread_mutex_lock(&r->lock);
+                r->stopping = true;
+                pthread_cond_broadcast(&r->cond);
+                pthread_mutex_unlock(&r->lock);
+                pthread_join(r->thread, NULL);
+        }
+        while (r->states) {
+                struct wl_state *s = r->states;
+                r->states = s->next;
+                free(s);
+        }
+        pthread_cond_destroy(&r->cond);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+}
+
+void reconciler_kick(struct reconciler *r)
+{
+        pthread_mutex_lock(&r->lock);
+        r->kicked = true;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+}
+
+int reconciler_sync(struct reconciler *r, int timeout_ms)
+{
+        int64_t deadline = mono_ns() + (int64_t)timeout_ms * 1000000LL;
+        pthread_mutex_lock(&r->lock);
+        /* a pass that starts after now must finish: if one is running, wait for it and one more */
+        uint64_t target = r->passes_started + 1;
+        r->kicked = true;
+        pthread_cond_broadcast(&r->cond);
+        int rc = 0;
+        while (r->passes_done < target && !r->stopping) {
+                struct timespec ts = {.tv_sec = deadline / 1000000000LL, .tv_nsec = deadline % 1000000000LL};
+                if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT) {
+                        rc = -ETIMEDOUT;
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&r->lock);
+        return rc;
+}
+
+Capsule__V1__WorkloadStatus *reconciler_status(struct reconciler *r, const char *name)
+{
+        Capsule__V1__WorkloadStatus *st = malloc(sizeof(*st));
+        if (!st)
+                return NULL;
+        capsule__v1__workload_status__init(st);
+        pthread_mutex_lock(&r->lock);
+        struct wl_state *s = state_get(r, name, false);
+        struct wl_state empty = {.phase = CAPSULE__V1__PHASE__PENDING};
+        if (!s)
+                s = &empty;
+        st->phase = s->phase;
+        st->pid = s->pid;
+        st->started_unix_nano = s->started_ns;
+        st->restarts = s->restarts;
+        st->last_exit_code = s->last_exit_code;
+        st->last_exit_reason = strdup(s->last_exit_reason);
+        st->last_exit_unix_nano = s->last_exit_ns;
+        st->ip_address = strdup(s->ip);
+        st->message = strdup(s->message);
+        st->observed_generation = s->observed_generation;
+        st->image_digest = strdup(s->image_digest);
+        if (s->next_try_mono_ns && s->phase == CAPSULE__V1__PHASE__BACKOFF)
+                st->next_restart_unix_nano = real_ns() + (s->next_try_mono_ns - mono_ns());
+        pthread_mutex_unlock(&r->lock);
+        struct event_rec recent[MAX_EVENTS_KEPT];
+        size_t n = events_recent_for(r->ctx->events, "workload", name, recent, MAX_EVENTS_KEPT);
+        st->events = calloc(n ? n : 1, sizeof(*st->events));
+        for (size_t i = 0; st->events && i < n; i++) {
+                Capsule__V1__WorkloadEvent *e = malloc(sizeof(*e));
+                if (!e)
+                        break;
+                capsule__v1__workload_event__init(e);
+                e->time_unix_nano = recent[i].time_ns;
+                e->reason = strdup(recent[i].action);
+                e->message = strdup(recent[i].message);
+                st->events[st->n_events++] = e;
+        }
+        if (!st->last_exit_reason || !st->ip_address || !st->message || !st->image_digest || !st->events) {
+                capsule__v1__workload_status__free_unpacked(st, NULL);
+                return NULL;
+        }
+        return st;
+}
+
+int reconciler_restart(struct reconciler *r, const char *name, struct cap_error *err)
+{
+        pthread_mutex_lock(&r->lock);
+        struct wl_state *s = state_get(r, name, true);
+        if (s) {
+                s->force_restart = true;
+                s->next_try_mono_ns = 0;
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (!s)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        reconciler_kick(r);
+        return 0;
+}
+
+void reconciler_forget(struct reconciler *r, const char *name)
+{
+        pthread_mutex_lock(&r->lock);
+        for (struct wl_state **pp = &r->states; *pp; pp = &(*pp)->next) {
+                if (strcmp((*pp)->name, name) == 0) {
+                        struct wl_state *dead = *pp;
+                        *pp = dead->next;
+                        free(dead);
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&r->lock);
+}

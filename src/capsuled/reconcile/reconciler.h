@@ -1,0 +1,44 @@
+/* The reconciler: makes the actual workloads (containerd containers) match the desired ones
+ * (the store), and keeps them so.
+ *
+ * Level-triggered: one thread runs a full pass on every kick (Apply, Delete, Restart), on every
+ * task exit event from containerd, at the earliest backoff deadline, and every RESYNC seconds.
+ * A pass is idempotent: it adopts containers that already run the desired generation (after a
+ * `capsuled serve` restart), replaces those of an older generation, removes orphans (labelled
+ * capsule.workload but not desired), and restarts exited ones according to their restart policy
+ * with exponential backoff (1 s doubling to 5 min; reset after 10 min running).
+ *
+ * Observed status (phase, pid, restarts, last exit, IP, message) lives in memory only: actual
+ * state is observed, never stored as truth. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "capsule/v1/workloads.pb-c.h"
+#include "common/error.h"
+
+struct serve_ctx;
+struct reconciler;
+
+#define RECONCILE_RESYNC_SECONDS 10
+#define RECONCILE_BACKOFF_MAX_SECONDS 300
+#define RECONCILE_BACKOFF_RESET_SECONDS 600
+#define RECONCILE_STOP_GRACE_MS 10000
+
+struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err);
+/* Starts the thread (and the containerd event subscription when a driver is connected). */
+int reconciler_start(struct reconciler *r, struct cap_error *err);
+/* Stops the thread; workloads keep running (they live in containerd's shims). Frees r. */
+void reconciler_free(struct reconciler *r);
+
+/* Asks for a pass soon. Cheap; coalesces. */
+void reconciler_kick(struct reconciler *r);
+/* Kicks and waits until a pass that started after this call has finished (or timeout_ms). */
+int reconciler_sync(struct reconciler *r, int timeout_ms);
+
+/* A malloc'd copy of a workload's observed status (phase PENDING when nothing is known yet). */
+Capsule__V1__WorkloadStatus *reconciler_status(struct reconciler *r, const char *name);
+/* Stops and starts the workload again now, clearing its backoff. NOT_FOUND if not desired. */
+int reconciler_restart(struct reconciler *r, const char *name, struct cap_error *err);
+/* Forgets the in-memory status of a deleted workload (after its removal). */
+void reconciler_forget(struct reconciler *r, const char *name);

@@ -1,0 +1,321 @@
+/* capsule.v1.Workloads/Exec: runs a command in a running container, streaming stdin in and
+ * stdout/stderr out, with an optional TTY (resize supported), and ends with the exit code.
+ *
+ * Three threads per exec: this handler reads the client's messages (stdin, resize, half-close);
+ * a pump thread copies the process's output FIFOs to the client; a waiter thread waits for the
+ * process to exit. The pump sends the exit code once the output is drained. A client that
+ * half-closes only ends stdin; a client that cancels kills the process. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "capsule/v1/workloads.pb-c.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "containerd/client.h"
+#include "containerd/driver.h"
+#include "serve.h"
+
+#define EXEC_DRAIN_MS 2000
+
+static atomic_uint exec_counter;
+
+struct exec_session {
+        struct serve_ctx *ctx;
+        struct rpc_call *call;
+        char name[64];
+        char exec_id[32];
+        char dir[4096];
+        char stdin_path[4200], stdout_path[4200], stderr_path[4200];
+        int stdin_fd, stdout_fd, stderr_fd;
+        bool tty;
+        atomic_bool exited;
+        uint32_t exit_status;
+        pthread_t pump, waiter;
+        bool pump_started, waiter_started;
+};
+
+static void *waiter_thread(void *arg)
+{
+        struct exec_session *s = arg;
+        struct cap_error err = {0};
+        uint32_t status = 255;
+        if (ctrd_exec_wait(s->ctx->ctrd, s->name, s->exec_id, 0, &status, &err) < 0)
+                log_warn("exec %s/%s: wait: %s", s->name, s->exec_id, err.msg);
+        s->exit_status = status;
+        atomic_store(&s->exited, true);
+        return NULL;
+}
+
+static int send_output(struct exec_session *s, bool is_stderr, const uint8_t *data, size_t len)
+{
+        Capsule__V1__ExecResponse r = CAPSULE__V1__EXEC_RESPONSE__INIT;
+        if (is_stderr) {
+                r.msg_case = CAPSULE__V1__EXEC_RESPONSE__MSG_STDERR;
+                r.stderr.data = (uint8_t *)data;
+                r.stderr.len = len;
+        } else {
+                r.msg_case = CAPSULE__V1__EXEC_RESPONSE__MSG_STDOUT;
+                r.stdout.data = (uint8_t *)data;
+                r.stdout.len = len;
+        }
+        struct cap_error err = {0};
+        return rpc_call_send(s->call, &r.base, &err);
+}
+
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *pump_thread(void *arg)
+{
+        struct exec_session *s = arg;
+        int fds[2] = {s->stdout_fd, s->stderr_fd};
+        uint8_t buf[32 * 1024];
+        int64_t exited_at = 0;
+        bool client_gone = false;
+        for (;;) {
+                struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+                if (fds[0] < 0 && fds[1] < 0)
+                        break;
+                int n = poll(p, 2, 100);
+                if (n < 0 && errno != EINTR)
+                        break;
+                for (int i = 0; i < 2; i++) {
+                        if (fds[i] < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                                continue;
+                        ssize_t r = read(fds[i], buf, sizeof(buf));
+                        if (r > 0) {
+                                if (!client_gone && send_output(s, i == 1, buf, (size_t)r) < 0)
+                                        client_gone = true;
+                        } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                                fds[i] = -1; /* EOF: the shim closed its end */
+                        }
+                }
+                if (atomic_load(&s->exited)) {
+                        if (!exited_at)
+                                exited_at = mono_ms();
+                        else if (mono_ms() - exited_at > EXEC_DRAIN_MS)
+                                break; /* something else holds the output open */
+                }
+        }
+        pthread_join(s->waiter, NULL);
+        s->waiter_started = false;
+        if (!client_gone) {
+                Capsule__V1__ExecResponse r = CAPSULE__V1__EXEC_RESPONSE__INIT;
+                r.msg_case = CAPSULE__V1__EXEC_RESPONSE__MSG_EXIT_CODE;
+                r.exit_code = (int32_t)s->exit_status;
+                struct cap_error err = {0};
+                rpc_call_send(s->call, &r.base, &err);
+        }
+        return NULL;
+}
+
+static int make_fifo(const char *path, struct cap_error *err)
+{
+        if (mkfifo(path, 0600) < 0 && errno != EEXIST)
+                return cap_error_errno(err, -errno, "mkfifo %s", path);
+        return 0;
+}
+
+static void session_cleanup(struct exec_session *s)
+{
+        if (s->stdin_fd >= 0)
+                close(s->stdin_fd);
+        if (s->stdout_fd >= 0)
+                close(s->stdout_fd);
+        if (s->stderr_fd >= 0)
+                close(s->stderr_fd);
+        unlink(s->stdin_path);
+        unlink(s->stdout_path);
+        unlink(s->stderr_path);
+        rmdir(s->dir);
+}
+
+/* Validates the start message and starts the process. */
+static int exec_begin(struct exec_session *s, const Capsule__V1__ExecStart *st, struct cap_error *err)
+{
+        struct serve_ctx *ctx = s->ctx;
+        if (name_check("name", st->name, err) < 0)
+                return err->code;
+        if (st->n_command == 0)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "command: required (e.g. -- sh)");
+        struct store_workload w;
+        if (store_get_workload(ctx->store, st->name, &w, err) < 0)
+                return err->code;
+        store_workload_free(&w);
+        if (!ctx->ctrd)
+                return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION, "no container runtime");
+        snprintf(s->name, sizeof(s->name), "%s", st->name);
+        snprintf(s->exec_id, sizeof(s->exec_id), "exec-%u-%u", (unsigned)getpid(), atomic_fetch_add(&exec_counter, 1));
+        s->tty = st->tty;
+        snprintf(s->dir, sizeof(s->dir), "%s/run/exec-%s-%s", ctx->root, s->name, s->exec_id);
+        char run[4200];
+        snprintf(run, sizeof(run), "%s/run", ctx->root);
+        if ((mkdir(run, 0700) < 0 && errno != EEXIST) || mkdir(s->dir, 0700) < 0)
+                return cap_error_errno(err, -errno, "exec: mkdir %s", s->dir);
+        snprintf(s->stdout_path, sizeof(s->stdout_path), "%s/stdout", s->dir);
+        if (make_fifo(s->stdout_path, err) < 0)
+                return err->code;
+        s->stdout_fd = open(s->stdout_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (!s->tty) {
+                snprintf(s->stderr_path, sizeof(s->stderr_path), "%s/stderr", s->dir);
+                if (make_fifo(s->stderr_path, err) < 0)
+                        return err->code;
+                s->stderr_fd = open(s->stderr_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        }
+        if (st->stdin) {
+                snprintf(s->stdin_path, sizeof(s->stdin_path), "%s/stdin", s->dir);
+                if (make_fifo(s->stdin_path, err) < 0)
+                        return err->code;
+                s->stdin_fd = open(s->stdin_path, O_RDWR | O_CLOEXEC);
+        }
+        if (s->stdout_fd < 0 || (!s->tty && s->stderr_fd < 0) || (st->stdin && s->stdin_fd < 0))
+                return cap_error_errno(err, -errno, "exec: open FIFOs in %s", s->dir);
+
+        const char **argv = calloc(st->n_command + 1, sizeof(char *));
+        if (!argv)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        for (size_t i = 0; i < st->n_command; i++)
+                argv[i] = st->command[i];
+        const char **env = calloc(st->n_env + 2, sizeof(char *));
+        if (!env) {
+                free(argv);
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
+        size_t ne = 0;
+        for (size_t i = 0; i < st->n_env; i++)
+                env[ne++] = st->env[i];
+        if (s->tty)
+                env[ne++] = "TERM=xterm";
+        struct ctrd_exec_req req = {
+                .name = s->name,
+                .exec_id = s->exec_id,
+                .argv = argv,
+                .env_extra = env,
+                .tty = s->tty,
+                .stdin_path = st->stdin ? s->stdin_path : NULL,
+                .stdout_path = s->stdout_path,
+                .stderr_path = s->tty ? NULL : s->stderr_path,
+        };
+        uint32_t pid = 0;
+        int r = ctrd_exec(ctx->ctrd, &req, &pid, err);
+        free(argv);
+        free(env);
+        if (r < 0)
+                return r;
+        if (s->tty && st->rows && st->cols)
+                ctrd_exec_resize(ctx->ctrd, s->name, s->exec_id, st->cols, st->rows, NULL);
+        log_info("exec name=%s id=%s pid=%u tty=%d argv0=%s", s->name, s->exec_id, pid, s->tty, st->command[0]);
+        return 0;
+}
+
+static void close_stdin(struct exec_session *s)
+{
+        if (s->stdin_fd >= 0) {
+                close(s->stdin_fd);
+                s->stdin_fd = -1;
+                struct cap_error err = {0};
+                ctrd_exec_close_stdin(s->ctx->ctrd, s->name, s->exec_id, &err);
+        }
+}
+
+int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err)
+{
+        struct exec_session *s = calloc(1, sizeof(*s));
+        if (!s)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        s->ctx = rpc_call_method(call)->userdata;
+        s->call = call;
+        s->stdin_fd = s->stdout_fd = s->stderr_fd = -1;
+        int rc = 0;
+        bool started = false;
+
+        ProtobufCMessage *m = NULL;
+        int r = rpc_call_recv(call, &m, err);
+        if (r <= 0) {
+                rc = r < 0 ? r : cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "exec: no start message");
+                goto out;
+        }
+        Capsule__V1__ExecRequest *first = (Capsule__V1__ExecRequest *)m;
+        if (first->msg_case != CAPSULE__V1__EXEC_REQUEST__MSG_START) {
+                protobuf_c_message_free_unpacked(m, NULL);
+                rc = cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "exec: the first message must be start");
+                goto out;
+        }
+        rc = exec_begin(s, first->start, err);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (rc < 0)
+                goto out;
+        started = true;
+        if (pthread_create(&s->waiter, NULL, waiter_thread, s) != 0) {
+                rc = cap_error_set(err, -EAGAIN, CAP_INTERNAL, "exec: cannot start thread");
+                goto out;
+        }
+        s->waiter_started = true;
+        if (pthread_create(&s->pump, NULL, pump_thread, s) != 0) {
+                rc = cap_error_set(err, -EAGAIN, CAP_INTERNAL, "exec: cannot start thread");
+                goto out;
+        }
+        s->pump_started = true;
+
+        /* client messages until it half-closes or goes away */
+        struct cap_error rerr = {0};
+        while ((r = rpc_call_recv(call, &m, &rerr)) == 1) {
+                Capsule__V1__ExecRequest *q = (Capsule__V1__ExecRequest *)m;
+                switch (q->msg_case) {
+                case CAPSULE__V1__EXEC_REQUEST__MSG_STDIN:
+                        if (s->stdin_fd >= 0) {
+                                size_t off = 0;
+                                while (off < q->stdin.len) {
+                                        ssize_t w = write(s->stdin_fd, q->stdin.data + off, q->stdin.len - off);
+                                        if (w < 0 && errno == EINTR)
+                                                continue;
+                                        if (w <= 0)
+                                                break;
+                                        off += (size_t)w;
+                                }
+                        }
+                        break;
+                case CAPSULE__V1__EXEC_REQUEST__MSG_RESIZE:
+                        if (s->tty && q->resize)
+                                ctrd_exec_resize(s->ctx->ctrd, s->name, s->exec_id, q->resize->cols, q->resize->rows,
+                                                 NULL);
+                        break;
+                case CAPSULE__V1__EXEC_REQUEST__MSG_CLOSE_STDIN: close_stdin(s); break;
+                default: break;
+                }
+                protobuf_c_message_free_unpacked(m, NULL);
+        }
+        close_stdin(s);
+        if (r < 0 && !atomic_load(&s->exited)) {
+                /* the client went away: do not leave its process behind */
+                struct cap_error kerr = {0};
+                ctrd_task_kill(ctrd_client(s->ctx->ctrd), s->name, s->exec_id, SIGKILL, false, &kerr);
+        }
+out:
+        if (s->pump_started)
+                pthread_join(s->pump, NULL);
+        else if (s->waiter_started)
+                pthread_join(s->waiter, NULL);
+        if (started) {
+                struct cap_error derr = {0};
+                ctrd_exec_delete(s->ctx->ctrd, s->name, s->exec_id, &derr);
+        }
+        session_cleanup(s);
+        free(s);
+        return rc;
+}

@@ -1,0 +1,143 @@
+/* capsule.v1.Volumes handlers: thin glue from the API messages to the volume manager
+ * (volume.h). The manager checks names and sizes and picks the status codes. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "capsule/v1/volumes.pb-c.h"
+#include "common/log.h"
+#include "serve/serve.h"
+#include "service.h"
+#include "volume.h"
+
+static struct volumes *ctx_volumes(struct rpc_call *call, struct cap_error *err)
+{
+        struct serve_ctx *ctx = rpc_call_method(call)->userdata;
+        if (!ctx->volumes)
+                cap_error_set(err, -ENODEV, CAP_UNAVAILABLE, "volumes are not available on this capsule "
+                              "(see capsuled's log for why they failed to start)");
+        return ctx->volumes;
+}
+
+static int oom(struct cap_error *err)
+{
+        return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+}
+
+/* A malloc'd capsule.v1.Volume from vi (the response frees it). */
+static Capsule__V1__Volume *to_proto(const struct volume_info *vi)
+{
+        Capsule__V1__Volume *pv = malloc(sizeof(*pv));
+        if (!pv)
+                return NULL;
+        capsule__v1__volume__init(pv);
+        pv->name = strdup(vi->name);
+        pv->backend = strdup(vi->backend);
+        pv->size_bytes = vi->size_bytes;
+        pv->used_bytes = vi->used_bytes;
+        pv->created_unix_nano = vi->created_ns;
+        if (vi->n_attached) {
+                pv->attached_to = calloc(vi->n_attached, sizeof(char *));
+                if (pv->attached_to)
+                        for (size_t i = 0; i < vi->n_attached; i++)
+                                if ((pv->attached_to[i] = strdup(vi->attached_to[i])))
+                                        pv->n_attached_to++;
+        }
+        if (!pv->name || !pv->backend || pv->n_attached_to != vi->n_attached) {
+                protobuf_c_message_free_unpacked(&pv->base, NULL);
+                return NULL;
+        }
+        return pv;
+}
+
+int volumes_rpc_create(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                       struct cap_error *err)
+{
+        const Capsule__V1__VolumeCreateRequest *in = (const Capsule__V1__VolumeCreateRequest *)req;
+        Capsule__V1__VolumeCreateResponse *out = (Capsule__V1__VolumeCreateResponse *)resp;
+        struct volumes *v = ctx_volumes(call, err);
+        if (!v)
+                return err->code;
+        struct volume_info vi;
+        bool created = false;
+        int r = volume_create(v, in->name, in->size_bytes, &created, &vi, err);
+        if (r < 0)
+                return r;
+        out->created = created;
+        out->volume = to_proto(&vi);
+        volume_info_free(&vi);
+        return out->volume ? 0 : oom(err);
+}
+
+int volumes_rpc_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                     struct cap_error *err)
+{
+        Capsule__V1__VolumeListResponse *out = (Capsule__V1__VolumeListResponse *)resp;
+        struct volumes *v = ctx_volumes(call, err);
+        if (!v)
+                return err->code;
+        struct volume_info *vis = NULL;
+        size_t n = 0;
+        int r = volume_list(v, &vis, &n, err);
+        if (r < 0)
+                return r;
+        if (n && !(out->volumes = calloc(n, sizeof(*out->volumes))))
+                r = oom(err);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                if (!(out->volumes[i] = to_proto(&vis[i])))
+                        r = oom(err);
+                else
+                        out->n_volumes++;
+        }
+        volume_infos_free(vis, n);
+        return r;
+}
+
+int volumes_rpc_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                       struct cap_error *err)
+{
+        const Capsule__V1__VolumeDeleteRequest *in = (const Capsule__V1__VolumeDeleteRequest *)req;
+        struct volumes *v = ctx_volumes(call, err);
+        if (!v)
+                return err->code;
+        return volume_delete(v, in->name, err);
+}
+
+int volumes_rpc_resize(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                       struct cap_error *err)
+{
+        const Capsule__V1__VolumeResizeRequest *in = (const Capsule__V1__VolumeResizeRequest *)req;
+        Capsule__V1__VolumeResizeResponse *out = (Capsule__V1__VolumeResizeResponse *)resp;
+        struct volumes *v = ctx_volumes(call, err);
+        if (!v)
+                return err->code;
+        struct volume_info vi;
+        int r = volume_resize(v, in->name, in->size_bytes, &vi, err);
+        if (r < 0)
+                return r;
+        out->volume = to_proto(&vi);
+        volume_info_free(&vi);
+        return out->volume ? 0 : oom(err);
+}
+
+int volumes_start(struct serve_ctx *ctx)
+{
+        struct cap_error err = {0};
+        struct volume_backend *b = NULL;
+        char *dir = NULL;
+        if (asprintf(&dir, "%s/volumes", ctx->root) < 0)
+                return -ENOMEM;
+        int r = volume_file_backend_new(dir, &b, &err);
+        free(dir);
+        if (r == 0)
+                r = volumes_open(ctx->store, b, &ctx->volumes, &err);
+        if (r < 0) {
+                log_error("volumes: %s (the Volumes API answers UNAVAILABLE)", err.msg);
+                return r;
+        }
+        /* Per-volume failures are logged; the others stay usable. */
+        if (volumes_recover(ctx->volumes, &err) < 0)
+                log_error("volumes: recovery: %s", err.msg);
+        return 0;
+}

@@ -1,0 +1,530 @@
+/* The volume manager (see volume.h): the store says which volumes exist and how large they should
+ * be; this file makes the backend match, in an order that a crash anywhere can be repaired from.
+ *
+ *   create: backend create (format into a temp name, rename) -> store row -> mount.
+ *           A crash before the row leaves storage the store does not know: never acknowledged,
+ *           removed by volumes_recover. After the row: recover mounts it.
+ *   resize: store row (new desired size) -> backend grow. A crash in between: recover grows.
+ *   delete: unmount -> delete the row -> backend remove. A crash after the row: recover removes
+ *           the storage; before: the volume is still there, mounted again at start.
+ * Attachments (which workloads use a volume) are kept in memory and set by the reconciler. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "common/quantity.h"
+#include "store/store.h"
+#include "volume.h"
+
+struct attachment {
+        char *volume;
+        char *workload;
+};
+
+struct volumes {
+        struct store *store;
+        struct volume_backend *backend;
+        pthread_mutex_t lock;
+        struct attachment *att;
+        size_t n_att;
+};
+
+static int oom(struct cap_error *err)
+{
+        return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+}
+
+static bool attached_locked(struct volumes *v, const char *volume, const char *workload)
+{
+        for (size_t i = 0; i < v->n_att; i++)
+                if (strcmp(v->att[i].volume, volume) == 0 && (!workload || strcmp(v->att[i].workload, workload) == 0))
+                        return true;
+        return false;
+}
+
+static int attach_locked(struct volumes *v, const char *volume, const char *workload)
+{
+        if (attached_locked(v, volume, workload))
+                return 0;
+        struct attachment *na = realloc(v->att, (v->n_att + 1) * sizeof(*na));
+        if (!na)
+                return -ENOMEM;
+        v->att = na;
+        na[v->n_att].volume = strdup(volume);
+        na[v->n_att].workload = strdup(workload);
+        if (!na[v->n_att].volume || !na[v->n_att].workload) {
+                free(na[v->n_att].volume);
+                free(na[v->n_att].workload);
+                return -ENOMEM;
+        }
+        v->n_att++;
+        return 0;
+}
+
+static void detach_locked(struct volumes *v, const char *volume, const char *workload)
+{
+        for (size_t i = 0; i < v->n_att;) {
+                if ((!volume || strcmp(v->att[i].volume, volume) == 0) && strcmp(v->att[i].workload, workload) == 0) {
+                        free(v->att[i].volume);
+                        free(v->att[i].workload);
+                        v->att[i] = v->att[--v->n_att];
+                } else {
+                        i++;
+                }
+        }
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* "web, worker" for error messages; malloc'd. */
+static char *users_locked(struct volumes *v, const char *volume)
+{
+        size_t len = 1;
+        for (size_t i = 0; i < v->n_att; i++)
+                if (strcmp(v->att[i].volume, volume) == 0)
+                        len += strlen(v->att[i].workload) + 2;
+        char *s = calloc(1, len);
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < v->n_att; i++)
+                if (strcmp(v->att[i].volume, volume) == 0) {
+                        if (*s)
+                                strcat(s, ", ");
+                        strcat(s, v->att[i].workload);
+                }
+        return s;
+}
+
+static void test_attach(void *ud, const char *vol, const char *wl)
+{
+        if (attach_locked(ud, vol, wl) == 0)
+                log_warn("volumes: CAPSULE_TEST_ATTACH: volume %s attached to %s (test seam)", vol, wl);
+}
+
+int volumes_open(struct store *st, struct volume_backend *backend, struct volumes **out, struct cap_error *err)
+{
+        struct volumes *v = calloc(1, sizeof(*v));
+        if (!v) {
+                backend->ops->free(backend);
+                return oom(err);
+        }
+        v->store = st;
+        v->backend = backend;
+        pthread_mutex_init(&v->lock, NULL);
+        const char *ta = getenv("CAPSULE_TEST_ATTACH");
+        if (ta && *ta && volume_parse_attach_list(ta, test_attach, v) < 0)
+                log_warn("volumes: CAPSULE_TEST_ATTACH=%s: expected VOLUME:WORKLOAD[,...]; ignored", ta);
+        *out = v;
+        return 0;
+}
+
+void volumes_close(struct volumes *v)
+{
+        if (!v)
+                return;
+        for (size_t i = 0; i < v->n_att; i++) {
+                free(v->att[i].volume);
+                free(v->att[i].workload);
+        }
+        free(v->att);
+        v->backend->ops->free(v->backend);
+        pthread_mutex_destroy(&v->lock);
+        free(v);
+}
+
+void volume_info_free(struct volume_info *vi)
+{
+        if (!vi)
+                return;
+        free(vi->name);
+        free(vi->backend);
+        for (size_t i = 0; i < vi->n_attached; i++)
+                free(vi->attached_to[i]);
+        free(vi->attached_to);
+        memset(vi, 0, sizeof(*vi));
+}
+
+void volume_infos_free(struct volume_info *vis, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                volume_info_free(&vis[i]);
+        free(vis);
+}
+
+/* Fills *out from a store row plus the backend's usage and our attachments. */
+static int info_locked(struct volumes *v, const struct store_volume *row, struct volume_info *out,
+                       struct cap_error *err)
+{
+        memset(out, 0, sizeof(*out));
+        out->name = strdup(row->name);
+        out->backend = strdup(row->backend);
+        out->size_bytes = row->size_bytes;
+        out->created_ns = row->created_ns;
+        if (!out->name || !out->backend)
+                goto nomem;
+        for (size_t i = 0; i < v->n_att; i++) {
+                if (strcmp(v->att[i].volume, row->name) != 0)
+                        continue;
+                char **na = realloc(out->attached_to, (out->n_attached + 1) * sizeof(*na));
+                if (!na)
+                        goto nomem;
+                out->attached_to = na;
+                if (!(na[out->n_attached] = strdup(v->att[i].workload)))
+                        goto nomem;
+                out->n_attached++;
+        }
+        if (out->n_attached > 1)
+                qsort(out->attached_to, out->n_attached, sizeof(char *), cmp_str);
+        uint64_t size = 0;
+        struct cap_error ignored = {0};
+        if (strcmp(row->backend, v->backend->name) == 0)
+                v->backend->ops->stat(v->backend, row->name, &size, &out->used_bytes, &out->mounted, &ignored);
+        return 0;
+nomem:
+        volume_info_free(out);
+        return oom(err);
+}
+
+int volume_create(struct volumes *v, const char *name, uint64_t size, bool *created, struct volume_info *out,
+                  struct cap_error *err)
+{
+        *created = false;
+        if (name_check("name", name, err) < 0 || volume_check_size("size_bytes", size, err) < 0)
+                return err->code;
+        const struct volume_backend_ops *ops = v->backend->ops;
+        pthread_mutex_lock(&v->lock);
+        struct store_volume row = {0};
+        struct cap_error gerr = {0};
+        int r = store_get_volume(v->store, name, &row, &gerr);
+        if (r == 0) {
+                char have[QUANTITY_BUF_SIZE], want[QUANTITY_BUF_SIZE];
+                if (row.size_bytes != size) {
+                        r = cap_error_set(err, -EEXIST, CAP_ALREADY_EXISTS,
+                                          "volume \"%s\" already exists with size %s (asked %s); to grow it run "
+                                          "`capsulectl volume resize %s --size %s`",
+                                          name, quantity_format_bytes(row.size_bytes, have, sizeof(have)),
+                                          quantity_format_bytes(size, want, sizeof(want)), name, want);
+                } else {
+                        r = ops->mount(v->backend, name, err);
+                        if (r == 0 && out)
+                                r = info_locked(v, &row, out, err);
+                }
+                goto out;
+        }
+        if (r != -ENOENT) {
+                *err = gerr;
+                goto out;
+        }
+        /* Storage without a row was never acknowledged (recover removes such leftovers too). */
+        r = ops->remove(v->backend, name, err);
+        if (r == 0)
+                r = ops->create(v->backend, name, size, err);
+        if (r < 0)
+                goto out;
+        r = store_put_volume(v->store, name, size, v->backend->name, err);
+        if (r < 0) {
+                struct cap_error ignored = {0};
+                ops->remove(v->backend, name, &ignored);
+                goto out;
+        }
+        volume_fault_point("volume-after-store");
+        r = ops->mount(v->backend, name, err);
+        if (r < 0) {
+                struct cap_error ignored = {0};
+                if (store_delete_volume(v->store, name, &ignored) == 0)
+                        ops->remove(v->backend, name, &ignored);
+                goto out;
+        }
+        *created = true;
+        char sz[QUANTITY_BUF_SIZE];
+        log_info("volume created name=%s size=%s backend=%s", name, quantity_format_bytes(size, sz, sizeof(sz)),
+                 v->backend->name);
+        if (out) {
+                store_volume_free(&row);
+                r = store_get_volume(v->store, name, &row, err);
+                if (r == 0)
+                        r = info_locked(v, &row, out, err);
+        }
+out:
+        store_volume_free(&row);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0 && err->status != CAP_ALREADY_EXISTS)
+                cap_error_prefix(err, "create volume \"%s\"", name);
+        return r;
+}
+
+int volume_delete(struct volumes *v, const char *name, struct cap_error *err)
+{
+        if (name_check("name", name, err) < 0)
+                return err->code;
+        const struct volume_backend_ops *ops = v->backend->ops;
+        pthread_mutex_lock(&v->lock);
+        struct store_volume row = {0};
+        int r = store_get_volume(v->store, name, &row, err);
+        if (r < 0)
+                goto out;
+        if (attached_locked(v, name, NULL)) {
+                _cleanup_free_ char *users = users_locked(v, name);
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION, "volume \"%s\" is in use by %s", name,
+                                  users ? users : "a workload");
+                goto out;
+        }
+        if (strcmp(row.backend, v->backend->name) != 0) {
+                r = cap_error_set(err, -EXDEV, CAP_FAILED_PRECONDITION, "volume \"%s\" lives on the %s backend, "
+                                  "this capsuled runs %s", name, row.backend, v->backend->name);
+                goto out;
+        }
+        r = ops->unmount(v->backend, name, err);
+        if (r == 0)
+                r = store_delete_volume(v->store, name, err);
+        if (r == 0) {
+                log_info("volume deleted name=%s", name);
+                /* The volume is gone for the API now; leftovers are retried at the next start. */
+                if (ops->remove(v->backend, name, err) < 0) {
+                        log_warn("volume %s: removing its storage: %s (retried at next start)", name, err->msg);
+                        cap_error_clear(err);
+                }
+        }
+out:
+        store_volume_free(&row);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0 && err->status != CAP_NOT_FOUND && err->status != CAP_FAILED_PRECONDITION)
+                cap_error_prefix(err, "delete volume \"%s\"", name);
+        return r;
+}
+
+/* Grows storage to `size`; when the backend cannot grow it while mounted, unmounts around the
+ * grow (callers make sure no workload uses it then). A no-op when already grown. */
+static int grow_locked(struct volumes *v, const char *name, uint64_t size, struct cap_error *err)
+{
+        const struct volume_backend_ops *ops = v->backend->ops;
+        int r = ops->resize(v->backend, name, size, err);
+        if (r != -EPERM)
+                return r;
+        cap_error_clear(err);
+        r = ops->unmount(v->backend, name, err);
+        if (r < 0)
+                return r;
+        r = ops->resize(v->backend, name, size, err);
+        struct cap_error merr = {0};
+        int m = ops->mount(v->backend, name, &merr);
+        if (r == 0 && m < 0) {
+                *err = merr;
+                r = m;
+        }
+        return r;
+}
+
+int volume_resize(struct volumes *v, const char *name, uint64_t size, struct volume_info *out, struct cap_error *err)
+{
+        if (name_check("name", name, err) < 0 || volume_check_size("size_bytes", size, err) < 0)
+                return err->code;
+        pthread_mutex_lock(&v->lock);
+        struct store_volume row = {0};
+        char have[QUANTITY_BUF_SIZE], want[QUANTITY_BUF_SIZE];
+        int r = store_get_volume(v->store, name, &row, err);
+        if (r < 0)
+                goto out;
+        quantity_format_bytes(row.size_bytes, have, sizeof(have));
+        quantity_format_bytes(size, want, sizeof(want));
+        if (size < row.size_bytes) {
+                r = cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" is %s: it cannot shrink to %s (volumes only grow)", name, have, want);
+                goto out;
+        }
+        if (size > row.size_bytes) {
+                if (attached_locked(v, name, NULL) && !v->backend->ops->can_grow_online(v->backend)) {
+                        _cleanup_free_ char *users = users_locked(v, name);
+                        r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                          "volume \"%s\" is in use by %s and this host cannot grow a mounted "
+                                          "filesystem (capsuled lacks CAP_SYS_RESOURCE): stop the workload first",
+                                          name, users ? users : "a workload");
+                        goto out;
+                }
+                r = store_put_volume(v->store, name, size, row.backend, err);
+                if (r < 0)
+                        goto out;
+                r = grow_locked(v, name, size, err);
+                if (r < 0) {
+                        cap_error_prefix(err, "grow to %s (the volume and its data are intact; the grow is "
+                                         "retried at the next start)", want);
+                        goto out;
+                }
+                log_info("volume resized name=%s from=%s to=%s", name, have, want);
+                row.size_bytes = size;
+        }
+        if (out)
+                r = info_locked(v, &row, out, err);
+out:
+        store_volume_free(&row);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0 && err->status != CAP_NOT_FOUND && err->status != CAP_FAILED_PRECONDITION)
+                cap_error_prefix(err, "resize volume \"%s\"", name);
+        return r;
+}
+
+int volume_get(struct volumes *v, const char *name, struct volume_info *out, struct cap_error *err)
+{
+        pthread_mutex_lock(&v->lock);
+        struct store_volume row = {0};
+        int r = store_get_volume(v->store, name, &row, err);
+        if (r == 0)
+                r = info_locked(v, &row, out, err);
+        store_volume_free(&row);
+        pthread_mutex_unlock(&v->lock);
+        return r;
+}
+
+int volume_list(struct volumes *v, struct volume_info **out, size_t *n, struct cap_error *err)
+{
+        pthread_mutex_lock(&v->lock);
+        struct store_volume *rows = NULL;
+        size_t nrows = 0;
+        int r = store_list_volumes(v->store, &rows, &nrows, err);
+        struct volume_info *vis = NULL;
+        if (r == 0 && nrows && !(vis = calloc(nrows, sizeof(*vis))))
+                r = oom(err);
+        size_t i = 0;
+        for (; r == 0 && i < nrows; i++)
+                r = info_locked(v, &rows[i], &vis[i], err);
+        store_volumes_free(rows, nrows);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0) {
+                volume_infos_free(vis, i);
+                return r;
+        }
+        *out = vis;
+        *n = nrows;
+        return 0;
+}
+
+int volume_attach(struct volumes *v, const char *name, const char *workload, char **path, struct cap_error *err)
+{
+        if (path)
+                *path = NULL;
+        if (name_check("volume", name, err) < 0 || name_check("workload", workload, err) < 0)
+                return err->code;
+        pthread_mutex_lock(&v->lock);
+        struct store_volume row = {0};
+        int r = store_get_volume(v->store, name, &row, err);
+        if (r == 0)
+                r = v->backend->ops->mount(v->backend, name, err);
+        if (r == 0 && attach_locked(v, name, workload) < 0)
+                r = oom(err);
+        if (r == 0 && path && !(*path = v->backend->ops->path(v->backend, name)))
+                r = oom(err);
+        store_volume_free(&row);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0 && err->status != CAP_NOT_FOUND)
+                cap_error_prefix(err, "attach volume \"%s\" to %s", name, workload);
+        return r;
+}
+
+void volume_detach(struct volumes *v, const char *name, const char *workload)
+{
+        pthread_mutex_lock(&v->lock);
+        detach_locked(v, name, workload);
+        pthread_mutex_unlock(&v->lock);
+}
+
+void volume_detach_all(struct volumes *v, const char *workload)
+{
+        pthread_mutex_lock(&v->lock);
+        detach_locked(v, NULL, workload);
+        pthread_mutex_unlock(&v->lock);
+}
+
+static void keep_first(struct cap_error *first, const struct cap_error *e)
+{
+        if (first->code == 0)
+                *first = *e;
+}
+
+int volumes_recover(struct volumes *v, struct cap_error *err)
+{
+        const struct volume_backend_ops *ops = v->backend->ops;
+        pthread_mutex_lock(&v->lock);
+        struct store_volume *rows = NULL;
+        size_t nrows = 0;
+        char **names = NULL;
+        size_t nnames = 0;
+        struct cap_error first = {0}, e = {0};
+        int r = store_list_volumes(v->store, &rows, &nrows, err);
+        if (r == 0)
+                r = ops->list(v->backend, &names, &nnames, err);
+        if (r < 0)
+                goto out;
+        /* Storage the store does not hold: a create that crashed before it was acknowledged, or a
+         * delete that crashed after it was. */
+        for (size_t i = 0; i < nnames; i++) {
+                bool known = false;
+                for (size_t j = 0; j < nrows && !known; j++)
+                        known = strcmp(rows[j].name, names[i]) == 0;
+                if (known)
+                        continue;
+                log_warn("volumes: removing %s: its storage exists but the store has no such volume "
+                         "(an interrupted create or delete)", names[i]);
+                cap_error_clear(&e);
+                if (ops->remove(v->backend, names[i], &e) < 0) {
+                        log_error("volumes: remove %s: %s", names[i], e.msg);
+                        keep_first(&first, &e);
+                }
+        }
+        int mounted = 0;
+        for (size_t j = 0; j < nrows; j++) {
+                struct store_volume *row = &rows[j];
+                if (strcmp(row->backend, v->backend->name) != 0) {
+                        log_warn("volumes: %s uses backend %s, not %s: skipped", row->name, row->backend,
+                                 v->backend->name);
+                        continue;
+                }
+                bool present = false;
+                for (size_t i = 0; i < nnames && !present; i++)
+                        present = strcmp(names[i], row->name) == 0;
+                cap_error_clear(&e);
+                if (!present) {
+                        log_error("volumes: %s is in the store but its storage is missing: creating it "
+                                  "empty (its data, if it had any, is lost)", row->name);
+                        if (ops->create(v->backend, row->name, row->size_bytes, &e) < 0)
+                                goto failed;
+                }
+                uint64_t size = 0, used = 0;
+                bool is_mounted = false;
+                if (ops->stat(v->backend, row->name, &size, &used, &is_mounted, &e) < 0)
+                        goto failed;
+                if (size <= row->size_bytes) {
+                        /* Finishes a grow a crash interrupted (a no-op when complete). */
+                        if (grow_locked(v, row->name, row->size_bytes, &e) < 0)
+                                goto failed;
+                } else {
+                        log_warn("volumes: %s: storage (%llu bytes) is larger than the store's size (%llu)",
+                                 row->name, (unsigned long long)size, (unsigned long long)row->size_bytes);
+                }
+                if (ops->mount(v->backend, row->name, &e) < 0)
+                        goto failed;
+                mounted++;
+                continue;
+        failed:
+                log_error("volumes: %s: %s", row->name, e.msg);
+                keep_first(&first, &e);
+        }
+        log_info("volumes: recovered backend=%s volumes=%zu mounted=%d", v->backend->name, nrows, mounted);
+        if (first.code) {
+                *err = first;
+                r = first.code;
+        }
+out:
+        store_volumes_free(rows, nrows);
+        for (size_t i = 0; i < nnames; i++)
+                free(names[i]);
+        free(names);
+        pthread_mutex_unlock(&v->lock);
+        return r;
+}

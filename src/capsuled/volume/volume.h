@@ -1,0 +1,137 @@
+/* Volumes: named, sized ext4 filesystems that workloads mount (design §8).
+ *
+ * Two layers:
+ *   - a backend (struct volume_backend) that owns the storage of one volume: create + format,
+ *     mount at a directory, grow, delete. The file backend (host mode, file.c) keeps a sparse
+ *     ext4 image per volume, loop-mounted; the LVM thin backend (on a Capsule) will keep a thin
+ *     LV per volume. Volume names are DNS labels, so they are valid file and LV names as they are.
+ *   - the volume manager (struct volumes, volume.c): the store's rows are the truth of which
+ *     volumes exist and how large they should be; the manager makes the backend match them
+ *     (volumes_recover at start), orders every change so that a crash at any point is repaired
+ *     at the next start, and tracks which workloads use a volume so that it is not deleted
+ *     under them. All its functions are thread-safe (one lock; they are short or rare).
+ *
+ * Test seams (read from the environment, documented in docs/cli.md#volumes):
+ *   CAPSULE_FAULT=volume-after-mkfs|volume-after-rename|volume-after-store
+ *       kill -9 ourselves at that step of a create, to test crash recovery;
+ *   CAPSULE_TEST_ATTACH=VOLUME:WORKLOAD[,...]  mark volumes attached at start, for host-mode
+ *       tests that have no reconciler yet. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+struct store;
+
+/* Size rules, checked on create and resize (INVALID_ARGUMENT naming "size_bytes"). */
+#define VOLUME_MIN_BYTES (16ull << 20) /* ext4 with a journal needs a few MiB; 16 MiB is useful */
+#define VOLUME_MAX_BYTES (16ull << 40) /* 16 TiB: ext4 limit with 4 KiB blocks without 64bit */
+
+struct volume_backend;
+
+/* Storage operations on one volume. All return 0 or negative with err filled. */
+struct volume_backend_ops {
+        /* Creates and formats an empty volume of `size` bytes; not mounted yet. A crash inside
+         * leaves nothing that list() reports (half-made volumes are discarded when the backend
+         * is opened again). -EEXIST if it exists. */
+        int (*create)(struct volume_backend *b, const char *name, uint64_t size, struct cap_error *err);
+        /* Unmounts (if mounted) and destroys the volume and its data. Missing volume: 0. */
+        int (*remove)(struct volume_backend *b, const char *name, struct cap_error *err);
+        /* Grows to new_size (>= the current size; smaller is -EINVAL). Online when mounted: the
+         * backend must then support it (can_grow_online), else -EPERM. Offline when unmounted.
+         * Idempotent: growing to the current size finishes an interrupted grow. */
+        int (*resize)(struct volume_backend *b, const char *name, uint64_t new_size, struct cap_error *err);
+        /* Mounts the volume at path() if it is not mounted there yet (idempotent). */
+        int (*mount)(struct volume_backend *b, const char *name, struct cap_error *err);
+        /* Unmounts it if mounted (idempotent); -EBUSY (FAILED_PRECONDITION) when in use. */
+        int (*unmount)(struct volume_backend *b, const char *name, struct cap_error *err);
+        /* size: the storage's size in bytes; used: bytes used by the filesystem when mounted,
+         * else the storage's allocated bytes. -ENOENT when absent. */
+        int (*stat)(struct volume_backend *b, const char *name, uint64_t *size, uint64_t *used,
+                    bool *mounted, struct cap_error *err);
+        /* The directory where the volume is (or would be) mounted: bind this into containers.
+         * malloc'd; NULL only when out of memory. */
+        char *(*path)(struct volume_backend *b, const char *name);
+        /* Names of every complete volume the backend holds (malloc'd array of malloc'd strings). */
+        int (*list)(struct volume_backend *b, char ***names, size_t *n, struct cap_error *err);
+        /* Whether resize() works while mounted here (ext4 online grow needs CAP_SYS_RESOURCE). */
+        bool (*can_grow_online)(struct volume_backend *b);
+        void (*free)(struct volume_backend *b);
+};
+
+struct volume_backend {
+        const char *name; /* "file" or "lvm-thin": stored with each volume */
+        const struct volume_backend_ops *ops;
+};
+
+/* The file backend (host mode): volumes under DIR (created if missing) as DIR/NAME.img,
+ * mounted at DIR/NAME. Discards half-created images (DIR/NAME.img.tmp) on open. */
+int volume_file_backend_new(const char *dir, struct volume_backend **out, struct cap_error *err);
+
+/* ---- The volume manager ---------------------------------------------------------------------- */
+
+struct volumes;
+
+struct volume_info {
+        char *name;
+        uint64_t size_bytes; /* the desired size (store); the filesystem has it once grown */
+        uint64_t used_bytes;
+        char **attached_to; /* workload names, sorted */
+        size_t n_attached;
+        char *backend;
+        int64_t created_ns;
+        bool mounted;
+};
+
+/* Takes ownership of backend (also on failure). Does not touch storage: call volumes_recover. */
+int volumes_open(struct store *st, struct volume_backend *backend, struct volumes **out,
+                 struct cap_error *err);
+void volumes_close(struct volumes *v);
+
+/* Makes storage match the store, at start: removes volumes the store does not hold (creations a
+ * crash interrupted before they were acknowledged), recreates a volume whose row exists but whose
+ * storage is missing (logged loudly), finishes interrupted grows, mounts what is not mounted.
+ * Idempotent. Continues past per-volume failures; returns the first one. */
+int volumes_recover(struct volumes *v, struct cap_error *err);
+
+/* Creates a volume (checked name and size). Same name and size again: *created = false and 0;
+ * same name, other size: ALREADY_EXISTS with a hint to resize. out may be NULL. */
+int volume_create(struct volumes *v, const char *name, uint64_t size, bool *created,
+                  struct volume_info *out, struct cap_error *err);
+/* Deletes a volume and its data: NOT_FOUND, or FAILED_PRECONDITION while attached. */
+int volume_delete(struct volumes *v, const char *name, struct cap_error *err);
+/* Grows a volume (online when the backend can; else only while no workload uses it).
+ * Smaller than now: FAILED_PRECONDITION. Same size: no-op. out may be NULL. */
+int volume_resize(struct volumes *v, const char *name, uint64_t size, struct volume_info *out,
+                  struct cap_error *err);
+/* One volume / all volumes ordered by name. Free with volume_info_free / volume_infos_free. */
+int volume_get(struct volumes *v, const char *name, struct volume_info *out, struct cap_error *err);
+int volume_list(struct volumes *v, struct volume_info **out, size_t *n, struct cap_error *err);
+void volume_info_free(struct volume_info *vi);
+void volume_infos_free(struct volume_info *vis, size_t n);
+
+/* For the reconciler: records that `workload` uses volume `name` (idempotent), makes sure it is
+ * mounted, and returns in *path (malloc'd; may be NULL if not wanted) the directory to
+ * bind-mount into the workload. NOT_FOUND when the volume does not exist. Attachments live in
+ * memory: after a restart the reconciler attaches again what it adopts. */
+int volume_attach(struct volumes *v, const char *name, const char *workload, char **path,
+                  struct cap_error *err);
+/* Forgets that `workload` uses volume `name` (no-op if it did not). */
+void volume_detach(struct volumes *v, const char *name, const char *workload);
+/* Forgets every attachment of `workload` (when it is deleted). */
+void volume_detach_all(struct volumes *v, const char *workload);
+
+/* ---- Pure helpers (validate.c; unit-tested) -------------------------------------------------- */
+
+/* INVALID_ARGUMENT naming `field` unless VOLUME_MIN_BYTES <= size <= VOLUME_MAX_BYTES. */
+int volume_check_size(const char *field, uint64_t size, struct cap_error *err);
+/* Parses CAPSULE_TEST_ATTACH-style "vol:workload,vol2:workload2" and calls fn for each valid
+ * pair; returns the number of pairs or -EINVAL at the first malformed one. */
+int volume_parse_attach_list(const char *text, void (*fn)(void *ud, const char *vol, const char *wl),
+                             void *ud);
+
+/* If $CAPSULE_FAULT equals `point`, logs it and kills the process with SIGKILL (a crash). */
+void volume_fault_point(const char *point);
