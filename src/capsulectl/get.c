@@ -213,15 +213,15 @@ int cmd_logs(struct ctl *ctl, int argc, char **argv)
         int r;
         while ((r = rpc_stream_recv(s, &m, &err)) == 1) {
                 Capsule__V1__LogChunk *chunk = (Capsule__V1__LogChunk *)m;
+                FILE *out = strcmp(chunk->stream, "stderr") == 0 ? stderr : stdout;
                 if (timestamps) {
                         char t[48];
                         time_t sec = (time_t)(chunk->time_unix_nano / 1000000000LL);
                         struct tm tm;
                         gmtime_r(&sec, &tm);
                         strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
-                        printf("%s.%09lldZ ", t, (long long)(chunk->time_unix_nano % 1000000000LL));
+                        fprintf(out, "%s.%09lldZ ", t, (long long)(chunk->time_unix_nano % 1000000000LL));
                 }
-                FILE *out = strcmp(chunk->stream, "stderr") == 0 ? stderr : stdout;
                 fwrite(chunk->data.data, 1, chunk->data.len, out);
                 if (req.follow)
                         fflush(out);

@@ -70,7 +70,8 @@ static int start_containerd(void)
                  "version = 2\n"
                  "root = \"%s/root\"\n"
                  "state = \"%s/state\"\n"
-                 "disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.devmapper\",\n"
+                 "disabled_plugins = [\"io.containerd.grpc.v1.cri\", "
+                 "\"io.containerd.snapshotter.v1.devmapper\",\n"
                  "  \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\",\n"
                  "  \"io.containerd.snapshotter.v1.aufs\"]\n"
                  "[grpc]\n  address = \"%s\"\n"
@@ -92,7 +93,7 @@ static int start_containerd(void)
                 _exit(127);
         }
         for (int i = 0; i < 200; i++) {
-                struct cap_error err = { 0 };
+                struct cap_error err = {0};
                 if (access(sock, F_OK) == 0 && (ctrd = ctrd_connect(sock, &err)))
                         return 0;
                 usleep(50 * 1000);
@@ -188,8 +189,9 @@ static int build_layer(struct blob *layer)
         struct archive *a = archive_write_new();
         archive_write_set_format_pax_restricted(a);
         archive_write_open_memory(a, buf, cap, &used);
-        static const char *const applets[] = { "sh", "echo", "sleep", "cat", "id", "ls" };
-        static const char passwd[] = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n";
+        static const char *const applets[] = {"sh", "echo", "sleep", "cat", "id", "ls"};
+        static const char passwd[] =
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n";
         static const char group[] = "root:x:0:\nnogroup:x:65534:\n";
         int r = add_entry(a, "bin", AE_IFDIR, 0755, NULL, NULL, 0);
         r |= add_entry(a, "bin/busybox", AE_IFREG, 0755, NULL, bb, (size_t)st.st_size);
@@ -214,26 +216,37 @@ static const char *image_ref = "capsule.test/busybox:1";
 static int import_image(void)
 {
         struct blob layer, config, manifest, index;
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         char *s = NULL;
         if (build_layer(&layer) < 0)
                 return -1;
-        if (asprintf(&s, "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"PATH=/bin\"],"
-                         "\"Cmd\":[\"/bin/sh\"],\"WorkingDir\":\"/\"},\"rootfs\":{\"type\":\"layers\","
-                         "\"diff_ids\":[\"%s\"]}}", layer.digest) < 0)
+        if (asprintf(
+                &s,
+                "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"PATH=/bin\"],"
+                "\"Cmd\":[\"/bin/sh\"],\"WorkingDir\":\"/\"},\"rootfs\":{\"type\":\"layers\","
+                "\"diff_ids\":[\"%s\"]}}",
+                layer.digest) < 0)
                 return -1;
         blob_set(&config, s, strlen(s));
-        if (asprintf(&s, "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
-                         "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
-                         "\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\",\"size\":%zu}]}",
-                     config.digest, config.len, layer.digest, layer.len) < 0)
+        if (asprintf(
+                &s,
+                "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+                "\"config\":{\"mediaType\":\"application/"
+                "vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
+                "\"layers\":[{\"mediaType\":\"application/"
+                "vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\",\"size\":%zu}]}",
+                config.digest, config.len, layer.digest, layer.len) < 0)
                 return -1;
         blob_set(&manifest, s, strlen(s));
-        if (asprintf(&s, "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":["
-                         "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:%064d\",\"size\":1,"
-                         "\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\"}},"
-                         "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%zu,"
-                         "\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}}]}",
+        if (asprintf(&s,
+                     "{\"schemaVersion\":2,\"mediaType\":\"application/"
+                     "vnd.oci.image.index.v1+json\",\"manifests\":["
+                     "{\"mediaType\":\"application/"
+                     "vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:%064d\",\"size\":1,"
+                     "\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\"}},"
+                     "{\"mediaType\":\"application/"
+                     "vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%zu,"
+                     "\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}}]}",
                      0, manifest.digest, manifest.len) < 0)
                 return -1;
         blob_set(&index, s, strlen(s));
@@ -249,8 +262,9 @@ static int import_image(void)
         r = r ?: ctrd_import_blob(imp, config.digest, config.data, config.len, NULL, 0, &err);
         r = r ?: ctrd_import_blob(imp, manifest.digest, manifest.data, manifest.len, ml, nml, &err);
         r = r ?: ctrd_import_blob(imp, index.digest, index.data, index.len, il, nil, &err);
-        struct ctrd_descriptor target = { .media_type = "application/vnd.oci.image.index.v1+json",
-                                          .digest = index.digest, .size = (int64_t)index.len };
+        struct ctrd_descriptor target = {.media_type = "application/vnd.oci.image.index.v1+json",
+                                         .digest = index.digest,
+                                         .size = (int64_t)index.len};
         if (r == 0) {
                 r = ctrd_import_finish(imp, image_ref, &target, &err);
                 imp = NULL;
@@ -323,22 +337,29 @@ static int run(const char *name, const char *const *cmd, size_t ncmd, char *out,
         w.n_command = ncmd;
         char cg[128];
         snprintf(cg, sizeof(cg), "/capsule-itest/%s", name);
-        struct spec_options o = { .workload = &w, .image_config_json = config_json, .cgroups_path = cg,
-                                  .pids_limit = 100 };
+        struct spec_options o = {.workload = &w,
+                                 .image_config_json = config_json,
+                                 .cgroups_path = cg,
+                                 .pids_limit = 100};
         _cleanup_free_ char *spec = NULL;
         int r = spec_generate(&o, &spec, err);
         if (r < 0)
                 return r;
         write_file(out, "");
         write_file(errp, "");
-        struct ctrd_run rr = { .name = name, .generation = 7, .image = image_ref, .spec_json = spec,
-                               .chain_id = chain_id, .stdout_path = out, .stderr_path = errp };
+        struct ctrd_run rr = {.name = name,
+                              .generation = 7,
+                              .image = image_ref,
+                              .spec_json = spec,
+                              .chain_id = chain_id,
+                              .stdout_path = out,
+                              .stderr_path = errp};
         return ctrd_container_run(ctrd, &rr, pid, err);
 }
 
 TEST(unpack)
 {
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         double t0 = now_ms();
         int r = ctrd_image_ensure_unpacked(ctrd, image_ref, &config_json, &chain_id, &err);
         double t1 = now_ms();
@@ -353,19 +374,21 @@ TEST(unpack)
         CHECK_STR_EQ(c2, chain_id);
         free(c2);
         free(j2);
-        fprintf(stderr, "  unpack: first %.1f ms, again (already unpacked) %.1f ms\n", t1 - t0, t2 - t1);
+        fprintf(stderr, "  unpack: first %.1f ms, again (already unpacked) %.1f ms\n", t1 - t0,
+                t2 - t1);
         CHECK(ctrd_image_ensure_unpacked(ctrd, "capsule.test/absent:1", &j2, &c2, &err) < 0);
         CHECK(err.status == CAP_NOT_FOUND);
 }
 
 TEST(run_exit_code_and_output)
 {
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         char name[64], out[512], errp[512];
         snprintf(name, sizeof(name), "%s-echo", prefix);
         snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
         snprintf(errp, sizeof(errp), "%s/%s.err", tmp, name);
-        static const char *const cmd[] = { "/bin/sh", "-c", "echo hello-capsule; echo oops >&2; id -u; exit 3" };
+        static const char *const cmd[] = {"/bin/sh", "-c",
+                                          "echo hello-capsule; echo oops >&2; id -u; exit 3"};
         uint32_t pid = 0;
         double t0 = now_ms();
         int r = run(name, cmd, 3, out, errp, &pid, &err);
@@ -405,31 +428,37 @@ static int count_workload(const struct ctrd_workload *w, void *ud)
 
 TEST(exec_list_stop)
 {
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         char name[64], out[512], errp[512];
         snprintf(name, sizeof(name), "%s-sleeper", prefix);
         snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
         snprintf(errp, sizeof(errp), "%s/%s.err", tmp, name);
-        static const char *const cmd[] = { "/bin/sleep", "1000" };
+        static const char *const cmd[] = {"/bin/sleep", "1000"};
         uint32_t pid = 0;
         int r = run(name, cmd, 2, out, errp, &pid, &err);
         if (r < 0)
                 fprintf(stderr, "  run: %s\n", err.msg);
         CHECK(r == 0);
 
-        struct seen s = { 0 };
+        struct seen s = {0};
         CHECK(ctrd_list_workloads(ctrd, count_workload, &s, &err) == 0);
         CHECK(s.n == 2 && s.running == 1 && s.stopped3 == 1);
         if (s.n != 2 || s.running != 1 || s.stopped3 != 1)
-                fprintf(stderr, "  listed n=%d running=%d stopped(3)=%d\n", s.n, s.running, s.stopped3);
+                fprintf(stderr, "  listed n=%d running=%d stopped(3)=%d\n", s.n, s.running,
+                        s.stopped3);
 
         char xout[512];
         snprintf(xout, sizeof(xout), "%s/exec.out", tmp);
         write_file(xout, "");
-        static const char *const argv[] = { "/bin/sh", "-c", "echo exec-$X; cat /proc/self/status | grep -c ^NoNewPrivs:.1", NULL };
-        static const char *const env[] = { "X=ok", NULL };
-        struct ctrd_exec_req x = { .name = name, .exec_id = "exec-1", .argv = argv, .env_extra = env,
-                                   .stdout_path = xout, .stderr_path = xout };
+        static const char *const argv[] = {
+            "/bin/sh", "-c", "echo exec-$X; cat /proc/self/status | grep -c ^NoNewPrivs:.1", NULL};
+        static const char *const env[] = {"X=ok", NULL};
+        struct ctrd_exec_req x = {.name = name,
+                                  .exec_id = "exec-1",
+                                  .argv = argv,
+                                  .env_extra = env,
+                                  .stdout_path = xout,
+                                  .stderr_path = xout};
         uint32_t xpid = 0, xst = 99;
         r = ctrd_exec(ctrd, &x, &xpid, &err);
         if (r < 0)
@@ -460,7 +489,7 @@ static const char *drain_fifo(int fd, int timeout_ms)
         static char buf[4096];
         size_t len = 0;
         for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
+                struct pollfd p = {.fd = fd, .events = POLLIN};
                 if (poll(&p, 1, timeout_ms) <= 0)
                         break;
                 ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
@@ -485,7 +514,7 @@ static int open_fifo(const char *path)
 /* The design's logging path: stdout/stderr FIFOs read by capsuled; and exec with a PTY. */
 TEST(fifo_and_tty)
 {
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         char name[64], out[512], errp[512], xout[512];
         snprintf(name, sizeof(name), "%s-fifo", prefix);
         snprintf(out, sizeof(out), "%s/%s.out.fifo", tmp, name);
@@ -495,17 +524,24 @@ TEST(fifo_and_tty)
         CHECK(fo >= 0 && fe >= 0 && fx >= 0);
 
         Capsule__V1__WorkloadSpec w = CAPSULE__V1__WORKLOAD_SPEC__INIT;
-        static const char *const cmd[] = { "/bin/sh", "-c", "echo via-fifo; echo err-fifo >&2; exec sleep 1000" };
+        static const char *const cmd[] = {"/bin/sh", "-c",
+                                          "echo via-fifo; echo err-fifo >&2; exec sleep 1000"};
         w.name = name;
         w.command = (char **)cmd;
         w.n_command = 3;
         char cg[128];
         snprintf(cg, sizeof(cg), "/capsule-itest/%s", name);
-        struct spec_options o = { .workload = &w, .image_config_json = config_json, .cgroups_path = cg };
+        struct spec_options o = {
+            .workload = &w, .image_config_json = config_json, .cgroups_path = cg};
         _cleanup_free_ char *spec = NULL;
         CHECK(spec_generate(&o, &spec, &err) == 0);
-        struct ctrd_run rr = { .name = name, .generation = 1, .image = image_ref, .spec_json = spec,
-                               .chain_id = chain_id, .stdout_path = out, .stderr_path = errp };
+        struct ctrd_run rr = {.name = name,
+                              .generation = 1,
+                              .image = image_ref,
+                              .spec_json = spec,
+                              .chain_id = chain_id,
+                              .stdout_path = out,
+                              .stderr_path = errp};
         uint32_t pid = 0;
         double t0 = now_ms();
         int r = ctrd_container_run(ctrd, &rr, &pid, &err);
@@ -516,9 +552,9 @@ TEST(fifo_and_tty)
         CHECK_STR_EQ(drain_fifo(fo, 1000), "via-fifo\n");
         CHECK_STR_EQ(drain_fifo(fe, 1000), "err-fifo\n");
 
-        static const char *const argv[] = { "/bin/sh", "-c", "sleep 0.5; tty; echo tty-ok", NULL };
-        struct ctrd_exec_req x = { .name = name, .exec_id = "tty-1", .argv = argv, .tty = true,
-                                   .stdout_path = xout };
+        static const char *const argv[] = {"/bin/sh", "-c", "sleep 0.5; tty; echo tty-ok", NULL};
+        struct ctrd_exec_req x = {
+            .name = name, .exec_id = "tty-1", .argv = argv, .tty = true, .stdout_path = xout};
         uint32_t xpid = 0, xst = 99;
         r = ctrd_exec(ctrd, &x, &xpid, &err);
         if (r < 0)
@@ -548,26 +584,28 @@ struct user_ctx {
 static int gen_with_rootfs(const char *rootfs, void *ud)
 {
         struct user_ctx *u = ud;
-        struct spec_options o = { .workload = u->w, .image_config_json = config_json,
-                                  .cgroups_path = u->cg, .rootfs = rootfs };
+        struct spec_options o = {.workload = u->w,
+                                 .image_config_json = config_json,
+                                 .cgroups_path = u->cg,
+                                 .rootfs = rootfs};
         return spec_generate(&o, &u->spec, u->err);
 }
 
 /* user: nobody is resolved from the image's /etc/passwd through a mounted view of the rootfs. */
 TEST(user_by_name)
 {
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         char name[64], out[512], cg[128];
         snprintf(name, sizeof(name), "%s-user", prefix);
         snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
         snprintf(cg, sizeof(cg), "/capsule-itest/%s", name);
-        static const char *const cmd[] = { "/bin/sh", "-c", "id -u; id -g" };
+        static const char *const cmd[] = {"/bin/sh", "-c", "id -u; id -g"};
         Capsule__V1__WorkloadSpec w = CAPSULE__V1__WORKLOAD_SPEC__INIT;
         w.name = name;
         w.command = (char **)cmd;
         w.n_command = 3;
         w.user = "nobody";
-        struct user_ctx u = { .w = &w, .cg = cg, .err = &err };
+        struct user_ctx u = {.w = &w, .cg = cg, .err = &err};
         double t0 = now_ms();
         int r = ctrd_image_with_rootfs(ctrd, chain_id, gen_with_rootfs, &u, &err);
         fprintf(stderr, "  spec with user lookup in the image: %.1f ms\n", now_ms() - t0);
@@ -575,8 +613,13 @@ TEST(user_by_name)
                 fprintf(stderr, "  user: %s\n", err.msg);
         CHECK(r == 0 && u.spec);
         write_file(out, "");
-        struct ctrd_run rr = { .name = name, .generation = 1, .image = image_ref, .spec_json = u.spec,
-                               .chain_id = chain_id, .stdout_path = out, .stderr_path = out };
+        struct ctrd_run rr = {.name = name,
+                              .generation = 1,
+                              .image = image_ref,
+                              .spec_json = u.spec,
+                              .chain_id = chain_id,
+                              .stdout_path = out,
+                              .stderr_path = out};
         uint32_t pid = 0;
         r = u.spec ? ctrd_container_run(ctrd, &rr, &pid, &err) : -1;
         if (r < 0)
@@ -590,8 +633,9 @@ TEST(user_by_name)
 
 static int remove_mine(const struct ctrd_workload *w, void *ud)
 {
-        struct cap_error err = { 0 };
-        if (strncmp(w->name, prefix, strlen(prefix)) == 0 && ctrd_container_remove(ctrd, w->id, &err) < 0) {
+        struct cap_error err = {0};
+        if (strncmp(w->name, prefix, strlen(prefix)) == 0 &&
+            ctrd_container_remove(ctrd, w->id, &err) < 0) {
                 fprintf(stderr, "  remove %s: %s\n", w->id, err.msg);
                 (*(int *)ud)++;
         }
@@ -600,21 +644,21 @@ static int remove_mine(const struct ctrd_workload *w, void *ud)
 
 TEST(remove_leaves_nothing)
 {
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         int failures = 0;
         /* A running container is removed too (killed first). */
         char name[64], out[512], errp[512];
         snprintf(name, sizeof(name), "%s-running", prefix);
         snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
         snprintf(errp, sizeof(errp), "%s/%s.err", tmp, name);
-        static const char *const cmd[] = { "/bin/sleep", "1000" };
+        static const char *const cmd[] = {"/bin/sleep", "1000"};
         uint32_t pid;
         CHECK(run(name, cmd, 2, out, errp, &pid, &err) == 0);
 
         CHECK(ctrd_list_workloads(ctrd, remove_mine, &failures, &err) == 0);
         CHECK(failures == 0);
         CHECK(ctrd_container_remove(ctrd, name, &err) == 0); /* twice: fine */
-        struct seen s = { 0 };
+        struct seen s = {0};
         CHECK(ctrd_list_workloads(ctrd, count_workload, &s, &err) == 0 && s.n == 0);
         CHECK_STR_EQ(ctr("containers ls -q"), "");
         CHECK_STR_EQ(ctr("tasks ls -q"), "");
@@ -632,8 +676,9 @@ TEST(remove_leaves_nothing)
 
 int main(void)
 {
-        if (geteuid() != 0 || system("command -v containerd >/dev/null && command -v runc >/dev/null && "
-                                     "command -v ctr >/dev/null") != 0) {
+        if (geteuid() != 0 ||
+            system("command -v containerd >/dev/null && command -v runc >/dev/null && "
+                   "command -v ctr >/dev/null") != 0) {
                 fprintf(stderr, "skipped: needs root, containerd, runc and ctr\n");
                 return 77;
         }
@@ -649,7 +694,7 @@ int main(void)
                 return 1;
         }
         fprintf(stderr, "containerd up in %.0f ms at %s\n", now_ms() - t0, sock);
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         struct ctrd_events *ev = ctrd_events_subscribe(ctrd, on_event, NULL, &err);
         if (!ev || import_image() < 0) {
                 fprintf(stderr, "setup failed: %s\n", err.msg);

@@ -13,7 +13,7 @@
 
 static json_object *gen(const struct spec_options *o)
 {
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         char *s = NULL;
         int r = spec_generate(o, &s, &err);
         if (r < 0) {
@@ -81,18 +81,24 @@ TEST(entrypoint_cmd_table)
                 const char *cmd[3], *args[3];
                 const char *want;
         } cases[] = {
-                { "{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\",\"c2\"]}}", { 0 }, { 0 }, "/ep c1 c2" },
-                { "{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}", { "/x" }, { 0 }, "/x" },
-                { "{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}", { 0 }, { "a1", "a2" }, "/ep a1 a2" },
-                { "{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}", { "/x" }, { "a1" }, "/x a1" },
-                { "{\"config\":{\"Cmd\":[\"sh\",\"-c\",\"true\"]}}", { 0 }, { 0 }, "sh -c true" },
-                { "{\"config\":{\"Cmd\":[\"sh\"]}}", { 0 }, { "ls" }, "ls" },
-                { "{\"Entrypoint\":[\"/bare\"]}", { 0 }, { 0 }, "/bare" },
-                { NULL, { "/only" }, { 0 }, "/only" },
+            {"{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\",\"c2\"]}}",
+             {0},
+             {0},
+             "/ep c1 c2"},
+            {"{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}", {"/x"}, {0}, "/x"},
+            {"{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}",
+             {0},
+             {"a1", "a2"},
+             "/ep a1 a2"},
+            {"{\"config\":{\"Entrypoint\":[\"/ep\"],\"Cmd\":[\"c1\"]}}", {"/x"}, {"a1"}, "/x a1"},
+            {"{\"config\":{\"Cmd\":[\"sh\",\"-c\",\"true\"]}}", {0}, {0}, "sh -c true"},
+            {"{\"config\":{\"Cmd\":[\"sh\"]}}", {0}, {"ls"}, "ls"},
+            {"{\"Entrypoint\":[\"/bare\"]}", {0}, {0}, "/bare"},
+            {NULL, {"/only"}, {0}, "/only"},
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 Capsule__V1__WorkloadSpec w = WL_INIT;
-                char *cmd[3] = { 0 }, *args[3] = { 0 };
+                char *cmd[3] = {0}, *args[3] = {0};
                 w.name = "web";
                 for (size_t k = 0; k < 3 && cases[i].cmd[k]; k++)
                         cmd[w.n_command++] = (char *)cases[i].cmd[k];
@@ -100,7 +106,7 @@ TEST(entrypoint_cmd_table)
                         args[w.n_args++] = (char *)cases[i].args[k];
                 w.command = cmd;
                 w.args = args;
-                struct spec_options o = { .workload = &w, .image_config_json = cases[i].image };
+                struct spec_options o = {.workload = &w, .image_config_json = cases[i].image};
                 json_object *s = gen(&o);
                 CHECK(s != NULL);
                 CHECK_STR_EQ(joined(at(s, "process.args")), cases[i].want);
@@ -112,8 +118,8 @@ TEST(no_command_is_invalid)
 {
         Capsule__V1__WorkloadSpec w = WL_INIT;
         w.name = "web";
-        struct spec_options o = { .workload = &w, .image_config_json = "{\"config\":{}}" };
-        struct cap_error err = { 0 };
+        struct spec_options o = {.workload = &w, .image_config_json = "{\"config\":{}}"};
+        struct cap_error err = {0};
         char *s = NULL;
         CHECK(spec_generate(&o, &s, &err) < 0);
         CHECK(err.status == CAP_INVALID_ARGUMENT);
@@ -132,16 +138,18 @@ TEST(env_merge)
         e1.value = "Europe/Paris";
         e2.key = "A";
         e2.value = "manifest";
-        Capsule__V1__WorkloadSpec__EnvEntry *env[] = { &e1, &e2 };
+        Capsule__V1__WorkloadSpec__EnvEntry *env[] = {&e1, &e2};
         w.name = "web";
         w.env = env;
         w.n_env = 2;
         struct spec_options o = {
-                .workload = &w,
-                .image_config_json = "{\"config\":{\"Cmd\":[\"x\"],\"Env\":[\"PATH=/img/bin\",\"A=image\",\"B=b=c\"]}}",
+            .workload = &w,
+            .image_config_json =
+                "{\"config\":{\"Cmd\":[\"x\"],\"Env\":[\"PATH=/img/bin\",\"A=image\",\"B=b=c\"]}}",
         };
         json_object *s = gen(&o);
-        CHECK_STR_EQ(joined(at(s, "process.env")), "PATH=/img/bin A=manifest B=b=c TZ=Europe/Paris");
+        CHECK_STR_EQ(joined(at(s, "process.env")),
+                     "PATH=/img/bin A=manifest B=b=c TZ=Europe/Paris");
         json_object_put(s);
 
         o.image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}";
@@ -156,8 +164,9 @@ TEST(cwd_and_user)
         Capsule__V1__WorkloadSpec w = WL_INIT;
         w.name = "web";
         struct spec_options o = {
-                .workload = &w,
-                .image_config_json = "{\"config\":{\"Cmd\":[\"x\"],\"WorkingDir\":\"/srv\",\"User\":\"33:44\"}}",
+            .workload = &w,
+            .image_config_json =
+                "{\"config\":{\"Cmd\":[\"x\"],\"WorkingDir\":\"/srv\",\"User\":\"33:44\"}}",
         };
         json_object *s = gen(&o);
         CHECK_STR_EQ(json_object_get_string(at(s, "process.cwd")), "/srv");
@@ -174,7 +183,7 @@ TEST(cwd_and_user)
         json_object_put(s);
 
         w.working_dir = "relative";
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         char *out = NULL;
         CHECK(spec_generate(&o, &out, &err) < 0);
         CHECK_CONTAINS(err.msg, "workingDir");
@@ -202,7 +211,7 @@ TEST(user_names_from_rootfs)
 
         uint32_t uid, gid, extra[8];
         size_t n = 8;
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         CHECK(spec_resolve_user(dir, "nginx", &uid, &gid, extra, &n, &err) == 0);
         CHECK(uid == 101 && gid == 102);
         CHECK(n == 1 && extra[0] == 33);
@@ -214,7 +223,8 @@ TEST(user_names_from_rootfs)
         CHECK(uid == 101 && gid == 29);
         CHECK(spec_resolve_user(dir, "ghost", &uid, &gid, NULL, NULL, &err) < 0);
         CHECK(spec_resolve_user(dir, "0:nogroup", &uid, &gid, NULL, NULL, &err) < 0);
-        CHECK(spec_resolve_user(NULL, "", &uid, &gid, NULL, NULL, &err) == 0 && uid == 0 && gid == 0);
+        CHECK(spec_resolve_user(NULL, "", &uid, &gid, NULL, NULL, &err) == 0 && uid == 0 &&
+              gid == 0);
 
         snprintf(path, sizeof(path), "rm -rf '%s'", dir);
         CHECK(system(path) == 0);
@@ -224,8 +234,9 @@ TEST(default_vs_privileged)
 {
         Capsule__V1__WorkloadSpec w = WL_INIT;
         w.name = "web";
-        struct spec_options o = { .workload = &w, .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
-                                  .netns_path = "/run/netns/web" };
+        struct spec_options o = {.workload = &w,
+                                 .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
+                                 .netns_path = "/run/netns/web"};
         json_object *s = gen(&o);
         CHECK_STR_EQ(json_object_get_string(at(s, "hostname")), "web");
         CHECK_STR_EQ(json_object_get_string(at(s, "root.path")), "rootfs");
@@ -235,10 +246,12 @@ TEST(default_vs_privileged)
         CHECK(!array_has(at(s, "process.capabilities.bounding"), "CAP_SYS_ADMIN"));
         CHECK(array_has(at(s, "linux.maskedPaths"), "/proc/kcore"));
         CHECK(array_has(at(s, "linux.readonlyPaths"), "/proc/sys"));
-        CHECK_STR_EQ(json_object_get_string(at(s, "linux.seccomp.defaultAction")), "SCMP_ACT_ALLOW");
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.seccomp.defaultAction")),
+                     "SCMP_ACT_ALLOW");
         CHECK(array_has(at(s, "linux.seccomp.syscalls.0.names"), "kexec_load"));
         CHECK(array_has(at(s, "linux.seccomp.syscalls.0.names"), "unshare"));
-        CHECK_STR_EQ(json_object_get_string(at(s, "linux.seccomp.syscalls.0.action")), "SCMP_ACT_ERRNO");
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.seccomp.syscalls.0.action")),
+                     "SCMP_ACT_ERRNO");
         CHECK(!json_object_get_boolean(at(s, "linux.resources.devices.0.allow")));
         CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.4.type")), "network");
         CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.4.path")), "/run/netns/web");
@@ -268,8 +281,9 @@ TEST(resources)
         res.cpus = 1.5;
         res.memory_bytes = 256ull << 20;
         w.resources = &res;
-        struct spec_options o = { .workload = &w, .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
-                                  .pids_limit = 512 };
+        struct spec_options o = {.workload = &w,
+                                 .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
+                                 .pids_limit = 512};
         json_object *s = gen(&o);
         CHECK(json_object_get_int64(at(s, "linux.resources.cpu.quota")) == 150000);
         CHECK(json_object_get_int64(at(s, "linux.resources.cpu.period")) == 100000);
@@ -296,17 +310,19 @@ TEST(mounts)
         m2.volume = "data";
         m2.path = "/data";
         m2.read_only = true;
-        Capsule__V1__Mount *mounts[] = { &m1, &m2 };
-        const char *sources[] = { "/perm/volumes/cache", "/perm/volumes/data" };
+        Capsule__V1__Mount *mounts[] = {&m1, &m2};
+        const char *sources[] = {"/perm/volumes/cache", "/perm/volumes/data"};
         w.name = "web";
         w.mounts = mounts;
         w.n_mounts = 2;
-        struct spec_options o = { .workload = &w, .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
-                                  .volume_sources = sources, .hosts_path = "/run/capsule/web/hosts",
-                                  .resolv_conf_path = "/run/capsule/web/resolv.conf" };
+        struct spec_options o = {.workload = &w,
+                                 .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}",
+                                 .volume_sources = sources,
+                                 .hosts_path = "/run/capsule/web/hosts",
+                                 .resolv_conf_path = "/run/capsule/web/resolv.conf"};
         json_object *s = gen(&o);
-        static const char *const std[] = { "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
-                                           "/sys", "/sys/fs/cgroup" };
+        static const char *const std[] = {"/proc",       "/dev", "/dev/pts",      "/dev/shm",
+                                          "/dev/mqueue", "/sys", "/sys/fs/cgroup"};
         for (size_t i = 0; i < ARRAY_SIZE(std); i++)
                 CHECK(find_mount(s, std[i]) != NULL);
         json_object *data = find_mount(s, "/data"), *cache = find_mount(s, "/data/cache");
@@ -318,19 +334,21 @@ TEST(mounts)
         json_object *all = at(s, "mounts");
         size_t idata = 0, icache = 0;
         for (size_t i = 0; i < json_object_array_length(all); i++) {
-                const char *d = json_object_get_string(at(json_object_array_get_idx(all, i), "destination"));
+                const char *d =
+                    json_object_get_string(at(json_object_array_get_idx(all, i), "destination"));
                 if (strcmp(d, "/data") == 0)
                         idata = i;
                 if (strcmp(d, "/data/cache") == 0)
                         icache = i;
         }
         CHECK(idata < icache);
-        CHECK_STR_EQ(json_object_get_string(at(find_mount(s, "/etc/hosts"), "source")), "/run/capsule/web/hosts");
+        CHECK_STR_EQ(json_object_get_string(at(find_mount(s, "/etc/hosts"), "source")),
+                     "/run/capsule/web/hosts");
         CHECK(find_mount(s, "/etc/resolv.conf") != NULL);
         CHECK(find_mount(s, "/etc/hostname") == NULL);
         json_object_put(s);
 
-        struct cap_error err = { 0 };
+        struct cap_error err = {0};
         char *out = NULL;
         sources[1] = NULL;
         CHECK(spec_generate(&o, &out, &err) < 0);
@@ -344,13 +362,14 @@ TEST(exec_process)
 {
         Capsule__V1__WorkloadSpec w = WL_INIT;
         w.name = "web";
-        struct spec_options o = { .workload = &w,
-                                  .image_config_json = "{\"config\":{\"Cmd\":[\"x\"],\"Env\":[\"A=1\"],\"User\":\"5\"}}" };
-        struct cap_error err = { 0 };
+        struct spec_options o = {
+            .workload = &w,
+            .image_config_json = "{\"config\":{\"Cmd\":[\"x\"],\"Env\":[\"A=1\"],\"User\":\"5\"}}"};
+        struct cap_error err = {0};
         char *spec = NULL, *proc = NULL;
         CHECK(spec_generate(&o, &spec, &err) == 0);
-        const char *argv[] = { "sh", "-c", "echo hi", NULL };
-        const char *env[] = { "A=2", "TERM=xterm", NULL };
+        const char *argv[] = {"sh", "-c", "echo hi", NULL};
+        const char *env[] = {"A=2", "TERM=xterm", NULL};
         CHECK(spec_exec_process(spec, argv, env, true, &proc, &err) == 0);
         json_object *p = json_tokener_parse(proc);
         CHECK_STR_EQ(joined(at(p, "args")), "sh -c echo hi");

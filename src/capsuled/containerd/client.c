@@ -119,7 +119,8 @@ struct ctrd_client *ctrd_client_new(const char *sock, const char *lease_id, stru
                 return NULL;
         }
         c->rpc = rpc_client_new(target, NULL, err);
-        if (!c->rpc || rpc_client_add_metadata(c->rpc, "containerd-namespace", CTRD_NAMESPACE, err) < 0 ||
+        if (!c->rpc ||
+            rpc_client_add_metadata(c->rpc, "containerd-namespace", CTRD_NAMESPACE, err) < 0 ||
             (lease_id && rpc_client_add_metadata(c->rpc, "containerd-lease", lease_id, err) < 0)) {
                 cap_error_prefix(err, "containerd client %s", sock);
                 ctrd_client_free(c);
@@ -147,7 +148,8 @@ int ctrd_version(struct ctrd_client *c, char **version, struct cap_error *err)
         Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
         _cleanup_msg_ Containerd__Services__Version__V1__VersionResponse *resp = NULL;
         int r = call(c, "/containerd.services.version.v1.Version/Version", &req,
-                     &containerd__services__version__v1__version_response__descriptor, &resp, 5000, err);
+                     &containerd__services__version__v1__version_response__descriptor, &resp, 5000,
+                     err);
         if (r < 0)
                 return r;
         *version = strdup(resp->version);
@@ -156,14 +158,15 @@ int ctrd_version(struct ctrd_client *c, char **version, struct cap_error *err)
 
 int ctrd_namespace_ensure(struct ctrd_client *c, struct cap_error *err)
 {
-        Containerd__Services__Namespaces__V1__Namespace ns = CONTAINERD__SERVICES__NAMESPACES__V1__NAMESPACE__INIT;
+        Containerd__Services__Namespaces__V1__Namespace ns =
+            CONTAINERD__SERVICES__NAMESPACES__V1__NAMESPACE__INIT;
         Containerd__Services__Namespaces__V1__CreateNamespaceRequest req =
-                CONTAINERD__SERVICES__NAMESPACES__V1__CREATE_NAMESPACE_REQUEST__INIT;
+            CONTAINERD__SERVICES__NAMESPACES__V1__CREATE_NAMESPACE_REQUEST__INIT;
         ns.name = CTRD_NAMESPACE;
         req.namespace_ = &ns;
         int r = call(c, "/containerd.services.namespaces.v1.Namespaces/Create", &req,
-                     &containerd__services__namespaces__v1__create_namespace_response__descriptor, NULL,
-                     CTRD_TIMEOUT_MS, err);
+                     &containerd__services__namespaces__v1__create_namespace_response__descriptor,
+                     NULL, CTRD_TIMEOUT_MS, err);
         if (r < 0 && err->status == CAP_ALREADY_EXISTS) {
                 cap_error_clear(err);
                 return 0;
@@ -175,7 +178,8 @@ int ctrd_namespace_ensure(struct ctrd_client *c, struct cap_error *err)
 
 int ctrd_lease_create(struct ctrd_client *c, int expire_s, char **id, struct cap_error *err)
 {
-        Containerd__Services__Leases__V1__CreateRequest req = CONTAINERD__SERVICES__LEASES__V1__CREATE_REQUEST__INIT;
+        Containerd__Services__Leases__V1__CreateRequest req =
+            CONTAINERD__SERVICES__LEASES__V1__CREATE_REQUEST__INIT;
         _cleanup_msg_ Containerd__Services__Leases__V1__CreateResponse *resp = NULL;
         char lid[64], expire[64];
         unsigned long rnd = 0;
@@ -188,13 +192,15 @@ int ctrd_lease_create(struct ctrd_client *c, int expire_s, char **id, struct cap
         snprintf(lid, sizeof(lid), "capsule-%016lx", rnd);
         req.id = lid;
         /* containerd's GC honours this label: a forgotten lease does not pin content forever. */
-        struct ctrd_label l[] = { { "containerd.io/gc.expire", expire } };
+        struct ctrd_label l[] = {{"containerd.io/gc.expire", expire}};
         if (expire_s > 0) {
                 time_t t = time(NULL) + expire_s;
                 struct tm tm;
                 gmtime_r(&t, &tm);
                 strftime(expire, sizeof(expire), "%Y-%m-%dT%H:%M:%SZ", &tm);
-                req.labels = labels_build(&containerd__services__leases__v1__create_request__labels_entry__descriptor, l, 1);
+                req.labels = labels_build(
+                    &containerd__services__leases__v1__create_request__labels_entry__descriptor, l,
+                    1);
                 req.n_labels = req.labels ? 1 : 0;
         }
         int r = call(c, "/containerd.services.leases.v1.Leases/Create", &req,
@@ -209,20 +215,25 @@ int ctrd_lease_create(struct ctrd_client *c, int expire_s, char **id, struct cap
 
 int ctrd_lease_delete(struct ctrd_client *c, const char *id, struct cap_error *err)
 {
-        Containerd__Services__Leases__V1__DeleteRequest req = CONTAINERD__SERVICES__LEASES__V1__DELETE_REQUEST__INIT;
+        Containerd__Services__Leases__V1__DeleteRequest req =
+            CONTAINERD__SERVICES__LEASES__V1__DELETE_REQUEST__INIT;
         req.id = (char *)id;
-        return call(c, "/containerd.services.leases.v1.Leases/Delete", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        return call(c, "/containerd.services.leases.v1.Leases/Delete", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
 /* ---- content ---- */
 
-int ctrd_content_info(struct ctrd_client *c, const char *digest, int64_t *size, struct cap_error *err)
+int ctrd_content_info(struct ctrd_client *c, const char *digest, int64_t *size,
+                      struct cap_error *err)
 {
-        Containerd__Services__Content__V1__InfoRequest req = CONTAINERD__SERVICES__CONTENT__V1__INFO_REQUEST__INIT;
+        Containerd__Services__Content__V1__InfoRequest req =
+            CONTAINERD__SERVICES__CONTENT__V1__INFO_REQUEST__INIT;
         _cleanup_msg_ Containerd__Services__Content__V1__InfoResponse *resp = NULL;
         req.digest = (char *)digest;
         int r = call(c, "/containerd.services.content.v1.Content/Info", &req,
-                     &containerd__services__content__v1__info_response__descriptor, &resp, CTRD_TIMEOUT_MS, err);
+                     &containerd__services__content__v1__info_response__descriptor, &resp,
+                     CTRD_TIMEOUT_MS, err);
         if (r < 0)
                 return r;
         if (size)
@@ -234,21 +245,23 @@ int ctrd_content_read(struct ctrd_client *c, const char *digest, size_t max_size
                       size_t *len, struct cap_error *err)
 {
         Containerd__Services__Content__V1__ReadContentRequest req =
-                CONTAINERD__SERVICES__CONTENT__V1__READ_CONTENT_REQUEST__INIT;
+            CONTAINERD__SERVICES__CONTENT__V1__READ_CONTENT_REQUEST__INIT;
         int64_t size = 0;
         int r = ctrd_content_info(c, digest, &size, err);
         if (r < 0)
                 return r;
         if (size < 0 || (size_t)size > max_size)
-                return cap_error_set(err, -EFBIG, CAP_OUT_OF_RANGE, "blob %s: %lld bytes, more than %zu",
-                                     digest, (long long)size, max_size);
+                return cap_error_set(err, -EFBIG, CAP_OUT_OF_RANGE,
+                                     "blob %s: %lld bytes, more than %zu", digest, (long long)size,
+                                     max_size);
         _cleanup_free_ char *buf = malloc((size_t)size + 1);
         if (!buf)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         req.digest = (char *)digest;
-        struct rpc_stream *s = rpc_stream_open(c->rpc, "/containerd.services.content.v1.Content/Read",
-                                               &containerd__services__content__v1__read_content_response__descriptor,
-                                               CTRD_TIMEOUT_MS, err);
+        struct rpc_stream *s =
+            rpc_stream_open(c->rpc, "/containerd.services.content.v1.Content/Read",
+                            &containerd__services__content__v1__read_content_response__descriptor,
+                            CTRD_TIMEOUT_MS, err);
         if (!s)
                 return cap_error_prefix(err, "containerd Content/Read %s", digest);
         size_t got = 0;
@@ -274,8 +287,8 @@ int ctrd_content_read(struct ctrd_client *c, const char *digest, size_t max_size
                 goto fail;
         rpc_stream_free(s);
         if (got != (size_t)size)
-                return cap_error_set(err, -EIO, CAP_DATA_LOSS, "blob %s: read %zu of %lld bytes", digest,
-                                     got, (long long)size);
+                return cap_error_set(err, -EIO, CAP_DATA_LOSS, "blob %s: read %zu of %lld bytes",
+                                     digest, got, (long long)size);
         buf[size] = '\0';
         *data = TAKE_PTR(buf);
         *len = (size_t)size;
@@ -288,29 +301,35 @@ fail:
 int ctrd_content_set_label(struct ctrd_client *c, const char *digest, const char *key,
                            const char *value, struct cap_error *err)
 {
-        Containerd__Services__Content__V1__UpdateRequest req = CONTAINERD__SERVICES__CONTENT__V1__UPDATE_REQUEST__INIT;
-        Containerd__Services__Content__V1__Info info = CONTAINERD__SERVICES__CONTENT__V1__INFO__INIT;
+        Containerd__Services__Content__V1__UpdateRequest req =
+            CONTAINERD__SERVICES__CONTENT__V1__UPDATE_REQUEST__INIT;
+        Containerd__Services__Content__V1__Info info =
+            CONTAINERD__SERVICES__CONTENT__V1__INFO__INIT;
         Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
-        struct ctrd_label l = { key, value };
+        struct ctrd_label l = {key, value};
         _cleanup_free_ char *path = NULL;
         if (asprintf(&path, "labels.%s", key) < 0)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         info.digest = (char *)digest;
-        info.labels = labels_build(&containerd__services__content__v1__info__labels_entry__descriptor, &l, 1);
+        info.labels =
+            labels_build(&containerd__services__content__v1__info__labels_entry__descriptor, &l, 1);
         info.n_labels = info.labels ? 1 : 0;
         mask.paths = &path;
         mask.n_paths = 1;
         req.info = &info;
         req.update_mask = &mask;
         int r = call(c, "/containerd.services.content.v1.Content/Update", &req,
-                     &containerd__services__content__v1__update_response__descriptor, NULL, CTRD_TIMEOUT_MS, err);
+                     &containerd__services__content__v1__update_response__descriptor, NULL,
+                     CTRD_TIMEOUT_MS, err);
         free(info.labels);
         return r;
 }
 
 /* One request/response exchange on the Write stream (containerd answers every message). */
-static int writer_exchange(struct ctrd_writer *w, Containerd__Services__Content__V1__WriteContentRequest *req,
-                           Containerd__Services__Content__V1__WriteContentResponse **resp, struct cap_error *err)
+static int writer_exchange(struct ctrd_writer *w,
+                           Containerd__Services__Content__V1__WriteContentRequest *req,
+                           Containerd__Services__Content__V1__WriteContentResponse **resp,
+                           struct cap_error *err)
 {
         req->ref = w->ref;
         req->expected = w->expected;
@@ -320,7 +339,9 @@ static int writer_exchange(struct ctrd_writer *w, Containerd__Services__Content_
         int r = rpc_stream_recv(w->stream, (ProtobufCMessage **)resp, err);
         if (r == 0) {
                 r = rpc_stream_finish(w->stream, err);
-                return r < 0 ? r : cap_error_set(err, -EPROTO, CAP_INTERNAL, "write stream ended early");
+                return r < 0
+                           ? r
+                           : cap_error_set(err, -EPROTO, CAP_INTERNAL, "write stream ended early");
         }
         return r < 0 ? r : 0;
 }
@@ -345,15 +366,16 @@ int ctrd_writer_open(struct ctrd_client *c, const char *ref, const char *expecte
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
         w->total = total;
-        w->stream = rpc_stream_open(c->rpc, "/containerd.services.content.v1.Content/Write",
-                                    &containerd__services__content__v1__write_content_response__descriptor, 0, err);
+        w->stream = rpc_stream_open(
+            c->rpc, "/containerd.services.content.v1.Content/Write",
+            &containerd__services__content__v1__write_content_response__descriptor, 0, err);
         if (!w->stream) {
                 ctrd_writer_abort(w);
                 return cap_error_prefix(err, "containerd Content/Write %s", ref);
         }
         /* STAT tells us where a previous, interrupted ingest of this ref stopped. */
         Containerd__Services__Content__V1__WriteContentRequest req =
-                CONTAINERD__SERVICES__CONTENT__V1__WRITE_CONTENT_REQUEST__INIT;
+            CONTAINERD__SERVICES__CONTENT__V1__WRITE_CONTENT_REQUEST__INIT;
         Containerd__Services__Content__V1__WriteContentResponse *resp = NULL;
         req.action = CONTAINERD__SERVICES__CONTENT__V1__WRITE_ACTION__STAT;
         r = writer_exchange(w, &req, &resp, err);
@@ -372,9 +394,11 @@ int ctrd_writer_open(struct ctrd_client *c, const char *ref, const char *expecte
         if (w->offset != 0) {
                 /* A leftover partial ingest: start again from scratch. */
                 ctrd_writer_abort(w);
-                Containerd__Services__Content__V1__AbortRequest ab = CONTAINERD__SERVICES__CONTENT__V1__ABORT_REQUEST__INIT;
+                Containerd__Services__Content__V1__AbortRequest ab =
+                    CONTAINERD__SERVICES__CONTENT__V1__ABORT_REQUEST__INIT;
                 ab.ref = (char *)ref;
-                r = call(c, "/containerd.services.content.v1.Content/Abort", &ab, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+                r = call(c, "/containerd.services.content.v1.Content/Abort", &ab, EMPTY, NULL,
+                         CTRD_TIMEOUT_MS, err);
                 if (r < 0)
                         return r;
                 return ctrd_writer_open(c, ref, expected, total, out, exists, err);
@@ -389,7 +413,7 @@ int ctrd_writer_write(struct ctrd_writer *w, const void *data, size_t len, struc
         while (len > 0) {
                 size_t n = len < CHUNK_SIZE ? len : CHUNK_SIZE;
                 Containerd__Services__Content__V1__WriteContentRequest req =
-                        CONTAINERD__SERVICES__CONTENT__V1__WRITE_CONTENT_REQUEST__INIT;
+                    CONTAINERD__SERVICES__CONTENT__V1__WRITE_CONTENT_REQUEST__INIT;
                 Containerd__Services__Content__V1__WriteContentResponse *resp = NULL;
                 req.action = CONTAINERD__SERVICES__CONTENT__V1__WRITE_ACTION__WRITE;
                 req.offset = w->offset;
@@ -411,12 +435,13 @@ int ctrd_writer_commit(struct ctrd_writer *w, const struct ctrd_label *labels, s
                        struct cap_error *err)
 {
         Containerd__Services__Content__V1__WriteContentRequest req =
-                CONTAINERD__SERVICES__CONTENT__V1__WRITE_CONTENT_REQUEST__INIT;
+            CONTAINERD__SERVICES__CONTENT__V1__WRITE_CONTENT_REQUEST__INIT;
         Containerd__Services__Content__V1__WriteContentResponse *resp = NULL;
         req.action = CONTAINERD__SERVICES__CONTENT__V1__WRITE_ACTION__COMMIT;
         req.offset = w->offset;
-        req.labels = labels_build(&containerd__services__content__v1__write_content_request__labels_entry__descriptor,
-                                  labels, n_labels);
+        req.labels = labels_build(
+            &containerd__services__content__v1__write_content_request__labels_entry__descriptor,
+            labels, n_labels);
         req.n_labels = req.labels ? n_labels : 0;
         int r = writer_exchange(w, &req, &resp, err);
         free(req.labels);
@@ -484,11 +509,13 @@ static int descriptor_copy(struct ctrd_descriptor *d, const Containerd__Types__D
 int ctrd_image_get(struct ctrd_client *c, const char *name, struct ctrd_descriptor *target,
                    struct cap_error *err)
 {
-        Containerd__Services__Images__V1__GetImageRequest req = CONTAINERD__SERVICES__IMAGES__V1__GET_IMAGE_REQUEST__INIT;
+        Containerd__Services__Images__V1__GetImageRequest req =
+            CONTAINERD__SERVICES__IMAGES__V1__GET_IMAGE_REQUEST__INIT;
         _cleanup_msg_ Containerd__Services__Images__V1__GetImageResponse *resp = NULL;
         req.name = (char *)name;
         int r = call(c, "/containerd.services.images.v1.Images/Get", &req,
-                     &containerd__services__images__v1__get_image_response__descriptor, &resp, CTRD_TIMEOUT_MS, err);
+                     &containerd__services__images__v1__get_image_response__descriptor, &resp,
+                     CTRD_TIMEOUT_MS, err);
         if (r < 0)
                 return cap_error_prefix(err, "image %s", name);
         if (!resp->image || !resp->image->target)
@@ -506,20 +533,24 @@ int ctrd_image_put(struct ctrd_client *c, const char *name, const struct ctrd_de
         desc.size = target->size;
         img.name = (char *)name;
         img.target = &desc;
-        img.labels = labels_build(&containerd__services__images__v1__image__labels_entry__descriptor, labels, n_labels);
+        img.labels = labels_build(
+            &containerd__services__images__v1__image__labels_entry__descriptor, labels, n_labels);
         img.n_labels = img.labels ? n_labels : 0;
 
-        Containerd__Services__Images__V1__CreateImageRequest creq = CONTAINERD__SERVICES__IMAGES__V1__CREATE_IMAGE_REQUEST__INIT;
+        Containerd__Services__Images__V1__CreateImageRequest creq =
+            CONTAINERD__SERVICES__IMAGES__V1__CREATE_IMAGE_REQUEST__INIT;
         creq.image = &img;
         int r = call(c, "/containerd.services.images.v1.Images/Create", &creq,
-                     &containerd__services__images__v1__create_image_response__descriptor, NULL, CTRD_TIMEOUT_MS, err);
+                     &containerd__services__images__v1__create_image_response__descriptor, NULL,
+                     CTRD_TIMEOUT_MS, err);
         if (r < 0 && err->status == CAP_ALREADY_EXISTS) {
                 cap_error_clear(err);
                 Containerd__Services__Images__V1__UpdateImageRequest ureq =
-                        CONTAINERD__SERVICES__IMAGES__V1__UPDATE_IMAGE_REQUEST__INIT;
+                    CONTAINERD__SERVICES__IMAGES__V1__UPDATE_IMAGE_REQUEST__INIT;
                 ureq.image = &img; /* no mask: replace target and labels */
                 r = call(c, "/containerd.services.images.v1.Images/Update", &ureq,
-                         &containerd__services__images__v1__update_image_response__descriptor, NULL, CTRD_TIMEOUT_MS, err);
+                         &containerd__services__images__v1__update_image_response__descriptor, NULL,
+                         CTRD_TIMEOUT_MS, err);
         }
         free(img.labels);
         return r < 0 ? cap_error_prefix(err, "image %s", name) : 0;
@@ -527,22 +558,27 @@ int ctrd_image_put(struct ctrd_client *c, const char *name, const struct ctrd_de
 
 int ctrd_image_delete(struct ctrd_client *c, const char *name, struct cap_error *err)
 {
-        Containerd__Services__Images__V1__DeleteImageRequest req = CONTAINERD__SERVICES__IMAGES__V1__DELETE_IMAGE_REQUEST__INIT;
+        Containerd__Services__Images__V1__DeleteImageRequest req =
+            CONTAINERD__SERVICES__IMAGES__V1__DELETE_IMAGE_REQUEST__INIT;
         req.name = (char *)name;
-        return call(c, "/containerd.services.images.v1.Images/Delete", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        return call(c, "/containerd.services.images.v1.Images/Delete", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
 int ctrd_image_list(struct ctrd_client *c, const char *filter,
-                    Containerd__Services__Images__V1__ListImagesResponse **resp, struct cap_error *err)
+                    Containerd__Services__Images__V1__ListImagesResponse **resp,
+                    struct cap_error *err)
 {
-        Containerd__Services__Images__V1__ListImagesRequest req = CONTAINERD__SERVICES__IMAGES__V1__LIST_IMAGES_REQUEST__INIT;
+        Containerd__Services__Images__V1__ListImagesRequest req =
+            CONTAINERD__SERVICES__IMAGES__V1__LIST_IMAGES_REQUEST__INIT;
         char *f = (char *)filter;
         if (filter) {
                 req.filters = &f;
                 req.n_filters = 1;
         }
         return call(c, "/containerd.services.images.v1.Images/List", &req,
-                    &containerd__services__images__v1__list_images_response__descriptor, resp, CTRD_TIMEOUT_MS, err);
+                    &containerd__services__images__v1__list_images_response__descriptor, resp,
+                    CTRD_TIMEOUT_MS, err);
 }
 
 /* ---- snapshots ---- */
@@ -566,14 +602,14 @@ int ctrd_snapshot_prepare(struct ctrd_client *c, const char *key, const char *pa
                           struct ctrd_mounts *mounts, struct cap_error *err)
 {
         Containerd__Services__Snapshots__V1__PrepareSnapshotRequest req =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__PREPARE_SNAPSHOT_REQUEST__INIT;
+            CONTAINERD__SERVICES__SNAPSHOTS__V1__PREPARE_SNAPSHOT_REQUEST__INIT;
         void *resp = NULL;
         req.snapshotter = CTRD_SNAPSHOTTER;
         req.key = (char *)key;
         req.parent = (char *)(parent ? parent : "");
         int r = call(c, "/containerd.services.snapshots.v1.Snapshots/Prepare", &req,
-                     &containerd__services__snapshots__v1__prepare_snapshot_response__descriptor, &resp,
-                     CTRD_TIMEOUT_MS, err);
+                     &containerd__services__snapshots__v1__prepare_snapshot_response__descriptor,
+                     &resp, CTRD_TIMEOUT_MS, err);
         if (r < 0)
                 return cap_error_prefix(err, "snapshot %s", key);
         mounts_take(mounts, resp);
@@ -584,14 +620,14 @@ int ctrd_snapshot_view(struct ctrd_client *c, const char *key, const char *paren
                        struct ctrd_mounts *mounts, struct cap_error *err)
 {
         Containerd__Services__Snapshots__V1__ViewSnapshotRequest req =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__VIEW_SNAPSHOT_REQUEST__INIT;
+            CONTAINERD__SERVICES__SNAPSHOTS__V1__VIEW_SNAPSHOT_REQUEST__INIT;
         void *resp = NULL;
         req.snapshotter = CTRD_SNAPSHOTTER;
         req.key = (char *)key;
         req.parent = (char *)(parent ? parent : "");
         int r = call(c, "/containerd.services.snapshots.v1.Snapshots/View", &req,
-                     &containerd__services__snapshots__v1__view_snapshot_response__descriptor, &resp,
-                     CTRD_TIMEOUT_MS, err);
+                     &containerd__services__snapshots__v1__view_snapshot_response__descriptor,
+                     &resp, CTRD_TIMEOUT_MS, err);
         if (r < 0)
                 return cap_error_prefix(err, "snapshot %s", key);
         mounts_take(mounts, resp);
@@ -601,58 +637,66 @@ int ctrd_snapshot_view(struct ctrd_client *c, const char *key, const char *paren
 int ctrd_snapshot_mounts(struct ctrd_client *c, const char *key, struct ctrd_mounts *mounts,
                          struct cap_error *err)
 {
-        Containerd__Services__Snapshots__V1__MountsRequest req = CONTAINERD__SERVICES__SNAPSHOTS__V1__MOUNTS_REQUEST__INIT;
+        Containerd__Services__Snapshots__V1__MountsRequest req =
+            CONTAINERD__SERVICES__SNAPSHOTS__V1__MOUNTS_REQUEST__INIT;
         void *resp = NULL;
         req.snapshotter = CTRD_SNAPSHOTTER;
         req.key = (char *)key;
         int r = call(c, "/containerd.services.snapshots.v1.Snapshots/Mounts", &req,
-                     &containerd__services__snapshots__v1__mounts_response__descriptor, &resp, CTRD_TIMEOUT_MS, err);
+                     &containerd__services__snapshots__v1__mounts_response__descriptor, &resp,
+                     CTRD_TIMEOUT_MS, err);
         if (r < 0)
                 return cap_error_prefix(err, "snapshot %s", key);
         mounts_take(mounts, resp);
         return 0;
 }
 
-int ctrd_snapshot_commit(struct ctrd_client *c, const char *name, const char *key, struct cap_error *err)
+int ctrd_snapshot_commit(struct ctrd_client *c, const char *name, const char *key,
+                         struct cap_error *err)
 {
         Containerd__Services__Snapshots__V1__CommitSnapshotRequest req =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__COMMIT_SNAPSHOT_REQUEST__INIT;
+            CONTAINERD__SERVICES__SNAPSHOTS__V1__COMMIT_SNAPSHOT_REQUEST__INIT;
         req.snapshotter = CTRD_SNAPSHOTTER;
         req.name = (char *)name;
         req.key = (char *)key;
-        return call(c, "/containerd.services.snapshots.v1.Snapshots/Commit", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        return call(c, "/containerd.services.snapshots.v1.Snapshots/Commit", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
 int ctrd_snapshot_stat(struct ctrd_client *c, const char *key, struct cap_error *err)
 {
         Containerd__Services__Snapshots__V1__StatSnapshotRequest req =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__STAT_SNAPSHOT_REQUEST__INIT;
+            CONTAINERD__SERVICES__SNAPSHOTS__V1__STAT_SNAPSHOT_REQUEST__INIT;
         req.snapshotter = CTRD_SNAPSHOTTER;
         req.key = (char *)key;
         return call(c, "/containerd.services.snapshots.v1.Snapshots/Stat", &req,
-                    &containerd__services__snapshots__v1__stat_snapshot_response__descriptor, NULL, CTRD_TIMEOUT_MS, err);
+                    &containerd__services__snapshots__v1__stat_snapshot_response__descriptor, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
 int ctrd_snapshot_remove(struct ctrd_client *c, const char *key, struct cap_error *err)
 {
         Containerd__Services__Snapshots__V1__RemoveSnapshotRequest req =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__REMOVE_SNAPSHOT_REQUEST__INIT;
+            CONTAINERD__SERVICES__SNAPSHOTS__V1__REMOVE_SNAPSHOT_REQUEST__INIT;
         req.snapshotter = CTRD_SNAPSHOTTER;
         req.key = (char *)key;
-        return call(c, "/containerd.services.snapshots.v1.Snapshots/Remove", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        return call(c, "/containerd.services.snapshots.v1.Snapshots/Remove", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
-int ctrd_snapshot_list(struct ctrd_client *c, Containerd__Services__Snapshots__V1__ListSnapshotsResponse **out,
+int ctrd_snapshot_list(struct ctrd_client *c,
+                       Containerd__Services__Snapshots__V1__ListSnapshotsResponse **out,
                        struct cap_error *err)
 {
         /* A server stream of batches: merge them into the first response. */
         Containerd__Services__Snapshots__V1__ListSnapshotsRequest req =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__LIST_SNAPSHOTS_REQUEST__INIT;
+            CONTAINERD__SERVICES__SNAPSHOTS__V1__LIST_SNAPSHOTS_REQUEST__INIT;
         req.snapshotter = CTRD_SNAPSHOTTER;
         *out = NULL;
-        struct rpc_stream *s = rpc_stream_open(c->rpc, "/containerd.services.snapshots.v1.Snapshots/List",
-                                               &containerd__services__snapshots__v1__list_snapshots_response__descriptor,
-                                               CTRD_TIMEOUT_MS, err);
+        struct rpc_stream *s = rpc_stream_open(
+            c->rpc, "/containerd.services.snapshots.v1.Snapshots/List",
+            &containerd__services__snapshots__v1__list_snapshots_response__descriptor,
+            CTRD_TIMEOUT_MS, err);
         if (!s)
                 return cap_error_prefix(err, "containerd Snapshots/List");
         Containerd__Services__Snapshots__V1__ListSnapshotsResponse *all = NULL;
@@ -675,7 +719,8 @@ int ctrd_snapshot_list(struct ctrd_client *c, Containerd__Services__Snapshots__V
                         r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
                         break;
                 }
-                /* protobuf-c frees with the default allocator (free), so moving pointers is safe. */
+                /* protobuf-c frees with the default allocator (free), so moving pointers is safe.
+                 */
                 all->info = grown;
                 memcpy(all->info + all->n_info, m->info, m->n_info * sizeof(*m->info));
                 all->n_info += m->n_info;
@@ -705,7 +750,8 @@ int ctrd_snapshot_list(struct ctrd_client *c, Containerd__Services__Snapshots__V
 int ctrd_diff_apply(struct ctrd_client *c, const struct ctrd_descriptor *layer,
                     const struct ctrd_mounts *mounts, char **diff_id, struct cap_error *err)
 {
-        Containerd__Services__Diff__V1__ApplyRequest req = CONTAINERD__SERVICES__DIFF__V1__APPLY_REQUEST__INIT;
+        Containerd__Services__Diff__V1__ApplyRequest req =
+            CONTAINERD__SERVICES__DIFF__V1__APPLY_REQUEST__INIT;
         Containerd__Types__Descriptor desc = CONTAINERD__TYPES__DESCRIPTOR__INIT;
         _cleanup_msg_ Containerd__Services__Diff__V1__ApplyResponse *resp = NULL;
         desc.media_type = layer->media_type;
@@ -728,10 +774,11 @@ int ctrd_container_create(struct ctrd_client *c, const struct ctrd_container_cre
                           struct cap_error *err)
 {
         Containerd__Services__Containers__V1__CreateContainerRequest req =
-                CONTAINERD__SERVICES__CONTAINERS__V1__CREATE_CONTAINER_REQUEST__INIT;
-        Containerd__Services__Containers__V1__Container ct = CONTAINERD__SERVICES__CONTAINERS__V1__CONTAINER__INIT;
+            CONTAINERD__SERVICES__CONTAINERS__V1__CREATE_CONTAINER_REQUEST__INIT;
+        Containerd__Services__Containers__V1__Container ct =
+            CONTAINERD__SERVICES__CONTAINERS__V1__CONTAINER__INIT;
         Containerd__Services__Containers__V1__Container__Runtime rt =
-                CONTAINERD__SERVICES__CONTAINERS__V1__CONTAINER__RUNTIME__INIT;
+            CONTAINERD__SERVICES__CONTAINERS__V1__CONTAINER__RUNTIME__INIT;
         Google__Protobuf__Any spec = GOOGLE__PROTOBUF__ANY__INIT;
         rt.name = CTRD_RUNTIME;
         spec.type_url = CTRD_SPEC_TYPE_URL;
@@ -743,13 +790,14 @@ int ctrd_container_create(struct ctrd_client *c, const struct ctrd_container_cre
         ct.spec = &spec;
         ct.snapshotter = CTRD_SNAPSHOTTER;
         ct.snapshot_key = (char *)(in->snapshot_key ? in->snapshot_key : "");
-        ct.labels = labels_build(&containerd__services__containers__v1__container__labels_entry__descriptor,
-                                 in->labels, in->n_labels);
+        ct.labels =
+            labels_build(&containerd__services__containers__v1__container__labels_entry__descriptor,
+                         in->labels, in->n_labels);
         ct.n_labels = ct.labels ? in->n_labels : 0;
         req.container = &ct;
         int r = call(c, "/containerd.services.containers.v1.Containers/Create", &req,
-                     &containerd__services__containers__v1__create_container_response__descriptor, NULL,
-                     CTRD_TIMEOUT_MS, err);
+                     &containerd__services__containers__v1__create_container_response__descriptor,
+                     NULL, CTRD_TIMEOUT_MS, err);
         free(ct.labels);
         return r < 0 ? cap_error_prefix(err, "container %s", in->id) : 0;
 }
@@ -758,18 +806,19 @@ int ctrd_container_get(struct ctrd_client *c, const char *id,
                        Containerd__Services__Containers__V1__Container **out, struct cap_error *err)
 {
         Containerd__Services__Containers__V1__GetContainerRequest req =
-                CONTAINERD__SERVICES__CONTAINERS__V1__GET_CONTAINER_REQUEST__INIT;
+            CONTAINERD__SERVICES__CONTAINERS__V1__GET_CONTAINER_REQUEST__INIT;
         Containerd__Services__Containers__V1__GetContainerResponse *resp = NULL;
         req.id = (char *)id;
         int r = call(c, "/containerd.services.containers.v1.Containers/Get", &req,
-                     &containerd__services__containers__v1__get_container_response__descriptor, &resp,
-                     CTRD_TIMEOUT_MS, err);
+                     &containerd__services__containers__v1__get_container_response__descriptor,
+                     &resp, CTRD_TIMEOUT_MS, err);
         if (r < 0)
                 return r;
         *out = resp->container;
         resp->container = NULL;
         protobuf_c_message_free_unpacked(&resp->base, NULL);
-        return *out ? 0 : cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "container %s: empty answer", id);
+        return *out ? 0
+                    : cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "container %s: empty answer", id);
 }
 
 int ctrd_container_list(struct ctrd_client *c, const char *filter,
@@ -777,23 +826,24 @@ int ctrd_container_list(struct ctrd_client *c, const char *filter,
                         struct cap_error *err)
 {
         Containerd__Services__Containers__V1__ListContainersRequest req =
-                CONTAINERD__SERVICES__CONTAINERS__V1__LIST_CONTAINERS_REQUEST__INIT;
+            CONTAINERD__SERVICES__CONTAINERS__V1__LIST_CONTAINERS_REQUEST__INIT;
         char *f = (char *)filter;
         if (filter) {
                 req.filters = &f;
                 req.n_filters = 1;
         }
         return call(c, "/containerd.services.containers.v1.Containers/List", &req,
-                    &containerd__services__containers__v1__list_containers_response__descriptor, resp,
-                    CTRD_TIMEOUT_MS, err);
+                    &containerd__services__containers__v1__list_containers_response__descriptor,
+                    resp, CTRD_TIMEOUT_MS, err);
 }
 
 int ctrd_container_delete(struct ctrd_client *c, const char *id, struct cap_error *err)
 {
         Containerd__Services__Containers__V1__DeleteContainerRequest req =
-                CONTAINERD__SERVICES__CONTAINERS__V1__DELETE_CONTAINER_REQUEST__INIT;
+            CONTAINERD__SERVICES__CONTAINERS__V1__DELETE_CONTAINER_REQUEST__INIT;
         req.id = (char *)id;
-        return call(c, "/containerd.services.containers.v1.Containers/Delete", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        return call(c, "/containerd.services.containers.v1.Containers/Delete", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
 /* ---- tasks ---- */
@@ -806,7 +856,8 @@ static char *io_path(const char *p)
 int ctrd_task_create(struct ctrd_client *c, const char *id, const struct ctrd_mounts *rootfs,
                      const struct ctrd_stdio *io, uint32_t *pid, struct cap_error *err)
 {
-        Containerd__Services__Tasks__V1__CreateTaskRequest req = CONTAINERD__SERVICES__TASKS__V1__CREATE_TASK_REQUEST__INIT;
+        Containerd__Services__Tasks__V1__CreateTaskRequest req =
+            CONTAINERD__SERVICES__TASKS__V1__CREATE_TASK_REQUEST__INIT;
         _cleanup_msg_ Containerd__Services__Tasks__V1__CreateTaskResponse *resp = NULL;
         req.container_id = (char *)id;
         req.n_rootfs = rootfs ? rootfs->n : 0;
@@ -815,8 +866,9 @@ int ctrd_task_create(struct ctrd_client *c, const char *id, const struct ctrd_mo
         req.stdout = io_path(io ? io->stdout_path : NULL);
         req.stderr = io_path(io ? io->stderr_path : NULL);
         req.terminal = io && io->terminal;
-        int r = call(c, "/containerd.services.tasks.v1.Tasks/Create", &req,
-                     &containerd__services__tasks__v1__create_task_response__descriptor, &resp, 0, err);
+        int r =
+            call(c, "/containerd.services.tasks.v1.Tasks/Create", &req,
+                 &containerd__services__tasks__v1__create_task_response__descriptor, &resp, 0, err);
         if (r < 0)
                 return cap_error_prefix(err, "task %s", id);
         if (pid)
@@ -827,7 +879,8 @@ int ctrd_task_create(struct ctrd_client *c, const char *id, const struct ctrd_mo
 int ctrd_task_start(struct ctrd_client *c, const char *id, const char *exec_id, uint32_t *pid,
                     struct cap_error *err)
 {
-        Containerd__Services__Tasks__V1__StartRequest req = CONTAINERD__SERVICES__TASKS__V1__START_REQUEST__INIT;
+        Containerd__Services__Tasks__V1__StartRequest req =
+            CONTAINERD__SERVICES__TASKS__V1__START_REQUEST__INIT;
         _cleanup_msg_ Containerd__Services__Tasks__V1__StartResponse *resp = NULL;
         req.container_id = (char *)id;
         req.exec_id = io_path(exec_id);
@@ -843,21 +896,26 @@ int ctrd_task_start(struct ctrd_client *c, const char *id, const char *exec_id, 
 int ctrd_task_kill(struct ctrd_client *c, const char *id, const char *exec_id, int sig, bool all,
                    struct cap_error *err)
 {
-        Containerd__Services__Tasks__V1__KillRequest req = CONTAINERD__SERVICES__TASKS__V1__KILL_REQUEST__INIT;
+        Containerd__Services__Tasks__V1__KillRequest req =
+            CONTAINERD__SERVICES__TASKS__V1__KILL_REQUEST__INIT;
         req.container_id = (char *)id;
         req.exec_id = io_path(exec_id);
         req.signal = (uint32_t)sig;
         req.all = all;
-        return call(c, "/containerd.services.tasks.v1.Tasks/Kill", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        return call(c, "/containerd.services.tasks.v1.Tasks/Kill", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
-int ctrd_task_delete(struct ctrd_client *c, const char *id, uint32_t *exit_status, struct cap_error *err)
+int ctrd_task_delete(struct ctrd_client *c, const char *id, uint32_t *exit_status,
+                     struct cap_error *err)
 {
-        Containerd__Services__Tasks__V1__DeleteTaskRequest req = CONTAINERD__SERVICES__TASKS__V1__DELETE_TASK_REQUEST__INIT;
+        Containerd__Services__Tasks__V1__DeleteTaskRequest req =
+            CONTAINERD__SERVICES__TASKS__V1__DELETE_TASK_REQUEST__INIT;
         _cleanup_msg_ Containerd__Services__Tasks__V1__DeleteResponse *resp = NULL;
         req.container_id = (char *)id;
         int r = call(c, "/containerd.services.tasks.v1.Tasks/Delete", &req,
-                     &containerd__services__tasks__v1__delete_response__descriptor, &resp, CTRD_TIMEOUT_MS, err);
+                     &containerd__services__tasks__v1__delete_response__descriptor, &resp,
+                     CTRD_TIMEOUT_MS, err);
         if (r < 0)
                 return r;
         if (exit_status)
@@ -869,12 +927,13 @@ int ctrd_task_delete_process(struct ctrd_client *c, const char *id, const char *
                              uint32_t *exit_status, struct cap_error *err)
 {
         Containerd__Services__Tasks__V1__DeleteProcessRequest req =
-                CONTAINERD__SERVICES__TASKS__V1__DELETE_PROCESS_REQUEST__INIT;
+            CONTAINERD__SERVICES__TASKS__V1__DELETE_PROCESS_REQUEST__INIT;
         _cleanup_msg_ Containerd__Services__Tasks__V1__DeleteResponse *resp = NULL;
         req.container_id = (char *)id;
         req.exec_id = (char *)exec_id;
         int r = call(c, "/containerd.services.tasks.v1.Tasks/DeleteProcess", &req,
-                     &containerd__services__tasks__v1__delete_response__descriptor, &resp, CTRD_TIMEOUT_MS, err);
+                     &containerd__services__tasks__v1__delete_response__descriptor, &resp,
+                     CTRD_TIMEOUT_MS, err);
         if (r < 0)
                 return r;
         if (exit_status)
@@ -885,22 +944,26 @@ int ctrd_task_delete_process(struct ctrd_client *c, const char *id, const char *
 int ctrd_task_get(struct ctrd_client *c, const char *id, const char *exec_id,
                   Containerd__Services__Tasks__V1__GetResponse **resp, struct cap_error *err)
 {
-        Containerd__Services__Tasks__V1__GetRequest req = CONTAINERD__SERVICES__TASKS__V1__GET_REQUEST__INIT;
+        Containerd__Services__Tasks__V1__GetRequest req =
+            CONTAINERD__SERVICES__TASKS__V1__GET_REQUEST__INIT;
         req.container_id = (char *)id;
         req.exec_id = io_path(exec_id);
         return call(c, "/containerd.services.tasks.v1.Tasks/Get", &req,
-                    &containerd__services__tasks__v1__get_response__descriptor, resp, CTRD_TIMEOUT_MS, err);
+                    &containerd__services__tasks__v1__get_response__descriptor, resp,
+                    CTRD_TIMEOUT_MS, err);
 }
 
 int ctrd_task_wait(struct ctrd_client *c, const char *id, const char *exec_id, int timeout_ms,
                    uint32_t *exit_status, struct cap_error *err)
 {
-        Containerd__Services__Tasks__V1__WaitRequest req = CONTAINERD__SERVICES__TASKS__V1__WAIT_REQUEST__INIT;
+        Containerd__Services__Tasks__V1__WaitRequest req =
+            CONTAINERD__SERVICES__TASKS__V1__WAIT_REQUEST__INIT;
         _cleanup_msg_ Containerd__Services__Tasks__V1__WaitResponse *resp = NULL;
         req.container_id = (char *)id;
         req.exec_id = io_path(exec_id);
         int r = call(c, "/containerd.services.tasks.v1.Tasks/Wait", &req,
-                     &containerd__services__tasks__v1__wait_response__descriptor, &resp, timeout_ms, err);
+                     &containerd__services__tasks__v1__wait_response__descriptor, &resp, timeout_ms,
+                     err);
         /* containerd may see the deadline first and answer UNKNOWN: report it as what it is. */
         if (r < 0 && err->status == CAP_UNKNOWN && strstr(err->msg, "deadline exceeded"))
                 err->status = CAP_DEADLINE_EXCEEDED;
@@ -915,7 +978,7 @@ int ctrd_task_exec(struct ctrd_client *c, const char *id, const char *exec_id,
                    const char *process_json, const struct ctrd_stdio *io, struct cap_error *err)
 {
         Containerd__Services__Tasks__V1__ExecProcessRequest req =
-                CONTAINERD__SERVICES__TASKS__V1__EXEC_PROCESS_REQUEST__INIT;
+            CONTAINERD__SERVICES__TASKS__V1__EXEC_PROCESS_REQUEST__INIT;
         Google__Protobuf__Any spec = GOOGLE__PROTOBUF__ANY__INIT;
         spec.type_url = CTRD_PROCESS_TYPE_URL;
         spec.value.data = (uint8_t *)process_json;
@@ -927,28 +990,34 @@ int ctrd_task_exec(struct ctrd_client *c, const char *id, const char *exec_id,
         req.stderr = io_path(io ? io->stderr_path : NULL);
         req.terminal = io && io->terminal;
         req.spec = &spec;
-        int r = call(c, "/containerd.services.tasks.v1.Tasks/Exec", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        int r = call(c, "/containerd.services.tasks.v1.Tasks/Exec", &req, EMPTY, NULL,
+                     CTRD_TIMEOUT_MS, err);
         return r < 0 ? cap_error_prefix(err, "exec %s in %s", exec_id, id) : 0;
 }
 
 int ctrd_task_resize(struct ctrd_client *c, const char *id, const char *exec_id, uint32_t cols,
                      uint32_t rows, struct cap_error *err)
 {
-        Containerd__Services__Tasks__V1__ResizePtyRequest req = CONTAINERD__SERVICES__TASKS__V1__RESIZE_PTY_REQUEST__INIT;
+        Containerd__Services__Tasks__V1__ResizePtyRequest req =
+            CONTAINERD__SERVICES__TASKS__V1__RESIZE_PTY_REQUEST__INIT;
         req.container_id = (char *)id;
         req.exec_id = io_path(exec_id);
         req.width = cols;
         req.height = rows;
-        return call(c, "/containerd.services.tasks.v1.Tasks/ResizePty", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        return call(c, "/containerd.services.tasks.v1.Tasks/ResizePty", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
-int ctrd_task_close_stdin(struct ctrd_client *c, const char *id, const char *exec_id, struct cap_error *err)
+int ctrd_task_close_stdin(struct ctrd_client *c, const char *id, const char *exec_id,
+                          struct cap_error *err)
 {
-        Containerd__Services__Tasks__V1__CloseIORequest req = CONTAINERD__SERVICES__TASKS__V1__CLOSE_IOREQUEST__INIT;
+        Containerd__Services__Tasks__V1__CloseIORequest req =
+            CONTAINERD__SERVICES__TASKS__V1__CLOSE_IOREQUEST__INIT;
         req.container_id = (char *)id;
         req.exec_id = io_path(exec_id);
         req.stdin = true;
-        return call(c, "/containerd.services.tasks.v1.Tasks/CloseIO", &req, EMPTY, NULL, CTRD_TIMEOUT_MS, err);
+        return call(c, "/containerd.services.tasks.v1.Tasks/CloseIO", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
 }
 
 /* ---- events ---- */
@@ -957,11 +1026,12 @@ struct rpc_stream *ctrd_events_open(struct ctrd_client *c, const char *const *fi
                                     struct cap_error *err)
 {
         Containerd__Services__Events__V1__SubscribeRequest req =
-                CONTAINERD__SERVICES__EVENTS__V1__SUBSCRIBE_REQUEST__INIT;
+            CONTAINERD__SERVICES__EVENTS__V1__SUBSCRIBE_REQUEST__INIT;
         req.filters = (char **)filters;
         req.n_filters = n;
-        struct rpc_stream *s = rpc_stream_open(c->rpc, "/containerd.services.events.v1.Events/Subscribe",
-                                               &containerd__services__events__v1__envelope__descriptor, 0, err);
+        struct rpc_stream *s =
+            rpc_stream_open(c->rpc, "/containerd.services.events.v1.Events/Subscribe",
+                            &containerd__services__events__v1__envelope__descriptor, 0, err);
         if (!s)
                 return NULL;
         if (rpc_stream_send(s, &req.base, err) < 0 || rpc_stream_close_send(s, err) < 0) {

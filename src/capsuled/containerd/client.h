@@ -69,7 +69,8 @@ int ctrd_lease_delete(struct ctrd_client *c, const char *id, struct cap_error *e
 
 /* ---- content ---- */
 /* Size of a blob; NOT_FOUND when absent. */
-int ctrd_content_info(struct ctrd_client *c, const char *digest, int64_t *size, struct cap_error *err);
+int ctrd_content_info(struct ctrd_client *c, const char *digest, int64_t *size,
+                      struct cap_error *err);
 /* Reads a whole blob into memory (refused with OUT_OF_RANGE above max_size). */
 int ctrd_content_read(struct ctrd_client *c, const char *digest, size_t max_size, char **data,
                       size_t *len, struct cap_error *err);
@@ -118,7 +119,8 @@ int ctrd_snapshot_commit(struct ctrd_client *c, const char *name, const char *ke
 /* 0 if it exists, NOT_FOUND otherwise. */
 int ctrd_snapshot_stat(struct ctrd_client *c, const char *key, struct cap_error *err);
 int ctrd_snapshot_remove(struct ctrd_client *c, const char *key, struct cap_error *err);
-int ctrd_snapshot_list(struct ctrd_client *c, Containerd__Services__Snapshots__V1__ListSnapshotsResponse **resp,
+int ctrd_snapshot_list(struct ctrd_client *c,
+                       Containerd__Services__Snapshots__V1__ListSnapshotsResponse **resp,
                        struct cap_error *err);
 
 /* ---- diff ---- */
@@ -138,7 +140,8 @@ struct ctrd_container_create {
 int ctrd_container_create(struct ctrd_client *c, const struct ctrd_container_create *req,
                           struct cap_error *err);
 int ctrd_container_get(struct ctrd_client *c, const char *id,
-                       Containerd__Services__Containers__V1__Container **out, struct cap_error *err);
+                       Containerd__Services__Containers__V1__Container **out,
+                       struct cap_error *err);
 int ctrd_container_list(struct ctrd_client *c, const char *filter,
                         Containerd__Services__Containers__V1__ListContainersResponse **resp,
                         struct cap_error *err);
@@ -146,7 +149,7 @@ int ctrd_container_delete(struct ctrd_client *c, const char *id, struct cap_erro
 
 /* ---- tasks ---- */
 struct ctrd_stdio {
-        const char *stdin_path; /* FIFO or NULL */
+        const char *stdin_path;  /* FIFO or NULL */
         const char *stdout_path; /* FIFO, existing regular file, or "file:///path"; NULL: discard */
         const char *stderr_path;
         bool terminal;

@@ -159,8 +159,8 @@ static int read_json(struct ctrd_client *cl, const char *digest, size_t max, cha
         if (!*out || jerr != json_tokener_success) {
                 json_putp(out);
                 *out = NULL;
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "blob %s: bad JSON: %s", digest,
-                                     json_tokener_error_desc(jerr));
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "blob %s: bad JSON: %s",
+                                     digest, json_tokener_error_desc(jerr));
         }
         if (raw)
                 *raw = TAKE_PTR(data);
@@ -176,7 +176,8 @@ static int index_pick(json_object *index, struct ctrd_descriptor *out, struct ca
                 json_object *p = jget(m, "platform", json_type_object);
                 const char *os = jget_str(p, "os"), *arch = jget_str(p, "architecture");
                 const char *digest = jget_str(m, "digest"), *mt = jget_str(m, "mediaType");
-                if (!os || !arch || !digest || strcmp(os, "linux") != 0 || strcmp(arch, CTRD_ARCH) != 0)
+                if (!os || !arch || !digest || strcmp(os, "linux") != 0 ||
+                    strcmp(arch, CTRD_ARCH) != 0)
                         continue;
                 out->digest = strdup(digest);
                 out->media_type = strdup(mt ? mt : "application/vnd.oci.image.manifest.v1+json");
@@ -188,7 +189,8 @@ static int index_pick(json_object *index, struct ctrd_descriptor *out, struct ca
                 }
                 return 0;
         }
-        return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "no manifest for linux/%s in the index", CTRD_ARCH);
+        return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "no manifest for linux/%s in the index",
+                             CTRD_ARCH);
 }
 
 /* chain[0] = diff[0]; chain[i] = sha256(chain[i-1] + " " + diff[i]). */
@@ -204,10 +206,11 @@ static void chain_next(const char *parent, const char *diff_id, char out[72])
 }
 
 /* Unpacks one layer onto parent under the name chain (already known to be missing). */
-static int unpack_layer(struct ctrd_client *cl, const struct ctrd_descriptor *layer, const char *parent,
-                        const char *chain, const char *want_diff_id, struct cap_error *err)
+static int unpack_layer(struct ctrd_client *cl, const struct ctrd_descriptor *layer,
+                        const char *parent, const char *chain, const char *want_diff_id,
+                        struct cap_error *err)
 {
-        struct ctrd_mounts mounts = { 0 };
+        struct ctrd_mounts mounts = {0};
         _cleanup_free_ char *diff_id = NULL;
         char key[128];
         unsigned rnd = (unsigned)getpid() ^ (unsigned)(uintptr_t)&mounts;
@@ -218,8 +221,9 @@ static int unpack_layer(struct ctrd_client *cl, const struct ctrd_descriptor *la
         r = ctrd_diff_apply(cl, layer, &mounts, &diff_id, err);
         ctrd_mounts_clear(&mounts);
         if (r == 0 && strcmp(diff_id, want_diff_id) != 0)
-                r = cap_error_set(err, -EINVAL, CAP_DATA_LOSS, "layer %s: diff id %s, config says %s",
-                                  layer->digest, diff_id, want_diff_id);
+                r = cap_error_set(err, -EINVAL, CAP_DATA_LOSS,
+                                  "layer %s: diff id %s, config says %s", layer->digest, diff_id,
+                                  want_diff_id);
         if (r == 0) {
                 r = ctrd_snapshot_commit(cl, chain, key, err);
                 if (r < 0 && is_status(err, CAP_ALREADY_EXISTS)) {
@@ -228,7 +232,7 @@ static int unpack_layer(struct ctrd_client *cl, const struct ctrd_descriptor *la
                 }
         }
         if (r != 0) {
-                struct cap_error e2 = { 0 };
+                struct cap_error e2 = {0};
                 ctrd_snapshot_remove(cl, key, &e2);
         }
         return r < 0 ? r : 0;
@@ -241,13 +245,15 @@ static int unpack_manifest(struct ctrd *c, struct ctrd_client *cl, json_object *
         json_object *layers = jget(manifest, "layers", json_type_array);
         const char *cfg_digest = jget_str(cfgd, "digest");
         if (!cfg_digest || !layers)
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "manifest without config or layers");
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "manifest without config or layers");
         _cleanup_json_ json_object *config = NULL;
         _cleanup_free_ char *raw = NULL;
         int r = read_json(cl, cfg_digest, MAX_CONFIG_BYTES, &raw, &config, err);
         if (r < 0)
                 return cap_error_prefix(err, "config");
-        json_object *diffs = jget(jget(config, "rootfs", json_type_object), "diff_ids", json_type_array);
+        json_object *diffs =
+            jget(jget(config, "rootfs", json_type_object), "diff_ids", json_type_array);
         size_t n = json_object_array_length(layers);
         if (!diffs || json_object_array_length(diffs) != n || n == 0 || n > MAX_LAYERS)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
@@ -258,7 +264,8 @@ static int unpack_manifest(struct ctrd *c, struct ctrd_client *cl, json_object *
                 json_object *l = json_object_array_get_idx(layers, i);
                 const char *diff_id = json_object_get_string(json_object_array_get_idx(diffs, i));
                 if (!diff_id || strncmp(diff_id, "sha256:", 7) != 0)
-                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "config: bad diff_id %zu", i);
+                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                             "config: bad diff_id %zu", i);
                 chain_next(i ? parent : NULL, diff_id, chain);
                 r = ctrd_snapshot_stat(cl, chain, err);
                 if (r < 0 && !is_status(err, CAP_NOT_FOUND))
@@ -267,20 +274,21 @@ static int unpack_manifest(struct ctrd *c, struct ctrd_client *cl, json_object *
                         cap_error_clear(err);
                         json_object *sz = jget(l, "size", json_type_int);
                         struct ctrd_descriptor d = {
-                                .media_type = (char *)jget_str(l, "mediaType"),
-                                .digest = (char *)jget_str(l, "digest"),
-                                .size = sz ? json_object_get_int64(sz) : 0,
+                            .media_type = (char *)jget_str(l, "mediaType"),
+                            .digest = (char *)jget_str(l, "digest"),
+                            .size = sz ? json_object_get_int64(sz) : 0,
                         };
                         if (!d.media_type || !d.digest)
-                                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "manifest: bad layer %zu", i);
+                                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                                     "manifest: bad layer %zu", i);
                         r = unpack_layer(cl, &d, i ? parent : NULL, chain, diff_id, err);
                         if (r < 0)
                                 return cap_error_prefix(err, "unpack layer %zu/%zu", i + 1, n);
                 }
                 memcpy(parent, chain, sizeof(chain));
         }
-        r = ctrd_content_set_label(c->client, cfg_digest, "containerd.io/gc.ref.snapshot." CTRD_SNAPSHOTTER,
-                                   chain, err);
+        r = ctrd_content_set_label(c->client, cfg_digest,
+                                   "containerd.io/gc.ref.snapshot." CTRD_SNAPSHOTTER, chain, err);
         if (r < 0)
                 return r;
         *chain_out = strdup(chain);
@@ -293,7 +301,7 @@ static int unpack_manifest(struct ctrd *c, struct ctrd_client *cl, json_object *
 int ctrd_image_ensure_unpacked(struct ctrd *c, const char *ref, char **config_json, char **chain_id,
                                struct cap_error *err)
 {
-        struct ctrd_descriptor target = { 0 }, picked = { 0 };
+        struct ctrd_descriptor target = {0}, picked = {0};
         _cleanup_json_ json_object *top = NULL;
         _cleanup_json_ json_object *manifest = NULL;
         _cleanup_free_ char *lease = NULL;
@@ -330,7 +338,7 @@ int ctrd_image_ensure_unpacked(struct ctrd *c, const char *ref, char **config_js
         r = unpack_manifest(c, leased, m, config_json, chain_id, err);
 out:
         if (lease) {
-                struct cap_error e2 = { 0 };
+                struct cap_error e2 = {0};
                 ctrd_lease_delete(c->client, lease, &e2);
         }
         ctrd_client_free(leased);
@@ -377,8 +385,8 @@ static int mount_one(const Containerd__Types__Mount *m, const char *dir, struct 
 int ctrd_image_with_rootfs(struct ctrd *c, const char *chain_id, ctrd_rootfs_fn fn, void *ud,
                            struct cap_error *err)
 {
-        struct ctrd_mounts mounts = { 0 };
-        struct cap_error e2 = { 0 };
+        struct ctrd_mounts mounts = {0};
+        struct cap_error e2 = {0};
         char key[128], dir[256];
         const char *tmpdir = getenv("TMPDIR");
         snprintf(dir, sizeof(dir), "%s/capsule-rootfs-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
@@ -387,7 +395,8 @@ int ctrd_image_with_rootfs(struct ctrd *c, const char *chain_id, ctrd_rootfs_fn 
         snprintf(key, sizeof(key), "capsule-view-%s", strrchr(dir, '-') + 1);
         int r = ctrd_snapshot_view(c->client, key, chain_id, &mounts, err);
         if (r == 0 && mounts.n != 1)
-                r = cap_error_set(err, -EINVAL, CAP_INTERNAL, "image rootfs: %zu mounts, expected 1", mounts.n);
+                r = cap_error_set(err, -EINVAL, CAP_INTERNAL,
+                                  "image rootfs: %zu mounts, expected 1", mounts.n);
         if (r == 0)
                 r = mount_one(mounts.v[0], dir, err);
         if (r == 0) {
@@ -403,10 +412,11 @@ int ctrd_image_with_rootfs(struct ctrd *c, const char *chain_id, ctrd_rootfs_fn 
 
 /* ---- containers ---- */
 
-int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid, struct cap_error *err)
+int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid,
+                       struct cap_error *err)
 {
-        struct ctrd_mounts mounts = { 0 };
-        struct cap_error e2 = { 0 };
+        struct ctrd_mounts mounts = {0};
+        struct cap_error e2 = {0};
         char gen[32];
         int r;
 
@@ -429,13 +439,17 @@ int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid
                 return cap_error_prefix(err, "container %s", run->name);
 
         struct ctrd_label labels[] = {
-                { CTRD_LABEL_WORKLOAD, run->name },
-                { CTRD_LABEL_GENERATION, gen },
-                { CTRD_LABEL_IMAGE, run->image ? run->image : "" },
+            {CTRD_LABEL_WORKLOAD, run->name},
+            {CTRD_LABEL_GENERATION, gen},
+            {CTRD_LABEL_IMAGE, run->image ? run->image : ""},
         };
         struct ctrd_container_create cc = {
-                .id = run->name, .image = run->image, .spec_json = run->spec_json,
-                .snapshot_key = run->name, .labels = labels, .n_labels = ARRAY_SIZE(labels),
+            .id = run->name,
+            .image = run->image,
+            .spec_json = run->spec_json,
+            .snapshot_key = run->name,
+            .labels = labels,
+            .n_labels = ARRAY_SIZE(labels),
         };
         r = ctrd_container_create(c->client, &cc, err);
         if (r < 0) {
@@ -445,8 +459,9 @@ int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid
                         ctrd_snapshot_remove(c->client, run->name, &e2);
                 return r;
         }
-        struct ctrd_stdio io = { .stdout_path = run->stdout_path, .stderr_path = run->stderr_path,
-                                 .terminal = run->terminal };
+        struct ctrd_stdio io = {.stdout_path = run->stdout_path,
+                                .stderr_path = run->stderr_path,
+                                .terminal = run->terminal};
         r = ctrd_task_create(c->client, run->name, &mounts, &io, NULL, err);
         ctrd_mounts_clear(&mounts);
         if (r == 0)
@@ -467,7 +482,8 @@ static bool is_timeout(const struct cap_error *err)
 }
 
 /* Waits for the init process; NOT_FOUND (no task) counts as exited. */
-static int wait_exit(struct ctrd *c, const char *name, int timeout_ms, uint32_t *status, struct cap_error *err)
+static int wait_exit(struct ctrd *c, const char *name, int timeout_ms, uint32_t *status,
+                     struct cap_error *err)
 {
         int r = ctrd_task_wait(c->client, name, NULL, timeout_ms, status, err);
         if (r < 0 && is_status(err, CAP_NOT_FOUND)) {
@@ -503,7 +519,8 @@ int ctrd_container_stop(struct ctrd *c, const char *name, int grace_ms, uint32_t
                 cap_error_clear(err);
                 log_info("containerd: %s did not stop within %d ms: SIGKILL", name, grace_ms);
                 r = ctrd_task_kill(c->client, name, NULL, SIGKILL, true, err);
-                if (r < 0 && !is_status(err, CAP_NOT_FOUND) && !is_status(err, CAP_FAILED_PRECONDITION))
+                if (r < 0 && !is_status(err, CAP_NOT_FOUND) &&
+                    !is_status(err, CAP_FAILED_PRECONDITION))
                         return cap_error_prefix(err, "stop %s: SIGKILL", name);
                 cap_error_clear(err);
                 r = wait_exit(c, name, KILL_WAIT_MS, &st, err);
@@ -521,7 +538,7 @@ int ctrd_container_remove(struct ctrd *c, const char *name, struct cap_error *er
         if (r < 0 && !is_status(err, CAP_NOT_FOUND)) {
                 /* Still running (or created but never started): kill it, then delete. */
                 cap_error_clear(err);
-                struct cap_error e2 = { 0 };
+                struct cap_error e2 = {0};
                 ctrd_task_kill(c->client, name, NULL, SIGKILL, true, &e2);
                 wait_exit(c, name, KILL_WAIT_MS, NULL, &e2);
                 r = ctrd_task_delete(c->client, name, NULL, err);
@@ -542,7 +559,8 @@ int ctrd_container_remove(struct ctrd *c, const char *name, struct cap_error *er
 
 const char *ctrd_task_state_name(enum ctrd_task_state s)
 {
-        static const char *const names[] = { "none", "created", "running", "stopped", "paused", "unknown" };
+        static const char *const names[] = {"none",    "created", "running",
+                                            "stopped", "paused",  "unknown"};
         return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "unknown";
 }
 
@@ -563,7 +581,8 @@ static enum ctrd_task_state state_from(Containerd__V1__Types__Status s)
         }
 }
 
-static const char *label_of(const Containerd__Services__Containers__V1__Container *ct, const char *key)
+static const char *label_of(const Containerd__Services__Containers__V1__Container *ct,
+                            const char *key)
 {
         for (size_t i = 0; i < ct->n_labels; i++)
                 if (strcmp(ct->labels[i]->key, key) == 0)
@@ -581,10 +600,10 @@ int ctrd_list_workloads(struct ctrd *c, ctrd_workload_fn fn, void *ud, struct ca
                 const Containerd__Services__Containers__V1__Container *ct = list->containers[i];
                 const char *gen = label_of(ct, CTRD_LABEL_GENERATION);
                 struct ctrd_workload w = {
-                        .id = ct->id,
-                        .name = label_of(ct, CTRD_LABEL_WORKLOAD),
-                        .generation = gen ? strtoull(gen, NULL, 10) : 0,
-                        .image = ct->image,
+                    .id = ct->id,
+                    .name = label_of(ct, CTRD_LABEL_WORKLOAD),
+                    .generation = gen ? strtoull(gen, NULL, 10) : 0,
+                    .image = ct->image,
                 };
                 _cleanup_msg_ Containerd__Services__Tasks__V1__GetResponse *task = NULL;
                 r = ctrd_task_get(c->client, ct->id, NULL, &task, err);
@@ -618,18 +637,21 @@ int ctrd_exec(struct ctrd *c, const struct ctrd_exec_req *req, uint32_t *pid, st
                 spec = strndup((const char *)ct->spec->value.data, ct->spec->value.len);
         protobuf_c_message_free_unpacked(&ct->base, NULL);
         if (!spec)
-                return cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION, "exec in %s: container has no spec", req->name);
+                return cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION,
+                                     "exec in %s: container has no spec", req->name);
         r = spec_exec_process(spec, req->argv, req->env_extra, req->tty, &proc, err);
         if (r < 0)
                 return cap_error_prefix(err, "exec in %s", req->name);
-        struct ctrd_stdio io = { .stdin_path = req->stdin_path, .stdout_path = req->stdout_path,
-                                 .stderr_path = req->tty ? NULL : req->stderr_path, .terminal = req->tty };
+        struct ctrd_stdio io = {.stdin_path = req->stdin_path,
+                                .stdout_path = req->stdout_path,
+                                .stderr_path = req->tty ? NULL : req->stderr_path,
+                                .terminal = req->tty};
         r = ctrd_task_exec(c->client, req->name, req->exec_id, proc, &io, err);
         if (r < 0)
                 return r;
         r = ctrd_task_start(c->client, req->name, req->exec_id, pid, err);
         if (r < 0) {
-                struct cap_error e2 = { 0 };
+                struct cap_error e2 = {0};
                 ctrd_task_delete_process(c->client, req->name, req->exec_id, NULL, &e2);
         }
         return r;
@@ -641,7 +663,8 @@ int ctrd_exec_resize(struct ctrd *c, const char *name, const char *exec_id, uint
         return ctrd_task_resize(c->client, name, exec_id, cols, rows, err);
 }
 
-int ctrd_exec_close_stdin(struct ctrd *c, const char *name, const char *exec_id, struct cap_error *err)
+int ctrd_exec_close_stdin(struct ctrd *c, const char *name, const char *exec_id,
+                          struct cap_error *err)
 {
         return ctrd_task_close_stdin(c->client, name, exec_id, err);
 }
@@ -675,8 +698,8 @@ struct ctrd_events {
 };
 
 static const char *const event_filters[] = {
-        "namespace==" CTRD_NAMESPACE ",topic==\"/tasks/exit\"",
-        "namespace==" CTRD_NAMESPACE ",topic==\"/tasks/oom\"",
+    "namespace==" CTRD_NAMESPACE ",topic==\"/tasks/exit\"",
+    "namespace==" CTRD_NAMESPACE ",topic==\"/tasks/oom\"",
 };
 
 static void deliver(struct ctrd_events *ev, const Containerd__Services__Events__V1__Envelope *env)
@@ -686,20 +709,27 @@ static void deliver(struct ctrd_events *ev, const Containerd__Services__Events__
                 return;
         int64_t t = ts_ns(env->timestamp);
         if (strcmp(any->type_url, "containerd.events.TaskExit") == 0) {
-                Containerd__Events__TaskExit *e = containerd__events__task_exit__unpack(NULL, any->value.len, any->value.data);
+                Containerd__Events__TaskExit *e =
+                    containerd__events__task_exit__unpack(NULL, any->value.len, any->value.data);
                 if (!e)
                         return;
-                struct ctrd_event out = { .kind = CTRD_EVENT_EXIT, .container_id = e->container_id,
-                                          .exec_id = e->id, .pid = e->pid, .exit_status = e->exit_status,
-                                          .time_ns = e->exited_at ? ts_ns(e->exited_at) : t };
+                struct ctrd_event out = {.kind = CTRD_EVENT_EXIT,
+                                         .container_id = e->container_id,
+                                         .exec_id = e->id,
+                                         .pid = e->pid,
+                                         .exit_status = e->exit_status,
+                                         .time_ns = e->exited_at ? ts_ns(e->exited_at) : t};
                 ev->fn(&out, ev->ud);
                 containerd__events__task_exit__free_unpacked(e, NULL);
         } else if (strcmp(any->type_url, "containerd.events.TaskOOM") == 0) {
-                Containerd__Events__TaskOOM *e = containerd__events__task_oom__unpack(NULL, any->value.len, any->value.data);
+                Containerd__Events__TaskOOM *e =
+                    containerd__events__task_oom__unpack(NULL, any->value.len, any->value.data);
                 if (!e)
                         return;
-                struct ctrd_event out = { .kind = CTRD_EVENT_OOM, .container_id = e->container_id,
-                                          .exec_id = e->container_id, .time_ns = t };
+                struct ctrd_event out = {.kind = CTRD_EVENT_OOM,
+                                         .container_id = e->container_id,
+                                         .exec_id = e->container_id,
+                                         .time_ns = t};
                 ev->fn(&out, ev->ud);
                 containerd__events__task_oom__free_unpacked(e, NULL);
         }
@@ -707,7 +737,8 @@ static void deliver(struct ctrd_events *ev, const Containerd__Services__Events__
 
 static int events_open(struct ctrd_events *ev, struct cap_error *err)
 {
-        struct rpc_stream *s = ctrd_events_open(ev->c->client, event_filters, ARRAY_SIZE(event_filters), err);
+        struct rpc_stream *s =
+            ctrd_events_open(ev->c->client, event_filters, ARRAY_SIZE(event_filters), err);
         if (!s)
                 return -EIO;
         pthread_mutex_lock(&ev->lock);
@@ -723,13 +754,13 @@ static void *events_thread(void *arg)
         struct ctrd_events *ev = arg;
         bool first = true;
         while (!atomic_load(&ev->stop)) {
-                struct cap_error err = { 0 };
+                struct cap_error err = {0};
                 if (!first) {
                         if (events_open(ev, &err) < 0) {
                                 sleep(1);
                                 continue;
                         }
-                        struct ctrd_event re = { .kind = CTRD_EVENT_RESUBSCRIBED };
+                        struct ctrd_event re = {.kind = CTRD_EVENT_RESUBSCRIBED};
                         if (!atomic_load(&ev->stop))
                                 ev->fn(&re, ev->ud);
                 }
@@ -755,7 +786,8 @@ static void *events_thread(void *arg)
         return NULL;
 }
 
-struct ctrd_events *ctrd_events_subscribe(struct ctrd *c, ctrd_event_fn fn, void *ud, struct cap_error *err)
+struct ctrd_events *ctrd_events_subscribe(struct ctrd *c, ctrd_event_fn fn, void *ud,
+                                          struct cap_error *err)
 {
         struct ctrd_events *ev = calloc(1, sizeof(*ev));
         if (!ev) {
@@ -839,13 +871,14 @@ int ctrd_import_blob(struct ctrd_import *imp, const char *digest, const void *da
         if (r == 0 && n_labels > 0) {
                 /* The blob may have existed without our labels: set them anyway. */
                 for (size_t i = 0; i < n_labels && r == 0; i++)
-                        r = ctrd_content_set_label(imp->leased, digest, labels[i].key, labels[i].value, err);
+                        r = ctrd_content_set_label(imp->leased, digest, labels[i].key,
+                                                   labels[i].value, err);
         }
         return r < 0 ? cap_error_prefix(err, "import blob %s", digest) : 0;
 }
 
-int ctrd_import_finish(struct ctrd_import *imp, const char *name, const struct ctrd_descriptor *target,
-                       struct cap_error *err)
+int ctrd_import_finish(struct ctrd_import *imp, const char *name,
+                       const struct ctrd_descriptor *target, struct cap_error *err)
 {
         int r = ctrd_image_put(imp->leased, name, target, NULL, 0, err);
         ctrd_import_abort(imp);
@@ -857,7 +890,7 @@ void ctrd_import_abort(struct ctrd_import *imp)
         if (!imp)
                 return;
         if (imp->lease) {
-                struct cap_error e2 = { 0 };
+                struct cap_error e2 = {0};
                 ctrd_lease_delete(imp->c->client, imp->lease, &e2);
         }
         ctrd_client_free(imp->leased);
@@ -902,9 +935,11 @@ int ctrd_gc_labels(const char *json, size_t len, struct ctrd_label **labels, siz
         const char *cfg = jget_str(jget(j, "config", json_type_object), "digest");
         if (cfg)
                 r = label_add(labels, n, "containerd.io/gc.ref.content.config", cfg);
-        static const struct { const char *field, *prefix; } lists[] = {
-                { "layers", "containerd.io/gc.ref.content.l." },
-                { "manifests", "containerd.io/gc.ref.content.m." },
+        static const struct {
+                const char *field, *prefix;
+        } lists[] = {
+            {"layers", "containerd.io/gc.ref.content.l."},
+            {"manifests", "containerd.io/gc.ref.content.m."},
         };
         for (size_t k = 0; k < ARRAY_SIZE(lists) && r == 0; k++) {
                 json_object *a = jget(j, lists[k].field, json_type_array);

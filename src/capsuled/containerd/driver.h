@@ -42,21 +42,22 @@ int ctrd_image_with_rootfs(struct ctrd *c, const char *chain_id, ctrd_rootfs_fn 
                            struct cap_error *err);
 
 struct ctrd_run {
-        const char *name;        /* workload name = container id = snapshot key */
+        const char *name; /* workload name = container id = snapshot key */
         uint64_t generation;
-        const char *image;       /* ref, recorded as label and container image */
-        const char *spec_json;   /* from spec_generate() */
-        const char *chain_id;    /* from ctrd_image_ensure_unpacked() */
+        const char *image;     /* ref, recorded as label and container image */
+        const char *spec_json; /* from spec_generate() */
+        const char *chain_id;  /* from ctrd_image_ensure_unpacked() */
         /* Where the shim writes the output: a FIFO, an existing regular file, or "file:///path"
          * (the shim creates it; stdout and stderr then share it). NULL: discarded. */
         const char *stdout_path;
         const char *stderr_path;
-        bool terminal;           /* must match the spec's process.terminal */
+        bool terminal; /* must match the spec's process.terminal */
 };
 
 /* Prepares the snapshot, creates the container and its task, starts it; returns the pid. On
  * failure removes what it created. ALREADY_EXISTS if a container NAME exists (remove it first). */
-int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid, struct cap_error *err);
+int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid,
+                       struct cap_error *err);
 
 /* SIGTERM, waits up to grace_ms, then SIGKILL to every process of the container, and waits for
  * the exit. Returns 0 (with the exit status if exit_status is non-NULL) also when nothing runs. */
@@ -78,9 +79,9 @@ enum ctrd_task_state {
 const char *ctrd_task_state_name(enum ctrd_task_state s);
 
 struct ctrd_workload {
-        const char *id;       /* container id */
-        const char *name;     /* capsule.workload label */
-        uint64_t generation;  /* capsule.generation label (0 if absent or bad) */
+        const char *id;      /* container id */
+        const char *name;    /* capsule.workload label */
+        uint64_t generation; /* capsule.generation label (0 if absent or bad) */
         const char *image;
         enum ctrd_task_state state;
         uint32_t pid;
@@ -106,10 +107,12 @@ struct ctrd_exec_req {
         const char *stdout_path;
         const char *stderr_path;
 };
-int ctrd_exec(struct ctrd *c, const struct ctrd_exec_req *req, uint32_t *pid, struct cap_error *err);
+int ctrd_exec(struct ctrd *c, const struct ctrd_exec_req *req, uint32_t *pid,
+              struct cap_error *err);
 int ctrd_exec_resize(struct ctrd *c, const char *name, const char *exec_id, uint32_t cols,
                      uint32_t rows, struct cap_error *err);
-int ctrd_exec_close_stdin(struct ctrd *c, const char *name, const char *exec_id, struct cap_error *err);
+int ctrd_exec_close_stdin(struct ctrd *c, const char *name, const char *exec_id,
+                          struct cap_error *err);
 /* Waits for the exec'd process (timeout_ms 0 = forever) and returns its exit status. */
 int ctrd_exec_wait(struct ctrd *c, const char *name, const char *exec_id, int timeout_ms,
                    uint32_t *exit_status, struct cap_error *err);
@@ -117,8 +120,8 @@ int ctrd_exec_delete(struct ctrd *c, const char *name, const char *exec_id, stru
 
 /* Task events, delivered on the subscription's own thread. */
 enum ctrd_event_kind {
-        CTRD_EVENT_EXIT,        /* a process exited (init: exec_id == container_id) */
-        CTRD_EVENT_OOM,         /* the container hit its memory limit */
+        CTRD_EVENT_EXIT,         /* a process exited (init: exec_id == container_id) */
+        CTRD_EVENT_OOM,          /* the container hit its memory limit */
         CTRD_EVENT_RESUBSCRIBED, /* the stream broke and was re-opened: events may have been lost,
                                     resync with ctrd_list_workloads */
 };
@@ -150,8 +153,8 @@ struct ctrd_client *ctrd_import_client(struct ctrd_import *imp);
 int ctrd_import_blob(struct ctrd_import *imp, const char *digest, const void *data, size_t len,
                      const struct ctrd_label *labels, size_t n_labels, struct cap_error *err);
 /* Creates (or repoints) image `name` at target, then releases the lease and frees imp. */
-int ctrd_import_finish(struct ctrd_import *imp, const char *name, const struct ctrd_descriptor *target,
-                       struct cap_error *err);
+int ctrd_import_finish(struct ctrd_import *imp, const char *name,
+                       const struct ctrd_descriptor *target, struct cap_error *err);
 /* Releases the lease (unreferenced blobs become garbage) and frees. NULL is a no-op. */
 void ctrd_import_abort(struct ctrd_import *imp);
 

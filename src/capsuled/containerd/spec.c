@@ -29,53 +29,130 @@ static void json_putp(json_object **j)
 
 /* Docker's default capability set. */
 static const char *const default_caps[] = {
-        "CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-        "CAP_MKNOD",  "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-        "CAP_SETFCAP", "CAP_SETPCAP",     "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-        "CAP_KILL",   "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+    "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+    "CAP_KILL",    "CAP_AUDIT_WRITE",
 };
 
 /* Every capability up to Linux 5.9; runc ignores those the running kernel lacks. */
 static const char *const all_caps[] = {
-        "CAP_CHOWN",           "CAP_DAC_OVERRIDE",  "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-        "CAP_FSETID",          "CAP_KILL",          "CAP_SETGID",          "CAP_SETUID",
-        "CAP_SETPCAP",         "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
-        "CAP_NET_ADMIN",       "CAP_NET_RAW",       "CAP_IPC_LOCK",        "CAP_IPC_OWNER",
-        "CAP_SYS_MODULE",      "CAP_SYS_RAWIO",     "CAP_SYS_CHROOT",      "CAP_SYS_PTRACE",
-        "CAP_SYS_PACCT",       "CAP_SYS_ADMIN",     "CAP_SYS_BOOT",        "CAP_SYS_NICE",
-        "CAP_SYS_RESOURCE",    "CAP_SYS_TIME",      "CAP_SYS_TTY_CONFIG",  "CAP_MKNOD",
-        "CAP_LEASE",           "CAP_AUDIT_WRITE",   "CAP_AUDIT_CONTROL",   "CAP_SETFCAP",
-        "CAP_MAC_OVERRIDE",    "CAP_MAC_ADMIN",     "CAP_SYSLOG",          "CAP_WAKE_ALARM",
-        "CAP_BLOCK_SUSPEND",   "CAP_AUDIT_READ",    "CAP_PERFMON",         "CAP_BPF",
-        "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 };
 
 static const char *const masked_paths[] = {
-        "/proc/acpi",       "/proc/asound",    "/proc/kcore",        "/proc/keys",
-        "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-        "/proc/scsi",       "/sys/firmware",   "/sys/devices/virtual/powercap",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 };
 
 static const char *const readonly_paths[] = {
-        "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 };
 
 /* Syscalls an unprivileged container has no business making: kernel modules and kexec, mounts
  * and namespace games, tracing other processes, keyrings, BPF, clocks, swap, reboot. */
 static const char *const seccomp_denied[] = {
-        "acct",          "add_key",         "bpf",           "clock_adjtime",
-        "clock_settime", "create_module",   "delete_module", "finit_module",
-        "fsconfig",      "fsmount",         "fsopen",        "fspick",
-        "get_kernel_syms", "init_module",   "ioperm",        "iopl",
-        "kcmp",          "kexec_file_load", "kexec_load",    "keyctl",
-        "lookup_dcookie", "mount",          "move_mount",    "name_to_handle_at",
-        "nfsservctl",    "open_by_handle_at", "open_tree",   "perf_event_open",
-        "pivot_root",    "process_vm_readv", "process_vm_writev", "ptrace",
-        "query_module",  "quotactl",        "reboot",        "request_key",
-        "setns",         "settimeofday",    "stime",         "swapoff",
-        "swapon",        "syslog",          "_sysctl",       "sysfs",
-        "umount",        "umount2",         "unshare",       "uselib",
-        "userfaultfd",   "ustat",           "vm86",          "vm86old",
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "move_mount",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "_sysctl",
+    "sysfs",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
 };
 
 static json_object *jstr(const char *s)
@@ -129,7 +206,8 @@ static json_object *image_config_section(json_object *root)
 static const char *image_string(json_object *cfg, const char *key)
 {
         json_object *v = NULL;
-        if (cfg && json_object_object_get_ex(cfg, key, &v) && json_object_is_type(v, json_type_string))
+        if (cfg && json_object_object_get_ex(cfg, key, &v) &&
+            json_object_is_type(v, json_type_string))
                 return json_object_get_string(v);
         return NULL;
 }
@@ -137,7 +215,8 @@ static const char *image_string(json_object *cfg, const char *key)
 static json_object *image_array(json_object *cfg, const char *key)
 {
         json_object *v = NULL;
-        if (cfg && json_object_object_get_ex(cfg, key, &v) && json_object_is_type(v, json_type_array))
+        if (cfg && json_object_object_get_ex(cfg, key, &v) &&
+            json_object_is_type(v, json_type_array))
                 return v;
         return NULL;
 }
@@ -155,14 +234,16 @@ static int build_args(const Capsule__V1__WorkloadSpec *w, json_object *cfg, json
                         json_object_array_add(args, jstr(w->command[i]));
         } else if (ep) {
                 for (size_t i = 0; i < json_object_array_length(ep); i++)
-                        json_object_array_add(args, jstr(json_object_get_string(json_object_array_get_idx(ep, i))));
+                        json_object_array_add(
+                            args, jstr(json_object_get_string(json_object_array_get_idx(ep, i))));
         }
         if (w->n_args > 0) {
                 for (size_t i = 0; i < w->n_args; i++)
                         json_object_array_add(args, jstr(w->args[i]));
         } else if (w->n_command == 0 && cmd) {
                 for (size_t i = 0; i < json_object_array_length(cmd); i++)
-                        json_object_array_add(args, jstr(json_object_get_string(json_object_array_get_idx(cmd, i))));
+                        json_object_array_add(
+                            args, jstr(json_object_get_string(json_object_array_get_idx(cmd, i))));
         }
         if (json_object_array_length(args) == 0) {
                 json_object_put(args);
@@ -203,8 +284,10 @@ static void env_set(json_object *env, const char *kv)
 
 static int cmp_env_entry(const void *a, const void *b)
 {
-        const Capsule__V1__WorkloadSpec__EnvEntry *x = *(Capsule__V1__WorkloadSpec__EnvEntry *const *)a;
-        const Capsule__V1__WorkloadSpec__EnvEntry *y = *(Capsule__V1__WorkloadSpec__EnvEntry *const *)b;
+        const Capsule__V1__WorkloadSpec__EnvEntry *x =
+            *(Capsule__V1__WorkloadSpec__EnvEntry *const *)a;
+        const Capsule__V1__WorkloadSpec__EnvEntry *y =
+            *(Capsule__V1__WorkloadSpec__EnvEntry *const *)b;
         return strcmp(x->key, y->key);
 }
 
@@ -226,7 +309,8 @@ static json_object *build_env(const Capsule__V1__WorkloadSpec *w, json_object *c
                         qsort(sorted, w->n_env, sizeof(*sorted), cmp_env_entry);
                 }
                 for (size_t i = 0; i < w->n_env; i++) {
-                        const Capsule__V1__WorkloadSpec__EnvEntry *e = sorted ? sorted[i] : w->env[i];
+                        const Capsule__V1__WorkloadSpec__EnvEntry *e =
+                            sorted ? sorted[i] : w->env[i];
                         _cleanup_free_ char *kv = NULL;
                         if (asprintf(&kv, "%s=%s", e->key, e->value ? e->value : "") >= 0)
                                 env_set(env, kv);
@@ -273,7 +357,8 @@ static int db_lookup(const char *rootfs, const char *file, const char *name, con
                 uint32_t v;
                 if (!n)
                         continue;
-                if ((name && strcmp(n, name) == 0) || (id && idf && parse_u32(idf, &v) && v == *id)) {
+                if ((name && strcmp(n, name) == 0) ||
+                    (id && idf && parse_u32(idf, &v) && v == *id)) {
                         snprintf(buf, bufsz, "%s", line);
                         return 1;
                 }
@@ -344,7 +429,8 @@ int spec_resolve_user(const char *rootfs, const char *user, uint32_t *uid, uint3
         if (colon)
                 snprintf(g, sizeof(g), "%s", colon + 1);
         if (!*u)
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "user: empty user in `%s`", user);
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "user: empty user in `%s`",
+                                     user);
 
         if (parse_u32(u, uid)) {
                 /* A numeric uid: its primary group comes from passwd if it is listed there. */
@@ -369,10 +455,12 @@ int spec_resolve_user(const char *rootfs, const char *user, uint32_t *uid, uint3
         }
         if (*g) {
                 if (!parse_u32(g, gid)) {
-                        int r = rootfs ? db_lookup(rootfs, "group", g, NULL, line, sizeof(line)) : 0;
+                        int r =
+                            rootfs ? db_lookup(rootfs, "group", g, NULL, line, sizeof(line)) : 0;
                         if (r <= 0)
-                                return cap_error_set(err, -ENOENT, CAP_INVALID_ARGUMENT,
-                                                     "user: group `%s` not found in the image's /etc/group", g);
+                                return cap_error_set(
+                                    err, -ENOENT, CAP_INVALID_ARGUMENT,
+                                    "user: group `%s` not found in the image's /etc/group", g);
                         db_field(line, 2, field, sizeof(field));
                         if (!parse_u32(field, gid))
                                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
@@ -412,7 +500,8 @@ static int build_process(const struct spec_options *o, json_object *cfg, json_ob
         json_object_object_add(p, "args", args);
         json_object_object_add(p, "env", build_env(w, cfg));
 
-        const char *cwd = (w->working_dir && *w->working_dir) ? w->working_dir : image_string(cfg, "WorkingDir");
+        const char *cwd =
+            (w->working_dir && *w->working_dir) ? w->working_dir : image_string(cfg, "WorkingDir");
         if (!cwd || !*cwd)
                 cwd = "/";
         if (cwd[0] != '/')
@@ -464,14 +553,19 @@ static int build_mounts(const struct spec_options *o, json_object **out, struct 
         if (priv)
                 json_object_array_add(m, jmount("/dev", "bind", "/dev", "rbind,rprivate"));
         else
-                json_object_array_add(m, jmount("/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k"));
+                json_object_array_add(
+                    m, jmount("/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k"));
         json_object_array_add(m, jmount("/dev/pts", "devpts", "devpts",
                                         "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5"));
-        json_object_array_add(m, jmount("/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k"));
+        json_object_array_add(
+            m, jmount("/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k"));
         json_object_array_add(m, jmount("/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev"));
-        json_object_array_add(m, jmount("/sys", "sysfs", "sysfs", priv ? "nosuid,noexec,nodev,rw" : "nosuid,noexec,nodev,ro"));
+        json_object_array_add(m,
+                              jmount("/sys", "sysfs", "sysfs",
+                                     priv ? "nosuid,noexec,nodev,rw" : "nosuid,noexec,nodev,ro"));
         json_object_array_add(m, jmount("/sys/fs/cgroup", "cgroup", "cgroup",
-                                        priv ? "nosuid,noexec,nodev,relatime,rw" : "nosuid,noexec,nodev,relatime,ro"));
+                                        priv ? "nosuid,noexec,nodev,relatime,rw"
+                                             : "nosuid,noexec,nodev,relatime,ro"));
 
         /* Volumes parent-first, so /data is mounted before /data/cache and does not hide it. */
         size_t order[w->n_mounts + 1];
@@ -486,28 +580,33 @@ static int build_mounts(const struct spec_options *o, json_object **out, struct 
                                              "mounts[%zu]: no host source for volume `%s`", i,
                                              vm->volume ? vm->volume : "");
                 size_t j = i;
-                for (; j > 0 && path_depth(w->mounts[order[j - 1]]->path) > path_depth(vm->path); j--)
+                for (; j > 0 && path_depth(w->mounts[order[j - 1]]->path) > path_depth(vm->path);
+                     j--)
                         order[j] = order[j - 1];
                 order[j] = i;
         }
         for (size_t k = 0; k < w->n_mounts; k++) {
                 size_t i = order[k];
-                json_object_array_add(m, jmount(w->mounts[i]->path, "bind", o->volume_sources[i],
-                                                w->mounts[i]->read_only ? "rbind,rprivate,ro" : "rbind,rprivate,rw"));
+                json_object_array_add(
+                    m, jmount(w->mounts[i]->path, "bind", o->volume_sources[i],
+                              w->mounts[i]->read_only ? "rbind,rprivate,ro" : "rbind,rprivate,rw"));
         }
         if (o->hosts_path)
-                json_object_array_add(m, jmount("/etc/hosts", "bind", o->hosts_path, "rbind,rprivate,rw"));
+                json_object_array_add(
+                    m, jmount("/etc/hosts", "bind", o->hosts_path, "rbind,rprivate,rw"));
         if (o->resolv_conf_path)
-                json_object_array_add(m, jmount("/etc/resolv.conf", "bind", o->resolv_conf_path, "rbind,rprivate,rw"));
+                json_object_array_add(m, jmount("/etc/resolv.conf", "bind", o->resolv_conf_path,
+                                                "rbind,rprivate,rw"));
         if (o->hostname_path)
-                json_object_array_add(m, jmount("/etc/hostname", "bind", o->hostname_path, "rbind,rprivate,rw"));
+                json_object_array_add(
+                    m, jmount("/etc/hostname", "bind", o->hostname_path, "rbind,rprivate,rw"));
         *out = TAKE_PTR(m);
         return 0;
 }
 
 static json_object *build_namespaces(const struct spec_options *o)
 {
-        static const char *const types[] = { "pid", "ipc", "uts", "mount", "network" };
+        static const char *const types[] = {"pid", "ipc", "uts", "mount", "network"};
         json_object *ns = json_object_new_array();
         for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
                 json_object *n = json_object_new_object();
@@ -542,7 +641,8 @@ static json_object *build_resources(const struct spec_options *o)
         }
         if (w->resources && w->resources->memory_bytes > 0) {
                 json_object *mem = json_object_new_object();
-                json_object_object_add(mem, "limit", json_object_new_int64((int64_t)w->resources->memory_bytes));
+                json_object_object_add(mem, "limit",
+                                       json_object_new_int64((int64_t)w->resources->memory_bytes));
                 json_object_object_add(res, "memory", mem);
         }
         if (o->pids_limit > 0) {
@@ -555,12 +655,13 @@ static json_object *build_resources(const struct spec_options *o)
 
 static json_object *build_seccomp(void)
 {
-        static const char *const arches[] = { "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32" };
+        static const char *const arches[] = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
         json_object *s = json_object_new_object();
         json_object_object_add(s, "defaultAction", jstr("SCMP_ACT_ALLOW"));
         json_object_object_add(s, "architectures", jstr_array(arches, ARRAY_SIZE(arches)));
         json_object *rule = json_object_new_object();
-        json_object_object_add(rule, "names", jstr_array(seccomp_denied, ARRAY_SIZE(seccomp_denied)));
+        json_object_object_add(rule, "names",
+                               jstr_array(seccomp_denied, ARRAY_SIZE(seccomp_denied)));
         json_object_object_add(rule, "action", jstr("SCMP_ACT_ERRNO"));
         json_object_object_add(rule, "errnoRet", json_object_new_int(EPERM));
         json_object *rules = json_object_new_array();
@@ -580,8 +681,10 @@ static json_object *build_linux(const struct spec_options *o)
         json_object_object_add(l, "namespaces", build_namespaces(o));
         json_object_object_add(l, "resources", build_resources(o));
         if (!w->privileged) {
-                json_object_object_add(l, "maskedPaths", jstr_array(masked_paths, ARRAY_SIZE(masked_paths)));
-                json_object_object_add(l, "readonlyPaths", jstr_array(readonly_paths, ARRAY_SIZE(readonly_paths)));
+                json_object_object_add(l, "maskedPaths",
+                                       jstr_array(masked_paths, ARRAY_SIZE(masked_paths)));
+                json_object_object_add(l, "readonlyPaths",
+                                       jstr_array(readonly_paths, ARRAY_SIZE(readonly_paths)));
                 json_object_object_add(l, "seccomp", build_seccomp());
         }
         return l;
@@ -634,7 +737,8 @@ int spec_generate(const struct spec_options *o, char **out_json, struct cap_erro
         json_object_object_add(spec, "mounts", part);
         json_object_object_add(spec, "linux", build_linux(o));
 
-        const char *s = json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        const char *s = json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
         *out_json = s ? strdup(s) : NULL;
         if (!*out_json)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "spec: out of memory");
@@ -656,7 +760,8 @@ int spec_exec_process(const char *spec_json, const char *const *argv, const char
                 return r;
         if (!spec || !json_object_object_get_ex(spec, "process", &proc) ||
             !json_object_is_type(proc, json_type_object))
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "container spec: no process");
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "container spec: no process");
 
         json_object *args = json_object_new_array();
         for (size_t i = 0; argv[i]; i++)
@@ -664,14 +769,16 @@ int spec_exec_process(const char *spec_json, const char *const *argv, const char
         json_object_object_add(proc, "args", args);
         json_object_object_add(proc, "terminal", json_object_new_boolean(terminal));
         json_object *jenv = NULL;
-        if (!json_object_object_get_ex(proc, "env", &jenv) || !json_object_is_type(jenv, json_type_array)) {
+        if (!json_object_object_get_ex(proc, "env", &jenv) ||
+            !json_object_is_type(jenv, json_type_array)) {
                 jenv = json_object_new_array();
                 json_object_object_add(proc, "env", jenv);
         }
         for (size_t i = 0; env && env[i]; i++)
                 env_set(jenv, env[i]);
 
-        const char *s = json_object_to_json_string_ext(proc, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        const char *s = json_object_to_json_string_ext(proc, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
         *out_json = s ? strdup(s) : NULL;
         if (!*out_json)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "exec spec: out of memory");

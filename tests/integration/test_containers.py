@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Containers end to end in host mode, against a real containerd + runc: apply, logs, exec,
+restart policies with backoff, replacement on spec change, delete, adoption after a kill -9 of
+capsuled serve, orphan removal, and refusal of bad manifests and specs."""
+
+import json
+import os
+import re
+import signal
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+import unittest
+
+import grpc
+
+import harness
+import mkimage_busybox
+from harness import Capsule, Containerd, wait_for
+
+IMAGE = mkimage_busybox.DEFAULT_NAME
+# busybox sh as PID 1 ignores SIGTERM unless it traps it: trap it so stops are quick
+LOOP = 'trap "exit 0" TERM; echo "started $0"; while true; do sleep 1; done'
+
+
+def container(name, script, restart="always", extra=""):
+    return f"""kind: Container
+name: {name}
+image: {IMAGE}
+command: ["sh", "-c", {json.dumps(script)}, "{name}"]
+restart: {restart}
+{extra}"""
+
+
+class ContainersTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="capsule-ct-")
+        cls.containerd = Containerd(cls.tmp).start()
+        cls.capsule = Capsule(cls.tmp, containerd=cls.containerd.sock).start()
+        mkimage_busybox.build(cls.tmp)
+        cls.containerd.ctr(["images", "import", os.path.join(cls.tmp, "busybox-oci.tar")], check=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.capsule.stop()
+        finally:
+            cls.containerd.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def apply(self, text, check=True):
+        path = os.path.join(self.tmp, f"m{time.monotonic_ns()}.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return self.capsule.ctl(["apply", "-f", path], check=check)
+
+    def get(self, name):
+        p = self.capsule.ctl(["-o", "json", "get", name], check=True)
+        return json.loads(p.stdout)
+
+    def wait_phase(self, name, phase, timeout=30):
+        return wait_for(lambda: (lambda w: w if w["status"]["phase"] == phase else None)(self.get(name)),
+                        timeout=timeout, what=f"{name} to be {phase}")
+
+    def tasks(self):
+        out = self.containerd.ctr(["tasks", "ls"]).stdout.splitlines()[1:]
+        return {l.split()[0]: (int(l.split()[1]), l.split()[2]) for l in out if l.strip()}
+
+    def containers(self):
+        return set(self.containerd.ctr(["containers", "ls", "-q"]).stdout.split())
+
+    def delete(self, name):
+        self.capsule.ctl(["delete", name], check=True)
+
+    # -- tests -----------------------------------------------------------------------------------
+
+    def test_run_logs_exec_delete(self):
+        p = self.apply(container("hello", 'echo "hello from capsule"; ' + LOOP))
+        self.assertIn("container/hello created", p.stdout)
+        w = self.wait_phase("hello", "Running")
+        self.assertGreater(w["status"]["pid"], 0)
+        self.assertEqual(self.tasks()["hello"], (w["status"]["pid"], "RUNNING"))
+        wait_for(lambda: "hello from capsule" in self.capsule.ctl(["logs", "hello"]).stdout, what="log line")
+        # table output
+        self.assertRegex(self.capsule.ctl(["get"], check=True).stdout, r"hello\s+Container\s+Running\s+0")
+        # exec: stdout, stderr and the exit code come back separately
+        p = self.capsule.ctl(["exec", "hello", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+        self.assertEqual((p.returncode, p.stdout, p.stderr), (3, "out\n", "err\n"))
+        p = self.capsule.ctl(["exec", "-i", "hello", "--", "sh", "-c", "tr a-z A-Z"], input="piped\n")
+        self.assertEqual((p.returncode, p.stdout), (0, "PIPED\n"))
+        p = self.capsule.ctl(["exec", "hello", "--", "hostname"])
+        self.assertEqual(p.stdout.strip(), "hello")
+        # apply again: unchanged
+        p = self.apply(container("hello", 'echo "hello from capsule"; ' + LOOP))
+        self.assertIn("container/hello unchanged", p.stdout)
+        self.delete("hello")
+        self.assertNotIn("hello", self.containers())
+        self.assertNotIn("hello", self.tasks())
+        self.assertEqual(self.capsule.ctl(["get", "hello"]).returncode, 1)
+
+    def test_logs_tail_timestamps_follow(self):
+        self.apply(container("chatty", 'for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; ' + LOOP))
+        wait_for(lambda: "oops" in self.capsule.ctl(["logs", "chatty"]).stderr, what="stderr line")
+        # the last three records: line5 (stdout), oops (stderr), "started chatty" (stdout)
+        p = self.capsule.ctl(["logs", "--tail", "3", "chatty"])
+        self.assertEqual(p.stdout.splitlines(), ["line5", "started chatty"])
+        self.assertEqual(p.stderr.strip(), "oops")
+        p = self.capsule.ctl(["logs", "--timestamps", "--tail", "2", "chatty"])
+        self.assertRegex(p.stderr, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z oops")
+        # follow: a restart appends the second run's lines, which reach the follower
+        f = subprocess.Popen([harness.CAPSULECTL, "logs", "-f", "chatty"], stdout=subprocess.PIPE,
+                             env=dict(os.environ, CAPSULECONFIG=self.capsule.config,
+                                      CAPSULE_HOST=self.capsule.endpoint))
+        try:
+            self.capsule.ctl(["restart", "chatty"], check=True)
+            # the second run's "started" line arrives on the follower, after the first run's lines
+            seen = b""
+            deadline = time.monotonic() + 30
+            while seen.count(b"started chatty") < 2 and time.monotonic() < deadline:
+                seen += os.read(f.stdout.fileno(), 4096)
+            self.assertEqual(seen.count(b"started chatty"), 2, seen)
+        finally:
+            f.terminate()
+            f.wait(10)
+        self.delete("chatty")
+
+    def test_crash_loop_backs_off_and_describe_says_why(self):
+        self.apply(container("crasher", "echo boom; exit 7"))
+        w = wait_for(lambda: (lambda w: w if w["status"]["restarts"] >= 2 else None)(self.get("crasher")),
+                     timeout=40, what="two restarts")
+        self.assertEqual(w["status"]["lastExitCode"], 7)
+        self.assertIn("exited with code 7", w["status"]["lastExitReason"])
+        d = self.capsule.ctl(["describe", "crasher"], check=True).stdout
+        self.assertIn("Last exit:     code 7: exited with code 7", d)
+        self.assertRegex(d, r"exited\s+exited with code 7")
+        # backoff doubles: after ~6 s a crash loop with 1,2,4 s delays has at most 3 restarts
+        time.sleep(6)
+        self.assertLessEqual(self.get("crasher")["status"]["restarts"], 5)
+        # the previous runs' output stays in the logs
+        self.assertGreaterEqual(self.capsule.ctl(["logs", "crasher"]).stdout.count("boom"), 2)
+        self.delete("crasher")
+
+    def test_restart_policies(self):
+        self.apply(container("once", "echo done; exit 0", restart="never") + "---\n" +
+                   container("okfail", "exit 0", restart="on-failure"))
+        for n in ("once", "okfail"):
+            w = self.wait_phase(n, "Exited")
+            self.assertEqual(w["status"]["restarts"], 0)
+            self.assertEqual(w["status"]["lastExitCode"], 0)
+        time.sleep(2)
+        self.assertEqual(self.get("once")["status"]["restarts"], 0)
+        self.delete("once")
+        self.delete("okfail")
+
+    def test_changed_spec_replaces(self):
+        self.apply(container("rep", "echo v1; " + LOOP))
+        pid1 = self.wait_phase("rep", "Running")["status"]["pid"]
+        p = self.apply(container("rep", "echo v2; " + LOOP, extra="env: {VERSION: '2'}\n"))
+        self.assertIn("container/rep configured", p.stdout)
+        w = wait_for(lambda: (lambda w: w if w["status"]["observedGeneration"] == 2 and
+                              w["status"]["phase"] == "Running" else None)(self.get("rep")),
+                     timeout=30, what="generation 2 running")
+        self.assertEqual(w["generation"], 2)
+        self.assertNotEqual(w["status"]["pid"], pid1)
+        p = self.capsule.ctl(["exec", "rep", "--", "sh", "-c", "echo $VERSION"])
+        self.assertEqual(p.stdout.strip(), "2")
+        logs = self.capsule.ctl(["logs", "rep"]).stdout
+        self.assertIn("v1", logs)
+        self.assertIn("v2", logs)
+        # diff: no difference to what was applied, then a difference
+        path = os.path.join(self.tmp, "rep-diff.yaml")
+        with open(path, "w") as f:
+            f.write(container("rep", "echo v2; " + LOOP, extra="env: {VERSION: '2'}\n"))
+        self.assertEqual(self.capsule.ctl(["diff", "-f", path]).returncode, 0)
+        with open(path, "w") as f:
+            f.write(container("rep", "echo v3; " + LOOP))
+        p = self.capsule.ctl(["diff", "-f", path])
+        self.assertEqual(p.returncode, 1)
+        self.assertRegex(p.stdout, r"\n- env:")
+        self.delete("rep")
+
+    def test_bad_manifests_change_nothing(self):
+        before = self.capsule.ctl(["-o", "json", "get"], check=True).stdout
+        cases = {
+            "unknown field": ("kind: Container\nname: x\nimage: a\nbogus: 1\n", "bogus"),
+            "bad name": ("kind: Container\nname: Web_1\nimage: a\n", "name"),
+            "bad port": ("kind: Container\nname: x\nimage: a\nports: [\"80800:80\"]\n", "ports[0]"),
+            "bad yaml": ("kind: Container\nname: [x\n", "line"),
+            "missing volume": ("kind: Container\nname: x\nimage: a\nmounts: [{volume: nope, path: /d}]\n",
+                               "nope"),
+        }
+        for what, (text, needle) in cases.items():
+            p = self.apply(text, check=False)
+            self.assertEqual(p.returncode, 1, what)
+            self.assertIn(needle, p.stderr, what)
+            self.assertIn("nothing was applied", p.stderr, what)
+        self.assertEqual(self.capsule.ctl(["-o", "json", "get"], check=True).stdout, before)
+
+    def test_api_validates_specs_from_any_client(self):
+        pb = harness.proto_modules()
+        ca, cert, key = harness.load_client_context(self.capsule.config)
+        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        wl = pb["workloads"]
+        with grpc.secure_channel(self.capsule.endpoint, creds) as ch:
+            apply = ch.unary_unary("/capsule.v1.Workloads/Apply",
+                                   request_serializer=lambda m: m.SerializeToString(),
+                                   response_deserializer=wl.ApplyResponse.FromString)
+            bad = wl.WorkloadSpec(name="ok", image=IMAGE,
+                                  ports=[wl.PortMapping(host_port=0, workload_port=80, protocol="tcp")])
+            with self.assertRaises(grpc.RpcError) as cm:
+                apply(wl.ApplyRequest(spec=bad), timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("ports[0]", cm.exception.details())
+            with self.assertRaises(grpc.RpcError) as cm:
+                apply(wl.ApplyRequest(spec=wl.WorkloadSpec(name="../etc", image=IMAGE)), timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            # dry run reports without storing
+            r = apply(wl.ApplyRequest(spec=wl.WorkloadSpec(name="dry", image=IMAGE, command=["true"]),
+                                      dry_run=True), timeout=10)
+            self.assertEqual(r.result, wl.CREATED)
+        self.assertEqual(self.capsule.ctl(["get", "dry"]).returncode, 1)
+
+    def test_adoption_after_kill_9_and_orphans(self):
+        names = [f"keep{i}" for i in range(5)]
+        self.apply("---\n".join(container(n, LOOP) for n in names))
+        pids = {n: self.wait_phase(n, "Running")["status"]["pid"] for n in names}
+        self.capsule.stop(signal.SIGKILL)
+        # while it is down, one workload disappears from the desired state: an orphan
+        con = sqlite3.connect(os.path.join(self.capsule.root, "state.db"))
+        con.execute("DELETE FROM workloads WHERE name = 'keep4'")
+        con.commit()
+        con.close()
+        self.capsule.start()
+        for n in names[:4]:
+            w = self.wait_phase(n, "Running")
+            self.assertEqual(w["status"]["pid"], pids[n], f"{n} was restarted instead of adopted")
+        wait_for(lambda: "keep4" not in self.containers(), timeout=30, what="orphan keep4 removed")
+        tasks = self.tasks()
+        self.assertEqual(sorted(t for t in tasks if t.startswith("keep")), names[:4])
+        for n in names[:4]:
+            self.delete(n)
+        self.assertFalse({n for n in self.containers() if n.startswith("keep")})
+
+
+if __name__ == "__main__":
+    harness.main()

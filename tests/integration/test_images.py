@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Images end to end: a real containerd, a real docker-registry (Debian's) on 127.0.0.1, and
+`capsuled serve` in host mode with that registry listed as insecure; driven with `capsulectl image`
+and checked with `ctr -n capsule`.
+
+- push the busybox image as docker-archive and oci-archive -> `image ls` and `ctr images ls` agree;
+- malicious or broken archives are refused with a clear message and containerd is unchanged;
+- upload the image into the registry (a tiny uploader: POST/PUT blobs, PUT manifest), then
+  `image pull 127.0.0.1:PORT/busybox:1` gives the same digest; also through a bearer-token proxy;
+- `image rm`, NOT_FOUND, and the upload size cap over gRPC."""
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import mkimage_busybox as mk  # noqa: E402
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+
+
+class Registry:
+    """docker-registry with filesystem storage under tmp, on 127.0.0.1:PORT; stopped by PID."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "registry")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = harness.free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.config = os.path.join(self.dir, "config.yml")
+        with open(self.config, "w") as f:
+            f.write(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {self.dir}/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{self.port}
+""")
+        self.proc = None
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "registry.log"), "ab")
+        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+        def up():
+            try:
+                return urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2).status == 200
+            except (urllib.error.URLError, ConnectionError):
+                return self.proc.poll() is not None
+        harness.wait_for(up, timeout=20, what="docker-registry")
+        if self.proc.poll() is not None:
+            raise AssertionError("docker-registry exited")
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.log.close()
+            self.proc = None
+
+    def upload(self, repo, tag, img):
+        """Pushes config, layer and manifest with the distribution API (monolithic uploads)."""
+        for blob in (img.layer_gz, img.config):
+            req = urllib.request.Request(f"http://{self.host}/v2/{repo}/blobs/uploads/", method="POST")
+            with urllib.request.urlopen(req) as r:
+                loc = r.headers["Location"]
+            if loc.startswith("/"):
+                loc = f"http://{self.host}{loc}"
+            sep = "&" if "?" in loc else "?"
+            req = urllib.request.Request(f"{loc}{sep}digest={mk.sha256(blob)}", data=blob, method="PUT",
+                                         headers={"Content-Type": "application/octet-stream"})
+            with urllib.request.urlopen(req) as r:
+                assert r.status == 201, r.status
+        req = urllib.request.Request(f"http://{self.host}/v2/{repo}/manifests/{tag}", data=img.manifest,
+                                     method="PUT", headers={"Content-Type": mk.MT_MANIFEST})
+        with urllib.request.urlopen(req) as r:
+            assert r.status == 201, r.status
+            return r.headers.get("Docker-Content-Digest")
+
+
+class TokenProxy:
+    """A registry front that demands a bearer token (401 + WWW-Authenticate challenge, a /token
+    endpoint) and forwards authorised GETs to the real registry."""
+
+    TOKEN = "capsule-test-token"
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.port = harness.free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.token_requests = []
+        proxy = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                if self.path.startswith("/token"):
+                    proxy.token_requests.append(self.path)
+                    body = json.dumps({"token": TokenProxy.TOKEN}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if self.headers.get("Authorization") != f"Bearer {TokenProxy.TOKEN}":
+                    body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate",
+                                     f'Bearer realm="http://{proxy.host}/token",service="test-registry",'
+                                     f'scope="repository:busybox:pull"')
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                req = urllib.request.Request(f"http://{proxy.upstream}{self.path}",
+                                             headers={"Accept": self.headers.get("Accept", "*/*")})
+                try:
+                    with urllib.request.urlopen(req) as r:
+                        body, status, ctype = r.read(), r.status, r.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as e:
+                    body, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tar_of(entries):
+    return mk.tar_bytes(entries)
+
+
+class ImagesTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="capsule-img-")
+        cls.img, cls.docker_tar, cls.oci_tar = mk.build(os.path.join(cls.tmp, "images"))
+        cls.containerd = harness.Containerd(cls.tmp).start()
+        cls.registry = Registry(cls.tmp).start()
+        cls.proxy = TokenProxy(cls.registry.host).start()
+        cls.capsule = harness.Capsule(cls.tmp, containerd=cls.containerd.sock)
+        with open(os.path.join(cls.capsule.cfgdir, "machine.yaml"), "a") as f:
+            f.write(f'registries: {{insecure: ["{cls.registry.host}", "{cls.proxy.host}"]}}\n')
+        cls.capsule.start()
+        cls.timings = {}
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.capsule.stop()
+        if rc not in (0, None) or os.environ.get("CAPSULE_TEST_VERBOSE"):
+            print(cls.capsule.logs(), file=sys.stderr)
+        cls.proxy.stop()
+        cls.registry.stop()
+        cls.containerd.stop()
+        for k, v in cls.timings.items():
+            print(f"timing: {k}: {v:.3f}s", file=sys.stderr)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    # ---- helpers ----
+
+    def ctl(self, args, **kw):
+        return self.capsule.ctl(args, **kw)
+
+    def images(self):
+        p = self.ctl(["-o", "json", "image", "ls"], check=True)
+        return {i["name"]: i for i in json.loads(p.stdout)}
+
+    def ctr_images(self):
+        return set(self.containerd.ctr(["images", "ls", "-q"], check=True).stdout.split())
+
+    def ctr_content(self):
+        return set(self.containerd.ctr(["content", "ls", "-q"], check=True).stdout.split())
+
+    def push_bytes(self, data, name=None, fname="x.tar"):
+        path = os.path.join(self.tmp, fname)
+        with open(path, "wb") as f:
+            f.write(data)
+        return self.ctl(["image", "push", path] + (["--name", name] if name else []))
+
+    # ---- tests (run in name order) ----
+
+    def test_01_push_docker_archive(self):
+        t0 = time.monotonic()
+        p = self.ctl(["image", "push", self.docker_tar], timeout=120)
+        self.timings["push docker-archive (2 MiB)"] = time.monotonic() - t0
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("imported capsule.local/busybox:latest sha256:", p.stdout)
+        ims = self.images()
+        self.assertIn("capsule.local/busybox:latest", ims)
+        im = ims["capsule.local/busybox:latest"]
+        self.assertGreater(im["sizeBytes"], len(self.img.layer))
+        self.assertIn("capsule.local/busybox:latest", self.ctr_images())
+        # the table form
+        p = self.ctl(["image", "ls"], check=True)
+        self.assertRegex(p.stdout.splitlines()[0], r"NAME\s+DIGEST\s+SIZE\s+AGE\s+USED-BY")
+        self.assertIn("capsule.local/busybox:latest", p.stdout)
+        # the layers are unpackable: ctr sees a complete image
+        p = self.containerd.ctr(["images", "check"], check=True)
+        self.assertIn("complete", p.stdout)
+
+    def test_02_push_oci_archive(self):
+        t0 = time.monotonic()
+        p = self.ctl(["image", "push", self.oci_tar, "--name", "capsule.local/busybox:oci"], timeout=120)
+        self.timings["push oci-archive (1 MiB gz)"] = time.monotonic() - t0
+        self.assertEqual(p.returncode, 0, p.stderr)
+        ims = self.images()
+        self.assertEqual(ims["capsule.local/busybox:oci"]["digest"], self.img.manifest_digest)
+        # without --name, the annotation names it
+        p = self.ctl(["image", "push", self.oci_tar], check=True)
+        self.assertIn(f"imported capsule.local/busybox:latest {self.img.manifest_digest}", p.stdout)
+        self.assertEqual(self.images()["capsule.local/busybox:latest"]["digest"], self.img.manifest_digest)
+        ctr = self.containerd.ctr(["images", "ls"], check=True).stdout
+        self.assertIn(self.img.manifest_digest, ctr)
+        self.assertEqual(set(self.images()), self.ctr_images())
+        # pushing the same archive again is idempotent
+        p = self.ctl(["image", "push", self.oci_tar], check=True)
+        self.assertEqual(set(self.images()), self.ctr_images())
+
+    def test_03_malicious_archives_refused(self):
+        img = self.img
+        oci = mk.oci_archive_entries(img)
+        layer_path = "blobs/sha256/" + mk.sha256(img.layer_gz)[7:]
+        without_layer = [e for e in oci if e[0].name != layer_path]
+        flipped = bytearray(img.layer_gz)
+        flipped[len(flipped) // 2] ^= 0xFF
+        huge = tarfile.TarInfo("blobs/sha256/" + "0" * 64)
+        huge.size = 8 << 30
+        good = tar_of(oci)
+        dev = tarfile.TarInfo("dev/sda")
+        dev.type = tarfile.CHRTYPE
+        cases = [
+            ("dotdot", tar_of(oci + [mk.file_entry("../etc/passwd", b"root::0:0::/:/bin/sh\n")]), '".." refused'),
+            ("absolute", tar_of(oci + [mk.file_entry("/etc/passwd", b"x")]), "absolute path refused"),
+            ("symlink-escape", tar_of(without_layer + [mk.symlink_entry(layer_path, "../../../etc/shadow")]),
+             "points outside the archive"),
+            ("bad-digest", tar_of(without_layer + [mk.file_entry(layer_path, bytes(flipped))]),
+             "does not match its descriptor"),
+            ("truncated", good[:len(good) // 2], "runcated"),
+            ("huge-size", huge.tobuf(tarfile.GNU_FORMAT) + b"\0" * 1024, "more than the limit"),
+            ("device", tar_of(oci + [(dev, None)]), "device node refused"),
+            ("duplicate", tar_of(oci + [mk.file_entry("./index.json", b"{}")]), "duplicate name"),
+            ("not-tar", b"hello world, not an archive" * 100, "tar"),
+            ("no-name", tar_of(mk.docker_archive_entries(img, repo_tags=[])), "--name"),
+        ]
+        images_before, content_before = self.ctr_images(), self.ctr_content()
+        for what, data, msg in cases:
+            with self.subTest(what):
+                p = self.push_bytes(data, fname=f"bad-{what}.tar")
+                self.assertEqual(p.returncode, 1, f"{what}: {p.stdout} {p.stderr}")
+                self.assertIn(msg, p.stderr, what)
+                self.assertEqual(self.ctr_images(), images_before, what)
+                self.assertEqual(self.ctr_content(), content_before, what)
+        # an invalid --name
+        p = self.ctl(["image", "push", self.oci_tar, "--name", "Not/Valid"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("lower case", p.stderr)
+
+    def test_04_upload_cap(self):
+        import grpc
+        pb = harness.proto_modules()["images"]
+        ca, cert, key = harness.load_client_context(self.capsule.config)
+        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        with grpc.secure_channel(self.capsule.endpoint, creds) as ch:
+            push = ch.stream_unary("/capsule.v1.Images/Push",
+                                   request_serializer=pb.ImagePushRequest.SerializeToString,
+                                   response_deserializer=pb.ImagePushResponse.FromString)
+            hdr = pb.ImagePushRequest(header=pb.ImagePushHeader(total_bytes=5 << 30))
+            with self.assertRaises(grpc.RpcError) as cm:
+                push(iter([hdr, pb.ImagePushRequest(chunk=b"x" * 1024)]), timeout=30)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("larger than the limit", cm.exception.details())
+            # chunks before the header
+            with self.assertRaises(grpc.RpcError) as cm:
+                push(iter([pb.ImagePushRequest(chunk=b"x")]), timeout=30)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            # a short upload
+            hdr = pb.ImagePushRequest(header=pb.ImagePushHeader(total_bytes=100))
+            with self.assertRaises(grpc.RpcError) as cm:
+                push(iter([hdr, pb.ImagePushRequest(chunk=b"x" * 10)]), timeout=30)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("incomplete", cm.exception.details())
+
+    def test_05_pull_from_registry(self):
+        digest = self.registry.upload("busybox", "1", self.img)
+        self.assertEqual(digest, self.img.manifest_digest)
+        ref = f"{self.registry.host}/busybox:1"
+        t0 = time.monotonic()
+        p = self.ctl(["image", "pull", ref], timeout=120)
+        self.timings["pull from local registry"] = time.monotonic() - t0
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"pulled {ref} {self.img.manifest_digest}", p.stdout)
+        self.assertEqual(self.images()[ref]["digest"], self.img.manifest_digest)
+        self.assertIn(ref, self.ctr_images())
+        self.assertIn("complete", self.containerd.ctr(["images", "check"], check=True).stdout)
+        # by digest
+        p = self.ctl(["image", "pull", f"{self.registry.host}/busybox@{self.img.manifest_digest}"], check=True)
+        # unknown tag and unknown repository
+        p = self.ctl(["image", "pull", f"{self.registry.host}/busybox:nope"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"pull {self.registry.host}/busybox:nope: manifest unknown (404)", p.stderr)
+        self.assertIn("NOT_FOUND", p.stderr)
+
+    def test_06_pull_with_bearer_token(self):
+        self.registry.upload("busybox", "2", self.img)
+        ref = f"{self.proxy.host}/busybox:2"
+        p = self.ctl(["image", "pull", ref], timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(self.img.manifest_digest, p.stdout)
+        self.assertTrue(self.proxy.token_requests, "no token was requested")
+        self.assertIn("service=test-registry", self.proxy.token_requests[0])
+        self.assertIn("scope=repository%3Abusybox%3Apull", self.proxy.token_requests[0])
+
+    def test_07_pull_needs_insecure_listing(self):
+        # a registry not in the insecure list is spoken to over HTTPS, which fails clearly
+        other = Registry(self.tmp + "/r2")
+        p = self.ctl(["image", "pull", f"127.0.0.1:{other.port}/busybox:1"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"pull 127.0.0.1:{other.port}/busybox:1", p.stderr)
+        self.assertIn("https://", p.stderr)
+
+    def test_08_rm(self):
+        p = self.ctl(["image", "rm", "capsule.local/busybox:oci"], check=True)
+        self.assertIn("deleted capsule.local/busybox:oci", p.stdout)
+        self.assertNotIn("capsule.local/busybox:oci", self.images())
+        self.assertNotIn("capsule.local/busybox:oci", self.ctr_images())
+        p = self.ctl(["image", "rm", "capsule.local/busybox:oci"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not found", p.stderr)
+        self.assertIn("NOT_FOUND", p.stderr)
+
+    def test_09_cli_usage(self):
+        for args in (["image", "--help"], ["image", "push", "--help"], ["image", "pull", "--help"],
+                     ["image", "ls", "--help"], ["image", "rm", "--help"]):
+            p = self.ctl(args)
+            self.assertEqual(p.returncode, 0, args)
+            self.assertIn("usage: capsulectl image", p.stdout)
+        self.assertEqual(self.ctl(["image"]).returncode, 2)
+        self.assertEqual(self.ctl(["image", "frob"]).returncode, 2)
+        self.assertEqual(self.ctl(["image", "push"]).returncode, 2)
+        self.assertEqual(self.ctl(["image", "pull"]).returncode, 2)
+        self.assertEqual(self.ctl(["image", "push", "/nonexistent.tar"]).returncode, 1)
+        y = self.ctl(["-o", "yaml", "image", "ls"], check=True).stdout
+        self.assertIn("name: capsule.local/busybox:latest", y)
+
+
+if __name__ == "__main__":
+    harness.main()
