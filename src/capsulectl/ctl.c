@@ -126,34 +126,45 @@ static bool is_container(struct json_object *o)
                (t == json_type_array && json_object_array_length(o) > 0);
 }
 
+static void yaml_emit(FILE *f, struct json_object *o, int indent);
+
+/* Emits an object's keys at indent; with first_inline the first key follows a "- " already
+ * printed on the current line. */
+static void yaml_emit_object(FILE *f, struct json_object *o, int indent, bool first_inline)
+{
+        bool first = true;
+        json_object_object_foreach(o, k, v)
+        {
+                fprintf(f, "%*s%s:", first && first_inline ? 0 : indent, "", k);
+                first = false;
+                if (is_container(v)) {
+                        fputc('\n', f);
+                        yaml_emit(f, v, indent + 2);
+                } else {
+                        fputc(' ', f);
+                        if (json_object_get_type(v) == json_type_object)
+                                fputs("{}", f);
+                        else if (json_object_get_type(v) == json_type_array)
+                                fputs("[]", f);
+                        else
+                                yaml_scalar(f, v);
+                        fputc('\n', f);
+                }
+        }
+}
+
 static void yaml_emit(FILE *f, struct json_object *o, int indent)
 {
         if (json_object_get_type(o) == json_type_object) {
-                json_object_object_foreach(o, k, v)
-                {
-                        fprintf(f, "%*s%s:", indent, "", k);
-                        if (is_container(v)) {
-                                fputc('\n', f);
-                                yaml_emit(f, v, indent + 2);
-                        } else {
-                                fputc(' ', f);
-                                if (json_object_get_type(v) == json_type_object)
-                                        fputs("{}", f);
-                                else if (json_object_get_type(v) == json_type_array)
-                                        fputs("[]", f);
-                                else
-                                        yaml_scalar(f, v);
-                                fputc('\n', f);
-                        }
-                }
+                yaml_emit_object(f, o, indent, false);
         } else if (json_object_get_type(o) == json_type_array) {
                 size_t n = json_object_array_length(o);
                 for (size_t i = 0; i < n; i++) {
                         struct json_object *v = json_object_array_get_idx(o, i);
                         if (json_object_get_type(v) == json_type_object && is_container(v)) {
-                                /* "- " then the first key on the same line */
-                                fprintf(f, "%*s-\n", indent, "");
-                                yaml_emit(f, v, indent + 2);
+                                /* "- " then the object's keys, the first on the dash's line */
+                                fprintf(f, "%*s- ", indent, "");
+                                yaml_emit_object(f, v, indent + 2, true);
                         } else if (is_container(v)) {
                                 fprintf(f, "%*s-\n", indent, "");
                                 yaml_emit(f, v, indent + 2);

@@ -12,11 +12,13 @@
  * (opts.max_stream_threads) and excess calls get RESOURCE_EXHAUSTED instead of exhausting memory.
  *
  * Call lifecycle. Calls are requested generically (grpc_server_request_call), so unknown paths
- * are answered UNIMPLEMENTED without registering each method with gRPC. As soon as a call
- * arrives, RECV_CLOSE_ON_SERVER is started so a client cancel is seen at once (it flips
- * rpc_call_cancelled, fails pending sends and fires the cancel eventfd). A call context is
- * reference counted: one reference per outstanding batch plus one for the phase that owns it
- * (request, handler); the last unref releases the grpc_call and all buffers.
+ * are answered UNIMPLEMENTED without registering each method with gRPC. For a call that gets its
+ * own handler thread, RECV_CLOSE_ON_SERVER is started as soon as it is dispatched so a client
+ * cancel is seen at once (it flips rpc_call_cancelled, fails pending sends and fires the cancel
+ * eventfd); inline unary calls request it with the final batch instead (two batches per call,
+ * like a hand-written core server). A call context is reference counted: one reference per
+ * outstanding batch plus one for the phase that owns it (request, handler); the last unref
+ * releases the grpc_call and all buffers.
  *
  * Shutdown: shutdown-and-notify, wait up to the grace period, cancel all calls, wait for the
  * notification, join handler threads, wait for every call context to be freed, destroy the
@@ -85,6 +87,7 @@ struct rpc_call {
         const struct rpc_method *method;
         struct rpc_tag t_new, t_close, t_req, t_send, t_recv, t_final;
         int close_cancelled; /* written by RECV_CLOSE_ON_SERVER */
+        bool close_started;  /* RECV_CLOSE_ON_SERVER requested (pool thread only) */
         grpc_byte_buffer *recv_buf;
         grpc_byte_buffer *final_buf; /* response of the final batch, destroyed on completion */
         grpc_slice final_details;
@@ -194,12 +197,23 @@ static bool call_batch(struct rpc_call *c, const grpc_op *ops, size_t n, struct 
         return true;
 }
 
+/* Starts RECV_CLOSE_ON_SERVER on its own, so that a cancel is seen while a handler runs. */
+static bool call_watch_close(struct rpc_call *c)
+{
+        grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
+        op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+        c->close_started = true;
+        return call_batch(c, &op, 1, &c->t_close);
+}
+
 /* Ends the call: initial metadata if not sent yet, the response message `msg` (owned, may be
- * NULL) and the status. Asynchronous; completion drops the batch's reference. */
+ * NULL) and the status, plus RECV_CLOSE_ON_SERVER when it was not started early (inline unary
+ * calls and refused calls: nobody waits for a cancel there, and one batch fewer per call is
+ * measurable). Asynchronous; completion drops the batch's reference. */
 static void call_finish(struct rpc_call *c, grpc_byte_buffer *msg, enum cap_status status,
                         const char *details)
 {
-        grpc_op ops[3];
+        grpc_op ops[4];
         size_t n = 0;
         memset(ops, 0, sizeof(ops));
         if (!c->initial_md_sent) {
@@ -217,6 +231,11 @@ static void call_finish(struct rpc_call *c, grpc_byte_buffer *msg, enum cap_stat
         ops[n].data.send_status_from_server.status = (grpc_status_code)status;
         ops[n++].data.send_status_from_server.status_details =
             status != CAP_OK ? &c->final_details : NULL;
+        if (!c->close_started) {
+                c->close_started = true;
+                ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+                ops[n++].data.recv_close_on_server.cancelled = &c->close_cancelled;
+        }
         call_batch(c, ops, n, &c->t_final);
 }
 
@@ -431,13 +450,6 @@ static void on_new_call(struct rpc_tag *t, bool ok)
         if (more)
                 request_call(srv);
 
-        grpc_op close_op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
-        close_op.data.recv_close_on_server.cancelled = &c->close_cancelled;
-        if (!call_batch(c, &close_op, 1, &c->t_close)) {
-                call_unref(c);
-                return;
-        }
-
         const struct rpc_method *m = find_method(srv, c->details.method);
         if (!m) {
                 char msg[300];
@@ -461,6 +473,12 @@ static void on_new_call(struct rpc_tag *t, bool ok)
                 char msg[300];
                 snprintf(msg, sizeof(msg), "%s is not implemented yet", m->path);
                 call_finish(c, NULL, CAP_UNIMPLEMENTED, msg);
+                call_unref(c);
+                return;
+        }
+        /* handlers on their own thread may run long: learn of a cancel from the start */
+        bool inline_unary = m->kind == RPC_UNARY && !(m->flags & RPC_METHOD_BLOCKING);
+        if (!inline_unary && !call_watch_close(c)) {
                 call_unref(c);
                 return;
         }

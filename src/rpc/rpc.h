@@ -193,12 +193,14 @@ int rpc_call_send(struct rpc_call *call, const ProtobufCMessage *msg, struct cap
 int rpc_call_recv(struct rpc_call *call, ProtobufCMessage **msg, struct cap_error *err);
 
 /* True once the client has cancelled, disconnected or passed its deadline (or the server is
- * shutting down and cancelled the call). */
+ * shutting down and cancelled the call). Tracked for handlers on their own thread (streaming and
+ * RPC_METHOD_BLOCKING); for inline unary handlers, which are meant to be short, it stays false
+ * (watching costs a batch per call): flag a unary method BLOCKING if it needs to notice. */
 bool rpc_call_cancelled(struct rpc_call *call);
 
-/* An eventfd that becomes readable when the call is cancelled, for handlers that block in poll()
- * on something else (log files, event queues). Owned by the call; do not close or read it.
- * Returns negative on failure. */
+/* An eventfd that becomes readable when the call is cancelled (same scope as
+ * rpc_call_cancelled), for handlers that block in poll() on something else (log files, event
+ * queues). Owned by the call; do not close or read it. Returns negative on failure. */
 int rpc_call_cancel_fd(struct rpc_call *call, struct cap_error *err);
 
 /* ---- Client ------------------------------------------------------------------------------- */

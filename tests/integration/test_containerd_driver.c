@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common/cleanup.h"
 #include "driver.h"
@@ -211,21 +212,54 @@ static int build_layer(struct blob *layer)
         return r ? -1 : 0;
 }
 
+/* A second, gzip-compressed layer adding /etc/motd: exercises chain ids and decompression. */
+static int build_layer2(struct blob *gz, char diff_id[72])
+{
+        static const char motd[] = "layer-two\n";
+        size_t cap = 1 << 16, used = 0;
+        char *tar = malloc(cap);
+        struct archive *a = archive_write_new();
+        archive_write_set_format_pax_restricted(a);
+        archive_write_open_memory(a, tar, cap, &used);
+        int r = add_entry(a, "etc/motd", AE_IFREG, 0644, NULL, motd, strlen(motd));
+        archive_write_close(a);
+        archive_write_free(a);
+        ctrd_sha256_digest(tar, used, diff_id);
+
+        z_stream z = {0};
+        char *out = malloc(cap);
+        if (r < 0 || !out || deflateInit2(&z, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+                free(tar);
+                free(out);
+                return -1;
+        }
+        z.next_in = (Bytef *)tar;
+        z.avail_in = (uInt)used;
+        z.next_out = (Bytef *)out;
+        z.avail_out = (uInt)cap;
+        r = deflate(&z, Z_FINISH) == Z_STREAM_END ? 0 : -1;
+        size_t n = z.total_out;
+        deflateEnd(&z);
+        free(tar);
+        blob_set(gz, out, n);
+        return r;
+}
+
 static const char *image_ref = "capsule.test/busybox:1";
 
 static int import_image(void)
 {
-        struct blob layer, config, manifest, index;
+        struct blob layer, layer2, config, manifest, index;
         struct cap_error err = {0};
-        char *s = NULL;
-        if (build_layer(&layer) < 0)
+        char *s = NULL, diff2[72];
+        if (build_layer(&layer) < 0 || build_layer2(&layer2, diff2) < 0)
                 return -1;
         if (asprintf(
                 &s,
                 "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"PATH=/bin\"],"
                 "\"Cmd\":[\"/bin/sh\"],\"WorkingDir\":\"/\"},\"rootfs\":{\"type\":\"layers\","
-                "\"diff_ids\":[\"%s\"]}}",
-                layer.digest) < 0)
+                "\"diff_ids\":[\"%s\",\"%s\"]}}",
+                layer.digest, diff2) < 0)
                 return -1;
         blob_set(&config, s, strlen(s));
         if (asprintf(
@@ -234,8 +268,10 @@ static int import_image(void)
                 "\"config\":{\"mediaType\":\"application/"
                 "vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
                 "\"layers\":[{\"mediaType\":\"application/"
-                "vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\",\"size\":%zu}]}",
-                config.digest, config.len, layer.digest, layer.len) < 0)
+                "vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\",\"size\":%zu},"
+                "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\","
+                "\"digest\":\"%s\",\"size\":%zu}]}",
+                config.digest, config.len, layer.digest, layer.len, layer2.digest, layer2.len) < 0)
                 return -1;
         blob_set(&manifest, s, strlen(s));
         if (asprintf(&s,
@@ -259,6 +295,7 @@ static int import_image(void)
         r = r ?: ctrd_gc_labels(manifest.data, manifest.len, &ml, &nml, &err);
         r = r ?: ctrd_gc_labels(index.data, index.len, &il, &nil, &err);
         r = r ?: ctrd_import_blob(imp, layer.digest, layer.data, layer.len, NULL, 0, &err);
+        r = r ?: ctrd_import_blob(imp, layer2.digest, layer2.data, layer2.len, NULL, 0, &err);
         r = r ?: ctrd_import_blob(imp, config.digest, config.data, config.len, NULL, 0, &err);
         r = r ?: ctrd_import_blob(imp, manifest.digest, manifest.data, manifest.len, ml, nml, &err);
         r = r ?: ctrd_import_blob(imp, index.digest, index.data, index.len, il, nil, &err);
@@ -281,6 +318,7 @@ static int import_image(void)
         ctrd_labels_free(ml, nml);
         ctrd_labels_free(il, nil);
         free(layer.data);
+        free(layer2.data);
         free(config.data);
         free(manifest.data);
         free(index.data);
@@ -374,6 +412,13 @@ TEST(unpack)
         CHECK_STR_EQ(c2, chain_id);
         free(c2);
         free(j2);
+        /* containerd's own unpacker must find our snapshots (same chain ids) and add none. */
+        char before[4096], args[256];
+        snprintf(before, sizeof(before), "%s", ctr("snapshots ls"));
+        snprintf(args, sizeof(args), "images unpack %s", image_ref);
+        ctr(args);
+        CHECK_STR_EQ(ctr("snapshots ls"), before);
+        CHECK_CONTAINS(before, chain_id);
         fprintf(stderr, "  unpack: first %.1f ms, again (already unpacked) %.1f ms\n", t1 - t0,
                 t2 - t1);
         CHECK(ctrd_image_ensure_unpacked(ctrd, "capsule.test/absent:1", &j2, &c2, &err) < 0);
@@ -388,7 +433,7 @@ TEST(run_exit_code_and_output)
         snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
         snprintf(errp, sizeof(errp), "%s/%s.err", tmp, name);
         static const char *const cmd[] = {"/bin/sh", "-c",
-                                          "echo hello-capsule; echo oops >&2; id -u; exit 3"};
+                                          "echo hello-capsule; echo oops >&2; id -u; cat /etc/motd; exit 3"};
         uint32_t pid = 0;
         double t0 = now_ms();
         int r = run(name, cmd, 3, out, errp, &pid, &err);
@@ -402,7 +447,7 @@ TEST(run_exit_code_and_output)
         uint32_t st = 0;
         CHECK(ctrd_container_stop(ctrd, name, 1000, &st, &err) == 0 && st == 3);
         usleep(100 * 1000); /* the shim flushes the copy after the exit event */
-        CHECK_STR_EQ(read_file(out), "hello-capsule\n0\n");
+        CHECK_STR_EQ(read_file(out), "hello-capsule\n0\nlayer-two\n");
         CHECK_STR_EQ(read_file(errp), "oops\n");
         /* Same name again while it exists: refused. */
         CHECK(run(name, cmd, 3, out, errp, &pid, &err) < 0 && err.status == CAP_ALREADY_EXISTS);

@@ -51,7 +51,7 @@ class VolumesTest(unittest.TestCase):
         self.start()
 
     def tearDown(self):
-        self.capsule.stop(sig=signal.SIGKILL if self._outcome and False else signal.SIGTERM)
+        self.capsule.stop()
         os.environ.clear()
         os.environ.update(self.env_backup)
         for mp in reversed(mounts_under(self.tmp)):

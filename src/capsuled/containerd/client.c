@@ -482,7 +482,7 @@ int ctrd_content_write(struct ctrd_client *c, const char *ref, const char *expec
         bool exists = false;
         int r = ctrd_writer_open(c, ref, expected, (int64_t)len, &w, &exists, err);
         if (r < 0 || exists)
-                return r;
+                return r < 0 ? r : 1;
         r = ctrd_writer_write(w, data, len, err);
         if (r < 0) {
                 ctrd_writer_abort(w);

@@ -90,7 +90,8 @@ int ctrd_writer_commit(struct ctrd_writer *w, const struct ctrd_label *labels, s
                        struct cap_error *err);
 /* Abandons and frees the writer (NULL is a no-op). */
 void ctrd_writer_abort(struct ctrd_writer *w);
-/* Convenience: the whole blob from memory. ALREADY_EXISTS is success. */
+/* Convenience: the whole blob from memory. Returns 0 when written, 1 when it already existed
+ * (labels then not applied: use ctrd_content_set_label). */
 int ctrd_content_write(struct ctrd_client *c, const char *ref, const char *expected,
                        const void *data, size_t len, const struct ctrd_label *labels,
                        size_t n_labels, struct cap_error *err);

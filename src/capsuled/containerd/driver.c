@@ -868,8 +868,9 @@ int ctrd_import_blob(struct ctrd_import *imp, const char *digest, const void *da
         char ref[128];
         snprintf(ref, sizeof(ref), "capsule-import-%s", digest);
         int r = ctrd_content_write(imp->leased, ref, digest, data, len, labels, n_labels, err);
-        if (r == 0 && n_labels > 0) {
-                /* The blob may have existed without our labels: set them anyway. */
+        if (r == 1) {
+                /* The blob existed, perhaps without our labels: set them. */
+                r = 0;
                 for (size_t i = 0; i < n_labels && r == 0; i++)
                         r = ctrd_content_set_label(imp->leased, digest, labels[i].key,
                                                    labels[i].value, err);
