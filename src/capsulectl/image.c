@@ -131,7 +131,7 @@ static int push(struct ctl *ctl, int argc, char **argv)
         const char *name = NULL;
         int c;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "+n:", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
                 if (c == 'n')
                         name = optarg;
                 else {

@@ -10,34 +10,35 @@
 #include "rpc/rpc.h"
 
 static const char usage[] =
-        "usage: capsulectl volume SUBCOMMAND ...\n\n"
-        "Manage volumes: named, sized filesystems that workloads mount (manifest `mounts:`).\n\n"
-        "  create NAME --size SIZE   create an empty volume (SIZE like 512Mi, 1Gi; at least 16Mi)\n"
-        "  ls                        list volumes: NAME SIZE USED ATTACHED-TO (alias: list)\n"
-        "  resize NAME --size SIZE   grow a volume, online when possible (volumes never shrink)\n"
-        "  rm NAME                   delete a volume and its data (refused while in use; alias: delete)\n\n"
-        "`capsulectl volume SUBCOMMAND --help` for details. -o json|yaml for structured output.\n";
+    "usage: capsulectl volume SUBCOMMAND ...\n\n"
+    "Manage volumes: named, sized filesystems that workloads mount (manifest `mounts:`).\n\n"
+    "  create NAME --size SIZE   create an empty volume (SIZE like 512Mi, 1Gi; at least 16Mi)\n"
+    "  ls                        list volumes: NAME SIZE USED ATTACHED-TO (alias: list)\n"
+    "  resize NAME --size SIZE   grow a volume, online when possible (volumes never shrink)\n"
+    "  rm NAME                   delete a volume and its data (refused while in use; alias: "
+    "delete)\n\n"
+    "`capsulectl volume SUBCOMMAND --help` for details. -o json|yaml for structured output.\n";
 
 static const char usage_create[] =
-        "usage: capsulectl volume create NAME --size SIZE\n\n"
-        "Creates an empty ext4 volume NAME (a DNS label) of SIZE bytes (256Mi, 1Gi, 10G, ...;\n"
-        "16Mi to 16Ti). Creating an existing volume with the same size is a no-op; with another\n"
-        "size it fails: use `capsulectl volume resize`.\n\n"
-        "example: capsulectl volume create site --size 1Gi\n";
+    "usage: capsulectl volume create NAME --size SIZE\n\n"
+    "Creates an empty ext4 volume NAME (a DNS label) of SIZE bytes (256Mi, 1Gi, 10G, ...;\n"
+    "16Mi to 16Ti). Creating an existing volume with the same size is a no-op; with another\n"
+    "size it fails: use `capsulectl volume resize`.\n\n"
+    "example: capsulectl volume create site --size 1Gi\n";
 static const char usage_ls[] =
-        "usage: capsulectl volume ls\n\n"
-        "Lists volumes with their size, the space their files use and the workloads using them.\n\n"
-        "example: capsulectl -o json volume ls\n";
+    "usage: capsulectl volume ls\n\n"
+    "Lists volumes with their size, the space their files use and the workloads using them.\n\n"
+    "example: capsulectl -o json volume ls\n";
 static const char usage_resize[] =
-        "usage: capsulectl volume resize NAME --size SIZE\n\n"
-        "Grows volume NAME to SIZE, keeping its data; online while workloads use it where the\n"
-        "capsule supports it. Volumes cannot shrink.\n\n"
-        "example: capsulectl volume resize site --size 2Gi\n";
+    "usage: capsulectl volume resize NAME --size SIZE\n\n"
+    "Grows volume NAME to SIZE, keeping its data; online while workloads use it where the\n"
+    "capsule supports it. Volumes cannot shrink.\n\n"
+    "example: capsulectl volume resize site --size 2Gi\n";
 static const char usage_rm[] =
-        "usage: capsulectl volume rm NAME\n\n"
-        "Deletes volume NAME and all its data. Refused while a workload uses it: delete or change\n"
-        "the workload first.\n\n"
-        "example: capsulectl volume rm site\n";
+    "usage: capsulectl volume rm NAME\n\n"
+    "Deletes volume NAME and all its data. Refused while a workload uses it: delete or change\n"
+    "the workload first.\n\n"
+    "example: capsulectl volume rm site\n";
 
 /* "1.5Gi", "24Ki", "512" for usage figures (rounded, not exact like quantity_format_bytes). */
 static void human_bytes(uint64_t b, char *buf, size_t len)
@@ -62,7 +63,9 @@ static struct json_object *volume_json(const Capsule__V1__Volume *v)
         struct json_object *o = json_object_new_object();
         char sz[QUANTITY_BUF_SIZE];
         json_object_object_add(o, "name", json_object_new_string(v->name));
-        json_object_object_add(o, "size", json_object_new_string(quantity_format_bytes(v->size_bytes, sz, sizeof(sz))));
+        json_object_object_add(
+            o, "size",
+            json_object_new_string(quantity_format_bytes(v->size_bytes, sz, sizeof(sz))));
         json_object_object_add(o, "sizeBytes", json_object_new_int64((int64_t)v->size_bytes));
         json_object_object_add(o, "usedBytes", json_object_new_int64((int64_t)v->used_bytes));
         struct json_object *att = json_object_new_array();
@@ -85,16 +88,18 @@ static void print_table(Capsule__V1__Volume **vs, size_t n)
                                 strncat(att, ",", sizeof(att) - strlen(att) - 1);
                         strncat(att, vs[i]->attached_to[j], sizeof(att) - strlen(att) - 1);
                 }
-                printf("%-24s %-8s %-8s %s\n", vs[i]->name, quantity_format_bytes(vs[i]->size_bytes, sz, sizeof(sz)),
-                       used, *att ? att : "-");
+                printf("%-24s %-8s %-8s %s\n", vs[i]->name,
+                       quantity_format_bytes(vs[i]->size_bytes, sz, sizeof(sz)), used,
+                       *att ? att : "-");
         }
 }
 
 /* Parses `NAME --size SIZE` for create and resize. Returns CTL_EXIT_OK or CTL_EXIT_USAGE. */
-static int parse_name_size(int argc, char **argv, const char *sub, const char *use, const char **name,
-                           uint64_t *size)
+static int parse_name_size(int argc, char **argv, const char *sub, const char *use,
+                           const char **name, uint64_t *size)
 {
-        static const struct option opts[] = {{"size", required_argument, NULL, 's'}, {NULL, 0, NULL, 0}};
+        static const struct option opts[] = {{"size", required_argument, NULL, 's'},
+                                             {NULL, 0, NULL, 0}};
         const char *size_text = NULL;
         int c;
         optind = 0;
@@ -143,7 +148,8 @@ static void print_one(struct ctl *ctl, const Capsule__V1__Volume *v, const char 
 {
         if (ctl->output == CTL_OUT_TABLE) {
                 char sz[QUANTITY_BUF_SIZE];
-                printf("volume %s %s (%s)\n", v->name, verb, quantity_format_bytes(v->size_bytes, sz, sizeof(sz)));
+                printf("volume %s %s (%s)\n", v->name, verb,
+                       quantity_format_bytes(v->size_bytes, sz, sizeof(sz)));
                 return;
         }
         struct json_object *o = volume_json(v);
@@ -200,7 +206,8 @@ static int volume_ls_cmd(struct ctl *ctl, int argc, char **argv)
         if (ctl_wants_help(argc, argv, usage_ls))
                 return CTL_EXIT_OK;
         if (argc > 1) {
-                fprintf(stderr, "capsulectl volume ls: unexpected argument \"%s\"\n%s", argv[1], usage_ls);
+                fprintf(stderr, "capsulectl volume ls: unexpected argument \"%s\"\n%s", argv[1],
+                        usage_ls);
                 return CTL_EXIT_USAGE;
         }
         Capsule__V1__VolumeListRequest req = CAPSULE__V1__VOLUME_LIST_REQUEST__INIT;
@@ -259,14 +266,15 @@ int cmd_volume(struct ctl *ctl, int argc, char **argv)
                 const char *name;
                 int (*run)(struct ctl *, int, char **);
         } subs[] = {
-                {"create", volume_create_cmd}, {"ls", volume_ls_cmd},         {"list", volume_ls_cmd},
-                {"resize", volume_resize_cmd}, {"rm", volume_rm_cmd},         {"delete", volume_rm_cmd},
+            {"create", volume_create_cmd}, {"ls", volume_ls_cmd}, {"list", volume_ls_cmd},
+            {"resize", volume_resize_cmd}, {"rm", volume_rm_cmd}, {"delete", volume_rm_cmd},
         };
         if (argc < 2) {
                 fputs(usage, stderr);
                 return CTL_EXIT_USAGE;
         }
-        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+            strcmp(argv[1], "help") == 0) {
                 fputs(usage, stdout);
                 return CTL_EXIT_OK;
         }

@@ -37,3 +37,6 @@ bool rpc_is_unix_address(const char *addr);
 int rpc_check_address(const char *addr, struct cap_error *err);
 
 gpr_timespec rpc_deadline(int timeout_ms);
+
+/* The gRPC call behind a server call (for rpc-peer.c). */
+grpc_call *rpc_call_grpc(struct rpc_call *c);

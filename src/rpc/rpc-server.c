@@ -25,21 +25,17 @@
  * server, shut down and drain the queue, join the pool, release gRPC. */
 #include "rpc-internal.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <grpc/grpc_posix.h>
 #include <grpc/support/alloc.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -602,107 +598,9 @@ int rpc_call_recv(struct rpc_call *c, ProtobufCMessage **msg, struct cap_error *
         return *msg ? 1 : err->code;
 }
 
-/* Finds attribute `type` ("CN", "O") in an RFC 2253 subject string ("CN=alice,O=capsule:admin",
- * as gRPC's x509_subject property holds it), unescaping its value into out. Returns how many
- * times the attribute occurs; out holds the value only when that is exactly 1. */
-static int subject_attr(const char *s, size_t len, const char *type, char *out, size_t size)
+grpc_call *rpc_call_grpc(struct rpc_call *c)
 {
-        size_t tlen = strlen(type), i = 0;
-        int found = 0;
-        out[0] = '\0';
-        while (i < len) {
-                size_t start = i;
-                while (i < len && s[i] != '=')
-                        i++;
-                bool match = i - start == tlen && strncasecmp(s + start, type, tlen) == 0;
-                i++; /* '=' */
-                size_t o = 0;
-                while (i < len && s[i] != ',' && s[i] != '+') {
-                        char ch = s[i++];
-                        if (ch == '\\' && i < len) {
-                                unsigned hex;
-                                if (i + 1 < len && sscanf(s + i, "%2x", &hex) == 1 &&
-                                    isxdigit((unsigned char)s[i + 1])) {
-                                        ch = (char)hex;
-                                        i += 2;
-                                } else {
-                                        ch = s[i++];
-                                }
-                        }
-                        if (match && o + 1 < size)
-                                out[o++] = ch;
-                }
-                i++; /* ',' or '+' */
-                if (match) {
-                        out[o] = '\0';
-                        found++;
-                }
-        }
-        if (found != 1)
-                out[0] = '\0';
-        return found;
-}
-
-/* Slow path when gRPC did not provide the subject: parse the PEM certificate with OpenSSL
- * (about 0.3-0.4 ms with OpenSSL 3.0, hence not the default). */
-static int peer_from_pem(const grpc_auth_property *prop, struct rpc_peer *peer,
-                         struct cap_error *err)
-{
-        BIO *bio = BIO_new_mem_buf(prop->value, (int)prop->value_length);
-        X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-        BIO_free(bio);
-        if (!x)
-                return cap_error_set(err, -EBADMSG, CAP_UNAUTHENTICATED,
-                                     "cannot parse the client certificate");
-        X509_NAME *name = X509_get_subject_name(x);
-        if (X509_NAME_get_text_by_NID(name, NID_commonName, peer->cn, sizeof(peer->cn)) < 0)
-                peer->cn[0] = '\0';
-        if (X509_NAME_entry_count(name) > 0 &&
-            X509_NAME_get_index_by_NID(
-                name, NID_organizationName,
-                X509_NAME_get_index_by_NID(name, NID_organizationName, -1)) >= 0)
-                peer->org[0] = '\0'; /* several O: no role */
-        else if (X509_NAME_get_text_by_NID(name, NID_organizationName, peer->org,
-                                           sizeof(peer->org)) < 0)
-                peer->org[0] = '\0';
-        X509_free(x);
-        return 0;
-}
-
-int rpc_call_peer(struct rpc_call *c, struct rpc_peer *peer, struct cap_error *err)
-{
-        memset(peer, 0, sizeof(*peer));
-        char *addr = grpc_call_get_peer(c->call);
-        if (addr) {
-                snprintf(peer->addr, sizeof(peer->addr), "%s", addr);
-                gpr_free(addr);
-        }
-        grpc_auth_context *ctx = grpc_call_auth_context(c->call);
-        if (!ctx)
-                return 0;
-        int r = 0;
-        if (grpc_auth_context_peer_is_authenticated(ctx)) {
-                /* gRPC extracts the subject once per connection at handshake time */
-                grpc_auth_property_iterator it =
-                    grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_SUBJECT_PROPERTY_NAME);
-                const grpc_auth_property *prop = grpc_auth_property_iterator_next(&it);
-                if (prop) {
-                        subject_attr(prop->value, prop->value_length, "CN", peer->cn,
-                                     sizeof(peer->cn));
-                        subject_attr(prop->value, prop->value_length, "O", peer->org,
-                                     sizeof(peer->org));
-                } else {
-                        it = grpc_auth_context_find_properties_by_name(
-                            ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
-                        prop = grpc_auth_property_iterator_next(&it);
-                        r = prop ? peer_from_pem(prop, peer, err)
-                                 : cap_error_set(err, -EBADMSG, CAP_UNAUTHENTICATED,
-                                                 "no client certificate in the auth context");
-                }
-                peer->verified = r == 0;
-        }
-        grpc_auth_context_release(ctx);
-        return r;
+        return c->call;
 }
 
 int rpc_call_metadata(struct rpc_call *c, const char *key, char *buf, size_t size)

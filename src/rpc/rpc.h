@@ -102,7 +102,8 @@ struct rpc_method {
 
 /* A method with no handler yet, so a service can declare its whole surface now and fill in
  * handlers later: RPC_METHOD_TODO("/capsule.v1.Volumes/Resize", RPC_UNARY,
- * &capsule__v1__resize_volume_request__descriptor, &capsule__v1__volume__descriptor). */
+ * &capsule__v1__volume_resize_request__descriptor,
+ * &capsule__v1__volume_resize_response__descriptor). */
 #define RPC_METHOD_TODO(path_, kind_, req_desc_, resp_desc_)                                       \
         {                                                                                          \
                 .path = (path_), .kind = (kind_), .req_desc = (req_desc_),                         \

@@ -25,9 +25,12 @@ static double now_ms(void)
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"netns-dir", required_argument, NULL, 'n'}, {"state-dir", required_argument, NULL, 's'},
-                {"bridge", required_argument, NULL, 'b'},    {"subnet", required_argument, NULL, 'S'},
-                {"plugin-dir", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0},
+            {"netns-dir", required_argument, NULL, 'n'},
+            {"state-dir", required_argument, NULL, 's'},
+            {"bridge", required_argument, NULL, 'b'},
+            {"subnet", required_argument, NULL, 'S'},
+            {"plugin-dir", required_argument, NULL, 'p'},
+            {NULL, 0, NULL, 0},
         };
         struct cap_error err = {0};
         struct cni_config c;
@@ -38,18 +41,30 @@ int main(int argc, char **argv)
         char **slot;
         while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (o) {
-                case 'n': slot = &c.netns_dir; break;
-                case 's': slot = &c.state_dir; break;
-                case 'b': slot = &c.bridge; break;
-                case 'S': slot = &c.subnet; break;
-                case 'p': slot = &c.plugin_dir; break;
-                default: return 2;
+                case 'n':
+                        slot = &c.netns_dir;
+                        break;
+                case 's':
+                        slot = &c.state_dir;
+                        break;
+                case 'b':
+                        slot = &c.bridge;
+                        break;
+                case 'S':
+                        slot = &c.subnet;
+                        break;
+                case 'p':
+                        slot = &c.plugin_dir;
+                        break;
+                default:
+                        return 2;
                 }
                 free(*slot);
                 *slot = strdup(optarg);
         }
         if (argc - optind < 3) {
-                fprintf(stderr, "usage: cni-tool [options] setup|check|teardown WORKLOAD CONTAINER_ID [H:C[/udp]...]\n");
+                fprintf(stderr, "usage: cni-tool [options] setup|check|teardown WORKLOAD "
+                                "CONTAINER_ID [H:C[/udp]...]\n");
                 return 2;
         }
         const char *cmd = argv[optind], *workload = argv[optind + 1], *id = argv[optind + 2];
@@ -73,10 +88,11 @@ int main(int argc, char **argv)
                 if (cni_setup(&c, workload, id, ports, n_ports, &a, &err) < 0) {
                         rc = 1;
                 } else {
-                        printf("{\"netns\":\"%s\",\"ip\":\"%s\",\"prefix\":%d,\"gateway\":\"%s\",\"mac\":\"%s\","
+                        printf("{\"netns\":\"%s\",\"ip\":\"%s\",\"prefix\":%d,\"gateway\":\"%s\","
+                               "\"mac\":\"%s\","
                                "\"ms\":%.1f}\n",
-                               a.netns_path, a.ip, a.prefix_len, a.gateway ? a.gateway : "", a.mac ? a.mac : "",
-                               now_ms() - t0);
+                               a.netns_path, a.ip, a.prefix_len, a.gateway ? a.gateway : "",
+                               a.mac ? a.mac : "", now_ms() - t0);
                         cni_attachment_free(&a);
                 }
         } else if (strcmp(cmd, "check") == 0) {

@@ -286,7 +286,8 @@ class ImagesTest(unittest.TestCase):
                 self.assertEqual(p.returncode, 1, f"{what}: {p.stdout} {p.stderr}")
                 self.assertIn(msg, p.stderr, what)
                 self.assertEqual(self.ctr_images(), images_before, what)
-                self.assertEqual(self.ctr_content(), content_before, what)
+                # nothing added (GC may still be collecting blobs an earlier re-tag orphaned)
+                self.assertLessEqual(self.ctr_content(), content_before, what)
         # an invalid --name
         p = self.ctl(["image", "push", self.oci_tar, "--name", "Not/Valid"])
         self.assertEqual(p.returncode, 1)
@@ -355,7 +356,30 @@ class ImagesTest(unittest.TestCase):
         self.assertIn(f"pull 127.0.0.1:{other.port}/busybox:1", p.stderr)
         self.assertIn("https://", p.stderr)
 
-    def test_08_rm(self):
+    def test_08_used_by(self):
+        manifest = os.path.join(self.tmp, "web.yaml")
+        with open(manifest, "w") as f:
+            f.write("kind: Container\nname: web\nimage: capsule.local/busybox\ncommand: [sleep, '3600']\n")
+        p = self.ctl(["apply", "-f", manifest])
+        if p.returncode != 0:
+            self.skipTest(f"apply unavailable: {p.stderr}")
+        try:
+            im = self.images()["capsule.local/busybox:latest"]
+            self.assertEqual(im["usedBy"], ["web"])
+            self.assertRegex(self.ctl(["image", "ls"], check=True).stdout,
+                             r"capsule.local/busybox:latest\s.*\sweb\n")
+            p = self.ctl(["image", "rm", "busybox"])  # docker.io/library/busybox: not present
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("NOT_FOUND", p.stderr)
+            p = self.ctl(["image", "rm", "capsule.local/busybox"])
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("FAILED_PRECONDITION", p.stderr)
+            self.assertIn("used by workload(s) web", p.stderr)
+            self.assertIn("capsule.local/busybox:latest", self.ctr_images())
+        finally:
+            self.ctl(["delete", "web"], timeout=120)
+
+    def test_09_rm(self):
         p = self.ctl(["image", "rm", "capsule.local/busybox:oci"], check=True)
         self.assertIn("deleted capsule.local/busybox:oci", p.stdout)
         self.assertNotIn("capsule.local/busybox:oci", self.images())
@@ -365,7 +389,7 @@ class ImagesTest(unittest.TestCase):
         self.assertIn("not found", p.stderr)
         self.assertIn("NOT_FOUND", p.stderr)
 
-    def test_09_cli_usage(self):
+    def test_10_cli_usage(self):
         for args in (["image", "--help"], ["image", "push", "--help"], ["image", "pull", "--help"],
                      ["image", "ls", "--help"], ["image", "rm", "--help"]):
             p = self.ctl(args)
@@ -377,7 +401,7 @@ class ImagesTest(unittest.TestCase):
         self.assertEqual(self.ctl(["image", "pull"]).returncode, 2)
         self.assertEqual(self.ctl(["image", "push", "/nonexistent.tar"]).returncode, 1)
         y = self.ctl(["-o", "yaml", "image", "ls"], check=True).stdout
-        self.assertIn("name: capsule.local/busybox:latest", y)
+        self.assertRegex(y, r"name: \"?capsule.local/busybox:latest")
 
 
 if __name__ == "__main__":

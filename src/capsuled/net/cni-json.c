@@ -13,6 +13,17 @@
 
 #define CNI_VERSION "1.0.0"
 
+void cni_attachment_free(struct cni_attachment *a)
+{
+        if (!a)
+                return;
+        free(a->netns_path);
+        free(a->ip);
+        free(a->gateway);
+        free(a->mac);
+        memset(a, 0, sizeof(*a));
+}
+
 static struct json_object *obj_add(struct json_object *o, const char *k, struct json_object *v)
 {
         json_object_object_add(o, k, v);
@@ -68,7 +79,8 @@ char *cni_conflist_json(const struct cni_config *c)
 static struct json_object *plugin_at(struct json_object *list, size_t index)
 {
         struct json_object *plugins;
-        if (!json_object_object_get_ex(list, "plugins", &plugins) || !json_object_is_type(plugins, json_type_array) ||
+        if (!json_object_object_get_ex(list, "plugins", &plugins) ||
+            !json_object_is_type(plugins, json_type_array) ||
             index >= json_object_array_length(plugins))
                 return NULL;
         struct json_object *p = json_object_array_get_idx(plugins, index);
@@ -79,7 +91,8 @@ size_t cni_plugin_count(const char *conflist_json)
 {
         struct json_object *list = json_tokener_parse(conflist_json), *plugins;
         size_t n = 0;
-        if (list && json_object_object_get_ex(list, "plugins", &plugins) && json_object_is_type(plugins, json_type_array))
+        if (list && json_object_object_get_ex(list, "plugins", &plugins) &&
+            json_object_is_type(plugins, json_type_array))
                 n = json_object_array_length(plugins);
         json_object_put(list);
         return n;
@@ -90,7 +103,8 @@ char *cni_plugin_type(const char *conflist_json, size_t index)
         struct json_object *list = json_tokener_parse(conflist_json), *type;
         char *s = NULL;
         struct json_object *p = list ? plugin_at(list, index) : NULL;
-        if (p && json_object_object_get_ex(p, "type", &type) && json_object_is_type(type, json_type_string))
+        if (p && json_object_object_get_ex(p, "type", &type) &&
+            json_object_is_type(type, json_type_string))
                 s = strdup(json_object_get_string(type));
         json_object_put(list);
         return s;
@@ -131,7 +145,9 @@ char *cni_plugin_config(const char *conflist_json, size_t index, const char *pre
                         struct json_object *m = json_object_new_object();
                         obj_add(m, "hostPort", json_object_new_int(ports[i].host_port));
                         obj_add(m, "containerPort", json_object_new_int(ports[i].container_port));
-                        obj_add(m, "protocol", json_object_new_string(ports[i].protocol ? ports[i].protocol : "tcp"));
+                        obj_add(
+                            m, "protocol",
+                            json_object_new_string(ports[i].protocol ? ports[i].protocol : "tcp"));
                         if (ports[i].host_ip && *ports[i].host_ip)
                                 obj_add(m, "hostIP", json_object_new_string(ports[i].host_ip));
                         json_object_array_add(pms, m);
@@ -160,7 +176,8 @@ int cni_result_parse(const char *result_json, struct cni_attachment *out, struct
         if (!r || !json_object_is_type(r, json_type_object))
                 goto bad;
         json_object_object_get_ex(r, "interfaces", &ifaces);
-        if (!json_object_object_get_ex(r, "ips", &ips) || !json_object_is_type(ips, json_type_array))
+        if (!json_object_object_get_ex(r, "ips", &ips) ||
+            !json_object_is_type(ips, json_type_array))
                 goto bad;
         struct json_object *best = NULL;
         int best_if = -1;
@@ -178,9 +195,10 @@ int cni_result_parse(const char *result_json, struct cni_attachment *out, struct
                 int idx = -1;
                 if (json_object_object_get_ex(ip, "interface", &ifv))
                         idx = json_object_get_int(ifv);
-                struct json_object *iface = ifaces && idx >= 0 && (size_t)idx < json_object_array_length(ifaces)
-                                                    ? json_object_array_get_idx(ifaces, (size_t)idx)
-                                                    : NULL;
+                struct json_object *iface =
+                    ifaces && idx >= 0 && (size_t)idx < json_object_array_length(ifaces)
+                        ? json_object_array_get_idx(ifaces, (size_t)idx)
+                        : NULL;
                 bool in_sandbox = str_field(iface, "sandbox") && *str_field(iface, "sandbox");
                 if (!best || (in_sandbox && best_if < 0)) {
                         best = ip;
@@ -198,7 +216,8 @@ int cni_result_parse(const char *result_json, struct cni_attachment *out, struct
         const char *gw = str_field(best, "gateway");
         out->gateway = gw ? strdup(gw) : NULL;
         if (best_if >= 0) {
-                const char *mac = str_field(json_object_array_get_idx(ifaces, (size_t)best_if), "mac");
+                const char *mac =
+                    str_field(json_object_array_get_idx(ifaces, (size_t)best_if), "mac");
                 out->mac = mac ? strdup(mac) : NULL;
         }
         if (!out->ip)
@@ -211,18 +230,19 @@ bad:
                              result_json ? result_json : "(none)");
 }
 
-void cni_error_parse(const char *plugin, int exit_code, const char *out, const char *errout, struct cap_error *err)
+void cni_error_parse(const char *plugin, int exit_code, const char *out, const char *errout,
+                     struct cap_error *err)
 {
         struct json_object *o = out ? json_tokener_parse(out) : NULL;
         const char *msg = str_field(o, "msg"), *details = str_field(o, "details");
         struct json_object *code;
         int c = o && json_object_object_get_ex(o, "code", &code) ? json_object_get_int(code) : -1;
         if (msg)
-                cap_error_set(err, -EIO, CAP_INTERNAL, "CNI plugin %s: %s%s%s (code %d)", plugin, msg,
-                              details && *details ? ": " : "", details ? details : "", c);
+                cap_error_set(err, -EIO, CAP_INTERNAL, "CNI plugin %s: %s%s%s (code %d)", plugin,
+                              msg, details && *details ? ": " : "", details ? details : "", c);
         else
-                cap_error_set(err, -EIO, CAP_INTERNAL, "CNI plugin %s: exit %d: %s", plugin, exit_code,
-                              errout && *errout ? errout : (out ? out : ""));
+                cap_error_set(err, -EIO, CAP_INTERNAL, "CNI plugin %s: exit %d: %s", plugin,
+                              exit_code, errout && *errout ? errout : (out ? out : ""));
         json_object_put(o);
 }
 

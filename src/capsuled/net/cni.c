@@ -91,17 +91,6 @@ void cni_config_free(struct cni_config *c)
         memset(c, 0, sizeof(*c));
 }
 
-void cni_attachment_free(struct cni_attachment *a)
-{
-        if (!a)
-                return;
-        free(a->netns_path);
-        free(a->ip);
-        free(a->gateway);
-        free(a->mac);
-        memset(a, 0, sizeof(*a));
-}
-
 char *cni_netns_path(const struct cni_config *c, const char *workload)
 {
         char *p = NULL;
@@ -130,7 +119,8 @@ static int mkdir_p(const char *path, mode_t mode)
         return mkdir(p, mode) < 0 && errno != EEXIST ? -errno : 0;
 }
 
-/* ---- Network namespaces ------------------------------------------------------------------------ */
+/* ---- Network namespaces ------------------------------------------------------------------------
+ */
 
 static bool is_netns_mount(const char *path)
 {
@@ -149,7 +139,8 @@ static int netns_dir_prepare(const char *dir, struct cap_error *err)
                 return 0;
         if (errno != EINVAL)
                 return cap_error_errno(err, -errno, "make %s shared", dir);
-        if (mount(dir, dir, "none", MS_BIND | MS_REC, NULL) < 0 || mount("", dir, "none", MS_SHARED | MS_REC, NULL) < 0)
+        if (mount(dir, dir, "none", MS_BIND | MS_REC, NULL) < 0 ||
+            mount("", dir, "none", MS_SHARED | MS_REC, NULL) < 0)
                 return cap_error_errno(err, -errno, "bind-mount %s on itself", dir);
         return 0;
 }
@@ -209,23 +200,32 @@ static int netns_remove(const char *path, struct cap_error *err)
         return 0;
 }
 
-/* ---- Running plugins ---------------------------------------------------------------------------- */
+/* ---- Running plugins ----------------------------------------------------------------------------
+ */
 
 /* Runs one plugin. ADD/CHECK/DEL per the CNI spec; *result (malloc'd) gets ADD's stdout. */
-static int run_plugin(const struct cni_config *c, const char *type, const char *command, const char *container_id,
-                      const char *netns, const char *ifname, const char *config, char **result, struct cap_error *err)
+static int run_plugin(const struct cni_config *c, const char *type, const char *command,
+                      const char *container_id, const char *netns, const char *ifname,
+                      const char *config, char **result, struct cap_error *err)
 {
         if (!name_is_valid(type))
-                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "CNI plugin type \"%s\" is not a plain name", type);
-        _cleanup_free_ char *bin = NULL, *e_cmd = NULL, *e_id = NULL, *e_ns = NULL, *e_if = NULL, *e_path = NULL;
-        if (asprintf(&bin, "%s/%s", c->plugin_dir, type) < 0 || asprintf(&e_cmd, "CNI_COMMAND=%s", command) < 0 ||
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL,
+                                     "CNI plugin type \"%s\" is not a plain name", type);
+        _cleanup_free_ char *bin = NULL, *e_cmd = NULL, *e_id = NULL, *e_ns = NULL, *e_if = NULL,
+                            *e_path = NULL;
+        if (asprintf(&bin, "%s/%s", c->plugin_dir, type) < 0 ||
+            asprintf(&e_cmd, "CNI_COMMAND=%s", command) < 0 ||
             asprintf(&e_id, "CNI_CONTAINERID=%s", container_id) < 0 ||
-            asprintf(&e_ns, "CNI_NETNS=%s", netns ? netns : "") < 0 || asprintf(&e_if, "CNI_IFNAME=%s", ifname) < 0 ||
+            asprintf(&e_ns, "CNI_NETNS=%s", netns ? netns : "") < 0 ||
+            asprintf(&e_if, "CNI_IFNAME=%s", ifname) < 0 ||
             asprintf(&e_path, "CNI_PATH=%s", c->plugin_dir) < 0)
                 return oom(err);
-        const char *envp[] = {e_cmd, e_id, e_ns, e_if, e_path, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+        const char *envp[] = {e_cmd, e_id, e_ns, e_if, e_path, "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                              NULL};
         const char *argv[] = {bin, NULL};
-        struct spawn_opts o = {.envp = envp, .input = config, .input_len = strlen(config),
+        struct spawn_opts o = {.envp = envp,
+                               .input = config,
+                               .input_len = strlen(config),
                                .timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : 30000};
         struct spawn_result res;
         int r = spawn_run(argv, &o, &res, err);
@@ -243,10 +243,12 @@ static int run_plugin(const struct cni_config *c, const char *type, const char *
 
 /* The cache: what teardown and adoption need, written atomically after a successful ADD. */
 static int cache_write(const struct cni_config *c, const char *container_id, const char *workload,
-                       const struct cni_port *ports, size_t n_ports, const char *result, struct cap_error *err)
+                       const struct cni_port *ports, size_t n_ports, const char *result,
+                       struct cap_error *err)
 {
         _cleanup_free_ char *path = cache_path(c, container_id), *tmp = NULL, *dir = NULL;
-        if (!path || asprintf(&tmp, "%s.tmp", path) < 0 || asprintf(&dir, "%s/cache", c->state_dir) < 0)
+        if (!path || asprintf(&tmp, "%s.tmp", path) < 0 ||
+            asprintf(&dir, "%s/cache", c->state_dir) < 0)
                 return oom(err);
         int r = mkdir_p(dir, 0700);
         if (r < 0)
@@ -257,9 +259,13 @@ static int cache_write(const struct cni_config *c, const char *container_id, con
         for (size_t i = 0; i < n_ports; i++) {
                 struct json_object *p = json_object_new_object();
                 json_object_object_add(p, "hostPort", json_object_new_int(ports[i].host_port));
-                json_object_object_add(p, "containerPort", json_object_new_int(ports[i].container_port));
-                json_object_object_add(p, "protocol", json_object_new_string(ports[i].protocol ? ports[i].protocol : "tcp"));
-                json_object_object_add(p, "hostIP", json_object_new_string(ports[i].host_ip ? ports[i].host_ip : ""));
+                json_object_object_add(p, "containerPort",
+                                       json_object_new_int(ports[i].container_port));
+                json_object_object_add(
+                    p, "protocol",
+                    json_object_new_string(ports[i].protocol ? ports[i].protocol : "tcp"));
+                json_object_object_add(
+                    p, "hostIP", json_object_new_string(ports[i].host_ip ? ports[i].host_ip : ""));
                 json_object_array_add(pa, p);
         }
         json_object_object_add(o, "ports", pa);
@@ -305,7 +311,8 @@ static int cache_read(const struct cni_config *c, const char *container_id, stru
         struct json_object *res, *ports;
         if (json_object_object_get_ex(k->json, "result", &res) && res)
                 k->result = strdup(json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
-        if (json_object_object_get_ex(k->json, "ports", &ports) && json_object_is_type(ports, json_type_array)) {
+        if (json_object_object_get_ex(k->json, "ports", &ports) &&
+            json_object_is_type(ports, json_type_array)) {
                 size_t n = json_object_array_length(ports);
                 k->ports = calloc(n ? n : 1, sizeof(*k->ports));
                 for (size_t i = 0; k->ports && i < n; i++) {
@@ -324,7 +331,8 @@ static int cache_read(const struct cni_config *c, const char *container_id, stru
         return 1;
 }
 
-/* ---- Sweeping what a half-done setup left ------------------------------------------------------- */
+/* ---- Sweeping what a half-done setup left -------------------------------------------------------
+ */
 
 /* Deletes nat rules whose comment names this container id (bridge's ipMasq rule, portmap's jump)
  * and the per-container CNI- chains they jump to. */
@@ -335,7 +343,9 @@ static int sweep_iptables(const char *container_id, struct cap_error *err)
         int r = spawn_run(save, NULL, &res, err);
         if (r < 0 || res.exit_code != 0) {
                 spawn_result_free(&res);
-                return r < 0 ? r : cap_error_set(err, -EIO, CAP_INTERNAL, "iptables-save: exit %d", res.exit_code);
+                return r < 0 ? r
+                             : cap_error_set(err, -EIO, CAP_INTERNAL, "iptables-save: exit %d",
+                                             res.exit_code);
         }
         _cleanup_free_ char *needle = NULL;
         if (asprintf(&needle, "id: \\\"%s\\\"", container_id) < 0) {
@@ -345,7 +355,8 @@ static int sweep_iptables(const char *container_id, struct cap_error *err)
         char *chains[64];
         size_t n_chains = 0;
         char *save_ptr = NULL;
-        for (char *line = strtok_r(res.out, "\n", &save_ptr); line; line = strtok_r(NULL, "\n", &save_ptr)) {
+        for (char *line = strtok_r(res.out, "\n", &save_ptr); line;
+             line = strtok_r(NULL, "\n", &save_ptr)) {
                 if (strncmp(line, "-A ", 3) != 0 || !strstr(line, needle))
                         continue;
                 char **w = NULL;
@@ -362,15 +373,18 @@ static int sweep_iptables(const char *container_id, struct cap_error *err)
                         argv[3] = "nat";
                         for (int i = 0; i < n; i++) {
                                 argv[4 + i] = w[i];
-                                if (i + 1 < n && strcmp(w[i], "-j") == 0 && strncmp(w[i + 1], "CNI-", 4) == 0 &&
-                                    strncmp(w[i + 1], "CNI-HOSTPORT-", 13) != 0 && n_chains < ARRAY_SIZE(chains))
+                                if (i + 1 < n && strcmp(w[i], "-j") == 0 &&
+                                    strncmp(w[i + 1], "CNI-", 4) == 0 &&
+                                    strncmp(w[i + 1], "CNI-HOSTPORT-", 13) != 0 &&
+                                    n_chains < ARRAY_SIZE(chains))
                                         chains[n_chains++] = strdup(w[i + 1]);
                         }
                         struct cap_error e = {0};
                         if (spawn_check(argv, NULL, &e) < 0)
                                 log_warn("cni: %s", e.msg);
                         else
-                                log_info("cni: removed leftover nat rule for %s: %s", container_id, line);
+                                log_info("cni: removed leftover nat rule for %s: %s", container_id,
+                                         line);
                 }
                 free(argv);
                 cni_words_free(w);
@@ -413,15 +427,18 @@ static void sweep_leases(const struct cni_config *c, const char *container_id)
                 if (n < 0)
                         continue;
                 buf[n] = 0;
-                if (strncmp(buf, container_id, idlen) == 0 && (buf[idlen] == 0 || buf[idlen] == '\r' || buf[idlen] == '\n')) {
-                        log_info("cni: removing leftover lease %s/%s of %s", dir, de->d_name, container_id);
+                if (strncmp(buf, container_id, idlen) == 0 &&
+                    (buf[idlen] == 0 || buf[idlen] == '\r' || buf[idlen] == '\n')) {
+                        log_info("cni: removing leftover lease %s/%s of %s", dir, de->d_name,
+                                 container_id);
                         unlinkat(dirfd(d), de->d_name, 0);
                 }
         }
         closedir(d);
 }
 
-/* ---- The API ------------------------------------------------------------------------------------ */
+/* ---- The API ------------------------------------------------------------------------------------
+ */
 
 static void keep_first(struct cap_error *first, const struct cap_error *e)
 {
@@ -429,7 +446,8 @@ static void keep_first(struct cap_error *first, const struct cap_error *e)
                 *first = *e;
 }
 
-int cni_teardown(const struct cni_config *c, const char *workload, const char *container_id, struct cap_error *err)
+int cni_teardown(const struct cni_config *c, const char *workload, const char *container_id,
+                 struct cap_error *err)
 {
         if (name_check("workload", workload, err) < 0)
                 return err->code;
@@ -445,14 +463,17 @@ int cni_teardown(const struct cni_config *c, const char *workload, const char *c
         /* DEL in reverse order; the bridge needs the namespace to find the masqueraded address. */
         for (size_t i = cni_plugin_count(conflist); i-- > 0;) {
                 _cleanup_free_ char *type = cni_plugin_type(conflist, i);
-                _cleanup_free_ char *conf = cni_plugin_config(conflist, i, k.result, k.ports, k.n_ports);
+                _cleanup_free_ char *conf =
+                    cni_plugin_config(conflist, i, k.result, k.ports, k.n_ports);
                 if (!type || !conf) {
-                        keep_first(&first, &(struct cap_error){.code = -ENOMEM, .status = CAP_INTERNAL,
-                                                                 .msg = "out of memory"});
+                        keep_first(&first, &(struct cap_error){.code = -ENOMEM,
+                                                               .status = CAP_INTERNAL,
+                                                               .msg = "out of memory"});
                         continue;
                 }
                 cap_error_clear(&e);
-                if (run_plugin(c, type, "DEL", container_id, have_ns ? netns : "", "eth0", conf, NULL, &e) < 0) {
+                if (run_plugin(c, type, "DEL", container_id, have_ns ? netns : "", "eth0", conf,
+                               NULL, &e) < 0) {
                         log_warn("cni: teardown %s: %s", workload, e.msg);
                         keep_first(&first, &e);
                 }
@@ -477,14 +498,16 @@ int cni_teardown(const struct cni_config *c, const char *workload, const char *c
 }
 
 int cni_setup(const struct cni_config *c, const char *workload, const char *container_id,
-              const struct cni_port *ports, size_t n_ports, struct cni_attachment *out, struct cap_error *err)
+              const struct cni_port *ports, size_t n_ports, struct cni_attachment *out,
+              struct cap_error *err)
 {
         memset(out, 0, sizeof(*out));
         if (name_check("workload", workload, err) < 0)
                 return err->code;
-        if (!*container_id || strchr(container_id, '/') || strchr(container_id, '"') || strchr(container_id, '\\'))
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "container id \"%s\": not a plain id",
-                                     container_id);
+        if (!*container_id || strchr(container_id, '/') || strchr(container_id, '"') ||
+            strchr(container_id, '\\'))
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "container id \"%s\": not a plain id", container_id);
         _cleanup_free_ char *netns = cni_netns_path(c, workload);
         _cleanup_free_ char *conflist = cni_conflist_json(c);
         if (!netns || !conflist)
@@ -500,7 +523,9 @@ int cni_setup(const struct cni_config *c, const char *workload, const char *cont
                 } else {
                         cached_free(&k);
                 }
-                log_warn("cni: %s has a network namespace but no usable record of its setup: redoing it", workload);
+                log_warn(
+                    "cni: %s has a network namespace but no usable record of its setup: redoing it",
+                    workload);
                 struct cap_error ignored = {0};
                 cni_teardown(c, workload, container_id, &ignored);
         } else if (access(netns, F_OK) == 0) {
@@ -547,11 +572,13 @@ int cni_setup(const struct cni_config *c, const char *workload, const char *cont
                 cni_teardown(c, workload, container_id, &ignored);
                 return r;
         }
-        log_info("cni: %s up netns=%s ip=%s/%d ports=%zu", workload, netns, out->ip, out->prefix_len, n_ports);
+        log_info("cni: %s up netns=%s ip=%s/%d ports=%zu", workload, netns, out->ip,
+                 out->prefix_len, n_ports);
         return 0;
 }
 
-int cni_check(const struct cni_config *c, const char *workload, const char *container_id, struct cap_error *err)
+int cni_check(const struct cni_config *c, const char *workload, const char *container_id,
+              struct cap_error *err)
 {
         if (name_check("workload", workload, err) < 0)
                 return err->code;
@@ -560,22 +587,26 @@ int cni_check(const struct cni_config *c, const char *workload, const char *cont
         if (!netns || !conflist)
                 return oom(err);
         if (!is_netns_mount(netns))
-                return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "network of %s: no namespace at %s", workload, netns);
+                return cap_error_set(err, -ENOENT, CAP_NOT_FOUND,
+                                     "network of %s: no namespace at %s", workload, netns);
         struct cached k;
         if (cache_read(c, container_id, &k) != 1 || !k.result) {
                 cached_free(&k);
-                return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "network of %s: no record of its setup", workload);
+                return cap_error_set(err, -ENOENT, CAP_NOT_FOUND,
+                                     "network of %s: no record of its setup", workload);
         }
         int r = 0;
         for (size_t i = 0, n = cni_plugin_count(conflist); r == 0 && i < n; i++) {
                 _cleanup_free_ char *type = cni_plugin_type(conflist, i);
-                _cleanup_free_ char *conf = cni_plugin_config(conflist, i, k.result, k.ports, k.n_ports);
+                _cleanup_free_ char *conf =
+                    cni_plugin_config(conflist, i, k.result, k.ports, k.n_ports);
                 if (!type || !conf)
                         r = oom(err);
                 /* Debian's portmap 1.1.1 fails CHECK on IPv4-only networks, looking for IPv6
                  * rules it never made (containernetworking/plugins#819, fixed upstream later). */
                 else if (strcmp(type, "portmap") != 0)
-                        r = run_plugin(c, type, "CHECK", container_id, netns, "eth0", conf, NULL, err);
+                        r = run_plugin(c, type, "CHECK", container_id, netns, "eth0", conf, NULL,
+                                       err);
         }
         cached_free(&k);
         if (r < 0)

@@ -25,9 +25,9 @@
 
 /* Where and how workloads are networked. Strings are owned by the struct (cni_config_free). */
 struct cni_config {
-        char *plugin_dir;   /* CNI_PATH: /usr/lib/cni */
-        char *netns_dir;    /* namespace files: /run/capsule/netns (OS), ROOT/netns (host mode) */
-        char *state_dir;    /* host-local leases (STATE_DIR/ipam) and result cache (STATE_DIR/cache) */
+        char *plugin_dir; /* CNI_PATH: /usr/lib/cni */
+        char *netns_dir;  /* namespace files: /run/capsule/netns (OS), ROOT/netns (host mode) */
+        char *state_dir; /* host-local leases (STATE_DIR/ipam) and result cache (STATE_DIR/cache) */
         char *network_name; /* CNI network name: "capsule" */
         char *bridge;       /* "capsule0" */
         char *subnet;       /* "10.88.0.0/16" */
@@ -84,7 +84,8 @@ char *cni_netns_path(const struct cni_config *c, const char *workload);
 
 void cni_attachment_free(struct cni_attachment *a);
 
-/* ---- Pure parts (cni-json.c; unit-tested) ----------------------------------------------------- */
+/* ---- Pure parts (cni-json.c; unit-tested) -----------------------------------------------------
+ */
 
 /* The "capsule" conflist as JSON text (malloc'd): bridge (isGateway, ipMasq, host-local on
  * subnet with dataDir STATE_DIR/ipam) and portmap (capabilities.portMappings). */

@@ -125,7 +125,8 @@ static int loop_backing_file(const char *dev, char *out, size_t len)
 }
 
 /* Attaches img_fd to a free loop device with autoclear; returns the open loop fd. */
-static int loop_attach(int img_fd, const char *img, char *dev, size_t dev_len, struct cap_error *err)
+static int loop_attach(int img_fd, const char *img, char *dev, size_t dev_len,
+                       struct cap_error *err)
 {
         _cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
         if (ctl < 0)
@@ -164,7 +165,8 @@ static int file_mount(struct volume_backend *b, const char *name, struct cap_err
         if (m < 0)
                 return m;
         if (m == 1) {
-                if (loop_backing_file(src, backing, sizeof(backing)) == 0 && strcmp(backing, img) == 0)
+                if (loop_backing_file(src, backing, sizeof(backing)) == 0 &&
+                    strcmp(backing, img) == 0)
                         return 0;
                 return cap_error_set(err, -EEXIST, CAP_FAILED_PRECONDITION,
                                      "%s is already mounted from %s, not from %s", dir, src, img);
@@ -204,7 +206,8 @@ static int file_unmount(struct volume_backend *b, const char *name, struct cap_e
         }
 }
 
-static int file_create(struct volume_backend *b, const char *name, uint64_t size, struct cap_error *err)
+static int file_create(struct volume_backend *b, const char *name, uint64_t size,
+                       struct cap_error *err)
 {
         _cleanup_free_ char *img = vol_file(b, name, ".img");
         _cleanup_free_ char *tmp = vol_file(b, name, ".img.tmp");
@@ -225,7 +228,8 @@ static int file_create(struct volume_backend *b, const char *name, uint64_t size
         }
         /* 4 KiB blocks whatever the size (grows stay in range), no root reservation (the size
          * the operator asked for is what workloads get), root-owned top directory. */
-        const char *mkfs[] = {"mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-E", "root_owner=0:0", tmp, NULL};
+        const char *mkfs[] = {"mkfs.ext4",      "-q", "-F", "-b", "4096", "-m", "0", "-E",
+                              "root_owner=0:0", tmp,  NULL};
         int r = spawn_check(mkfs, NULL, err);
         if (r == 0) {
                 volume_fault_point("volume-after-mkfs");
@@ -271,7 +275,9 @@ static int ext4_fs_bytes(int fd, uint64_t *bytes)
         uint8_t sb[1024];
         if (pread(fd, sb, sizeof(sb), 1024) != (ssize_t)sizeof(sb))
                 return -EIO;
-#define LE32(o) ((uint32_t)sb[o] | (uint32_t)sb[(o) + 1] << 8 | (uint32_t)sb[(o) + 2] << 16 | (uint32_t)sb[(o) + 3] << 24)
+#define LE32(o)                                                                                    \
+        ((uint32_t)sb[o] | (uint32_t)sb[(o) + 1] << 8 | (uint32_t)sb[(o) + 2] << 16 |              \
+         (uint32_t)sb[(o) + 3] << 24)
         if ((LE32(0x38) & 0xffff) != 0xEF53)
                 return -EINVAL;
         uint64_t blocks = LE32(0x4);
@@ -299,7 +305,8 @@ static bool file_can_grow_online(struct volume_backend *b)
         return have_cap_sys_resource();
 }
 
-static int file_resize(struct volume_backend *b, const char *name, uint64_t new_size, struct cap_error *err)
+static int file_resize(struct volume_backend *b, const char *name, uint64_t new_size,
+                       struct cap_error *err)
 {
         _cleanup_free_ char *img = vol_file(b, name, ".img");
         _cleanup_free_ char *dir = file_path(b, name);
@@ -312,8 +319,10 @@ static int file_resize(struct volume_backend *b, const char *name, uint64_t new_
         if (fstat(fd, &st) < 0)
                 return cap_error_errno(err, -errno, "stat %s", img);
         if ((uint64_t)st.st_size > new_size)
-                return cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION, "%s is larger than %llu bytes: "
-                                     "volumes can only grow", img, (unsigned long long)new_size);
+                return cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION,
+                                     "%s is larger than %llu bytes: "
+                                     "volumes can only grow",
+                                     img, (unsigned long long)new_size);
         uint64_t fs_bytes = 0;
         int r = ext4_fs_bytes(fd, &fs_bytes);
         if (r < 0)
@@ -326,9 +335,12 @@ static int file_resize(struct volume_backend *b, const char *name, uint64_t new_
         if (m < 0)
                 return m;
         if (m == 1 && !have_cap_sys_resource())
-                return cap_error_set(err, -EPERM, CAP_FAILED_PRECONDITION, "%s is mounted and this host "
-                                     "cannot grow a mounted ext4 (no CAP_SYS_RESOURCE)", img);
-        if ((uint64_t)st.st_size < new_size && (ftruncate(fd, (off_t)new_size) < 0 || fsync(fd) < 0))
+                return cap_error_set(err, -EPERM, CAP_FAILED_PRECONDITION,
+                                     "%s is mounted and this host "
+                                     "cannot grow a mounted ext4 (no CAP_SYS_RESOURCE)",
+                                     img);
+        if ((uint64_t)st.st_size < new_size &&
+            (ftruncate(fd, (off_t)new_size) < 0 || fsync(fd) < 0))
                 return cap_error_errno(err, -errno, "grow %s", img);
         if (m == 1) {
                 _cleanup_close_ int lfd = open(src, O_RDONLY | O_CLOEXEC);
@@ -339,8 +351,10 @@ static int file_resize(struct volume_backend *b, const char *name, uint64_t new_
                 r = spawn_run(argv, NULL, &res, err);
                 if (r == 0 && res.exit_code != 0) {
                         bool eperm = strstr(res.errout, "Permission denied") != NULL;
-                        r = cap_error_set(err, eperm ? -EPERM : -EIO, eperm ? CAP_FAILED_PRECONDITION : CAP_INTERNAL,
-                                          "resize2fs %s (online): exit %d: %s", src, res.exit_code, res.errout);
+                        r = cap_error_set(err, eperm ? -EPERM : -EIO,
+                                          eperm ? CAP_FAILED_PRECONDITION : CAP_INTERNAL,
+                                          "resize2fs %s (online): exit %d: %s", src, res.exit_code,
+                                          res.errout);
                 }
                 spawn_result_free(&res);
                 return r;
@@ -351,7 +365,8 @@ static int file_resize(struct volume_backend *b, const char *name, uint64_t new_
         struct spawn_result res;
         r = spawn_run(fsck, NULL, &res, err);
         if (r == 0 && res.exit_code >= 4)
-                r = cap_error_set(err, -EIO, CAP_INTERNAL, "e2fsck %s: exit %d: %s", img, res.exit_code, res.errout);
+                r = cap_error_set(err, -EIO, CAP_INTERNAL, "e2fsck %s: exit %d: %s", img,
+                                  res.exit_code, res.errout);
         spawn_result_free(&res);
         if (r < 0)
                 return r;
@@ -359,8 +374,8 @@ static int file_resize(struct volume_backend *b, const char *name, uint64_t new_
         return spawn_check(resize, NULL, err);
 }
 
-static int file_stat(struct volume_backend *b, const char *name, uint64_t *size, uint64_t *used, bool *mounted,
-                     struct cap_error *err)
+static int file_stat(struct volume_backend *b, const char *name, uint64_t *size, uint64_t *used,
+                     bool *mounted, struct cap_error *err)
 {
         _cleanup_free_ char *img = vol_file(b, name, ".img");
         _cleanup_free_ char *dir = file_path(b, name);
@@ -428,16 +443,16 @@ static void file_free(struct volume_backend *b)
 }
 
 static const struct volume_backend_ops file_ops = {
-        .create = file_create,
-        .remove = file_remove,
-        .resize = file_resize,
-        .mount = file_mount,
-        .unmount = file_unmount,
-        .stat = file_stat,
-        .path = file_path,
-        .list = file_list,
-        .can_grow_online = file_can_grow_online,
-        .free = file_free,
+    .create = file_create,
+    .remove = file_remove,
+    .resize = file_resize,
+    .mount = file_mount,
+    .unmount = file_unmount,
+    .stat = file_stat,
+    .path = file_path,
+    .list = file_list,
+    .can_grow_online = file_can_grow_online,
+    .free = file_free,
 };
 
 /* Removes DIR/NAME.img.tmp files: creations that never finished and were never acknowledged. */
@@ -452,7 +467,8 @@ static void discard_partial(const char *dir)
                 if (l > 8 && strcmp(de->d_name + l - 8, ".img.tmp") == 0) {
                         log_warn("volumes: discarding half-created %s/%s", dir, de->d_name);
                         if (unlinkat(dirfd(d), de->d_name, 0) < 0)
-                                log_warn("volumes: unlink %s/%s: %s", dir, de->d_name, strerror(errno));
+                                log_warn("volumes: unlink %s/%s: %s", dir, de->d_name,
+                                         strerror(errno));
                 }
         }
         closedir(d);

@@ -15,7 +15,8 @@ static struct volumes *ctx_volumes(struct rpc_call *call, struct cap_error *err)
 {
         struct serve_ctx *ctx = rpc_call_method(call)->userdata;
         if (!ctx->volumes)
-                cap_error_set(err, -ENODEV, CAP_UNAVAILABLE, "volumes are not available on this capsule "
+                cap_error_set(err, -ENODEV, CAP_UNAVAILABLE,
+                              "volumes are not available on this capsule "
                               "(see capsuled's log for why they failed to start)");
         return ctx->volumes;
 }

@@ -41,8 +41,8 @@ char *spawn_find(const char *name, struct cap_error *err)
                         return p;
                 free(p);
         }
-        cap_error_set(err, -ENOENT, CAP_FAILED_PRECONDITION, "%s: not installed (looked in /usr/sbin, /usr/bin, /sbin, /bin)",
-                      name);
+        cap_error_set(err, -ENOENT, CAP_FAILED_PRECONDITION,
+                      "%s: not installed (looked in /usr/sbin, /usr/bin, /sbin, /bin)", name);
         return NULL;
 }
 
@@ -89,8 +89,8 @@ static int64_t now_ms(void)
 }
 
 /* Pumps stdin/stdout/stderr until both outputs close or the deadline passes. */
-static int pump(int *in_fd, const char *input, size_t input_len, int out_fd, int err_fd, struct sink *out,
-                struct sink *errs, int64_t deadline)
+static int pump(int *in_fd, const char *input, size_t input_len, int out_fd, int err_fd,
+                struct sink *out, struct sink *errs, int64_t deadline)
 {
         size_t written = 0;
         int fds[3] = {*in_fd, out_fd, err_fd};
@@ -117,7 +117,9 @@ static int pump(int *in_fd, const char *input, size_t input_len, int out_fd, int
                         if (!p[k].revents)
                                 continue;
                         if (i == 0) {
-                                ssize_t w = p[k].revents & POLLOUT ? write(fds[0], input + written, input_len - written) : -1;
+                                ssize_t w = p[k].revents & POLLOUT ? write(fds[0], input + written,
+                                                                           input_len - written)
+                                                                   : -1;
                                 if (w > 0)
                                         written += (size_t)w;
                                 if (w < 0 || written == input_len) {
@@ -154,7 +156,8 @@ int spawn_run(const char *const *argv, const struct spawn_opts *opts, struct spa
         posix_spawnattr_t attr;
         posix_spawn_file_actions_init(&fa);
         posix_spawnattr_init(&attr);
-        if ((opts->input && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+        if ((opts->input && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
+            pipe2(errp, O_CLOEXEC) < 0) {
                 r = cap_error_errno(err, -errno, "%s: pipe", argv[0]);
                 goto out;
         }
@@ -197,7 +200,8 @@ int spawn_run(const char *const *argv, const struct spawn_opts *opts, struct spa
         res->out = so.buf ? so.buf : strdup("");
         res->errout = se.buf ? se.buf : strdup("");
         if (res->errout)
-                for (size_t l = strlen(res->errout); l && (res->errout[l - 1] == '\n' || res->errout[l - 1] == '\r'); l--)
+                for (size_t l = strlen(res->errout);
+                     l && (res->errout[l - 1] == '\n' || res->errout[l - 1] == '\r'); l--)
                         res->errout[l - 1] = 0;
         if (r < 0) {
                 kill(pid, SIGKILL);
@@ -214,7 +218,9 @@ int spawn_run(const char *const *argv, const struct spawn_opts *opts, struct spa
                         break;
                 }
         }
-        res->exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
+        res->exit_code = WIFEXITED(st)     ? WEXITSTATUS(st)
+                         : WIFSIGNALED(st) ? 128 + WTERMSIG(st)
+                                           : 255;
         if (r == 0 && (!res->out || !res->errout))
                 r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
 out:
@@ -236,8 +242,9 @@ int spawn_check(const char *const *argv, const struct spawn_opts *opts, struct c
         struct spawn_result res;
         int r = spawn_run(argv, opts, &res, err);
         if (r == 0 && res.exit_code != 0)
-                r = cap_error_set(err, -EIO, CAP_INTERNAL, "%s: exit %d: %s", argv[0], res.exit_code,
-                                  res.errout && *res.errout ? res.errout : (res.out ? res.out : ""));
+                r = cap_error_set(
+                    err, -EIO, CAP_INTERNAL, "%s: exit %d: %s", argv[0], res.exit_code,
+                    res.errout && *res.errout ? res.errout : (res.out ? res.out : ""));
         spawn_result_free(&res);
         return r;
 }

@@ -12,7 +12,7 @@ struct spawn_opts {
         const char *const *envp; /* NULL = a minimal PATH-only environment */
         const char *input;       /* written to the child's stdin, then closed; NULL = /dev/null */
         size_t input_len;
-        int timeout_ms;          /* SIGKILL after this long; 0 = 120 s */
+        int timeout_ms; /* SIGKILL after this long; 0 = 120 s */
 };
 
 struct spawn_result {

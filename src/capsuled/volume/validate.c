@@ -14,20 +14,23 @@ int volume_check_size(const char *field, uint64_t size, struct cap_error *err)
 {
         char a[QUANTITY_BUF_SIZE], b[QUANTITY_BUF_SIZE];
         if (size == 0)
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s: required (e.g. 1Gi)", field);
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s: required (e.g. 1Gi)",
+                                     field);
         if (size < VOLUME_MIN_BYTES)
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s: %s is below the minimum of %s",
-                                     field, quantity_format_bytes(size, a, sizeof(a)),
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "%s: %s is below the minimum of %s", field,
+                                     quantity_format_bytes(size, a, sizeof(a)),
                                      quantity_format_bytes(VOLUME_MIN_BYTES, b, sizeof(b)));
         if (size > VOLUME_MAX_BYTES)
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s: %s is above the maximum of %s",
-                                     field, quantity_format_bytes(size, a, sizeof(a)),
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "%s: %s is above the maximum of %s", field,
+                                     quantity_format_bytes(size, a, sizeof(a)),
                                      quantity_format_bytes(VOLUME_MAX_BYTES, b, sizeof(b)));
         return 0;
 }
 
-int volume_parse_attach_list(const char *text, void (*fn)(void *ud, const char *vol, const char *wl),
-                             void *ud)
+int volume_parse_attach_list(const char *text,
+                             void (*fn)(void *ud, const char *vol, const char *wl), void *ud)
 {
         char *copy = strdup(text), *save = NULL;
         if (!copy)

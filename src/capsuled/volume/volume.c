@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -33,6 +34,13 @@ struct volumes {
         size_t n_att;
 };
 
+static long elapsed_ms(const struct timespec *t0)
+{
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        return (t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
 static int oom(struct cap_error *err)
 {
         return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
@@ -41,7 +49,8 @@ static int oom(struct cap_error *err)
 static bool attached_locked(struct volumes *v, const char *volume, const char *workload)
 {
         for (size_t i = 0; i < v->n_att; i++)
-                if (strcmp(v->att[i].volume, volume) == 0 && (!workload || strcmp(v->att[i].workload, workload) == 0))
+                if (strcmp(v->att[i].volume, volume) == 0 &&
+                    (!workload || strcmp(v->att[i].workload, workload) == 0))
                         return true;
         return false;
 }
@@ -68,7 +77,8 @@ static int attach_locked(struct volumes *v, const char *volume, const char *work
 static void detach_locked(struct volumes *v, const char *volume, const char *workload)
 {
         for (size_t i = 0; i < v->n_att;) {
-                if ((!volume || strcmp(v->att[i].volume, volume) == 0) && strcmp(v->att[i].workload, workload) == 0) {
+                if ((!volume || strcmp(v->att[i].volume, volume) == 0) &&
+                    strcmp(v->att[i].workload, workload) == 0) {
                         free(v->att[i].volume);
                         free(v->att[i].workload);
                         v->att[i] = v->att[--v->n_att];
@@ -105,10 +115,12 @@ static char *users_locked(struct volumes *v, const char *volume)
 static void test_attach(void *ud, const char *vol, const char *wl)
 {
         if (attach_locked(ud, vol, wl) == 0)
-                log_warn("volumes: CAPSULE_TEST_ATTACH: volume %s attached to %s (test seam)", vol, wl);
+                log_warn("volumes: CAPSULE_TEST_ATTACH: volume %s attached to %s (test seam)", vol,
+                         wl);
 }
 
-int volumes_open(struct store *st, struct volume_backend *backend, struct volumes **out, struct cap_error *err)
+int volumes_open(struct store *st, struct volume_backend *backend, struct volumes **out,
+                 struct cap_error *err)
 {
         struct volumes *v = calloc(1, sizeof(*v));
         if (!v) {
@@ -120,7 +132,8 @@ int volumes_open(struct store *st, struct volume_backend *backend, struct volume
         pthread_mutex_init(&v->lock, NULL);
         const char *ta = getenv("CAPSULE_TEST_ATTACH");
         if (ta && *ta && volume_parse_attach_list(ta, test_attach, v) < 0)
-                log_warn("volumes: CAPSULE_TEST_ATTACH=%s: expected VOLUME:WORKLOAD[,...]; ignored", ta);
+                log_warn("volumes: CAPSULE_TEST_ATTACH=%s: expected VOLUME:WORKLOAD[,...]; ignored",
+                         ta);
         *out = v;
         return 0;
 }
@@ -185,20 +198,23 @@ static int info_locked(struct volumes *v, const struct store_volume *row, struct
         uint64_t size = 0;
         struct cap_error ignored = {0};
         if (strcmp(row->backend, v->backend->name) == 0)
-                v->backend->ops->stat(v->backend, row->name, &size, &out->used_bytes, &out->mounted, &ignored);
+                v->backend->ops->stat(v->backend, row->name, &size, &out->used_bytes, &out->mounted,
+                                      &ignored);
         return 0;
 nomem:
         volume_info_free(out);
         return oom(err);
 }
 
-int volume_create(struct volumes *v, const char *name, uint64_t size, bool *created, struct volume_info *out,
-                  struct cap_error *err)
+int volume_create(struct volumes *v, const char *name, uint64_t size, bool *created,
+                  struct volume_info *out, struct cap_error *err)
 {
         *created = false;
         if (name_check("name", name, err) < 0 || volume_check_size("size_bytes", size, err) < 0)
                 return err->code;
         const struct volume_backend_ops *ops = v->backend->ops;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         pthread_mutex_lock(&v->lock);
         struct store_volume row = {0};
         struct cap_error gerr = {0};
@@ -206,11 +222,12 @@ int volume_create(struct volumes *v, const char *name, uint64_t size, bool *crea
         if (r == 0) {
                 char have[QUANTITY_BUF_SIZE], want[QUANTITY_BUF_SIZE];
                 if (row.size_bytes != size) {
-                        r = cap_error_set(err, -EEXIST, CAP_ALREADY_EXISTS,
-                                          "volume \"%s\" already exists with size %s (asked %s); to grow it run "
-                                          "`capsulectl volume resize %s --size %s`",
-                                          name, quantity_format_bytes(row.size_bytes, have, sizeof(have)),
-                                          quantity_format_bytes(size, want, sizeof(want)), name, want);
+                        r = cap_error_set(
+                            err, -EEXIST, CAP_ALREADY_EXISTS,
+                            "volume \"%s\" already exists with size %s (asked %s); to grow it run "
+                            "`capsulectl volume resize %s --size %s`",
+                            name, quantity_format_bytes(row.size_bytes, have, sizeof(have)),
+                            quantity_format_bytes(size, want, sizeof(want)), name, want);
                 } else {
                         r = ops->mount(v->backend, name, err);
                         if (r == 0 && out)
@@ -244,8 +261,8 @@ int volume_create(struct volumes *v, const char *name, uint64_t size, bool *crea
         }
         *created = true;
         char sz[QUANTITY_BUF_SIZE];
-        log_info("volume created name=%s size=%s backend=%s", name, quantity_format_bytes(size, sz, sizeof(sz)),
-                 v->backend->name);
+        log_info("volume created name=%s size=%s backend=%s ms=%ld", name,
+                 quantity_format_bytes(size, sz, sizeof(sz)), v->backend->name, elapsed_ms(&t0));
         if (out) {
                 store_volume_free(&row);
                 r = store_get_volume(v->store, name, &row, err);
@@ -272,13 +289,16 @@ int volume_delete(struct volumes *v, const char *name, struct cap_error *err)
                 goto out;
         if (attached_locked(v, name, NULL)) {
                 _cleanup_free_ char *users = users_locked(v, name);
-                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION, "volume \"%s\" is in use by %s", name,
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" is in use by %s", name,
                                   users ? users : "a workload");
                 goto out;
         }
         if (strcmp(row.backend, v->backend->name) != 0) {
-                r = cap_error_set(err, -EXDEV, CAP_FAILED_PRECONDITION, "volume \"%s\" lives on the %s backend, "
-                                  "this capsuled runs %s", name, row.backend, v->backend->name);
+                r = cap_error_set(err, -EXDEV, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" lives on the %s backend, "
+                                  "this capsuled runs %s",
+                                  name, row.backend, v->backend->name);
                 goto out;
         }
         r = ops->unmount(v->backend, name, err);
@@ -288,7 +308,8 @@ int volume_delete(struct volumes *v, const char *name, struct cap_error *err)
                 log_info("volume deleted name=%s", name);
                 /* The volume is gone for the API now; leftovers are retried at the next start. */
                 if (ops->remove(v->backend, name, err) < 0) {
-                        log_warn("volume %s: removing its storage: %s (retried at next start)", name, err->msg);
+                        log_warn("volume %s: removing its storage: %s (retried at next start)",
+                                 name, err->msg);
                         cap_error_clear(err);
                 }
         }
@@ -322,10 +343,13 @@ static int grow_locked(struct volumes *v, const char *name, uint64_t size, struc
         return r;
 }
 
-int volume_resize(struct volumes *v, const char *name, uint64_t size, struct volume_info *out, struct cap_error *err)
+int volume_resize(struct volumes *v, const char *name, uint64_t size, struct volume_info *out,
+                  struct cap_error *err)
 {
         if (name_check("name", name, err) < 0 || volume_check_size("size_bytes", size, err) < 0)
                 return err->code;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         pthread_mutex_lock(&v->lock);
         struct store_volume row = {0};
         char have[QUANTITY_BUF_SIZE], want[QUANTITY_BUF_SIZE];
@@ -336,16 +360,19 @@ int volume_resize(struct volumes *v, const char *name, uint64_t size, struct vol
         quantity_format_bytes(size, want, sizeof(want));
         if (size < row.size_bytes) {
                 r = cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION,
-                                  "volume \"%s\" is %s: it cannot shrink to %s (volumes only grow)", name, have, want);
+                                  "volume \"%s\" is %s: it cannot shrink to %s (volumes only grow)",
+                                  name, have, want);
                 goto out;
         }
         if (size > row.size_bytes) {
-                if (attached_locked(v, name, NULL) && !v->backend->ops->can_grow_online(v->backend)) {
+                if (attached_locked(v, name, NULL) &&
+                    !v->backend->ops->can_grow_online(v->backend)) {
                         _cleanup_free_ char *users = users_locked(v, name);
-                        r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
-                                          "volume \"%s\" is in use by %s and this host cannot grow a mounted "
-                                          "filesystem (capsuled lacks CAP_SYS_RESOURCE): stop the workload first",
-                                          name, users ? users : "a workload");
+                        r = cap_error_set(
+                            err, -EBUSY, CAP_FAILED_PRECONDITION,
+                            "volume \"%s\" is in use by %s and this host cannot grow a mounted "
+                            "filesystem (capsuled lacks CAP_SYS_RESOURCE): stop the workload first",
+                            name, users ? users : "a workload");
                         goto out;
                 }
                 r = store_put_volume(v->store, name, size, row.backend, err);
@@ -353,11 +380,15 @@ int volume_resize(struct volumes *v, const char *name, uint64_t size, struct vol
                         goto out;
                 r = grow_locked(v, name, size, err);
                 if (r < 0) {
-                        cap_error_prefix(err, "grow to %s (the volume and its data are intact; the grow is "
-                                         "retried at the next start)", want);
+                        cap_error_prefix(
+                            err,
+                            "grow to %s (the volume and its data are intact; the grow is "
+                            "retried at the next start)",
+                            want);
                         goto out;
                 }
-                log_info("volume resized name=%s from=%s to=%s", name, have, want);
+                log_info("volume resized name=%s from=%s to=%s ms=%ld", name, have, want,
+                         elapsed_ms(&t0));
                 row.size_bytes = size;
         }
         if (out)
@@ -405,7 +436,8 @@ int volume_list(struct volumes *v, struct volume_info **out, size_t *n, struct c
         return 0;
 }
 
-int volume_attach(struct volumes *v, const char *name, const char *workload, char **path, struct cap_error *err)
+int volume_attach(struct volumes *v, const char *name, const char *workload, char **path,
+                  struct cap_error *err)
 {
         if (path)
                 *path = NULL;
@@ -469,8 +501,10 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                         known = strcmp(rows[j].name, names[i]) == 0;
                 if (known)
                         continue;
-                log_warn("volumes: removing %s: its storage exists but the store has no such volume "
-                         "(an interrupted create or delete)", names[i]);
+                log_warn(
+                    "volumes: removing %s: its storage exists but the store has no such volume "
+                    "(an interrupted create or delete)",
+                    names[i]);
                 cap_error_clear(&e);
                 if (ops->remove(v->backend, names[i], &e) < 0) {
                         log_error("volumes: remove %s: %s", names[i], e.msg);
@@ -481,8 +515,8 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
         for (size_t j = 0; j < nrows; j++) {
                 struct store_volume *row = &rows[j];
                 if (strcmp(row->backend, v->backend->name) != 0) {
-                        log_warn("volumes: %s uses backend %s, not %s: skipped", row->name, row->backend,
-                                 v->backend->name);
+                        log_warn("volumes: %s uses backend %s, not %s: skipped", row->name,
+                                 row->backend, v->backend->name);
                         continue;
                 }
                 bool present = false;
@@ -490,8 +524,10 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                         present = strcmp(names[i], row->name) == 0;
                 cap_error_clear(&e);
                 if (!present) {
-                        log_error("volumes: %s is in the store but its storage is missing: creating it "
-                                  "empty (its data, if it had any, is lost)", row->name);
+                        log_error(
+                            "volumes: %s is in the store but its storage is missing: creating it "
+                            "empty (its data, if it had any, is lost)",
+                            row->name);
                         if (ops->create(v->backend, row->name, row->size_bytes, &e) < 0)
                                 goto failed;
                 }
@@ -504,8 +540,10 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                         if (grow_locked(v, row->name, row->size_bytes, &e) < 0)
                                 goto failed;
                 } else {
-                        log_warn("volumes: %s: storage (%llu bytes) is larger than the store's size (%llu)",
-                                 row->name, (unsigned long long)size, (unsigned long long)row->size_bytes);
+                        log_warn("volumes: %s: storage (%llu bytes) is larger than the store's "
+                                 "size (%llu)",
+                                 row->name, (unsigned long long)size,
+                                 (unsigned long long)row->size_bytes);
                 }
                 if (ops->mount(v->backend, row->name, &e) < 0)
                         goto failed;
@@ -515,7 +553,8 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                 log_error("volumes: %s: %s", row->name, e.msg);
                 keep_first(&first, &e);
         }
-        log_info("volumes: recovered backend=%s volumes=%zu mounted=%d", v->backend->name, nrows, mounted);
+        log_info("volumes: recovered backend=%s volumes=%zu mounted=%d", v->backend->name, nrows,
+                 mounted);
         if (first.code) {
                 *err = first;
                 r = first.code;

@@ -35,15 +35,17 @@ struct volume_backend;
 /* Storage operations on one volume. All return 0 or negative with err filled. */
 struct volume_backend_ops {
         /* Creates and formats an empty volume of `size` bytes; not mounted yet. A crash inside
-         * leaves nothing that list() reports (half-made volumes are discarded when the backend
-         * is opened again). -EEXIST if it exists. */
-        int (*create)(struct volume_backend *b, const char *name, uint64_t size, struct cap_error *err);
+         * leaves either a whole volume or nothing that list() reports (half-made volumes are
+         * discarded when the backend is opened again). -EEXIST if it exists. */
+        int (*create)(struct volume_backend *b, const char *name, uint64_t size,
+                      struct cap_error *err);
         /* Unmounts (if mounted) and destroys the volume and its data. Missing volume: 0. */
         int (*remove)(struct volume_backend *b, const char *name, struct cap_error *err);
         /* Grows to new_size (>= the current size; smaller is -EINVAL). Online when mounted: the
          * backend must then support it (can_grow_online), else -EPERM. Offline when unmounted.
          * Idempotent: growing to the current size finishes an interrupted grow. */
-        int (*resize)(struct volume_backend *b, const char *name, uint64_t new_size, struct cap_error *err);
+        int (*resize)(struct volume_backend *b, const char *name, uint64_t new_size,
+                      struct cap_error *err);
         /* Mounts the volume at path() if it is not mounted there yet (idempotent). */
         int (*mount)(struct volume_backend *b, const char *name, struct cap_error *err);
         /* Unmounts it if mounted (idempotent); -EBUSY (FAILED_PRECONDITION) when in use. */
@@ -130,8 +132,8 @@ void volume_detach_all(struct volumes *v, const char *workload);
 int volume_check_size(const char *field, uint64_t size, struct cap_error *err);
 /* Parses CAPSULE_TEST_ATTACH-style "vol:workload,vol2:workload2" and calls fn for each valid
  * pair; returns the number of pairs or -EINVAL at the first malformed one. */
-int volume_parse_attach_list(const char *text, void (*fn)(void *ud, const char *vol, const char *wl),
-                             void *ud);
+int volume_parse_attach_list(const char *text,
+                             void (*fn)(void *ud, const char *vol, const char *wl), void *ud);
 
 /* If $CAPSULE_FAULT equals `point`, logs it and kills the process with SIGKILL (a crash). */
 void volume_fault_point(const char *point);
