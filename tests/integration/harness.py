@@ -247,9 +247,11 @@ class CapsuleTestCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         rc = cls.capsule.stop()
-        if rc not in (0, None):
-            print(cls.capsule.logs(), file=sys.stderr)
+        logs = cls.capsule.logs()
         shutil.rmtree(cls.tmp, ignore_errors=True)
+        # a clean SIGTERM exits 0; under ASan a leak or error makes it non-zero
+        if rc not in (0, None):
+            raise AssertionError(f"capsuled exited {rc} on SIGTERM:\n{logs[-6000:]}")
 
 
 def main():

@@ -47,10 +47,13 @@ class ContainersTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
-            cls.capsule.stop()
+            rc = cls.capsule.stop()
+            logs = cls.capsule.logs()
         finally:
             cls.containerd.stop()
             shutil.rmtree(cls.tmp, ignore_errors=True)
+        if rc not in (0, None):
+            raise AssertionError(f"capsuled exited {rc} on SIGTERM:\n{logs[-6000:]}")
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class ContainersTest(unittest.TestCase):
         self.assertRegex(p.stderr, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z oops")
         # follow: a restart appends the second run's lines, which reach the follower
         f = subprocess.Popen([harness.CAPSULECTL, "logs", "-f", "chatty"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL,
                              env=dict(os.environ, CAPSULECONFIG=self.capsule.config,
                                       CAPSULE_HOST=self.capsule.endpoint))
         try:
@@ -128,6 +132,7 @@ class ContainersTest(unittest.TestCase):
         finally:
             f.terminate()
             f.wait(10)
+            f.stdout.close()
         self.delete("chatty")
 
     def test_crash_loop_backs_off_and_describe_says_why(self):
