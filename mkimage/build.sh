@@ -130,7 +130,7 @@ install_files "$root" \
         /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc \
         /usr/sbin/lvm /usr/sbin/dmsetup /usr/sbin/pdata_tools \
         /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/tune2fs \
-        /usr/sbin/dhcpcd /usr/bin/kmod \
+        /usr/sbin/dhcpcd /usr/lib/x86_64-linux-gnu/dhcpcd/dev/udev.so /usr/bin/kmod \
         /usr/sbin/xtables-nft-multi \
         /usr/bin/qemu-system-x86_64 /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so
 for t in pvcreate pvs pvresize pvremove vgcreate vgs vgchange vgextend lvcreate lvs lvremove \
@@ -185,6 +185,8 @@ printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' > "$root/etc/group"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$root/etc/nsswitch.conf"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
 : > "$root/etc/resolv.conf"
+# dhcpcd 9.4.1 segfaults at start without its device plugin (a NULL ctx->dev); the udev plugin
+# loads fine without a udev daemon
 mkdir -p "$root/usr/lib/dhcpcd" "$root/var/lib/dhcpcd"
 version=$(sed -n "s/^ *version *: *'\([^']*\)'.*/\1/p" "$src/meson.build" | head -1)
 build_id=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -225,7 +227,7 @@ find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 step "squashfs"
 rm -f "$out/rootfs.sqfs"
 # mksquashfs takes every timestamp from SOURCE_DATE_EPOCH (exported above)
-mksquashfs "$root" "$out/rootfs.sqfs" -comp zstd -Xcompression-level 15 -noappend -all-root \
+mksquashfs "$root" "$out/rootfs.sqfs" -comp zstd -Xcompression-level 9 -noappend -all-root \
         -quiet -no-progress >/dev/null
 
 # ---------------------------------------------------------------- initramfs (stage 1)

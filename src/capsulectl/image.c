@@ -19,39 +19,38 @@
 #define PULL_TIMEOUT_MS (30 * 60 * 1000)
 
 static const char usage[] =
-        "usage: capsulectl image push FILE [--name REF]\n"
-        "       capsulectl image pull REF\n"
-        "       capsulectl image ls\n"
-        "       capsulectl image rm REF...\n\n"
-        "Manages the capsule's container images.\n"
-        "  push   import a docker-archive (`docker save`) or oci-archive tarball (optionally gzip,\n"
-        "         xz or zstd-compressed); --name tags it (needed when the archive names no image)\n"
-        "  pull   fetch an image from a registry (HTTPS; plain HTTP only for registries listed\n"
-        "         under registries.insecure in the machine config)\n"
-        "  ls     list images: NAME DIGEST SIZE AGE USED-BY (-o json|yaml for all fields)\n"
-        "  rm     delete images (refused while a workload uses one)\n\n"
-        "examples:\n"
-        "  capsulectl image push busybox.tar --name registry.lan/busybox:1.36\n"
-        "  capsulectl image pull docker.io/library/nginx:1.25\n"
-        "  capsulectl image rm registry.lan/busybox:1.36\n";
+    "usage: capsulectl image push FILE [--name REF]\n"
+    "       capsulectl image pull REF\n"
+    "       capsulectl image ls\n"
+    "       capsulectl image rm REF...\n\n"
+    "Manages the capsule's container images.\n"
+    "  push   import a docker-archive (`docker save`) or oci-archive tarball (optionally gzip,\n"
+    "         xz or zstd-compressed); --name tags it (needed when the archive names no image)\n"
+    "  pull   fetch an image from a registry (HTTPS; plain HTTP only for registries listed\n"
+    "         under registries.insecure in the machine config)\n"
+    "  ls     list images: NAME DIGEST SIZE AGE USED-BY (-o json|yaml for all fields)\n"
+    "  rm     delete images (refused while a workload uses one)\n\n"
+    "examples:\n"
+    "  capsulectl image push busybox.tar --name registry.lan/busybox:1.36\n"
+    "  capsulectl image pull docker.io/library/nginx:1.25\n"
+    "  capsulectl image rm registry.lan/busybox:1.36\n";
 
 static const char usage_push[] =
-        "usage: capsulectl image push FILE [--name REF]\n\n"
-        "Streams a docker-archive or oci-archive tarball to the capsule, which verifies every blob\n"
-        "and imports it. --name REF tags the image (overrides the archive's own names).\n\n"
-        "example: capsulectl image push busybox.tar --name capsule.local/busybox:latest\n";
+    "usage: capsulectl image push FILE [--name REF]\n\n"
+    "Streams a docker-archive or oci-archive tarball to the capsule, which verifies every blob\n"
+    "and imports it. --name REF tags the image (overrides the archive's own names).\n\n"
+    "example: capsulectl image push busybox.tar --name capsule.local/busybox:latest\n";
 static const char usage_pull[] =
-        "usage: capsulectl image pull REF\n\n"
-        "Pulls REF (e.g. busybox, registry.lan:5000/app:1, ghcr.io/o/r@sha256:...) for linux/amd64.\n\n"
-        "example: capsulectl image pull 127.0.0.1:5000/busybox:1\n";
-static const char usage_ls[] =
-        "usage: capsulectl image ls\n\n"
-        "Lists the images: NAME DIGEST SIZE AGE USED-BY.\n\n"
-        "example: capsulectl -o json image ls\n";
+    "usage: capsulectl image pull REF\n\n"
+    "Pulls REF (e.g. busybox, registry.lan:5000/app:1, ghcr.io/o/r@sha256:...) for linux/amd64.\n\n"
+    "example: capsulectl image pull 127.0.0.1:5000/busybox:1\n";
+static const char usage_ls[] = "usage: capsulectl image ls\n\n"
+                               "Lists the images: NAME DIGEST SIZE AGE USED-BY.\n\n"
+                               "example: capsulectl -o json image ls\n";
 static const char usage_rm[] =
-        "usage: capsulectl image rm REF...\n\n"
-        "Deletes images. Refused (FAILED_PRECONDITION) while a workload uses the image.\n\n"
-        "example: capsulectl image rm busybox\n";
+    "usage: capsulectl image rm REF...\n\n"
+    "Deletes images. Refused (FAILED_PRECONDITION) while a workload uses the image.\n\n"
+    "example: capsulectl image rm busybox\n";
 
 static void format_size(uint64_t b, char *buf, size_t len)
 {
@@ -116,18 +115,22 @@ static void print_images(struct ctl *ctl, Capsule__V1__Image *const *ims, size_t
                 char size[32], age[32], used[256] = "";
                 format_size(im->size_bytes, size, sizeof(size));
                 if (im->created_unix_nano > 0)
-                        ctl_format_age((long long)time(NULL) - im->created_unix_nano / 1000000000, age, sizeof(age));
+                        ctl_format_age((long long)time(NULL) - im->created_unix_nano / 1000000000,
+                                       age, sizeof(age));
                 else
                         snprintf(age, sizeof(age), "-");
                 for (size_t k = 0; k < im->n_used_by; k++)
-                        snprintf(used + strlen(used), sizeof(used) - strlen(used), "%s%s", k ? "," : "", im->used_by[k]);
-                printf("%-50s %-19.19s %-9s %-7s %s\n", im->name, im->digest, size, age, *used ? used : "-");
+                        snprintf(used + strlen(used), sizeof(used) - strlen(used), "%s%s",
+                                 k ? "," : "", im->used_by[k]);
+                printf("%-50s %-19.19s %-9s %-7s %s\n", im->name, im->digest, size, age,
+                       *used ? used : "-");
         }
 }
 
 static int push(struct ctl *ctl, int argc, char **argv)
 {
-        static const struct option opts[] = {{"name", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0}};
+        static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                             {NULL, 0, NULL, 0}};
         const char *name = NULL;
         int c;
         optind = 0;
@@ -154,8 +157,8 @@ static int push(struct ctl *ctl, int argc, char **argv)
         if (!cl)
                 return CTL_EXIT_ERROR;
         struct cap_error err = {0};
-        struct rpc_stream *s = rpc_stream_open(cl, "/capsule.v1.Images/Push", &capsule__v1__image_push_response__descriptor,
-                                               0, &err);
+        struct rpc_stream *s = rpc_stream_open(
+            cl, "/capsule.v1.Images/Push", &capsule__v1__image_push_response__descriptor, 0, &err);
         if (!s) {
                 ctl_print_error(ctl, "image push", &err);
                 return CTL_EXIT_ERROR;
@@ -201,7 +204,9 @@ static int push(struct ctl *ctl, int argc, char **argv)
                         fprintf(stderr, "importing...\n");
                 rc = rpc_stream_recv(s, &resp, &err);
                 if (rc == 0)
-                        rc = rpc_stream_finish(s, &err) < 0 ? -EIO : cap_error_set(&err, -EPROTO, CAP_INTERNAL, "no response");
+                        rc = rpc_stream_finish(s, &err) < 0
+                                 ? -EIO
+                                 : cap_error_set(&err, -EPROTO, CAP_INTERNAL, "no response");
                 else if (rc > 0)
                         rc = 0;
         } else {
@@ -237,8 +242,8 @@ static int pull(struct ctl *ctl, int argc, char **argv)
         ProtobufCMessage *resp = NULL;
         struct cap_error err = {0};
         int timeout = ctl->timeout_ms > PULL_TIMEOUT_MS ? ctl->timeout_ms : PULL_TIMEOUT_MS;
-        if (rpc_unary(cl, "/capsule.v1.Images/Pull", &req.base, &capsule__v1__image_pull_response__descriptor, &resp,
-                      timeout, &err) < 0) {
+        if (rpc_unary(cl, "/capsule.v1.Images/Pull", &req.base,
+                      &capsule__v1__image_pull_response__descriptor, &resp, timeout, &err) < 0) {
                 ctl_print_error(ctl, "image pull", &err);
                 return CTL_EXIT_ERROR;
         }
@@ -257,7 +262,8 @@ static int pull(struct ctl *ctl, int argc, char **argv)
 static int list(struct ctl *ctl, int argc, char **argv)
 {
         if (argc != 1) {
-                fprintf(stderr, "capsulectl image ls: unexpected argument \"%s\"\n%s", argv[1], usage_ls);
+                fprintf(stderr, "capsulectl image ls: unexpected argument \"%s\"\n%s", argv[1],
+                        usage_ls);
                 return CTL_EXIT_USAGE;
         }
         struct rpc_client *cl = ctl_client(ctl);
@@ -266,8 +272,9 @@ static int list(struct ctl *ctl, int argc, char **argv)
         Capsule__V1__ImageListRequest req = CAPSULE__V1__IMAGE_LIST_REQUEST__INIT;
         ProtobufCMessage *resp = NULL;
         struct cap_error err = {0};
-        if (rpc_unary(cl, "/capsule.v1.Images/List", &req.base, &capsule__v1__image_list_response__descriptor, &resp,
-                      ctl->timeout_ms, &err) < 0) {
+        if (rpc_unary(cl, "/capsule.v1.Images/List", &req.base,
+                      &capsule__v1__image_list_response__descriptor, &resp, ctl->timeout_ms,
+                      &err) < 0) {
                 ctl_print_error(ctl, "image ls", &err);
                 return CTL_EXIT_ERROR;
         }
@@ -292,8 +299,9 @@ static int rm(struct ctl *ctl, int argc, char **argv)
                 req.reference = argv[i];
                 ProtobufCMessage *resp = NULL;
                 struct cap_error err = {0};
-                if (rpc_unary(cl, "/capsule.v1.Images/Delete", &req.base, &capsule__v1__image_delete_response__descriptor,
-                              &resp, ctl->timeout_ms, &err) < 0) {
+                if (rpc_unary(cl, "/capsule.v1.Images/Delete", &req.base,
+                              &capsule__v1__image_delete_response__descriptor, &resp,
+                              ctl->timeout_ms, &err) < 0) {
                         ctl_print_error(ctl, "image rm", &err);
                         rc = CTL_EXIT_ERROR;
                         continue;
@@ -311,8 +319,8 @@ int cmd_image(struct ctl *ctl, int argc, char **argv)
                 int (*run)(struct ctl *, int, char **);
                 const char *usage;
         } subs[] = {
-                {"push", push, usage_push}, {"pull", pull, usage_pull}, {"ls", list, usage_ls},
-                {"list", list, usage_ls},   {"rm", rm, usage_rm},       {"delete", rm, usage_rm},
+            {"push", push, usage_push}, {"pull", pull, usage_pull}, {"ls", list, usage_ls},
+            {"list", list, usage_ls},   {"rm", rm, usage_rm},       {"delete", rm, usage_rm},
         };
         if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
                 fputs(usage, argc < 2 ? stderr : stdout);

@@ -23,7 +23,7 @@ const char *manifest_restart_name(Capsule__V1__RestartPolicy restart)
         case CAPSULE__V1__RESTART_POLICY__NEVER:
                 return "never";
         default:
-                return NULL;
+                return "unknown";
         }
 }
 
@@ -38,7 +38,7 @@ const char *manifest_pull_policy_name(Capsule__V1__PullPolicy pull)
         case CAPSULE__V1__PULL_POLICY__PULL_NEVER:
                 return "Never";
         default:
-                return NULL;
+                return "unknown";
         }
 }
 
@@ -51,7 +51,7 @@ const char *manifest_workload_kind_name(Capsule__V1__WorkloadKind kind)
         case CAPSULE__V1__WORKLOAD_KIND__MICROVM:
                 return "MicroVM";
         default:
-                return NULL;
+                return "unknown";
         }
 }
 
@@ -420,7 +420,7 @@ char *manifest_workload_to_yaml(const Capsule__V1__WorkloadSpec *w)
         if (!out_init(&o))
                 return NULL;
         emit_start(&o);
-        emit_kv_plain(&o, "kind", kind ? kind : "unknown");
+        emit_kv_plain(&o, "kind", kind);
         emit_kv(&o, "name", w->name);
         emit_kv(&o, "image", w->image);
         emit_list(&o, "command", w->command, w->n_command);
@@ -428,9 +428,9 @@ char *manifest_workload_to_yaml(const Capsule__V1__WorkloadSpec *w)
         emit_env(&o, w);
         emit_ports(&o, w);
         emit_mounts(&o, w);
-        emit_kv_plain(&o, "restart", restart ? restart : "unknown");
+        emit_kv_plain(&o, "restart", restart);
         emit_resources(&o, w->resources);
-        emit_kv_plain(&o, "pullPolicy", pull ? pull : "unknown");
+        emit_kv_plain(&o, "pullPolicy", pull);
         if (!str_empty(w->working_dir))
                 emit_kv(&o, "workingDir", w->working_dir);
         if (!str_empty(w->user))

@@ -1458,15 +1458,17 @@ static void loader_break(struct loader *l)
 static int loader_add(struct loader *l, const yaml_event_t *ev)
 {
         int line = (int)ev->start_mark.line + 1;
+        /* Fatal, and checked before anything else: libyaml's scanner does work proportional to
+         * the flow nesting level for every token, so 1 MiB of "[" would take minutes. Stopping
+         * here keeps the scanner's stacks small. */
+        if (ev->type != YAML_SCALAR_EVENT && l->depth >= MAX_DEPTH) {
+                cfail(l->c, line, NULL, "nested more than %d levels deep", MAX_DEPTH);
+                return -E2BIG;
+        }
         if (l->broken)
                 goto count;
         if (++l->nodes > MAX_NODES) {
                 cfail(l->c, line, NULL, "document has more than %d nodes", MAX_NODES);
-                loader_break(l);
-                goto count;
-        }
-        if (ev->type != YAML_SCALAR_EVENT && l->depth >= MAX_DEPTH) {
-                cfail(l->c, line, NULL, "nested more than %d levels deep", MAX_DEPTH);
                 loader_break(l);
                 goto count;
         }

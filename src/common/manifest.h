@@ -70,7 +70,8 @@ char *manifest_errors_join(const struct manifest_errors *errs, const char *sep);
 
 /* Parses and validates buf (len bytes; need not be NUL-terminated). On success (0) out holds
  * the non-empty documents in file order, and the cross-document checks (manifest_set_check) have
- * passed. On any error returns -EINVAL (-E2BIG if oversized, -ENOMEM), appends every problem to
+ * passed. On any error returns -EINVAL (-E2BIG for over MANIFEST_MAX_BYTES, over
+ * MANIFEST_MAX_DOCS or nested over 32 levels; -ENOMEM), appends every problem to
  * errs and leaves out empty. out is overwritten: free a previous set first. */
 int manifest_parse(const char *filename, const char *buf, size_t len, struct manifest_set *out,
                    struct manifest_errors *errs);
@@ -120,7 +121,8 @@ int manifest_parse_cpus(const char *text, double *cpus, struct cap_error *err);
 
 const char *manifest_kind_name(enum manifest_kind kind);
 /* Manifest words for enum values: "always", "on-failure", "never"; "IfNotPresent", "Always",
- * "Never"; "Container", "MicroVM". UNSPECIFIED gives the default's word; unknown values NULL. */
+ * "Never"; "Container", "MicroVM". UNSPECIFIED gives the default's word; unknown values "unknown"
+ * (never NULL). */
 const char *manifest_restart_name(Capsule__V1__RestartPolicy restart);
 const char *manifest_pull_policy_name(Capsule__V1__PullPolicy pull);
 const char *manifest_workload_kind_name(Capsule__V1__WorkloadKind kind);

@@ -58,14 +58,16 @@ static int v_commit(void *ud, const struct blob_desc *d, struct cap_error *err)
         char got[72];
         uint64_t size = v->h.size;
         blob_hash_final(&v->h, got);
-        ORACLE(strcmp(got, d->digest) == 0 && size == d->size, "committed %s but content is %s", d->digest, got);
+        ORACLE(strcmp(got, d->digest) == 0 && size == d->size, "committed %s but content is %s",
+               d->digest, got);
         /* A manifest's references were written before it. */
         for (size_t i = 0; i < d->n_labels; i++)
                 if (strncmp(d->labels[i].key, "containerd.io/gc.ref.content.", 29) == 0) {
                         bool found = false;
                         for (size_t k = 0; k < v->n; k++)
                                 found |= strcmp(v->seen[k], d->labels[i].value) == 0;
-                        ORACLE(found, "%s written before its child %s", d->digest, d->labels[i].value);
+                        ORACLE(found, "%s written before its child %s", d->digest,
+                               d->labels[i].value);
                 }
         if (v->n < 64)
                 snprintf(v->seen[v->n++], 72, "%s", d->digest);
@@ -91,7 +93,8 @@ static void check_reference(const uint8_t *data, size_t size)
         char *a = NULL, *b = NULL;
         struct cap_error err = {0};
         if (image_ref_normalize(line, &a, &err) == 0) {
-                ORACLE(image_ref_normalize(a, &b, &err) == 0, "\"%s\" -> \"%s\" does not parse: %s", line, a, err.msg);
+                ORACLE(image_ref_normalize(a, &b, &err) == 0, "\"%s\" -> \"%s\" does not parse: %s",
+                       line, a, err.msg);
                 ORACLE(strcmp(a, b) == 0, "\"%s\" -> \"%s\" -> \"%s\"", line, a, b);
         }
         free(a);
@@ -107,22 +110,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         close(fd);
                 return 0;
         }
-        struct archive_limits lim = {.max_entry_bytes = 1 << 20, .max_inflated_bytes = 8 << 20,
-                                     .max_meta_bytes = 1 << 20, .max_entries = 256};
+        struct archive_limits lim = {.max_entry_bytes = 1 << 20,
+                                     .max_inflated_bytes = 8 << 20,
+                                     .max_meta_bytes = 1 << 20,
+                                     .max_entries = 256};
         struct archive_plan *p = NULL;
         struct cap_error err = {0};
         if (archive_plan_open(fd, NULL, &lim, &p, &err) == 0) {
                 for (size_t i = 0; i < archive_plan_n_images(p); i++) {
                         const struct archive_image *im = archive_plan_image(p, i);
                         char *again = NULL;
-                        ORACLE(image_ref_normalize(im->name, &again, &err) == 0 && strcmp(again, im->name) == 0,
+                        ORACLE(image_ref_normalize(im->name, &again, &err) == 0 &&
+                                   strcmp(again, im->name) == 0,
                                "image name %s is not normalised", im->name);
                         free(again);
                         ORACLE(image_digest_valid(im->digest), "image digest %s", im->digest);
                 }
                 struct vsink v = {0};
                 struct blob_sink s = {&v_ops, &v};
-                ORACLE(archive_plan_write(p, fd, &s, &err) == 0, "pass 2 failed after pass 1 accepted: %s", err.msg);
+                ORACLE(archive_plan_write(p, fd, &s, &err) == 0,
+                       "pass 2 failed after pass 1 accepted: %s", err.msg);
                 archive_plan_free(p);
         }
         close(fd);

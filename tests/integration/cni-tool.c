@@ -85,15 +85,22 @@ int main(int argc, char **argv)
         double t0 = now_ms();
         if (strcmp(cmd, "setup") == 0) {
                 struct cni_attachment a;
+                char *hosts = NULL, *resolv = NULL;
                 if (cni_setup(&c, workload, id, ports, n_ports, &a, &err) < 0) {
                         rc = 1;
                 } else {
-                        printf("{\"netns\":\"%s\",\"ip\":\"%s\",\"prefix\":%d,\"gateway\":\"%s\","
-                               "\"mac\":\"%s\","
-                               "\"ms\":%.1f}\n",
-                               a.netns_path, a.ip, a.prefix_len, a.gateway ? a.gateway : "",
-                               a.mac ? a.mac : "", now_ms() - t0);
+                        double ms = now_ms() - t0;
+                        if (cni_write_etc(&c, workload, a.ip, &hosts, &resolv, &err) < 0)
+                                rc = 1;
+                        else
+                                printf("{\"netns\":\"%s\",\"ip\":\"%s\",\"prefix\":%d,"
+                                       "\"gateway\":\"%s\",\"mac\":\"%s\",\"hosts\":\"%s\","
+                                       "\"resolv\":\"%s\",\"ms\":%.1f}\n",
+                                       a.netns_path, a.ip, a.prefix_len, a.gateway ? a.gateway : "",
+                                       a.mac ? a.mac : "", hosts, resolv, ms);
                         cni_attachment_free(&a);
+                        free(hosts);
+                        free(resolv);
                 }
         } else if (strcmp(cmd, "check") == 0) {
                 rc = cni_check(&c, workload, id, &err) < 0;

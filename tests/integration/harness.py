@@ -153,6 +153,15 @@ def proto_modules():
     return _PB_CACHE
 
 
+def unmount_under(path):
+    """Unmounts (lazily, deepest first) every mount below path: volumes, netns bind mounts."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        mnts = [l.split()[4] for l in f]
+    for m in sorted({m for m in mnts if m == path or m.startswith(path + "/")}, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -228,10 +237,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.d
         self.log.close()
         self.proc = None
         # unmount anything containerd left under its root (overlay snapshots of killed tasks)
-        with open("/proc/self/mountinfo") as f:
-            mnts = [l.split()[4] for l in f if l.split()[4].startswith(self.dir)]
-        for m in sorted(mnts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], capture_output=True)
+        unmount_under(self.dir)
 
 
 class CapsuleTestCase(unittest.TestCase):
@@ -248,6 +254,7 @@ class CapsuleTestCase(unittest.TestCase):
     def tearDownClass(cls):
         rc = cls.capsule.stop()
         logs = cls.capsule.logs()
+        unmount_under(cls.tmp)
         shutil.rmtree(cls.tmp, ignore_errors=True)
         # a clean SIGTERM exits 0; under ASan a leak or error makes it non-zero
         if rc not in (0, None):

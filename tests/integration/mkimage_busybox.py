@@ -80,10 +80,12 @@ def gzip_bytes(data):
     return buf.getvalue()
 
 
-def make_layer(busybox="/bin/busybox"):
+def make_layer(busybox="/bin/busybox", extra=None):
     with open(busybox, "rb") as f:
         bb = f.read()
     entries = [dir_entry("bin"), file_entry("bin/busybox", bb, 0o755)]
+    if extra is not None:
+        entries.append(file_entry("bin/.variant", extra))
     entries += [symlink_entry("bin/" + a, "busybox") for a in sorted(APPLETS)]
     entries += [dir_entry("etc"),
                 file_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
@@ -117,10 +119,10 @@ def make_manifest(config, layers, layer_mt=MT_LAYER_GZIP):
 
 class Image:
     """The parts of the busybox image: layer (uncompressed tar), its gzip form, config, OCI
-    manifest (gzip layer), all as bytes."""
+    manifest (gzip layer), all as bytes. `extra` adds a file, for a variant with other digests."""
 
-    def __init__(self, busybox="/bin/busybox"):
-        self.layer = make_layer(busybox)
+    def __init__(self, busybox="/bin/busybox", extra=None):
+        self.layer = make_layer(busybox, extra)
         self.layer_gz = gzip_bytes(self.layer)
         self.diff_id = sha256(self.layer)
         self.config = make_config([self.diff_id])

@@ -145,6 +145,7 @@ class CniTest(unittest.TestCase):
         self.assertEqual(self.leases(), [], "an IPAM lease is left")
         self.assertFalse(os.path.exists(os.path.join(self.netns_dir, wl)), "the netns file is left")
         self.assertFalse(os.path.exists(os.path.join(self.state_dir, "cache", cid + ".json")))
+        self.assertFalse(os.path.exists(os.path.join(self.state_dir, "etc", wl)))
 
     def test_publish_port_and_teardown(self):
         cid = "test%08x" % os.getpid()
@@ -156,6 +157,13 @@ class CniTest(unittest.TestCase):
         self.assertEqual(a["prefix"], 24)
         self.assertEqual(a["gateway"], SUBNET.rsplit(".", 1)[0] + ".1")
         self.assertEqual(len(self.leases()), 1)
+        # /etc/hosts and /etc/resolv.conf for the container driver to bind-mount
+        with open(a["hosts"]) as f:
+            self.assertIn(f"{a['ip']}\tweb\n", f.read())
+        with open(a["resolv"]) as f:
+            resolv = f.read()
+        self.assertIn("nameserver ", resolv)
+        self.assertNotIn("nameserver 127.", resolv)
         # lo is up inside (loopback plugin), eth0 has the address
         addrs = sh("nsenter", f"--net={a['netns']}", "ip", "-o", "-4", "addr").stdout
         self.assertIn("127.0.0.1/8", addrs)

@@ -51,6 +51,7 @@ class ContainersTest(unittest.TestCase):
             logs = cls.capsule.logs()
         finally:
             cls.containerd.stop()
+            harness.unmount_under(cls.tmp)
             shutil.rmtree(cls.tmp, ignore_errors=True)
         if rc not in (0, None):
             raise AssertionError(f"capsuled exited {rc} on SIGTERM:\n{logs[-6000:]}")

@@ -112,6 +112,7 @@ class TokenProxy:
         self.port = harness.free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.token_requests = []
+        self.corrupt_blobs = False  # flip a byte in every blob served (digest mismatch)
         proxy = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -145,6 +146,8 @@ class TokenProxy:
                         body, status, ctype = r.read(), r.status, r.headers.get("Content-Type", "")
                 except urllib.error.HTTPError as e:
                     body, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
+                if proxy.corrupt_blobs and "/blobs/" in self.path and status == 200 and body:
+                    body = body[:-1] + bytes([body[-1] ^ 0xFF])
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -183,15 +186,21 @@ class ImagesTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        rc = cls.capsule.stop()
-        if rc not in (0, None) or os.environ.get("CAPSULE_TEST_VERBOSE"):
-            print(cls.capsule.logs(), file=sys.stderr)
-        cls.proxy.stop()
-        cls.registry.stop()
-        cls.containerd.stop()
+        try:
+            rc = cls.capsule.stop()
+            logs = cls.capsule.logs()
+        finally:
+            cls.proxy.stop()
+            cls.registry.stop()
+            cls.containerd.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
         for k, v in cls.timings.items():
             print(f"timing: {k}: {v:.3f}s", file=sys.stderr)
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        if os.environ.get("CAPSULE_TEST_VERBOSE"):
+            print(logs, file=sys.stderr)
+        # a clean SIGTERM exits 0; under ASan a leak or error makes it non-zero
+        if rc not in (0, None):
+            raise AssertionError(f"capsuled exited {rc} on SIGTERM:\n{logs[-6000:]}")
 
     # ---- helpers ----
 
@@ -249,9 +258,40 @@ class ImagesTest(unittest.TestCase):
         ctr = self.containerd.ctr(["images", "ls"], check=True).stdout
         self.assertIn(self.img.manifest_digest, ctr)
         self.assertEqual(set(self.images()), self.ctr_images())
+        # a gzip-compressed archive (oci-archive.tar.gz)
+        with open(self.oci_tar, "rb") as f:
+            gz = mk.gzip_bytes(f.read())
+        p = self.push_bytes(gz, name="capsule.local/busybox:gz", fname="busybox-oci.tar.gz")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.images()["capsule.local/busybox:gz"]["digest"], self.img.manifest_digest)
         # pushing the same archive again is idempotent
         p = self.ctl(["image", "push", self.oci_tar], check=True)
         self.assertEqual(set(self.images()), self.ctr_images())
+
+    def test_025_concurrent_pushes(self):
+        # both archives hold the same config blob: concurrent imports must not lock each other out
+        variant = mk.Image(extra=b"concurrent\n")
+        paths = []
+        for i, entries in enumerate((mk.docker_archive_entries(variant, "capsule.local/conc:d"),
+                                     mk.oci_archive_entries(variant, "capsule.local/conc:o"))):
+            paths.append(os.path.join(self.tmp, f"conc-{i}.tar"))
+            with open(paths[-1], "wb") as f:
+                f.write(mk.tar_bytes(entries))
+        results = [None, None]
+
+        def push(i):
+            results[i] = self.ctl(["image", "push", paths[i]], timeout=120)
+        threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in results:
+            self.assertEqual(r.returncode, 0, r.stderr)
+        ims = self.images()
+        self.assertIn("capsule.local/conc:d", ims)
+        self.assertEqual(ims["capsule.local/conc:o"]["digest"], variant.manifest_digest)
+        self.assertIn("complete", self.containerd.ctr(["images", "check"], check=True).stdout)
 
     def test_03_malicious_archives_refused(self):
         img = self.img
@@ -319,19 +359,25 @@ class ImagesTest(unittest.TestCase):
             self.assertIn("incomplete", cm.exception.details())
 
     def test_05_pull_from_registry(self):
-        digest = self.registry.upload("busybox", "1", self.img)
-        self.assertEqual(digest, self.img.manifest_digest)
+        # a variant whose blobs containerd does not hold yet, so every blob is downloaded
+        img = mk.Image(extra=b"pulled from the registry\n")
+        digest = self.registry.upload("busybox", "1", img)
+        self.assertEqual(digest, img.manifest_digest)
+        self.assertNotIn(mk.sha256(img.layer_gz), self.ctr_content())
         ref = f"{self.registry.host}/busybox:1"
         t0 = time.monotonic()
         p = self.ctl(["image", "pull", ref], timeout=120)
-        self.timings["pull from local registry"] = time.monotonic() - t0
+        self.timings["pull from local registry (1 MiB)"] = time.monotonic() - t0
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(f"pulled {ref} {self.img.manifest_digest}", p.stdout)
-        self.assertEqual(self.images()[ref]["digest"], self.img.manifest_digest)
+        self.assertIn(f"pulled {ref} {img.manifest_digest}", p.stdout)
+        self.assertEqual(self.images()[ref]["digest"], img.manifest_digest)
         self.assertIn(ref, self.ctr_images())
+        content = self.ctr_content()
+        for blob in (img.layer_gz, img.config, img.manifest):
+            self.assertIn(mk.sha256(blob), content)
         self.assertIn("complete", self.containerd.ctr(["images", "check"], check=True).stdout)
-        # by digest
-        p = self.ctl(["image", "pull", f"{self.registry.host}/busybox@{self.img.manifest_digest}"], check=True)
+        # by digest (blobs present: nothing fetched again)
+        p = self.ctl(["image", "pull", f"{self.registry.host}/busybox@{img.manifest_digest}"], check=True)
         # unknown tag and unknown repository
         p = self.ctl(["image", "pull", f"{self.registry.host}/busybox:nope"])
         self.assertEqual(p.returncode, 1)
@@ -339,14 +385,33 @@ class ImagesTest(unittest.TestCase):
         self.assertIn("NOT_FOUND", p.stderr)
 
     def test_06_pull_with_bearer_token(self):
-        self.registry.upload("busybox", "2", self.img)
+        img = mk.Image(extra=b"pulled through a token-protected registry\n")
+        self.registry.upload("busybox", "2", img)
         ref = f"{self.proxy.host}/busybox:2"
         p = self.ctl(["image", "pull", ref], timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(self.img.manifest_digest, p.stdout)
+        self.assertIn(img.manifest_digest, p.stdout)
+        self.assertIn(mk.sha256(img.layer_gz), self.ctr_content())
         self.assertTrue(self.proxy.token_requests, "no token was requested")
         self.assertIn("service=test-registry", self.proxy.token_requests[0])
         self.assertIn("scope=repository%3Abusybox%3Apull", self.proxy.token_requests[0])
+
+    def test_065_pull_corrupt_blob_leaves_nothing(self):
+        img = mk.Image(extra=b"corrupted on the wire\n")
+        self.registry.upload("busybox", "3", img)
+        ref = f"{self.proxy.host}/busybox:3"
+        images_before = self.ctr_images()
+        self.proxy.corrupt_blobs = True
+        try:
+            p = self.ctl(["image", "pull", ref], timeout=120)
+        finally:
+            self.proxy.corrupt_blobs = False
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(f"pull {ref}", p.stderr)
+        self.assertIn("DATA_LOSS", p.stderr)
+        self.assertEqual(self.ctr_images(), images_before)
+        self.assertNotIn(mk.sha256(img.layer_gz), self.ctr_content())
+        self.assertNotIn(mk.sha256(img.manifest), self.ctr_content())
 
     def test_07_pull_needs_insecure_listing(self):
         # a registry not in the insecure list is spoken to over HTTPS, which fails clearly

@@ -35,7 +35,8 @@ static void tb_open(struct tb *t, bool gzip)
         archive_write_open_memory(t->a, t->buf, t->size, &t->used);
 }
 
-static void tb_add(struct tb *t, const char *name, mode_t type, const void *data, size_t len, const char *link)
+static void tb_add(struct tb *t, const char *name, mode_t type, const void *data, size_t len,
+                   const char *link)
 {
         struct archive_entry *e = archive_entry_new();
         archive_entry_set_pathname(e, name);
@@ -105,10 +106,14 @@ static void make_docker(struct tb *out, int tweak)
         char diff[72], cfgd[72], cfg[512], man[512], path[128];
         digest_hex(layer.buf, layer.used, diff);
         snprintf(cfg, sizeof(cfg),
-                 "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"%s\"]}}",
-                 tweak == 1 ? "sha256:0000000000000000000000000000000000000000000000000000000000000000" : diff);
+                 "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\","
+                 "\"diff_ids\":[\"%s\"]}}",
+                 tweak == 1
+                     ? "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                     : diff);
         digest_hex(cfg, strlen(cfg), cfgd);
-        snprintf(man, sizeof(man), "[{\"Config\":\"%s.json\",\"RepoTags\":%s,\"Layers\":[\"abc/layer.tar\"]}]",
+        snprintf(man, sizeof(man),
+                 "[{\"Config\":\"%s.json\",\"RepoTags\":%s,\"Layers\":[\"abc/layer.tar\"]}]",
                  cfgd + 7, tweak == 2 ? "null" : "[\"test/app:1\",\"registry.lan:5000/app:v1\"]");
         tb_open(out, false);
         snprintf(path, sizeof(path), "%s.json", cfgd + 7);
@@ -121,7 +126,7 @@ static void make_docker(struct tb *out, int tweak)
 }
 
 /* oci-archive with a gzip layer; tweak: 0 valid, 1 corrupt layer blob, 2 wrong declared size,
- * 3 missing blob, 4 bare-tag annotation only. */
+ * 3 missing blob, 4 bare-tag annotation only, 5 = 4 plus docker 25's manifest.json (RepoTags). */
 static void make_oci(struct tb *out, int tweak)
 {
         struct tb plain, gz;
@@ -130,19 +135,26 @@ static void make_oci(struct tb *out, int tweak)
         char diff[72], ld[72], cfgd[72], md[72], cfg[512], man[1024], idx[1024], p[128];
         digest_hex(plain.buf, plain.used, diff);
         digest_hex(gz.buf, gz.used, ld);
-        snprintf(cfg, sizeof(cfg), "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"%s\"]}}",
+        snprintf(cfg, sizeof(cfg),
+                 "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\","
+                 "\"diff_ids\":[\"%s\"]}}",
                  diff);
         digest_hex(cfg, strlen(cfg), cfgd);
-        snprintf(man, sizeof(man),
-                 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
-                 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
-                 "\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"%s\",\"size\":%zu}]}",
-                 cfgd, strlen(cfg), ld, gz.used + (tweak == 2 ? 1 : 0));
+        snprintf(
+            man, sizeof(man),
+            "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+            "\"config\":{\"mediaType\":\"application/"
+            "vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
+            "\"layers\":[{\"mediaType\":\"application/"
+            "vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"%s\",\"size\":%zu}]}",
+            cfgd, strlen(cfg), ld, gz.used + (tweak == 2 ? 1 : 0));
         digest_hex(man, strlen(man), md);
         snprintf(idx, sizeof(idx),
-                 "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
-                 "\"digest\":\"%s\",\"size\":%zu,\"annotations\":{\"org.opencontainers.image.ref.name\":\"%s\"}}]}",
-                 md, strlen(man), tweak == 4 ? "latest" : "capsule.local/test:oci");
+                 "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/"
+                 "vnd.oci.image.manifest.v1+json\","
+                 "\"digest\":\"%s\",\"size\":%zu,\"annotations\":{\"org.opencontainers.image.ref."
+                 "name\":\"%s\"}}]}",
+                 md, strlen(man), tweak >= 4 ? "latest" : "capsule.local/test:oci");
         tb_open(out, false);
         tb_file(out, "oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}");
         tb_file(out, "index.json", idx);
@@ -150,6 +162,14 @@ static void make_oci(struct tb *out, int tweak)
         tb_file(out, p, cfg);
         snprintf(p, sizeof(p), "blobs/sha256/%s", md + 7);
         tb_file(out, p, man);
+        if (tweak == 5) {
+                char dm[512];
+                snprintf(dm, sizeof(dm),
+                         "[{\"Config\":\"blobs/sha256/%s\",\"RepoTags\":[\"docker25/app:1\"],"
+                         "\"Layers\":[\"blobs/sha256/%s\"]}]",
+                         cfgd + 7, ld + 7);
+                tb_file(out, "manifest.json", dm);
+        }
         if (tweak != 3) {
                 snprintf(p, sizeof(p), "blobs/sha256/%s", ld + 7);
                 if (tweak == 1)
@@ -302,10 +322,24 @@ TEST(oci_archive)
                 archive_plan_free(p);
         }
         /* The whole archive gzip-compressed is accepted too. */
-        struct tb z;
-        tb_open(&z, true);
-        tb_close(&z);
-        free(z.buf);
+        uLongf zcap = compressBound(t.used) + 64;
+        unsigned char *z = malloc(zcap);
+        z_stream zs = {0};
+        CHECK(deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+        zs.next_in = (unsigned char *)t.buf;
+        zs.avail_in = (uInt)t.used;
+        zs.next_out = z;
+        zs.avail_out = (uInt)zcap;
+        CHECK(deflate(&zs, Z_FINISH) == Z_STREAM_END);
+        size_t zlen = zs.total_out;
+        deflateEnd(&zs);
+        p = NULL;
+        CHECK(import(z, zlen, NULL, NULL, NULL, &p, &err) == 0);
+        if (p) {
+                CHECK_STR_EQ(archive_plan_image(p, 0)->name, "capsule.local/test:oci");
+                archive_plan_free(p);
+        }
+        free(z);
         free(t.buf);
 }
 
@@ -323,6 +357,25 @@ TEST(oci_archive_bad)
         free(t.buf);
         make_oci(&t, 4);
         expect_refused(t.buf, t.used, "--name", CAP_INVALID_ARGUMENT);
+        free(t.buf);
+}
+
+TEST(docker25_layout)
+{
+        struct tb t;
+        make_oci(&t, 5);
+        struct archive_plan *p = NULL;
+        struct cap_error err = {0};
+        int r = import(t.buf, t.used, NULL, NULL, NULL, &p, &err);
+        if (r < 0)
+                fprintf(stderr, "  %s\n", err.msg);
+        CHECK(r == 0);
+        if (p) {
+                CHECK_STR_EQ(archive_plan_format(p), "oci-archive");
+                CHECK(archive_plan_n_images(p) == 1);
+                CHECK_STR_EQ(archive_plan_image(p, 0)->name, "docker.io/docker25/app:1");
+                archive_plan_free(p);
+        }
         free(t.buf);
 }
 
@@ -461,6 +514,7 @@ int main(void)
         RUN(docker_archive_bad);
         RUN(oci_archive);
         RUN(oci_archive_bad);
+        RUN(docker25_layout);
         RUN(sanitising);
         RUN(sizes);
         return test_summary();

@@ -177,6 +177,27 @@ TEST(split_rule)
         CHECK(cni_split_rule("-A X --comment \"unterminated", &w) == -EINVAL);
 }
 
+TEST(etc_files)
+{
+        char *r = cni_resolv_conf("# comment\nnameserver 127.0.0.53\nnameserver 192.168.1.1\n"
+                                  "search lan\noptions edns0\nsortlist 1.2.3.4\nnameserver ::1\n");
+        CHECK_STR_EQ(r, "nameserver 192.168.1.1\nsearch lan\noptions edns0\n");
+        free(r);
+        r = cni_resolv_conf("nameserver 127.0.0.53\nsearch lan");
+        CHECK_STR_EQ(r, "search lan\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        free(r);
+        r = cni_resolv_conf("");
+        CHECK_STR_EQ(r, "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        free(r);
+        char *h = cni_hosts_file("web", "10.88.0.5");
+        CHECK_STR_EQ(
+            h, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.88.0.5\tweb\n");
+        free(h);
+        h = cni_hosts_file("web", NULL);
+        CHECK_STR_EQ(h, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        free(h);
+}
+
 int main(void)
 {
         RUN(conflist);
@@ -184,5 +205,6 @@ int main(void)
         RUN(result_parse);
         RUN(error_parse);
         RUN(split_rule);
+        RUN(etc_files);
         return test_summary();
 }

@@ -684,6 +684,13 @@ TEST(normalised_equality)
                 protobuf_c_message_free_unpacked(&d2->base, NULL);
         }
         protobuf_c_message_free_unpacked(&b->base, NULL);
+
+        CHECK_STR_EQ(manifest_restart_name(CAPSULE__V1__RESTART_POLICY__RESTART_POLICY_UNSPECIFIED),
+                     "always");
+        CHECK_STR_EQ(manifest_restart_name((Capsule__V1__RestartPolicy)42), "unknown");
+        CHECK_STR_EQ(manifest_pull_policy_name(CAPSULE__V1__PULL_POLICY__PULL_NEVER), "Never");
+        CHECK_STR_EQ(manifest_workload_kind_name(CAPSULE__V1__WORKLOAD_KIND__MICROVM), "MicroVM");
+        CHECK_STR_EQ(manifest_kind_name(MANIFEST_KIND_VOLUME), "Volume");
 }
 
 TEST(validate_grpc_spec)

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "images/reference.h"
+#include "images/registry.h"
 #include "test.h"
 
 static void check_norm(const char *in, const char *want)
@@ -68,9 +69,12 @@ TEST(digests)
         free(name);
         image_ref_clear(&r);
         CHECK(image_digest_valid("sha256:" D64));
-        CHECK(!image_digest_valid("sha256:" "0123"));
+        CHECK(!image_digest_valid("sha256:"
+                                  "0123"));
         CHECK(!image_digest_valid("sha512:" D64));
-        CHECK(!image_digest_valid("sha256:" "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
+        CHECK(!image_digest_valid(
+            "sha256:"
+            "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
 }
 
 TEST(refusals)
@@ -108,11 +112,39 @@ TEST(refusals)
         check_bad(huge, "too long");
 }
 
+TEST(bearer_challenge)
+{
+        char *realm, *service, *scope;
+        CHECK(registry_parse_challenge(
+                  " Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\","
+                  "scope=\"repository:library/busybox:pull\"",
+                  &realm, &service, &scope) == 0);
+        CHECK_STR_EQ(realm, "https://auth.docker.io/token");
+        CHECK_STR_EQ(service, "registry.docker.io");
+        CHECK_STR_EQ(scope, "repository:library/busybox:pull");
+        free(realm);
+        free(service);
+        free(scope);
+        CHECK(registry_parse_challenge("bearer realm=https://r/t", &realm, &service, &scope) == 0);
+        CHECK_STR_EQ(realm, "https://r/t");
+        CHECK(service == NULL && scope == NULL);
+        free(realm);
+        CHECK(registry_parse_challenge("Basic realm=\"x\"", &realm, &service, &scope) < 0);
+        CHECK(registry_parse_challenge("Bearer service=\"x\"", &realm, &service, &scope) < 0);
+        CHECK(realm == NULL && service == NULL && scope == NULL);
+        char *h[] = {"127.0.0.1:5000", "Registry.lan"};
+        struct registry_opts o = {.insecure = h, .n_insecure = 2};
+        CHECK(registry_is_insecure(&o, "127.0.0.1:5000"));
+        CHECK(registry_is_insecure(&o, "registry.LAN"));
+        CHECK(!registry_is_insecure(&o, "127.0.0.1:5001"));
+}
+
 int main(void)
 {
         RUN(docker_hub_defaults);
         RUN(other_registries);
         RUN(digests);
         RUN(refusals);
+        RUN(bearer_challenge);
         return test_summary();
 }

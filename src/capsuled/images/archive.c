@@ -26,26 +26,26 @@
 enum ent_type { ENT_FILE, ENT_DIR, ENT_SYMLINK, ENT_HARDLINK };
 
 struct entry {
-        char *name;        /* cleaned path relative to the archive root */
+        char *name; /* cleaned path relative to the archive root */
         enum ent_type type;
-        char *link;        /* resolved link target (cleaned, from the archive root) */
+        char *link; /* resolved link target (cleaned, from the archive root) */
         uint64_t size;
         char digest[72];
-        char diff_id[72];  /* digest of the uncompressed data: = digest for plain data, of the
-                            * inflated stream for gzip data, "" when unknown */
+        char diff_id[72]; /* digest of the uncompressed data: = digest for plain data, of the
+                           * inflated stream for gzip data, "" when unknown */
         bool gzip;
-        char *data;        /* small JSON documents kept in memory (NUL-terminated) */
-        ssize_t blob;      /* index of the blob streamed from this entry in pass 2, or -1 */
+        char *data;   /* small JSON documents kept in memory (NUL-terminated) */
+        ssize_t blob; /* index of the blob streamed from this entry in pass 2, or -1 */
 };
 
 struct pblob {
         char *media_type;
         char digest[72];
         uint64_t size;
-        int rank;                  /* write order: 0 layers, 1 configs, 2 manifests */
-        const struct entry *src;   /* archive entry holding the bytes, or NULL ... */
-        char *gen;                 /* ... when they were generated here (docker-archive manifest) */
-        char **labels;             /* key, value, key, value, ... */
+        int rank;                /* write order: 0 layers, 1 configs, 2 manifests */
+        const struct entry *src; /* archive entry holding the bytes, or NULL ... */
+        char *gen;               /* ... when they were generated here (docker-archive manifest) */
+        char **labels;           /* key, value, key, value, ... */
         size_t n_labels;
         bool written;
 };
@@ -102,7 +102,9 @@ static int clean_path(const char *raw, char **out, struct cap_error *err)
                 size_t len = e ? (size_t)(e - p) : strlen(p);
                 if (len == 2 && p[0] == '.' && p[1] == '.') {
                         free(res);
-                        return bad(err, "archive entry \"%s\": \"..\" refused (path escapes the archive)", raw);
+                        return bad(
+                            err, "archive entry \"%s\": \"..\" refused (path escapes the archive)",
+                            raw);
                 }
                 if (len > 0 && !(len == 1 && p[0] == '.')) {
                         if (n)
@@ -121,13 +123,15 @@ static int clean_path(const char *raw, char **out, struct cap_error *err)
 
 /* Resolves a symlink target relative to the link's directory; refuses targets leaving the
  * archive. Result is a cleaned path from the archive root. */
-static int resolve_symlink(const char *link_name, const char *target, char **out, struct cap_error *err)
+static int resolve_symlink(const char *link_name, const char *target, char **out,
+                           struct cap_error *err)
 {
         *out = NULL;
         if (!target || !*target)
                 return bad(err, "archive entry \"%s\": symlink with an empty target", link_name);
         if (target[0] == '/')
-                return bad(err, "archive entry \"%s\": symlink to absolute path \"%s\" refused", link_name, target);
+                return bad(err, "archive entry \"%s\": symlink to absolute path \"%s\" refused",
+                           link_name, target);
         if (strlen(target) > PATH_MAX_LEN)
                 return bad(err, "archive entry \"%s\": symlink target too long", link_name);
         size_t cap = strlen(link_name) + strlen(target) + 2;
@@ -144,7 +148,9 @@ static int resolve_symlink(const char *link_name, const char *target, char **out
                 if (len == 2 && p[0] == '.' && p[1] == '.') {
                         if (n == 0) {
                                 free(res);
-                                return bad(err, "archive entry \"%s\": symlink \"%s\" points outside the archive",
+                                return bad(err,
+                                           "archive entry \"%s\": symlink \"%s\" points outside "
+                                           "the archive",
                                            link_name, target);
                         }
                         while (n > 0 && res[n - 1] != '/')
@@ -174,6 +180,8 @@ static int entry_cmp(const void *a, const void *b)
 static struct entry *lookup(const struct archive_plan *p, const char *name)
 {
         struct entry key = {.name = (char *)name};
+        if (!p->n_ents)
+                return NULL;
         return bsearch(&key, p->ents, p->n_ents, sizeof(*p->ents), entry_cmp);
 }
 
@@ -278,8 +286,8 @@ static int open_reader(int fd, struct archive **out, struct cap_error *err)
 }
 
 /* Reads one entry's data: hash, gzip probe, keep small JSON. */
-static int read_entry_data(struct archive_plan *p, struct archive *a, struct entry *e, bool size_known,
-                           unsigned char *buf, struct cap_error *err)
+static int read_entry_data(struct archive_plan *p, struct archive *a, struct entry *e,
+                           bool size_known, unsigned char *buf, struct cap_error *err)
 {
         struct blob_hash h;
         struct inflater inf = {.max = p->lim.max_inflated_bytes, .buf = buf + READ_CHUNK};
@@ -298,7 +306,8 @@ static int read_entry_data(struct archive_plan *p, struct archive *a, struct ent
                 if (first) {
                         first = false;
                         size_t i = 0;
-                        while (i < (size_t)n && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t'))
+                        while (i < (size_t)n && (buf[i] == ' ' || buf[i] == '\n' ||
+                                                 buf[i] == '\r' || buf[i] == '\t'))
                                 i++;
                         bool json = i < (size_t)n && (buf[i] == '{' || buf[i] == '[');
                         if (json && size_known && e->size <= BLOB_META_MAX &&
@@ -322,8 +331,8 @@ static int read_entry_data(struct archive_plan *p, struct archive *a, struct ent
                 }
                 if (h.size + (uint64_t)n > p->lim.max_entry_bytes) {
                         cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
-                                      "archive entry \"%s\": larger than the limit of %llu bytes", e->name,
-                                      (unsigned long long)p->lim.max_entry_bytes);
+                                      "archive entry \"%s\": larger than the limit of %llu bytes",
+                                      e->name, (unsigned long long)p->lim.max_entry_bytes);
                         goto fail;
                 }
                 if (e->data) {
@@ -388,7 +397,8 @@ static int read_entries(struct archive_plan *p, int fd, struct cap_error *err)
                 if (!*name) {
                         if (ft == AE_IFDIR)
                                 continue; /* "./" itself */
-                        r = bad(err, "archive entry \"%s\": not a file name", archive_entry_pathname(ae));
+                        r = bad(err, "archive entry \"%s\": not a file name",
+                                archive_entry_pathname(ae));
                         goto out;
                 }
                 if (p->n_ents >= p->lim.max_entries) {
@@ -416,7 +426,8 @@ static int read_entries(struct archive_plan *p, int fd, struct cap_error *err)
                                 goto out;
                         }
                         if (!*e->link) {
-                                r = bad(err, "archive entry \"%s\": hard link to the archive root", e->name);
+                                r = bad(err, "archive entry \"%s\": hard link to the archive root",
+                                        e->name);
                                 goto out;
                         }
                         continue;
@@ -427,18 +438,21 @@ static int read_entries(struct archive_plan *p, int fd, struct cap_error *err)
                 }
                 if (ft == AE_IFLNK) {
                         e->type = ENT_SYMLINK;
-                        if (resolve_symlink(e->name, archive_entry_symlink(ae), &e->link, err) < 0) {
+                        if (resolve_symlink(e->name, archive_entry_symlink(ae), &e->link, err) <
+                            0) {
                                 r = err->code;
                                 goto out;
                         }
                         continue;
                 }
                 if (ft != AE_IFREG) {
-                        r = bad(err, "archive entry \"%s\": %s refused (only files, directories and links)",
-                                e->name,
-                                ft == AE_IFCHR || ft == AE_IFBLK ? "device node"
-                                : ft == AE_IFIFO                 ? "FIFO"
-                                                                 : "special file");
+                        r = bad(
+                            err,
+                            "archive entry \"%s\": %s refused (only files, directories and links)",
+                            e->name,
+                            ft == AE_IFCHR || ft == AE_IFBLK ? "device node"
+                            : ft == AE_IFIFO                 ? "FIFO"
+                                                             : "special file");
                         goto out;
                 }
                 e->type = ENT_FILE;
@@ -446,8 +460,10 @@ static int read_entries(struct archive_plan *p, int fd, struct cap_error *err)
                 int64_t sz = archive_entry_size(ae);
                 if (known && (sz < 0 || (uint64_t)sz > p->lim.max_entry_bytes)) {
                         r = cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
-                                          "archive entry \"%s\": declares %lld bytes, more than the limit of %llu",
-                                          e->name, (long long)sz, (unsigned long long)p->lim.max_entry_bytes);
+                                          "archive entry \"%s\": declares %lld bytes, more than "
+                                          "the limit of %llu",
+                                          e->name, (long long)sz,
+                                          (unsigned long long)p->lim.max_entry_bytes);
                         goto out;
                 }
                 e->size = known ? (uint64_t)sz : 0;
@@ -456,16 +472,20 @@ static int read_entries(struct archive_plan *p, int fd, struct cap_error *err)
                         goto out;
                 }
         }
-        qsort(p->ents, p->n_ents, sizeof(*p->ents), entry_cmp);
+        if (p->n_ents)
+                qsort(p->ents, p->n_ents, sizeof(*p->ents), entry_cmp);
         for (size_t i = 1; i < p->n_ents; i++)
                 if (strcmp(p->ents[i - 1].name, p->ents[i].name) == 0 &&
                     !(p->ents[i].type == ENT_DIR && p->ents[i - 1].type == ENT_DIR)) {
-                        r = bad(err, "archive entry \"%s\": duplicate name refused", p->ents[i].name);
+                        r = bad(err, "archive entry \"%s\": duplicate name refused",
+                                p->ents[i].name);
                         goto out;
                 }
         for (size_t i = 0; i < p->n_ents; i++)
                 if (p->ents[i].type == ENT_HARDLINK && !lookup(p, p->ents[i].link)) {
-                        r = bad(err, "archive entry \"%s\": hard link to \"%s\", which is not in the archive",
+                        r = bad(err,
+                                "archive entry \"%s\": hard link to \"%s\", which is not in the "
+                                "archive",
                                 p->ents[i].name, p->ents[i].link);
                         goto out;
                 }
@@ -476,7 +496,8 @@ out:
 
 /* ---- JSON helpers ---- */
 
-static struct json_object *entry_json(const struct entry *e, const char *what, struct cap_error *err)
+static struct json_object *entry_json(const struct entry *e, const char *what,
+                                      struct cap_error *err)
 {
         if (!e->data) {
                 bad(err, "%s \"%s\": not a JSON document (or larger than %u bytes)", what, e->name,
@@ -509,7 +530,8 @@ static struct json_object *entry_json(const struct entry *e, const char *what, s
 static const char *jstr(struct json_object *o, const char *key)
 {
         struct json_object *v;
-        if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        if (!o || !json_object_object_get_ex(o, key, &v) ||
+            !json_object_is_type(v, json_type_string))
                 return NULL;
         return json_object_get_string(v);
 }
@@ -517,7 +539,8 @@ static const char *jstr(struct json_object *o, const char *key)
 static struct json_object *jarr(struct json_object *o, const char *key)
 {
         struct json_object *v;
-        if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_array))
+        if (!o || !json_object_object_get_ex(o, key, &v) ||
+            !json_object_is_type(v, json_type_array))
                 return NULL;
         return v;
 }
@@ -533,9 +556,9 @@ static struct pblob *find_blob(struct archive_plan *p, const char *digest)
 }
 
 /* Adds a blob (deduplicated by digest). labels: NULL-terminated key/value list, copied. */
-static int add_blob(struct archive_plan *p, const char *media_type, const char *digest, uint64_t size,
-                    int rank, const struct entry *src, char *gen, const char *const *labels,
-                    struct cap_error *err)
+static int add_blob(struct archive_plan *p, const char *media_type, const char *digest,
+                    uint64_t size, int rank, const struct entry *src, char *gen,
+                    const char *const *labels, struct cap_error *err)
 {
         if (find_blob(p, digest)) {
                 free(gen);
@@ -566,8 +589,9 @@ static int add_blob(struct archive_plan *p, const char *media_type, const char *
         return 0;
 }
 
-static int add_image(struct archive_plan *p, const char *name, const char *media_type, const char *digest,
-                     uint64_t manifest_size, uint64_t total, struct cap_error *err)
+static int add_image(struct archive_plan *p, const char *name, const char *media_type,
+                     const char *digest, uint64_t manifest_size, uint64_t total,
+                     struct cap_error *err)
 {
         _cleanup_free_ char *norm = NULL;
         if (image_ref_normalize(name, &norm, err) < 0)
@@ -575,7 +599,8 @@ static int add_image(struct archive_plan *p, const char *name, const char *media
         for (size_t i = 0; i < p->n_images; i++)
                 if (strcmp(p->images[i].name, norm) == 0) {
                         if (strcmp(p->images[i].digest, digest) != 0)
-                                return bad(err, "the archive names two different images \"%s\"", norm);
+                                return bad(err, "the archive names two different images \"%s\"",
+                                           norm);
                         return 0;
                 }
         if (p->n_images >= MAX_NAMES)
@@ -608,12 +633,14 @@ static int check_named_digest(const char *path, const struct entry *e, struct ca
         else
                 return 0;
         if (image_digest_valid(want) && strcmp(want, e->digest) != 0)
-                return bad(err, "\"%s\": content digest %s does not match its name", path, e->digest);
+                return bad(err, "\"%s\": content digest %s does not match its name", path,
+                           e->digest);
         return 0;
 }
 
 /* The manifest labels that tell containerd's GC what a manifest references. */
-static char **gc_labels(const char *config, const char *const *layers, size_t n, struct cap_error *err)
+static char **gc_labels(const char *config, const char *const *layers, size_t n,
+                        struct cap_error *err)
 {
         char **l = calloc(2 * (n + 1) + 1, sizeof(char *));
         if (!l) {
@@ -621,7 +648,8 @@ static char **gc_labels(const char *config, const char *const *layers, size_t n,
                 return NULL;
         }
         size_t k = 0;
-        bool ok = (l[k++] = strdup("containerd.io/gc.ref.content.config")) && (l[k++] = strdup(config));
+        bool ok =
+            (l[k++] = strdup("containerd.io/gc.ref.content.config")) && (l[k++] = strdup(config));
         for (size_t i = 0; ok && i < n; i++) {
                 ok = asprintf(&l[k++], "containerd.io/gc.ref.content.l.%zu", i) >= 0;
                 ok = ok && (l[k++] = strdup(layers[i]));
@@ -656,7 +684,8 @@ static void json_putp(struct json_object **o)
 #define _cleanup_strv_ _cleanup_(strv_freep)
 
 /* The config's rootfs.diff_ids. */
-static struct json_object *config_diff_ids(struct json_object *cfg, const char *what, struct cap_error *err)
+static struct json_object *config_diff_ids(struct json_object *cfg, const char *what,
+                                           struct cap_error *err)
 {
         struct json_object *rootfs;
         struct json_object *ids = NULL;
@@ -689,10 +718,19 @@ static int plan_docker_item(struct archive_plan *p, struct json_object *item, si
         if (n > MAX_LAYERS)
                 return bad(err, "manifest.json[%zu]: more than %d layers", idx, MAX_LAYERS);
         if (n != json_object_array_length(ids))
-                return bad(err, "manifest.json[%zu]: %zu layers but the config lists %zu diff_ids", idx, n,
-                           json_object_array_length(ids));
+                return bad(err, "manifest.json[%zu]: %zu layers but the config lists %zu diff_ids",
+                           idx, n, json_object_array_length(ids));
+        /* The OCI manifest, keys in a fixed order (json-c keeps insertion order). */
         _cleanup_json_ struct json_object *m = json_object_new_object();
         struct json_object *ml = json_object_new_array();
+        struct json_object *cd = json_object_new_object();
+        json_object_object_add(cd, "mediaType", json_object_new_string(MT_OCI_CONFIG));
+        json_object_object_add(cd, "digest", json_object_new_string(ce->digest));
+        json_object_object_add(cd, "size", json_object_new_int64((int64_t)ce->size));
+        json_object_object_add(m, "schemaVersion", json_object_new_int(2));
+        json_object_object_add(m, "mediaType", json_object_new_string(MT_OCI_MANIFEST));
+        json_object_object_add(m, "config", cd);
+        json_object_object_add(m, "layers", ml);
         const char *layer_digests[MAX_LAYERS];
         uint64_t total = ce->size;
         for (size_t i = 0; i < n; i++) {
@@ -702,11 +740,15 @@ static int plan_docker_item(struct archive_plan *p, struct json_object *item, si
                 if (!le || check_named_digest(lp, le, err) < 0)
                         return cap_error_prefix(err, "manifest.json[%zu] layer %zu", idx, i);
                 if (!le->diff_id[0])
-                        return bad(err, "layer \"%s\": cannot compute its uncompressed digest (only plain "
-                                        "and gzip-compressed tar layers are supported)", lp);
+                        return bad(
+                            err,
+                            "layer \"%s\": cannot compute its uncompressed digest (only plain "
+                            "and gzip-compressed tar layers are supported)",
+                            lp);
                 if (!want || strcmp(want, le->diff_id) != 0)
-                        return bad(err, "layer \"%s\": digest %s does not match the config's diff_id %s", lp,
-                                   le->diff_id, want ? want : "(none)");
+                        return bad(err,
+                                   "layer \"%s\": digest %s does not match the config's diff_id %s",
+                                   lp, le->diff_id, want ? want : "(none)");
                 const char *mt = le->gzip ? MT_OCI_LAYER_GZIP : MT_OCI_LAYER;
                 const char *labels[] = {"containerd.io/uncompressed", le->diff_id, NULL};
                 if (add_blob(p, mt, le->digest, le->size, 0, le, NULL, labels, err) < 0)
@@ -721,15 +763,8 @@ static int plan_docker_item(struct archive_plan *p, struct json_object *item, si
         }
         if (add_blob(p, MT_OCI_CONFIG, ce->digest, ce->size, 1, ce, NULL, NULL, err) < 0)
                 return err->code;
-        struct json_object *cd = json_object_new_object();
-        json_object_object_add(cd, "mediaType", json_object_new_string(MT_OCI_CONFIG));
-        json_object_object_add(cd, "digest", json_object_new_string(ce->digest));
-        json_object_object_add(cd, "size", json_object_new_int64((int64_t)ce->size));
-        json_object_object_add(m, "schemaVersion", json_object_new_int(2));
-        json_object_object_add(m, "mediaType", json_object_new_string(MT_OCI_MANIFEST));
-        json_object_object_add(m, "config", cd);
-        json_object_object_add(m, "layers", ml);
-        const char *text = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        const char *text = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
         char *gen = strdup(text);
         char digest[72];
         if (!gen)
@@ -744,7 +779,8 @@ static int plan_docker_item(struct archive_plan *p, struct json_object *item, si
                 free(gen);
                 return err->code;
         }
-        if (add_blob(p, MT_OCI_MANIFEST, digest, glen, 2, NULL, gen, (const char *const *)labels, err) < 0)
+        if (add_blob(p, MT_OCI_MANIFEST, digest, glen, 2, NULL, gen, (const char *const *)labels,
+                     err) < 0)
                 return err->code;
         total += glen;
         if (override)
@@ -787,7 +823,8 @@ struct desc {
         uint64_t size;
 };
 
-static int parse_desc(struct json_object *o, const char *what, struct desc *d, struct cap_error *err)
+static int parse_desc(struct json_object *o, const char *what, struct desc *d,
+                      struct cap_error *err)
 {
         struct json_object *sz;
         d->media_type = jstr(o, "mediaType");
@@ -812,7 +849,9 @@ static struct entry *desc_entry(struct archive_plan *p, const struct desc *d, st
                 return NULL;
         }
         if (strcmp(e->digest, d->digest) != 0 || e->size != d->size) {
-                bad(err, "blob %s: content does not match its descriptor (got %s, %llu bytes; expected %llu)",
+                bad(err,
+                    "blob %s: content does not match its descriptor (got %s, %llu bytes; expected "
+                    "%llu)",
                     d->digest, e->digest, (unsigned long long)e->size, (unsigned long long)d->size);
                 return NULL;
         }
@@ -829,8 +868,8 @@ static bool platform_is(struct json_object *desc, const char *os, const char *ar
 }
 
 /* Plans one manifest (or picks linux/amd64 out of an index); *chosen gets the image target. */
-static int plan_oci_manifest(struct archive_plan *p, struct json_object *dj, int depth, struct desc *chosen,
-                             uint64_t *total, struct cap_error *err)
+static int plan_oci_manifest(struct archive_plan *p, struct json_object *dj, int depth,
+                             struct desc *chosen, uint64_t *total, struct cap_error *err)
 {
         struct desc d;
         if (parse_desc(dj, "manifest", &d, err) < 0)
@@ -849,7 +888,8 @@ static int plan_oci_manifest(struct archive_plan *p, struct json_object *dj, int
         if (blob_is_index(mt)) {
                 struct json_object *ms = jarr(m, "manifests");
                 if (depth >= MAX_INDEX_DEPTH || !ms)
-                        return bad(err, "index %s: %s", d.digest, ms ? "nested too deeply" : "no manifests");
+                        return bad(err, "index %s: %s", d.digest,
+                                   ms ? "nested too deeply" : "no manifests");
                 size_t n = json_object_array_length(ms);
                 struct json_object *pick = NULL;
                 for (size_t i = 0; i < n && !pick; i++)
@@ -882,8 +922,8 @@ static int plan_oci_manifest(struct archive_plan *p, struct json_object *dj, int
         if (n > MAX_LAYERS)
                 return bad(err, "manifest %s: more than %d layers", d.digest, MAX_LAYERS);
         if (n != json_object_array_length(ids))
-                return bad(err, "manifest %s: %zu layers but the config lists %zu diff_ids", d.digest, n,
-                           json_object_array_length(ids));
+                return bad(err, "manifest %s: %zu layers but the config lists %zu diff_ids",
+                           d.digest, n, json_object_array_length(ids));
         const char *layer_digests[MAX_LAYERS];
         *total = d.size + cd.size;
         for (size_t i = 0; i < n; i++) {
@@ -899,11 +939,15 @@ static int plan_oci_manifest(struct archive_plan *p, struct json_object *dj, int
                 const char *want = json_object_get_string(json_object_array_get_idx(ids, i));
                 bool zstd = strstr(ld.media_type, "zstd") != NULL;
                 if (!want || !image_digest_valid(want))
-                        return bad(err, "config %s: diff_id %zu is not a sha256 digest", cd.digest, i);
+                        return bad(err, "config %s: diff_id %zu is not a sha256 digest", cd.digest,
+                                   i);
                 if (!zstd && !le->diff_id[0])
-                        return bad(err, "layer %s: cannot compute its uncompressed digest", ld.digest);
+                        return bad(err, "layer %s: cannot compute its uncompressed digest",
+                                   ld.digest);
                 if (!zstd && strcmp(le->diff_id, want) != 0)
-                        return bad(err, "layer %s: uncompressed digest %s does not match the config's diff_id %s",
+                        return bad(err,
+                                   "layer %s: uncompressed digest %s does not match the config's "
+                                   "diff_id %s",
                                    ld.digest, le->diff_id, want);
                 const char *labels[] = {"containerd.io/uncompressed", want, NULL};
                 if (add_blob(p, ld.media_type, ld.digest, ld.size, 0, le, NULL, labels, err) < 0)
@@ -915,10 +959,12 @@ static int plan_oci_manifest(struct archive_plan *p, struct json_object *dj, int
         if (add_blob(p, cmt, cd.digest, cd.size, 1, ce, NULL, NULL, err) < 0)
                 return err->code;
         _cleanup_strv_ char **labels = gc_labels(cd.digest, layer_digests, n, err);
-        if (!labels || add_blob(p, mt, d.digest, d.size, 2, e, NULL, (const char *const *)labels, err) < 0)
+        if (!labels ||
+            add_blob(p, mt, d.digest, d.size, 2, e, NULL, (const char *const *)labels, err) < 0)
                 return err->code;
         /* The strings live in the entries and blobs, which outlive this function. */
-        chosen->media_type = strcmp(mt, MT_OCI_MANIFEST) == 0 ? MT_OCI_MANIFEST : MT_DOCKER_MANIFEST;
+        chosen->media_type =
+            strcmp(mt, MT_OCI_MANIFEST) == 0 ? MT_OCI_MANIFEST : MT_DOCKER_MANIFEST;
         chosen->digest = e->digest;
         chosen->size = d.size;
         return 0;
@@ -940,8 +986,8 @@ static const char *annotation_name(struct json_object *desc)
 }
 
 /* docker 25+ writes both layouts: names may only be in manifest.json's RepoTags. */
-static int docker_names_for(struct archive_plan *p, const char *config_digest, const struct desc *target,
-                            uint64_t total, struct cap_error *err)
+static int docker_names_for(struct archive_plan *p, const char *config_digest,
+                            const struct desc *target, uint64_t total, struct cap_error *err)
 {
         struct entry *me = lookup(p, "manifest.json");
         if (!me || !me->data)
@@ -958,9 +1004,10 @@ static int docker_names_for(struct archive_plan *p, const char *config_digest, c
                 if (!ce || strcmp(ce->digest, config_digest) != 0 || !tags)
                         continue;
                 for (size_t t = 0; t < json_object_array_length(tags); t++) {
-                        const char *name = json_object_get_string(json_object_array_get_idx(tags, t));
-                        if (name && add_image(p, name, target->media_type, target->digest, target->size, total,
-                                              err) < 0)
+                        const char *name =
+                            json_object_get_string(json_object_array_get_idx(tags, t));
+                        if (name && add_image(p, name, target->media_type, target->digest,
+                                              target->size, total, err) < 0)
                                 return err->code;
                 }
         }
@@ -972,7 +1019,8 @@ static const char *manifest_config_digest(struct archive_plan *p, const struct d
         for (size_t i = 0; i < p->n_blobs; i++)
                 if (strcmp(p->blobs[i].digest, target->digest) == 0)
                         for (size_t k = 0; k + 1 < p->blobs[i].n_labels; k += 2)
-                                if (strcmp(p->blobs[i].labels[k], "containerd.io/gc.ref.content.config") == 0)
+                                if (strcmp(p->blobs[i].labels[k],
+                                           "containerd.io/gc.ref.content.config") == 0)
                                         return p->blobs[i].labels[k + 1];
         return NULL;
 }
@@ -1009,18 +1057,22 @@ static int plan_oci(struct archive_plan *p, const char *override, struct cap_err
                 if (i == 0)
                         first = target;
                 else if (override && strcmp(first.digest, target.digest) != 0)
-                        return bad(err, "the archive holds %zu images; --name needs exactly one", n);
+                        return bad(err, "the archive holds %zu images; --name needs exactly one",
+                                   n);
                 if (override) {
-                        if (add_image(p, override, target.media_type, target.digest, target.size, total, err) < 0)
+                        if (add_image(p, override, target.media_type, target.digest, target.size,
+                                      total, err) < 0)
                                 return err->code;
                         continue;
                 }
                 const char *name = annotation_name(dj);
                 size_t before = p->n_images;
-                if (name && add_image(p, name, target.media_type, target.digest, target.size, total, err) < 0)
+                if (name && add_image(p, name, target.media_type, target.digest, target.size, total,
+                                      err) < 0)
                         return err->code;
                 const char *cfg = manifest_config_digest(p, &target);
-                if (p->n_images == before && cfg && docker_names_for(p, cfg, &target, total, err) < 0)
+                if (p->n_images == before && cfg &&
+                    docker_names_for(p, cfg, &target, total, err) < 0)
                         return err->code;
         }
         return 0;
@@ -1057,8 +1109,9 @@ int archive_plan_open(int fd, const char *name_override, const struct archive_li
                         p->format = "docker-archive";
                         r = plan_docker(p, name_override, err);
                 } else {
-                        r = bad(err, "not an image archive: neither manifest.json (docker-archive) nor "
-                                     "oci-layout + index.json (oci-archive) found");
+                        r = bad(err,
+                                "not an image archive: neither manifest.json (docker-archive) nor "
+                                "oci-layout + index.json (oci-archive) found");
                 }
         }
         if (r == 0 && p->n_images == 0)
@@ -1101,13 +1154,16 @@ static void blob_desc_of(const struct pblob *b, struct blob_desc *d, struct blob
 {
         for (size_t k = 0; k + 1 < b->n_labels; k += 2)
                 labels[k / 2] = (struct blob_label){b->labels[k], b->labels[k + 1]};
-        *d = (struct blob_desc){.media_type = b->media_type, .digest = b->digest, .size = b->size,
-                                .labels = labels, .n_labels = b->n_labels / 2};
+        *d = (struct blob_desc){.media_type = b->media_type,
+                                .digest = b->digest,
+                                .size = b->size,
+                                .labels = labels,
+                                .n_labels = b->n_labels / 2};
 }
 
 /* Streams one archive entry's data into the sink as blob b. */
-static int stream_blob(struct archive *a, struct pblob *b, const struct blob_sink *sink, unsigned char *buf,
-                       struct cap_error *err)
+static int stream_blob(struct archive *a, struct pblob *b, const struct blob_sink *sink,
+                       unsigned char *buf, struct cap_error *err)
 {
         struct blob_label labels[MAX_LAYERS + 2];
         struct blob_desc d;
@@ -1156,13 +1212,19 @@ fail:
         return err->code;
 }
 
-int archive_plan_write(struct archive_plan *p, int fd, const struct blob_sink *sink, struct cap_error *err)
+int archive_plan_write(struct archive_plan *p, int fd, const struct blob_sink *sink,
+                       struct cap_error *err)
 {
         struct archive *a = NULL;
         int r = 0;
         _cleanup_free_ unsigned char *buf = malloc(READ_CHUNK);
         if (!buf)
                 return oom(err);
+        /* May run again (to restore blobs lost to GC): start from a clean slate. */
+        for (size_t i = 0; i < p->n_ents; i++)
+                p->ents[i].blob = -1;
+        for (size_t i = 0; i < p->n_blobs; i++)
+                p->blobs[i].written = false;
         /* Streamed blobs: those whose bytes are not in memory. */
         size_t streamed = 0;
         for (size_t i = 0; i < p->n_blobs; i++) {
@@ -1199,7 +1261,8 @@ int archive_plan_write(struct archive_plan *p, int fd, const struct blob_sink *s
                         streamed--;
                 }
                 if (streamed) {
-                        r = bad(err, "archive changed while importing: %zu blobs not found again", streamed);
+                        r = bad(err, "archive changed while importing: %zu blobs not found again",
+                                streamed);
                         goto out;
                 }
         }

@@ -23,19 +23,20 @@
 #include "common/error.h"
 
 struct archive_limits {
-        uint64_t max_entry_bytes;     /* largest entry (declared or actual); 0 = 4 GiB */
-        uint64_t max_inflated_bytes;  /* largest uncompressed size of a gzip layer hashed; 0 = 32 GiB */
-        uint64_t max_meta_bytes;      /* total JSON kept in memory; 0 = 64 MiB */
-        size_t max_entries;           /* 0 = 65536 */
+        uint64_t max_entry_bytes; /* largest entry (declared or actual); 0 = 4 GiB */
+        uint64_t
+            max_inflated_bytes;  /* largest uncompressed size of a gzip layer hashed; 0 = 32 GiB */
+        uint64_t max_meta_bytes; /* total JSON kept in memory; 0 = 64 MiB */
+        size_t max_entries;      /* 0 = 65536 */
 };
 
 /* One image record to create. */
 struct archive_image {
-        char *name;               /* normalised reference */
-        char *media_type;         /* of the target manifest */
-        char digest[72];          /* the manifest digest */
+        char *name;       /* normalised reference */
+        char *media_type; /* of the target manifest */
+        char digest[72];  /* the manifest digest */
         uint64_t manifest_size;
-        uint64_t total_size;      /* manifest + config + layers */
+        uint64_t total_size; /* manifest + config + layers */
 };
 
 struct archive_plan;
@@ -51,7 +52,8 @@ size_t archive_plan_n_images(const struct archive_plan *p);
 const struct archive_image *archive_plan_image(const struct archive_plan *p, size_t i);
 /* Number of distinct blobs the plan writes and their total size. */
 size_t archive_plan_n_blobs(const struct archive_plan *p, uint64_t *total_bytes);
-/* Pass 2: writes every blob into sink (fd re-read from offset 0). */
+/* Pass 2: writes every blob into sink (fd re-read from offset 0). May be called again: blobs the
+ * sink already holds are skipped. */
 int archive_plan_write(struct archive_plan *p, int fd, const struct blob_sink *sink,
                        struct cap_error *err);
 void archive_plan_free(struct archive_plan *p);

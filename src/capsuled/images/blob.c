@@ -62,26 +62,31 @@ bool blob_is_manifest(const char *mt)
 
 bool blob_is_layer(const char *mt)
 {
-        static const char *const known[] = {MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD,
-                                            MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP,
-                                            "application/vnd.oci.image.layer.nondistributable.v1.tar",
-                                            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-                                            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"};
+        static const char *const known[] = {
+            MT_OCI_LAYER,
+            MT_OCI_LAYER_GZIP,
+            MT_OCI_LAYER_ZSTD,
+            MT_DOCKER_LAYER,
+            MT_DOCKER_LAYER_GZIP,
+            "application/vnd.oci.image.layer.nondistributable.v1.tar",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"};
         for (size_t i = 0; mt && i < sizeof(known) / sizeof(known[0]); i++)
                 if (strcmp(mt, known[i]) == 0)
                         return true;
         return false;
 }
 
-int blob_sink_put(const struct blob_sink *s, const struct blob_desc *d, const void *data, size_t len,
-                  struct cap_error *err)
+int blob_sink_put(const struct blob_sink *s, const struct blob_desc *d, const void *data,
+                  size_t len, struct cap_error *err)
 {
         char dg[72];
         if (blob_digest(data, len, dg, err) < 0)
                 return err->code;
         if (strcmp(dg, d->digest) != 0 || len != d->size)
                 return cap_error_set(err, -EBADMSG, CAP_INVALID_ARGUMENT,
-                                     "blob %s: content does not match its digest or size", d->digest);
+                                     "blob %s: content does not match its digest or size",
+                                     d->digest);
         bool exists = false;
         if (s->ops->begin(s->ud, d, &exists, err) < 0)
                 return err->code;

@@ -78,5 +78,5 @@ struct blob_sink {
 };
 
 /* Writes a whole in-memory blob (verified here) to the sink. */
-int blob_sink_put(const struct blob_sink *s, const struct blob_desc *d, const void *data, size_t len,
-                  struct cap_error *err);
+int blob_sink_put(const struct blob_sink *s, const struct blob_desc *d, const void *data,
+                  size_t len, struct cap_error *err);

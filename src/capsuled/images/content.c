@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "containerd/client.h"
 #include "content.h"
@@ -18,13 +19,15 @@ static void to_ctrd_labels(const struct blob_desc *d, struct ctrd_label *out)
 static int cs_begin(void *ud, const struct blob_desc *d, bool *exists, struct cap_error *err)
 {
         struct content_sink *cs = ud;
-        snprintf(cs->ref, sizeof(cs->ref), "capsule-import-%s", d->digest);
+        snprintf(cs->ref, sizeof(cs->ref), "capsule-import-%s-%s", cs->tag, d->digest);
         cs->len = 0;
-        int r = ctrd_writer_open(cs->client, cs->ref, d->digest, (int64_t)d->size, &cs->writer, exists, err);
+        int r = ctrd_writer_open(cs->client, cs->ref, d->digest, (int64_t)d->size, &cs->writer,
+                                 exists, err);
         if (r < 0)
                 return cap_error_prefix(err, "store blob %s", d->digest);
         for (size_t i = 0; *exists && i < d->n_labels; i++)
-                if (ctrd_content_set_label(cs->client, d->digest, d->labels[i].key, d->labels[i].value, err) < 0)
+                if (ctrd_content_set_label(cs->client, d->digest, d->labels[i].key,
+                                           d->labels[i].value, err) < 0)
                         return cap_error_prefix(err, "label blob %s", d->digest);
         return 0;
 }
@@ -78,7 +81,10 @@ static void cs_abort(void *ud)
 }
 
 static const struct blob_sink_ops content_ops = {
-        .begin = cs_begin, .write = cs_write, .commit = cs_commit, .abort = cs_abort,
+    .begin = cs_begin,
+    .write = cs_write,
+    .commit = cs_commit,
+    .abort = cs_abort,
 };
 
 int content_sink_init(struct content_sink *cs, struct ctrd_client *client, struct cap_error *err)
@@ -86,6 +92,11 @@ int content_sink_init(struct content_sink *cs, struct ctrd_client *client, struc
         *cs = (struct content_sink){.sink = {.ops = &content_ops, .ud = cs}, .client = client};
         if (!(cs->buf = malloc(CONTENT_BUF)))
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        unsigned char rnd[8];
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+                return cap_error_errno(err, -errno, "getrandom");
+        for (size_t i = 0; i < sizeof(rnd); i++)
+                snprintf(cs->tag + 2 * i, 3, "%02x", rnd[i]);
         return 0;
 }
 

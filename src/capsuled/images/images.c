@@ -90,10 +90,12 @@ static int users_load(struct serve_ctx *ctx, struct users *u, struct cap_error *
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
         for (size_t i = 0; i < n; i++) {
-                Capsule__V1__WorkloadSpec *spec = capsule__v1__workload_spec__unpack(NULL, ws[i].spec_len, ws[i].spec);
+                Capsule__V1__WorkloadSpec *spec =
+                    capsule__v1__workload_spec__unpack(NULL, ws[i].spec_len, ws[i].spec);
                 char *norm = NULL;
                 struct cap_error ignored = {0};
-                if (spec && spec->image && *spec->image && image_ref_normalize(spec->image, &norm, &ignored) == 0) {
+                if (spec && spec->image && *spec->image &&
+                    image_ref_normalize(spec->image, &norm, &ignored) == 0) {
                         u->workload[u->n] = strdup(ws[i].name);
                         u->image[u->n] = norm;
                         u->n++;
@@ -120,8 +122,8 @@ static void users_fill(const struct users *u, const char *name, Capsule__V1__Ima
         }
 }
 
-static Capsule__V1__Image *image_msg(const char *name, const char *digest, uint64_t size, int64_t created_ns,
-                                     const struct users *u)
+static Capsule__V1__Image *image_msg(const char *name, const char *digest, uint64_t size,
+                                     int64_t created_ns, const struct users *u)
 {
         Capsule__V1__Image *img = malloc(sizeof(*img));
         if (!img)
@@ -142,31 +144,91 @@ static Capsule__V1__Image *image_msg(const char *name, const char *digest, uint6
 
 /* ---- writing images into containerd ---- */
 
-static int put_image(struct ctrd_client *c, const char *name, const char *media_type, const char *digest,
-                     uint64_t manifest_size, uint64_t total, struct cap_error *err)
+static int put_image(struct ctrd_client *c, const char *name, const char *media_type,
+                     const char *digest, uint64_t manifest_size, uint64_t total,
+                     struct cap_error *err)
 {
         char size[32];
         snprintf(size, sizeof(size), "%" PRIu64, total);
         struct ctrd_label labels[] = {{LABEL_SIZE, size}};
-        struct ctrd_descriptor target = {.media_type = (char *)media_type, .digest = (char *)digest,
+        struct ctrd_descriptor target = {.media_type = (char *)media_type,
+                                         .digest = (char *)digest,
                                          .size = (int64_t)manifest_size};
         return ctrd_image_put(c, name, &target, labels, 1, err);
 }
 
+/* 0 when the manifest `digest` and every blob it references are in the content store, -ENOENT
+ * when one is missing. A blob that existed before an import is skipped, not re-written, and is not
+ * covered by the import's lease: the garbage collector may remove it (if nothing referenced it)
+ * before the image record does. Checked after the records exist, so one re-run repairs it. */
+static int image_complete(struct ctrd_client *c, const char *digest, struct cap_error *err)
+{
+        char *data = NULL;
+        size_t len = 0;
+        if (ctrd_content_read(c, digest, BLOB_META_MAX, &data, &len, err) < 0)
+                return err->status == CAP_NOT_FOUND ? -ENOENT : err->code;
+        struct json_tokener *tok = json_tokener_new();
+        struct json_object *m = tok ? json_tokener_parse_ex(tok, data, (int)len) : NULL, *cfg,
+                           *layers, *d;
+        json_tokener_free(tok);
+        free(data);
+        int r = 0;
+        if (m && json_object_object_get_ex(m, "config", &cfg) &&
+            json_object_object_get_ex(cfg, "digest", &d) &&
+            ctrd_content_info(c, json_object_get_string(d), NULL, err) < 0)
+                r = -ENOENT;
+        if (m && json_object_object_get_ex(m, "layers", &layers) &&
+            json_object_is_type(layers, json_type_array))
+                for (size_t i = 0; r == 0 && i < json_object_array_length(layers); i++)
+                        if (json_object_object_get_ex(json_object_array_get_idx(layers, i),
+                                                      "digest", &d) &&
+                            ctrd_content_info(c, json_object_get_string(d), NULL, err) < 0)
+                                r = -ENOENT;
+        json_object_put(m);
+        if (r < 0 && err->status != CAP_NOT_FOUND)
+                return err->code;
+        cap_error_clear(err);
+        return r;
+}
+
+static int import_write(struct ctrd_client *c, struct archive_plan *plan, int fd,
+                        struct content_sink *cs, struct cap_error *err)
+{
+        int r = archive_plan_write(plan, fd, &cs->sink, err);
+        for (size_t i = 0; r == 0 && i < archive_plan_n_images(plan); i++) {
+                const struct archive_image *im = archive_plan_image(plan, i);
+                r = put_image(c, im->name, im->media_type, im->digest, im->manifest_size,
+                              im->total_size, err);
+        }
+        return r;
+}
+
 /* Pass 2 of an import plus the image records, under a lease released at the end. */
-static int import_plan(struct serve_ctx *ctx, struct archive_plan *plan, int fd, struct cap_error *err)
+static int import_plan(struct serve_ctx *ctx, struct archive_plan *plan, int fd,
+                       struct cap_error *err)
 {
         struct ctrd_import *imp = NULL;
         struct content_sink cs = {0};
         if (ctrd_import_begin(ctx->ctrd, &imp, err) < 0)
                 return err->code;
-        int r = content_sink_init(&cs, ctrd_import_client(imp), err);
+        struct ctrd_client *c = ctrd_import_client(imp);
+        int r = content_sink_init(&cs, c, err);
         if (r == 0)
-                r = archive_plan_write(plan, fd, &cs.sink, err);
+                r = import_write(c, plan, fd, &cs, err);
         for (size_t i = 0; r == 0 && i < archive_plan_n_images(plan); i++) {
-                const struct archive_image *im = archive_plan_image(plan, i);
-                r = put_image(ctrd_import_client(imp), im->name, im->media_type, im->digest, im->manifest_size,
-                              im->total_size, err);
+                r = image_complete(c, archive_plan_image(plan, i)->digest, err);
+                if (r == -ENOENT) {
+                        log_warn("image push: blobs of %s vanished during the import (GC); writing "
+                                 "them again",
+                                 archive_plan_image(plan, i)->name);
+                        r = import_write(c, plan, fd, &cs, err);
+                        if (r == 0)
+                                r = image_complete(c, archive_plan_image(plan, i)->digest, err);
+                        if (r == -ENOENT)
+                                r = cap_error_set(err, -ENOENT, CAP_ABORTED,
+                                                  "blobs of %s vanished during the import",
+                                                  archive_plan_image(plan, i)->name);
+                }
         }
         content_sink_done(&cs);
         /* The records (if any) now reference the blobs: the lease can go either way. */
@@ -182,7 +244,7 @@ static int spool_open(const char *root, struct cap_error *err)
         if (asprintf(&dir, "%s/tmp", root) < 0)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-                return cap_error_errno(err, -errno, "image push: mkdir %s", dir);
+                return cap_error_errno(err, -errno, "spool directory %s", dir);
         int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (fd >= 0)
                 return fd;
@@ -191,7 +253,7 @@ static int spool_open(const char *root, struct cap_error *err)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         fd = mkostemp(path, O_CLOEXEC);
         if (fd < 0)
-                return cap_error_errno(err, -errno, "image push: spool file in %s", dir);
+                return cap_error_errno(err, -errno, "spool file in %s", dir);
         unlink(path);
         return fd;
 }
@@ -203,7 +265,7 @@ static int write_all(int fd, const uint8_t *p, size_t len, struct cap_error *err
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
-                        return cap_error_errno(err, -errno, "image push: spool");
+                        return cap_error_errno(err, -errno, "spool file");
                 p += n;
                 len -= (size_t)n;
         }
@@ -211,19 +273,21 @@ static int write_all(int fd, const uint8_t *p, size_t len, struct cap_error *err
 }
 
 /* Receives the header and the chunks into a spool file; returns its fd. */
-static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **name, struct cap_error *err)
+static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **name,
+                        struct cap_error *err)
 {
-        uint64_t cap = ctx->image_max_archive_bytes ? ctx->image_max_archive_bytes : IMAGES_DEFAULT_MAX_ARCHIVE;
+        uint64_t cap = ctx->image_max_archive_bytes ? ctx->image_max_archive_bytes
+                                                    : IMAGES_DEFAULT_MAX_ARCHIVE;
         ProtobufCMessage *m = NULL;
         *name = NULL;
         int r = rpc_call_recv(call, &m, err);
         if (r <= 0)
-                return r < 0 ? r : cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "image push: no data");
+                return r < 0 ? r : cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "no data");
         Capsule__V1__ImagePushRequest *req = (Capsule__V1__ImagePushRequest *)m;
         if (req->msg_case != CAPSULE__V1__IMAGE_PUSH_REQUEST__MSG_HEADER) {
                 protobuf_c_message_free_unpacked(m, NULL);
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                     "image push: the first message must be the header");
+                                     "the first message must be the header");
         }
         uint64_t total = req->header->total_bytes;
         if (req->header->name && *req->header->name &&
@@ -234,7 +298,8 @@ static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **nam
         protobuf_c_message_free_unpacked(m, NULL);
         if (total > cap)
                 return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
-                                     "image push: archive of %" PRIu64 " bytes is larger than the limit of %" PRIu64,
+                                     "archive of %" PRIu64
+                                     " bytes is larger than the limit of %" PRIu64,
                                      total, cap);
         _cleanup_close_ int fd = spool_open(ctx->root, err);
         if (fd < 0)
@@ -249,13 +314,14 @@ static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **nam
                 req = (Capsule__V1__ImagePushRequest *)m;
                 if (req->msg_case != CAPSULE__V1__IMAGE_PUSH_REQUEST__MSG_CHUNK) {
                         protobuf_c_message_free_unpacked(m, NULL);
-                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "image push: second header");
+                        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "a second header");
                 }
                 got += req->chunk.len;
                 if (got > cap) {
                         protobuf_c_message_free_unpacked(m, NULL);
                         return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
-                                             "image push: archive larger than the limit of %" PRIu64 " bytes", cap);
+                                             "archive larger than the limit of %" PRIu64 " bytes",
+                                             cap);
                 }
                 r = write_all(fd, req->chunk.data, req->chunk.len, err);
                 protobuf_c_message_free_unpacked(m, NULL);
@@ -264,9 +330,10 @@ static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **nam
         }
         if (total && got != total)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                     "image push: upload incomplete: got %" PRIu64 " of %" PRIu64 " bytes", got, total);
+                                     "upload incomplete: got %" PRIu64 " of %" PRIu64 " bytes", got,
+                                     total);
         if (got == 0)
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "image push: empty archive");
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "empty archive");
         return TAKE_FD(fd);
 }
 
@@ -284,11 +351,11 @@ int images_push(struct rpc_call *call, const ProtobufCMessage *unused, struct ca
         struct archive_plan *plan = NULL;
         struct archive_limits lim = {.max_entry_bytes = ctx->image_max_archive_bytes};
         if (archive_plan_open(fd, name, &lim, &plan, err) < 0)
-                return cap_error_prefix(err, "image push");
+                return err->code;
         int r = import_plan(ctx, plan, fd, err);
         if (r < 0) {
                 archive_plan_free(plan);
-                return cap_error_prefix(err, "image push");
+                return err->code;
         }
         struct users u;
         if (users_load(ctx, &u, err) < 0) {
@@ -300,11 +367,13 @@ int images_push(struct rpc_call *call, const ProtobufCMessage *unused, struct ca
         resp.images = calloc(n, sizeof(*resp.images));
         for (size_t i = 0; resp.images && i < n; i++) {
                 const struct archive_image *im = archive_plan_image(plan, i);
-                if ((resp.images[resp.n_images] = image_msg(im->name, im->digest, im->total_size, now_ns(), &u)))
+                if ((resp.images[resp.n_images] =
+                         image_msg(im->name, im->digest, im->total_size, now_ns(), &u)))
                         resp.n_images++;
                 log_info("image push: imported name=%s digest=%s format=%s size=%" PRIu64
                          " receive=%.3fs import=%.3fs",
-                         im->name, im->digest, archive_plan_format(plan), im->total_size, t1 - t0, mono_s() - t1);
+                         im->name, im->digest, archive_plan_format(plan), im->total_size, t1 - t0,
+                         mono_s() - t1);
         }
         users_free(&u);
         archive_plan_free(plan);
@@ -352,17 +421,29 @@ static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct regi
         int rc = ctrd_import_begin(ctx->ctrd, &imp, err);
         if (rc == 0)
                 rc = content_sink_init(&cs, ctrd_import_client(imp), err);
-        if (rc == 0)
+        for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
                 rc = registry_pull(&o, &r, &cs.sink, res, err);
-        if (rc == 0)
-                rc = put_image(ctrd_import_client(imp), *name, res->media_type, res->digest, res->manifest_size,
-                               res->total_size, err);
+                if (rc == 0)
+                        rc = put_image(ctrd_import_client(imp), *name, res->media_type, res->digest,
+                                       res->manifest_size, res->total_size, err);
+                if (rc == 0)
+                        rc = image_complete(ctrd_import_client(imp), res->digest, err);
+                if (rc != -ENOENT)
+                        break;
+                log_warn(
+                    "image pull: blobs of %s vanished during the pull (GC); pulling them again",
+                    *name);
+                rc = attempt == 0 ? 0
+                                  : cap_error_set(err, -ENOENT, CAP_ABORTED,
+                                                  "blobs of %s vanished during the pull", *name);
+        }
         content_sink_done(&cs);
         ctrd_import_abort(imp);
         image_ref_clear(&r);
         if (rc == 0)
-                log_info("image pull: name=%s digest=%s size=%" PRIu64 " fetched=%" PRIu64 " time=%.3fs", *name,
-                         res->digest, res->total_size, res->bytes_fetched, mono_s() - t0);
+                log_info("image pull: name=%s digest=%s size=%" PRIu64 " fetched=%" PRIu64
+                         " time=%.3fs",
+                         *name, res->digest, res->total_size, res->bytes_fetched, mono_s() - t0);
         else {
                 free(*name);
                 *name = NULL;
@@ -401,18 +482,22 @@ static uint64_t image_size(struct ctrd_client *c, const Containerd__Types__Descr
         size_t len = 0;
         struct cap_error e = {0};
         uint64_t size = (uint64_t)t->size;
-        if (!blob_is_manifest(t->media_type) || ctrd_content_read(c, t->digest, BLOB_META_MAX, &data, &len, &e) < 0)
+        if (!blob_is_manifest(t->media_type) ||
+            ctrd_content_read(c, t->digest, BLOB_META_MAX, &data, &len, &e) < 0)
                 return size;
         struct json_tokener *tok = json_tokener_new();
         struct json_object *m = tok ? json_tokener_parse_ex(tok, data, (int)len) : NULL;
         json_tokener_free(tok);
         free(data);
         struct json_object *cfg, *layers, *sz;
-        if (m && json_object_object_get_ex(m, "config", &cfg) && json_object_object_get_ex(cfg, "size", &sz))
+        if (m && json_object_object_get_ex(m, "config", &cfg) &&
+            json_object_object_get_ex(cfg, "size", &sz))
                 size += (uint64_t)json_object_get_int64(sz);
-        if (m && json_object_object_get_ex(m, "layers", &layers) && json_object_is_type(layers, json_type_array))
+        if (m && json_object_object_get_ex(m, "layers", &layers) &&
+            json_object_is_type(layers, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(layers); i++)
-                        if (json_object_object_get_ex(json_object_array_get_idx(layers, i), "size", &sz))
+                        if (json_object_object_get_ex(json_object_array_get_idx(layers, i), "size",
+                                                      &sz))
                                 size += (uint64_t)json_object_get_int64(sz);
         json_object_put(m);
         return size;
@@ -448,8 +533,11 @@ int images_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
                         }
                 if (!labelled)
                         size = image_size(c, im->target);
-                int64_t created = im->created_at ? im->created_at->seconds * 1000000000 + im->created_at->nanos : 0;
-                Capsule__V1__Image *img = image_msg(im->name, im->target->digest, size, created, &u);
+                int64_t created = im->created_at
+                                      ? im->created_at->seconds * 1000000000 + im->created_at->nanos
+                                      : 0;
+                Capsule__V1__Image *img =
+                    image_msg(im->name, im->target->digest, size, created, &u);
                 if (img)
                         out->images[out->n_images++] = img;
         }
@@ -478,7 +566,8 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
         struct ctrd_descriptor target = {0};
         if (ctrd_image_get(c, name, &target, err) < 0) {
                 if (err->status == CAP_NOT_FOUND)
-                        return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "image %s not found", name);
+                        return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "image %s not found",
+                                             name);
                 return err->code;
         }
         ctrd_descriptor_clear(&target);
@@ -488,15 +577,17 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
         char used[512] = "";
         for (size_t i = 0; i < u.n; i++)
                 if (strcmp(u.image[i], name) == 0)
-                        snprintf(used + strlen(used), sizeof(used) - strlen(used), "%s%s", *used ? ", " : "",
-                                 u.workload[i]);
+                        snprintf(used + strlen(used), sizeof(used) - strlen(used), "%s%s",
+                                 *used ? ", " : "", u.workload[i]);
         users_free(&u);
         if (*used)
                 return cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
-                                     "image %s is used by workload(s) %s: delete them first", name, used);
+                                     "image %s is used by workload(s) %s: delete them first", name,
+                                     used);
         if (ctrd_image_delete(c, name, err) < 0) {
                 if (err->status == CAP_NOT_FOUND)
-                        return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "image %s not found", name);
+                        return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "image %s not found",
+                                             name);
                 return cap_error_prefix(err, "delete image %s", name);
         }
         log_info("image delete: name=%s", name);
@@ -505,8 +596,8 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 
 /* ---- pull on first use ---- */
 
-int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolicy policy, char **digest,
-                  struct cap_error *err)
+int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolicy policy,
+                  char **digest, struct cap_error *err)
 {
         _cleanup_free_ char *name = NULL;
         if (digest)
@@ -528,9 +619,11 @@ int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolic
                         return err->code;
                 cap_error_clear(err);
                 if (policy == CAPSULE__V1__PULL_POLICY__PULL_NEVER)
-                        return cap_error_set(err, -ENOENT, CAP_FAILED_PRECONDITION,
-                                             "image %s is not present and pullPolicy is Never: push it with "
-                                             "`capsulectl image push`", name);
+                        return cap_error_set(
+                            err, -ENOENT, CAP_FAILED_PRECONDITION,
+                            "image %s is not present and pullPolicy is Never: push it with "
+                            "`capsulectl image push`",
+                            name);
         }
         _cleanup_free_ char *pulled = NULL;
         struct registry_result res = {0};

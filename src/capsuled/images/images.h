@@ -30,5 +30,5 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
  * pull when absent; PULL_ALWAYS: pull every time; PULL_NEVER: FAILED_PRECONDITION when absent).
  * Returns the manifest digest (*digest malloc'd; may be NULL if not wanted). The containerd
  * image name is image_ref_normalize(ref). Blocks for the duration of a pull. */
-int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolicy policy, char **digest,
-                  struct cap_error *err);
+int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolicy policy,
+                  char **digest, struct cap_error *err);

@@ -136,10 +136,12 @@ int image_ref_parse(const char *s, struct image_ref *out, struct cap_error *err)
                 *at = '\0';
                 const char *d = at + 1;
                 if (strncmp(d, "sha256:", 7) != 0)
-                        return invalid(out, err, s, strchr(d, ':') ? "unsupported digest algorithm (only sha256)"
-                                                                   : "digest must be sha256:<64 hex digits>");
+                        return invalid(out, err, s,
+                                       strchr(d, ':') ? "unsupported digest algorithm (only sha256)"
+                                                      : "digest must be sha256:<64 hex digits>");
                 if (!image_digest_valid(d))
-                        return invalid(out, err, s, "digest must be sha256:<64 lower-case hex digits>");
+                        return invalid(out, err, s,
+                                       "digest must be sha256:<64 lower-case hex digits>");
                 if (!(out->digest = strdup(d)))
                         return oom(out, err);
         }
@@ -148,7 +150,8 @@ int image_ref_parse(const char *s, struct image_ref *out, struct cap_error *err)
         if (colon && (!slash || colon > slash)) {
                 *colon = '\0';
                 if (!tag_valid(colon + 1))
-                        return invalid(out, err, s, "invalid tag (letters, digits, _ . -, at most 128)");
+                        return invalid(out, err, s,
+                                       "invalid tag (letters, digits, _ . -, at most 128)");
                 if (!(out->tag = strdup(colon + 1)))
                         return oom(out, err);
         }
@@ -166,7 +169,8 @@ int image_ref_parse(const char *s, struct image_ref *out, struct cap_error *err)
                 if (strpbrk(buf, ".:") || strcmp(buf, "localhost") == 0 || upper || buf[0] == '[') {
                         if (!domain_valid(buf))
                                 return invalid(out, err, s, "invalid registry host");
-                        out->domain = strdup(strcmp(buf, "index.docker.io") == 0 ? "docker.io" : buf);
+                        out->domain =
+                            strdup(strcmp(buf, "index.docker.io") == 0 ? "docker.io" : buf);
                         path = first + 1;
                 } else {
                         *first = '/';
@@ -185,8 +189,9 @@ int image_ref_parse(const char *s, struct image_ref *out, struct cap_error *err)
                         bool upper = false;
                         for (size_t i = 0; i < n; i++)
                                 upper |= isupper((unsigned char)p[i]) != 0;
-                        return invalid(out, err, s, upper ? "repository name must be lower case"
-                                                          : "invalid repository name");
+                        return invalid(out, err, s,
+                                       upper ? "repository name must be lower case"
+                                             : "invalid repository name");
                 }
                 if (!end)
                         break;
@@ -207,8 +212,8 @@ int image_ref_parse(const char *s, struct image_ref *out, struct cap_error *err)
 char *image_ref_string(const struct image_ref *r)
 {
         char *s = NULL;
-        if (asprintf(&s, "%s/%s%s%s%s%s", r->domain, r->repository, r->tag ? ":" : "", r->tag ? r->tag : "",
-                     r->digest ? "@" : "", r->digest ? r->digest : "") < 0)
+        if (asprintf(&s, "%s/%s%s%s%s%s", r->domain, r->repository, r->tag ? ":" : "",
+                     r->tag ? r->tag : "", r->digest ? "@" : "", r->digest ? r->digest : "") < 0)
                 return NULL;
         return s;
 }

@@ -13,8 +13,8 @@
 
 #include "common/error.h"
 
-#define IMAGE_REF_MAX 512       /* whole reference */
-#define IMAGE_REF_NAME_MAX 255  /* domain + "/" + repository, as the distribution spec says */
+#define IMAGE_REF_MAX 512      /* whole reference */
+#define IMAGE_REF_NAME_MAX 255 /* domain + "/" + repository, as the distribution spec says */
 #define IMAGE_REF_TAG_MAX 128
 
 struct image_ref {

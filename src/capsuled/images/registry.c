@@ -22,9 +22,9 @@ struct session {
         const struct registry_opts *o;
         const struct image_ref *ref;
         CURL *h;
-        char *base;      /* "https://host" */
-        char *refstr;    /* for messages */
-        char *auth;      /* "Authorization: Bearer ..." once we have a token */
+        char *base;   /* "https://host" */
+        char *refstr; /* for messages */
+        char *auth;   /* "Authorization: Bearer ..." once we have a token */
         bool insecure;
         uint64_t fetched;
 };
@@ -141,7 +141,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
         if (r->sink && status / 100 == 2) {
                 if (r->hash->size + len > r->expect) {
                         r->sink_failed = true;
-                        cap_error_set(r->err, -EBADMSG, CAP_DATA_LOSS, "blob larger than its descriptor says");
+                        cap_error_set(r->err, -EBADMSG, CAP_DATA_LOSS,
+                                      "blob larger than its descriptor says");
                         return 0;
                 }
                 blob_hash_update(r->hash, data, len);
@@ -187,8 +188,8 @@ static void registry_message(const char *body, char *out, size_t size)
 {
         out[0] = '\0';
         struct json_object *o = body && *body ? json_tokener_parse(body) : NULL, *errs, *msg;
-        if (o && json_object_object_get_ex(o, "errors", &errs) && json_object_is_type(errs, json_type_array) &&
-            json_object_array_length(errs) > 0 &&
+        if (o && json_object_object_get_ex(o, "errors", &errs) &&
+            json_object_is_type(errs, json_type_array) && json_object_array_length(errs) > 0 &&
             json_object_object_get_ex(json_object_array_get_idx(errs, 0), "message", &msg))
                 snprintf(out, size, "%s", json_object_get_string(msg));
         json_object_put(o);
@@ -213,11 +214,12 @@ static int http_error(struct session *s, struct resp *r, const char *what, struc
         registry_message(r->errbuf, msg, sizeof(msg));
         if (!*msg)
                 snprintf(msg, sizeof(msg), "%s failed", what);
-        return cap_error_set(err, -EIO, http_status(r->status), "pull %s: %s (%ld)", s->refstr, msg, r->status);
+        return cap_error_set(err, -EIO, http_status(r->status), "pull %s: %s (%ld)", s->refstr, msg,
+                             r->status);
 }
 
-static int perform(struct session *s, const char *url, const char *accept, struct resp *r, long timeout_s,
-                   bool with_auth, struct cap_error *err)
+static int perform(struct session *s, const char *url, const char *accept, struct resp *r,
+                   long timeout_s, bool with_auth, struct cap_error *err)
 {
         struct curl_slist *hdrs = NULL;
         if (accept)
@@ -236,9 +238,11 @@ static int perform(struct session *s, const char *url, const char *accept, struc
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
         curl_easy_setopt(h, CURLOPT_USERAGENT, "capsule/" CAPSULE_VERSION);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, s->o->connect_timeout_s ? s->o->connect_timeout_s : 15L);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT,
+                         s->o->connect_timeout_s ? s->o->connect_timeout_s : 15L);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, s->o->stall_timeout_s ? s->o->stall_timeout_s : 60L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+                         s->o->stall_timeout_s ? s->o->stall_timeout_s : 60L);
         if (timeout_s)
                 curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -255,14 +259,16 @@ static int perform(struct session *s, const char *url, const char *accept, struc
                 if (r->sink_failed)
                         return err->code ? err->code : -EIO;
                 if (r->overflow)
-                        return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED, "pull %s: %s: response too large",
-                                             s->refstr, url);
+                        return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
+                                             "pull %s: %s: response too large", s->refstr, url);
                 bool tls = c == CURLE_SSL_CONNECT_ERROR || c == CURLE_PEER_FAILED_VERIFICATION;
-                return cap_error_set(err, -EIO, c == CURLE_OPERATION_TIMEDOUT ? CAP_DEADLINE_EXCEEDED : CAP_UNAVAILABLE,
-                                     "pull %s: %s: %s%s", s->refstr, url, *cerr ? cerr : curl_easy_strerror(c),
-                                     tls && !s->insecure ? " (a plain-HTTP registry must be listed under "
-                                                           "registries.insecure in the machine config)"
-                                                         : "");
+                return cap_error_set(
+                    err, -EIO,
+                    c == CURLE_OPERATION_TIMEDOUT ? CAP_DEADLINE_EXCEEDED : CAP_UNAVAILABLE,
+                    "pull %s: %s: %s%s", s->refstr, url, *cerr ? cerr : curl_easy_strerror(c),
+                    tls && !s->insecure ? " (a plain-HTTP registry must be listed under "
+                                          "registries.insecure in the machine config)"
+                                        : "");
         }
         return 0;
 }
@@ -270,32 +276,34 @@ static int perform(struct session *s, const char *url, const char *accept, struc
 /* GET the token named by a Bearer challenge and remember it for the session. */
 static int fetch_token(struct session *s, const char *challenge, struct cap_error *err)
 {
-        _cleanup_free_ char *realm = NULL, *service = NULL, *scope = NULL, *url = NULL, *dscope = NULL;
+        _cleanup_free_ char *realm = NULL, *service = NULL, *scope = NULL, *url = NULL,
+                            *dscope = NULL;
         if (registry_parse_challenge(challenge, &realm, &service, &scope) < 0)
-                return cap_error_set(err, -EACCES, CAP_UNAUTHENTICATED,
-                                     "pull %s: unauthorized (401) and no Bearer challenge to answer", s->refstr);
+                return cap_error_set(
+                    err, -EACCES, CAP_UNAUTHENTICATED,
+                    "pull %s: unauthorized (401) and no Bearer challenge to answer", s->refstr);
         if (!scope && asprintf(&dscope, "repository:%s:pull", s->ref->repository) < 0)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         char *es = service ? curl_easy_escape(s->h, service, 0) : NULL;
         char *esc = curl_easy_escape(s->h, scope ? scope : dscope, 0);
-        int n = asprintf(&url, "%s%sservice=%s&scope=%s", realm, strchr(realm, '?') ? "&" : "?", es ? es : "",
-                         esc ? esc : "");
+        int n = asprintf(&url, "%s%sservice=%s&scope=%s", realm, strchr(realm, '?') ? "&" : "?",
+                         es ? es : "", esc ? esc : "");
         curl_free(es);
         curl_free(esc);
         if (n < 0) {
                 url = NULL;
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
-        bool was_insecure = s->insecure;
-        if (strncmp(realm, "https://", 8) != 0 && !(s->insecure && strncmp(realm, "http://", 7) == 0))
-                return cap_error_set(err, -EACCES, CAP_UNAUTHENTICATED, "pull %s: token realm %s refused (not https)",
-                                     s->refstr, realm);
+        if (strncmp(realm, "https://", 8) != 0 &&
+            !(s->insecure && strncmp(realm, "http://", 7) == 0))
+                return cap_error_set(err, -EACCES, CAP_UNAUTHENTICATED,
+                                     "pull %s: token realm %s refused (not https)", s->refstr,
+                                     realm);
         _cleanup_free_ char *buf = malloc(BLOB_META_MAX + 1);
         if (!buf)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         struct resp r = {.buf = buf, .max = BLOB_META_MAX};
         int rc = perform(s, url, NULL, &r, 60, false, err);
-        s->insecure = was_insecure;
         free(r.challenge);
         if (rc < 0)
                 return rc;
@@ -303,12 +311,13 @@ static int fetch_token(struct session *s, const char *challenge, struct cap_erro
                 return http_error(s, &r, "token request", err);
         struct json_object *o = json_tokener_parse(buf), *t;
         const char *tok = NULL;
-        if (o && (json_object_object_get_ex(o, "token", &t) || json_object_object_get_ex(o, "access_token", &t)))
+        if (o && (json_object_object_get_ex(o, "token", &t) ||
+                  json_object_object_get_ex(o, "access_token", &t)))
                 tok = json_object_get_string(t);
         if (!tok || !*tok) {
                 json_object_put(o);
-                return cap_error_set(err, -EPROTO, CAP_UNAUTHENTICATED, "pull %s: token response without a token",
-                                     s->refstr);
+                return cap_error_set(err, -EPROTO, CAP_UNAUTHENTICATED,
+                                     "pull %s: token response without a token", s->refstr);
         }
         free(s->auth);
         if (asprintf(&s->auth, "Authorization: Bearer %s", tok) < 0)
@@ -318,8 +327,8 @@ static int fetch_token(struct session *s, const char *challenge, struct cap_erro
 }
 
 /* GET with one bearer-token round trip on 401. */
-static int get(struct session *s, const char *url, const char *accept, struct resp *r, long timeout_s,
-               struct cap_error *err)
+static int get(struct session *s, const char *url, const char *accept, struct resp *r,
+               long timeout_s, struct cap_error *err)
 {
         for (int attempt = 0;; attempt++) {
                 resp_reset(r);
@@ -342,11 +351,12 @@ static int get(struct session *s, const char *url, const char *accept, struct re
 /* ---- manifests and blobs ---- */
 
 /* GETs a manifest (by tag or digest) into a malloc'd buffer; verifies a digest reference. */
-static int get_manifest(struct session *s, const char *tag_or_digest, char **body, size_t *len, char *media_type,
-                        size_t mt_size, char digest[72], struct cap_error *err)
+static int get_manifest(struct session *s, const char *tag_or_digest, char **body, size_t *len,
+                        char *media_type, size_t mt_size, char digest[72], struct cap_error *err)
 {
         _cleanup_free_ char *url = NULL, *buf = malloc(BLOB_META_MAX + 1);
-        if (!buf || asprintf(&url, "%s/v2/%s/manifests/%s", s->base, s->ref->repository, tag_or_digest) < 0)
+        if (!buf ||
+            asprintf(&url, "%s/v2/%s/manifests/%s", s->base, s->ref->repository, tag_or_digest) < 0)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         struct resp r = {.buf = buf, .max = BLOB_META_MAX};
         int rc = get(s, url, ACCEPT_MANIFESTS, &r, 60, err);
@@ -358,8 +368,9 @@ static int get_manifest(struct session *s, const char *tag_or_digest, char **bod
         if (blob_digest(buf, r.len, digest, err) < 0)
                 return err->code;
         if (strncmp(tag_or_digest, "sha256:", 7) == 0 && strcmp(digest, tag_or_digest) != 0)
-                return cap_error_set(err, -EBADMSG, CAP_DATA_LOSS, "pull %s: manifest %s: content has digest %s",
-                                     s->refstr, tag_or_digest, digest);
+                return cap_error_set(err, -EBADMSG, CAP_DATA_LOSS,
+                                     "pull %s: manifest %s: content has digest %s", s->refstr,
+                                     tag_or_digest, digest);
         snprintf(media_type, mt_size, "%s", r.content_type);
         *len = r.len;
         *body = TAKE_PTR(buf);
@@ -373,8 +384,8 @@ static int get_blob(struct session *s, const struct blob_sink *sink, const struc
         uint64_t max = s->o->max_blob_bytes ? s->o->max_blob_bytes : (16ull << 30);
         if (d->size > max)
                 return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
-                                     "pull %s: blob %s: %" PRIu64 " bytes, more than the limit", s->refstr, d->digest,
-                                     d->size);
+                                     "pull %s: blob %s: %" PRIu64 " bytes, more than the limit",
+                                     s->refstr, d->digest, d->size);
         bool exists = false;
         if (sink->ops->begin(sink->ud, d, &exists, err) < 0)
                 return err->code;
@@ -406,7 +417,8 @@ static int get_blob(struct session *s, const struct blob_sink *sink, const struc
         if (strcmp(got, d->digest) != 0 || got_size != d->size) {
                 sink->ops->abort(sink->ud);
                 return cap_error_set(err, -EBADMSG, CAP_DATA_LOSS,
-                                     "pull %s: blob %s: received %" PRIu64 " bytes with digest %s (expected %" PRIu64 ")",
+                                     "pull %s: blob %s: received %" PRIu64
+                                     " bytes with digest %s (expected %" PRIu64 ")",
                                      s->refstr, d->digest, got_size, got, d->size);
         }
         s->fetched += got_size;
@@ -414,11 +426,12 @@ static int get_blob(struct session *s, const struct blob_sink *sink, const struc
 }
 
 /* GETs a small blob (the config) into memory, verified. */
-static int get_blob_mem(struct session *s, const char *digest, uint64_t size, char **out, struct cap_error *err)
+static int get_blob_mem(struct session *s, const char *digest, uint64_t size, char **out,
+                        struct cap_error *err)
 {
         if (size > BLOB_META_MAX)
-                return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED, "pull %s: config %s too large", s->refstr,
-                                     digest);
+                return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
+                                     "pull %s: config %s too large", s->refstr, digest);
         _cleanup_free_ char *url = NULL, *buf = malloc(BLOB_META_MAX + 1);
         if (!buf || asprintf(&url, "%s/v2/%s/blobs/%s", s->base, s->ref->repository, digest) < 0)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
@@ -433,8 +446,9 @@ static int get_blob_mem(struct session *s, const char *digest, uint64_t size, ch
         if (blob_digest(buf, r.len, got, err) < 0)
                 return err->code;
         if (strcmp(got, digest) != 0 || r.len != size)
-                return cap_error_set(err, -EBADMSG, CAP_DATA_LOSS, "pull %s: config %s: content has digest %s",
-                                     s->refstr, digest, got);
+                return cap_error_set(err, -EBADMSG, CAP_DATA_LOSS,
+                                     "pull %s: config %s: content has digest %s", s->refstr, digest,
+                                     got);
         *out = TAKE_PTR(buf);
         return 0;
 }
@@ -476,7 +490,8 @@ static const char *manifest_type(const char *content_type, struct json_object *m
         struct json_object *v;
         if (blob_is_index(content_type) || blob_is_manifest(content_type))
                 return content_type;
-        if (json_object_object_get_ex(m, "mediaType", &v) && json_object_is_type(v, json_type_string))
+        if (json_object_object_get_ex(m, "mediaType", &v) &&
+            json_object_is_type(v, json_type_string))
                 return json_object_get_string(v);
         if (json_object_object_get_ex(m, "manifests", &v))
                 return MT_OCI_INDEX;
@@ -489,15 +504,19 @@ static const char *manifest_type(const char *content_type, struct json_object *m
 static struct json_object *pick_platform(struct json_object *index)
 {
         struct json_object *ms, *pl, *v;
-        if (!json_object_object_get_ex(index, "manifests", &ms) || !json_object_is_type(ms, json_type_array))
+        if (!json_object_object_get_ex(index, "manifests", &ms) ||
+            !json_object_is_type(ms, json_type_array))
                 return NULL;
         size_t n = json_object_array_length(ms);
         for (size_t i = 0; i < n; i++) {
                 struct json_object *d = json_object_array_get_idx(ms, i);
                 const char *os = NULL, *arch = NULL;
                 if (json_object_object_get_ex(d, "platform", &pl)) {
-                        os = json_object_object_get_ex(pl, "os", &v) ? json_object_get_string(v) : NULL;
-                        arch = json_object_object_get_ex(pl, "architecture", &v) ? json_object_get_string(v) : NULL;
+                        os = json_object_object_get_ex(pl, "os", &v) ? json_object_get_string(v)
+                                                                     : NULL;
+                        arch = json_object_object_get_ex(pl, "architecture", &v)
+                                   ? json_object_get_string(v)
+                                   : NULL;
                 }
                 if (os && arch && strcmp(os, "linux") == 0 && strcmp(arch, "amd64") == 0)
                         return d;
@@ -506,34 +525,39 @@ static struct json_object *pick_platform(struct json_object *index)
 }
 
 /* Writes config, layers and finally the manifest (with its GC labels) to the sink. */
-static int pull_manifest(struct session *s, const struct blob_sink *sink, const char *body, size_t len,
-                         const char *mt, const char *digest, struct registry_result *res, struct cap_error *err)
+static int pull_manifest(struct session *s, const struct blob_sink *sink, const char *body,
+                         size_t len, const char *mt, const char *digest,
+                         struct registry_result *res, struct cap_error *err)
 {
         _cleanup_json_ struct json_object *m = parse_json(body, len);
         struct json_object *cj, *layers, *v;
         const char *cmt, *cdg;
         uint64_t csize;
-        if (!m || !json_object_object_get_ex(m, "config", &cj) || !json_object_object_get_ex(m, "layers", &layers) ||
+        if (!m || !json_object_object_get_ex(m, "config", &cj) ||
+            !json_object_object_get_ex(m, "layers", &layers) ||
             !json_object_is_type(layers, json_type_array) || parse_desc(cj, &cmt, &cdg, &csize) < 0)
-                return cap_error_set(err, -EBADMSG, CAP_INVALID_ARGUMENT, "pull %s: manifest %s is malformed",
-                                     s->refstr, digest);
+                return cap_error_set(err, -EBADMSG, CAP_INVALID_ARGUMENT,
+                                     "pull %s: manifest %s is malformed", s->refstr, digest);
         size_t n = json_object_array_length(layers);
         if (n > MAX_LAYERS)
-                return cap_error_set(err, -E2BIG, CAP_INVALID_ARGUMENT, "pull %s: more than %d layers", s->refstr,
-                                     MAX_LAYERS);
+                return cap_error_set(err, -E2BIG, CAP_INVALID_ARGUMENT,
+                                     "pull %s: more than %d layers", s->refstr, MAX_LAYERS);
         _cleanup_free_ char *cfg = NULL;
         if (get_blob_mem(s, cdg, csize, &cfg, err) < 0)
                 return err->code;
         _cleanup_json_ struct json_object *cfgj = parse_json(cfg, csize);
         struct json_object *ids = NULL, *rootfs;
-        if (cfgj && json_object_object_get_ex(cfgj, "rootfs", &rootfs) && json_object_object_get_ex(rootfs, "diff_ids", &v) &&
+        if (cfgj && json_object_object_get_ex(cfgj, "rootfs", &rootfs) &&
+            json_object_object_get_ex(rootfs, "diff_ids", &v) &&
             json_object_is_type(v, json_type_array) && json_object_array_length(v) == n)
                 ids = v;
         if (!ids)
-                return cap_error_set(err, -EBADMSG, CAP_INVALID_ARGUMENT,
-                                     "pull %s: config %s: rootfs.diff_ids missing or not matching the %zu layers",
-                                     s->refstr, cdg, n);
-        struct blob_desc cd = {.media_type = cmt ? cmt : MT_OCI_CONFIG, .digest = cdg, .size = csize};
+                return cap_error_set(
+                    err, -EBADMSG, CAP_INVALID_ARGUMENT,
+                    "pull %s: config %s: rootfs.diff_ids missing or not matching the %zu layers",
+                    s->refstr, cdg, n);
+        struct blob_desc cd = {
+            .media_type = cmt ? cmt : MT_OCI_CONFIG, .digest = cdg, .size = csize};
         if (blob_sink_put(sink, &cd, cfg, csize, err) < 0)
                 return cap_error_prefix(err, "pull %s: config", s->refstr);
         uint64_t total = len + csize;
@@ -545,22 +569,24 @@ static int pull_manifest(struct session *s, const struct blob_sink *sink, const 
                 const char *lmt, *ldg;
                 uint64_t lsize;
                 if (parse_desc(json_object_array_get_idx(layers, i), &lmt, &ldg, &lsize) < 0)
-                        return cap_error_set(err, -EBADMSG, CAP_INVALID_ARGUMENT, "pull %s: layer %zu is malformed",
-                                             s->refstr, i);
+                        return cap_error_set(err, -EBADMSG, CAP_INVALID_ARGUMENT,
+                                             "pull %s: layer %zu is malformed", s->refstr, i);
                 if (!blob_is_layer(lmt))
                         return cap_error_set(err, -ENOTSUP, CAP_FAILED_PRECONDITION,
-                                             "pull %s: layer %s: unsupported media type \"%s\"", s->refstr, ldg,
-                                             lmt ? lmt : "");
+                                             "pull %s: layer %s: unsupported media type \"%s\"",
+                                             s->refstr, ldg, lmt ? lmt : "");
                 struct blob_label ul = {"containerd.io/uncompressed",
                                         json_object_get_string(json_object_array_get_idx(ids, i))};
-                struct blob_desc ld = {.media_type = lmt, .digest = ldg, .size = lsize, .labels = &ul, .n_labels = 1};
+                struct blob_desc ld = {
+                    .media_type = lmt, .digest = ldg, .size = lsize, .labels = &ul, .n_labels = 1};
                 if (get_blob(s, sink, &ld, err) < 0)
                         return err->code;
                 snprintf(keys[i + 1], sizeof(keys[i + 1]), "containerd.io/gc.ref.content.l.%zu", i);
                 labels[i + 1] = (struct blob_label){keys[i + 1], ldg};
                 total += lsize;
         }
-        struct blob_desc md = {.media_type = mt, .digest = digest, .size = len, .labels = labels, .n_labels = n + 1};
+        struct blob_desc md = {
+            .media_type = mt, .digest = digest, .size = len, .labels = labels, .n_labels = n + 1};
         if (blob_sink_put(sink, &md, body, len, err) < 0)
                 return cap_error_prefix(err, "pull %s: manifest", s->refstr);
         snprintf(res->digest, sizeof(res->digest), "%s", digest);
@@ -570,8 +596,8 @@ static int pull_manifest(struct session *s, const struct blob_sink *sink, const 
         return 0;
 }
 
-int registry_pull(const struct registry_opts *o, const struct image_ref *ref, const struct blob_sink *sink,
-                  struct registry_result *res, struct cap_error *err)
+int registry_pull(const struct registry_opts *o, const struct image_ref *ref,
+                  const struct blob_sink *sink, struct registry_result *res, struct cap_error *err)
 {
         struct session s = {.o = o, .ref = ref};
         _cleanup_free_ char *body = NULL;
@@ -579,20 +605,24 @@ int registry_pull(const struct registry_opts *o, const struct image_ref *ref, co
         char mt_hdr[128], digest[72];
         int rc = -ENOMEM;
         *res = (struct registry_result){0};
-        const char *host = strcmp(ref->domain, "docker.io") == 0 ? "registry-1.docker.io" : ref->domain;
+        const char *host =
+            strcmp(ref->domain, "docker.io") == 0 ? "registry-1.docker.io" : ref->domain;
         s.insecure = registry_is_insecure(o, ref->domain);
         s.refstr = image_ref_string(ref);
         s.h = curl_easy_init();
-        if (!s.refstr || !s.h || asprintf(&s.base, "%s://%s", s.insecure ? "http" : "https", host) < 0) {
+        if (!s.refstr || !s.h ||
+            asprintf(&s.base, "%s://%s", s.insecure ? "http" : "https", host) < 0) {
                 s.base = NULL;
                 cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
                 goto out;
         }
-        rc = get_manifest(&s, ref->digest ? ref->digest : ref->tag, &body, &len, mt_hdr, sizeof(mt_hdr), digest, err);
+        rc = get_manifest(&s, ref->digest ? ref->digest : ref->tag, &body, &len, mt_hdr,
+                          sizeof(mt_hdr), digest, err);
         for (int depth = 0; rc == 0; depth++) {
                 _cleanup_json_ struct json_object *m = parse_json(body, len);
                 if (!m) {
-                        rc = cap_error_set(err, -EBADMSG, CAP_INVALID_ARGUMENT, "pull %s: manifest is not JSON", s.refstr);
+                        rc = cap_error_set(err, -EBADMSG, CAP_INVALID_ARGUMENT,
+                                           "pull %s: manifest is not JSON", s.refstr);
                         break;
                 }
                 const char *mt = manifest_type(mt_hdr, m);
@@ -603,17 +633,18 @@ int registry_pull(const struct registry_opts *o, const struct image_ref *ref, co
                         break;
                 }
                 if (!blob_is_index(mt) || depth >= 2) {
-                        rc = cap_error_set(err, -ENOTSUP, CAP_FAILED_PRECONDITION,
-                                           "pull %s: unsupported manifest type \"%s\"%s", s.refstr, mt,
-                                           strstr(mt, "manifest.v1") ? " (schema 1 is obsolete)" : "");
+                        rc = cap_error_set(
+                            err, -ENOTSUP, CAP_FAILED_PRECONDITION,
+                            "pull %s: unsupported manifest type \"%s\"%s", s.refstr, mt,
+                            strstr(mt, "manifest.v1") ? " (schema 1 is obsolete)" : "");
                         break;
                 }
                 struct json_object *pick = pick_platform(m);
                 const char *pmt, *pdg;
                 uint64_t psize;
                 if (!pick || parse_desc(pick, &pmt, &pdg, &psize) < 0) {
-                        rc = cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "pull %s: no linux/amd64 image in the index",
-                                           s.refstr);
+                        rc = cap_error_set(err, -ENOENT, CAP_NOT_FOUND,
+                                           "pull %s: no linux/amd64 image in the index", s.refstr);
                         break;
                 }
                 char want[72];
@@ -622,7 +653,8 @@ int registry_pull(const struct registry_opts *o, const struct image_ref *ref, co
                 body = NULL;
                 rc = get_manifest(&s, want, &body, &len, mt_hdr, sizeof(mt_hdr), digest, err);
                 if (rc == 0 && len != psize)
-                        rc = cap_error_set(err, -EBADMSG, CAP_DATA_LOSS, "pull %s: manifest %s: size %zu, index says %" PRIu64,
+                        rc = cap_error_set(err, -EBADMSG, CAP_DATA_LOSS,
+                                           "pull %s: manifest %s: size %zu, index says %" PRIu64,
                                            s.refstr, want, len, psize);
         }
         res->bytes_fetched = s.fetched;

@@ -18,7 +18,7 @@
 #include "reference.h"
 
 struct registry_opts {
-        char *const *insecure;   /* host[:port] reachable over plain HTTP */
+        char *const *insecure; /* host[:port] reachable over plain HTTP */
         size_t n_insecure;
         long connect_timeout_s;  /* 0 = 15 */
         long stall_timeout_s;    /* abort a transfer slower than 1 byte/s for this long; 0 = 60 */
@@ -26,10 +26,10 @@ struct registry_opts {
 };
 
 struct registry_result {
-        char digest[72];       /* the platform manifest's digest: the image record's target */
+        char digest[72]; /* the platform manifest's digest: the image record's target */
         char media_type[96];
         uint64_t manifest_size;
-        uint64_t total_size;   /* manifest + config + layers */
+        uint64_t total_size;    /* manifest + config + layers */
         uint64_t bytes_fetched; /* blobs downloaded (not already present) */
 };
 
@@ -37,8 +37,8 @@ struct registry_result {
 int registry_global_init(struct cap_error *err);
 
 /* Pulls ref into sink. The sink's labels carry GC references (manifest -> config, layers). */
-int registry_pull(const struct registry_opts *o, const struct image_ref *ref, const struct blob_sink *sink,
-                  struct registry_result *res, struct cap_error *err);
+int registry_pull(const struct registry_opts *o, const struct image_ref *ref,
+                  const struct blob_sink *sink, struct registry_result *res, struct cap_error *err);
 
 /* True when host ("127.0.0.1:5000") is in the insecure list. */
 bool registry_is_insecure(const struct registry_opts *o, const char *host);

@@ -38,6 +38,8 @@
 
 #define SERVE_DOWN_LIMIT_MS (5 * 60 * 1000)
 #define WATCHDOG_PET_MS 5000
+#define STATS_FIRST_MS 30000            /* idle memory report, for bench/boot */
+#define STATS_EVERY_MS (60 * 60 * 1000)
 #define CONSOLE_LOGLEVEL 7 /* show INFO (6) and more severe on the console */
 
 static int signals_setup(void)
@@ -109,7 +111,12 @@ static void boot(void)
 static void main_loop(int sfd)
 {
         bool unhealthy_logged = false;
+        int64_t next_stats = now_ms() + STATS_FIRST_MS;
         for (;;) {
+                if (now_ms() >= next_stats) {
+                        supervise_log_stats();
+                        next_stats = now_ms() + STATS_EVERY_MS;
+                }
                 int timeout = supervise_tick();
                 if (timeout < 0 || timeout > WATCHDOG_PET_MS)
                         timeout = WATCHDOG_PET_MS;

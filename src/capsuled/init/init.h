@@ -66,6 +66,8 @@ size_t supervise_poll_fds(struct pollfd *pfds, size_t max);
 void supervise_drain(int fd);
 /* True if `capsuled serve` has been down for longer than limit_ms. */
 bool supervise_serve_down_for(int64_t limit_ms);
+/* Logs the resident memory of PID 1 and of each running service ("stats: rss pid1=...kB ..."). */
+void supervise_log_stats(void);
 /* Stops every service: SIGTERM in reverse start order, each waited up to grace_ms, then SIGKILL. */
 void supervise_stop_all(int grace_ms);
 

@@ -59,6 +59,8 @@ static int write_dhcpcd_conf(const struct machine_config *mc)
         char conf[4096] =
                 "# Written by capsuled init from the machine config; do not edit.\n"
                 "allowinterfaces en* eth* wl*\n"
+                /* no udev in the image: without nodev the udev plugin ignores every interface */
+                "nodev\n"
                 "hostname\n"
                 "clientid\n"
                 "persistent\n"

@@ -3,12 +3,15 @@
  * Each service runs in its own session with stdin on /dev/null and stdout/stderr on a pipe that
  * PID 1 forwards line by line to /dev/kmsg ("init: containerd: ..."), so the console and
  * `capsulectl dmesg` show everything with kernel timestamps. A service that exits is restarted
- * after a backoff of 1 s, doubling up to 30 s; the backoff resets once a run lasted 60 s. */
+ * after a backoff of 1 s, doubling up to 30 s; the backoff resets once a run lasted 60 s.
+ * Images built with --debug-shell (marker /etc/capsule-debug-shell) also get a busybox shell on
+ * the console; production images have neither the marker nor a shell. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,11 +23,18 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
 #define STABLE_MS 60000
+#define AFTER_TIMEOUT_MS 30000
+#define AFTER_POLL_MS 200
 
 struct service {
         const char *name;
         const char *const *argv;
         int oom_score_adj;
+        bool close_stdin;    /* dhcpcd 9.4.1 (privsep) polls fd 0: give it none */
+        bool on_console;     /* stdio on /dev/console as controlling terminal (debug shell) */
+        const char *only_if; /* registered only when this path exists */
+        const char *after;   /* start only once this path exists (or after AFTER_TIMEOUT_MS) */
+        int64_t after_deadline;
         pid_t pid;
         int out_fd;          /* read end of the child's stdout/stderr pipe, -1 if none */
         int64_t started_at;  /* monotonic ms of the last start */
@@ -40,6 +50,7 @@ static const char *const containerd_argv[] = {"/usr/bin/containerd", "--config",
                                               "/etc/containerd/config.toml", NULL};
 static const char *const dhcpcd_argv[] = {"/usr/sbin/dhcpcd", "-B", "-f", "/run/capsule/dhcpcd.conf",
                                           "-c", "/usr/libexec/capsule/dhcp-hook", NULL};
+static const char *const debug_shell_argv[] = {"/usr/bin/busybox", "sh", "-l", NULL};
 static const char *const serve_argv[] = {"/usr/bin/capsuled", "serve", "--root", INIT_STATE_DIR,
                                          "--machine-config", INIT_MACHINE_CONFIG, "--listen",
                                          "0.0.0.0:50000", "--containerd",
@@ -47,30 +58,57 @@ static const char *const serve_argv[] = {"/usr/bin/capsuled", "serve", "--root",
 
 /* The supervisor's whole state: the services, in start order (stopped in reverse). */
 static struct supervisor {
-        struct service services[3];
+        struct service services[4];
         size_t n;
 } sup = {
         .services =
                 {
                         {.name = "containerd", .argv = containerd_argv, .oom_score_adj = -999},
-                        {.name = "dhcpcd", .argv = dhcpcd_argv, .oom_score_adj = -999},
-                        {.name = "capsuled-serve", .argv = serve_argv, .oom_score_adj = -900},
+                        {.name = "dhcpcd", .argv = dhcpcd_argv, .oom_score_adj = -999, .close_stdin = true},
+                        {.name = "capsuled-serve",
+                         .argv = serve_argv,
+                         .oom_score_adj = -900,
+                         .after = "/run/containerd/containerd.sock"},
+                        {.name = "debug-shell",
+                         .argv = debug_shell_argv,
+                         .on_console = true,
+                         .only_if = "/etc/capsule-debug-shell"},
                 },
-        .n = 3,
+        .n = 4,
 };
 
-static void child_setup(int out_fd)
+static void child_setup_console(void)
+{
+        int fd = open("/dev/console", O_RDWR | O_NOCTTY);
+        if (fd < 0 || ioctl(fd, TIOCSCTTY, 1) < 0)
+                _exit(126);
+        dup2(fd, STDIN_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+}
+
+static void child_setup(int out_fd, bool close_stdin, bool on_console)
 {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
         setsid();
-        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (null >= 0)
-                dup2(null, STDIN_FILENO);
+        if (on_console) {
+                child_setup_console();
+                if (chdir("/") < 0)
+                        _exit(126);
+                return;
+        }
         dup2(out_fd, STDOUT_FILENO);
         dup2(out_fd, STDERR_FILENO);
+        if (close_stdin) {
+                close(STDIN_FILENO);
+        } else {
+                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (null >= 0)
+                        dup2(null, STDIN_FILENO);
+        }
         if (chdir("/") < 0)
                 _exit(126);
 }
@@ -98,7 +136,7 @@ static int service_start(struct service *s)
                 return e;
         }
         if (pid == 0) {
-                child_setup(p[1]);
+                child_setup(p[1], s->close_stdin, s->on_console);
                 char *const envp[] = {"PATH=" INIT_PATH, "HOME=/root", "TMPDIR=/tmp", NULL};
                 execve(s->argv[0], (char *const *)s->argv, envp);
                 dprintf(STDERR_FILENO, "exec %s: %s\n", s->argv[0], strerror(errno));
@@ -133,9 +171,19 @@ int supervise_start_all(void)
                 s->out_fd = -1;
                 s->backoff_ms = BACKOFF_MIN_MS;
                 s->down_since = now_ms();
+                if (s->only_if && access(s->only_if, F_OK) < 0) {
+                        s->argv = NULL;
+                        continue;
+                }
                 if (access(s->argv[0], X_OK) < 0) {
                         log_error("%s: %s missing, not supervised", s->name, s->argv[0]);
                         s->argv = NULL;
+                        continue;
+                }
+                if (s->after) {
+                        /* first start waits for its dependency; restarts do not */
+                        s->after_deadline = now_ms() + AFTER_TIMEOUT_MS;
+                        service_schedule(s, 0);
                         continue;
                 }
                 if (service_start(s) < 0) {
@@ -188,7 +236,14 @@ int supervise_tick(void)
                 struct service *s = &sup.services[i];
                 if (!s->argv || s->pid || !s->next_start)
                         continue;
-                if (s->next_start <= now) {
+                if (s->next_start <= now && s->after_deadline && now < s->after_deadline &&
+                    access(s->after, F_OK) < 0) {
+                        s->next_start = now + AFTER_POLL_MS;
+                } else if (s->next_start <= now) {
+                        if (s->after_deadline && now >= s->after_deadline)
+                                log_warn("%s: %s still missing after %d s, starting anyway",
+                                         s->name, s->after, AFTER_TIMEOUT_MS / 1000);
+                        s->after_deadline = 0;
                         if (service_start(s) < 0) {
                                 log_error("%s: start failed: %s", s->name, strerror(errno));
                                 service_schedule(s, s->backoff_ms);
@@ -292,4 +347,30 @@ void supervise_stop_all(int grace_ms)
                         supervise_drain(s->out_fd);
                 s->pid = 0;
         }
+}
+
+/* VmRSS of pid in kB from /proc/PID/status, or -1. */
+static long rss_kb(pid_t pid)
+{
+        char path[64], line[256];
+        snprintf(path, sizeof(path), "/proc/%d/status", pid);
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        long kb = -1;
+        while (f && fgets(line, sizeof(line), f))
+                if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+                        break;
+        return kb;
+}
+
+void supervise_log_stats(void)
+{
+        char buf[512];
+        int n = snprintf(buf, sizeof(buf), "pid1=%ldkB", rss_kb(getpid()));
+        for (size_t i = 0; i < sup.n && n > 0 && (size_t)n < sizeof(buf); i++) {
+                struct service *s = &sup.services[i];
+                if (s->pid)
+                        n += snprintf(buf + n, sizeof(buf) - (size_t)n, " %s=%ldkB", s->name,
+                                      rss_kb(s->pid));
+        }
+        log_info("stats: rss %s", buf);
 }

@@ -304,3 +304,49 @@ nomem:
         free(buf);
         return -ENOMEM;
 }
+
+char *cni_resolv_conf(const char *host_text)
+{
+        size_t cap = strlen(host_text) + 64;
+        char *out = malloc(cap);
+        if (!out)
+                return NULL;
+        size_t len = 0;
+        int servers = 0;
+        const char *p = host_text;
+        while (*p) {
+                const char *eol = strchr(p, '\n');
+                size_t n = eol ? (size_t)(eol - p) : strlen(p);
+                char line[512];
+                snprintf(line, sizeof(line), "%.*s", (int)(n < sizeof(line) ? n : sizeof(line) - 1),
+                         p);
+                p += n + (eol ? 1 : 0);
+                char word[64] = "", arg[256] = "";
+                if (sscanf(line, " %63s %255s", word, arg) < 1 || word[0] == '#' || word[0] == ';')
+                        continue;
+                if (strcmp(word, "nameserver") == 0) {
+                        if (strncmp(arg, "127.", 4) == 0 || strcmp(arg, "::1") == 0 || !*arg)
+                                continue;
+                        servers++;
+                } else if (strcmp(word, "search") != 0 && strcmp(word, "domain") != 0 &&
+                           strcmp(word, "options") != 0) {
+                        continue;
+                }
+                len += (size_t)snprintf(out + len, cap - len, "%s\n", line);
+        }
+        if (!servers)
+                len += (size_t)snprintf(out + len, cap - len,
+                                        "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        return out;
+}
+
+char *cni_hosts_file(const char *workload, const char *ip)
+{
+        char *s = NULL;
+        if (asprintf(&s,
+                     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s%s%s%s",
+                     ip && *ip ? ip : "", ip && *ip ? "\t" : "", ip && *ip ? workload : "",
+                     ip && *ip ? "\n" : "") < 0)
+                return NULL;
+        return s;
+}

@@ -97,6 +97,21 @@ char *cni_netns_path(const struct cni_config *c, const char *workload)
         return asprintf(&p, "%s/%s", c->netns_dir, workload) < 0 ? NULL : p;
 }
 
+/* Container ids end up in file names, iptables comments and plugin environments: keep them to
+ * [A-Za-z0-9_.-] (containerd's own rule), 1-128 characters, not starting with a dot. */
+static int check_container_id(const char *id, struct cap_error *err)
+{
+        size_t n = strlen(id);
+        bool ok = n > 0 && n <= 128 && id[0] != '.' &&
+                  strspn(id, "abcdefghijklmnopqrstuvwxyz"
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                             "0123456789_.-") == n;
+        if (ok)
+                return 0;
+        return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                             "container id \"%s\": expected 1-128 of A-Z a-z 0-9 _ . -", id);
+}
+
 static char *cache_path(const struct cni_config *c, const char *container_id)
 {
         char *p = NULL;
@@ -331,6 +346,93 @@ static int cache_read(const struct cni_config *c, const char *container_id, stru
         return 1;
 }
 
+int cni_cached_ip(const struct cni_config *c, const char *container_id, char *buf, size_t len)
+{
+        if (len)
+                buf[0] = 0;
+        struct cached k;
+        struct cni_attachment a = {0};
+        struct cap_error err = {0};
+        int r = -ENOENT;
+        if (check_container_id(container_id, &err) < 0)
+                return -EINVAL;
+        if (cache_read(c, container_id, &k) == 1 && k.result &&
+            cni_result_parse(k.result, &a, &err) == 0) {
+                snprintf(buf, len, "%s", a.ip);
+                r = 0;
+        }
+        cni_attachment_free(&a);
+        cached_free(&k);
+        return r;
+}
+
+/* Writes text into path in place (truncate + write): bind mounts of it keep seeing it. */
+static int write_in_place(const char *path, const char *text, struct cap_error *err)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return cap_error_errno(err, -errno, "open %s", path);
+        size_t len = strlen(text);
+        int r = 0;
+        if (ftruncate(fd, 0) < 0 || write(fd, text, len) != (ssize_t)len)
+                r = cap_error_errno(err, -errno, "write %s", path);
+        close(fd);
+        return r;
+}
+
+static char *etc_dir(const struct cni_config *c, const char *workload)
+{
+        char *p = NULL;
+        return asprintf(&p, "%s/etc/%s", c->state_dir, workload) < 0 ? NULL : p;
+}
+
+int cni_write_etc(const struct cni_config *c, const char *workload, const char *ip,
+                  char **hosts_path, char **resolv_conf_path, struct cap_error *err)
+{
+        *hosts_path = *resolv_conf_path = NULL;
+        if (name_check("workload", workload, err) < 0)
+                return err->code;
+        _cleanup_free_ char *dir = etc_dir(c, workload), *hosts = NULL, *resolv = NULL;
+        _cleanup_free_ char *host_text = NULL, *resolv_text = NULL, *hosts_text = NULL;
+        if (!dir || asprintf(&hosts, "%s/hosts", dir) < 0 ||
+            asprintf(&resolv, "%s/resolv.conf", dir) < 0)
+                return oom(err);
+        int r = mkdir_p(dir, 0755);
+        if (r < 0)
+                return cap_error_errno(err, r, "mkdir %s", dir);
+        FILE *f = fopen("/etc/resolv.conf", "re");
+        size_t n = 0;
+        if (f) {
+                if (getdelim(&host_text, &n, 0, f) < 0) {
+                        free(host_text);
+                        host_text = NULL;
+                }
+                fclose(f);
+        }
+        resolv_text = cni_resolv_conf(host_text ? host_text : "");
+        hosts_text = cni_hosts_file(workload, ip);
+        if (!resolv_text || !hosts_text)
+                return oom(err);
+        r = write_in_place(hosts, hosts_text, err);
+        if (r == 0)
+                r = write_in_place(resolv, resolv_text, err);
+        if (r < 0)
+                return r;
+        *hosts_path = TAKE_PTR(hosts);
+        *resolv_conf_path = TAKE_PTR(resolv);
+        return 0;
+}
+
+static void remove_etc(const struct cni_config *c, const char *workload)
+{
+        _cleanup_free_ char *dir = etc_dir(c, workload), *a = NULL, *b = NULL;
+        if (!dir || asprintf(&a, "%s/hosts", dir) < 0 || asprintf(&b, "%s/resolv.conf", dir) < 0)
+                return;
+        unlink(a);
+        unlink(b);
+        rmdir(dir);
+}
+
 /* ---- Sweeping what a half-done setup left -------------------------------------------------------
  */
 
@@ -365,7 +467,7 @@ static int sweep_iptables(const char *container_id, struct cap_error *err)
                         continue;
                 free(w[0]);
                 w[0] = strdup("-D");
-                const char **argv = calloc((size_t)n + 4, sizeof(char *));
+                const char **argv = calloc((size_t)n + 5, sizeof(char *)); /* 4 + words + NULL */
                 if (w[0] && argv) {
                         argv[0] = "iptables";
                         argv[1] = "-w";
@@ -451,6 +553,8 @@ int cni_teardown(const struct cni_config *c, const char *workload, const char *c
 {
         if (name_check("workload", workload, err) < 0)
                 return err->code;
+        if (check_container_id(container_id, err) < 0)
+                return err->code;
         _cleanup_free_ char *netns = cni_netns_path(c, workload);
         _cleanup_free_ char *conflist = cni_conflist_json(c);
         _cleanup_free_ char *cache = cache_path(c, container_id);
@@ -486,6 +590,7 @@ int cni_teardown(const struct cni_config *c, const char *workload, const char *c
         cap_error_clear(&e);
         if (netns_remove(netns, &e) < 0)
                 keep_first(&first, &e);
+        remove_etc(c, workload);
         if (unlink(cache) < 0 && errno != ENOENT)
                 log_warn("cni: unlink %s: %s", cache, strerror(errno));
         cached_free(&k);
@@ -504,10 +609,8 @@ int cni_setup(const struct cni_config *c, const char *workload, const char *cont
         memset(out, 0, sizeof(*out));
         if (name_check("workload", workload, err) < 0)
                 return err->code;
-        if (!*container_id || strchr(container_id, '/') || strchr(container_id, '"') ||
-            strchr(container_id, '\\'))
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                     "container id \"%s\": not a plain id", container_id);
+        if (check_container_id(container_id, err) < 0)
+                return err->code;
         _cleanup_free_ char *netns = cni_netns_path(c, workload);
         _cleanup_free_ char *conflist = cni_conflist_json(c);
         if (!netns || !conflist)
@@ -581,6 +684,8 @@ int cni_check(const struct cni_config *c, const char *workload, const char *cont
               struct cap_error *err)
 {
         if (name_check("workload", workload, err) < 0)
+                return err->code;
+        if (check_container_id(container_id, err) < 0)
                 return err->code;
         _cleanup_free_ char *netns = cni_netns_path(c, workload);
         _cleanup_free_ char *conflist = cni_conflist_json(c);

@@ -79,6 +79,17 @@ int cni_check(const struct cni_config *c, const char *workload, const char *cont
 int cni_teardown(const struct cni_config *c, const char *workload, const char *container_id,
                  struct cap_error *err);
 
+/* Writes the workload's /etc/hosts ("localhost", and WORKLOAD at ip) and /etc/resolv.conf
+ * (the host's, see cni_resolv_conf) under STATE_DIR/etc/WORKLOAD/, for the container driver to
+ * bind-mount. Rewrites them in place (a bind mount keeps following the same inode). Paths are
+ * malloc'd. cni_teardown removes them. */
+int cni_write_etc(const struct cni_config *c, const char *workload, const char *ip,
+                  char **hosts_path, char **resolv_conf_path, struct cap_error *err);
+
+/* The address recorded by the last successful cni_setup of container_id, into buf ("" and
+ * -ENOENT when there is none): for workloads adopted after a restart. */
+int cni_cached_ip(const struct cni_config *c, const char *container_id, char *buf, size_t len);
+
 /* The namespace path for a workload (malloc'd), whether it exists or not. */
 char *cni_netns_path(const struct cni_config *c, const char *workload);
 
@@ -112,3 +123,10 @@ void cni_error_parse(const char *plugin, int exit_code, const char *out, const c
  * (argv NULL-terminated, words malloc'd; free with cni_words_free) or negative. */
 int cni_split_rule(const char *line, char ***words);
 void cni_words_free(char **words);
+
+/* A workload's resolv.conf from the host's text: loopback name servers (127.0.0.0/8, ::1: a
+ * local resolver the workload's namespace cannot reach) are dropped, search/options lines kept;
+ * with no name server left, 8.8.8.8 and 8.8.4.4 (as Docker does). malloc'd. */
+char *cni_resolv_conf(const char *host_text);
+/* The workload's /etc/hosts text. malloc'd. */
+char *cni_hosts_file(const char *workload, const char *ip);

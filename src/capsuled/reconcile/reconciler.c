@@ -201,12 +201,16 @@ static char *uri_escape(const char *s)
         return out;
 }
 
-static void remove_container(struct reconciler *r, const char *name)
+/* Removes a workload's container. With detach, also its network and volume attachments (for
+ * deletes and replacements); restarts of the same generation keep them, so the workload keeps
+ * its address. */
+static void remove_container(struct reconciler *r, const char *name, bool detach)
 {
         struct cap_error err = {0};
         if (ctrd_container_remove(r->ctx->ctrd, name, &err) < 0)
                 log_warn("remove container %s: %s", name, err.msg);
-        serve_workload_detached(r->ctx, name);
+        if (detach)
+                serve_workload_detached(r->ctx, name);
 }
 
 /* Creates and starts the container of spec. Returns 0 or fills err. */
@@ -260,7 +264,7 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
         if (rc < 0 && err->status == CAP_ALREADY_EXISTS) {
                 /* a stale container of ours (e.g. half-created before a crash): replace it */
-                remove_container(r, spec->name);
+                remove_container(r, spec->name, false);
                 rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
         }
         if (rc < 0) {
@@ -358,7 +362,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                                        "generation %llu -> %llu", (unsigned long long)a->generation,
                                        (unsigned long long)w->generation);
                         ctrd_container_stop(r->ctx->ctrd, w->name, RECONCILE_STOP_GRACE_MS, NULL, &err);
-                        remove_container(r, w->name);
+                        remove_container(r, w->name, true);
                         pthread_mutex_lock(&r->lock);
                         s->restarts = 0;
                         s->backoff_s = 0;
@@ -366,6 +370,15 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         pthread_mutex_unlock(&r->lock);
                         a = NULL;
                 } else if (a->state == CTRD_TASK_RUNNING && !s->force_restart) {
+                        if (s->phase != CAPSULE__V1__PHASE__RUNNING) {
+                                /* first sight in this process (adoption): record its volume
+                                 * attachments and network again; both are idempotent */
+                                struct serve_workload_env env;
+                                if (serve_workload_attach(r->ctx, spec, &env, &err) < 0)
+                                        log_warn("adopt %s: %s", w->name, err.msg);
+                                else
+                                        serve_workload_env_free(&env);
+                        }
                         pthread_mutex_lock(&r->lock);
                         if (s->phase != CAPSULE__V1__PHASE__RUNNING) {
                                 /* adopted after a control-plane restart */
@@ -384,7 +397,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         return 0;
                 } else if (s->force_restart) {
                         ctrd_container_stop(r->ctx->ctrd, w->name, RECONCILE_STOP_GRACE_MS, NULL, &err);
-                        remove_container(r, w->name);
+                        remove_container(r, w->name, false);
                         pthread_mutex_lock(&r->lock);
                         s->force_restart = false;
                         s->backoff_s = 0;
@@ -407,7 +420,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                                           s->last_exit_reason, s->backoff_s);
                                 return s->next_try_mono_ns;
                         }
-                        remove_container(r, w->name);
+                        remove_container(r, w->name, false);
                         pthread_mutex_lock(&r->lock);
                         s->restarts++;
                         pthread_mutex_unlock(&r->lock);
@@ -485,7 +498,7 @@ static int64_t reconcile_pass(struct reconciler *r)
                         continue;
                 log_info("reconcile: removing orphan %s", actual.v[i].name);
                 ctrd_container_stop(r->ctx->ctrd, actual.v[i].name, RECONCILE_STOP_GRACE_MS, NULL, &err);
-                remove_container(r, actual.v[i].name);
+                remove_container(r, actual.v[i].name, true);
                 events_publish(r->ctx->events, "workload", actual.v[i].name, "removed", "not desired");
         }
         /* forget states of workloads no longer desired */

@@ -1,11 +1,15 @@
 /* Runtime glue: what a workload's container needs besides the container itself (its image, its
  * volumes, its network), in one place, so the reconciler stays about desired vs actual state. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "containerd/driver.h"
+#include "net/cni.h"
 #include "serve.h"
+#include "volume/volume.h"
 
 int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
                        char **config_json, char **chain_id, struct cap_error *err)
@@ -15,13 +19,76 @@ int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__Pu
         return ctrd_image_ensure_unpacked(ctx->ctrd, image, config_json, chain_id, err);
 }
 
+/* Attaches every mounted volume (recording the use, so `volume rm` is refused) and collects the
+ * host directories to bind. */
+static int attach_volumes(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                          struct serve_workload_env *env, struct cap_error *err)
+{
+        if (spec->n_mounts == 0)
+                return 0;
+        if (!ctx->volumes)
+                return cap_error_set(err, -ENODEV, CAP_UNAVAILABLE, "volumes are not available");
+        env->volume_sources = calloc(spec->n_mounts, sizeof(char *));
+        if (!env->volume_sources)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        for (size_t i = 0; i < spec->n_mounts; i++) {
+                int r = volume_attach(ctx->volumes, spec->mounts[i]->volume, spec->name, &env->volume_sources[i], err);
+                if (r < 0)
+                        return cap_error_prefix(err, "mounts[%zu]", i);
+                env->n_volume_sources++;
+        }
+        return 0;
+}
+
+/* Sets up (or re-adopts: CNI results are cached per container id) the workload's network
+ * namespace, its published ports and its /etc/hosts and /etc/resolv.conf. */
+static int attach_network(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                          struct serve_workload_env *env, struct cap_error *err)
+{
+        if (!ctx->cni)
+                return 0;
+        const char *name = spec->name;
+        struct cni_port *ports = calloc(spec->n_ports + 1, sizeof(*ports));
+        if (!ports)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        for (size_t i = 0; i < spec->n_ports; i++)
+                ports[i] = (struct cni_port){
+                        .host_port = (uint16_t)spec->ports[i]->host_port,
+                        .container_port = (uint16_t)spec->ports[i]->workload_port,
+                        .protocol = spec->ports[i]->protocol,
+                        .host_ip = spec->ports[i]->host_ip,
+                };
+        struct cni_attachment a;
+        /* the container id is the workload name (see containerd/driver.h) */
+        int r = cni_setup(ctx->cni, name, name, ports, spec->n_ports, &a, err);
+        free(ports);
+        if (r < 0)
+                return r;
+        env->netns_path = a.netns_path;
+        env->ip = a.ip;
+        a.netns_path = a.ip = NULL;
+        cni_attachment_free(&a);
+        r = cni_write_etc(ctx->cni, name, env->ip, &env->hosts_path, &env->resolv_conf_path, err);
+        if (r < 0) {
+                struct cap_error ignored = {0};
+                cni_teardown(ctx->cni, name, name, &ignored);
+        }
+        return r;
+}
+
 int serve_workload_attach(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
                           struct serve_workload_env *env, struct cap_error *err)
 {
         memset(env, 0, sizeof(*env));
-        if (spec->n_mounts > 0)
-                return cap_error_set(err, -EOPNOTSUPP, CAP_UNIMPLEMENTED, "volumes are not available yet");
-        return 0;
+        int r = attach_volumes(ctx, spec, env, err);
+        if (r == 0)
+                r = attach_network(ctx, spec, env, err);
+        if (r < 0) {
+                if (ctx->volumes)
+                        volume_detach_all(ctx->volumes, spec->name);
+                serve_workload_env_free(env);
+        }
+        return r;
 }
 
 void serve_workload_env_free(struct serve_workload_env *env)
@@ -38,10 +105,16 @@ void serve_workload_env_free(struct serve_workload_env *env)
 
 void serve_workload_detached(struct serve_ctx *ctx, const char *name)
 {
+        struct cap_error err = {0};
+        if (ctx->cni && cni_teardown(ctx->cni, name, name, &err) < 0)
+                log_warn("workload %s: %s", name, err.msg);
+        if (ctx->volumes)
+                volume_detach_all(ctx->volumes, name);
 }
 
 void serve_workload_ip(struct serve_ctx *ctx, const char *name, char *buf, size_t len)
 {
-        if (len)
-                buf[0] = '\0';
+        if (!ctx->cni || cni_cached_ip(ctx->cni, name, buf, len) < 0)
+                if (len)
+                        buf[0] = '\0';
 }

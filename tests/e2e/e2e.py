@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""End-to-end tests of a booted Capsule image (design §11, layer 3).
+
+Each scenario boots out/capsule.raw in QEMU through scripts/capsule-up (UEFI, TCG in CI), drives it
+ONLY through capsulectl over the forwarded API port, prints the serial console when it fails, and
+always kills its QEMU by pid. Scenarios run alone or together:
+
+    tests/e2e/e2e.py [--build-dir DIR] [--keep] SCENARIO...   (boot, reboot, powercut, all)
+
+Exit codes: 0 pass, 1 fail, 77 skipped (QEMU or OVMF genuinely unavailable; the reason is printed).
+To add a scenario (containers, volumes, ... as they land): write `def scenario_NAME(m: Machine)`,
+boot with `m.boot()`, drive with `m.ctl(...)`, and assert with `check(...)`.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SKIP = 77
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+    print(f"  ok: {what}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Machine:
+    """One QEMU-booted Capsule with its own disk overlay, port and console log."""
+
+    def __init__(self, build_dir, work, config_dir):
+        self.build_dir = build_dir
+        self.work = work
+        self.config_dir = config_dir
+        self.port = free_port()
+        self.capsulectl = os.path.join(build_dir, "src/capsulectl/capsulectl")
+        self.consoles = []  # serial logs of every boot, oldest first
+
+    @property
+    def serial(self):
+        return os.path.join(self.work, "serial.log")
+
+    @property
+    def pid(self):
+        try:
+            with open(os.path.join(self.work, "qemu.pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def alive(self):
+        pid = self.pid
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def boot(self, keep_disk=False, timeout=420):
+        """Starts QEMU (keep_disk: reuse the disk of the previous boot) and waits for the API."""
+        self._save_console()
+        cmd = [os.path.join(SRC, "scripts/capsule-up"), "--detach", "--no-build",
+               "--build-dir", self.build_dir, "--config-dir", self.config_dir,
+               "--work-dir", self.work, "--port", str(self.port), "--memory", "2048",
+               "--cpus", "2", "--timeout", str(timeout)]
+        if keep_disk:
+            cmd.append("--keep-disk")
+        t0 = time.monotonic()
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            print(r.stdout)
+            raise Failure("boot: capsule-up failed")
+        took = time.monotonic() - t0
+        print(f"  booted: API up {took:.1f} s after capsule-up (port {self.port})", flush=True)
+        return took
+
+    def ctl(self, *args, check_rc=True, timeout=60):
+        env = dict(os.environ, CAPSULECONFIG=os.path.join(self.config_dir, "capsuleconfig"))
+        cmd = [self.capsulectl, "--capsule", f"127.0.0.1:{self.port}", *args]
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env, timeout=timeout)
+        if check_rc and r.returncode != 0:
+            raise Failure(f"capsulectl {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
+        return r
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl("-o", "json", *args).stdout or "{}")
+
+    def has_verb(self, verb):
+        r = subprocess.run([self.capsulectl, "--help"], stdout=subprocess.PIPE, text=True)
+        return any(line.split()[:1] == [verb] for line in r.stdout.splitlines())
+
+    def console(self):
+        try:
+            with open(self.serial, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def wait_console(self, text, timeout, count=1):
+        """Waits until text appears count times on the console of the current QEMU."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.console().count(text) >= count:
+                return True
+            if not self.alive():
+                return self.console().count(text) >= count
+            time.sleep(1)
+        return False
+
+    def wait_api(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ctl("--timeout", "5", "version", check_rc=False).returncode == 0:
+                return True
+            if not self.alive():
+                return False
+            time.sleep(1)
+        return False
+
+    def qmp(self, command, arguments=None):
+        """One QMP command on the QEMU monitor socket (machine-level actions: keys, power)."""
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(os.path.join(self.work, "qmp.sock"))
+        f = s.makefile("rw")
+        f.readline()
+        for cmd in ({"execute": "qmp_capabilities"},
+                    {"execute": command, "arguments": arguments or {}}):
+            f.write(json.dumps(cmd) + "\n")
+            f.flush()
+            while True:
+                reply = json.loads(f.readline())
+                if "return" in reply or "error" in reply:
+                    break
+        s.close()
+        return reply
+
+    def power_cut(self):
+        pid = self.pid
+        if pid and self.alive():
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(100):
+                if not self.alive():
+                    break
+                time.sleep(0.1)
+
+    def _save_console(self):
+        text = self.console()
+        if text:
+            self.consoles.append(text)
+
+    def stop(self):
+        pid = self.pid
+        if pid and self.alive():
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                if not self.alive():
+                    return
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------ scenarios
+
+def scenario_boot(m):
+    """Boot, then version and health over mTLS."""
+    m.boot()
+    check(m.ctl("version").returncode == 0, "capsulectl version answers")
+    check(m.ctl("health").returncode == 0, "capsulectl health is OK")
+    con = m.console()
+    check("perm: initialised" in con, "first boot initialised /perm (LVM + ext4)")
+    check("tmpfs, nothing will survive" not in con, "/perm is not the tmpfs fallback")
+    check("started capsuled-serve" in con, "PID 1 started capsuled serve")
+
+
+def request_reboot(m):
+    """capsulectl reboot when serve has it; else Ctrl-Alt-Del, which the kernel turns into SIGINT
+    to PID 1: the same clean-reboot path System.Reboot uses."""
+    if m.has_verb("reboot"):
+        m.ctl("reboot")
+        return "capsulectl reboot"
+    m.qmp("send-key", {"keys": [{"type": "qcode", "data": k} for k in ("ctrl", "alt", "delete")]})
+    return "Ctrl-Alt-Del (SIGINT to PID 1)"
+
+
+def scenario_reboot(m):
+    """Clean reboot: services stopped, /perm unmounted, comes back with /perm kept."""
+    m.boot()
+    how = request_reboot(m)
+    print(f"  reboot requested with {how}", flush=True)
+    check(m.wait_console("shutdown: reboot now", 120), "PID 1 shut down cleanly (reboot now)")
+    check(m.wait_console("starting as PID 1", 300, count=2), "the machine booted again")
+    check(m.wait_api(300), "the API answers after the reboot")
+    second = m.console().split("starting as PID 1")[-1]
+    check("perm: activated existing" in second, "second boot activated the existing /perm")
+    check("unmount failures" in m.console() and "(0 unmount failures" in m.console(),
+          "every filesystem was unmounted before the reboot")
+    check(m.ctl("health").returncode == 0, "health OK after the reboot")
+
+
+def scenario_powercut(m):
+    """kill -9 QEMU (power cut) after the first boot, then boot the same disk again."""
+    m.boot()
+    m.power_cut()
+    check(not m.alive(), "QEMU killed (power cut)")
+    m.boot(keep_disk=True)
+    check("perm: activated existing" in m.console(), "after the power cut /perm was reused")
+    check(m.ctl("health").returncode == 0, "health OK after the power cut")
+
+
+SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
+             if name.startswith("scenario_")}
+
+
+def skip_reason():
+    if not shutil.which("qemu-system-x86_64"):
+        return "qemu-system-x86_64 not installed"
+    if not os.path.exists("/usr/share/OVMF/OVMF_CODE_4M.fd"):
+        return "OVMF (ovmf package) not installed"
+    return None
+
+
+def ensure_inputs(build_dir, config_dir):
+    """The image and the configs: generated/built once, shared by every scenario."""
+    capsulectl = os.path.join(build_dir, "src/capsulectl/capsulectl")
+    if not os.path.exists(os.path.join(config_dir, "capsuleconfig")):
+        os.makedirs(config_dir, exist_ok=True)
+        subprocess.run([capsulectl, "gen", "config", "capsule-e2e", "--endpoint",
+                        "127.0.0.1:50000", "-o", config_dir], check=True,
+                       stdout=subprocess.DEVNULL)
+    image = os.path.join(SRC, "out/capsule.raw")
+    stamp = os.path.join(config_dir, "machine.yaml")
+    if (os.environ.get("CAPSULE_E2E_REBUILD") == "1" or not os.path.exists(image)
+            or os.path.getmtime(stamp) > os.path.getmtime(image)):
+        subprocess.run([os.path.join(SRC, "mkimage/build.sh"), "--machine-config", stamp,
+                        "--build-dir", build_dir, "--no-build"], check=True)
+
+
+def run(name, build_dir, config_dir, keep):
+    work = tempfile.mkdtemp(prefix=f"capsule-e2e-{name}-", dir=os.path.join(SRC, "out"))
+    m = Machine(build_dir, work, config_dir)
+    print(f"== e2e {name}: {SCENARIOS[name].__doc__}", flush=True)
+    t0 = time.monotonic()
+    ok = False
+    try:
+        SCENARIOS[name](m)
+        ok = True
+    except (Failure, subprocess.TimeoutExpired, OSError) as e:
+        print(f"  FAIL: {e}", flush=True)
+        for i, text in enumerate(m.consoles + [m.console()]):
+            lines = text.splitlines()
+            print(f"  ---- console of boot {i + 1} (last 80 of {len(lines)} lines)")
+            for line in lines[-80:]:
+                print(f"  | {line}")
+    finally:
+        m.stop()
+    print(f"== e2e {name}: {'PASS' if ok else 'FAIL'} in {time.monotonic() - t0:.0f} s", flush=True)
+    if ok and not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    elif not ok:
+        print(f"  artifacts kept in {work}")
+    return ok
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("scenarios", nargs="*", default=["boot"], help="|".join(SCENARIOS) + "|all")
+    p.add_argument("--build-dir", default=os.environ.get("CAPSULE_BUILD_DIR",
+                                                        os.path.join(SRC, "build")))
+    p.add_argument("--config-dir", default=os.path.join(SRC, "out/e2e-config"))
+    p.add_argument("--keep", action="store_true", help="keep the work dirs of passing scenarios")
+    a = p.parse_args()
+    names = list(SCENARIOS) if a.scenarios == ["all"] else a.scenarios
+    for n in names:
+        if n not in SCENARIOS:
+            p.error(f"unknown scenario {n}; known: {', '.join(SCENARIOS)}")
+    reason = skip_reason()
+    if reason:
+        print(f"e2e: SKIP: {reason}")
+        return SKIP
+    build_dir = os.path.abspath(a.build_dir)
+    os.makedirs(os.path.join(SRC, "out"), exist_ok=True)
+    ensure_inputs(build_dir, os.path.abspath(a.config_dir))
+    os.environ.setdefault("CAPSULE_ACCEL", "tcg" if os.environ.get("CI") == "true" else "auto")
+    results = {n: run(n, build_dir, os.path.abspath(a.config_dir), a.keep) for n in names}
+    print("e2e summary: " + ", ".join(f"{n} {'PASS' if r else 'FAIL'}" for n, r in results.items()))
+    return 0 if all(results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
