@@ -342,20 +342,16 @@ mounts:
         p = self.capsule.ctl(["apply", "-f", manifest])
         self.assertEqual(p.returncode, 0, p.stderr)
 
-        def settled():
+        def running(gen=1):
             w = self.get("web")
-            if not w:
-                return None
-            st = w["status"]
-            if st["phase"] == "Running" or "not available yet" in json.dumps(st):
+            if w and w["status"]["phase"] == "Running" and w["status"]["observedGeneration"] == gen:
                 return w
             return None
         try:
-            w = harness.wait_for(settled, timeout=60, what="web to run")
+            w = harness.wait_for(running, timeout=60, what="web to run")
         except AssertionError:
             raise AssertionError(f"web did not run: {self.get('web')}\n{self.capsule.logs()[-4000:]}")
-        if w["status"]["phase"] != "Running":
-            self.skipTest("runtime glue for volumes/networking not wired yet: " + json.dumps(w["status"]))
+        self.assertRegex(w["status"]["ipAddress"], r"^10\.88\.")
         site = os.path.join(self.capsule.root, "volumes", "site")
         with open(os.path.join(site, "index.html"), "w") as f:
             f.write("served from a volume\n")
@@ -368,6 +364,18 @@ mounts:
         self.assertIn("\tweb", p.stdout)
         with open(os.path.join(site, "x")) as f:
             self.assertEqual(f.read(), "from-web\n")
+        # a changed spec replaces the container; the volume's data stays and is served again
+        with open(manifest, "a") as f:
+            f.write("env: {GENERATION: '2'}\n")
+        p = self.capsule.ctl(["apply", "-f", manifest])
+        self.assertIn("container/web configured", p.stdout, p.stderr)
+        harness.wait_for(lambda: running(2), timeout=60, what="web generation 2 to run")
+        p = self.capsule.ctl(["exec", "web", "--", "cat", "/www/x"])
+        self.assertEqual(p.stdout, "from-web\n", p.stderr)
+        out = harness.wait_for(lambda: (lambda o: o if o.stdout else None)(
+            subprocess.run(["curl", "-sS", "-m", "5", f"http://127.0.0.1:{self.HOSTPORT}/"],
+                           capture_output=True, text=True)), timeout=20, what="port after replacement")
+        self.assertEqual(out.stdout, "served from a volume\n")
         # in use: ls shows it, rm refuses
         vols = json.loads(self.capsule.ctl(["-o", "json", "volume", "ls"]).stdout)["volumes"]
         self.assertEqual([v["attachedTo"] for v in vols if v["name"] == "site"], [["web"]])
