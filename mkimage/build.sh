@@ -221,6 +221,22 @@ for m in $(mod_list "$here/files/modules-boot"); do
         modprobe -d "$ktree" -S "$kver" --show-depends "$m" >/dev/null 2>&1 && echo "$m" >> "$root/etc/capsule/modules"
 done
 
+# microVM initramfs: capsule-guest as /init, its libraries and modules (design §7)
+if [ -x "$root/usr/bin/capsule-guest" ]; then
+        step "microVM initramfs (capsule-guest)"
+        gird=$out/guest-initramfs-root
+        rm -rf "$gird"
+        mkdir -p "$gird"/{proc,sys,dev,run,tmp,mnt,usr/bin,usr/lib/x86_64-linux-gnu,usr/lib64}
+        for d in bin sbin lib lib64; do ln -s usr/$d "$gird/$d" 2>/dev/null || true; done
+        install -m755 "$root/usr/bin/capsule-guest" "$gird/init"
+        for lib in $(ldd "$root/usr/bin/capsule-guest" | grep -oE '/[^ ]+'); do install_one "$gird" "$lib"; done
+        copy_modules "$gird" $(mod_list "$here/files/modules-guest")
+        find "$gird" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+        (cd "$gird" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) |
+                zstd -q -19 -T1 > "$root/usr/lib/capsule/guest-initramfs.img"
+        rm -rf "$gird"
+fi
+
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 # ---------------------------------------------------------------- squashfs root image

@@ -75,15 +75,19 @@ class Machine:
         except ProcessLookupError:
             return False
 
-    def boot(self, keep_disk=False, timeout=420):
-        """Starts QEMU (keep_disk: reuse the disk of the previous boot) and waits for the API."""
-        self._save_console()
+    def _up_cmd(self, keep_disk, timeout):
         cmd = [os.path.join(SRC, "scripts/capsule-up"), "--detach", "--no-build",
                "--build-dir", self.build_dir, "--config-dir", self.config_dir,
                "--work-dir", self.work, "--port", str(self.port), "--memory", "2048",
                "--cpus", "2", "--timeout", str(timeout)]
         if keep_disk:
             cmd.append("--keep-disk")
+        return cmd
+
+    def boot(self, keep_disk=False, timeout=420):
+        """Starts QEMU (keep_disk: reuse the disk of the previous boot) and waits for the API."""
+        self._save_console()
+        cmd = self._up_cmd(keep_disk, timeout)
         t0 = time.monotonic()
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
@@ -92,6 +96,20 @@ class Machine:
         took = time.monotonic() - t0
         print(f"  booted: API up {took:.1f} s after capsule-up (port {self.port})", flush=True)
         return took
+
+    def boot_until_console(self, text, timeout=300):
+        """Starts QEMU on a fresh disk without waiting for the API; returns once text is on the
+        console (capsule-up keeps waiting in the background and fails when QEMU is killed)."""
+        self._save_console()
+        up = subprocess.Popen(self._up_cmd(False, timeout), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and text not in self.console():
+            if up.poll() is not None and not self.alive():
+                break
+            time.sleep(0.2)
+        self.up_process = up
+        return text in self.console()
 
     def ctl(self, *args, check_rc=True, timeout=60):
         env = dict(os.environ, CAPSULECONFIG=os.path.join(self.config_dir, "capsuleconfig"))
@@ -226,6 +244,20 @@ def scenario_powercut(m):
     m.boot(keep_disk=True)
     check("perm: activated existing" in m.console(), "after the power cut /perm was reused")
     check(m.ctl("health").returncode == 0, "health OK after the power cut")
+
+
+def scenario_firstboot_powercut(m):
+    """Power cut in the middle of the first-boot /perm setup (right after mkfs started); the next
+    boot must finish the setup instead of failing or reformatting."""
+    check(m.boot_until_console("perm: formatting"), "first boot reached the mkfs of LV perm")
+    m.power_cut()
+    m.up_process.wait(timeout=60)
+    check(not m.alive(), "QEMU killed during the first-boot setup")
+    m.boot(keep_disk=True)
+    con = m.console()
+    check("perm: initialised" in con, "the second boot finished the interrupted setup")
+    check("tmpfs, nothing will survive" not in con, "/perm is not the tmpfs fallback")
+    check(m.ctl("health").returncode == 0, "health OK")
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()

@@ -409,7 +409,9 @@ static int get_blob(struct session *s, const struct blob_sink *sink, const struc
         if (rc < 0) {
                 blob_hash_free(&h);
                 sink->ops->abort(sink->ud);
-                return cap_error_prefix(err, "blob %s", d->digest);
+                if (strncmp(err->msg, "pull ", 5) != 0)
+                        cap_error_prefix(err, "pull %s: blob %s", s->refstr, d->digest);
+                return err->code;
         }
         uint64_t got_size = h.size;
         char got[72];
