@@ -9,6 +9,7 @@
 # usage: mkimage/build.sh --machine-config FILE [--kernel cloud|generic] [--debug-shell]
 #                         [--build-dir DIR] [--no-build] [--out DIR] [--perm-size MiB] [--slot-size MiB]
 # --no-build takes the binaries already in --build-dir (e.g. CI's build) instead of running ninja.
+# The kernel download is cached in $CAPSULE_CACHE_DIR (default out/cache), shared by every --out.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,13 +46,14 @@ done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 build_dir=${build_dir:-$out/build}
+cache_dir=${CAPSULE_CACHE_DIR:-$src/out/cache}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$DEFAULT_SOURCE_DATE_EPOCH}
 t_start=$(date +%s)
 step() { echo "mkimage: [$(( $(date +%s) - t_start ))s] $*"; }
 
 # ---------------------------------------------------------------- kernel (cached)
 step "kernel: linux-image-$KERNEL_ABI ($flavour) $KERNEL_DEB_VERSION"
-ktree=$("$here/fetch-kernel.sh" "$flavour" "$out/cache")
+ktree=$("$here/fetch-kernel.sh" "$flavour" "$cache_dir")
 kver=$(cat "$ktree/.kver")
 kmods=$ktree/lib/modules/$kver
 
@@ -85,21 +87,22 @@ ln -s ../run "$root/var/run"
 chmod 0700 "$root/root"
 chmod 1777 "$root/tmp"
 
-# path of a file inside the merged-/usr tree: resolve the directory, keep the file name
-usr_path() {
-        local d
-        d=$(cd "$(dirname "$1")" && pwd -P)
-        echo "$d/$(basename "$1")"
-}
-# installs files into tree $1; for ELF files also the shared libraries ldd names (ldd already
+# installs files into tree $1 at their merged-/usr path (/lib/x -> /usr/lib/x; the build host is
+# merged-/usr too); for ELF files also the shared libraries ldd names (ldd already
 # lists the whole closure, so libraries are not re-examined)
 declare -A installed
 install_one() {
         local tree=$1 f=$2 dst
-        dst=$tree$(usr_path "$f")
+        case $f in
+        /bin/* | /sbin/* | /lib/* | /lib64/*) dst=$tree/usr$f ;;
+        *) dst=$tree$f ;;
+        esac
         [ -n "${installed[$dst]:-}" ] && return 0
         installed[$dst]=1
-        [ -e "$dst" ] || install -D -m "$(stat -L -c %a "$f")" "$(readlink -f "$f")" "$dst"
+        if [ ! -e "$dst" ]; then
+                mkdir -p "${dst%/*}"
+                cp -L --preserve=mode "$f" "$dst"
+        fi
 }
 install_files() {
         local tree=$1 f lib

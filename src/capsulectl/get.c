@@ -120,6 +120,8 @@ int cmd_describe(struct ctl *ctl, int argc, char **argv)
         printf("Kind:          %s\n", manifest_workload_kind_name(w->spec->kind));
         printf("Generation:    %llu (observed %llu)\n", (unsigned long long)w->generation,
                (unsigned long long)st->observed_generation);
+        printf("Image:         %s%s%s%s\n", w->spec->image, *st->image_digest ? " (" : "", st->image_digest,
+               *st->image_digest ? ")" : "");
         printf("Status:        %s\n", ctl_phase_name(st->phase));
         if (st->message && *st->message)
                 printf("Message:       %s\n", st->message);

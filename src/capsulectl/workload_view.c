@@ -129,6 +129,7 @@ struct json_object *ctl_workload_json(const Capsule__V1__Workload *w)
                 json_object_object_add(so, "ipAddress", json_object_new_string(st->ip_address));
                 json_object_object_add(so, "message", json_object_new_string(st->message));
                 json_object_object_add(so, "observedGeneration", json_object_new_int64((int64_t)st->observed_generation));
+                json_object_object_add(so, "imageDigest", json_object_new_string(st->image_digest));
                 if (st->started_unix_nano) {
                         char t[40];
                         ctl_format_time(st->started_unix_nano, t, sizeof(t));

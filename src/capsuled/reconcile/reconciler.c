@@ -218,12 +218,15 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
                         uint64_t generation, struct cap_error *err)
 {
         struct serve_ctx *ctx = r->ctx;
-        _cleanup_free_ char *config_json = NULL, *chain_id = NULL, *spec_json = NULL;
+        _cleanup_free_ char *config_json = NULL, *chain_id = NULL, *spec_json = NULL, *digest = NULL;
         _cleanup_free_ char *log_path = NULL, *log_esc = NULL, *exe_esc = NULL, *log_uri = NULL;
 
         set_phase(r, s, CAPSULE__V1__PHASE__PULLING, "ensuring image %s", spec->image);
-        if (serve_image_ensure(ctx, spec->image, spec->pull_policy, &config_json, &chain_id, err) < 0)
+        if (serve_image_ensure(ctx, spec->image, spec->pull_policy, &digest, &config_json, &chain_id, err) < 0)
                 return cap_error_prefix(err, "image %s", spec->image);
+        pthread_mutex_lock(&r->lock);
+        snprintf(s->image_digest, sizeof(s->image_digest), "%s", digest ? digest : "");
+        pthread_mutex_unlock(&r->lock);
 
         set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating container");
         struct serve_workload_env wenv = {0};

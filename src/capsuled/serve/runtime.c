@@ -7,16 +7,26 @@
 
 #include "common/log.h"
 #include "containerd/driver.h"
+#include "images/images.h"
+#include "images/reference.h"
 #include "net/cni.h"
 #include "serve.h"
 #include "volume/volume.h"
 
 int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
-                       char **config_json, char **chain_id, struct cap_error *err)
+                       char **digest, char **config_json, char **chain_id, struct cap_error *err)
 {
         if (!ctx->ctrd)
                 return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION, "no container runtime");
-        return ctrd_image_ensure_unpacked(ctx->ctrd, image, config_json, chain_id, err);
+        /* present (pulled on first use per policy), then unpacked under its normalised name */
+        if (images_ensure(ctx, image, policy, digest, err) < 0)
+                return err->code;
+        char *name = NULL;
+        if (image_ref_normalize(image, &name, err) < 0)
+                return err->code;
+        int r = ctrd_image_ensure_unpacked(ctx->ctrd, name, config_json, chain_id, err);
+        free(name);
+        return r;
 }
 
 /* Attaches every mounted volume (recording the use, so `volume rm` is refused) and collects the

@@ -47,10 +47,10 @@ struct serve_workload_env {
         char *resolv_conf_path;
 };
 
-/* Makes sure spec's image is present and unpacked (pulling per pull_policy); returns its OCI
- * config JSON and the chain id of its top layer. */
+/* Makes sure spec's image is present and unpacked (pulling per pull_policy); returns its
+ * manifest digest, its OCI config JSON and the chain id of its top layer (all malloc'd). */
 int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
-                       char **config_json, char **chain_id, struct cap_error *err);
+                       char **digest, char **config_json, char **chain_id, struct cap_error *err);
 /* Attaches the workload's volumes and sets up its network. On failure undoes what it did. */
 int serve_workload_attach(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
                           struct serve_workload_env *env, struct cap_error *err);
