@@ -317,6 +317,7 @@ KERNEL_VERSION=$kver
 KERNEL_DEB_VERSION=$KERNEL_DEB_VERSION
 SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH
 DEBUG_SHELL=$debug_shell
+MACHINE_CONFIG_SHA256=$(sha256sum < "$machine_config" | cut -d' ' -f1)
 ROOTFS_BYTES=$rootfs_bytes
 SQUASHFS_BYTES=$sqfs_bytes
 VMLINUZ_BYTES=$(stat -c %s "$out/vmlinuz")

@@ -12,6 +12,7 @@ To add a scenario (containers, volumes, ... as they land): write `def scenario_N
 boot with `m.boot()`, drive with `m.ctl(...)`, and assert with `check(...)`.
 """
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -282,8 +283,15 @@ def ensure_inputs(build_dir, config_dir):
                        stdout=subprocess.DEVNULL)
     image = os.path.join(SRC, "out/capsule.raw")
     stamp = os.path.join(config_dir, "machine.yaml")
+    with open(stamp, "rb") as f:
+        want = hashlib.sha256(f.read()).hexdigest()
+    try:
+        with open(os.path.join(SRC, "out/image.env")) as f:
+            have = dict(l.strip().split("=", 1) for l in f if "=" in l).get("MACHINE_CONFIG_SHA256")
+    except OSError:
+        have = None
     if (os.environ.get("CAPSULE_E2E_REBUILD") == "1" or not os.path.exists(image)
-            or os.path.getmtime(stamp) > os.path.getmtime(image)):
+            or want != have):
         subprocess.run([os.path.join(SRC, "mkimage/build.sh"), "--machine-config", stamp,
                         "--build-dir", build_dir, "--no-build"], check=True)
 

@@ -426,8 +426,7 @@ class ImagesTest(unittest.TestCase):
         with open(manifest, "w") as f:
             f.write("kind: Container\nname: web\nimage: capsule.local/busybox\ncommand: [sleep, '3600']\n")
         p = self.ctl(["apply", "-f", manifest])
-        if p.returncode != 0:
-            self.skipTest(f"apply unavailable: {p.stderr}")
+        self.assertEqual(p.returncode, 0, p.stderr)
         try:
             im = self.images()["capsule.local/busybox:latest"]
             self.assertEqual(im["usedBy"], ["web"])
@@ -443,6 +442,35 @@ class ImagesTest(unittest.TestCase):
             self.assertIn("capsule.local/busybox:latest", self.ctr_images())
         finally:
             self.ctl(["delete", "web"], timeout=120)
+
+    def test_085_pull_on_first_use(self):
+        img = mk.Image(extra=b"pulled on first use\n")
+        digest = self.registry.upload("busybox", "first", img)
+        ref = f"{self.registry.host}/busybox:first"
+        self.assertNotIn(ref, self.ctr_images())
+        manifest = os.path.join(self.tmp, "first.yaml")
+        with open(manifest, "w") as f:
+            f.write(f"kind: Container\nname: first\nimage: {ref}\n"
+                    "command: [sh, -c, 'cat /bin/.variant; trap \"exit 0\" TERM; while true; do sleep 1; done']\n"
+                    "---\nkind: Container\nname: never\nimage: capsule.local/absent:1\npullPolicy: Never\n"
+                    "command: [true]\n")
+        self.ctl(["apply", "-f", manifest], check=True)
+        try:
+            def phase(name):
+                return json.loads(self.ctl(["-o", "json", "get", name], check=True).stdout)["status"]
+            st = harness.wait_for(lambda: (lambda s: s if s["phase"] == "Running" else None)(phase("first")),
+                                  timeout=60, what="first to run after its pull")
+            self.assertEqual(st["imageDigest"], digest)
+            self.assertIn(ref, self.ctr_images())
+            harness.wait_for(lambda: "pulled on first use" in self.ctl(["logs", "first"]).stdout,
+                             what="output of the pulled image")
+            # pullPolicy Never with an absent image: it does not run, and says why
+            st = harness.wait_for(lambda: (lambda s: s if s["phase"] == "Backoff" else None)(phase("never")),
+                                  timeout=30, what="never to back off")
+            self.assertIn("capsule.local/absent:1", st["message"])
+            self.assertNotIn("capsule.local/absent:1", self.ctr_images())
+        finally:
+            self.ctl(["delete", "first", "never"], timeout=120)
 
     def test_09_rm(self):
         p = self.ctl(["image", "rm", "capsule.local/busybox:oci"], check=True)
