@@ -42,7 +42,7 @@ class ContainersTest(unittest.TestCase):
         cls.containerd = Containerd(cls.tmp).start()
         cls.capsule = Capsule(cls.tmp, containerd=cls.containerd.sock).start()
         mkimage_busybox.build(cls.tmp)
-        cls.containerd.ctr(["images", "import", os.path.join(cls.tmp, "busybox-oci.tar")], check=True)
+        cls.capsule.ctl(["image", "push", os.path.join(cls.tmp, "busybox-oci.tar")], check=True)
 
     @classmethod
     def tearDownClass(cls):
@@ -252,6 +252,73 @@ class ContainersTest(unittest.TestCase):
         for n in names[:4]:
             self.delete(n)
         self.assertFalse({n for n in self.containers() if n.startswith("keep")})
+
+
+class ExamplesTest(unittest.TestCase):
+    """The manual's examples (examples/*.yaml) applied as they are."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="capsule-ex-")
+        cls.containerd = Containerd(cls.tmp).start()
+        cls.capsule = Capsule(cls.tmp, containerd=cls.containerd.sock).start()
+        mkimage_busybox.build(cls.tmp)
+        cls.capsule.ctl(["image", "push", os.path.join(cls.tmp, "busybox-docker.tar")], check=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.capsule.stop()
+            logs = cls.capsule.logs()
+        finally:
+            cls.containerd.stop()
+            harness.unmount_under(cls.tmp)
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+        if rc not in (0, None):
+            raise AssertionError(f"capsuled exited {rc} on SIGTERM:\n{logs[-6000:]}")
+
+    def example(self, name):
+        return os.path.join(harness.SOURCE_DIR, "examples", name)
+
+    def status(self, name):
+        return json.loads(self.capsule.ctl(["-o", "json", "get", name], check=True).stdout)["status"]
+
+    def test_hello(self):
+        p = self.capsule.ctl(["apply", "-f", self.example("hello.yaml")], check=True)
+        self.assertIn("container/hello created", p.stdout)
+        wait_for(lambda: "hello from hello (capsule)" in self.capsule.ctl(["logs", "hello"]).stdout,
+                 timeout=30, what="hello's greeting")
+        self.assertEqual(self.status("hello")["phase"], "Running")
+        self.capsule.ctl(["delete", "-f", self.example("hello.yaml")], check=True)
+
+    def test_web(self):
+        p = self.capsule.ctl(["apply", "-f", self.example("web.yaml")], check=True)
+        self.assertEqual(p.stdout.splitlines(), ["volume/site created", "container/web created"])
+        wait_for(lambda: self.status("web")["phase"] == "Running", timeout=60, what="web to run")
+        self.capsule.ctl(["exec", "web", "--", "sh", "-c", "echo '<h1>hello from a volume</h1>' > /www/index.html"],
+                         check=True)
+        out = wait_for(lambda: (lambda o: o if o.returncode == 0 else None)(
+            subprocess.run(["curl", "-sS", "-m", "5", "http://127.0.0.1:8080/"], capture_output=True, text=True)),
+            timeout=20, what="web on 127.0.0.1:8080")
+        self.assertEqual(out.stdout, "<h1>hello from a volume</h1>\n")
+        # delete -f keeps the volume (data) unless --volumes
+        self.capsule.ctl(["delete", "-f", self.example("web.yaml")], check=True)
+        vols = json.loads(self.capsule.ctl(["-o", "json", "volume", "ls"], check=True).stdout)["volumes"]
+        self.assertEqual([v["name"] for v in vols], ["site"])
+        p = self.capsule.ctl(["apply", "-f", self.example("web.yaml")], check=True)
+        self.assertIn("volume/site unchanged", p.stdout)
+        wait_for(lambda: self.status("web")["phase"] == "Running", timeout=60, what="web to run again")
+        p = self.capsule.ctl(["exec", "web", "--", "cat", "/www/index.html"], check=True)
+        self.assertEqual(p.stdout, "<h1>hello from a volume</h1>\n")
+        p = self.capsule.ctl(["delete", "--volumes", "-f", self.example("web.yaml")], check=True)
+        self.assertIn("volume/site deleted", p.stdout)
+
+    def test_microvm_is_reported_not_supported(self):
+        self.capsule.ctl(["apply", "-f", self.example("microvm.yaml")], check=True)
+        st = wait_for(lambda: (lambda s: s if s["phase"] == "Failed" else None)(self.status("hello-vm")),
+                      timeout=30, what="hello-vm to be reported")
+        self.assertIn("not supported", st["message"])
+        self.capsule.ctl(["delete", "hello-vm"], check=True)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,8 @@ static int write_dhcpcd_conf(const struct machine_config *mc)
                 "option domain_name_servers, domain_name, domain_search\n"
                 "require dhcp_server_identifier\n"
                 "noipv4ll\n"
+                /* skip the 5 s ARP probe of an offered address: the DHCP server owns conflicts */
+                "noarp\n"
                 "slaac private\n";
         if (mc && !mc->dhcp && mc->address) {
                 append(conf, sizeof(conf), "static ip_address=%s\n", mc->address);
