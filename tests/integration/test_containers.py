@@ -108,6 +108,53 @@ class ContainersTest(unittest.TestCase):
         self.assertNotIn("hello", self.tasks())
         self.assertEqual(self.capsule.ctl(["get", "hello"]).returncode, 1)
 
+    def test_exec_tty(self):
+        import fcntl
+        import pty
+        import struct
+        import termios
+        self.apply(container("ttyw", LOOP))
+        self.wait_phase("ttyw", "Running")
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        env = dict(os.environ, CAPSULECONFIG=self.capsule.config, CAPSULE_HOST=self.capsule.endpoint)
+        proc = subprocess.Popen([harness.CAPSULECTL, "exec", "-it", "ttyw", "--", "sh"], stdin=slave,
+                                stdout=slave, stderr=slave, env=env, start_new_session=True)
+        os.close(slave)
+        out = b""
+
+        def read_until(needle, timeout=20):
+            nonlocal out
+            deadline = time.monotonic() + timeout
+            while needle not in out and time.monotonic() < deadline:
+                import select
+                r, _, _ = select.select([master], [], [], 0.2)
+                if r:
+                    try:
+                        out += os.read(master, 4096)
+                    except OSError:
+                        break
+            return needle in out
+        try:
+            os.write(master, b"tty; stty size; echo mark-$((6*7))\r")
+            self.assertTrue(read_until(b"mark-42"), out)
+            self.assertIn(b"/dev/pts/", out)          # a real terminal inside
+            self.assertIn(b"40 100", out)             # with the client's window size
+            # resize the client's terminal: capsulectl forwards it (SIGWINCH)
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+            os.killpg(proc.pid, 0)
+            proc.send_signal(signal.SIGWINCH)
+            time.sleep(0.5)
+            os.write(master, b"stty size; exit 5\r")
+            self.assertTrue(read_until(b"30 120"), out)
+            self.assertEqual(proc.wait(20), 5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        self.delete("ttyw")
+
     def test_logs_tail_timestamps_follow(self):
         self.apply(container("chatty", 'for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; ' + LOOP))
         wait_for(lambda: "oops" in self.capsule.ctl(["logs", "chatty"]).stderr, what="stderr line")
