@@ -221,6 +221,7 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         _cleanup_free_ char *config_json = NULL, *chain_id = NULL, *spec_json = NULL, *digest = NULL;
         _cleanup_free_ char *log_path = NULL, *log_esc = NULL, *exe_esc = NULL, *log_uri = NULL;
 
+        int64_t t0 = mono_ns();
         set_phase(r, s, CAPSULE__V1__PHASE__PULLING, "ensuring image %s", spec->image);
         if (serve_image_ensure(ctx, spec->image, spec->pull_policy, &digest, &config_json, &chain_id, err) < 0)
                 return cap_error_prefix(err, "image %s", spec->image);
@@ -229,9 +230,11 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         pthread_mutex_unlock(&r->lock);
 
         set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating container");
+        int64_t t1 = mono_ns();
         struct serve_workload_env wenv = {0};
         if (serve_workload_attach(ctx, spec, &wenv, err) < 0)
                 return -1;
+        int64_t t2 = mono_ns();
         struct spec_options so = {
                 .workload = spec,
                 .image_config_json = config_json,
@@ -275,6 +278,9 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
                 serve_workload_detached(ctx, spec->name);
                 return rc;
         }
+        int64_t t3 = mono_ns();
+        log_debug("run %s: image %lld ms, volumes+network %lld ms, create+start %lld ms", spec->name,
+                  (long long)(t1 - t0) / 1000000, (long long)(t2 - t1) / 1000000, (long long)(t3 - t2) / 1000000);
         pthread_mutex_lock(&r->lock);
         s->phase = CAPSULE__V1__PHASE__RUNNING;
         s->pid = pid;
