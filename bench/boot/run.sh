@@ -48,12 +48,14 @@ wait $qpid 2>/dev/null || true
 baseline=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
 
 # ---- capsule
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+trap 'kill "$(cat "$work/vm/qemu.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 api_time() { sed -n 's/.*API up \([0-9.]*\) s after QEMU start.*/\1/p' "$1"; }
 run_capsule() { # name, capsule-up options...
         local name=$1
         shift
         "$src/scripts/capsule-up" --detach --no-build --build-dir "$build_dir" --work-dir "$work/vm" \
-                --port 50090 --timeout 600 "$@" > "$work/$name.up" 2>&1 || { cat "$work/$name.up"; exit 1; }
+                --port "$port" --timeout 600 "$@" > "$work/$name.up" 2>&1 || { cat "$work/$name.up"; exit 1; }
         api_time "$work/$name.up"
 }
 stop_vm() { kill "$(cat "$work/vm/qemu.pid")" 2>/dev/null || true; sleep 1; }

@@ -208,8 +208,76 @@ out:
         return r;
 }
 
-static int fill_workload(sqlite3_stmt *s, struct store_workload *w)
+/* Runs sql (binding `param` as ?1 when non-NULL) and collects every row into a malloc'd array
+ * of elem_size-byte records filled by fill(). On failure frees what it collected. */
+static int query_rows(struct store *st, const char *sql, const char *param, size_t elem_size,
+                      int (*fill)(sqlite3_stmt *, void *), void (*free_rows)(void *, size_t), void **out,
+                      size_t *n, struct cap_error *err)
 {
+        int r = 0;
+        char *rows = NULL;
+        size_t count = 0, cap = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, sql, err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        if (param)
+                sqlite3_bind_text(s, 1, param, -1, SQLITE_STATIC);
+        int step;
+        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+                if (count == cap) {
+                        cap = cap ? cap * 2 : 8;
+                        char *nr = realloc(rows, cap * elem_size);
+                        if (!nr) {
+                                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+                                goto out;
+                        }
+                        rows = nr;
+                }
+                if (fill(s, rows + count * elem_size) < 0) {
+                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
+                        goto out;
+                }
+                count++;
+        }
+        if (step != SQLITE_DONE)
+                r = db_error(st, err, "query");
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        if (r < 0) {
+                free_rows(rows, count);
+                return r;
+        }
+        *out = rows;
+        *n = count;
+        return 0;
+}
+
+/* The single row of a by-name query into *one, or NOT_FOUND naming what and name. */
+static int query_one(struct store *st, const char *sql, const char *what, const char *name, size_t elem_size,
+                     int (*fill)(sqlite3_stmt *, void *), void (*free_rows)(void *, size_t), void *one,
+                     struct cap_error *err)
+{
+        void *rows = NULL;
+        size_t n = 0;
+        int r = query_rows(st, sql, name, elem_size, fill, free_rows, &rows, &n, err);
+        if (r < 0)
+                return r;
+        if (n == 0) {
+                free(rows);
+                return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "%s \"%s\" not found", what, name);
+        }
+        memcpy(one, rows, elem_size);
+        free(rows); /* n is 1: the name is the primary key */
+        return 0;
+}
+
+static int fill_workload(sqlite3_stmt *s, void *row)
+{
+        struct store_workload *w = row;
         memset(w, 0, sizeof(*w));
         w->name = strdup((const char *)sqlite3_column_text(s, 0));
         w->kind = sqlite3_column_int(s, 1);
@@ -229,71 +297,21 @@ static int fill_workload(sqlite3_stmt *s, struct store_workload *w)
 
 #define WORKLOAD_COLUMNS "name, kind, spec, generation, created_ns, updated_ns"
 
+static void free_workload_rows(void *rows, size_t n)
+{
+        store_workloads_free(rows, n);
+}
+
 int store_get_workload(struct store *st, const char *name, struct store_workload *out, struct cap_error *err)
 {
-        int r = 0;
-        pthread_mutex_lock(&st->lock);
-        sqlite3_stmt *s = prepare(st, "SELECT " WORKLOAD_COLUMNS " FROM workloads WHERE name = ?;", err);
-        if (!s) {
-                r = -EIO;
-                goto out;
-        }
-        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-        int step = sqlite3_step(s);
-        if (step == SQLITE_ROW) {
-                if (fill_workload(s, out) < 0)
-                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
-        } else if (step == SQLITE_DONE) {
-                r = cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "workload \"%s\" not found", name);
-        } else {
-                r = db_error(st, err, "get workload");
-        }
-out:
-        sqlite3_finalize(s);
-        pthread_mutex_unlock(&st->lock);
-        return r;
+        return query_one(st, "SELECT " WORKLOAD_COLUMNS " FROM workloads WHERE name = ?;", "workload", name,
+                         sizeof(*out), fill_workload, free_workload_rows, out, err);
 }
 
 int store_list_workloads(struct store *st, struct store_workload **out, size_t *n, struct cap_error *err)
 {
-        int r = 0;
-        struct store_workload *ws = NULL;
-        size_t count = 0, cap = 0;
-        pthread_mutex_lock(&st->lock);
-        sqlite3_stmt *s = prepare(st, "SELECT " WORKLOAD_COLUMNS " FROM workloads ORDER BY name;", err);
-        if (!s) {
-                r = -EIO;
-                goto out;
-        }
-        int step;
-        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-                if (count == cap) {
-                        cap = cap ? cap * 2 : 8;
-                        struct store_workload *nw = realloc(ws, cap * sizeof(*ws));
-                        if (!nw) {
-                                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
-                                goto out;
-                        }
-                        ws = nw;
-                }
-                if (fill_workload(s, &ws[count]) < 0) {
-                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
-                        goto out;
-                }
-                count++;
-        }
-        if (step != SQLITE_DONE)
-                r = db_error(st, err, "list workloads");
-out:
-        sqlite3_finalize(s);
-        pthread_mutex_unlock(&st->lock);
-        if (r < 0) {
-                store_workloads_free(ws, count);
-                return r;
-        }
-        *out = ws;
-        *n = count;
-        return 0;
+        return query_rows(st, "SELECT " WORKLOAD_COLUMNS " FROM workloads ORDER BY name;", NULL, sizeof(**out),
+                          fill_workload, free_workload_rows, (void **)out, n, err);
 }
 
 /* Runs a single-statement write with one text parameter; -ENOENT when no row changed. */
@@ -363,8 +381,9 @@ out:
         return r;
 }
 
-static int fill_volume(sqlite3_stmt *s, struct store_volume *v)
+static int fill_volume(sqlite3_stmt *s, void *row)
 {
+        struct store_volume *v = row;
         memset(v, 0, sizeof(*v));
         v->name = strdup((const char *)sqlite3_column_text(s, 0));
         v->size_bytes = (uint64_t)sqlite3_column_int64(s, 1);
@@ -377,73 +396,23 @@ static int fill_volume(sqlite3_stmt *s, struct store_volume *v)
         return 0;
 }
 
+#define VOLUME_COLUMNS "name, size_bytes, backend, created_ns"
+
+static void free_volume_rows(void *rows, size_t n)
+{
+        store_volumes_free(rows, n);
+}
+
 int store_get_volume(struct store *st, const char *name, struct store_volume *out, struct cap_error *err)
 {
-        int r = 0;
-        pthread_mutex_lock(&st->lock);
-        sqlite3_stmt *s = prepare(st, "SELECT name, size_bytes, backend, created_ns FROM volumes WHERE name = ?;",
-                                  err);
-        if (!s) {
-                r = -EIO;
-                goto out;
-        }
-        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-        int step = sqlite3_step(s);
-        if (step == SQLITE_ROW) {
-                if (fill_volume(s, out) < 0)
-                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
-        } else if (step == SQLITE_DONE) {
-                r = cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "volume \"%s\" not found", name);
-        } else {
-                r = db_error(st, err, "get volume");
-        }
-out:
-        sqlite3_finalize(s);
-        pthread_mutex_unlock(&st->lock);
-        return r;
+        return query_one(st, "SELECT " VOLUME_COLUMNS " FROM volumes WHERE name = ?;", "volume", name, sizeof(*out),
+                         fill_volume, free_volume_rows, out, err);
 }
 
 int store_list_volumes(struct store *st, struct store_volume **out, size_t *n, struct cap_error *err)
 {
-        int r = 0;
-        struct store_volume *vs = NULL;
-        size_t count = 0, cap = 0;
-        pthread_mutex_lock(&st->lock);
-        sqlite3_stmt *s = prepare(st, "SELECT name, size_bytes, backend, created_ns FROM volumes ORDER BY name;",
-                                  err);
-        if (!s) {
-                r = -EIO;
-                goto out;
-        }
-        int step;
-        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-                if (count == cap) {
-                        cap = cap ? cap * 2 : 8;
-                        struct store_volume *nv = realloc(vs, cap * sizeof(*vs));
-                        if (!nv) {
-                                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
-                                goto out;
-                        }
-                        vs = nv;
-                }
-                if (fill_volume(s, &vs[count]) < 0) {
-                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "store: out of memory");
-                        goto out;
-                }
-                count++;
-        }
-        if (step != SQLITE_DONE)
-                r = db_error(st, err, "list volumes");
-out:
-        sqlite3_finalize(s);
-        pthread_mutex_unlock(&st->lock);
-        if (r < 0) {
-                store_volumes_free(vs, count);
-                return r;
-        }
-        *out = vs;
-        *n = count;
-        return 0;
+        return query_rows(st, "SELECT " VOLUME_COLUMNS " FROM volumes ORDER BY name;", NULL, sizeof(**out),
+                          fill_volume, free_volume_rows, (void **)out, n, err);
 }
 
 int store_delete_volume(struct store *st, const char *name, struct cap_error *err)
