@@ -199,11 +199,11 @@ sed -e "s/@VERSION@/$version/" -e "s/@BUILD@/$build_id/" "$here/files/os-release
 step "kernel modules"
 mod_list() { grep -v '^#' "$1" | awk 'NF{print $1}'; }
 copy_modules() { # tree modules...
-        local tree=$1 m p
+        local tree=$1 m p skipped=
         shift
         for m in "$@"; do
                 if ! modprobe -d "$ktree" -S "$kver" --show-depends "$m" >/tmp/mkimage-mod.$$ 2>/dev/null; then
-                        echo "mkimage:   module $m not in $kver, skipped" >&2
+                        skipped="$skipped $m"
                         continue
                 fi
                 awk '$1=="insmod"{print $2}' /tmp/mkimage-mod.$$ | while read -r p; do
@@ -211,6 +211,7 @@ copy_modules() { # tree modules...
                 done
         done
         rm -f /tmp/mkimage-mod.$$
+        [ -z "$skipped" ] || echo "mkimage:   not in $kver (skipped):$skipped"
         cp "$kmods"/modules.order "$kmods"/modules.builtin "$kmods"/modules.builtin.modinfo \
                 "$tree/lib/modules/$kver/" 2>/dev/null || true
         depmod -b "$tree" "$kver"

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """End-to-end tests of a booted Capsule image (design §11, layer 3).
 
-Each scenario boots out/capsule.raw in QEMU through scripts/capsule-up (UEFI, TCG in CI), drives it
+Each scenario boots out/e2e/capsule.raw (built from the build dir's binaries with a test PKI in
+out/e2e-config; rebuilt when the binaries, mkimage/ or that config changed, or when
+CAPSULE_E2E_REBUILD=1) in QEMU through
+scripts/capsule-up (UEFI, TCG in CI, 2 vCPUs, 2 GiB), drives it
 ONLY through capsulectl over the forwarded API port, prints the serial console when it fails, and
 always kills its QEMU by pid. Scenarios run alone or together:
 
@@ -25,6 +28,8 @@ import time
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SKIP = 77
+# The e2e image is built apart from the developer's out/capsule.raw (it embeds another config).
+IMAGE_DIR = os.path.join(SRC, "out/e2e")
 
 
 class Failure(Exception):
@@ -80,7 +85,8 @@ class Machine:
         cmd = [os.path.join(SRC, "scripts/capsule-up"), "--detach", "--no-build",
                "--build-dir", self.build_dir, "--config-dir", self.config_dir,
                "--work-dir", self.work, "--port", str(self.port), "--memory", "2048",
-               "--cpus", "2", "--timeout", str(timeout)]
+               "--cpus", "2", "--timeout", str(timeout),
+               "--image", os.path.join(IMAGE_DIR, "capsule.raw")]
         if keep_disk:
             cmd.append("--keep-disk")
         return cmd
@@ -281,23 +287,29 @@ def ensure_inputs(build_dir, config_dir):
         subprocess.run([capsulectl, "gen", "config", "capsule-e2e", "--endpoint",
                         "127.0.0.1:50000", "-o", config_dir], check=True,
                        stdout=subprocess.DEVNULL)
-    image = os.path.join(SRC, "out/capsule.raw")
+    image = os.path.join(IMAGE_DIR, "capsule.raw")
     stamp = os.path.join(config_dir, "machine.yaml")
     with open(stamp, "rb") as f:
         want = hashlib.sha256(f.read()).hexdigest()
     try:
-        with open(os.path.join(SRC, "out/image.env")) as f:
+        with open(os.path.join(IMAGE_DIR, "image.env")) as f:
             have = dict(l.strip().split("=", 1) for l in f if "=" in l).get("MACHINE_CONFIG_SHA256")
     except OSError:
         have = None
+    inputs = [os.path.join(build_dir, b) for b in
+              ("src/capsuled/capsuled", "src/capsulectl/capsulectl",
+               "src/capsuled/capsule-dhcp-hook")]
+    for d in ("mkimage", "mkimage/files"):
+        inputs += [os.path.join(SRC, d, f) for f in os.listdir(os.path.join(SRC, d))]
+    newest = max(os.path.getmtime(f) for f in inputs if os.path.isfile(f))
     if (os.environ.get("CAPSULE_E2E_REBUILD") == "1" or not os.path.exists(image)
-            or want != have):
+            or want != have or newest > os.path.getmtime(image)):
         subprocess.run([os.path.join(SRC, "mkimage/build.sh"), "--machine-config", stamp,
-                        "--build-dir", build_dir, "--no-build"], check=True)
+                        "--build-dir", build_dir, "--no-build", "--out", IMAGE_DIR], check=True)
 
 
 def run(name, build_dir, config_dir, keep):
-    work = tempfile.mkdtemp(prefix=f"capsule-e2e-{name}-", dir=os.path.join(SRC, "out"))
+    work = tempfile.mkdtemp(prefix=f"run-{name}-", dir=IMAGE_DIR)
     m = Machine(build_dir, work, config_dir)
     print(f"== e2e {name}: {SCENARIOS[name].__doc__}", flush=True)
     t0 = time.monotonic()
@@ -339,7 +351,7 @@ def main():
         print(f"e2e: SKIP: {reason}")
         return SKIP
     build_dir = os.path.abspath(a.build_dir)
-    os.makedirs(os.path.join(SRC, "out"), exist_ok=True)
+    os.makedirs(IMAGE_DIR, exist_ok=True)
     ensure_inputs(build_dir, os.path.abspath(a.config_dir))
     os.environ.setdefault("CAPSULE_ACCEL", "tcg" if os.environ.get("CI") == "true" else "auto")
     results = {n: run(n, build_dir, os.path.abspath(a.config_dir), a.keep) for n in names}

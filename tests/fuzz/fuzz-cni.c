@@ -57,9 +57,12 @@ static void check_error(const char *text)
 
 static void check_plugin_config(const char *text)
 {
-        struct cni_config c = {.plugin_dir = "/usr/lib/cni", .netns_dir = "/run/capsule/netns",
-                               .state_dir = "/var/lib/capsule/cni", .network_name = "capsule",
-                               .bridge = "capsule0", .subnet = "10.88.0.0/16"};
+        struct cni_config c = {.plugin_dir = "/usr/lib/cni",
+                               .netns_dir = "/run/capsule/netns",
+                               .state_dir = "/var/lib/capsule/cni",
+                               .network_name = "capsule",
+                               .bridge = "capsule0",
+                               .subnet = "10.88.0.0/16"};
         struct cni_port ports[] = {{8080, 80, "tcp", NULL}, {53, 53, "udp", "127.0.0.1"}};
         char *list = cni_conflist_json(&c);
         ORACLE(list != NULL, "conflist");
@@ -136,7 +139,8 @@ static void check_resolv(const char *text)
                 char line[512];
                 snprintf(line, sizeof(line), "%.*s", (int)(n < sizeof(line) ? n : sizeof(line) - 1),
                          p);
-                if (sscanf(line, " %63s %255s", word, arg) == 2 && strcmp(word, "nameserver") == 0) {
+                if (sscanf(line, " %63s %255s", word, arg) == 2 &&
+                    strcmp(word, "nameserver") == 0) {
                         ORACLE(strncmp(arg, "127.", 4) != 0 && strcmp(arg, "::1") != 0,
                                "loopback server kept: %s", out);
                         servers++;

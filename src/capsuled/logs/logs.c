@@ -249,6 +249,8 @@ static int read_all(int fd, off_t from, struct file_buf *fb)
 static size_t count_lines(const char *buf, size_t len)
 {
         size_t n = 0;
+        if (!buf) /* no file, or nothing in it: memchr(NULL, ...) is undefined even for 0 bytes */
+                return 0;
         for (const char *p = buf; (p = memchr(p, '\n', (size_t)(buf + len - p))); p++)
                 n++;
         return n;
@@ -340,6 +342,17 @@ int logs_read(const char *path, int64_t tail, const struct logs_follow *follow, 
                                         goto out;
                                 close(cfd);
                                 cfd = -1;
+                                /* rotated twice since the last poll: NAME.log.1 is not the
+                                 * file just drained but the one after it; read it next (the
+                                 * next pass sees the rotation again and moves to NAME.log) */
+                                int ofd1 = open(old_path, O_RDONLY | O_CLOEXEC);
+                                if (ofd1 >= 0 && fstat(ofd1, &st) == 0 && st.st_ino != ino) {
+                                        cfd = ofd1;
+                                        off = 0;
+                                        ino = st.st_ino;
+                                } else if (ofd1 >= 0) {
+                                        close(ofd1);
+                                }
                                 continue;
                         }
                 }

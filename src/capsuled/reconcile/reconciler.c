@@ -34,6 +34,7 @@ struct wl_state {
         int64_t last_exit_ns;
         char ip[64];
         char message[512];
+        char last_error[512];       /* why the last start failed ("" after a good start) */
         int64_t next_try_mono_ns;   /* backoff deadline, 0 = none */
         uint32_t backoff_s;
         uint64_t observed_generation;
@@ -290,6 +291,7 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         s->oom = false;
         snprintf(s->ip, sizeof(s->ip), "%s", wenv.ip ? wenv.ip : "");
         s->message[0] = '\0';
+        s->last_error[0] = '\0';
         pthread_mutex_unlock(&r->lock);
         serve_workload_env_free(&wenv);
         events_publish(ctx->events, "workload", spec->name, "started", "pid %u generation %llu", pid,
@@ -446,7 +448,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
         int64_t now = mono_ns();
         if (s->next_try_mono_ns && now < s->next_try_mono_ns && s->observed_generation == w->generation) {
                 set_phase(r, s, CAPSULE__V1__PHASE__BACKOFF, "%s; retrying in %llds",
-                          s->last_exit_reason[0] ? s->last_exit_reason : s->message,
+                          s->last_error[0] ? s->last_error : s->last_exit_reason,
                           (long long)((s->next_try_mono_ns - now) / 1000000000LL + 1));
                 return s->next_try_mono_ns;
         }
@@ -458,6 +460,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                 s->next_try_mono_ns = mono_ns() + (int64_t)s->backoff_s * 1000000000LL;
                 s->observed_generation = w->generation;
                 s->phase = CAPSULE__V1__PHASE__BACKOFF;
+                snprintf(s->last_error, sizeof(s->last_error), "%s", err.msg);
                 snprintf(s->message, sizeof(s->message), "%s; retrying in %us", err.msg, s->backoff_s);
                 pthread_mutex_unlock(&r->lock);
                 events_publish(r->ctx->events, "workload", w->name, "failed", "%s", err.msg);

@@ -11,6 +11,12 @@
 #include "service.h"
 #include "volume.h"
 
+/* Where PID 1 puts the thin pool (init/perm.c) and where thin volumes are mounted (a tmpfs, so
+ * volume mounts never nest under /perm). */
+#define VOLUMES_LVM_VG "capsule"
+#define VOLUMES_LVM_POOL "pool"
+#define VOLUMES_LVM_MOUNT_DIR "/run/capsule/volumes"
+
 static struct volumes *ctx_volumes(struct rpc_call *call, struct cap_error *err)
 {
         struct serve_ctx *ctx = rpc_call_method(call)->userdata;
@@ -122,19 +128,42 @@ int volumes_rpc_resize(struct rpc_call *call, const ProtobufCMessage *req, Proto
         return out->volume ? 0 : oom(err);
 }
 
+/* On a Capsule (--os) with VG capsule and its thin pool: thin LVs (lvm.c); else (host mode, or
+ * an OS whose pool could not be made) a sparse file per volume under ROOT/volumes (file.c). */
+static int open_backend(struct serve_ctx *ctx, struct volume_backend **b, struct cap_error *err)
+{
+        if (ctx->os_mode) {
+                int r = volume_lvm_backend_new(VOLUMES_LVM_VG, VOLUMES_LVM_POOL,
+                                               VOLUMES_LVM_MOUNT_DIR, b, err);
+                if (r == 0) {
+                        log_info("volumes: backend lvm-thin (pool %s/%s, mounted under %s)",
+                                 VOLUMES_LVM_VG, VOLUMES_LVM_POOL, VOLUMES_LVM_MOUNT_DIR);
+                        return 0;
+                }
+                log_warn("volumes: %s; falling back to file volumes under %s/volumes", err->msg,
+                         ctx->root);
+                cap_error_clear(err);
+        }
+        char *dir = NULL;
+        if (asprintf(&dir, "%s/volumes", ctx->root) < 0)
+                return -ENOMEM;
+        int r = volume_file_backend_new(dir, b, err);
+        if (r == 0)
+                log_info("volumes: backend file (sparse images under %s)", dir);
+        free(dir);
+        return r;
+}
+
 int volumes_start(struct serve_ctx *ctx)
 {
         struct cap_error err = {0};
         struct volume_backend *b = NULL;
-        char *dir = NULL;
-        if (asprintf(&dir, "%s/volumes", ctx->root) < 0)
-                return -ENOMEM;
-        int r = volume_file_backend_new(dir, &b, &err);
-        free(dir);
+        int r = open_backend(ctx, &b, &err);
         if (r == 0)
                 r = volumes_open(ctx->store, b, &ctx->volumes, &err);
         if (r < 0) {
-                log_error("volumes: %s (the Volumes API answers UNAVAILABLE)", err.msg);
+                log_error("volumes: %s (the Volumes API answers UNAVAILABLE)",
+                          r == -ENOMEM && !err.msg[0] ? "out of memory" : err.msg);
                 return r;
         }
         /* Per-volume failures are logged; the others stay usable. */

@@ -6,7 +6,8 @@
 
 struct serve_ctx;
 
-/* Opens the volume manager into ctx->volumes (file backend under ROOT/volumes) and recovers
+/* Opens the volume manager into ctx->volumes (LVM thin backend on a Capsule with its pool, else
+ * the file backend under ROOT/volumes) and recovers
  * volumes from the store (mounts them, finishes or discards interrupted changes). Returns
  * negative only when volumes are unusable; ctx->volumes stays NULL then. */
 int volumes_start(struct serve_ctx *ctx);

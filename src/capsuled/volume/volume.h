@@ -3,8 +3,8 @@
  * Two layers:
  *   - a backend (struct volume_backend) that owns the storage of one volume: create + format,
  *     mount at a directory, grow, delete. The file backend (host mode, file.c) keeps a sparse
- *     ext4 image per volume, loop-mounted; the LVM thin backend (on a Capsule) will keep a thin
- *     LV per volume. Volume names are DNS labels, so they are valid file and LV names as they are.
+ *     ext4 image per volume, loop-mounted; the LVM thin backend (on a Capsule, lvm.c) keeps a
+ *     thin LV per volume. Volume names are DNS labels, so they are valid file and LV names as they are.
  *   - the volume manager (struct volumes, volume.c): the store's rows are the truth of which
  *     volumes exist and how large they should be; the manager makes the backend match them
  *     (volumes_recover at start), orders every change so that a crash at any point is repaired
@@ -73,6 +73,12 @@ struct volume_backend {
  * mounted at DIR/NAME. Discards half-created images (DIR/NAME.img.tmp) on open. */
 int volume_file_backend_new(const char *dir, struct volume_backend **out, struct cap_error *err);
 
+/* The LVM thin backend (on a Capsule, lvm.c): each volume NAME is a thin LV VG/vol-NAME in the
+ * thin pool VG/POOL, ext4, mounted at MOUNT_DIR/NAME (created if missing). Fails (UNAVAILABLE)
+ * when the VG or the pool is missing. Removes half-created LVs (tag capsule_incomplete) on open. */
+int volume_lvm_backend_new(const char *vg, const char *pool, const char *mount_dir,
+                           struct volume_backend **out, struct cap_error *err);
+
 /* ---- The volume manager ---------------------------------------------------------------------- */
 
 struct volumes;
@@ -134,6 +140,24 @@ int volume_check_size(const char *field, uint64_t size, struct cap_error *err);
  * pair; returns the number of pairs or -EINVAL at the first malformed one. */
 int volume_parse_attach_list(const char *text,
                              void (*fn)(void *ud, const char *vol, const char *wl), void *ud);
+
+/* lvm.c's pure half: one row of `lvs --reportformat json --units b --nosuffix -o
+ * lv_name,lv_size,data_percent,lv_tags,pool_lv`. */
+struct volume_lvm_lv {
+        char *lv_name;
+        char *pool_lv; /* "" when not a thin LV */
+        uint64_t size_bytes;
+        double data_percent; /* thin LVs: share of the size allocated in the pool; else 0 */
+        bool incomplete;     /* tagged capsule_incomplete: a create that did not finish */
+};
+/* Parses that report (every "lv" array of every "report" entry); INTERNAL on malformed output. */
+int volume_lvm_parse_lvs(const char *json, struct volume_lvm_lv **out, size_t *n,
+                         struct cap_error *err);
+void volume_lvm_lvs_free(struct volume_lvm_lv *lvs, size_t n);
+/* An exact size argument for lvcreate -V / lvextend -L: "67108864b". -ENOSPC if buf is short. */
+int volume_lvm_size_arg(uint64_t bytes, char *buf, size_t len);
+/* The volume name of LV "vol-NAME", or NULL for any other LV (perm, pool, ...). */
+const char *volume_lvm_volume_name(const char *lv_name);
 
 /* If $CAPSULE_FAULT equals `point`, logs it and kills the process with SIGKILL (a crash). */
 void volume_fault_point(const char *point);

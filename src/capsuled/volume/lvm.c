@@ -1,0 +1,699 @@
+/* The LVM thin volume backend (on a Capsule, design §8): each volume NAME is a thin LV
+ * VG/vol-NAME in the thin pool VG/POOL that PID 1 made on the PERM partition (init/perm.c),
+ * formatted ext4 and mounted at MOUNT_DIR/NAME (/run/capsule/volumes/NAME on a Capsule: a tmpfs
+ * directory, so volume mounts never nest under /perm and a stale mount point cannot survive a
+ * reboot). The "vol-" prefix keeps volume LVs apart from perm/pool and from the names LVM
+ * reserves (snapshot*, pvmove*).
+ *
+ * It drives the lvm2 command-line tools with --reportformat json (there is no stable C API),
+ * through spawn.c (an argv, never a shell) and the image's /etc/lvm/lvm.conf (no udev, no
+ * monitoring, no devices file), like perm.c.
+ *
+ * Crash safety mirrors the file backend: lvcreate sets the LV tag "capsule_incomplete" in the same
+ * metadata commit that creates the LV, and the tag is removed only after mkfs succeeded, so an LV
+ * without the tag always holds a whole filesystem. list() never reports tagged LVs and opening the
+ * backend removes them (creations that never finished and were never acknowledged). Grows are
+ * lvextend then resize2fs; both are idempotent, so a grow a crash interrupted is finished by the
+ * next resize() (the manager's recovery calls it at every start). */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "spawn.h"
+#include "volume.h"
+
+#define LV_PREFIX "vol-"
+#define TAG_INCOMPLETE "capsule_incomplete"
+
+struct lvm_backend {
+        struct volume_backend base;
+        char *vg, *pool, *mount_dir;
+};
+
+#define LB(b) ((struct lvm_backend *)(b))
+
+static int oom(struct cap_error *err)
+{
+        return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+}
+
+/* ---- Pure helpers (unit-tested in tests/unit/test-volume-lvm.c) ------------------------------ */
+
+int volume_lvm_size_arg(uint64_t bytes, char *buf, size_t len)
+{
+        /* LVM rounds a size up to whole extents itself; "b" means bytes. */
+        int n = snprintf(buf, len, "%llub", (unsigned long long)bytes);
+        return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+}
+
+const char *volume_lvm_volume_name(const char *lv_name)
+{
+        size_t l = strlen(LV_PREFIX);
+        if (strncmp(lv_name, LV_PREFIX, l) != 0 || !lv_name[l])
+                return NULL;
+        return lv_name + l;
+}
+
+/* "1234", "1234B" (--units b without --nosuffix) -> 1234; "" or junk -> -EINVAL. */
+static int parse_bytes(const char *s, uint64_t *out)
+{
+        if (!s || !*s)
+                return -EINVAL;
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || end == s || (*end && strcmp(end, "B") != 0))
+                return -EINVAL;
+        *out = v;
+        return 0;
+}
+
+static const char *json_str(struct json_object *o, const char *key)
+{
+        struct json_object *v = NULL;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static bool tag_listed(const char *tags, const char *tag)
+{
+        size_t tl = strlen(tag);
+        for (const char *p = tags; p && *p;) {
+                const char *comma = strchr(p, ',');
+                size_t l = comma ? (size_t)(comma - p) : strlen(p);
+                if (l == tl && strncmp(p, tag, l) == 0)
+                        return true;
+                p = comma ? comma + 1 : NULL;
+        }
+        return false;
+}
+
+void volume_lvm_lvs_free(struct volume_lvm_lv *lvs, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                free(lvs[i].lv_name);
+                free(lvs[i].pool_lv);
+        }
+        free(lvs);
+}
+
+int volume_lvm_parse_lvs(const char *json, struct volume_lvm_lv **out, size_t *n,
+                         struct cap_error *err)
+{
+        *out = NULL;
+        *n = 0;
+        struct json_object *root = json_tokener_parse(json);
+        struct json_object *report = NULL, *lvarr = NULL;
+        if (!root || !json_object_object_get_ex(root, "report", &report) ||
+            !json_object_is_type(report, json_type_array)) {
+                json_object_put(root);
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL,
+                                     "lvs: unexpected output (no \"report\" array)");
+        }
+        struct volume_lvm_lv *lvs = NULL;
+        size_t count = 0;
+        int r = 0;
+        for (size_t i = 0; r == 0 && i < json_object_array_length(report); i++) {
+                struct json_object *section = json_object_array_get_idx(report, i);
+                if (!json_object_object_get_ex(section, "lv", &lvarr) ||
+                    !json_object_is_type(lvarr, json_type_array))
+                        continue;
+                for (size_t j = 0; r == 0 && j < json_object_array_length(lvarr); j++) {
+                        struct json_object *o = json_object_array_get_idx(lvarr, j);
+                        const char *name = json_str(o, "lv_name");
+                        if (!name || !*name) {
+                                r = cap_error_set(err, -EINVAL, CAP_INTERNAL,
+                                                  "lvs: an entry without lv_name");
+                                break;
+                        }
+                        struct volume_lvm_lv lv = {0};
+                        const char *size = json_str(o, "lv_size");
+                        if (size && parse_bytes(size, &lv.size_bytes) < 0) {
+                                r = cap_error_set(err, -EINVAL, CAP_INTERNAL,
+                                                  "lvs: %s: bad lv_size \"%s\"", name, size);
+                                break;
+                        }
+                        const char *pct = json_str(o, "data_percent");
+                        lv.data_percent = pct && *pct ? strtod(pct, NULL) : 0;
+                        lv.incomplete = tag_listed(json_str(o, "lv_tags"), TAG_INCOMPLETE);
+                        const char *pool = json_str(o, "pool_lv");
+                        struct volume_lvm_lv *nl = realloc(lvs, (count + 1) * sizeof(*lvs));
+                        if (nl)
+                                lvs = nl;
+                        lv.lv_name = strdup(name);
+                        lv.pool_lv = strdup(pool ? pool : "");
+                        if (!nl || !lv.lv_name || !lv.pool_lv) {
+                                free(lv.lv_name);
+                                free(lv.pool_lv);
+                                r = oom(err);
+                                break;
+                        }
+                        lvs[count++] = lv;
+                }
+        }
+        json_object_put(root);
+        if (r < 0) {
+                volume_lvm_lvs_free(lvs, count);
+                return r;
+        }
+        *out = lvs;
+        *n = count;
+        return 0;
+}
+
+/* ---- Running the lvm2 tools ------------------------------------------------------------------ */
+
+static const char *const lvm_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                      "LVM_SUPPRESS_FD_WARNINGS=1", NULL};
+
+/* Runs `lvm ARGS...`; a non-zero exit is an error naming the command and its stderr. */
+static int lvm_run(const char *const *args, char **out, struct cap_error *err)
+{
+        const char *argv[24] = {"lvm"};
+        size_t i = 0;
+        for (; args[i] && i + 2 < ARRAY_SIZE(argv); i++)
+                argv[i + 1] = args[i];
+        argv[i + 1] = NULL;
+        struct spawn_opts opts = {.envp = lvm_env, .timeout_ms = 300000};
+        struct spawn_result res;
+        int r = spawn_run(argv, &opts, &res, err);
+        if (r == 0 && res.exit_code != 0)
+                r = cap_error_set(err, -EIO, CAP_INTERNAL, "%s: exit %d: %s", args[0],
+                                  res.exit_code, res.errout);
+        if (r == 0 && out)
+                *out = TAKE_PTR(res.out);
+        spawn_result_free(&res);
+        return r;
+}
+
+/* Every LV of the VG. */
+static int lvm_report(struct volume_backend *b, struct volume_lvm_lv **lvs, size_t *n,
+                      struct cap_error *err)
+{
+        _cleanup_free_ char *out = NULL;
+        const char *args[] = {"lvs",     "--reportformat",
+                              "json",    "--units",
+                              "b",       "--nosuffix",
+                              "-o",      "lv_name,lv_size,data_percent,lv_tags,pool_lv",
+                              LB(b)->vg, NULL};
+        int r = lvm_run(args, &out, err);
+        if (r < 0)
+                return r;
+        return volume_lvm_parse_lvs(out, lvs, n, err);
+}
+
+/* Finds volume `name`'s LV: 1 and *lv filled (complete or not), 0 when absent. */
+static int lv_find(struct volume_backend *b, const char *name, struct volume_lvm_lv *lv,
+                   struct cap_error *err)
+{
+        struct volume_lvm_lv *lvs = NULL;
+        size_t n = 0;
+        int r = lvm_report(b, &lvs, &n, err);
+        if (r < 0)
+                return r;
+        int found = 0;
+        for (size_t i = 0; i < n; i++) {
+                const char *vn = volume_lvm_volume_name(lvs[i].lv_name);
+                if (vn && strcmp(vn, name) == 0) {
+                        *lv = lvs[i];
+                        lv->lv_name = TAKE_PTR(lvs[i].lv_name);
+                        lv->pool_lv = TAKE_PTR(lvs[i].pool_lv);
+                        found = 1;
+                        break;
+                }
+        }
+        volume_lvm_lvs_free(lvs, n);
+        return found;
+}
+
+static void lv_clear(struct volume_lvm_lv *lv)
+{
+        free(lv->lv_name);
+        free(lv->pool_lv);
+        *lv = (struct volume_lvm_lv){0};
+}
+
+/* "VG/vol-NAME" (for the tools) or "/dev/VG/vol-NAME" (the block device). */
+static char *lv_ref(struct volume_backend *b, const char *name, bool dev)
+{
+        char *p = NULL;
+        if (asprintf(&p, "%s%s/" LV_PREFIX "%s", dev ? "/dev/" : "", LB(b)->vg, name) < 0)
+                return NULL;
+        return p;
+}
+
+static int64_t now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- Mounts ---------------------------------------------------------------------------------- */
+
+static char *lvm_path(struct volume_backend *b, const char *name)
+{
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", LB(b)->mount_dir, name) < 0)
+                return NULL;
+        return p;
+}
+
+/* Whether something is mounted at `target` (no escaping needed: our paths are DNS labels under a
+ * plain directory); fills the mounted device number. 1 mounted, 0 not, negative on error. */
+static int find_mount(const char *target, dev_t *devno, struct cap_error *err)
+{
+        _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+        if (!f)
+                return cap_error_errno(err, -errno, "open /proc/self/mountinfo");
+        _cleanup_free_ char *line = NULL;
+        size_t cap = 0;
+        int found = 0;
+        while (getline(&line, &cap, f) > 0) {
+                unsigned maj, min;
+                char mnt[4096];
+                /* id parent maj:min root mountpoint ... */
+                if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mnt) != 3)
+                        continue;
+                if (strcmp(mnt, target) == 0) {
+                        *devno = makedev(maj, min);
+                        found = 1; /* keep going: the last one is the topmost */
+                }
+        }
+        return found;
+}
+
+/* Makes sure the LV's device node exists (activates the LV when it is not). */
+static int lv_activate(struct volume_backend *b, const char *name, struct stat *st,
+                       struct cap_error *err)
+{
+        _cleanup_free_ char *dev = lv_ref(b, name, true);
+        _cleanup_free_ char *ref = lv_ref(b, name, false);
+        if (!dev || !ref)
+                return oom(err);
+        if (stat(dev, st) == 0 && S_ISBLK(st->st_mode))
+                return 0;
+        const char *args[] = {"lvchange", "-ay", "-K", ref, NULL};
+        int r = lvm_run(args, NULL, err);
+        if (r < 0)
+                return r;
+        if (stat(dev, st) < 0)
+                return cap_error_errno(err, -errno, "stat %s", dev);
+        return 0;
+}
+
+static int lvm_mount(struct volume_backend *b, const char *name, struct cap_error *err)
+{
+        _cleanup_free_ char *dir = lvm_path(b, name);
+        _cleanup_free_ char *dev = lv_ref(b, name, true);
+        if (!dir || !dev)
+                return oom(err);
+        struct stat st;
+        int r = lv_activate(b, name, &st, err);
+        if (r < 0)
+                return r;
+        dev_t mounted;
+        int m = find_mount(dir, &mounted, err);
+        if (m < 0)
+                return m;
+        if (m == 1) {
+                if (mounted == st.st_rdev)
+                        return 0;
+                return cap_error_set(err, -EEXIST, CAP_FAILED_PRECONDITION,
+                                     "%s is already mounted from device %u:%u, not from %s", dir,
+                                     major(mounted), minor(mounted), dev);
+        }
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return cap_error_errno(err, -errno, "mkdir %s", dir);
+        if (mount(dev, dir, "ext4", MS_NOSUID | MS_NODEV, NULL) < 0)
+                return cap_error_errno(err, -errno, "mount %s on %s", dev, dir);
+        return 0;
+}
+
+static int lvm_unmount(struct volume_backend *b, const char *name, struct cap_error *err)
+{
+        _cleanup_free_ char *dir = lvm_path(b, name);
+        if (!dir)
+                return oom(err);
+        dev_t devno;
+        for (;;) {
+                int m = find_mount(dir, &devno, err);
+                if (m <= 0)
+                        return m;
+                if (umount2(dir, UMOUNT_NOFOLLOW) < 0) {
+                        if (errno == EBUSY)
+                                return cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                                     "%s is busy: a process still uses it", dir);
+                        return cap_error_errno(err, -errno, "umount %s", dir);
+                }
+        }
+}
+
+/* ---- Create, remove, resize ------------------------------------------------------------------ */
+
+static int lv_remove(struct volume_backend *b, const char *name, struct cap_error *err)
+{
+        _cleanup_free_ char *ref = lv_ref(b, name, false);
+        if (!ref)
+                return oom(err);
+        const char *args[] = {"lvremove", "-f", ref, NULL};
+        return lvm_run(args, NULL, err);
+}
+
+static int format_lv(const char *dev, struct cap_error *err);
+
+static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
+                      struct cap_error *err)
+{
+        struct volume_lvm_lv lv = {0};
+        int r = lv_find(b, name, &lv, err);
+        if (r < 0)
+                return r;
+        bool incomplete = lv.incomplete;
+        lv_clear(&lv);
+        if (r == 1 && !incomplete)
+                return cap_error_set(err, -EEXIST, CAP_ALREADY_EXISTS, "LV %s/" LV_PREFIX "%s exists",
+                                     LB(b)->vg, name);
+        if (r == 1 && (r = lv_remove(b, name, err)) < 0) /* a half-made one: start again */
+                return r;
+        char sz[32], lvname[128], pool[256];
+        volume_lvm_size_arg(size, sz, sizeof(sz));
+        snprintf(lvname, sizeof(lvname), LV_PREFIX "%s", name);
+        snprintf(pool, sizeof(pool), "%s/%s", LB(b)->vg, LB(b)->pool);
+        int64_t t0 = now_ms();
+        const char *create[] = {"lvcreate", "-y",    "--thin",       "-V",   sz, "--addtag",
+                                TAG_INCOMPLETE, "-n", lvname, pool, NULL};
+        if ((r = lvm_run(create, NULL, err)) < 0)
+                return r;
+        int64_t t1 = now_ms();
+        _cleanup_free_ char *dev = lv_ref(b, name, true);
+        _cleanup_free_ char *ref = lv_ref(b, name, false);
+        if (!dev || !ref)
+                return oom(err);
+        struct stat st;
+        if ((r = lv_activate(b, name, &st, err)) < 0 || (r = format_lv(dev, err)) < 0) {
+                struct cap_error ignored = {0};
+                lv_remove(b, name, &ignored); /* else the next open or create removes it */
+                return r;
+        }
+        int64_t t2 = now_ms();
+        volume_fault_point("volume-after-mkfs");
+        const char *done[] = {"lvchange", "--deltag", TAG_INCOMPLETE, ref, NULL};
+        if ((r = lvm_run(done, NULL, err)) < 0)
+                return r;
+        volume_fault_point("volume-after-rename");
+        log_info("volumes: lvm: created %s (%s): lvcreate %lld ms, mkfs.ext4 %lld ms, "
+                 "lvchange %lld ms",
+                 ref, sz, (long long)(t1 - t0), (long long)(t2 - t1),
+                 (long long)(now_ms() - t2));
+        return 0;
+}
+
+static int format_lv(const char *dev, struct cap_error *err)
+{
+        /* As in file.c: 4 KiB blocks, no root reservation, root-owned top directory. A new thin
+         * LV reads as zeroes, so mkfs need not discard. */
+        const char *mkfs[] = {"mkfs.ext4",      "-q",  "-F",       "-b", "4096",
+                              "-m",             "0",   "-E",       "root_owner=0:0,nodiscard",
+                              dev,              NULL};
+        struct spawn_opts opts = {.timeout_ms = 300000};
+        return spawn_check(mkfs, &opts, err);
+}
+
+static int lvm_remove(struct volume_backend *b, const char *name, struct cap_error *err)
+{
+        int r = lvm_unmount(b, name, err);
+        if (r < 0)
+                return r;
+        struct volume_lvm_lv lv = {0};
+        r = lv_find(b, name, &lv, err);
+        lv_clear(&lv);
+        if (r == 1)
+                r = lv_remove(b, name, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *dir = lvm_path(b, name);
+        if (!dir)
+                return oom(err);
+        if (rmdir(dir) < 0 && errno != ENOENT)
+                return cap_error_errno(err, -errno, "rmdir %s", dir);
+        return 0;
+}
+
+/* The filesystem's size from the ext4 superblock at byte 1024 of the device. */
+static int ext4_fs_bytes(const char *dev, uint64_t *bytes)
+{
+        _cleanup_fclose_ FILE *f = fopen(dev, "rbe");
+        uint8_t sb[1024];
+        if (!f || fseek(f, 1024, SEEK_SET) < 0 || fread(sb, 1, sizeof(sb), f) != sizeof(sb))
+                return -EIO;
+#define LE32(o)                                                                                    \
+        ((uint32_t)sb[o] | (uint32_t)sb[(o) + 1] << 8 | (uint32_t)sb[(o) + 2] << 16 |              \
+         (uint32_t)sb[(o) + 3] << 24)
+        if ((LE32(0x38) & 0xffff) != 0xEF53)
+                return -EINVAL;
+        uint64_t blocks = LE32(0x4);
+        if (LE32(0x60) & 0x80) /* INCOMPAT_64BIT */
+                blocks |= (uint64_t)LE32(0x150) << 32;
+        uint32_t log = LE32(0x18);
+        if (log > 6)
+                return -EINVAL;
+        *bytes = blocks * (1024u << log);
+#undef LE32
+        return 0;
+}
+
+static int lvm_resize(struct volume_backend *b, const char *name, uint64_t new_size,
+                      struct cap_error *err)
+{
+        struct volume_lvm_lv lv = {0};
+        int r = lv_find(b, name, &lv, err);
+        uint64_t lv_size = lv.size_bytes;
+        lv_clear(&lv);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *ref = lv_ref(b, name, false);
+        _cleanup_free_ char *dev = lv_ref(b, name, true);
+        _cleanup_free_ char *dir = lvm_path(b, name);
+        if (!ref || !dev || !dir)
+                return oom(err);
+        if (r == 0)
+                return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "LV %s not found", ref);
+        /* LVM rounds sizes up to whole extents: an LV larger by less than an extent is that size. */
+        if (lv_size > new_size + (4u << 20))
+                return cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION,
+                                     "%s is larger than %llu bytes: volumes can only grow", ref,
+                                     (unsigned long long)new_size);
+        struct stat st;
+        if ((r = lv_activate(b, name, &st, err)) < 0)
+                return r;
+        uint64_t fs_bytes = 0;
+        if ((r = ext4_fs_bytes(dev, &fs_bytes)) < 0)
+                return cap_error_errno(err, r, "%s: read the ext4 superblock", dev);
+        if (lv_size >= new_size && fs_bytes + (1u << 20) >= lv_size)
+                return 0;
+        int64_t t0 = now_ms();
+        if (lv_size < new_size) {
+                char sz[32];
+                volume_lvm_size_arg(new_size, sz, sizeof(sz));
+                const char *ext[] = {"lvextend", "-L", sz, ref, NULL};
+                if ((r = lvm_run(ext, NULL, err)) < 0)
+                        return r;
+        }
+        int64_t t1 = now_ms();
+        dev_t devno;
+        int m = find_mount(dir, &devno, err);
+        if (m < 0)
+                return m;
+        struct spawn_opts opts = {.timeout_ms = 600000};
+        if (m == 0) {
+                /* Offline: resize2fs wants a freshly checked filesystem; e2fsck -p exits 1 when it
+                 * fixed something harmless, 4 and up are real problems. */
+                const char *fsck[] = {"e2fsck", "-f", "-p", dev, NULL};
+                struct spawn_result res;
+                r = spawn_run(fsck, &opts, &res, err);
+                if (r == 0 && res.exit_code >= 4)
+                        r = cap_error_set(err, -EIO, CAP_INTERNAL, "e2fsck %s: exit %d: %s", dev,
+                                          res.exit_code, res.errout);
+                spawn_result_free(&res);
+                if (r < 0)
+                        return r;
+        }
+        const char *resize[] = {"resize2fs", dev, NULL};
+        if ((r = spawn_check(resize, &opts, err)) < 0)
+                return r;
+        log_info("volumes: lvm: grew %s to %llu bytes (%s): lvextend %lld ms, resize2fs %lld ms",
+                 ref, (unsigned long long)new_size, m ? "online" : "offline",
+                 (long long)(t1 - t0), (long long)(now_ms() - t1));
+        return 0;
+}
+
+/* ---- Stat, list ------------------------------------------------------------------------------ */
+
+static int lvm_stat(struct volume_backend *b, const char *name, uint64_t *size, uint64_t *used,
+                    bool *mounted, struct cap_error *err)
+{
+        struct volume_lvm_lv lv = {0};
+        int r = lv_find(b, name, &lv, err);
+        bool incomplete = lv.incomplete;
+        *size = lv.size_bytes;
+        *used = (uint64_t)((double)lv.size_bytes * lv.data_percent / 100.0);
+        lv_clear(&lv);
+        if (r < 0)
+                return r;
+        if (r == 0 || incomplete)
+                return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "LV %s/" LV_PREFIX "%s not found",
+                                     LB(b)->vg, name);
+        _cleanup_free_ char *dir = lvm_path(b, name);
+        if (!dir)
+                return oom(err);
+        dev_t devno;
+        int m = find_mount(dir, &devno, err);
+        if (m < 0)
+                return m;
+        *mounted = m == 1;
+        struct statvfs vfs;
+        if (m == 1 && statvfs(dir, &vfs) == 0)
+                *used = (uint64_t)(vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize;
+        return 0;
+}
+
+static int lvm_list(struct volume_backend *b, char ***names, size_t *n, struct cap_error *err)
+{
+        struct volume_lvm_lv *lvs = NULL;
+        size_t nlv = 0;
+        int r = lvm_report(b, &lvs, &nlv, err);
+        if (r < 0)
+                return r;
+        char **out = calloc(nlv + 1, sizeof(*out));
+        size_t count = 0;
+        if (!out)
+                r = oom(err);
+        for (size_t i = 0; r == 0 && i < nlv; i++) {
+                const char *vn = volume_lvm_volume_name(lvs[i].lv_name);
+                if (!vn || lvs[i].incomplete || strcmp(lvs[i].pool_lv, LB(b)->pool) != 0)
+                        continue;
+                if (!(out[count] = strdup(vn)))
+                        r = oom(err);
+                else
+                        count++;
+        }
+        volume_lvm_lvs_free(lvs, nlv);
+        if (r < 0) {
+                for (size_t i = 0; i < count; i++)
+                        free(out[i]);
+                free(out);
+                return r;
+        }
+        *names = out;
+        *n = count;
+        return 0;
+}
+
+/* capsuled serve runs as root on a Capsule: resize2fs can grow a mounted ext4. */
+static bool lvm_can_grow_online(struct volume_backend *b)
+{
+        (void)b;
+        return true;
+}
+
+static void lvm_free(struct volume_backend *b)
+{
+        if (!b)
+                return;
+        free(LB(b)->vg);
+        free(LB(b)->pool);
+        free(LB(b)->mount_dir);
+        free(b);
+}
+
+static const struct volume_backend_ops lvm_ops = {
+    .create = lvm_create,
+    .remove = lvm_remove,
+    .resize = lvm_resize,
+    .mount = lvm_mount,
+    .unmount = lvm_unmount,
+    .stat = lvm_stat,
+    .path = lvm_path,
+    .list = lvm_list,
+    .can_grow_online = lvm_can_grow_online,
+    .free = lvm_free,
+};
+
+/* mkdir -p (mode 0755). */
+static int mkdir_parents(const char *dir)
+{
+        _cleanup_free_ char *p = strdup(dir);
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = 0;
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        return mkdir(p, 0755) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* Removes LVs tagged incomplete: creations that never finished and were never acknowledged. */
+static void discard_partial(struct volume_backend *b, struct volume_lvm_lv *lvs, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                const char *vn = volume_lvm_volume_name(lvs[i].lv_name);
+                if (!vn || !lvs[i].incomplete)
+                        continue;
+                log_warn("volumes: discarding half-created LV %s/%s", LB(b)->vg, lvs[i].lv_name);
+                struct cap_error e = {0};
+                if (lv_remove(b, vn, &e) < 0)
+                        log_warn("volumes: %s", e.msg);
+        }
+}
+
+int volume_lvm_backend_new(const char *vg, const char *pool, const char *mount_dir,
+                           struct volume_backend **out, struct cap_error *err)
+{
+        struct lvm_backend *lb = calloc(1, sizeof(*lb));
+        if (!lb)
+                return oom(err);
+        lb->base.name = "lvm-thin";
+        lb->base.ops = &lvm_ops;
+        lb->vg = strdup(vg);
+        lb->pool = strdup(pool);
+        lb->mount_dir = strdup(mount_dir);
+        if (!lb->vg || !lb->pool || !lb->mount_dir) {
+                lvm_free(&lb->base);
+                return oom(err);
+        }
+        struct volume_lvm_lv *lvs = NULL;
+        size_t n = 0;
+        int r = lvm_report(&lb->base, &lvs, &n, err);
+        bool have_pool = false;
+        for (size_t i = 0; r == 0 && i < n; i++)
+                have_pool |= strcmp(lvs[i].lv_name, pool) == 0;
+        if (r == 0 && !have_pool)
+                r = cap_error_set(err, -ENOENT, CAP_UNAVAILABLE, "no thin pool %s/%s", vg, pool);
+        if (r == 0 && mkdir_parents(mount_dir) < 0)
+                r = cap_error_errno(err, -errno, "mkdir %s", mount_dir);
+        if (r < 0) {
+                volume_lvm_lvs_free(lvs, n);
+                lvm_free(&lb->base);
+                return cap_error_prefix(err, "volumes: lvm");
+        }
+        discard_partial(&lb->base, lvs, n);
+        volume_lvm_lvs_free(lvs, n);
+        *out = &lb->base;
+        return 0;
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""End-to-end test of volumes on a booted Capsule: real LVM thin volumes (design §8).
+
+One image build, two boots (the second through a clean reboot of the same disk):
+  volume create data --size 64Mi -> `volume ls` shows it with backend lvm-thin;
+  a busybox Container mounting data at /data writes a file there;
+  reboot -> the workload runs again and the file is still there;
+  volume resize data --size 128Mi while mounted (online) -> ls and df in the container show it;
+  volume rm data is refused while the workload uses it.
+
+    tests/e2e/e2e_volumes.py [--build-dir DIR] [--keep]
+
+Uses tests/e2e/e2e.py's Machine, check and ensure_inputs. Exit codes as e2e.py: 0, 1, 77 (skip).
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+import e2e  # noqa: E402
+import mkimage_busybox  # noqa: E402
+from e2e import check, Failure  # noqa: E402
+
+MANIFEST = """kind: Container
+name: writer
+image: capsule.local/busybox:latest
+command: ["sh", "-c"]
+args: ["date >> /data/boots; [ -f /data/file ] || echo kept-across-reboots > /data/file; exec sleep 1000000"]
+mounts:
+  - {volume: data, path: /data}
+restart: always
+"""
+
+
+def volume(m, name):
+    for v in m.ctl_json("volume", "ls").get("volumes", []):
+        if v.get("name") == name:
+            return v
+    return None
+
+
+def wait_running(m, name, timeout):
+    deadline = time.monotonic() + timeout
+    phase = None
+    while time.monotonic() < deadline:
+        r = m.ctl("-o", "json", "get", name, check_rc=False)
+        if r.returncode == 0:
+            import json
+            phase = json.loads(r.stdout).get("status", {}).get("phase")
+            if phase == "Running":
+                return True
+        time.sleep(2)
+    print(f"  {name} phase: {phase}", flush=True)
+    return False
+
+
+def df_kib(m, workload, path):
+    """Total 1K-blocks of the filesystem at path, seen from inside the workload (busybox df)."""
+    out = m.ctl("exec", workload, "--", "df", "-k", path).stdout
+    nums = [t for t in " ".join(out.splitlines()[1:]).split() if t.isdigit()]
+    return int(nums[0]) if nums else 0
+
+
+def reboot(m):
+    """capsulectl reboot; Ctrl-Alt-Del when serve refuses it (the same clean path in PID 1)."""
+    if m.ctl("reboot", check_rc=False).returncode == 0:
+        return "capsulectl reboot"
+    m.qmp("send-key", {"keys": [{"type": "qcode", "data": k} for k in ("ctrl", "alt", "delete")]})
+    return "Ctrl-Alt-Del (capsulectl reboot refused)"
+
+
+def lvm_timings(m):
+    for line in m.console().splitlines():
+        if "volumes: lvm:" in line or "volumes: backend" in line:
+            print(f"  | {line.strip()}", flush=True)
+
+
+def scenario_volumes(m):
+    """Thin LVM volumes: create, mount in a container, survive a reboot, grow online, rm refused."""
+    m.boot()
+    t0 = time.monotonic()
+    m.ctl("volume", "create", "data", "--size", "64Mi", timeout=120)
+    print(f"  volume create took {time.monotonic() - t0:.1f} s", flush=True)
+    v = volume(m, "data")
+    check(v is not None and v["sizeBytes"] == 64 << 20, "volume ls shows data (64Mi)")
+    check(v["backend"] == "lvm-thin", f"data is a thin LV (backend {v['backend']})")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mkimage_busybox.build(tmp)
+        m.ctl("image", "push", os.path.join(tmp, "busybox-docker.tar"), timeout=300)
+        manifest = os.path.join(tmp, "writer.yaml")
+        with open(manifest, "w") as f:
+            f.write(MANIFEST)
+        m.ctl("apply", "-f", manifest, timeout=120)
+    check(wait_running(m, "writer", 240), "the writer container runs")
+    out = m.ctl("exec", "writer", "--", "cat", "/data/file").stdout.strip()
+    check(out == "kept-across-reboots", "the container wrote /data/file into the volume")
+    check(volume(m, "data")["attachedTo"] == ["writer"], "volume ls shows data attached to writer")
+
+    how = reboot(m)
+    print(f"  reboot requested with {how}", flush=True)
+    check(m.wait_console("starting as PID 1", 300, count=2), "the machine booted again")
+    check(m.wait_api(300), "the API answers after the reboot")
+    check(wait_running(m, "writer", 300), "the writer container runs again after the reboot")
+    out = m.ctl("exec", "writer", "--", "cat", "/data/file").stdout.strip()
+    check(out == "kept-across-reboots", "the data survived the reboot")
+    boots = m.ctl("exec", "writer", "--", "cat", "/data/boots").stdout.splitlines()
+    check(len(boots) >= 2, f"the workload ran on both boots ({len(boots)} starts logged)")
+
+    before = df_kib(m, "writer", "/data")
+    t0 = time.monotonic()
+    m.ctl("volume", "resize", "data", "--size", "128Mi", timeout=180)
+    print(f"  volume resize took {time.monotonic() - t0:.1f} s", flush=True)
+    v = volume(m, "data")
+    check(v["sizeBytes"] == 128 << 20, "volume ls shows the new size (128Mi)")
+    after = df_kib(m, "writer", "/data")
+    check(after > before and after > 100 * 1024,
+          f"df in the running container shows the grown filesystem ({before} -> {after} KiB)")
+
+    r = m.ctl("volume", "rm", "data", check_rc=False)
+    check(r.returncode != 0 and "in use" in r.stderr, "volume rm is refused while attached")
+    check(volume(m, "data") is not None, "data still exists")
+    lvm_timings(m)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--build-dir", default=os.environ.get("CAPSULE_BUILD_DIR",
+                                                        os.path.join(e2e.SRC, "build")))
+    p.add_argument("--config-dir", default=os.path.join(e2e.SRC, "out/e2e-config"))
+    p.add_argument("--keep", action="store_true", help="keep the work dir when it passes")
+    a = p.parse_args()
+    reason = e2e.skip_reason()
+    if reason:
+        print(f"e2e: SKIP: {reason}")
+        return e2e.SKIP
+    build_dir = os.path.abspath(a.build_dir)
+    config_dir = os.path.abspath(a.config_dir)
+    os.makedirs(e2e.IMAGE_DIR, exist_ok=True)
+    e2e.ensure_inputs(build_dir, config_dir)
+    os.environ.setdefault("CAPSULE_ACCEL", "tcg" if os.environ.get("CI") == "true" else "auto")
+    e2e.SCENARIOS["volumes"] = scenario_volumes
+    return 0 if e2e.run("volumes", build_dir, config_dir, a.keep) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
