@@ -23,6 +23,8 @@ static const struct ctl_verb verbs[] = {
         {"volume", cmd_volume, "Manage volumes (volume create|ls|resize|rm)"},
         {"version", cmd_version, "Print the client and server versions"},
         {"health", cmd_health, "Check the capsule's health"},
+        {"dmesg", cmd_dmesg, "Print the capsule's kernel log (-f to follow)"},
+        {"reboot", cmd_reboot, "Reboot (or --poweroff) the capsule cleanly"},
         {"gen", cmd_gen, "Generate configs and certificates (gen config, gen cert)"},
         {"config", cmd_config, "Manage client contexts (config contexts, config use-context)"},
 };

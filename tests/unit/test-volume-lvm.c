@@ -9,25 +9,28 @@
 /* Real output of `lvs --reportformat json --units b --nosuffix -o
  * lv_name,lv_size,data_percent,lv_tags,pool_lv capsule` (lvm2 2.03), abridged. */
 static const char *report =
-        "  {\n"
-        "      \"report\": [\n"
-        "          {\n"
-        "              \"lv\": [\n"
-        "                  {\"lv_name\":\"perm\", \"lv_size\":\"1073741824\", \"data_percent\":\"\","
-        " \"lv_tags\":\"\", \"pool_lv\":\"\"},\n"
-        "                  {\"lv_name\":\"pool\", \"lv_size\":\"2382364672\", \"data_percent\":\"1.25\","
-        " \"lv_tags\":\"\", \"pool_lv\":\"\"},\n"
-        "                  {\"lv_name\":\"vol-data\", \"lv_size\":\"67108864\", \"data_percent\":\"12.50\","
-        " \"lv_tags\":\"\", \"pool_lv\":\"pool\"},\n"
-        "                  {\"lv_name\":\"vol-half\", \"lv_size\":\"134217728B\", \"data_percent\":\"0.00\","
-        " \"lv_tags\":\"other,capsule_incomplete\", \"pool_lv\":\"pool\"}\n"
-        "              ]\n"
-        "          }\n"
-        "      ]\n"
-        "      ,\n"
-        "      \"log\": [\n"
-        "      ]\n"
-        "  }\n";
+    "  {\n"
+    "      \"report\": [\n"
+    "          {\n"
+    "              \"lv\": [\n"
+    "                  {\"lv_name\":\"perm\", \"lv_size\":\"1073741824\", \"data_percent\":\"\","
+    " \"lv_tags\":\"\", \"pool_lv\":\"\"},\n"
+    "                  {\"lv_name\":\"pool\", \"lv_size\":\"2382364672\", "
+    "\"data_percent\":\"1.25\","
+    " \"lv_tags\":\"\", \"pool_lv\":\"\"},\n"
+    "                  {\"lv_name\":\"vol-data\", \"lv_size\":\"67108864\", "
+    "\"data_percent\":\"12.50\","
+    " \"lv_tags\":\"\", \"pool_lv\":\"pool\"},\n"
+    "                  {\"lv_name\":\"vol-half\", \"lv_size\":\"134217728B\", "
+    "\"data_percent\":\"0.00\","
+    " \"lv_tags\":\"other,capsule_incomplete\", \"pool_lv\":\"pool\"}\n"
+    "              ]\n"
+    "          }\n"
+    "      ]\n"
+    "      ,\n"
+    "      \"log\": [\n"
+    "      ]\n"
+    "  }\n";
 
 TEST(parse_lvs)
 {
@@ -68,8 +71,9 @@ TEST(parse_lvs_empty_and_bad)
         CHECK(volume_lvm_parse_lvs("{\"report\":[{\"lv\":[{\"lv_size\":\"1\"}]}]}", &lvs, &n,
                                    &err) == -EINVAL);
         CHECK_CONTAINS(err.msg, "lv_name");
-        CHECK(volume_lvm_parse_lvs("{\"report\":[{\"lv\":[{\"lv_name\":\"x\",\"lv_size\":\"1.5g\"}]}]}",
-                                   &lvs, &n, &err) == -EINVAL);
+        CHECK(volume_lvm_parse_lvs(
+                  "{\"report\":[{\"lv\":[{\"lv_name\":\"x\",\"lv_size\":\"1.5g\"}]}]}", &lvs, &n,
+                  &err) == -EINVAL);
         CHECK_CONTAINS(err.msg, "bad lv_size");
         CHECK(lvs == NULL && n == 0);
 }

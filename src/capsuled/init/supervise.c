@@ -54,7 +54,7 @@ static const char *const debug_shell_argv[] = {"/usr/bin/busybox", "sh", "-l", N
 static const char *const serve_argv[] = {"/usr/bin/capsuled", "serve", "--root", INIT_STATE_DIR,
                                          "--machine-config", INIT_MACHINE_CONFIG, "--listen",
                                          "0.0.0.0:50000", "--containerd",
-                                         "/run/containerd/containerd.sock", NULL};
+                                         "/run/containerd/containerd.sock", "--os", NULL};
 
 /* The supervisor's whole state: the services, in start order (stopped in reverse). */
 static struct supervisor {

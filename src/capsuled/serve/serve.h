@@ -85,5 +85,6 @@ int workloads_restart(struct rpc_call *call, const ProtobufCMessage *req, Protob
 int workloads_logs(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_events(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+int system_dmesg(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_reboot(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err);

@@ -55,7 +55,8 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
                  .unary = system_health},
                 {"/capsule.v1.System/Reboot", RPC_UNARY, D(reboot_request), D(reboot_response), M,
                  .unary = system_reboot},
-                {"/capsule.v1.System/Dmesg", RPC_SERVER_STREAM, D(dmesg_request), D(dmesg_line), 0},
+                {"/capsule.v1.System/Dmesg", RPC_SERVER_STREAM, D(dmesg_request), D(dmesg_line), 0,
+                 .stream = system_dmesg},
                 {"/capsule.v1.System/Events", RPC_SERVER_STREAM, D(events_request), D(event), 0,
                  .stream = system_events},
                 /* Updates */

@@ -1,13 +1,17 @@
 /* capsule.v1.System handlers: Version, Health, Reboot.
  * Reboot contract with PID 1 (src/capsuled/init/): SIGINT to PID 1 = reboot, SIGTERM = power off. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -98,6 +102,30 @@ static bool containerd_reachable(const char *sock, char *msg, size_t len)
         return true;
 }
 
+/* /perm must be the persistent ext4 LV, not missing and not PID 1's tmpfs fallback. */
+static void perm_check(char *msg, size_t len, bool *ok)
+{
+        struct stat root_st, perm_st;
+        struct statfs fs;
+        *ok = false;
+        if (stat("/", &root_st) < 0 || stat("/perm", &perm_st) < 0 || root_st.st_dev == perm_st.st_dev) {
+                snprintf(msg, len, "/perm is not mounted");
+                return;
+        }
+        if (statfs("/perm", &fs) < 0) {
+                snprintf(msg, len, "/perm: %s", strerror(errno));
+                return;
+        }
+        if (fs.f_type != EXT4_SUPER_MAGIC) {
+                snprintf(msg, len, "/perm is not the persistent volume (filesystem 0x%lx; tmpfs fallback?): "
+                                   "state will not survive a reboot", (unsigned long)fs.f_type);
+                return;
+        }
+        unsigned long long free_mb = (unsigned long long)fs.f_bavail * (unsigned long long)fs.f_bsize >> 20;
+        snprintf(msg, len, "/perm ext4, %llu MiB free", free_mb);
+        *ok = true;
+}
+
 int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err)
 {
@@ -121,9 +149,8 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                 all_ok &= ok;
         }
         if (ctx->os_mode) {
-                struct stat root_st, perm_st;
-                ok = stat("/", &root_st) == 0 && stat("/perm", &perm_st) == 0 && root_st.st_dev != perm_st.st_dev;
-                r->checks[r->n_checks++] = check_new("perm", ok, ok ? "/perm mounted" : "/perm is not mounted");
+                perm_check(msg, sizeof(msg), &ok);
+                r->checks[r->n_checks++] = check_new("perm", ok, msg);
                 all_ok &= ok;
         }
         for (size_t i = 0; i < r->n_checks; i++)
@@ -163,4 +190,61 @@ int system_reboot(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                 return cap_error_set(err, -EAGAIN, CAP_INTERNAL, "reboot: cannot start thread");
         pthread_detach(t);
         return 0;
+}
+
+/* Parses one /dev/kmsg record "PRIO,SEQ,USEC,FLAGS[,...];MESSAGE\n[ continuation]" in place. */
+static bool kmsg_parse(char *rec, size_t len, Capsule__V1__DmesgLine *line)
+{
+        rec[len] = '\0';
+        char *semi = strchr(rec, ';');
+        if (!semi)
+                return false;
+        *semi = '\0';
+        unsigned long long prio = 0, seq = 0, usec = 0;
+        if (sscanf(rec, "%llu,%llu,%llu", &prio, &seq, &usec) != 3)
+                return false;
+        char *msg = semi + 1;
+        char *nl = strchr(msg, '\n'); /* continuation lines (" KEY=value") are dropped */
+        if (nl)
+                *nl = '\0';
+        line->priority = (uint32_t)(prio & 7);
+        line->time_usec = (int64_t)usec;
+        line->message = msg;
+        return true;
+}
+
+int system_dmesg(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err)
+{
+        const Capsule__V1__DmesgRequest *rq = (const Capsule__V1__DmesgRequest *)req;
+        _cleanup_close_ int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return cap_error_errno(err, -errno, "open /dev/kmsg");
+        int cancel_fd = rpc_call_cancel_fd(call, err);
+        if (cancel_fd < 0)
+                return err->code;
+        char rec[8192 + 1];
+        for (;;) {
+                ssize_t n = read(fd, rec, sizeof(rec) - 1);
+                if (n < 0 && errno == EPIPE)
+                        continue; /* overwritten records: skip to the next one */
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN) {
+                        if (!rq->follow)
+                                return 0;
+                        struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = cancel_fd, .events = POLLIN}};
+                        if (poll(p, 2, -1) < 0 && errno != EINTR)
+                                return cap_error_errno(err, -errno, "poll /dev/kmsg");
+                        if (p[1].revents)
+                                return 0;
+                        continue;
+                }
+                if (n <= 0)
+                        return n < 0 ? cap_error_errno(err, -errno, "read /dev/kmsg") : 0;
+                Capsule__V1__DmesgLine line = CAPSULE__V1__DMESG_LINE__INIT;
+                if (!kmsg_parse(rec, (size_t)n, &line))
+                        continue;
+                if (rpc_call_send(call, &line.base, err) < 0)
+                        return 0; /* the client went away */
+        }
 }

@@ -371,7 +371,16 @@ static int lv_remove(struct volume_backend *b, const char *name, struct cap_erro
         return lvm_run(args, NULL, err);
 }
 
-static int format_lv(const char *dev, struct cap_error *err);
+static int format_lv(const char *dev, struct cap_error *err)
+{
+        /* As in file.c: 4 KiB blocks, no root reservation, root-owned top directory. A new thin
+         * LV reads as zeroes, so mkfs need not discard. */
+        const char *mkfs[] = {
+            "mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-E", "root_owner=0:0,nodiscard",
+            dev,         NULL};
+        struct spawn_opts opts = {.timeout_ms = 300000};
+        return spawn_check(mkfs, &opts, err);
+}
 
 static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
                       struct cap_error *err)
@@ -383,8 +392,8 @@ static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
         bool incomplete = lv.incomplete;
         lv_clear(&lv);
         if (r == 1 && !incomplete)
-                return cap_error_set(err, -EEXIST, CAP_ALREADY_EXISTS, "LV %s/" LV_PREFIX "%s exists",
-                                     LB(b)->vg, name);
+                return cap_error_set(err, -EEXIST, CAP_ALREADY_EXISTS,
+                                     "LV %s/" LV_PREFIX "%s exists", LB(b)->vg, name);
         if (r == 1 && (r = lv_remove(b, name, err)) < 0) /* a half-made one: start again */
                 return r;
         char sz[32], lvname[128], pool[256];
@@ -392,8 +401,8 @@ static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
         snprintf(lvname, sizeof(lvname), LV_PREFIX "%s", name);
         snprintf(pool, sizeof(pool), "%s/%s", LB(b)->vg, LB(b)->pool);
         int64_t t0 = now_ms();
-        const char *create[] = {"lvcreate", "-y",    "--thin",       "-V",   sz, "--addtag",
-                                TAG_INCOMPLETE, "-n", lvname, pool, NULL};
+        const char *create[] = {"lvcreate",     "-y", "--thin", "-V", sz,  "--addtag",
+                                TAG_INCOMPLETE, "-n", lvname,   pool, NULL};
         if ((r = lvm_run(create, NULL, err)) < 0)
                 return r;
         int64_t t1 = now_ms();
@@ -415,20 +424,8 @@ static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
         volume_fault_point("volume-after-rename");
         log_info("volumes: lvm: created %s (%s): lvcreate %lld ms, mkfs.ext4 %lld ms, "
                  "lvchange %lld ms",
-                 ref, sz, (long long)(t1 - t0), (long long)(t2 - t1),
-                 (long long)(now_ms() - t2));
+                 ref, sz, (long long)(t1 - t0), (long long)(t2 - t1), (long long)(now_ms() - t2));
         return 0;
-}
-
-static int format_lv(const char *dev, struct cap_error *err)
-{
-        /* As in file.c: 4 KiB blocks, no root reservation, root-owned top directory. A new thin
-         * LV reads as zeroes, so mkfs need not discard. */
-        const char *mkfs[] = {"mkfs.ext4",      "-q",  "-F",       "-b", "4096",
-                              "-m",             "0",   "-E",       "root_owner=0:0,nodiscard",
-                              dev,              NULL};
-        struct spawn_opts opts = {.timeout_ms = 300000};
-        return spawn_check(mkfs, &opts, err);
 }
 
 static int lvm_remove(struct volume_backend *b, const char *name, struct cap_error *err)
@@ -490,7 +487,8 @@ static int lvm_resize(struct volume_backend *b, const char *name, uint64_t new_s
                 return oom(err);
         if (r == 0)
                 return cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "LV %s not found", ref);
-        /* LVM rounds sizes up to whole extents: an LV larger by less than an extent is that size. */
+        /* LVM rounds sizes up to whole extents: an LV larger by less than an extent is that size.
+         */
         if (lv_size > new_size + (4u << 20))
                 return cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION,
                                      "%s is larger than %llu bytes: volumes can only grow", ref,
@@ -534,8 +532,8 @@ static int lvm_resize(struct volume_backend *b, const char *name, uint64_t new_s
         if ((r = spawn_check(resize, &opts, err)) < 0)
                 return r;
         log_info("volumes: lvm: grew %s to %llu bytes (%s): lvextend %lld ms, resize2fs %lld ms",
-                 ref, (unsigned long long)new_size, m ? "online" : "offline",
-                 (long long)(t1 - t0), (long long)(now_ms() - t1));
+                 ref, (unsigned long long)new_size, m ? "online" : "offline", (long long)(t1 - t0),
+                 (long long)(now_ms() - t1));
         return 0;
 }
 

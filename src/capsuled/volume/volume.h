@@ -4,7 +4,8 @@
  *   - a backend (struct volume_backend) that owns the storage of one volume: create + format,
  *     mount at a directory, grow, delete. The file backend (host mode, file.c) keeps a sparse
  *     ext4 image per volume, loop-mounted; the LVM thin backend (on a Capsule, lvm.c) keeps a
- *     thin LV per volume. Volume names are DNS labels, so they are valid file and LV names as they are.
+ *     thin LV per volume. Volume names are DNS labels, so they are valid file and LV names as
+ *     they are.
  *   - the volume manager (struct volumes, volume.c): the store's rows are the truth of which
  *     volumes exist and how large they should be; the manager makes the backend match them
  *     (volumes_recover at start), orders every change so that a crash at any point is repaired
