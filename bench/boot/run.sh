@@ -9,7 +9,7 @@
 # usage: bench/boot/run.sh [--build-dir DIR] [--no-uefi]   (needs out/capsule.raw: mkimage/build.sh)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
-build_dir=$src/build-os
+build_dir=${CAPSULE_BUILD_DIR:-$src/build}
 uefi=1
 while [ $# -gt 0 ]; do
         case $1 in
