@@ -17,6 +17,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 
+#include "build-id.h"
 #include "capsule/v1/system.pb-c.h"
 #include "common/cleanup.h"
 #include "common/log.h"

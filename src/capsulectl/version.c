@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <string.h>
 
+#include "build-id.h"
 #include "capsule/v1/system.pb-c.h"
 #include "capsulectl.h"
 #include "rpc/rpc.h"

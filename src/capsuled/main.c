@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "build-id.h"
 #include "capsuled.h"
 #include "logs/logs.h"
 

@@ -35,6 +35,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "build-id.h"
 #include "../../common/log.h"
 #include "../capsuled.h"
 #include "init.h"

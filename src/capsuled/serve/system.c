@@ -16,6 +16,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "build-id.h"
 #include "capsule/v1/system.pb-c.h"
 #include "common/cleanup.h"
 #include "common/log.h"
