@@ -34,7 +34,10 @@ restart: {restart}
 {extra}"""
 
 
-class ContainersTest(unittest.TestCase):
+class WithImage(unittest.TestCase):
+    """A real containerd and a capsuled using it, with the busybox test image pushed as ARCHIVE."""
+
+    ARCHIVE = "busybox-oci.tar"
 
     @classmethod
     def setUpClass(cls):
@@ -42,7 +45,7 @@ class ContainersTest(unittest.TestCase):
         cls.containerd = Containerd(cls.tmp).start()
         cls.capsule = Capsule(cls.tmp, containerd=cls.containerd.sock).start()
         mkimage_busybox.build(cls.tmp)
-        cls.capsule.ctl(["image", "push", os.path.join(cls.tmp, "busybox-oci.tar")], check=True)
+        cls.capsule.ctl(["image", "push", os.path.join(cls.tmp, cls.ARCHIVE)], check=True)
 
     @classmethod
     def tearDownClass(cls):
@@ -55,6 +58,9 @@ class ContainersTest(unittest.TestCase):
             shutil.rmtree(cls.tmp, ignore_errors=True)
         if rc not in (0, None):
             raise AssertionError(f"capsuled exited {rc} on SIGTERM:\n{logs[-6000:]}")
+
+
+class ContainersTest(WithImage):
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -301,28 +307,10 @@ class ContainersTest(unittest.TestCase):
         self.assertFalse({n for n in self.containers() if n.startswith("keep")})
 
 
-class ExamplesTest(unittest.TestCase):
+class ExamplesTest(WithImage):
     """The manual's examples (examples/*.yaml) applied as they are."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="capsule-ex-")
-        cls.containerd = Containerd(cls.tmp).start()
-        cls.capsule = Capsule(cls.tmp, containerd=cls.containerd.sock).start()
-        mkimage_busybox.build(cls.tmp)
-        cls.capsule.ctl(["image", "push", os.path.join(cls.tmp, "busybox-docker.tar")], check=True)
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            rc = cls.capsule.stop()
-            logs = cls.capsule.logs()
-        finally:
-            cls.containerd.stop()
-            harness.unmount_under(cls.tmp)
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-        if rc not in (0, None):
-            raise AssertionError(f"capsuled exited {rc} on SIGTERM:\n{logs[-6000:]}")
+    ARCHIVE = "busybox-docker.tar"
 
     def example(self, name):
         return os.path.join(harness.SOURCE_DIR, "examples", name)
