@@ -86,6 +86,7 @@ def main():
     finally:
         cap.stop()
         cd.stop()
+        harness.unmount_under(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -193,6 +193,7 @@ class ImagesTest(unittest.TestCase):
             cls.proxy.stop()
             cls.registry.stop()
             cls.containerd.stop()
+            harness.unmount_under(cls.tmp)
             shutil.rmtree(cls.tmp, ignore_errors=True)
         for k, v in cls.timings.items():
             print(f"timing: {k}: {v:.3f}s", file=sys.stderr)
