@@ -6,6 +6,7 @@
  * \"api.lisen\""), and so is a missing required one. Saving formats the text, parses it back to
  * validate it, then writes it with config_write_file_atomic(). */
 #include "config.h"
+#include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -919,25 +920,15 @@ int client_config_format(const struct client_config *c, char **out, size_t *len,
 
 int config_mkdir_p(const char *dir, unsigned int mode, struct cap_error *err)
 {
-        _cleanup_free_ char *p = strdup(dir);
-        if (!p)
-                return cap_error_errno(err, -ENOMEM, "mkdir %s", dir);
-        for (char *s = p + 1; *s; s++) {
-                if (*s != '/')
-                        continue;
-                *s = '\0';
-                if (mkdir(p, mode) < 0 && errno != EEXIST)
-                        return cap_error_errno(err, -errno, "mkdir %s", p);
-                *s = '/';
-        }
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-                return cap_error_errno(err, -errno, "mkdir %s", p);
+        int r = mkdir_p(dir, (mode_t)mode);
+        if (r < 0)
+                return cap_error_errno(err, r, "mkdir %s", dir);
         struct stat st;
-        if (stat(p, &st) < 0)
-                return cap_error_errno(err, -errno, "stat %s", p);
+        if (stat(dir, &st) < 0)
+                return cap_error_errno(err, -errno, "stat %s", dir);
         if (!S_ISDIR(st.st_mode))
                 return cap_error_set(err, -ENOTDIR, CAP_FAILED_PRECONDITION,
-                                     "%s exists and is not a directory", p);
+                                     "%s exists and is not a directory", dir);
         return 0;
 }
 

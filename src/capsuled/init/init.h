@@ -10,6 +10,7 @@
  * PID 1 parses no network input: everything it reads comes from the image, the kernel or the disk. */
 #pragma once
 
+#include "../../common/fs.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,7 +38,6 @@ int mounts_early(void);
 /* Loads every module named in INIT_MODULES_FILE (one per line, '#' comments) with one modprobe. */
 int modules_load(void);
 /* mkdir -p, mode 0755. */
-int mkdir_p(const char *path, mode_t mode);
 
 /* ---- perm.c ---- */
 /* Finds the "perm" GPT partition, creates or activates VG capsule (LV perm + thin pool), mounts it

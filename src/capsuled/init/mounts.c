@@ -12,24 +12,6 @@
 #include "../../common/log.h"
 #include "init.h"
 
-int mkdir_p(const char *path, mode_t mode)
-{
-        char tmp[512];
-        if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-                return -ENAMETOOLONG;
-        for (char *p = tmp + 1; *p; p++) {
-                if (*p != '/')
-                        continue;
-                *p = '\0';
-                if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-                        return -errno;
-                *p = '/';
-        }
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
-
 struct early_mount {
         const char *source, *target, *type;
         unsigned long flags;

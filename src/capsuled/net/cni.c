@@ -17,6 +17,7 @@
 
 #include "cni.h"
 #include "common/cleanup.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/names.h"
 #include "volume/spawn.h"
@@ -116,22 +117,6 @@ static char *cache_path(const struct cni_config *c, const char *container_id)
 {
         char *p = NULL;
         return asprintf(&p, "%s/cache/%s.json", c->state_dir, container_id) < 0 ? NULL : p;
-}
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-        _cleanup_free_ char *p = strdup(path);
-        if (!p)
-                return -ENOMEM;
-        for (char *s = p + 1; *s; s++) {
-                if (*s != '/')
-                        continue;
-                *s = 0;
-                if (mkdir(p, mode) < 0 && errno != EEXIST)
-                        return -errno;
-                *s = '/';
-        }
-        return mkdir(p, mode) < 0 && errno != EEXIST ? -errno : 0;
 }
 
 /* ---- Network namespaces ------------------------------------------------------------------------

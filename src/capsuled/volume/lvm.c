@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fs.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "spawn.h"
@@ -629,23 +630,6 @@ static const struct volume_backend_ops lvm_ops = {
     .free = lvm_free,
 };
 
-/* mkdir -p (mode 0755). */
-static int mkdir_parents(const char *dir)
-{
-        _cleanup_free_ char *p = strdup(dir);
-        if (!p)
-                return -ENOMEM;
-        for (char *s = p + 1; *s; s++) {
-                if (*s != '/')
-                        continue;
-                *s = 0;
-                if (mkdir(p, 0755) < 0 && errno != EEXIST)
-                        return -errno;
-                *s = '/';
-        }
-        return mkdir(p, 0755) < 0 && errno != EEXIST ? -errno : 0;
-}
-
 /* Removes LVs tagged incomplete: creations that never finished and were never acknowledged. */
 static void discard_partial(struct volume_backend *b, struct volume_lvm_lv *lvs, size_t n)
 {
@@ -683,7 +667,7 @@ int volume_lvm_backend_new(const char *vg, const char *pool, const char *mount_d
                 have_pool |= strcmp(lvs[i].lv_name, pool) == 0;
         if (r == 0 && !have_pool)
                 r = cap_error_set(err, -ENOENT, CAP_UNAVAILABLE, "no thin pool %s/%s", vg, pool);
-        if (r == 0 && mkdir_parents(mount_dir) < 0)
+        if (r == 0 && mkdir_p(mount_dir, 0755) < 0)
                 r = cap_error_errno(err, -errno, "mkdir %s", mount_dir);
         if (r < 0) {
                 volume_lvm_lvs_free(lvs, n);
