@@ -82,7 +82,7 @@ class Machine:
         except ProcessLookupError:
             return False
 
-    def _up_cmd(self, keep_disk, timeout):
+    def _up_cmd(self, keep_disk, timeout, extra=()):
         cmd = [os.path.join(SRC, "scripts/capsule-up"), "--detach", "--no-build",
                "--build-dir", self.build_dir, "--config-dir", self.config_dir,
                "--work-dir", self.work, "--port", str(self.port), "--memory", "2048",
@@ -92,12 +92,13 @@ class Machine:
             cmd.append("--keep-disk")
         if not self.deploy_example:
             cmd.append("--no-example")
-        return cmd
+        return cmd + list(extra)
 
-    def boot(self, keep_disk=False, timeout=420):
-        """Starts QEMU (keep_disk: reuse the disk of the previous boot) and waits for the API."""
+    def boot(self, keep_disk=False, timeout=420, extra=()):
+        """Starts QEMU (keep_disk: reuse the disk of the previous boot) and waits for the API.
+        extra: more capsule-up options (e.g. --direct --append CAPSULE_FAULT=...)."""
         self._save_console()
-        cmd = self._up_cmd(keep_disk, timeout)
+        cmd = self._up_cmd(keep_disk, timeout, extra)
         t0 = time.monotonic()
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:

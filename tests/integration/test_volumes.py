@@ -105,6 +105,7 @@ class VolumesTest(unittest.TestCase):
     def assert_no_storage(self, name):
         self.assertFalse(os.path.exists(os.path.join(self.vdir, name + ".img")))
         self.assertFalse(os.path.exists(os.path.join(self.vdir, name + ".img.tmp")))
+        self.assertFalse(os.path.exists(os.path.join(self.vdir, name + ".owner")))
         self.assertNotIn(self.mnt(name), mounts_under(self.tmp))
 
     # ---- tests --------------------------------------------------------------------------------
@@ -259,6 +260,31 @@ class VolumesTest(unittest.TestCase):
                 self.ok("volume", "create", "crash", "--size", "32Mi")
                 self.ok("volume", "rm", "crash")
         self.assertIn(self.mnt("other"), mounts_under(self.vdir))
+
+    def test_lost_store_adopts_volumes_and_keeps_data(self):
+        """A store that was lost or replaced (e.g. /perm fell back to a tmpfs) must never delete
+        volumes it did not make: it adopts them, data and size intact."""
+        self.ok("volume", "create", "keep", "--size", "32Mi")
+        with open(os.path.join(self.mnt("keep"), "precious"), "w") as f:
+            f.write("do not lose me\n")
+        self.assertEqual(self.capsule.stop(), 0)
+        dbs = [n for n in os.listdir(self.capsule.root) if n.startswith("state.db")]
+        self.assertTrue(dbs, os.listdir(self.capsule.root))
+        for n in dbs:
+            os.unlink(os.path.join(self.capsule.root, n))
+        self.start()
+        v = self.ls().get("keep")
+        self.assertIsNotNone(v, "the volume was adopted by the new store")
+        self.assertEqual(v["sizeBytes"], 32 * MiB)
+        with open(os.path.join(self.mnt("keep"), "precious")) as f:
+            self.assertEqual(f.read(), "do not lose me\n")
+        self.assertIn("volumes: adopted keep", self.capsule.logs())
+        # the new store owns nothing yet, but it can delete what it adopted, and create anew
+        self.ok("volume", "rm", "keep")
+        self.assert_no_storage("keep")
+        self.ok("volume", "create", "keep", "--size", "16Mi")
+        self.restart()
+        self.assertEqual(self.ls()["keep"]["sizeBytes"], 16 * MiB)
 
     def test_crash_after_store_is_completed(self):
         self.crash_during_create("volume-after-store")

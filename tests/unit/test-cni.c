@@ -50,7 +50,7 @@ TEST(conflist)
         CHECK_STR_EQ(jget(o, "plugins.0.type"), "bridge");
         CHECK_STR_EQ(jget(o, "plugins.0.bridge"), "capsule0");
         CHECK_STR_EQ(jget(o, "plugins.0.isGateway"), "true");
-        CHECK_STR_EQ(jget(o, "plugins.0.ipMasq"), "true");
+        CHECK_STR_EQ(jget(o, "plugins.0.ipMasq"), "false");
         CHECK_STR_EQ(jget(o, "plugins.0.ipam.type"), "host-local");
         CHECK_STR_EQ(jget(o, "plugins.0.ipam.ranges.0.0.subnet"), "10.88.0.0/16");
         CHECK_STR_EQ(jget(o, "plugins.0.ipam.dataDir"), "/perm/capsule/cni/ipam");

@@ -20,7 +20,7 @@ static const char *report =
     " \"lv_tags\":\"\", \"pool_lv\":\"\"},\n"
     "                  {\"lv_name\":\"vol-data\", \"lv_size\":\"67108864\", "
     "\"data_percent\":\"12.50\","
-    " \"lv_tags\":\"\", \"pool_lv\":\"pool\"},\n"
+    " \"lv_tags\":\"capsule_owner_0a1b2c\", \"pool_lv\":\"pool\"},\n"
     "                  {\"lv_name\":\"vol-half\", \"lv_size\":\"134217728B\", "
     "\"data_percent\":\"0.00\","
     " \"lv_tags\":\"other,capsule_incomplete\", \"pool_lv\":\"pool\"}\n"
@@ -51,6 +51,9 @@ TEST(parse_lvs)
         CHECK(lvs[2].data_percent > 12.49 && lvs[2].data_percent < 12.51);
         CHECK_STR_EQ(lvs[2].pool_lv, "pool");
         CHECK(!lvs[2].incomplete);
+        CHECK_STR_EQ(lvs[2].owner, "0a1b2c");
+        CHECK(lvs[0].owner == NULL);
+        CHECK(lvs[3].owner == NULL); /* "other" is not an owner tag */
         CHECK(lvs[3].size_bytes == 128ull << 20); /* the "B" suffix without --nosuffix */
         CHECK(lvs[3].incomplete);
         volume_lvm_lvs_free(lvs, n);

@@ -2,7 +2,8 @@
  *
  * Layout (design §8): the GPT partition named "perm" is an LVM PV in VG "capsule"; LV "perm" (ext4)
  * is mounted at /perm (store, logs, containerd root); thin pool "capsule/pool" holds workload
- * volumes. The first boot creates all of it; later boots activate it.
+ * volumes. The first boot creates all of it; later boots activate LV perm (volumes are activated
+ * one by one by capsuled's LVM backend, src/capsuled/volume/lvm.c).
  *
  * Crash safety: every step is idempotent and re-checked on each boot, so a power cut at any point
  * is finished by the next boot. The one destructive step, mkfs of LV perm, is guarded by the LV tag
@@ -151,7 +152,7 @@ static int format_perm_lv(void)
                        : -EIO;
 }
 
-/* Brings VG capsule to its complete shape (creating what is missing) and activates it.
+/* Brings VG capsule to its complete shape (creating what is missing) and activates LV perm.
  * *created is set when anything had to be created (first boot, or finishing an interrupted one). */
 static int vg_prepare(const char *pv, bool *created)
 {
@@ -162,8 +163,6 @@ static int vg_prepare(const char *pv, bool *created)
                 if (lvm(NULL, 0, (char *[]){"vgcreate", "-y", VG, (char *)pv, NULL}) != 0)
                         return -EIO;
         }
-        if (lvm(NULL, 0, (char *[]){"vgchange", "-ay", VG, NULL}) != 0)
-                return -EIO;
         /* picks up a grown partition (docs/operations.md); harmless otherwise */
         lvm(NULL, 0, (char *[]){"pvresize", (char *)pv, NULL});
         struct vg_state st;
@@ -174,6 +173,11 @@ static int vg_prepare(const char *pv, bool *created)
                 if (create_perm_lv() < 0 || vg_inspect(&st) < 0)
                         return -EIO;
         }
+        /* Only LV perm: the thin pool and each volume are activated by capsuled's volume
+         * backend when it mounts them, so one volume that cannot be activated (e.g. a thin LV
+         * whose creation a power cut interrupted) never costs the machine its /perm. */
+        if (lvm(NULL, 0, (char *[]){"lvchange", "-ay", VG "/perm", NULL}) != 0)
+                return -EIO;
         if (st.perm_unformatted) {
                 *created = true;
                 if (format_perm_lv() < 0)

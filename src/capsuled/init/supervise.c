@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -137,7 +138,14 @@ static int service_start(struct service *s)
         }
         if (pid == 0) {
                 child_setup(p[1], s->close_stdin, s->on_console);
-                char *const envp[] = {"PATH=" INIT_PATH, "HOME=/root", "TMPDIR=/tmp", NULL};
+                /* CAPSULE_FAULT comes from the kernel command line, for crash tests only
+                 * (common/fault.h); nothing else of PID 1's environment is passed on. */
+                char fault[256] = "";
+                const char *f = getenv("CAPSULE_FAULT");
+                if (f)
+                        snprintf(fault, sizeof(fault), "CAPSULE_FAULT=%s", f);
+                char *const envp[] = {"PATH=" INIT_PATH, "HOME=/root", "TMPDIR=/tmp",
+                                      f ? fault : NULL, NULL};
                 execve(s->argv[0], (char *const *)s->argv, envp);
                 dprintf(STDERR_FILENO, "exec %s: %s\n", s->argv[0], strerror(errno));
                 _exit(127);

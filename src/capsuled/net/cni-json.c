@@ -41,7 +41,7 @@ char *cni_conflist_json(const struct cni_config *c)
         obj_add(br, "type", json_object_new_string("bridge"));
         obj_add(br, "bridge", json_object_new_string(c->bridge));
         obj_add(br, "isGateway", json_object_new_boolean(1));
-        obj_add(br, "ipMasq", json_object_new_boolean(1));
+        obj_add(br, "ipMasq", json_object_new_boolean(0));
         obj_add(br, "hairpinMode", json_object_new_boolean(1));
         struct json_object *ipam = obj_add(br, "ipam", json_object_new_object());
         obj_add(ipam, "type", json_object_new_string("host-local"));

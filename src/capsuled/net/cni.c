@@ -8,9 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -23,11 +28,17 @@
 #include "volume/spawn.h"
 
 #define NSFS_MAGIC_NUMBER 0x6e736673
-#define LOOPBACK_CONF "{\"cniVersion\":\"1.0.0\",\"name\":\"cni-loopback\",\"type\":\"loopback\"}"
 
 static int oom(struct cap_error *err)
 {
         return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+}
+
+static int64_t cni_mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static char *dup_or_null(const char *s, bool *failed)
@@ -151,6 +162,27 @@ struct netns_job {
         const char *step;
 };
 
+/* Brings up `lo` in the calling thread's network namespace (what the CNI loopback plugin does,
+ * without exec'ing it); the kernel gives it 127.0.0.1/8 and ::1 as it comes up. */
+static int loopback_up(void)
+{
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        struct ifreq ifr = {0};
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+        int r = 0;
+        if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+                r = -errno;
+        } else if (!(ifr.ifr_flags & IFF_UP)) {
+                ifr.ifr_flags |= IFF_UP;
+                if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+                        r = -errno;
+        }
+        close(fd);
+        return r;
+}
+
 /* Runs on its own short-lived thread: a network namespace is per thread, so unshare() here leaves
  * the rest of capsuled where it was. The bind mount keeps the namespace alive after the thread. */
 static void *netns_thread(void *arg)
@@ -162,10 +194,14 @@ static void *netns_thread(void *arg)
         } else if (mount("/proc/thread-self/ns/net", j->path, "none", MS_BIND, NULL) < 0) {
                 j->err = -errno;
                 j->step = "bind-mount /proc/thread-self/ns/net";
+        } else if ((j->err = loopback_up()) < 0) {
+                j->step = "bring up lo";
+                umount2(j->path, MNT_DETACH);
         }
         return NULL;
 }
 
+/* Creates the namespace file with `lo` up in it. */
 static int netns_create(const char *dir, const char *path, struct cap_error *err)
 {
         int r = netns_dir_prepare(dir, err);
@@ -228,7 +264,10 @@ static int run_plugin(const struct cni_config *c, const char *type, const char *
                                .input_len = strlen(config),
                                .timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : 30000};
         struct spawn_result res;
+        int64_t t0 = cni_mono_ms();
         int r = spawn_run(argv, &o, &res, err);
+        log_debug("cni: %s %s %s: %lld ms", type, command, container_id,
+                  (long long)(cni_mono_ms() - t0));
         if (r == 0 && res.exit_code != 0) {
                 cni_error_parse(type, res.exit_code, res.out, res.errout, err);
                 r = err->code;
@@ -524,6 +563,107 @@ static void sweep_leases(const struct cni_config *c, const char *container_id)
         closedir(d);
 }
 
+/* ---- The network's masquerade rule ----------------------------------------------------------
+ */
+
+/* One nat rule per network instead of the bridge plugin's ipMasq (a chain per container, which
+ * costs several iptables runs on every setup and teardown): traffic from the subnet leaving by
+ * any interface but the bridge is masqueraded. It lives while any namespace of the network does:
+ * setup adds it (after creating its namespace), teardown removes it once the last namespace file
+ * is gone. Both hold an flock on STATE_DIR/masquerade.lock, so that setups and teardowns running
+ * at once (threads or processes) cannot remove it from under a new workload. */
+static int masq_lock(const struct cni_config *c, struct cap_error *err)
+{
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/masquerade.lock", c->state_dir) < 0)
+                return oom(err);
+        int r = mkdir_p(c->state_dir, 0700);
+        if (r < 0)
+                return cap_error_errno(err, r, "mkdir %s", c->state_dir);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return cap_error_errno(err, -errno, "open %s", path);
+        while (flock(fd, LOCK_EX) < 0) {
+                if (errno != EINTR) {
+                        r = cap_error_errno(err, -errno, "lock %s", path);
+                        close(fd);
+                        return r;
+                }
+        }
+        return fd;
+}
+
+/* Runs `iptables -t nat OP POSTROUTING <the network's masquerade rule>`; returns its exit code. */
+static int masq_iptables(const struct cni_config *c, const char *op, struct cap_error *err)
+{
+        _cleanup_free_ char *comment = NULL;
+        if (asprintf(&comment, "capsule network %s: masquerade", c->network_name) < 0)
+                return oom(err);
+        const char *argv[] = {"iptables", "-w",     "-t",      "nat",   op,        "POSTROUTING",
+                              "-s",       c->subnet, "!",      "-o",    c->bridge, "-m",
+                              "comment",  "--comment", comment, "-j",  "MASQUERADE", NULL};
+        struct spawn_result res;
+        int r = spawn_run(argv, NULL, &res, err);
+        if (r == 0)
+                r = res.exit_code;
+        if (r > 0 && strcmp(op, "-C") != 0)
+                cap_error_set(err, -EIO, CAP_INTERNAL, "iptables %s POSTROUTING: exit %d: %s", op,
+                              r, res.errout ? res.errout : "");
+        spawn_result_free(&res);
+        return r;
+}
+
+static int masq_ensure(const struct cni_config *c, struct cap_error *err)
+{
+        int fd = masq_lock(c, err);
+        if (fd < 0)
+                return fd;
+        int r = masq_iptables(c, "-C", err);
+        if (r > 0)
+                r = masq_iptables(c, "-A", err);
+        close(fd);
+        if (r > 0)
+                return err->code;
+        return r < 0 ? cap_error_prefix(err, "masquerade rule") : 0;
+}
+
+static bool dir_is_empty(const char *path)
+{
+        DIR *d = opendir(path);
+        if (!d)
+                return errno == ENOENT;
+        struct dirent *de;
+        bool empty = true;
+        while (empty && (de = readdir(d)))
+                empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+        closedir(d);
+        return empty;
+}
+
+/* Removes the masquerade rule when no namespace of the network is left. */
+static int masq_release(const struct cni_config *c, struct cap_error *err)
+{
+        int fd = masq_lock(c, err);
+        if (fd < 0)
+                return fd;
+        int r = 0;
+        if (dir_is_empty(c->netns_dir)) {
+                /* -C first: -D of a missing rule is not an error worth a warning */
+                while (r == 0 && masq_iptables(c, "-C", err) == 0)
+                        if (masq_iptables(c, "-D", err) != 0)
+                                r = err->code;
+        }
+        close(fd);
+        return r;
+}
+
+/* Portmap has nothing to do for a workload that publishes no ports: it is run only for those
+ * (and on DEL/CHECK when no record says which ports there were). */
+static bool plugin_wanted(const char *type, bool ports_known, size_t n_ports)
+{
+        return strcmp(type, "portmap") != 0 || !ports_known || n_ports > 0;
+}
+
 /* ---- The API ------------------------------------------------------------------------------------
  */
 
@@ -560,6 +700,8 @@ int cni_teardown(const struct cni_config *c, const char *workload, const char *c
                                                                .msg = "out of memory"});
                         continue;
                 }
+                if (!plugin_wanted(type, k.json != NULL, k.n_ports))
+                        continue;
                 cap_error_clear(&e);
                 if (run_plugin(c, type, "DEL", container_id, have_ns ? netns : "", "eth0", conf,
                                NULL, &e) < 0) {
@@ -567,13 +709,15 @@ int cni_teardown(const struct cni_config *c, const char *workload, const char *c
                         keep_first(&first, &e);
                 }
         }
-        /* No DEL for loopback: it only downs lo in a namespace that is about to go away. */
         cap_error_clear(&e);
         if (sweep_iptables(container_id, &e) < 0)
                 keep_first(&first, &e);
         sweep_leases(c, container_id);
         cap_error_clear(&e);
         if (netns_remove(netns, &e) < 0)
+                keep_first(&first, &e);
+        cap_error_clear(&e);
+        if (masq_release(c, &e) < 0)
                 keep_first(&first, &e);
         remove_etc(c, workload);
         if (unlink(cache) < 0 && errno != ENOENT)
@@ -587,58 +731,87 @@ int cni_teardown(const struct cni_config *c, const char *workload, const char *c
         return 0;
 }
 
-int cni_setup(const struct cni_config *c, const char *workload, const char *container_id,
-              const struct cni_port *ports, size_t n_ports, struct cni_attachment *out,
-              struct cap_error *err)
+/* A setup in flight (cni_setup_begin .. cni_setup_end). The plugin chain runs on `thread`;
+ * everything it reads is owned here, so the caller's arguments may go away meanwhile. */
+struct cni_setup_job {
+        const struct cni_config *c;
+        char *workload, *container_id, *netns;
+        struct cni_port *ports;
+        size_t n_ports;
+        pthread_t thread;
+        bool running;             /* thread started, not joined */
+        bool adopted;             /* set up by an earlier run: att holds the cached attachment */
+        struct cni_attachment att; /* the result (the thread's, or the adopted one) */
+        int r;
+        struct cap_error err;
+};
+
+static void job_free(struct cni_setup_job *j)
 {
-        memset(out, 0, sizeof(*out));
-        if (name_check("workload", workload, err) < 0)
-                return err->code;
-        if (check_container_id(container_id, err) < 0)
-                return err->code;
-        _cleanup_free_ char *netns = cni_netns_path(c, workload);
-        _cleanup_free_ char *conflist = cni_conflist_json(c);
-        if (!netns || !conflist)
-                return oom(err);
-        struct cached k;
-        if (is_netns_mount(netns)) {
-                if (cache_read(c, container_id, &k) == 1 && k.result) {
-                        int r = cni_result_parse(k.result, out, err);
-                        cached_free(&k);
-                        if (r == 0 && (out->netns_path = strdup(netns)))
-                                return 0;
-                        cni_attachment_free(out);
-                } else {
-                        cached_free(&k);
-                }
-                log_warn(
-                    "cni: %s has a network namespace but no usable record of its setup: redoing it",
-                    workload);
-                struct cap_error ignored = {0};
-                cni_teardown(c, workload, container_id, &ignored);
-        } else if (access(netns, F_OK) == 0) {
-                unlink(netns); /* a file left by a crash between create and bind-mount */
+        if (!j)
+                return;
+        for (size_t i = 0; i < j->n_ports; i++) {
+                free((char *)j->ports[i].protocol);
+                free((char *)j->ports[i].host_ip);
         }
-        _cleanup_free_ char *ipam = NULL;
-        if (asprintf(&ipam, "%s/ipam", c->state_dir) < 0)
+        free(j->ports);
+        free(j->workload);
+        free(j->container_id);
+        free(j->netns);
+        cni_attachment_free(&j->att);
+        free(j);
+}
+
+static struct cni_setup_job *job_new(const struct cni_config *c, const char *workload,
+                                     const char *container_id, const struct cni_port *ports,
+                                     size_t n_ports)
+{
+        struct cni_setup_job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return NULL;
+        j->c = c;
+        j->workload = strdup(workload);
+        j->container_id = strdup(container_id);
+        j->netns = cni_netns_path(c, workload);
+        j->ports = calloc(n_ports + 1, sizeof(*ports));
+        bool failed = !j->workload || !j->container_id || !j->netns || !j->ports;
+        for (size_t i = 0; !failed && i < n_ports; i++, j->n_ports++) {
+                j->ports[i] = ports[i];
+                j->ports[i].protocol = ports[i].protocol ? strdup(ports[i].protocol) : NULL;
+                j->ports[i].host_ip = ports[i].host_ip ? strdup(ports[i].host_ip) : NULL;
+                failed = (ports[i].protocol && !j->ports[i].protocol) ||
+                         (ports[i].host_ip && !j->ports[i].host_ip);
+        }
+        if (failed) {
+                job_free(j);
+                return NULL;
+        }
+        return j;
+}
+
+/* The plugin chain (ADD, in order, each given the previous result) and the record of its result.
+ * Leaves undoing a failure to cni_setup_end. */
+static int setup_chain(struct cni_setup_job *j, struct cap_error *err)
+{
+        const struct cni_config *c = j->c;
+        _cleanup_free_ char *conflist = cni_conflist_json(c);
+        if (!conflist)
                 return oom(err);
-        int r = mkdir_p(ipam, 0700);
-        if (r < 0)
-                return cap_error_errno(err, r, "mkdir %s", ipam);
-        r = netns_create(c->netns_dir, netns, err);
-        if (r < 0)
-                return r;
-        r = run_plugin(c, "loopback", "ADD", container_id, netns, "lo", LOOPBACK_CONF, NULL, err);
+        int r = masq_ensure(c, err);
         char *prev = NULL;
         for (size_t i = 0, n = cni_plugin_count(conflist); r == 0 && i < n; i++) {
                 _cleanup_free_ char *type = cni_plugin_type(conflist, i);
-                _cleanup_free_ char *conf = cni_plugin_config(conflist, i, prev, ports, n_ports);
+                _cleanup_free_ char *conf =
+                    cni_plugin_config(conflist, i, prev, j->ports, j->n_ports);
                 if (!type || !conf) {
                         r = oom(err);
                         break;
                 }
+                if (!plugin_wanted(type, true, j->n_ports))
+                        continue;
                 char *result = NULL;
-                r = run_plugin(c, type, "ADD", container_id, netns, "eth0", conf, &result, err);
+                r = run_plugin(c, type, "ADD", j->container_id, j->netns, "eth0", conf, &result,
+                               err);
                 if (r == 0) {
                         free(prev);
                         prev = result;
@@ -647,22 +820,116 @@ int cni_setup(const struct cni_config *c, const char *workload, const char *cont
         if (r == 0 && !prev)
                 r = cap_error_set(err, -EIO, CAP_INTERNAL, "CNI chain produced no result");
         if (r == 0)
-                r = cni_result_parse(prev, out, err);
+                r = cni_result_parse(prev, &j->att, err);
         if (r == 0)
-                r = cache_write(c, container_id, workload, ports, n_ports, prev, err);
-        if (r == 0 && !(out->netns_path = strdup(netns)))
-                r = oom(err);
+                r = cache_write(c, j->container_id, j->workload, j->ports, j->n_ports, prev, err);
         free(prev);
-        if (r < 0) {
-                cni_attachment_free(out);
-                cap_error_prefix(err, "network setup of %s", workload);
+        return r;
+}
+
+static void *setup_thread(void *arg)
+{
+        struct cni_setup_job *j = arg;
+        j->r = setup_chain(j, &j->err);
+        return NULL;
+}
+
+int cni_setup_begin(const struct cni_config *c, const char *workload, const char *container_id,
+                    const struct cni_port *ports, size_t n_ports, struct cni_setup_job **job,
+                    struct cap_error *err)
+{
+        *job = NULL;
+        if (name_check("workload", workload, err) < 0)
+                return err->code;
+        if (check_container_id(container_id, err) < 0)
+                return err->code;
+        struct cni_setup_job *j = job_new(c, workload, container_id, ports, n_ports);
+        if (!j)
+                return oom(err);
+        struct cached k;
+        if (is_netns_mount(j->netns)) {
+                if (cache_read(c, container_id, &k) == 1 && k.result) {
+                        int r = cni_result_parse(k.result, &j->att, err);
+                        cached_free(&k);
+                        if (r == 0) {
+                                j->adopted = true;
+                                *job = j;
+                                return 0;
+                        }
+                        cni_attachment_free(&j->att);
+                } else {
+                        cached_free(&k);
+                }
+                log_warn(
+                    "cni: %s has a network namespace but no usable record of its setup: redoing it",
+                    workload);
                 struct cap_error ignored = {0};
                 cni_teardown(c, workload, container_id, &ignored);
-                return r;
+        } else if (access(j->netns, F_OK) == 0) {
+                unlink(j->netns); /* a file left by a crash between create and bind-mount */
         }
-        log_info("cni: %s up netns=%s ip=%s/%d ports=%zu", workload, netns, out->ip,
-                 out->prefix_len, n_ports);
+        _cleanup_free_ char *ipam = NULL;
+        int r = asprintf(&ipam, "%s/ipam", c->state_dir) < 0 ? oom(err) : 0;
+        if (r == 0 && (r = mkdir_p(ipam, 0700)) < 0)
+                cap_error_errno(err, r, "mkdir %s", ipam);
+        if (r == 0)
+                r = netns_create(c->netns_dir, j->netns, err);
+        if (r < 0) {
+                job_free(j);
+                return cap_error_prefix(err, "network setup of %s", workload);
+        }
+        int e = pthread_create(&j->thread, NULL, setup_thread, j);
+        if (e == 0)
+                j->running = true;
+        else
+                j->r = setup_chain(j, &j->err); /* no thread to spare: run it here */
+        *job = j;
         return 0;
+}
+
+const char *cni_setup_netns(const struct cni_setup_job *job)
+{
+        return job->netns;
+}
+
+int cni_setup_end(struct cni_setup_job *job, struct cni_attachment *out, struct cap_error *err)
+{
+        memset(out, 0, sizeof(*out));
+        struct cni_setup_job *j = job;
+        if (j->running) {
+                pthread_join(j->thread, NULL);
+                j->running = false;
+        }
+        int r = j->r;
+        if (r < 0)
+                *err = j->err;
+        if (r == 0) {
+                *out = j->att;
+                memset(&j->att, 0, sizeof(j->att));
+                if (!(out->netns_path = strdup(j->netns)))
+                        r = oom(err);
+        }
+        if (r < 0) {
+                cni_attachment_free(out);
+                cap_error_prefix(err, "network setup of %s", j->workload);
+                struct cap_error ignored = {0};
+                cni_teardown(j->c, j->workload, j->container_id, &ignored);
+        } else if (!j->adopted) {
+                log_info("cni: %s up netns=%s ip=%s/%d ports=%zu", j->workload, j->netns, out->ip,
+                         out->prefix_len, j->n_ports);
+        }
+        job_free(j);
+        return r;
+}
+
+int cni_setup(const struct cni_config *c, const char *workload, const char *container_id,
+              const struct cni_port *ports, size_t n_ports, struct cni_attachment *out,
+              struct cap_error *err)
+{
+        memset(out, 0, sizeof(*out));
+        struct cni_setup_job *job;
+        int r = cni_setup_begin(c, workload, container_id, ports, n_ports, &job, err);
+        return r < 0 ? r : cni_setup_end(job, out, err);
 }
 
 int cni_check(const struct cni_config *c, const char *workload, const char *container_id,

@@ -2,15 +2,19 @@
  * capsuled, joined to the bridge `capsule0` by Debian's containernetworking-plugins.
  *
  * cni_setup creates the namespace as a bind-mounted nsfs file NETNS_DIR/WORKLOAD (the same
- * layout as `ip netns add`, so `ip netns exec`/`nsenter --net=PATH` work on it), then runs the
- * `loopback` plugin (ifname lo) and the "capsule" conflist (bridge + host-local IPAM, then
- * portmap for published ports) plugin by plugin as libcni does: each plugin gets the previous
- * one's result as prevResult; portmap gets the ports as runtimeConfig.portMappings. The final
- * result is cached in STATE_DIR/cache/CONTAINER_ID.json for DEL/CHECK and for adopting after a
- * restart. cni_teardown runs DEL in reverse order while the namespace still exists (bridge
- * needs it to find the address whose masquerade rule it removes), then sweeps what a half-done
- * setup may have left (iptables rules tagged with the container id, host-local leases), then
- * unmounts and removes the namespace file. Both are idempotent.
+ * layout as `ip netns add`, so `ip netns exec`/`nsenter --net=PATH` work on it) and brings up its
+ * `lo` in-process (what the loopback plugin would do), makes sure the network's one masquerade
+ * rule exists (nat POSTROUTING: from the subnet, out of anything but the bridge), then runs the
+ * "capsule" conflist (bridge + host-local IPAM, then portmap when ports are published) plugin by
+ * plugin as libcni does: each plugin gets the previous one's result as prevResult; portmap gets
+ * the ports as runtimeConfig.portMappings. The final result is cached in
+ * STATE_DIR/cache/CONTAINER_ID.json for DEL/CHECK and for adopting after a restart. The plugins
+ * can run in the background (cni_setup_begin/cni_setup_end) while the caller creates the
+ * container, which only needs the namespace to exist. cni_teardown runs DEL in reverse order
+ * while the namespace still exists, then sweeps what a half-done setup may have left (iptables
+ * rules tagged with the container id, host-local leases), then unmounts and removes the
+ * namespace file, and removes the masquerade rule once no namespace is left. Both are
+ * idempotent.
  *
  * Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and the plugins in plugin_dir. The bridge plugin
  * turns on net.ipv4.ip_forward; portmap sets route_localnet on the bridge so that published
@@ -69,6 +73,17 @@ int cni_setup(const struct cni_config *c, const char *workload, const char *cont
               const struct cni_port *ports, size_t n_ports, struct cni_attachment *out,
               struct cap_error *err);
 
+/* cni_setup in two halves, so that the plugins run while the caller does something else:
+ * begin checks, adopts or creates the namespace (its path: cni_setup_netns) and starts the plugin
+ * chain on a thread; end waits for it and fills out like cni_setup (on failure undoing what was
+ * done). Every successful begin must be followed by exactly one end, which frees job. */
+struct cni_setup_job;
+int cni_setup_begin(const struct cni_config *c, const char *workload, const char *container_id,
+                    const struct cni_port *ports, size_t n_ports, struct cni_setup_job **job,
+                    struct cap_error *err);
+const char *cni_setup_netns(const struct cni_setup_job *job);
+int cni_setup_end(struct cni_setup_job *job, struct cni_attachment *out, struct cap_error *err);
+
 /* Runs CHECK on the whole chain for a set-up container (e.g. on resync). */
 int cni_check(const struct cni_config *c, const char *workload, const char *container_id,
               struct cap_error *err);
@@ -98,8 +113,9 @@ void cni_attachment_free(struct cni_attachment *a);
 /* ---- Pure parts (cni-json.c; unit-tested) -----------------------------------------------------
  */
 
-/* The "capsule" conflist as JSON text (malloc'd): bridge (isGateway, ipMasq, host-local on
- * subnet with dataDir STATE_DIR/ipam) and portmap (capabilities.portMappings). */
+/* The "capsule" conflist as JSON text (malloc'd): bridge (isGateway, no ipMasq: cni.c keeps one
+ * masquerade rule for the whole subnet; host-local on subnet with dataDir STATE_DIR/ipam) and
+ * portmap (capabilities.portMappings). */
 char *cni_conflist_json(const struct cni_config *c);
 
 /* The stdin config for plugin `index` of conflist_json: the plugin object plus the list's name

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -478,5 +479,34 @@ int store_meta_set(struct store *st, const char *key, const char *value, struct 
 out:
         sqlite3_finalize(s);
         pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+int store_id(struct store *st, char **id, struct cap_error *err)
+{
+        unsigned char raw[16];
+        if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+                return cap_error_set(err, -EIO, CAP_INTERNAL, "getrandom: %s", strerror(errno));
+        char hex[2 * sizeof(raw) + 1];
+        for (size_t i = 0; i < sizeof(raw); i++)
+                snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        int r = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st, "INSERT INTO meta (key, value) VALUES ('store_id', ?1) "
+                                      "ON CONFLICT(key) DO NOTHING;", err);
+        if (!s) {
+                r = -EIO;
+        } else {
+                sqlite3_bind_text(s, 1, hex, -1, SQLITE_STATIC);
+                if (sqlite3_step(s) != SQLITE_DONE)
+                        r = db_error(st, err, "set store id");
+        }
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        if (r < 0)
+                return r;
+        r = store_meta_get(st, "store_id", id, err);
+        if (r == 0 && !*id)
+                r = cap_error_set(err, -EIO, CAP_INTERNAL, "store id missing after insert");
         return r;
 }

@@ -62,3 +62,7 @@ void store_volumes_free(struct store_volume *vs, size_t n);
 /* Small key/value metadata (e.g. "boot_id"); *value is malloc'd, NULL when absent. */
 int store_meta_get(struct store *st, const char *key, char **value, struct cap_error *err);
 int store_meta_set(struct store *st, const char *key, const char *value, struct cap_error *err);
+/* This store's identity: 32 random hex digits made on first use and kept in meta "store_id".
+ * Storage made on behalf of this store records it, so that a store that was lost or replaced
+ * can tell storage it did not make (and must keep) from its own leftovers. *id is malloc'd. */
+int store_id(struct store *st, char **id, struct cap_error *err);

@@ -2,7 +2,8 @@
  * attached to a loop device (autoclear, so unmounting frees it) and mounted at DIR/NAME.
  * The size is enforced by the filesystem. A create formats DIR/NAME.img.tmp and renames it into
  * place, so DIR/NAME.img always holds a whole filesystem; leftover .tmp files are discarded when
- * the backend is opened. Grows extend the file, tell the loop device (LOOP_SET_CAPACITY) and run
+ * the backend is opened. The creating store's id is written to DIR/NAME.owner (fsynced) before
+ * that rename, so a whole image always has its owner file. Grows extend the file, tell the loop device (LOOP_SET_CAPACITY) and run
  * resize2fs: online when mounted (the kernel wants CAP_SYS_RESOURCE), offline otherwise. */
 #include <ctype.h>
 #include <dirent.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "spawn.h"
 #include "volume.h"
@@ -206,8 +208,49 @@ static int file_unmount(struct volume_backend *b, const char *name, struct cap_e
         }
 }
 
-static int file_create(struct volume_backend *b, const char *name, uint64_t size,
+/* Writes DIR/NAME.owner durably (temp file, fsync, rename; the directory is fsynced later). */
+static int owner_write(struct volume_backend *b, const char *name, const char *owner,
                        struct cap_error *err)
+{
+        _cleanup_free_ char *path = vol_file(b, name, ".owner");
+        _cleanup_free_ char *tmp = vol_file(b, name, ".owner.tmp");
+        if (!path || !tmp)
+                return oom(err);
+        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return cap_error_errno(err, -errno, "create %s", tmp);
+        size_t len = strlen(owner);
+        if (write(fd, owner, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) < 0)
+                return cap_error_errno(err, errno ? -errno : -EIO, "write %s", tmp);
+        if (rename(tmp, path) < 0)
+                return cap_error_errno(err, -errno, "rename %s", tmp);
+        return 0;
+}
+
+static int file_owner(struct volume_backend *b, const char *name, char **owner,
+                      struct cap_error *err)
+{
+        *owner = NULL;
+        _cleanup_free_ char *img = vol_file(b, name, ".img");
+        _cleanup_free_ char *path = vol_file(b, name, ".owner");
+        if (!img || !path)
+                return oom(err);
+        if (access(img, F_OK) < 0)
+                return cap_error_errno(err, -errno, "%s", img);
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f)
+                return errno == ENOENT ? 0 : cap_error_errno(err, -errno, "open %s", path);
+        char buf[128];
+        if (!fgets(buf, sizeof(buf), f))
+                return 0;
+        buf[strcspn(buf, "\n")] = '\0';
+        if (buf[0] && !(*owner = strdup(buf)))
+                return oom(err);
+        return 0;
+}
+
+static int file_create(struct volume_backend *b, const char *name, uint64_t size,
+                       const char *owner, struct cap_error *err)
 {
         _cleanup_free_ char *img = vol_file(b, name, ".img");
         _cleanup_free_ char *tmp = vol_file(b, name, ".img.tmp");
@@ -232,11 +275,13 @@ static int file_create(struct volume_backend *b, const char *name, uint64_t size
                               "root_owner=0:0", tmp,  NULL};
         int r = spawn_check(mkfs, NULL, err);
         if (r == 0) {
-                volume_fault_point("volume-after-mkfs");
+                fault_point("volume-after-mkfs");
                 if (fsync(fd) < 0)
                         r = cap_error_errno(err, -errno, "fsync %s", tmp);
         }
         close(fd);
+        if (r == 0)
+                r = owner_write(b, name, owner, err);
         if (r == 0 && rename(tmp, img) < 0)
                 r = cap_error_errno(err, -errno, "rename %s", tmp);
         if (r < 0) {
@@ -246,7 +291,7 @@ static int file_create(struct volume_backend *b, const char *name, uint64_t size
         _cleanup_close_ int dfd = open(FB(b)->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0 || fsync(dfd) < 0)
                 return cap_error_errno(err, -errno, "fsync %s", FB(b)->dir);
-        volume_fault_point("volume-after-rename");
+        fault_point("volume-after-rename");
         return 0;
 }
 
@@ -258,10 +303,13 @@ static int file_remove(struct volume_backend *b, const char *name, struct cap_er
         _cleanup_free_ char *img = vol_file(b, name, ".img");
         _cleanup_free_ char *tmp = vol_file(b, name, ".img.tmp");
         _cleanup_free_ char *dir = file_path(b, name);
-        if (!img || !tmp || !dir)
+        _cleanup_free_ char *owner = vol_file(b, name, ".owner");
+        if (!img || !tmp || !dir || !owner)
                 return oom(err);
         if (unlink(img) < 0 && errno != ENOENT)
                 return cap_error_errno(err, -errno, "unlink %s", img);
+        if (unlink(owner) < 0 && errno != ENOENT)
+                return cap_error_errno(err, -errno, "unlink %s", owner);
         if (unlink(tmp) < 0 && errno != ENOENT)
                 return cap_error_errno(err, -errno, "unlink %s", tmp);
         if (rmdir(dir) < 0 && errno != ENOENT)
@@ -444,6 +492,7 @@ static void file_free(struct volume_backend *b)
 
 static const struct volume_backend_ops file_ops = {
     .create = file_create,
+    .owner = file_owner,
     .remove = file_remove,
     .resize = file_resize,
     .mount = file_mount,
@@ -455,7 +504,24 @@ static const struct volume_backend_ops file_ops = {
     .free = file_free,
 };
 
-/* Removes DIR/NAME.img.tmp files: creations that never finished and were never acknowledged. */
+static bool has_suffix(const char *s, size_t l, const char *suffix)
+{
+        size_t sl = strlen(suffix);
+        return l > sl && strcmp(s + l - sl, suffix) == 0;
+}
+
+/* Whether DIR/NAME.owner (name = "NAME.owner") has no DIR/NAME.img beside it. */
+static bool owner_without_image(int dfd, const char *name, size_t l)
+{
+        char img[512];
+        if (!has_suffix(name, l, ".owner") || l - 6 + 5 >= sizeof(img))
+                return false;
+        snprintf(img, sizeof(img), "%.*s.img", (int)(l - 6), name);
+        return faccessat(dfd, img, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT;
+}
+
+/* Removes DIR/NAME.img.tmp and DIR/NAME.owner(.tmp) files without an image: creations that never
+ * finished and were never acknowledged, or deletes that a crash interrupted. */
 static void discard_partial(const char *dir)
 {
         DIR *d = opendir(dir);
@@ -464,7 +530,8 @@ static void discard_partial(const char *dir)
         struct dirent *de;
         while ((de = readdir(d))) {
                 size_t l = strlen(de->d_name);
-                if (l > 8 && strcmp(de->d_name + l - 8, ".img.tmp") == 0) {
+                if (has_suffix(de->d_name, l, ".img.tmp") || has_suffix(de->d_name, l, ".owner.tmp") ||
+                    owner_without_image(dirfd(d), de->d_name, l)) {
                         log_warn("volumes: discarding half-created %s/%s", dir, de->d_name);
                         if (unlinkat(dirfd(d), de->d_name, 0) < 0)
                                 log_warn("volumes: unlink %s/%s: %s", dir, de->d_name,

@@ -29,12 +29,14 @@
 
 #include "common/fs.h"
 #include "common/cleanup.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "spawn.h"
 #include "volume.h"
 
 #define LV_PREFIX "vol-"
 #define TAG_INCOMPLETE "capsule_incomplete"
+#define TAG_OWNER_PREFIX "capsule_owner_"
 
 struct lvm_backend {
         struct volume_backend base;
@@ -100,11 +102,26 @@ static bool tag_listed(const char *tags, const char *tag)
         return false;
 }
 
+/* The ID of the first tag "capsule_owner_ID" (malloc'd), NULL when there is none. */
+static char *tag_owner(const char *tags)
+{
+        size_t pl = strlen(TAG_OWNER_PREFIX);
+        for (const char *p = tags; p && *p;) {
+                const char *comma = strchr(p, ',');
+                size_t l = comma ? (size_t)(comma - p) : strlen(p);
+                if (l > pl && strncmp(p, TAG_OWNER_PREFIX, pl) == 0)
+                        return strndup(p + pl, l - pl);
+                p = comma ? comma + 1 : NULL;
+        }
+        return NULL;
+}
+
 void volume_lvm_lvs_free(struct volume_lvm_lv *lvs, size_t n)
 {
         for (size_t i = 0; i < n; i++) {
                 free(lvs[i].lv_name);
                 free(lvs[i].pool_lv);
+                free(lvs[i].owner);
         }
         free(lvs);
 }
@@ -147,7 +164,9 @@ int volume_lvm_parse_lvs(const char *json, struct volume_lvm_lv **out, size_t *n
                         }
                         const char *pct = json_str(o, "data_percent");
                         lv.data_percent = pct && *pct ? strtod(pct, NULL) : 0;
-                        lv.incomplete = tag_listed(json_str(o, "lv_tags"), TAG_INCOMPLETE);
+                        const char *tags = json_str(o, "lv_tags");
+                        lv.incomplete = tag_listed(tags, TAG_INCOMPLETE);
+                        lv.owner = tag_owner(tags);
                         const char *pool = json_str(o, "pool_lv");
                         struct volume_lvm_lv *nl = realloc(lvs, (count + 1) * sizeof(*lvs));
                         if (nl)
@@ -157,6 +176,7 @@ int volume_lvm_parse_lvs(const char *json, struct volume_lvm_lv **out, size_t *n
                         if (!nl || !lv.lv_name || !lv.pool_lv) {
                                 free(lv.lv_name);
                                 free(lv.pool_lv);
+                                free(lv.owner);
                                 r = oom(err);
                                 break;
                         }
@@ -230,6 +250,7 @@ static int lv_find(struct volume_backend *b, const char *name, struct volume_lvm
                         *lv = lvs[i];
                         lv->lv_name = TAKE_PTR(lvs[i].lv_name);
                         lv->pool_lv = TAKE_PTR(lvs[i].pool_lv);
+                        lv->owner = TAKE_PTR(lvs[i].owner);
                         found = 1;
                         break;
                 }
@@ -242,6 +263,7 @@ static void lv_clear(struct volume_lvm_lv *lv)
 {
         free(lv->lv_name);
         free(lv->pool_lv);
+        free(lv->owner);
         *lv = (struct volume_lvm_lv){0};
 }
 
@@ -384,7 +406,7 @@ static int format_lv(const char *dev, struct cap_error *err)
 }
 
 static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
-                      struct cap_error *err)
+                      const char *owner, struct cap_error *err)
 {
         struct volume_lvm_lv lv = {0};
         int r = lv_find(b, name, &lv, err);
@@ -397,15 +419,19 @@ static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
                                      "LV %s/" LV_PREFIX "%s exists", LB(b)->vg, name);
         if (r == 1 && (r = lv_remove(b, name, err)) < 0) /* a half-made one: start again */
                 return r;
-        char sz[32], lvname[128], pool[256];
+        char sz[32], lvname[128], pool[256], owner_tag[128];
         volume_lvm_size_arg(size, sz, sizeof(sz));
+        snprintf(owner_tag, sizeof(owner_tag), TAG_OWNER_PREFIX "%s", owner);
         snprintf(lvname, sizeof(lvname), LV_PREFIX "%s", name);
         snprintf(pool, sizeof(pool), "%s/%s", LB(b)->vg, LB(b)->pool);
         int64_t t0 = now_ms();
-        const char *create[] = {"lvcreate",     "-y", "--thin", "-V", sz,  "--addtag",
-                                TAG_INCOMPLETE, "-n", lvname,   pool, NULL};
+        /* both tags in the metadata commit that creates the LV */
+        const char *create[] = {"lvcreate", "-y",       "--thin",       "-V", sz,     "--addtag",
+                                TAG_INCOMPLETE, "--addtag", owner_tag, "-n", lvname, pool,
+                                NULL};
         if ((r = lvm_run(create, NULL, err)) < 0)
                 return r;
+        fault_point("volume-after-lvcreate");
         int64_t t1 = now_ms();
         _cleanup_free_ char *dev = lv_ref(b, name, true);
         _cleanup_free_ char *ref = lv_ref(b, name, false);
@@ -418,15 +444,32 @@ static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
                 return r;
         }
         int64_t t2 = now_ms();
-        volume_fault_point("volume-after-mkfs");
+        fault_point("volume-after-mkfs");
         const char *done[] = {"lvchange", "--deltag", TAG_INCOMPLETE, ref, NULL};
         if ((r = lvm_run(done, NULL, err)) < 0)
                 return r;
-        volume_fault_point("volume-after-rename");
+        fault_point("volume-after-rename");
         log_info("volumes: lvm: created %s (%s): lvcreate %lld ms, mkfs.ext4 %lld ms, "
                  "lvchange %lld ms",
                  ref, sz, (long long)(t1 - t0), (long long)(t2 - t1), (long long)(now_ms() - t2));
         return 0;
+}
+
+static int lvm_owner(struct volume_backend *b, const char *name, char **owner,
+                     struct cap_error *err)
+{
+        *owner = NULL;
+        struct volume_lvm_lv lv = {0};
+        int r = lv_find(b, name, &lv, err);
+        if (r == 0 || (r == 1 && lv.incomplete)) /* a half-made LV is not a volume yet */
+                r = cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "no LV %s/" LV_PREFIX "%s",
+                                  LB(b)->vg, name);
+        if (r > 0) {
+                *owner = TAKE_PTR(lv.owner);
+                r = 0;
+        }
+        lv_clear(&lv);
+        return r;
 }
 
 static int lvm_remove(struct volume_backend *b, const char *name, struct cap_error *err)
@@ -619,6 +662,7 @@ static void lvm_free(struct volume_backend *b)
 
 static const struct volume_backend_ops lvm_ops = {
     .create = lvm_create,
+    .owner = lvm_owner,
     .remove = lvm_remove,
     .resize = lvm_resize,
     .mount = lvm_mount,

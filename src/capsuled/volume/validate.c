@@ -1,7 +1,6 @@
-/* Pure volume rules (sizes, the test-attach list) and the fault-injection seam; no I/O besides
- * reading the environment, so unit tests link this file alone. */
+/* Pure volume rules (sizes, the test-attach list); no I/O besides reading the environment, so
+ * unit tests link this file alone. */
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,13 +51,4 @@ int volume_parse_attach_list(const char *text,
         }
         free(copy);
         return n;
-}
-
-void volume_fault_point(const char *point)
-{
-        const char *f = getenv("CAPSULE_FAULT");
-        if (!f || strcmp(f, point) != 0)
-                return;
-        log_warn("CAPSULE_FAULT=%s: killing ourselves (test seam)", point);
-        raise(SIGKILL);
 }

@@ -1,12 +1,15 @@
 /* The volume manager (see volume.h): the store says which volumes exist and how large they should
  * be; this file makes the backend match, in an order that a crash anywhere can be repaired from.
  *
- *   create: backend create (format into a temp name, rename) -> store row -> mount.
- *           A crash before the row leaves storage the store does not know: never acknowledged,
- *           removed by volumes_recover. After the row: recover mounts it.
+ *   create: backend create (format into a temp name, rename; the storage records this store's
+ *           id as its owner) -> store row -> mount. A crash before the row leaves storage the
+ *           store does not know but owns: never acknowledged, removed by volumes_recover.
+ *           After the row: recover mounts it.
  *   resize: store row (new desired size) -> backend grow. A crash in between: recover grows.
  *   delete: unmount -> delete the row -> backend remove. A crash after the row: recover removes
- *           the storage; before: the volume is still there, mounted again at start.
+ *           the storage (owned by this store); before: the volume is still there.
+ * Storage without a row that this store does not own is never removed: the store was lost or
+ * replaced (or /perm fell back to a tmpfs), and the data is the operator's. It is adopted.
  * Attachments (which workloads use a volume) are kept in memory and set by the reconciler. */
 #include <errno.h>
 #include <pthread.h>
@@ -15,6 +18,7 @@
 #include <time.h>
 
 #include "common/cleanup.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/names.h"
 #include "common/quantity.h"
@@ -28,6 +32,7 @@ struct attachment {
 
 struct volumes {
         struct store *store;
+        char *store_id; /* recorded as the owner of the storage this store creates */
         struct volume_backend *backend;
         pthread_mutex_t lock;
         struct attachment *att;
@@ -130,6 +135,11 @@ int volumes_open(struct store *st, struct volume_backend *backend, struct volume
         v->store = st;
         v->backend = backend;
         pthread_mutex_init(&v->lock, NULL);
+        int r = store_id(st, &v->store_id, err);
+        if (r < 0) {
+                volumes_close(v);
+                return cap_error_prefix(err, "volumes");
+        }
         const char *ta = getenv("CAPSULE_TEST_ATTACH");
         if (ta && *ta && volume_parse_attach_list(ta, test_attach, v) < 0)
                 log_warn("volumes: CAPSULE_TEST_ATTACH=%s: expected VOLUME:WORKLOAD[,...]; ignored",
@@ -147,6 +157,7 @@ void volumes_close(struct volumes *v)
                 free(v->att[i].workload);
         }
         free(v->att);
+        free(v->store_id);
         v->backend->ops->free(v->backend);
         pthread_mutex_destroy(&v->lock);
         free(v);
@@ -206,6 +217,34 @@ nomem:
         return oom(err);
 }
 
+/* For `name`, which the store has no row for. 1: this store made its storage and never
+ * acknowledged it (a create or delete a crash interrupted), the caller may remove it. 0: it was
+ * made by another store or before owners were recorded; it has been adopted (row added with the
+ * storage's size, data kept). -ENOENT: there is no (whole) storage. Other negative: error. */
+static int orphan_settle_locked(struct volumes *v, const char *name, struct cap_error *err)
+{
+        const struct volume_backend_ops *ops = v->backend->ops;
+        _cleanup_free_ char *owner = NULL;
+        int r = ops->owner(v->backend, name, &owner, err);
+        if (r < 0)
+                return r;
+        if (owner && strcmp(owner, v->store_id) == 0)
+                return 1;
+        uint64_t size = 0, used = 0;
+        bool mounted = false;
+        if ((r = ops->stat(v->backend, name, &size, &used, &mounted, err)) < 0)
+                return r;
+        if ((r = store_put_volume(v->store, name, size, v->backend->name, err)) < 0)
+                return r;
+        char sz[QUANTITY_BUF_SIZE];
+        log_warn("volumes: adopted %s (%s, data kept): its storage was made by %s%s, not by this "
+                 "store (%s); the store was lost or replaced. `capsulectl volume rm %s` deletes it",
+                 name, quantity_format_bytes(size, sz, sizeof(sz)),
+                 owner ? "store " : "a store that recorded no owner", owner ? owner : "",
+                 v->store_id, name);
+        return 0;
+}
+
 int volume_create(struct volumes *v, const char *name, uint64_t size, bool *created,
                   struct volume_info *out, struct cap_error *err)
 {
@@ -239,10 +278,21 @@ int volume_create(struct volumes *v, const char *name, uint64_t size, bool *crea
                 *err = gerr;
                 goto out;
         }
-        /* Storage without a row was never acknowledged (recover removes such leftovers too). */
+        /* Storage without a row: our own unacknowledged leftover is removed; another store's
+         * volume is adopted, and then answers like any existing volume. */
+        r = orphan_settle_locked(v, name, err);
+        if (r == 0) {
+                pthread_mutex_unlock(&v->lock);
+                store_volume_free(&row);
+                return volume_create(v, name, size, created, out, err);
+        }
+        if (r == -ENOENT)
+                cap_error_clear(err);
+        else if (r < 0)
+                goto out;
         r = ops->remove(v->backend, name, err);
         if (r == 0)
-                r = ops->create(v->backend, name, size, err);
+                r = ops->create(v->backend, name, size, v->store_id, err);
         if (r < 0)
                 goto out;
         r = store_put_volume(v->store, name, size, v->backend->name, err);
@@ -251,7 +301,7 @@ int volume_create(struct volumes *v, const char *name, uint64_t size, bool *crea
                 ops->remove(v->backend, name, &ignored);
                 goto out;
         }
-        volume_fault_point("volume-after-store");
+        fault_point("volume-after-store");
         r = ops->mount(v->backend, name, err);
         if (r < 0) {
                 struct cap_error ignored = {0};
@@ -501,15 +551,26 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                         known = strcmp(rows[j].name, names[i]) == 0;
                 if (known)
                         continue;
-                log_warn(
-                    "volumes: removing %s: its storage exists but the store has no such volume "
-                    "(an interrupted create or delete)",
-                    names[i]);
                 cap_error_clear(&e);
-                if (ops->remove(v->backend, names[i], &e) < 0) {
-                        log_error("volumes: remove %s: %s", names[i], e.msg);
+                int mine = orphan_settle_locked(v, names[i], &e);
+                if (mine == 1) {
+                        log_warn("volumes: removing %s: this store made its storage but has no "
+                                 "such volume (an interrupted create or delete)",
+                                 names[i]);
+                        if (ops->remove(v->backend, names[i], &e) < 0)
+                                mine = e.code;
+                }
+                if (mine < 0) {
+                        log_error("volumes: %s: %s", names[i], e.msg);
                         keep_first(&first, &e);
                 }
+        }
+        if (nnames > 0) { /* the rows adopted above */
+                store_volumes_free(rows, nrows);
+                rows = NULL;
+                nrows = 0;
+                if ((r = store_list_volumes(v->store, &rows, &nrows, err)) < 0)
+                        goto out;
         }
         int mounted = 0;
         for (size_t j = 0; j < nrows; j++) {
@@ -528,7 +589,8 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                             "volumes: %s is in the store but its storage is missing: creating it "
                             "empty (its data, if it had any, is lost)",
                             row->name);
-                        if (ops->create(v->backend, row->name, row->size_bytes, &e) < 0)
+                        if (ops->create(v->backend, row->name, row->size_bytes, v->store_id,
+                                        &e) < 0)
                                 goto failed;
                 }
                 uint64_t size = 0, used = 0;

@@ -13,8 +13,9 @@
  *     under them. All its functions are thread-safe (one lock; they are short or rare).
  *
  * Test seams (read from the environment, documented in docs/cli.md#volumes):
- *   CAPSULE_FAULT=volume-after-mkfs|volume-after-rename|volume-after-store
- *       kill -9 ourselves at that step of a create, to test crash recovery;
+ *   CAPSULE_FAULT=[powercut:]volume-after-lvcreate|volume-after-mkfs|volume-after-rename|
+ *                 volume-after-store
+ *       crash (or cut the power, on a Capsule) at that step of a create (common/fault.h);
  *   CAPSULE_TEST_ATTACH=VOLUME:WORKLOAD[,...]  mark volumes attached at start, for host-mode
  *       tests that have no reconciler yet. */
 #pragma once
@@ -37,9 +38,15 @@ struct volume_backend;
 struct volume_backend_ops {
         /* Creates and formats an empty volume of `size` bytes; not mounted yet. A crash inside
          * leaves either a whole volume or nothing that list() reports (half-made volumes are
-         * discarded when the backend is opened again). -EEXIST if it exists. */
+         * discarded when the backend is opened again). -EEXIST if it exists. `owner` (the
+         * creating store's id, [0-9a-f]+) is recorded with the storage in the same step that
+         * makes it whole, so owner() of a whole volume always answers it. */
         int (*create)(struct volume_backend *b, const char *name, uint64_t size,
-                      struct cap_error *err);
+                      const char *owner, struct cap_error *err);
+        /* The owner recorded at create (malloc'd), or *owner = NULL for storage made before
+         * owners were recorded. -ENOENT when absent. */
+        int (*owner)(struct volume_backend *b, const char *name, char **owner,
+                     struct cap_error *err);
         /* Unmounts (if mounted) and destroys the volume and its data. Missing volume: 0. */
         int (*remove)(struct volume_backend *b, const char *name, struct cap_error *err);
         /* Grows to new_size (>= the current size; smaller is -EINVAL). Online when mounted: the
@@ -71,7 +78,8 @@ struct volume_backend {
 };
 
 /* The file backend (host mode): volumes under DIR (created if missing) as DIR/NAME.img,
- * mounted at DIR/NAME. Discards half-created images (DIR/NAME.img.tmp) on open. */
+ * mounted at DIR/NAME, owner in DIR/NAME.owner. Discards half-created images (DIR/NAME.img.tmp)
+ * and owner files without an image on open. */
 int volume_file_backend_new(const char *dir, struct volume_backend **out, struct cap_error *err);
 
 /* The LVM thin backend (on a Capsule, lvm.c): each volume NAME is a thin LV VG/vol-NAME in the
@@ -100,8 +108,11 @@ int volumes_open(struct store *st, struct volume_backend *backend, struct volume
                  struct cap_error *err);
 void volumes_close(struct volumes *v);
 
-/* Makes storage match the store, at start: removes volumes the store does not hold (creations a
- * crash interrupted before they were acknowledged), recreates a volume whose row exists but whose
+/* Makes storage match the store, at start. Storage the store does not hold is removed only when
+ * this store made it (owner = the store's id: a create a crash interrupted before it was
+ * acknowledged, or a delete after it was); storage made by another store or with no owner (the
+ * store was lost, replaced, or PID 1 fell back to a tmpfs /perm) is adopted: its row is added
+ * with its current size and its data is kept, never deleted. Recreates a volume whose row exists but whose
  * storage is missing (logged loudly), finishes interrupted grows, mounts what is not mounted.
  * Idempotent. Continues past per-volume failures; returns the first one. */
 int volumes_recover(struct volumes *v, struct cap_error *err);
@@ -150,6 +161,7 @@ struct volume_lvm_lv {
         uint64_t size_bytes;
         double data_percent; /* thin LVs: share of the size allocated in the pool; else 0 */
         bool incomplete;     /* tagged capsule_incomplete: a create that did not finish */
+        char *owner;         /* from the tag capsule_owner_ID; NULL when untagged */
 };
 /* Parses that report (every "lv" array of every "report" entry); INTERNAL on malformed output. */
 int volume_lvm_parse_lvs(const char *json, struct volume_lvm_lv **out, size_t *n,
@@ -159,6 +171,3 @@ void volume_lvm_lvs_free(struct volume_lvm_lv *lvs, size_t n);
 int volume_lvm_size_arg(uint64_t bytes, char *buf, size_t len);
 /* The volume name of LV "vol-NAME", or NULL for any other LV (perm, pool, ...). */
 const char *volume_lvm_volume_name(const char *lv_name);
-
-/* If $CAPSULE_FAULT equals `point`, logs it and kills the process with SIGKILL (a crash). */
-void volume_fault_point(const char *point);
