@@ -4,7 +4,7 @@
  *   CAPSULE_FAULT=POINT            the process kills itself with SIGKILL (a crash of capsuled);
  *   CAPSULE_FAULT=powercut:POINT   the machine powers off at once, without sync (a power cut:
  *                                  dirty page cache and uncommitted dm-thin transactions are lost).
- * powercut is honoured only on a Capsule (our parent is PID 1 and PID 1 is capsuled); anywhere
+ * powercut is honoured only on a Capsule (our parent is PID 1 and PID 1 runs our binary); anywhere
  * else it degrades to SIGKILL, so a test can never power off a development host. On a Capsule the
  * variable comes from the kernel command line (PID 1 passes it to `capsuled serve`); tests set it
  * with `scripts/capsule-up --direct --append CAPSULE_FAULT=...`. Unset in production. */

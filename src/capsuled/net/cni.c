@@ -61,7 +61,12 @@ int cni_config_init(struct cni_config *c, const char *root, bool os_mode, struct
                 c->netns_dir = dup_or_null("/run/capsule/netns", &failed);
         else if (asprintf(&c->netns_dir, "%s/netns", root) < 0)
                 c->netns_dir = NULL, failed = true;
-        if (asprintf(&c->state_dir, "%s/cni", root) < 0)
+        /* On a Capsule the IPAM leases and the ADD cache live as long as what they describe
+         * (netns, veths, iptables rules): until the next boot. Kept on /perm they would outlive
+         * a reboot and make the first ADD after it fail with "duplicate allocation". */
+        if (os_mode)
+                c->state_dir = dup_or_null("/run/capsule/cni", &failed);
+        else if (asprintf(&c->state_dir, "%s/cni", root) < 0)
                 c->state_dir = NULL, failed = true;
         if (failed) {
                 cni_config_free(c);

@@ -56,7 +56,8 @@ struct cni_attachment {
 };
 
 /* Fills defaults: plugin_dir /usr/lib/cni, network "capsule", bridge capsule0, 10.88.0.0/16;
- * OS mode: netns /run/capsule/netns, state ROOT/cni; host mode: ROOT/netns, ROOT/cni. */
+ * OS mode: netns /run/capsule/netns, state (IPAM leases, ADD cache) /run/capsule/cni, both gone
+ * at reboot like the veths and rules they describe; host mode: ROOT/netns, ROOT/cni. */
 int cni_config_init(struct cni_config *c, const char *root, bool os_mode, struct cap_error *err);
 void cni_config_free(struct cni_config *c);
 /* The same, heap-allocated (for struct serve_ctx); destroy frees both. NULL: err filled. */

@@ -14,7 +14,11 @@
  * without the tag always holds a whole filesystem. list() never reports tagged LVs and opening the
  * backend removes them (creations that never finished and were never acknowledged). Grows are
  * lvextend then resize2fs; both are idempotent, so a grow a crash interrupted is finished by the
- * next resize() (the manager's recovery calls it at every start). */
+ * next resize() (the manager's recovery calls it at every start). The same lvcreate also sets
+ * "capsule_owner_ID" (the creating store's id), which owner() reports.
+ *
+ * PID 1 activates only LV perm; each volume LV (and with it the pool) is activated here when it is
+ * mounted, so an LV that cannot be activated costs that volume only. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
