@@ -59,6 +59,7 @@ class Machine:
         self.capsulectl = os.path.join(build_dir, "src/capsulectl/capsulectl")
         self.consoles = []  # serial logs of every boot, oldest first
         self.deploy_example = False  # capsule-up's default (the README's run command) deploys hello
+        self.image = os.path.join(IMAGE_DIR, "capsule.raw")
 
     @property
     def serial(self):
@@ -87,7 +88,7 @@ class Machine:
                "--build-dir", self.build_dir, "--config-dir", self.config_dir,
                "--work-dir", self.work, "--port", str(self.port), "--memory", "2048",
                "--cpus", "2", "--timeout", str(timeout),
-               "--image", os.path.join(IMAGE_DIR, "capsule.raw")]
+               "--image", self.image]
         if keep_disk:
             cmd.append("--keep-disk")
         if not self.deploy_example:
@@ -270,6 +271,43 @@ def scenario_firstboot_powercut(m):
     con = m.console()
     check("perm: initialised" in con, "the second boot finished the interrupted setup")
     check("tmpfs, nothing will survive" not in con, "/perm is not the tmpfs fallback")
+    check(m.ctl("health").returncode == 0, "health OK")
+
+
+def esp_image_with_config(m, machine_yaml):
+    """A copy of the e2e image (sparse) whose ESP carries EFI/capsule/machine.yaml, as an operator
+    drops it there after writing the image to a disk."""
+    raw = os.path.join(m.work, "capsule.raw")
+    subprocess.run(["cp", "--sparse=always", os.path.join(IMAGE_DIR, "capsule.raw"), raw], check=True)
+    table = json.loads(subprocess.run(["sfdisk", "--json", raw], check=True, text=True,
+                                      stdout=subprocess.PIPE).stdout)["partitiontable"]
+    esp = next(p for p in table["partitions"] if p.get("name") == "EFI")
+    target = f"{raw}@@{esp['start'] * table.get('sectorsize', 512)}"
+    cfg = os.path.join(m.work, "machine.yaml")
+    with open(cfg, "w") as f:
+        f.write(machine_yaml)
+    subprocess.run(["mcopy", "-o", "-i", target, cfg, "::/EFI/capsule/machine.yaml"], check=True)
+    return raw
+
+
+def scenario_esp_static(m):
+    """Machine config from the ESP (not the one baked into the image) with a static address."""
+    with open(os.path.join(m.config_dir, "machine.yaml")) as f:
+        cfg = f.read()
+    check("hostname: capsule-e2e" in cfg and "network:\n  dhcp: true" in cfg,
+          "the e2e machine config has the expected shape")
+    # QEMU user networking: 10.0.2.0/24, gateway .2, DNS .3; hostfwd targets 10.0.2.15
+    cfg = cfg.replace("hostname: capsule-e2e", "hostname: capsule-static").replace(
+        "network:\n  dhcp: true",
+        "network:\n  dhcp: false\n  address: 10.0.2.15/24\n  gateway: 10.0.2.2\n"
+        "  dns: [10.0.2.3]")
+    m.image = esp_image_with_config(m, cfg)
+    m.boot()
+    con = m.console()
+    check("perm: machine config installed from the ESP" in con, "first boot took the ESP's config")
+    check("network: hostname capsule-static, static address" in con, "static address configured")
+    check("leased" not in con, "no DHCP lease was asked for")
+    check("capsule-static" in m.ctl("version").stdout, "the API answers on the static address")
     check(m.ctl("health").returncode == 0, "health OK")
 
 
