@@ -8,6 +8,7 @@
 #include "driver.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -205,6 +206,30 @@ static void chain_next(const char *parent, const char *diff_id, char out[72])
         ctrd_sha256_digest(buf, (size_t)n, out);
 }
 
+/* Makes the files a layer unpack wrote into a snapshot durable (syncfs of the filesystem holding
+ * the snapshot's directory) before the snapshot is committed: containerd's Diff.Apply does not
+ * sync, and a power cut after an acknowledged push or pull must not leave an image whose files
+ * are empty. The directory is the bind mount's source (first layer) or overlay's upperdir. */
+static int snapshot_sync(const struct ctrd_mounts *mounts, struct cap_error *err)
+{
+        for (size_t i = 0; i < mounts->n; i++) {
+                const Containerd__Types__Mount *m = mounts->v[i];
+                const char *dir = NULL;
+                if (m->type && strcmp(m->type, "bind") == 0)
+                        dir = m->source;
+                for (size_t j = 0; !dir && j < m->n_options; j++)
+                        if (strncmp(m->options[j], "upperdir=", 9) == 0)
+                                dir = m->options[j] + 9;
+                if (!dir || dir[0] != '/')
+                        continue;
+                _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0 || syncfs(fd) < 0)
+                        return cap_error_errno(err, -errno, "sync unpacked layer %s", dir);
+                return 0;
+        }
+        return 0;
+}
+
 /* Unpacks one layer onto parent under the name chain (already known to be missing). */
 static int unpack_layer(struct ctrd_client *cl, const struct ctrd_descriptor *layer,
                         const char *parent, const char *chain, const char *want_diff_id,
@@ -219,6 +244,8 @@ static int unpack_layer(struct ctrd_client *cl, const struct ctrd_descriptor *la
         if (r < 0)
                 return r;
         r = ctrd_diff_apply(cl, layer, &mounts, &diff_id, err);
+        if (r == 0)
+                r = snapshot_sync(&mounts, err);
         ctrd_mounts_clear(&mounts);
         if (r == 0 && strcmp(diff_id, want_diff_id) != 0)
                 r = cap_error_set(err, -EINVAL, CAP_DATA_LOSS,
@@ -475,9 +502,12 @@ int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid
         r = ctrd_task_create(c->client, run->name, &mounts, &io, NULL, err);
         int64_t T3 = dbg_ms();
         ctrd_mounts_clear(&mounts);
+        if (r == 0 && run->before_start)
+                r = run->before_start(run->before_start_ud, err);
+        int64_t T4 = dbg_ms();
         if (r == 0)
                 r = ctrd_task_start(c->client, run->name, NULL, pid, err);
-        log_debug("DBG ctrd %s: snap %lld create %lld taskcreate %lld start %lld", run->name, (long long)(T1-T0), (long long)(T2-T1), (long long)(T3-T2), (long long)(dbg_ms()-T3));
+        log_debug("DBG ctrd %s: snap %lld create %lld taskcreate %lld wait %lld start %lld", run->name, (long long)(T1-T0), (long long)(T2-T1), (long long)(T3-T2), (long long)(T4-T3), (long long)(dbg_ms()-T4));
         if (r < 0) {
                 ctrd_container_remove(c, run->name, &e2);
                 return r;
