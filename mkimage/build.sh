@@ -64,7 +64,7 @@ if [ "$no_build" = 0 ]; then
                 meson setup "$build_dir" "$src" >"$out/meson-setup.log" 2>&1 ||
                         { cat "$out/meson-setup.log" >&2; exit 1; }
         fi
-        targets="src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook"
+        targets="src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook src/capsuled/capsule-log-writer"
         if grep -q "capsule-guest/capsule-guest:" "$build_dir/build.ninja"; then
                 targets="$targets src/capsule-guest/capsule-guest"
         fi
@@ -73,7 +73,7 @@ if [ "$no_build" = 0 ]; then
 else
         step "using the binaries already built in $build_dir"
 fi
-for b in src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook; do
+for b in src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook src/capsuled/capsule-log-writer; do
         [ -x "$build_dir/$b" ] || { echo "mkimage: $build_dir/$b missing" >&2; exit 1; }
 done
 
@@ -121,6 +121,8 @@ step "staging root filesystem"
 strip_into "$build_dir/src/capsuled/capsuled" "$root/usr/bin/capsuled" 755
 strip_into "$build_dir/src/capsulectl/capsulectl" "$root/usr/bin/capsulectl" 755
 strip_into "$build_dir/src/capsuled/capsule-dhcp-hook" "$root/usr/libexec/capsule/dhcp-hook" 755
+# libc-only log writer the shim starts per task (capsuled's own would load ~90 libraries each time)
+strip_into "$build_dir/src/capsuled/capsule-log-writer" "$root/usr/libexec/capsule/log-writer" 755
 [ -x "$build_dir/src/capsule-guest/capsule-guest" ] &&
         strip_into "$build_dir/src/capsule-guest/capsule-guest" "$root/usr/bin/capsule-guest" 755
 ln -s ../bin/capsuled "$root/usr/sbin/init"

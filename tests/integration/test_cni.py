@@ -135,7 +135,13 @@ class CniTest(unittest.TestCase):
             return []
         return [n for n in os.listdir(d) if not n.startswith("last_reserved_ip") and n != "lock"]
 
+    def masquerade_rule(self):
+        """The network's one masquerade rule (instead of the bridge plugin's ipMasq chains)."""
+        return f"-A POSTROUTING -s {SUBNET} ! -o {BRIDGE} " in nat_rules()
+
     def assert_clean(self, wl, cid, ip):
+        """After the teardown of the last workload of the network."""
+        self.assertFalse(self.masquerade_rule(), "the masquerade rule outlived the last workload")
         links = sh("ip", "-o", "link").stdout
         self.assertNotIn(f"master {BRIDGE}", links, "a veth is still on the bridge")
         rules = nat_rules()
@@ -157,6 +163,7 @@ class CniTest(unittest.TestCase):
         self.assertEqual(a["prefix"], 24)
         self.assertEqual(a["gateway"], SUBNET.rsplit(".", 1)[0] + ".1")
         self.assertEqual(len(self.leases()), 1)
+        self.assertTrue(self.masquerade_rule())
         # /etc/hosts and /etc/resolv.conf for the container driver to bind-mount
         with open(a["hosts"]) as f:
             self.assertIn(f"{a['ip']}\tweb\n", f.read())
@@ -164,7 +171,7 @@ class CniTest(unittest.TestCase):
             resolv = f.read()
         self.assertIn("nameserver ", resolv)
         self.assertNotIn("nameserver 127.", resolv)
-        # lo is up inside (loopback plugin), eth0 has the address
+        # lo is up inside (brought up by cni.c), eth0 has the address
         addrs = sh("nsenter", f"--net={a['netns']}", "ip", "-o", "-4", "addr").stdout
         self.assertIn("127.0.0.1/8", addrs)
         self.assertIn(a["ip"] + "/24", addrs)
@@ -221,6 +228,7 @@ class CniTest(unittest.TestCase):
         self.assertEqual(rc.stdout, "two\n")
         self.tool("teardown", "one", "one%08x" % os.getpid())
         self.assertEqual(http_get("127.0.0.1", HOSTPORT + 1), (0, "two\n"))
+        self.assertTrue(self.masquerade_rule(), "removed while a workload still needs it")
 
     def test_bad_names(self):
         p = self.tool("setup", "Bad_Name", "x1", check=False)

@@ -439,13 +439,6 @@ int ctrd_image_with_rootfs(struct ctrd *c, const char *chain_id, ctrd_rootfs_fn 
 
 /* ---- containers ---- */
 
-#include <time.h>
-static int64_t dbg_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid,
                        struct cap_error *err)
 {
@@ -455,7 +448,6 @@ int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid
         int r;
 
         snprintf(gen, sizeof(gen), "%llu", (unsigned long long)run->generation);
-        int64_t T0 = dbg_ms();
         r = ctrd_snapshot_prepare(c->client, run->name, run->chain_id, &mounts, err);
         if (r < 0 && is_status(err, CAP_ALREADY_EXISTS)) {
                 /* A leftover from an interrupted run or remove: it may hold another image. */
@@ -486,9 +478,7 @@ int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid
             .labels = labels,
             .n_labels = ARRAY_SIZE(labels),
         };
-        int64_t T1 = dbg_ms();
         r = ctrd_container_create(c->client, &cc, err);
-        int64_t T2 = dbg_ms();
         if (r < 0) {
                 bool exists = is_status(err, CAP_ALREADY_EXISTS);
                 ctrd_mounts_clear(&mounts);
@@ -500,14 +490,11 @@ int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid
                                 .stderr_path = run->stderr_path,
                                 .terminal = run->terminal};
         r = ctrd_task_create(c->client, run->name, &mounts, &io, NULL, err);
-        int64_t T3 = dbg_ms();
         ctrd_mounts_clear(&mounts);
         if (r == 0 && run->before_start)
                 r = run->before_start(run->before_start_ud, err);
-        int64_t T4 = dbg_ms();
         if (r == 0)
                 r = ctrd_task_start(c->client, run->name, NULL, pid, err);
-        log_debug("DBG ctrd %s: snap %lld create %lld taskcreate %lld wait %lld start %lld", run->name, (long long)(T1-T0), (long long)(T2-T1), (long long)(T3-T2), (long long)(T4-T3), (long long)(dbg_ms()-T4));
         if (r < 0) {
                 ctrd_container_remove(c, run->name, &e2);
                 return r;

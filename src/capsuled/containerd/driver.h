@@ -52,10 +52,15 @@ struct ctrd_run {
         const char *stdout_path;
         const char *stderr_path;
         bool terminal; /* must match the spec's process.terminal */
+        /* Called once the task exists and before it starts (NULL: none), e.g. to finish the
+         * network its namespace joins; failing it fails the run. */
+        int (*before_start)(void *ud, struct cap_error *err);
+        void *before_start_ud;
 };
 
-/* Prepares the snapshot, creates the container and its task, starts it; returns the pid. On
- * failure removes what it created. ALREADY_EXISTS if a container NAME exists (remove it first). */
+/* Prepares the snapshot, creates the container and its task, calls before_start, starts the task;
+ * returns the pid. On failure removes what it created. ALREADY_EXISTS if a container NAME exists
+ * (remove it first). */
 int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid,
                        struct cap_error *err);
 

@@ -1,7 +1,8 @@
 /* Workload logs: one file per workload, ROOT/logs/NAME.log, plus one rotated file NAME.log.1.
  *
- * Writing: containerd's shim starts `capsuled log-writer PATH` for each task (a binary:// log URI):
- * the task's stdout and stderr arrive on fds 3 and 4; fd 5 is closed to say "ready". The writer
+ * Writing: containerd's shim starts `capsule-log-writer log-writer PATH` (writer.c as a libc-only
+ * program; `capsuled log-writer PATH` where it is not installed) for each task (a binary:// log
+ * URI): the task's stdout and stderr arrive on fds 3 and 4; fd 5 is closed to say "ready". The writer
  * lives beside the shim, not in `capsuled serve`, so logs keep flowing while the control plane
  * restarts. Each record is one line:
  *     2026-11-29T21:57:32.262123456Z stdout F the line's text
@@ -22,7 +23,8 @@
 #define LOGS_MAX_LINE (16 * 1024)
 #define LOGS_DEFAULT_CAP (10 * 1024 * 1024)
 
-/* Entry point of `capsuled log-writer PATH [CAP_BYTES]`. */
+/* Entry point of `capsuled log-writer PATH [CAP_BYTES]` and of capsule-log-writer (writer.c);
+ * argv[0] is "log-writer". */
 int logwriter_main(int argc, char **argv);
 
 /* ROOT/logs/NAME.log (malloc'd). */

@@ -3,12 +3,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <net/if.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -598,15 +598,17 @@ static int masq_lock(const struct cni_config *c, struct cap_error *err)
         return fd;
 }
 
-/* Runs `iptables -t nat OP POSTROUTING <the network's masquerade rule>`; returns its exit code. */
+/* Runs `iptables -t nat OP POSTROUTING <the network's masquerade rule>`; returns its exit code
+ * (err filled for a failed -A/-D), or negative when it could not run. */
 static int masq_iptables(const struct cni_config *c, const char *op, struct cap_error *err)
 {
         _cleanup_free_ char *comment = NULL;
         if (asprintf(&comment, "capsule network %s: masquerade", c->network_name) < 0)
                 return oom(err);
-        const char *argv[] = {"iptables", "-w",     "-t",      "nat",   op,        "POSTROUTING",
-                              "-s",       c->subnet, "!",      "-o",    c->bridge, "-m",
-                              "comment",  "--comment", comment, "-j",  "MASQUERADE", NULL};
+        const char *argv[] = {"iptables", "-w", "-t", "nat", op, "POSTROUTING",
+                              "-s", c->subnet, "!", "-o", c->bridge,
+                              "-m", "comment", "--comment", comment,
+                              "-j", "MASQUERADE", NULL};
         struct spawn_result res;
         int r = spawn_run(argv, NULL, &res, err);
         if (r == 0)
@@ -895,6 +897,11 @@ int cni_setup_begin(const struct cni_config *c, const char *workload, const char
 const char *cni_setup_netns(const struct cni_setup_job *job)
 {
         return job->netns;
+}
+
+const char *cni_setup_adopted_ip(const struct cni_setup_job *job)
+{
+        return job->adopted ? job->att.ip : NULL;
 }
 
 int cni_setup_end(struct cni_setup_job *job, struct cni_attachment *out, struct cap_error *err)

@@ -83,6 +83,8 @@ int cni_setup_begin(const struct cni_config *c, const char *workload, const char
                     const struct cni_port *ports, size_t n_ports, struct cni_setup_job **job,
                     struct cap_error *err);
 const char *cni_setup_netns(const struct cni_setup_job *job);
+/* The address when begin adopted an earlier setup (known at once), else NULL. */
+const char *cni_setup_adopted_ip(const struct cni_setup_job *job);
 int cni_setup_end(struct cni_setup_job *job, struct cni_attachment *out, struct cap_error *err);
 
 /* Runs CHECK on the whole chain for a set-up container (e.g. on resync). */

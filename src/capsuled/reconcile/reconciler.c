@@ -1,9 +1,11 @@
-/* Implementation of the reconciler (see reconciler.h). One thread; container operations run
- * without the state lock, status updates take it briefly. */
+/* Implementation of the reconciler (see reconciler.h). One thread runs the passes; a pass works
+ * on up to RECONCILE_PARALLEL workloads at once (each on one thread at a time). Container
+ * operations run without the state lock, status updates take it briefly. */
 #include "reconciler.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,7 @@ struct reconciler {
         bool started;
         pthread_mutex_t lock;
         pthread_cond_t cond;      /* kicks and pass completion */
+        pthread_mutex_t image_lock; /* serialises image pulls and unpacks of a pass's workloads */
         bool kicked, stopping;
         uint64_t passes_started, passes_done;
         struct wl_state *states;
@@ -128,6 +131,7 @@ struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
         }
         r->ctx = ctx;
         pthread_mutex_init(&r->lock, NULL);
+        pthread_mutex_init(&r->image_lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -214,7 +218,26 @@ static void remove_container(struct reconciler *r, const char *name, bool detach
                 serve_workload_detached(r->ctx, name);
 }
 
-/* Creates and starts the container of spec. Returns 0 or fills err. */
+struct network_wait {
+        struct serve_ctx *ctx;
+        const Capsule__V1__WorkloadSpec *spec;
+        struct serve_workload_env *env;
+        int64_t waited_ns;
+};
+
+/* ctrd_run.before_start: the network's plugins ran while the container and its task were being
+ * created; the workload's process starts only once its network is up. */
+static int network_wait(void *ud, struct cap_error *err)
+{
+        struct network_wait *nw = ud;
+        int64_t t = mono_ns();
+        int r = serve_workload_attach_end(nw->ctx, nw->spec, nw->env, err);
+        nw->waited_ns = mono_ns() - t;
+        return r;
+}
+
+/* Creates and starts the container of spec, setting up its network meanwhile. Returns 0 or fills
+ * err. */
 static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule__V1__WorkloadSpec *spec,
                         uint64_t generation, struct cap_error *err)
 {
@@ -224,7 +247,11 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
 
         int64_t t0 = mono_ns();
         set_phase(r, s, CAPSULE__V1__PHASE__PULLING, "ensuring image %s", spec->image);
-        if (serve_image_ensure(ctx, spec->image, spec->pull_policy, &digest, &config_json, &chain_id, err) < 0)
+        /* one at a time: two workloads of one image must not pull or unpack it twice at once */
+        pthread_mutex_lock(&r->image_lock);
+        int ir = serve_image_ensure(ctx, spec->image, spec->pull_policy, &digest, &config_json, &chain_id, err);
+        pthread_mutex_unlock(&r->image_lock);
+        if (ir < 0)
                 return cap_error_prefix(err, "image %s", spec->image);
         pthread_mutex_lock(&r->lock);
         snprintf(s->image_digest, sizeof(s->image_digest), "%s", digest ? digest : "");
@@ -233,7 +260,7 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating container");
         int64_t t1 = mono_ns();
         struct serve_workload_env wenv = {0};
-        if (serve_workload_attach(ctx, spec, &wenv, err) < 0)
+        if (serve_workload_attach_begin(ctx, spec, &wenv, err) < 0)
                 return -1;
         int64_t t2 = mono_ns();
         struct spec_options so = {
@@ -253,11 +280,13 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         }
         log_path = logs_path(ctx->root, spec->name);
         log_esc = log_path ? uri_escape(log_path) : NULL;
-        exe_esc = uri_escape(ctx->self_exe);
+        exe_esc = uri_escape(ctx->log_writer);
         if (!log_esc || !exe_esc || asprintf(&log_uri, "binary://%s?log-writer=%s", exe_esc, log_esc) < 0) {
                 serve_workload_env_free(&wenv);
+                serve_workload_detached(ctx, spec->name);
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
+        struct network_wait nw = {.ctx = ctx, .spec = spec, .env = &wenv};
         struct ctrd_run run = {
                 .name = spec->name,
                 .generation = generation,
@@ -266,6 +295,8 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
                 .chain_id = chain_id,
                 .stdout_path = log_uri,
                 .stderr_path = log_uri,
+                .before_start = network_wait,
+                .before_start_ud = &nw,
         };
         uint32_t pid = 0;
         rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
@@ -280,8 +311,9 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
                 return rc;
         }
         int64_t t3 = mono_ns();
-        log_debug("run %s: image %lld ms, volumes+network %lld ms, create+start %lld ms", spec->name,
-                  (long long)(t1 - t0) / 1000000, (long long)(t2 - t1) / 1000000, (long long)(t3 - t2) / 1000000);
+        log_debug("run %s: image %lld ms, volumes+network start %lld ms, create+start %lld ms "
+                  "(of which waiting for the network %lld ms)", spec->name, (long long)(t1 - t0) / 1000000,
+                  (long long)(t2 - t1) / 1000000, (long long)(t3 - t2) / 1000000, (long long)nw.waited_ns / 1000000);
         pthread_mutex_lock(&r->lock);
         s->phase = CAPSULE__V1__PHASE__RUNNING;
         s->pid = pid;
@@ -469,6 +501,58 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
         return 0;
 }
 
+/* The workloads of one pass, handed out to up to RECONCILE_PARALLEL threads. */
+struct pass_work {
+        struct reconciler *r;
+        const struct store_workload *ws;
+        size_t n;
+        struct actual_list *actual;
+        atomic_size_t next;
+        pthread_mutex_t lock; /* for wake */
+        int64_t wake;
+};
+
+static void *pass_worker(void *arg)
+{
+        struct pass_work *pw = arg;
+        for (size_t i; (i = atomic_fetch_add(&pw->next, 1)) < pw->n;) {
+                const struct store_workload *w = &pw->ws[i];
+                Capsule__V1__WorkloadSpec *spec = capsule__v1__workload_spec__unpack(NULL, w->spec_len, w->spec);
+                if (!spec) {
+                        log_error("reconcile: workload %s: stored spec does not decode", w->name);
+                        continue;
+                }
+                int64_t t = reconcile_one(pw->r, w, spec, find_actual(pw->actual, w->name));
+                capsule__v1__workload_spec__free_unpacked(spec, NULL);
+                pthread_mutex_lock(&pw->lock);
+                if (t && (!pw->wake || t < pw->wake))
+                        pw->wake = t;
+                pthread_mutex_unlock(&pw->lock);
+        }
+        return NULL;
+}
+
+/* reconcile_one for every desired workload, several at once (each one's work is mostly waiting
+ * on containerd, runc and the CNI plugins), so that workloads applied together start together.
+ * Returns the earliest deadline asked for (0 = none). */
+static int64_t reconcile_all(struct reconciler *r, const struct store_workload *ws, size_t n,
+                             struct actual_list *actual)
+{
+        struct pass_work pw = {.r = r, .ws = ws, .n = n, .actual = actual};
+        atomic_init(&pw.next, 0);
+        pthread_mutex_init(&pw.lock, NULL);
+        pthread_t helpers[RECONCILE_PARALLEL - 1];
+        size_t n_helpers = 0;
+        while (n_helpers < ARRAY_SIZE(helpers) && n_helpers + 1 < n &&
+               pthread_create(&helpers[n_helpers], NULL, pass_worker, &pw) == 0)
+                n_helpers++;
+        pass_worker(&pw); /* this thread works too */
+        for (size_t i = 0; i < n_helpers; i++)
+                pthread_join(helpers[i], NULL);
+        pthread_mutex_destroy(&pw.lock);
+        return pw.wake;
+}
+
 /* One full pass. Returns the earliest monotonic deadline anyone asked for (0 = none). */
 static int64_t reconcile_pass(struct reconciler *r)
 {
@@ -492,18 +576,9 @@ static int64_t reconcile_pass(struct reconciler *r)
                 s->seen = false;
         pthread_mutex_unlock(&r->lock);
 
-        for (size_t i = 0; i < n; i++) {
-                Capsule__V1__WorkloadSpec *spec =
-                        capsule__v1__workload_spec__unpack(NULL, ws[i].spec_len, ws[i].spec);
-                if (!spec) {
-                        log_error("reconcile: workload %s: stored spec does not decode", ws[i].name);
-                        continue;
-                }
-                int64_t t = reconcile_one(r, &ws[i], spec, find_actual(&actual, ws[i].name));
-                if (t && (!wake || t < wake))
-                        wake = t;
-                capsule__v1__workload_spec__free_unpacked(spec, NULL);
-        }
+        int64_t t = reconcile_all(r, ws, n, &actual);
+        if (t && (!wake || t < wake))
+                wake = t;
         /* orphans: labelled ours, not desired */
         for (size_t i = 0; i < actual.n; i++) {
                 if (actual.v[i].matched)
@@ -590,6 +665,7 @@ void reconciler_free(struct reconciler *r)
         }
         pthread_cond_destroy(&r->cond);
         pthread_mutex_destroy(&r->lock);
+        pthread_mutex_destroy(&r->image_lock);
         free(r);
 }
 

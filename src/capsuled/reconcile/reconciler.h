@@ -3,6 +3,8 @@
  *
  * Level-triggered: one thread runs a full pass on every kick (Apply, Delete, Restart), on every
  * task exit event from containerd, at the earliest backoff deadline, and every RESYNC seconds.
+ * Within a pass, up to RECONCILE_PARALLEL workloads are worked on at once, so that workloads
+ * applied together start together rather than one after another.
  * A pass is idempotent: it adopts containers that already run the desired generation (after a
  * `capsuled serve` restart), replaces those of an older generation, removes orphans (labelled
  * capsule.workload but not desired), and restarts exited ones according to their restart policy
@@ -24,6 +26,7 @@ struct reconciler;
 #define RECONCILE_BACKOFF_MAX_SECONDS 300
 #define RECONCILE_BACKOFF_RESET_SECONDS 600
 #define RECONCILE_STOP_GRACE_MS 10000
+#define RECONCILE_PARALLEL 4
 
 struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err);
 /* Starts the thread (and the containerd event subscription when a driver is connected). */

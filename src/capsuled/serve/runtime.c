@@ -50,10 +50,12 @@ static int attach_volumes(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec
         return 0;
 }
 
-/* Sets up (or re-adopts: CNI results are cached per container id) the workload's network
- * namespace, its published ports and its /etc/hosts and /etc/resolv.conf. */
-static int attach_network(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
-                          struct serve_workload_env *env, struct cap_error *err)
+/* Starts setting up (or re-adopting: CNI results are cached per container id) the workload's
+ * network namespace and published ports, and writes its /etc/hosts (without its own address
+ * until attach_end, unless adopted) and /etc/resolv.conf: everything the container's spec names
+ * exists when this returns. */
+static int network_begin(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                         struct serve_workload_env *env, struct cap_error *err)
 {
         if (!ctx->cni)
                 return 0;
@@ -68,20 +70,64 @@ static int attach_network(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec
                         .protocol = spec->ports[i]->protocol,
                         .host_ip = spec->ports[i]->host_ip,
                 };
-        struct cni_attachment a;
         /* the container id is the workload name (see containerd/driver.h) */
-        int r = cni_setup(ctx->cni, name, name, ports, spec->n_ports, &a, err);
+        int r = cni_setup_begin(ctx->cni, name, name, ports, spec->n_ports, &env->net_job, err);
         free(ports);
         if (r < 0)
                 return r;
-        env->netns_path = a.netns_path;
+        env->netns_path = strdup(cni_setup_netns(env->net_job));
+        if (!env->netns_path)
+                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        if (r == 0)
+                r = cni_write_etc(ctx->cni, name, cni_setup_adopted_ip(env->net_job),
+                                  &env->hosts_path, &env->resolv_conf_path, err);
+        if (r < 0) {
+                struct cni_attachment a;
+                struct cap_error ignored = {0};
+                if (cni_setup_end(env->net_job, &a, &ignored) == 0)
+                        cni_attachment_free(&a);
+                env->net_job = NULL;
+                cni_teardown(ctx->cni, name, name, &ignored);
+        }
+        return r;
+}
+
+int serve_workload_attach_begin(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                                struct serve_workload_env *env, struct cap_error *err)
+{
+        memset(env, 0, sizeof(*env));
+        int r = attach_volumes(ctx, spec, env, err);
+        if (r == 0)
+                r = network_begin(ctx, spec, env, err);
+        if (r < 0) {
+                if (ctx->volumes)
+                        volume_detach_all(ctx->volumes, spec->name);
+                serve_workload_env_free(env);
+        }
+        return r;
+}
+
+int serve_workload_attach_end(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                              struct serve_workload_env *env, struct cap_error *err)
+{
+        if (!env->net_job)
+                return 0;
+        struct cni_attachment a;
+        int r = cni_setup_end(env->net_job, &a, err); /* undoes the network on failure */
+        env->net_job = NULL;
+        if (r < 0)
+                return r;
         env->ip = a.ip;
-        a.netns_path = a.ip = NULL;
+        a.ip = NULL;
         cni_attachment_free(&a);
-        r = cni_write_etc(ctx->cni, name, env->ip, &env->hosts_path, &env->resolv_conf_path, err);
+        /* in place: the container's bind mount of hosts keeps following it */
+        char *hosts = NULL, *resolv = NULL;
+        r = cni_write_etc(ctx->cni, spec->name, env->ip, &hosts, &resolv, err);
+        free(hosts);
+        free(resolv);
         if (r < 0) {
                 struct cap_error ignored = {0};
-                cni_teardown(ctx->cni, name, name, &ignored);
+                cni_teardown(ctx->cni, spec->name, spec->name, &ignored);
         }
         return r;
 }
@@ -89,10 +135,10 @@ static int attach_network(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec
 int serve_workload_attach(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
                           struct serve_workload_env *env, struct cap_error *err)
 {
-        memset(env, 0, sizeof(*env));
-        int r = attach_volumes(ctx, spec, env, err);
-        if (r == 0)
-                r = attach_network(ctx, spec, env, err);
+        int r = serve_workload_attach_begin(ctx, spec, env, err);
+        if (r < 0)
+                return r;
+        r = serve_workload_attach_end(ctx, spec, env, err);
         if (r < 0) {
                 if (ctx->volumes)
                         volume_detach_all(ctx->volumes, spec->name);
@@ -103,6 +149,13 @@ int serve_workload_attach(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec
 
 void serve_workload_env_free(struct serve_workload_env *env)
 {
+        if (env->net_job) {
+                /* abandoned before its end: wait for the plugins; serve_workload_detached undoes */
+                struct cni_attachment a;
+                struct cap_error ignored = {0};
+                if (cni_setup_end(env->net_job, &a, &ignored) == 0)
+                        cni_attachment_free(&a);
+        }
         for (size_t i = 0; i < env->n_volume_sources; i++)
                 free(env->volume_sources[i]);
         free(env->volume_sources);

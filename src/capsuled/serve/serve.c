@@ -103,6 +103,25 @@ static int write_port_file(const char *path, int port, struct cap_error *err)
         return 0;
 }
 
+/* The program containerd's shim runs as each task's log writer: capsule-log-writer beside this
+ * binary (build tree) or in /usr/libexec/capsule (image), which starts much faster than
+ * capsuled; else capsuled itself (`capsuled log-writer`). */
+static void log_writer_find(const char *self_exe, char *buf, size_t len)
+{
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", self_exe);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+                *slash = '\0';
+        snprintf(buf, len, "%s/capsule-log-writer", dir);
+        if (access(buf, X_OK) == 0)
+                return;
+        snprintf(buf, len, "/usr/libexec/capsule/log-writer");
+        if (access(buf, X_OK) == 0)
+                return;
+        snprintf(buf, len, "%s", self_exe);
+}
+
 static int run(struct serve_opts *o)
 {
         struct serve_ctx ctx = {
@@ -138,6 +157,7 @@ static int run(struct serve_opts *o)
                 goto out;
         }
         ctx.self_exe[xl] = '\0';
+        log_writer_find(ctx.self_exe, ctx.log_writer, sizeof(ctx.log_writer));
         _cleanup_free_ char *logdir = NULL;
         if (asprintf(&logdir, "%s/logs", o->root) < 0 || (mkdir(logdir, 0700) < 0 && errno != EEXIST)) {
                 log_error("logs directory under %s: %s", o->root, strerror(errno));

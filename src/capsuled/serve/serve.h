@@ -16,6 +16,7 @@ struct event_bus;
 struct reconciler;
 struct volumes;
 struct cni_config;
+struct cni_setup_job;
 
 struct serve_ctx {
         const char *root;           /* --root: state directory */
@@ -26,6 +27,7 @@ struct serve_ctx {
         struct timespec started;    /* CLOCK_MONOTONIC at start */
         struct rpc_server *server;
         char self_exe[4096];        /* this binary, for the shim's log-writer (binary:// URI) */
+        char log_writer[4096];      /* what the shim runs as log writer: capsule-log-writer, or self_exe */
         struct ctrd *ctrd;          /* containerd driver, NULL without --containerd */
         struct event_bus *events;
         struct reconciler *rec;
@@ -45,6 +47,7 @@ struct serve_workload_env {
         char *ip;               /* the workload's address, NULL if none */
         char *hosts_path;
         char *resolv_conf_path;
+        struct cni_setup_job *net_job; /* network setup still running (attach_begin .. _end) */
 };
 
 /* Makes sure spec's image is present and unpacked (pulling per pull_policy); returns its
@@ -54,6 +57,15 @@ int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__Pu
 /* Attaches the workload's volumes and sets up its network. On failure undoes what it did. */
 int serve_workload_attach(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
                           struct serve_workload_env *env, struct cap_error *err);
+/* The same in two halves, so the network's plugins run while the container is created: begin
+ * attaches the volumes and starts the network (env's paths all exist when it returns; ip is
+ * still NULL); end waits for the network and fills ip. begin undoes itself on failure; end's
+ * failure undoes the network only (serve_workload_detached does the rest). */
+int serve_workload_attach_begin(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                                struct serve_workload_env *env, struct cap_error *err);
+int serve_workload_attach_end(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                              struct serve_workload_env *env, struct cap_error *err);
+/* Frees env (waiting first for a network setup that was begun and not ended). */
 void serve_workload_env_free(struct serve_workload_env *env);
 /* Undoes serve_workload_attach for a removed container: network teardown, volume detach.
  * Idempotent; also for workloads attached by an earlier serve process. */
