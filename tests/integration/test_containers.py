@@ -203,6 +203,14 @@ class ContainersTest(WithImage):
         self.assertLessEqual(self.get("crasher")["status"]["restarts"], 5)
         # the previous runs' output stays in the logs
         self.assertGreaterEqual(self.capsule.ctl(["logs", "crasher"]).stdout.count("boom"), 2)
+        # restarts and the last exit survive a crash of capsuled serve (store_history)
+        before = self.get("crasher")["status"]["restarts"]
+        self.capsule.stop(signal.SIGKILL)
+        self.capsule.start()
+        w = wait_for(lambda: (lambda w: w if w["status"].get("phase", "Pending") != "Pending" else None)(
+            self.get("crasher")), timeout=30, what="crasher seen again")
+        self.assertGreaterEqual(w["status"]["restarts"], before, w["status"])
+        self.assertEqual(w["status"]["lastExitCode"], 7, w["status"])
         self.delete("crasher")
 
     def test_restart_policies(self):

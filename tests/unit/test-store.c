@@ -87,6 +87,45 @@ TEST(volumes_and_meta_survive_reopen)
         free(dir);
 }
 
+TEST(store_id_and_history)
+{
+        char *dir = tmpdir();
+        struct store *st = NULL;
+        struct cap_error err = {0};
+        CHECK(store_open(dir, &st, &err) == 0);
+        char *id1 = NULL, *id2 = NULL;
+        CHECK(store_id(st, &id1, &err) == 0 && id1 && strlen(id1) == 32);
+        CHECK(store_id(st, &id2, &err) == 0 && id2 && strcmp(id1, id2) == 0);
+        free(id2);
+        struct store_history h = {.created_ns = 42, .generation = 3, .restarts = 7,
+                                  .last_exit_code = 137, .last_exit_ns = 99,
+                                  .last_exit_reason = "killed by signal 9 (exit code 137)"};
+        struct store_history got;
+        CHECK(store_get_history(st, "web", &got, &err) == -ENOENT);
+        CHECK(store_put_history(st, "web", &h, &err) == 0);
+        h.restarts = 8;
+        CHECK(store_put_history(st, "web", &h, &err) == 0);
+        store_close(st);
+        CHECK(store_open(dir, &st, &err) == 0);
+        CHECK(store_id(st, &id2, &err) == 0 && strcmp(id1, id2) == 0); /* kept across opens */
+        CHECK(store_get_history(st, "web", &got, &err) == 0);
+        CHECK(got.created_ns == 42 && got.generation == 3 && got.restarts == 8);
+        CHECK(got.last_exit_code == 137 && got.last_exit_ns == 99);
+        CHECK_STR_EQ(got.last_exit_reason, "killed by signal 9 (exit code 137)");
+        store_history_free(&got);
+        /* deleting the workload deletes its history */
+        uint64_t gen = 0;
+        enum store_put_result res;
+        CHECK(store_put_workload(st, "web", 0, (const uint8_t *)"x", 1, &res, &gen, &err) == 0);
+        CHECK(store_delete_workload(st, "web", &err) == 0);
+        CHECK(store_get_history(st, "web", &got, &err) == -ENOENT);
+        free(id1);
+        free(id2);
+        store_close(st);
+        rm_rf(dir);
+        free(dir);
+}
+
 /* A child writes workloads w0, w1, ... and reports each on a pipe once store_put returned; the
  * parent kills it with SIGKILL at a random moment. Every reported write must be there after
  * reopening, and the database must pass quick_check. */
@@ -153,6 +192,7 @@ int main(void)
 {
         RUN(generations);
         RUN(volumes_and_meta_survive_reopen);
+        RUN(store_id_and_history);
         RUN(sigkill_loses_nothing_acknowledged);
         return test_summary();
 }

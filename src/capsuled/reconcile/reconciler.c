@@ -44,6 +44,7 @@ struct wl_state {
         bool oom;                   /* an OOM event was seen for the current run */
         bool force_restart;
         bool seen;                  /* mark for the pass */
+        bool history_loaded;        /* restarts and last exit read back from the store */
         struct wl_state *next;
 };
 
@@ -373,6 +374,46 @@ static bool policy_restarts(Capsule__V1__RestartPolicy p, int32_t code)
         }
 }
 
+/* Restarts and the last exit survive restarts of capsuled serve (store_history): read back once
+ * per process, when they belong to this incarnation and generation of the workload. */
+static void history_load(struct reconciler *r, struct wl_state *s, const struct store_workload *w)
+{
+        struct store_history h;
+        struct cap_error err = {0};
+        if (store_get_history(r->ctx->store, w->name, &h, &err) < 0) {
+                if (err.status != CAP_NOT_FOUND)
+                        log_warn("reconcile: %s: reading its history: %s", w->name, err.msg);
+                s->history_loaded = true;
+                return;
+        }
+        pthread_mutex_lock(&r->lock);
+        if (h.created_ns == w->created_ns && h.generation == w->generation) {
+                s->restarts = h.restarts;
+                s->last_exit_code = h.last_exit_code;
+                s->last_exit_ns = h.last_exit_ns;
+                snprintf(s->last_exit_reason, sizeof(s->last_exit_reason), "%s", h.last_exit_reason);
+        }
+        s->history_loaded = true;
+        pthread_mutex_unlock(&r->lock);
+        store_history_free(&h);
+}
+
+static void history_save(struct reconciler *r, struct wl_state *s, const struct store_workload *w)
+{
+        char reason[sizeof(s->last_exit_reason)];
+        struct store_history h = {.created_ns = w->created_ns, .generation = w->generation,
+                                  .last_exit_reason = reason};
+        pthread_mutex_lock(&r->lock);
+        h.restarts = s->restarts;
+        h.last_exit_code = s->last_exit_code;
+        h.last_exit_ns = s->last_exit_ns;
+        memcpy(reason, s->last_exit_reason, sizeof(reason));
+        pthread_mutex_unlock(&r->lock);
+        struct cap_error err = {0};
+        if (store_put_history(r->ctx->store, w->name, &h, &err) < 0)
+                log_warn("reconcile: %s: saving its history: %s", w->name, err.msg);
+}
+
 /* Brings one desired workload to its desired state; returns the monotonic time at which it wants
  * another look (0 = none). */
 static int64_t reconcile_one(struct reconciler *r, const struct store_workload *w,
@@ -385,6 +426,8 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
         if (!s)
                 return 0;
         s->seen = true;
+        if (!s->history_loaded)
+                history_load(r, s, w);
 
         if (spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM) {
                 set_phase(r, s, CAPSULE__V1__PHASE__FAILED,
@@ -411,6 +454,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         s->backoff_s = 0;
                         s->next_try_mono_ns = 0;
                         pthread_mutex_unlock(&r->lock);
+                        history_save(r, s, w);
                         a = NULL;
                 } else if (a->state == CTRD_TASK_RUNNING && !s->force_restart) {
                         if (s->phase != CAPSULE__V1__PHASE__RUNNING) {
@@ -447,11 +491,13 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         s->next_try_mono_ns = 0;
                         s->restarts++;
                         pthread_mutex_unlock(&r->lock);
+                        history_save(r, s, w);
                         events_publish(r->ctx->events, "workload", w->name, "restarting", "restart requested");
                         a = NULL;
                 } else {
                         /* the task ended (or never started) */
-                        record_exit(r, s, a);
+                        if (record_exit(r, s, a))
+                                history_save(r, s, w);
                         if (!policy_restarts(spec->restart, s->last_exit_code)) {
                                 set_phase(r, s, CAPSULE__V1__PHASE__EXITED, "%s; restart policy %s",
                                           s->last_exit_reason, manifest_restart_name(spec->restart));
@@ -467,6 +513,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         pthread_mutex_lock(&r->lock);
                         s->restarts++;
                         pthread_mutex_unlock(&r->lock);
+                        history_save(r, s, w);
                         a = NULL;
                 }
         }

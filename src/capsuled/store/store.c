@@ -27,7 +27,12 @@ static const char schema_v1[] =
         "  generation INTEGER NOT NULL, created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL);"
         "CREATE TABLE IF NOT EXISTS volumes ("
         "  name TEXT PRIMARY KEY, size_bytes INTEGER NOT NULL, backend TEXT NOT NULL,"
-        "  created_ns INTEGER NOT NULL);";
+        "  created_ns INTEGER NOT NULL);"
+        /* added after v1 shipped; CREATE IF NOT EXISTS runs at every open, so old stores get it */
+        "CREATE TABLE IF NOT EXISTS workload_history ("
+        "  name TEXT PRIMARY KEY, created_ns INTEGER NOT NULL, generation INTEGER NOT NULL,"
+        "  restarts INTEGER NOT NULL, last_exit_code INTEGER NOT NULL,"
+        "  last_exit_reason TEXT NOT NULL, last_exit_ns INTEGER NOT NULL);";
 
 static int64_t now_ns(void)
 {
@@ -339,7 +344,90 @@ out:
 
 int store_delete_workload(struct store *st, const char *name, struct cap_error *err)
 {
-        return delete_by_name(st, "DELETE FROM workloads WHERE name = ?;", "workload", name, err);
+        int r = delete_by_name(st, "DELETE FROM workloads WHERE name = ?;", "workload", name, err);
+        if (r == 0) {
+                /* a leftover row (crash in between) is harmless: it names an older created_ns */
+                struct cap_error ignored = {0};
+                delete_by_name(st, "DELETE FROM workload_history WHERE name = ?;", "history", name,
+                               &ignored);
+        }
+        return r;
+}
+
+int store_put_history(struct store *st, const char *name, const struct store_history *h,
+                      struct cap_error *err)
+{
+        int r = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(
+            st,
+            "INSERT INTO workload_history (name, created_ns, generation, restarts, last_exit_code,"
+            " last_exit_reason, last_exit_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+            "ON CONFLICT(name) DO UPDATE SET created_ns = excluded.created_ns,"
+            " generation = excluded.generation, restarts = excluded.restarts,"
+            " last_exit_code = excluded.last_exit_code, last_exit_reason = excluded.last_exit_reason,"
+            " last_exit_ns = excluded.last_exit_ns;",
+            err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, h->created_ns);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)h->generation);
+        sqlite3_bind_int64(s, 4, h->restarts);
+        sqlite3_bind_int64(s, 5, h->last_exit_code);
+        sqlite3_bind_text(s, 6, h->last_exit_reason ? h->last_exit_reason : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 7, h->last_exit_ns);
+        if (sqlite3_step(s) != SQLITE_DONE)
+                r = db_error(st, err, "put workload history");
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+int store_get_history(struct store *st, const char *name, struct store_history *out,
+                      struct cap_error *err)
+{
+        memset(out, 0, sizeof(*out));
+        int r = 0;
+        pthread_mutex_lock(&st->lock);
+        sqlite3_stmt *s = prepare(st,
+                                  "SELECT created_ns, generation, restarts, last_exit_code,"
+                                  " last_exit_reason, last_exit_ns FROM workload_history"
+                                  " WHERE name = ?1;",
+                                  err);
+        if (!s) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE) {
+                r = cap_error_set(err, -ENOENT, CAP_NOT_FOUND, "no history for \"%s\"", name);
+        } else if (rc != SQLITE_ROW) {
+                r = db_error(st, err, "get workload history");
+        } else {
+                out->created_ns = sqlite3_column_int64(s, 0);
+                out->generation = (uint64_t)sqlite3_column_int64(s, 1);
+                out->restarts = (uint32_t)sqlite3_column_int64(s, 2);
+                out->last_exit_code = (int32_t)sqlite3_column_int64(s, 3);
+                const unsigned char *reason = sqlite3_column_text(s, 4);
+                out->last_exit_ns = sqlite3_column_int64(s, 5);
+                if (!(out->last_exit_reason = strdup(reason ? (const char *)reason : "")))
+                        r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
+out:
+        sqlite3_finalize(s);
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+void store_history_free(struct store_history *h)
+{
+        free(h->last_exit_reason);
+        memset(h, 0, sizeof(*h));
 }
 
 void store_workload_free(struct store_workload *w)

@@ -47,7 +47,26 @@ int store_put_workload(struct store *st, const char *name, int kind, const uint8
 int store_get_workload(struct store *st, const char *name, struct store_workload *out, struct cap_error *err);
 /* All workloads ordered by name; caller frees with store_workloads_free. */
 int store_list_workloads(struct store *st, struct store_workload **out, size_t *n, struct cap_error *err);
+/* Deletes the workload and its history. */
 int store_delete_workload(struct store *st, const char *name, struct cap_error *err);
+
+/* What the reconciler remembers of a workload's runs across restarts of capsuled serve (actual
+ * state is observed from containerd, but a count of past restarts and the last exit are history
+ * that containerd no longer has). Valid for the incarnation created_ns and generation only. */
+struct store_history {
+        int64_t created_ns; /* the workload row's created_ns: a re-created workload starts afresh */
+        uint64_t generation;
+        uint32_t restarts;
+        int32_t last_exit_code;
+        int64_t last_exit_ns;
+        char *last_exit_reason;
+};
+int store_put_history(struct store *st, const char *name, const struct store_history *h,
+                      struct cap_error *err);
+/* -ENOENT (NOT_FOUND) when there is none. Free with store_history_free. */
+int store_get_history(struct store *st, const char *name, struct store_history *out,
+                      struct cap_error *err);
+void store_history_free(struct store_history *h);
 void store_workload_free(struct store_workload *w);
 void store_workloads_free(struct store_workload *ws, size_t n);
 
