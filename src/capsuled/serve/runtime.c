@@ -92,6 +92,15 @@ static int network_begin(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec 
         return r;
 }
 
+/* After a failed attach: forgets the volume attachments and frees env. */
+static void attach_undo(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
+                        struct serve_workload_env *env)
+{
+        if (ctx->volumes)
+                volume_detach_all(ctx->volumes, spec->name);
+        serve_workload_env_free(env);
+}
+
 int serve_workload_attach_begin(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
                                 struct serve_workload_env *env, struct cap_error *err)
 {
@@ -99,11 +108,8 @@ int serve_workload_attach_begin(struct serve_ctx *ctx, const Capsule__V1__Worklo
         int r = attach_volumes(ctx, spec, env, err);
         if (r == 0)
                 r = network_begin(ctx, spec, env, err);
-        if (r < 0) {
-                if (ctx->volumes)
-                        volume_detach_all(ctx->volumes, spec->name);
-                serve_workload_env_free(env);
-        }
+        if (r < 0)
+                attach_undo(ctx, spec, env);
         return r;
 }
 
@@ -139,11 +145,8 @@ int serve_workload_attach(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec
         if (r < 0)
                 return r;
         r = serve_workload_attach_end(ctx, spec, env, err);
-        if (r < 0) {
-                if (ctx->volumes)
-                        volume_detach_all(ctx->volumes, spec->name);
-                serve_workload_env_free(env);
-        }
+        if (r < 0)
+                attach_undo(ctx, spec, env);
         return r;
 }
 
