@@ -3,10 +3,34 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "test.h"
 #include "volume/spawn.h"
 #include "volume/volume.h"
+
+static void put_le32(uint8_t *sb, size_t off, uint32_t v)
+{
+        for (int i = 0; i < 4; i++)
+                sb[off + i] = (uint8_t)(v >> (8 * i));
+}
+
+TEST(ext4_superblock)
+{
+        uint8_t sb[1024];
+        memset(sb, 0, sizeof(sb));
+        uint64_t bytes = 0;
+        CHECK(volume_ext4_fs_bytes(sb, &bytes) == -EINVAL); /* no magic */
+        put_le32(sb, 0x38, 0xEF53);
+        put_le32(sb, 0x4, 16384); /* blocks */
+        put_le32(sb, 0x18, 2);    /* 1024 << 2 = 4 KiB blocks */
+        CHECK(volume_ext4_fs_bytes(sb, &bytes) == 0 && bytes == 64ull << 20);
+        put_le32(sb, 0x60, 0x80); /* 64bit: high half of the block count counts */
+        put_le32(sb, 0x150, 1);
+        CHECK(volume_ext4_fs_bytes(sb, &bytes) == 0 && bytes == ((1ull << 32) + 16384) * 4096);
+        put_le32(sb, 0x18, 7); /* 128 KiB blocks: not ext4 */
+        CHECK(volume_ext4_fs_bytes(sb, &bytes) == -EINVAL);
+}
 
 TEST(sizes)
 {
@@ -95,6 +119,7 @@ int main(void)
 {
         signal(SIGPIPE, SIG_IGN);
         RUN(sizes);
+        RUN(ext4_superblock);
         RUN(attach_list);
         RUN(spawn);
         return test_summary();

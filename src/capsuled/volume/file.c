@@ -323,20 +323,7 @@ static int ext4_fs_bytes(int fd, uint64_t *bytes)
         uint8_t sb[1024];
         if (pread(fd, sb, sizeof(sb), 1024) != (ssize_t)sizeof(sb))
                 return -EIO;
-#define LE32(o)                                                                                    \
-        ((uint32_t)sb[o] | (uint32_t)sb[(o) + 1] << 8 | (uint32_t)sb[(o) + 2] << 16 |              \
-         (uint32_t)sb[(o) + 3] << 24)
-        if ((LE32(0x38) & 0xffff) != 0xEF53)
-                return -EINVAL;
-        uint64_t blocks = LE32(0x4);
-        if (LE32(0x60) & 0x80) /* INCOMPAT_64BIT */
-                blocks |= (uint64_t)LE32(0x150) << 32;
-        uint32_t log = LE32(0x18);
-        if (log > 6)
-                return -EINVAL;
-        *bytes = blocks * (1024u << log);
-#undef LE32
-        return 0;
+        return volume_ext4_fs_bytes(sb, bytes);
 }
 
 static bool have_cap_sys_resource(void)

@@ -20,6 +20,7 @@
  * PID 1 activates only LV perm; each volume LV (and with it the pool) is activated here when it is
  * mounted, so an LV that cannot be activated costs that volume only. */
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -499,24 +500,11 @@ static int lvm_remove(struct volume_backend *b, const char *name, struct cap_err
 /* The filesystem's size from the ext4 superblock at byte 1024 of the device. */
 static int ext4_fs_bytes(const char *dev, uint64_t *bytes)
 {
-        _cleanup_fclose_ FILE *f = fopen(dev, "rbe");
+        _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
         uint8_t sb[1024];
-        if (!f || fseek(f, 1024, SEEK_SET) < 0 || fread(sb, 1, sizeof(sb), f) != sizeof(sb))
+        if (fd < 0 || pread(fd, sb, sizeof(sb), 1024) != (ssize_t)sizeof(sb))
                 return -EIO;
-#define LE32(o)                                                                                    \
-        ((uint32_t)sb[o] | (uint32_t)sb[(o) + 1] << 8 | (uint32_t)sb[(o) + 2] << 16 |              \
-         (uint32_t)sb[(o) + 3] << 24)
-        if ((LE32(0x38) & 0xffff) != 0xEF53)
-                return -EINVAL;
-        uint64_t blocks = LE32(0x4);
-        if (LE32(0x60) & 0x80) /* INCOMPAT_64BIT */
-                blocks |= (uint64_t)LE32(0x150) << 32;
-        uint32_t log = LE32(0x18);
-        if (log > 6)
-                return -EINVAL;
-        *bytes = blocks * (1024u << log);
-#undef LE32
-        return 0;
+        return volume_ext4_fs_bytes(sb, bytes);
 }
 
 static int lvm_resize(struct volume_backend *b, const char *name, uint64_t new_size,

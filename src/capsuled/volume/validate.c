@@ -52,3 +52,22 @@ int volume_parse_attach_list(const char *text,
         free(copy);
         return n;
 }
+
+
+int volume_ext4_fs_bytes(const uint8_t sb[1024], uint64_t *bytes)
+{
+#define LE32(o)                                                                                    \
+        ((uint32_t)sb[o] | (uint32_t)sb[(o) + 1] << 8 | (uint32_t)sb[(o) + 2] << 16 |              \
+         (uint32_t)sb[(o) + 3] << 24)
+        if ((LE32(0x38) & 0xffff) != 0xEF53)
+                return -EINVAL;
+        uint64_t blocks = LE32(0x4);
+        if (LE32(0x60) & 0x80) /* INCOMPAT_64BIT */
+                blocks |= (uint64_t)LE32(0x150) << 32;
+        uint32_t log = LE32(0x18);
+        if (log > 6)
+                return -EINVAL;
+        *bytes = blocks * (1024u << log);
+#undef LE32
+        return 0;
+}

@@ -153,6 +153,10 @@ int volume_check_size(const char *field, uint64_t size, struct cap_error *err);
 int volume_parse_attach_list(const char *text,
                              void (*fn)(void *ud, const char *vol, const char *wl), void *ud);
 
+/* The filesystem's size in bytes from an ext4 superblock (the 1024 bytes at offset 1024 of the
+ * device or image); -EINVAL when it is not ext4 or is implausible. */
+int volume_ext4_fs_bytes(const uint8_t sb[1024], uint64_t *bytes);
+
 /* lvm.c's pure half: one row of `lvs --reportformat json --units b --nosuffix -o
  * lv_name,lv_size,data_percent,lv_tags,pool_lv`. */
 struct volume_lvm_lv {
