@@ -543,8 +543,9 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                 r = ops->list(v->backend, &names, &nnames, err);
         if (r < 0)
                 goto out;
-        /* Storage the store does not hold: a create that crashed before it was acknowledged, or a
-         * delete that crashed after it was. */
+        /* Storage the store does not hold: removed when ours (an interrupted create or delete),
+         * else adopted. */
+        size_t adopted = 0;
         for (size_t i = 0; i < nnames; i++) {
                 bool known = false;
                 for (size_t j = 0; j < nrows && !known; j++)
@@ -560,12 +561,14 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                         if (ops->remove(v->backend, names[i], &e) < 0)
                                 mine = e.code;
                 }
+                if (mine == 0)
+                        adopted++;
                 if (mine < 0) {
                         log_error("volumes: %s: %s", names[i], e.msg);
                         keep_first(&first, &e);
                 }
         }
-        if (nnames > 0) { /* the rows adopted above */
+        if (adopted > 0) { /* read the rows again, with the adopted ones */
                 store_volumes_free(rows, nrows);
                 rows = NULL;
                 nrows = 0;
