@@ -102,6 +102,16 @@ class Machine:
         cmd = self._up_cmd(keep_disk, timeout, extra)
         t0 = time.monotonic()
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0 and "starting as PID 1" not in self.console():
+            # The guest kernel hung before it ran any of our code (seen under TCG on a loaded
+            # 2-core host: RCU stalls, "timer wakeup didn't happen", no init). That is the
+            # emulator, not Capsule: say so loudly and try the same boot once more.
+            print("  WARNING: the kernel never reached PID 1 (console below); retrying this boot once")
+            print("\n".join("  | " + l for l in self.console().splitlines()[-15:]), flush=True)
+            self.power_cut()
+            self._save_console()
+            cmd = self._up_cmd(keep_disk, timeout, extra)
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
             print(r.stdout)
             raise Failure("boot: capsule-up failed")
