@@ -27,6 +27,7 @@
 
 struct rpc_client {
         grpc_channel *ch;
+        bool shared_ch; /* borrowed from another client (rpc_client_share): not destroyed here */
         grpc_metadata *md;
         size_t n_md;
         pthread_mutex_t cq_lock;
@@ -190,6 +191,26 @@ struct rpc_client *rpc_client_new_fd(int fd, const struct rpc_client_opts *opts,
         return client_new(NULL, fd, opts, err);
 }
 
+struct rpc_client *rpc_client_share(struct rpc_client *c, struct cap_error *err)
+{
+        struct rpc_client *s = calloc(1, sizeof(*s));
+        if (!s || (c->n_md && !(s->md = calloc(c->n_md, sizeof(*s->md))))) {
+                free(s);
+                cap_error_errno(err, -ENOMEM, "rpc client");
+                return NULL;
+        }
+        s->ch = c->ch;
+        s->shared_ch = true;
+        for (size_t i = 0; i < c->n_md; i++) {
+                s->md[i].key = grpc_slice_ref(c->md[i].key);
+                s->md[i].value = grpc_slice_ref(c->md[i].value);
+        }
+        s->n_md = c->n_md;
+        pthread_mutex_init(&s->cq_lock, NULL);
+        rpc_grpc_ref();
+        return s;
+}
+
 int rpc_client_add_metadata(struct rpc_client *c, const char *key, const char *value,
                             struct cap_error *err)
 {
@@ -217,7 +238,8 @@ void rpc_client_free(struct rpc_client *c)
                 grpc_slice_unref(c->md[i].value);
         }
         free(c->md);
-        grpc_channel_destroy(c->ch);
+        if (!c->shared_ch)
+                grpc_channel_destroy(c->ch);
         for (size_t i = 0; i < c->n_cq_cache; i++)
                 cq_free(c->cq_cache[i]);
         pthread_mutex_destroy(&c->cq_lock);

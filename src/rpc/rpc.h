@@ -238,6 +238,10 @@ struct rpc_client *rpc_client_new_fd(int fd, const struct rpc_client_opts *opts,
 int rpc_client_add_metadata(struct rpc_client *c, const char *key, const char *value,
                             struct cap_error *err);
 
+/* A client on c's channel (no new connection) with a copy of c's metadata, to which more can be
+ * added (e.g. a containerd lease for some calls only). c must outlive it. */
+struct rpc_client *rpc_client_share(struct rpc_client *c, struct cap_error *err);
+
 /* Frees the client. Every stream must have been freed. NULL is a no-op. */
 void rpc_client_free(struct rpc_client *c);
 

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -671,6 +672,83 @@ TEST(user_by_name)
         free(u.spec);
 }
 
+static atomic_bool gc_stop;
+static atomic_int gc_runs;
+
+static void *gc_loop(void *ud)
+{
+        (void)ud;
+        struct cap_error err = {0};
+        struct ctrd_client *cl = ctrd_client_new(sock, NULL, &err);
+        while (cl && !atomic_load(&gc_stop)) {
+                if (ctrd_gc_now(cl, &err) < 0) {
+                        fprintf(stderr, "  gc: %s\n", err.msg);
+                        cap_error_clear(&err);
+                        usleep(10 * 1000);
+                } else {
+                        atomic_fetch_add(&gc_runs, 1);
+                }
+        }
+        ctrd_client_free(cl);
+        return NULL;
+}
+
+/* containerd's GC may run at any moment (after any removal, on a timer). With it running back to
+ * back, every snapshot we make must still survive until what uses it holds it: a container's
+ * snapshot between Prepare and container create, a view while mounted. (Without leases this
+ * failed as "failed to mount rootfs component ... no such file or directory".) */
+TEST(survives_concurrent_gc)
+{
+        struct cap_error err = {0};
+        pthread_t th;
+        atomic_store(&gc_stop, false);
+        CHECK(pthread_create(&th, NULL, gc_loop, NULL) == 0);
+        int ok = 0;
+        const int rounds = 12;
+        for (int i = 0; i < rounds; i++) {
+                char name[64], out[512], errp[512], cg[128];
+                snprintf(name, sizeof(name), "%s-gc%d", prefix, i);
+                snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
+                snprintf(errp, sizeof(errp), "%s/%s.err", tmp, name);
+                snprintf(cg, sizeof(cg), "/capsule-itest/%s", name);
+                static const char *const cmd[] = {"/bin/sh", "-c", "cat /etc/motd"};
+                Capsule__V1__WorkloadSpec w = CAPSULE__V1__WORKLOAD_SPEC__INIT;
+                w.name = name;
+                w.command = (char **)cmd;
+                w.n_command = 3;
+                w.user = "nobody";
+                struct user_ctx u = {.w = &w, .cg = cg, .err = &err};
+                int r = ctrd_image_with_rootfs(ctrd, chain_id, gen_with_rootfs, &u, &err);
+                if (r == 0) {
+                        write_file(out, "");
+                        write_file(errp, "");
+                        struct ctrd_run rr = {.name = name,
+                                              .generation = 1,
+                                              .image = image_ref,
+                                              .spec_json = u.spec,
+                                              .chain_id = chain_id,
+                                              .stdout_path = out,
+                                              .stderr_path = errp};
+                        uint32_t pid = 0;
+                        r = ctrd_container_run(ctrd, &rr, &pid, &err);
+                }
+                if (r == 0 && wait_event(name, 10000) == 0) {
+                        usleep(50 * 1000);
+                        ok += strcmp(read_file(out), "layer-two\n") == 0;
+                } else if (r < 0)
+                        fprintf(stderr, "  round %d: %s\n", i, err.msg);
+                cap_error_clear(&err);
+                free(u.spec);
+                CHECK(ctrd_container_remove(ctrd, name, &err) == 0);
+        }
+        atomic_store(&gc_stop, true);
+        pthread_join(th, NULL);
+        fprintf(stderr, "  %d/%d runs with %d garbage collections alongside\n", ok, rounds,
+                atomic_load(&gc_runs));
+        CHECK(ok == rounds);
+        CHECK(atomic_load(&gc_runs) >= rounds);
+}
+
 static int remove_mine(const struct ctrd_workload *w, void *ud)
 {
         struct cap_error err = {0};
@@ -764,6 +842,7 @@ int main(void)
                 RUN(exec_list_stop);
                 RUN(fifo_and_tty);
                 RUN(user_by_name);
+                RUN(survives_concurrent_gc);
                 RUN(remove_leaves_nothing);
         }
         ctrd_events_stop(ev);

@@ -316,6 +316,32 @@ TEST(unary_unix_and_metadata)
         rpc_client_free(c);
 }
 
+/* A shared client uses the parent's channel with metadata of its own; freeing it leaves the
+ * parent working. */
+TEST(shared_client_metadata)
+{
+        struct cap_error err = {0};
+        struct rpc_client *c = rpc_client_new(unix_addr, NULL, &err);
+        CHECK(c != NULL);
+        struct rpc_client *s = rpc_client_share(c, &err);
+        CHECK(s != NULL);
+        CHECK(rpc_client_add_metadata(s, "x-test", "shared", &err) == 0);
+        Capsule__V1__VersionResponse *v = NULL;
+        CHECK(call_version(s, "/test.Echo/Unary", &v, 5000, &err) == 0);
+        CHECK(v && strcmp(v->build, "shared") == 0);
+        free_msg(v);
+        v = NULL;
+        CHECK(call_version(c, "/test.Echo/Unary", &v, 5000, &err) == 0);
+        CHECK(v && strcmp(v->build, "") == 0);
+        free_msg(v);
+        v = NULL;
+        rpc_client_free(s);
+        CHECK(call_version(c, "/test.Echo/Unary", &v, 5000, &err) == 0);
+        CHECK(v && strcmp(v->version, "v1") == 0);
+        free_msg(v);
+        rpc_client_free(c);
+}
+
 TEST(errors)
 {
         struct rpc_client *c = plain_client();
@@ -876,6 +902,7 @@ int main(void)
 
         RUN(unary_tcp);
         RUN(unary_unix_and_metadata);
+        RUN(shared_client_metadata);
         RUN(errors);
         RUN(deadline);
         RUN(server_stream);

@@ -129,6 +129,23 @@ struct ctrd_client *ctrd_client_new(const char *sock, const char *lease_id, stru
         return c;
 }
 
+struct ctrd_client *ctrd_client_leased(struct ctrd_client *c, const char *lease_id,
+                                       struct cap_error *err)
+{
+        struct ctrd_client *l = calloc(1, sizeof(*l));
+        if (!l || !(l->sock = strdup(c->sock))) {
+                free(l);
+                cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+                return NULL;
+        }
+        l->rpc = rpc_client_share(c->rpc, err);
+        if (!l->rpc || rpc_client_add_metadata(l->rpc, "containerd-lease", lease_id, err) < 0) {
+                ctrd_client_free(l);
+                return NULL;
+        }
+        return l;
+}
+
 void ctrd_client_free(struct ctrd_client *c)
 {
         if (!c)
@@ -218,6 +235,20 @@ int ctrd_lease_delete(struct ctrd_client *c, const char *id, struct cap_error *e
         Containerd__Services__Leases__V1__DeleteRequest req =
             CONTAINERD__SERVICES__LEASES__V1__DELETE_REQUEST__INIT;
         req.id = (char *)id;
+        return call(c, "/containerd.services.leases.v1.Leases/Delete", &req, EMPTY, NULL,
+                    CTRD_TIMEOUT_MS, err);
+}
+
+int ctrd_gc_now(struct ctrd_client *c, struct cap_error *err)
+{
+        _cleanup_free_ char *id = NULL;
+        int r = ctrd_lease_create(c, 60, &id, err);
+        if (r < 0)
+                return r;
+        Containerd__Services__Leases__V1__DeleteRequest req =
+            CONTAINERD__SERVICES__LEASES__V1__DELETE_REQUEST__INIT;
+        req.id = id;
+        req.sync = true;
         return call(c, "/containerd.services.leases.v1.Leases/Delete", &req, EMPTY, NULL,
                     CTRD_TIMEOUT_MS, err);
 }

@@ -55,6 +55,10 @@ void ctrd_mounts_clear(struct ctrd_mounts *m);
 /* Connects to containerd's socket path (not yet: errors surface on the first call). lease_id NULL
  * for a plain client. */
 struct ctrd_client *ctrd_client_new(const char *sock, const char *lease_id, struct cap_error *err);
+/* A client on c's connection whose calls run under lease_id: what they create (snapshots, blobs)
+ * is not garbage-collected until the lease ends. c must outlive it. */
+struct ctrd_client *ctrd_client_leased(struct ctrd_client *c, const char *lease_id,
+                                       struct cap_error *err);
 void ctrd_client_free(struct ctrd_client *c);
 const char *ctrd_client_socket(const struct ctrd_client *c);
 
@@ -66,6 +70,8 @@ int ctrd_namespace_ensure(struct ctrd_client *c, struct cap_error *err);
 /* Creates a lease that expires after expire_s seconds (0: never) and returns its id. */
 int ctrd_lease_create(struct ctrd_client *c, int expire_s, char **id, struct cap_error *err);
 int ctrd_lease_delete(struct ctrd_client *c, const char *id, struct cap_error *err);
+/* Runs containerd's garbage collection now and waits for it (deletes an empty lease with sync). */
+int ctrd_gc_now(struct ctrd_client *c, struct cap_error *err);
 
 /* ---- content ---- */
 /* Size of a blob; NOT_FOUND when absent. */

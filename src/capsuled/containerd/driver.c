@@ -325,14 +325,50 @@ static int unpack_manifest(struct ctrd *c, struct ctrd_client *cl, json_object *
         return 0;
 }
 
+/* containerd collects any snapshot or blob that nothing references and no lease holds, at any
+ * moment (its GC runs after removals and on a timer). Whatever we create before something else
+ * references it (a snapshot before its container, a view while it is mounted, an unpack's
+ * layers before the image's gc.ref labels point at them) is made under such a lease. */
+struct op_lease {
+        char *id;
+        struct ctrd_client *cl;
+};
+
+static int op_lease_begin(struct ctrd *c, int expire_s, struct op_lease *l, struct cap_error *err)
+{
+        *l = (struct op_lease){0};
+        int r = ctrd_lease_create(c->client, expire_s, &l->id, err);
+        if (r < 0)
+                return cap_error_prefix(err, "containerd lease");
+        l->cl = ctrd_client_leased(c->client, l->id, err);
+        if (!l->cl) {
+                struct cap_error e2 = {0};
+                ctrd_lease_delete(c->client, l->id, &e2);
+                free(l->id);
+                l->id = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Ends the lease: what it held and nothing else references becomes garbage. */
+static void op_lease_end(struct ctrd *c, struct op_lease *l)
+{
+        struct cap_error e2 = {0};
+        ctrd_client_free(l->cl);
+        if (l->id && ctrd_lease_delete(c->client, l->id, &e2) < 0)
+                log_warn("containerd: delete lease %s: %s (it expires by itself)", l->id, e2.msg);
+        free(l->id);
+        *l = (struct op_lease){0};
+}
+
 int ctrd_image_ensure_unpacked(struct ctrd *c, const char *ref, char **config_json, char **chain_id,
                                struct cap_error *err)
 {
         struct ctrd_descriptor target = {0}, picked = {0};
         _cleanup_json_ json_object *top = NULL;
         _cleanup_json_ json_object *manifest = NULL;
-        _cleanup_free_ char *lease = NULL;
-        struct ctrd_client *leased = NULL;
+        struct op_lease lease = {0};
         int r;
 
         *config_json = NULL;
@@ -354,21 +390,12 @@ int ctrd_image_ensure_unpacked(struct ctrd *c, const char *ref, char **config_js
                 m = manifest;
         }
         /* The unpack runs under a lease so half-made snapshots are not collected meanwhile. */
-        r = ctrd_lease_create(c->client, 3600, &lease, err);
+        r = op_lease_begin(c, 3600, &lease, err);
         if (r < 0)
                 goto out;
-        leased = ctrd_client_new(c->sock, lease, err);
-        if (!leased) {
-                r = -EIO;
-                goto out;
-        }
-        r = unpack_manifest(c, leased, m, config_json, chain_id, err);
+        r = unpack_manifest(c, lease.cl, m, config_json, chain_id, err);
 out:
-        if (lease) {
-                struct cap_error e2 = {0};
-                ctrd_lease_delete(c->client, lease, &e2);
-        }
-        ctrd_client_free(leased);
+        op_lease_end(c, &lease);
         ctrd_descriptor_clear(&target);
         ctrd_descriptor_clear(&picked);
         if (r < 0) {
@@ -420,7 +447,13 @@ int ctrd_image_with_rootfs(struct ctrd *c, const char *chain_id, ctrd_rootfs_fn 
         if (!mkdtemp(dir))
                 return cap_error_errno(err, -errno, "image rootfs: mkdtemp");
         snprintf(key, sizeof(key), "capsule-view-%s", strrchr(dir, '-') + 1);
-        int r = ctrd_snapshot_view(c->client, key, chain_id, &mounts, err);
+        struct op_lease lease;
+        int r = op_lease_begin(c, 600, &lease, err);
+        if (r < 0) {
+                rmdir(dir);
+                return r;
+        }
+        r = ctrd_snapshot_view(lease.cl, key, chain_id, &mounts, err);
         if (r == 0 && mounts.n != 1)
                 r = cap_error_set(err, -EINVAL, CAP_INTERNAL,
                                   "image rootfs: %zu mounts, expected 1", mounts.n);
@@ -433,37 +466,46 @@ int ctrd_image_with_rootfs(struct ctrd *c, const char *chain_id, ctrd_rootfs_fn 
         }
         ctrd_mounts_clear(&mounts);
         ctrd_snapshot_remove(c->client, key, &e2);
+        op_lease_end(c, &lease);
         rmdir(dir);
         return r;
 }
 
 /* ---- containers ---- */
 
-int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid,
-                       struct cap_error *err)
+/* Prepares the container's snapshot and creates the container record (which from then on holds
+ * the snapshot), under a lease so the snapshot is not collected in between. */
+static int container_create(struct ctrd *c, const struct ctrd_run *run, struct ctrd_mounts *mounts,
+                            struct cap_error *err)
 {
-        struct ctrd_mounts mounts = {0};
         struct cap_error e2 = {0};
+        struct op_lease lease;
         char gen[32];
-        int r;
-
         snprintf(gen, sizeof(gen), "%llu", (unsigned long long)run->generation);
-        r = ctrd_snapshot_prepare(c->client, run->name, run->chain_id, &mounts, err);
+        int r = op_lease_begin(c, 600, &lease, err);
+        if (r < 0)
+                return cap_error_prefix(err, "container %s", run->name);
+        r = ctrd_snapshot_prepare(lease.cl, run->name, run->chain_id, mounts, err);
         if (r < 0 && is_status(err, CAP_ALREADY_EXISTS)) {
                 /* A leftover from an interrupted run or remove: it may hold another image. */
                 Containerd__Services__Containers__V1__Container *ct = NULL;
                 if (ctrd_container_get(c->client, run->name, &ct, &e2) == 0) {
                         protobuf_c_message_free_unpacked(&ct->base, NULL);
-                        return cap_error_set(err, -EEXIST, CAP_ALREADY_EXISTS,
-                                             "container %s already exists", run->name);
+                        r = cap_error_set(err, -EEXIST, CAP_ALREADY_EXISTS,
+                                          "container %s already exists", run->name);
+                        goto out;
                 }
                 cap_error_clear(err);
-                if (ctrd_snapshot_remove(c->client, run->name, err) < 0)
-                        return cap_error_prefix(err, "container %s: stale snapshot", run->name);
-                r = ctrd_snapshot_prepare(c->client, run->name, run->chain_id, &mounts, err);
+                if (ctrd_snapshot_remove(c->client, run->name, err) < 0) {
+                        r = cap_error_prefix(err, "container %s: stale snapshot", run->name);
+                        goto out;
+                }
+                r = ctrd_snapshot_prepare(lease.cl, run->name, run->chain_id, mounts, err);
         }
-        if (r < 0)
-                return cap_error_prefix(err, "container %s", run->name);
+        if (r < 0) {
+                cap_error_prefix(err, "container %s", run->name);
+                goto out;
+        }
 
         struct ctrd_label labels[] = {
             {CTRD_LABEL_WORKLOAD, run->name},
@@ -478,14 +520,26 @@ int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid
             .labels = labels,
             .n_labels = ARRAY_SIZE(labels),
         };
-        r = ctrd_container_create(c->client, &cc, err);
+        r = ctrd_container_create(lease.cl, &cc, err);
         if (r < 0) {
                 bool exists = is_status(err, CAP_ALREADY_EXISTS);
-                ctrd_mounts_clear(&mounts);
+                ctrd_mounts_clear(mounts);
                 if (!exists)
                         ctrd_snapshot_remove(c->client, run->name, &e2);
-                return r;
         }
+out:
+        op_lease_end(c, &lease);
+        return r;
+}
+
+int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid,
+                       struct cap_error *err)
+{
+        struct ctrd_mounts mounts = {0};
+        struct cap_error e2 = {0};
+        int r = container_create(c, run, &mounts, err);
+        if (r < 0)
+                return r;
         struct ctrd_stdio io = {.stdout_path = run->stdout_path,
                                 .stderr_path = run->stderr_path,
                                 .terminal = run->terminal};
