@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -117,7 +118,25 @@ class Machine:
             raise Failure("boot: capsule-up failed")
         took = time.monotonic() - t0
         print(f"  booted: API up {took:.1f} s after capsule-up (port {self.port})", flush=True)
+        if took > 60:
+            self._explain_slow_boot()
         return took
+
+    def _explain_slow_boot(self):
+        """A boot that passed but took long: show where the guest's clock jumped, so the next
+        person sees what was waited for without reproducing it."""
+        prev, prev_line, shown = None, "", 0
+        print("  slow boot: console lines after gaps of 5 s or more:")
+        for line in self.console().splitlines():
+            m = re.match(r"\[\s*(\d+\.\d+)\]", line)
+            if not m:
+                continue
+            t = float(m.group(1))
+            if prev is not None and t - prev >= 5 and shown < 20:
+                print(f"  | {prev_line.strip()[:160]}\n  | ... {t - prev:.1f} s ...\n  | {line.strip()[:160]}")
+                shown += 1
+            prev, prev_line = t, line
+        print(f"  slow boot: the guest kernel's clock read {prev} s at the last console line", flush=True)
 
     def boot_until_console(self, text, timeout=300):
         """Starts QEMU on a fresh disk without waiting for the API; returns once text is on the
