@@ -632,27 +632,23 @@ static int gen_with_rootfs(const char *rootfs, void *ud)
         return spec_generate(&o, &u->spec, u->err);
 }
 
-/* user: nobody is resolved from the image's /etc/passwd through a mounted view of the rootfs. */
-TEST(user_by_name)
+/* Runs `sh -c script` as user nobody, looked up in the image's /etc/passwd through a mounted
+ * view of the rootfs; stdout and stderr go to out. */
+static int run_as_nobody(const char *name, const char *script, const char *out,
+                         struct cap_error *err)
 {
-        struct cap_error err = {0};
-        char name[64], out[512], cg[128];
-        snprintf(name, sizeof(name), "%s-user", prefix);
-        snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
+        char cg[128];
         snprintf(cg, sizeof(cg), "/capsule-itest/%s", name);
-        static const char *const cmd[] = {"/bin/sh", "-c", "id -u; id -g"};
+        const char *const cmd[] = {"/bin/sh", "-c", script};
         Capsule__V1__WorkloadSpec w = CAPSULE__V1__WORKLOAD_SPEC__INIT;
-        w.name = name;
+        w.name = (char *)name;
         w.command = (char **)cmd;
         w.n_command = 3;
         w.user = "nobody";
-        struct user_ctx u = {.w = &w, .cg = cg, .err = &err};
-        double t0 = now_ms();
-        int r = ctrd_image_with_rootfs(ctrd, chain_id, gen_with_rootfs, &u, &err);
-        fprintf(stderr, "  spec with user lookup in the image: %.1f ms\n", now_ms() - t0);
+        struct user_ctx u = {.w = &w, .cg = cg, .err = err};
+        int r = ctrd_image_with_rootfs(ctrd, chain_id, gen_with_rootfs, &u, err);
         if (r < 0)
-                fprintf(stderr, "  user: %s\n", err.msg);
-        CHECK(r == 0 && u.spec);
+                return cap_error_prefix(err, "spec");
         write_file(out, "");
         struct ctrd_run rr = {.name = name,
                               .generation = 1,
@@ -662,14 +658,26 @@ TEST(user_by_name)
                               .stdout_path = out,
                               .stderr_path = out};
         uint32_t pid = 0;
-        r = u.spec ? ctrd_container_run(ctrd, &rr, &pid, &err) : -1;
+        r = ctrd_container_run(ctrd, &rr, &pid, err);
+        free(u.spec);
+        return r;
+}
+
+TEST(user_by_name)
+{
+        struct cap_error err = {0};
+        char name[64], out[512];
+        snprintf(name, sizeof(name), "%s-user", prefix);
+        snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
+        double t0 = now_ms();
+        int r = run_as_nobody(name, "id -u; id -g", out, &err);
+        fprintf(stderr, "  spec with user lookup in the image + run: %.1f ms\n", now_ms() - t0);
         if (r < 0)
                 fprintf(stderr, "  run: %s\n", err.msg);
         CHECK(r == 0);
         CHECK(wait_event(name, 5000) == 0);
         usleep(100 * 1000);
         CHECK_STR_EQ(read_file(out), "65534\n65534\n");
-        free(u.spec);
 }
 
 static atomic_bool gc_stop;
@@ -706,39 +714,17 @@ TEST(survives_concurrent_gc)
         int ok = 0;
         const int rounds = 12;
         for (int i = 0; i < rounds; i++) {
-                char name[64], out[512], errp[512], cg[128];
+                char name[64], out[512];
                 snprintf(name, sizeof(name), "%s-gc%d", prefix, i);
                 snprintf(out, sizeof(out), "%s/%s.out", tmp, name);
-                snprintf(errp, sizeof(errp), "%s/%s.err", tmp, name);
-                snprintf(cg, sizeof(cg), "/capsule-itest/%s", name);
-                static const char *const cmd[] = {"/bin/sh", "-c", "cat /etc/motd"};
-                Capsule__V1__WorkloadSpec w = CAPSULE__V1__WORKLOAD_SPEC__INIT;
-                w.name = name;
-                w.command = (char **)cmd;
-                w.n_command = 3;
-                w.user = "nobody";
-                struct user_ctx u = {.w = &w, .cg = cg, .err = &err};
-                int r = ctrd_image_with_rootfs(ctrd, chain_id, gen_with_rootfs, &u, &err);
-                if (r == 0) {
-                        write_file(out, "");
-                        write_file(errp, "");
-                        struct ctrd_run rr = {.name = name,
-                                              .generation = 1,
-                                              .image = image_ref,
-                                              .spec_json = u.spec,
-                                              .chain_id = chain_id,
-                                              .stdout_path = out,
-                                              .stderr_path = errp};
-                        uint32_t pid = 0;
-                        r = ctrd_container_run(ctrd, &rr, &pid, &err);
-                }
+                int r = run_as_nobody(name, "cat /etc/motd", out, &err);
                 if (r == 0 && wait_event(name, 10000) == 0) {
                         usleep(50 * 1000);
                         ok += strcmp(read_file(out), "layer-two\n") == 0;
-                } else if (r < 0)
+                } else if (r < 0) {
                         fprintf(stderr, "  round %d: %s\n", i, err.msg);
+                }
                 cap_error_clear(&err);
-                free(u.spec);
                 CHECK(ctrd_container_remove(ctrd, name, &err) == 0);
         }
         atomic_store(&gc_stop, true);
