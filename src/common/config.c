@@ -7,6 +7,7 @@
  * validate it, then writes it with config_write_file_atomic(). */
 #include "config.h"
 #include "fs.h"
+#include "pki.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -270,7 +271,7 @@ static int check_pem(struct yparse *p, const yaml_node_t *where, const char *pem
 
 struct machine_parse {
         struct machine_config *c;
-        yaml_node_t *pki, *network;
+        yaml_node_t *pki, *network, *registries;
 };
 
 static int machine_api_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
@@ -304,6 +305,10 @@ static int machine_registries_field(struct yparse *p, const char *key, yaml_node
         struct machine_config *c = ((struct machine_parse *)obj)->c;
         if (strcmp(key, "insecure") == 0)
                 return take_strv(p, v, path, &c->insecure_registries, &c->n_insecure_registries);
+        if (strcmp(key, "ca") == 0) {
+                ((struct machine_parse *)obj)->registries = v;
+                return take_str(p, v, path, &c->registry_ca_pem);
+        }
         return FIELD_UNKNOWN;
 }
 
@@ -377,6 +382,12 @@ static int machine_validate(struct yparse *p, struct machine_parse *mp, yaml_nod
             (r = check_pem(p, pki, c->key_pem, "pki.key", "")) < 0 ||
             (r = check_pem(p, root, c->update_pubkey_pem, "updates.publicKey", "PUBLIC KEY")) < 0)
                 return r;
+        if (c->registry_ca_pem) {
+                size_t n;
+                struct cap_error e = {0};
+                if (pki_certs_load(c->registry_ca_pem, NULL, &n, &e) < 0)
+                        return fail_at(p, mp->registries, "registries.ca: %s", e.msg);
+        }
         if (!c->listen && !(c->listen = strdup(DEFAULT_LISTEN)))
                 return cap_error_errno(p->err, -ENOMEM, "%s", p->name);
         if (!c->dhcp && !c->address)
@@ -430,6 +441,7 @@ void machine_config_free(struct machine_config *c)
         free(c->cert_pem);
         free_secret(c->key_pem);
         free_strv(c->insecure_registries, c->n_insecure_registries);
+        free(c->registry_ca_pem);
         free(c->address);
         free(c->gateway);
         free_strv(c->dns, c->n_dns);
@@ -845,10 +857,12 @@ int machine_config_format(const struct machine_config *c, char **out, size_t *le
         emit_key_str(&o, "cert", c->cert_pem);
         emit_key_str(&o, "key", c->key_pem);
         emit_map_end(&o);
-        if (c->n_insecure_registries) {
+        if (c->n_insecure_registries || c->registry_ca_pem) {
                 emit_scalar(&o, "registries", YAML_PLAIN_SCALAR_STYLE);
                 emit_map_start(&o);
-                emit_strv(&o, "insecure", c->insecure_registries, c->n_insecure_registries);
+                if (c->n_insecure_registries)
+                        emit_strv(&o, "insecure", c->insecure_registries, c->n_insecure_registries);
+                emit_key_str(&o, "ca", c->registry_ca_pem);
                 emit_map_end(&o);
         }
         emit_scalar(&o, "network", YAML_PLAIN_SCALAR_STYLE);

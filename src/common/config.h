@@ -1,12 +1,13 @@
 /* Machine config (machine.yaml, read by capsuled) and client config (capsuleconfig, read by
- * capsulectl). Both are YAML written by `capsulectl gen config`; certificates and keys are PEM inline.
+ * capsulectl). Both are YAML written by `capsulectl gen config`; certificates and keys are PEM
+ * inline.
  *
  * machine.yaml:
  *   version: 1
  *   hostname: home
  *   api: {listen: "0.0.0.0:50000"}
  *   pki: {ca: <PEM>, cert: <PEM>, key: <PEM>}
- *   registries: {insecure: ["127.0.0.1:5000"]}
+ *   registries: {insecure: ["127.0.0.1:5000"], ca: <PEM, one or more certificates>}
  *   network: {dhcp: true, address: "192.168.1.10/24", gateway: "192.168.1.1", dns: [...]}
  *   updates: {publicKey: <PEM>}
  *
@@ -28,18 +29,19 @@
 struct machine_config {
         int version;
         char *hostname;
-        char *listen;             /* API listen address, default "0.0.0.0:50000" */
-        char *ca_pem;             /* CA that signs client certs */
-        char *cert_pem;           /* the machine's server certificate */
-        char *key_pem;            /* its private key */
+        char *listen;               /* API listen address, default "0.0.0.0:50000" */
+        char *ca_pem;               /* CA that signs client certs */
+        char *cert_pem;             /* the machine's server certificate */
+        char *key_pem;              /* its private key */
         char **insecure_registries; /* host[:port] allowed over plain HTTP */
         size_t n_insecure_registries;
-        bool dhcp;                /* default true */
-        char *address;            /* static CIDR, when dhcp is false */
+        char *registry_ca_pem; /* extra CAs trusted for registry HTTPS (beside the system's) */
+        bool dhcp;             /* default true */
+        char *address;         /* static CIDR, when dhcp is false */
         char *gateway;
         char **dns;
         size_t n_dns;
-        char *update_pubkey_pem;  /* Ed25519 public key for update bundles (may be NULL) */
+        char *update_pubkey_pem; /* Ed25519 public key for update bundles (may be NULL) */
 };
 
 struct client_context {
@@ -56,7 +58,8 @@ struct client_config {
         size_t n_contexts;
 };
 
-/* Parses machine.yaml. Unknown fields and missing required ones (pki.*) are errors naming the field. */
+/* Parses machine.yaml. Unknown fields and missing required ones (pki.*) are errors naming the
+ * field. */
 int machine_config_load(const char *path, struct machine_config *out, struct cap_error *err);
 int machine_config_parse(const char *name, const char *buf, size_t len, struct machine_config *out,
                          struct cap_error *err);

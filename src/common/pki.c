@@ -639,6 +639,39 @@ int pki_cert_info(const char *cert_pem, struct pki_cert_info *out, struct cap_er
         return r;
 }
 
+int pki_certs_load(const char *pem, void *x509_store, size_t *n, struct cap_error *err)
+{
+        *n = 0;
+        if (!pem || !*pem)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "no certificate given");
+        _cleanup_bio_ BIO *b = BIO_new_mem_buf(pem, -1);
+        if (!b)
+                return ssl_fail(err, -ENOMEM, CAP_RESOURCE_EXHAUSTED, "read certificates");
+        static const char begin[] = "-----BEGIN CERTIFICATE-----";
+        size_t blocks = 0;
+        for (const char *p = strstr(pem, begin); p; p = strstr(p + 1, begin))
+                blocks++;
+        for (size_t i = 0; i < blocks; i++) {
+                _cleanup_x509_ X509 *x = PEM_read_bio_X509(b, NULL, no_password, NULL);
+                if (!x)
+                        return ssl_fail(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                        "certificate %zu: not a valid PEM certificate", i + 1);
+                if (x509_store && X509_STORE_add_cert(x509_store, x) != 1) {
+                        /* the same CA twice is fine; anything else is not */
+                        unsigned long e = ERR_peek_last_error();
+                        if (ERR_GET_REASON(e) != X509_R_CERT_ALREADY_IN_HASH_TABLE)
+                                return ssl_fail(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                                "certificate %zu: cannot be trusted", i + 1);
+                        ERR_clear_error();
+                }
+                (*n)++;
+        }
+        if (*n == 0)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "no \"%s\" block found",
+                                     begin);
+        return 0;
+}
+
 int pki_cert_days_left(const char *cert_pem, long *days, struct cap_error *err)
 {
         _cleanup_x509_ X509 *x = cert_from_pem(cert_pem, err);

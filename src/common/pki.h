@@ -88,6 +88,11 @@ int pki_cert_info(const char *cert_pem, struct pki_cert_info *out, struct cap_er
  */
 int pki_cert_days_left(const char *cert_pem, long *days, struct cap_error *err);
 
+/* Reads every certificate in pem (one or more PEM blocks; text between them is ignored) and, when
+ * x509_store (an OpenSSL X509_STORE *) is not NULL, adds each to it as trusted. *n is how many were
+ * read. -EINVAL when a block does not parse or there is none. */
+int pki_certs_load(const char *pem, void *x509_store, size_t *n, struct cap_error *err);
+
 enum pki_purpose { PKI_PURPOSE_ANY = 0, PKI_PURPOSE_SERVER, PKI_PURPOSE_CLIENT };
 
 /* Verifies that cert_pem is signed by the CA in ca_pem, is within its validity period and (unless

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -32,14 +33,39 @@ import mkimage_busybox as mk  # noqa: E402
 REGISTRY_BIN = "/usr/bin/docker-registry"
 
 
-class Registry:
-    """docker-registry with filesystem storage under tmp, on 127.0.0.1:PORT; stopped by PID."""
+def make_tls(d, name):
+    """A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl tool:
+    returns (ca_pem, cert_path, key_path)."""
+    os.makedirs(d, exist_ok=True)
+    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
+    key, csr, crt = (os.path.join(d, f) for f in ("srv.key", "srv.csr", "srv.crt"))
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    for cmd in (["req", "-x509", *ec, "-keyout", ca_key, "-out", ca_crt, "-days", "2",
+                 "-subj", f"/CN={name} test registry CA"],
+                ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+                ["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+                 "-out", crt, "-days", "2", "-extfile", ext]):
+        subprocess.run(["openssl", *cmd], check=True, capture_output=True)
+    with open(ca_crt) as f:
+        return f.read(), crt, key
 
-    def __init__(self, tmp):
+
+class Registry:
+    """docker-registry with filesystem storage under tmp, on 127.0.0.1:PORT; stopped by PID.
+    tls: (ca_pem, cert_path, key_path) to serve HTTPS instead of HTTP."""
+
+    def __init__(self, tmp, tls=None):
         self.dir = os.path.join(tmp, "registry")
         os.makedirs(self.dir, exist_ok=True)
         self.port = harness.free_port()
         self.host = f"127.0.0.1:{self.port}"
+        self.scheme = "https" if tls else "http"
+        self.ssl = None
+        if tls:
+            self.ssl = ssl.create_default_context(cadata=tls[0])
         self.config = os.path.join(self.dir, "config.yml")
         with open(self.config, "w") as f:
             f.write(f"""version: 0.1
@@ -53,6 +79,8 @@ storage:
 http:
   addr: 127.0.0.1:{self.port}
 """)
+            if tls:
+                f.write(f"  tls:\n    certificate: {tls[1]}\n    key: {tls[2]}\n")
         self.proc = None
 
     def start(self):
@@ -62,7 +90,8 @@ http:
 
         def up():
             try:
-                return urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2).status == 200
+                return urllib.request.urlopen(f"{self.scheme}://{self.host}/v2/", timeout=2,
+                                              context=self.ssl).status == 200
             except (urllib.error.URLError, ConnectionError):
                 return self.proc.poll() is not None
         harness.wait_for(up, timeout=20, what="docker-registry")
@@ -83,20 +112,21 @@ http:
 
     def upload(self, repo, tag, img):
         """Pushes config, layer and manifest with the distribution API (monolithic uploads)."""
+        base = f"{self.scheme}://{self.host}"
         for blob in (img.layer_gz, img.config):
-            req = urllib.request.Request(f"http://{self.host}/v2/{repo}/blobs/uploads/", method="POST")
-            with urllib.request.urlopen(req) as r:
+            req = urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", method="POST")
+            with urllib.request.urlopen(req, context=self.ssl) as r:
                 loc = r.headers["Location"]
             if loc.startswith("/"):
-                loc = f"http://{self.host}{loc}"
+                loc = f"{base}{loc}"
             sep = "&" if "?" in loc else "?"
             req = urllib.request.Request(f"{loc}{sep}digest={mk.sha256(blob)}", data=blob, method="PUT",
                                          headers={"Content-Type": "application/octet-stream"})
-            with urllib.request.urlopen(req) as r:
+            with urllib.request.urlopen(req, context=self.ssl) as r:
                 assert r.status == 201, r.status
-        req = urllib.request.Request(f"http://{self.host}/v2/{repo}/manifests/{tag}", data=img.manifest,
+        req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", data=img.manifest,
                                      method="PUT", headers={"Content-Type": mk.MT_MANIFEST})
-        with urllib.request.urlopen(req) as r:
+        with urllib.request.urlopen(req, context=self.ssl) as r:
             assert r.status == 201, r.status
             return r.headers.get("Docker-Content-Digest")
 
@@ -178,9 +208,13 @@ class ImagesTest(unittest.TestCase):
         cls.containerd = harness.Containerd(cls.tmp).start()
         cls.registry = Registry(cls.tmp).start()
         cls.proxy = TokenProxy(cls.registry.host).start()
+        # an HTTPS registry whose certificate comes from a private CA, trusted via registries.ca
+        ca_pem, crt, key = make_tls(os.path.join(cls.tmp, "tls-a"), "home")
+        cls.tls_registry = Registry(os.path.join(cls.tmp, "r-tls"), tls=(ca_pem, crt, key)).start()
         cls.capsule = harness.Capsule(cls.tmp, containerd=cls.containerd.sock)
         with open(os.path.join(cls.capsule.cfgdir, "machine.yaml"), "a") as f:
-            f.write(f'registries: {{insecure: ["{cls.registry.host}", "{cls.proxy.host}"]}}\n')
+            f.write(f'registries:\n  insecure: ["{cls.registry.host}", "{cls.proxy.host}"]\n'
+                    "  ca: |\n" + "".join("    " + line + "\n" for line in ca_pem.splitlines()))
         cls.capsule.start()
         cls.timings = {}
 
@@ -191,6 +225,7 @@ class ImagesTest(unittest.TestCase):
             logs = cls.capsule.logs()
         finally:
             cls.proxy.stop()
+            cls.tls_registry.stop()
             cls.registry.stop()
             cls.containerd.stop()
             harness.unmount_under(cls.tmp)
@@ -396,6 +431,34 @@ class ImagesTest(unittest.TestCase):
         self.assertTrue(self.proxy.token_requests, "no token was requested")
         self.assertIn("service=test-registry", self.proxy.token_requests[0])
         self.assertIn("scope=repository%3Abusybox%3Apull", self.proxy.token_requests[0])
+
+    def test_066_pull_over_https_with_private_ca(self):
+        img = mk.Image(extra=b"pulled over HTTPS\n")
+        self.assertEqual(self.tls_registry.upload("busybox", "tls", img), img.manifest_digest)
+        ref = f"{self.tls_registry.host}/busybox:tls"
+        p = self.ctl(["image", "pull", ref], timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"pulled {ref} {img.manifest_digest}", p.stdout)
+        self.assertEqual(self.images()[ref]["digest"], img.manifest_digest)
+        self.assertIn(mk.sha256(img.layer_gz), self.ctr_content())
+
+    def test_067_https_from_an_untrusted_ca_refused(self):
+        # the same setup signed by a CA the machine does not know: refused, naming the fix
+        other = Registry(os.path.join(self.tmp, "r-tls-b"),
+                         tls=make_tls(os.path.join(self.tmp, "tls-b"), "stranger")).start()
+        try:
+            img = mk.Image(extra=b"from a stranger\n")
+            other.upload("busybox", "x", img)
+            ref = f"{other.host}/busybox:x"
+            p = self.ctl(["image", "pull", ref], timeout=120)
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertIn(f"pull {ref}: https://{other.host}/v2/", p.stderr)
+            self.assertIn("certificate", p.stderr)
+            self.assertIn("registries.ca", p.stderr)
+            self.assertNotIn(ref, self.images())
+            self.assertNotIn(mk.sha256(img.layer_gz), self.ctr_content())
+        finally:
+            other.stop()
 
     def test_065_pull_corrupt_blob_leaves_nothing(self):
         img = mk.Image(extra=b"corrupted on the wire\n")

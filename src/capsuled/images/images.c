@@ -414,7 +414,8 @@ static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct regi
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
         struct registry_opts o = {.insecure = ctx->mcfg.insecure_registries,
-                                  .n_insecure = ctx->mcfg.n_insecure_registries};
+                                  .n_insecure = ctx->mcfg.n_insecure_registries,
+                                  .ca_pem = ctx->mcfg.registry_ca_pem};
         struct ctrd_import *imp = NULL;
         struct content_sink cs = {0};
         double t0 = mono_s();

@@ -9,8 +9,11 @@
 
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <openssl/ssl.h>
 
 #include "common/cleanup.h"
+#include "common/log.h"
+#include "common/pki.h"
 #include "registry.h"
 
 #define ACCEPT_MANIFESTS                                                                           \
@@ -218,6 +221,19 @@ static int http_error(struct session *s, struct resp *r, const char *what, struc
                              r->status);
 }
 
+/* libcurl calls this for each new TLS connection, after loading the system CAs: add ours. */
+static CURLcode add_cas(CURL *h, void *ssl_ctx, void *ud)
+{
+        (void)h;
+        size_t n;
+        struct cap_error e = {0};
+        if (pki_certs_load(ud, SSL_CTX_get_cert_store(ssl_ctx), &n, &e) < 0) {
+                log_warn("registry: registries.ca: %s", e.msg);
+                return CURLE_SSL_CACERT_BADFILE;
+        }
+        return CURLE_OK;
+}
+
 static int perform(struct session *s, const char *url, const char *accept, struct resp *r,
                    long timeout_s, bool with_auth, struct cap_error *err)
 {
@@ -250,6 +266,10 @@ static int perform(struct session *s, const char *url, const char *accept, struc
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
+        if (s->o->ca_pem) {
+                curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_cas);
+                curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, (void *)s->o->ca_pem);
+        }
         char cerr[CURL_ERROR_SIZE] = "";
         curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
         CURLcode c = curl_easy_perform(h);
@@ -261,14 +281,18 @@ static int perform(struct session *s, const char *url, const char *accept, struc
                 if (r->overflow)
                         return cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
                                              "pull %s: %s: response too large", s->refstr, url);
-                bool tls = c == CURLE_SSL_CONNECT_ERROR || c == CURLE_PEER_FAILED_VERIFICATION;
-                return cap_error_set(
-                    err, -EIO,
-                    c == CURLE_OPERATION_TIMEDOUT ? CAP_DEADLINE_EXCEEDED : CAP_UNAVAILABLE,
-                    "pull %s: %s: %s%s", s->refstr, url, *cerr ? cerr : curl_easy_strerror(c),
-                    tls && !s->insecure ? " (a plain-HTTP registry must be listed under "
-                                          "registries.insecure in the machine config)"
-                                        : "");
+                const char *hint = "";
+                if (c == CURLE_PEER_FAILED_VERIFICATION)
+                        hint = " (a registry whose certificate comes from a private CA needs that "
+                               "CA under registries.ca in the machine config)";
+                else if (c == CURLE_SSL_CONNECT_ERROR && !s->insecure)
+                        hint = " (a plain-HTTP registry must be listed under registries.insecure "
+                               "in the machine config)";
+                return cap_error_set(err, -EIO,
+                                     c == CURLE_OPERATION_TIMEDOUT ? CAP_DEADLINE_EXCEEDED
+                                                                   : CAP_UNAVAILABLE,
+                                     "pull %s: %s: %s%s", s->refstr, url,
+                                     *cerr ? cerr : curl_easy_strerror(c), hint);
         }
         return 0;
 }

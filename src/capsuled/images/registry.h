@@ -4,9 +4,10 @@
  * index, then GET the config and layer blobs, streaming each into a blob_sink while hashing it:
  * a blob is committed only when its sha256 and size match the manifest. Anonymous access and
  * bearer tokens (a 401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...` -> GET the
- * token -> retry). HTTPS with the system CA bundle; plain HTTP only for hosts listed as insecure
- * in the machine config. Errors name the reference and the HTTP status:
- *   "pull 127.0.0.1:5000/foo:1: manifest unknown (404)". */
+ * token -> retry). HTTPS with the system CA bundle plus the machine config's registries.ca (a
+ * private registry's own CA); plain HTTP only for hosts listed as insecure in the machine config.
+ * Errors name the reference and the HTTP status: "pull 127.0.0.1:5000/foo:1: manifest unknown
+ * (404)". */
 #pragma once
 
 #include <stdbool.h>
@@ -20,8 +21,9 @@
 struct registry_opts {
         char *const *insecure; /* host[:port] reachable over plain HTTP */
         size_t n_insecure;
-        long connect_timeout_s;  /* 0 = 15 */
-        long stall_timeout_s;    /* abort a transfer slower than 1 byte/s for this long; 0 = 60 */
+        const char *ca_pem;     /* more CAs to trust for HTTPS, beside the system's (may be NULL) */
+        long connect_timeout_s; /* 0 = 15 */
+        long stall_timeout_s;   /* abort a transfer slower than 1 byte/s for this long; 0 = 60 */
         uint64_t max_blob_bytes; /* 0 = 16 GiB */
 };
 
