@@ -299,6 +299,60 @@ static int machine_pki_field(struct yparse *p, const char *key, yaml_node_t *v, 
         return FIELD_UNKNOWN;
 }
 
+static int registry_cred_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
+                               void *obj)
+{
+        struct registry_cred *x = obj;
+        if (strcmp(key, "host") == 0)
+                return take_str(p, v, path, &x->host);
+        if (strcmp(key, "username") == 0)
+                return take_str(p, v, path, &x->username);
+        if (strcmp(key, "password") == 0)
+                return take_str(p, v, path, &x->password);
+        return FIELD_UNKNOWN;
+}
+
+static int machine_registry_auth(struct yparse *p, yaml_node_t *v, const char *path,
+                                 struct machine_config *c)
+{
+        if (scalar_is_null(v))
+                return 0;
+        if (v->type != YAML_SEQUENCE_NODE)
+                return fail_at(p, v, "%s: expected a list of {host, username, password}", path);
+        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+        c->registry_auth = calloc(n + 1, sizeof(*c->registry_auth));
+        if (!c->registry_auth)
+                return cap_error_errno(p->err, -ENOMEM, "%s", p->name);
+        c->n_registry_auth = n;
+        for (size_t i = 0; i < n; i++) {
+                char item[64], f[3][96];
+                snprintf(item, sizeof(item), "%s[%zu]", path, i);
+                yaml_node_t *it = node_get(p, v->data.sequence.items.start[i]);
+                struct registry_cred *x = &c->registry_auth[i];
+                int r = map_walk(p, it, item, registry_cred_field, x);
+                if (r < 0)
+                        return r;
+                const char *names[] = {"host", "username", "password"};
+                const char *vals[] = {x->host, x->username, x->password};
+                for (size_t k = 0; k < ARRAY_SIZE(names); k++) {
+                        snprintf(f[k], sizeof(f[k]), "%s.%s", item, names[k]);
+                        if ((r = require(p, it, vals[k], f[k])) < 0)
+                                return r;
+                }
+                if (!*x->host || strpbrk(x->host, "/ \t"))
+                        return fail_at(p, it,
+                                       "%s: a registry host (\"registry.lan:5000\"), "
+                                       "not \"%s\"",
+                                       f[0], x->host);
+                if (strchr(x->username, ':'))
+                        return fail_at(p, it, "%s: may not contain ':'", f[1]);
+                for (size_t j = 0; j < i; j++)
+                        if (strcasecmp(c->registry_auth[j].host, x->host) == 0)
+                                return fail_at(p, it, "%s: duplicate host \"%s\"", f[0], x->host);
+        }
+        return 0;
+}
+
 static int machine_registries_field(struct yparse *p, const char *key, yaml_node_t *v,
                                     const char *path, void *obj)
 {
@@ -309,6 +363,8 @@ static int machine_registries_field(struct yparse *p, const char *key, yaml_node
                 ((struct machine_parse *)obj)->registries = v;
                 return take_str(p, v, path, &c->registry_ca_pem);
         }
+        if (strcmp(key, "auth") == 0)
+                return machine_registry_auth(p, v, path, c);
         return FIELD_UNKNOWN;
 }
 
@@ -442,6 +498,12 @@ void machine_config_free(struct machine_config *c)
         free_secret(c->key_pem);
         free_strv(c->insecure_registries, c->n_insecure_registries);
         free(c->registry_ca_pem);
+        for (size_t i = 0; i < c->n_registry_auth; i++) {
+                free(c->registry_auth[i].host);
+                free(c->registry_auth[i].username);
+                free_secret(c->registry_auth[i].password);
+        }
+        free(c->registry_auth);
         free(c->address);
         free(c->gateway);
         free_strv(c->dns, c->n_dns);
@@ -857,12 +919,27 @@ int machine_config_format(const struct machine_config *c, char **out, size_t *le
         emit_key_str(&o, "cert", c->cert_pem);
         emit_key_str(&o, "key", c->key_pem);
         emit_map_end(&o);
-        if (c->n_insecure_registries || c->registry_ca_pem) {
+        if (c->n_insecure_registries || c->registry_ca_pem || c->n_registry_auth) {
                 emit_scalar(&o, "registries", YAML_PLAIN_SCALAR_STYLE);
                 emit_map_start(&o);
                 if (c->n_insecure_registries)
                         emit_strv(&o, "insecure", c->insecure_registries, c->n_insecure_registries);
                 emit_key_str(&o, "ca", c->registry_ca_pem);
+                if (c->n_registry_auth) {
+                        emit_scalar(&o, "auth", YAML_PLAIN_SCALAR_STYLE);
+                        yaml_event_t ev;
+                        yout_emit(&o, &ev,
+                                  yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
+                                                                       YAML_BLOCK_SEQUENCE_STYLE));
+                        for (size_t i = 0; i < c->n_registry_auth; i++) {
+                                emit_map_start(&o);
+                                emit_key_str(&o, "host", c->registry_auth[i].host);
+                                emit_key_str(&o, "username", c->registry_auth[i].username);
+                                emit_key_str(&o, "password", c->registry_auth[i].password);
+                                emit_map_end(&o);
+                        }
+                        yout_emit(&o, &ev, yaml_sequence_end_event_initialize(&ev));
+                }
                 emit_map_end(&o);
         }
         emit_scalar(&o, "network", YAML_PLAIN_SCALAR_STYLE);

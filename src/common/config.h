@@ -7,7 +7,10 @@
  *   hostname: home
  *   api: {listen: "0.0.0.0:50000"}
  *   pki: {ca: <PEM>, cert: <PEM>, key: <PEM>}
- *   registries: {insecure: ["127.0.0.1:5000"], ca: <PEM, one or more certificates>}
+ *   registries:
+ *     insecure: ["127.0.0.1:5000"]
+ *     ca: <PEM, one or more certificates>
+ *     auth: [{host: "registry.lan:5000", username: alice, password: s3cret}]
  *   network: {dhcp: true, address: "192.168.1.10/24", gateway: "192.168.1.1", dns: [...]}
  *   updates: {publicKey: <PEM>}
  *
@@ -26,6 +29,13 @@
 
 #include "error.h"
 
+/* Credentials for one registry host (as written in image references: "registry.lan:5000"). */
+struct registry_cred {
+        char *host;
+        char *username;
+        char *password;
+};
+
 struct machine_config {
         int version;
         char *hostname;
@@ -36,8 +46,10 @@ struct machine_config {
         char **insecure_registries; /* host[:port] allowed over plain HTTP */
         size_t n_insecure_registries;
         char *registry_ca_pem; /* extra CAs trusted for registry HTTPS (beside the system's) */
-        bool dhcp;             /* default true */
-        char *address;         /* static CIDR, when dhcp is false */
+        struct registry_cred *registry_auth;
+        size_t n_registry_auth;
+        bool dhcp;     /* default true */
+        char *address; /* static CIDR, when dhcp is false */
         char *gateway;
         char **dns;
         size_t n_dns;

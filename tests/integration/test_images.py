@@ -9,6 +9,7 @@ and checked with `ctr -n capsule`.
   `image pull 127.0.0.1:PORT/busybox:1` gives the same digest; also through a bearer-token proxy;
 - `image rm`, NOT_FOUND, and the upload size cap over gRPC."""
 
+import base64
 import hashlib
 import http.server
 import io
@@ -25,6 +26,7 @@ import time
 import unittest
 import urllib.error
 import urllib.request
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -41,7 +43,7 @@ def make_tls(d, name):
     key, csr, crt = (os.path.join(d, f) for f in ("srv.key", "srv.csr", "srv.crt"))
     ext = os.path.join(d, "ext.cnf")
     with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     for cmd in (["req", "-x509", *ec, "-keyout", ca_key, "-out", ca_crt, "-days", "2",
                  "-subj", f"/CN={name} test registry CA"],
@@ -53,11 +55,16 @@ def make_tls(d, name):
         return f.read(), crt, key
 
 
+def basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 class Registry:
     """docker-registry with filesystem storage under tmp, on 127.0.0.1:PORT; stopped by PID.
-    tls: (ca_pem, cert_path, key_path) to serve HTTPS instead of HTTP."""
+    tls: (ca_pem, cert_path, key_path) to serve HTTPS instead of HTTP; login: (user, password)
+    to demand HTTP Basic auth (its own htpasswd, bcrypt)."""
 
-    def __init__(self, tmp, tls=None):
+    def __init__(self, tmp, tls=None, login=None):
         self.dir = os.path.join(tmp, "registry")
         os.makedirs(self.dir, exist_ok=True)
         self.port = harness.free_port()
@@ -67,6 +74,7 @@ class Registry:
         if tls:
             self.ssl = ssl.create_default_context(cadata=tls[0])
         self.config = os.path.join(self.dir, "config.yml")
+        self.headers = {"Authorization": basic(*login)} if login else {}
         with open(self.config, "w") as f:
             f.write(f"""version: 0.1
 log:
@@ -81,6 +89,15 @@ http:
 """)
             if tls:
                 f.write(f"  tls:\n    certificate: {tls[1]}\n    key: {tls[2]}\n")
+            if login:
+                htpasswd = os.path.join(self.dir, "htpasswd")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    import crypt
+                    hashed = crypt.crypt(login[1], crypt.mksalt(crypt.METHOD_BLOWFISH))
+                with open(htpasswd, "w") as h:
+                    h.write(f"{login[0]}:{hashed}\n")
+                f.write(f"auth:\n  htpasswd:\n    realm: capsule-test\n    path: {htpasswd}\n")
         self.proc = None
 
     def start(self):
@@ -90,8 +107,8 @@ http:
 
         def up():
             try:
-                return urllib.request.urlopen(f"{self.scheme}://{self.host}/v2/", timeout=2,
-                                              context=self.ssl).status == 200
+                req = urllib.request.Request(f"{self.scheme}://{self.host}/v2/", headers=self.headers)
+                return urllib.request.urlopen(req, timeout=2, context=self.ssl).status == 200
             except (urllib.error.URLError, ConnectionError):
                 return self.proc.poll() is not None
         harness.wait_for(up, timeout=20, what="docker-registry")
@@ -114,18 +131,20 @@ http:
         """Pushes config, layer and manifest with the distribution API (monolithic uploads)."""
         base = f"{self.scheme}://{self.host}"
         for blob in (img.layer_gz, img.config):
-            req = urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", method="POST")
+            req = urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", method="POST",
+                                         headers=self.headers)
             with urllib.request.urlopen(req, context=self.ssl) as r:
                 loc = r.headers["Location"]
             if loc.startswith("/"):
                 loc = f"{base}{loc}"
             sep = "&" if "?" in loc else "?"
             req = urllib.request.Request(f"{loc}{sep}digest={mk.sha256(blob)}", data=blob, method="PUT",
-                                         headers={"Content-Type": "application/octet-stream"})
+                                         headers={"Content-Type": "application/octet-stream",
+                                                  **self.headers})
             with urllib.request.urlopen(req, context=self.ssl) as r:
                 assert r.status == 201, r.status
         req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", data=img.manifest,
-                                     method="PUT", headers={"Content-Type": mk.MT_MANIFEST})
+                                     method="PUT", headers={"Content-Type": mk.MT_MANIFEST, **self.headers})
         with urllib.request.urlopen(req, context=self.ssl) as r:
             assert r.status == 201, r.status
             return r.headers.get("Docker-Content-Digest")
@@ -133,11 +152,12 @@ http:
 
 class TokenProxy:
     """A registry front that demands a bearer token (401 + WWW-Authenticate challenge, a /token
-    endpoint) and forwards authorised GETs to the real registry."""
+    endpoint) and forwards authorised GETs to the real registry. login: (user, password) that the
+    token endpoint demands (HTTP Basic), as registries with accounts do."""
 
     TOKEN = "capsule-test-token"
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, login=None):
         self.upstream = upstream
         self.port = harness.free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -152,6 +172,13 @@ class TokenProxy:
             def do_GET(self):
                 if self.path.startswith("/token"):
                     proxy.token_requests.append(self.path)
+                    if login and self.headers.get("Authorization") != basic(*login):
+                        body = b'{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}'
+                        self.send_response(401)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
                     body = json.dumps({"token": TokenProxy.TOKEN}).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -211,10 +238,21 @@ class ImagesTest(unittest.TestCase):
         # an HTTPS registry whose certificate comes from a private CA, trusted via registries.ca
         ca_pem, crt, key = make_tls(os.path.join(cls.tmp, "tls-a"), "home")
         cls.tls_registry = Registry(os.path.join(cls.tmp, "r-tls"), tls=(ca_pem, crt, key)).start()
+        # logins: a registry with its own accounts (Basic), token endpoints that want one
+        cls.basic_registry = Registry(os.path.join(cls.tmp, "r-basic"), tls=(ca_pem, crt, key),
+                                      login=("alice", "wonder land")).start()
+        cls.login_proxy = TokenProxy(cls.registry.host, login=("bob", "b0b:pass")).start()
+        cls.badlogin_proxy = TokenProxy(cls.registry.host, login=("bob", "right")).start()
         cls.capsule = harness.Capsule(cls.tmp, containerd=cls.containerd.sock)
+        insecure = ", ".join(f'"{h}"' for h in (cls.registry.host, cls.proxy.host,
+                                                 cls.login_proxy.host, cls.badlogin_proxy.host))
         with open(os.path.join(cls.capsule.cfgdir, "machine.yaml"), "a") as f:
-            f.write(f'registries:\n  insecure: ["{cls.registry.host}", "{cls.proxy.host}"]\n'
-                    "  ca: |\n" + "".join("    " + line + "\n" for line in ca_pem.splitlines()))
+            f.write(f"registries:\n  insecure: [{insecure}]\n"
+                    "  ca: |\n" + "".join("    " + line + "\n" for line in ca_pem.splitlines()) +
+                    "  auth:\n"
+                    f'    - {{host: "{cls.basic_registry.host}", username: alice, password: "wonder land"}}\n'
+                    f'    - {{host: "{cls.login_proxy.host}", username: bob, password: "b0b:pass"}}\n'
+                    f'    - {{host: "{cls.badlogin_proxy.host}", username: bob, password: wrong}}\n')
         cls.capsule.start()
         cls.timings = {}
 
@@ -225,6 +263,9 @@ class ImagesTest(unittest.TestCase):
             logs = cls.capsule.logs()
         finally:
             cls.proxy.stop()
+            cls.login_proxy.stop()
+            cls.badlogin_proxy.stop()
+            cls.basic_registry.stop()
             cls.tls_registry.stop()
             cls.registry.stop()
             cls.containerd.stop()
@@ -432,15 +473,21 @@ class ImagesTest(unittest.TestCase):
         self.assertIn("service=test-registry", self.proxy.token_requests[0])
         self.assertIn("scope=repository%3Abusybox%3Apull", self.proxy.token_requests[0])
 
-    def test_066_pull_over_https_with_private_ca(self):
-        img = mk.Image(extra=b"pulled over HTTPS\n")
-        self.assertEqual(self.tls_registry.upload("busybox", "tls", img), img.manifest_digest)
-        ref = f"{self.tls_registry.host}/busybox:tls"
+    def upload_and_pull(self, registry, tag, extra, via=None):
+        """Uploads a new variant of the image to registry as busybox:TAG and pulls it from there
+        (or through the front `via`); checks the pull. Returns the image and the reference."""
+        img = mk.Image(extra=extra)
+        self.assertEqual(registry.upload("busybox", tag, img), img.manifest_digest)
+        ref = f"{via or registry.host}/busybox:{tag}"
         p = self.ctl(["image", "pull", ref], timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(f"pulled {ref} {img.manifest_digest}", p.stdout)
         self.assertEqual(self.images()[ref]["digest"], img.manifest_digest)
         self.assertIn(mk.sha256(img.layer_gz), self.ctr_content())
+        return img, ref
+
+    def test_066_pull_over_https_with_private_ca(self):
+        self.upload_and_pull(self.tls_registry, "tls", b"pulled over HTTPS\n")
 
     def test_067_https_from_an_untrusted_ca_refused(self):
         # the same setup signed by a CA the machine does not know: refused, naming the fix
@@ -459,6 +506,28 @@ class ImagesTest(unittest.TestCase):
             self.assertNotIn(mk.sha256(img.layer_gz), self.ctr_content())
         finally:
             other.stop()
+
+    def test_068_pull_with_basic_auth(self):
+        self.upload_and_pull(self.basic_registry, "private", b"behind a login\n")
+        # the same registry under a name with no credentials: refused, saying what to add
+        other = f"localhost:{self.basic_registry.port}/busybox:private"
+        p = self.ctl(["image", "pull", other], timeout=120)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(f"pull {other}: unauthorized (401): localhost:{self.basic_registry.port} asks "
+                      "for a username and password; add them under registries.auth", p.stderr)
+        self.assertIn("UNAUTHENTICATED", p.stderr)
+        self.assertNotIn(other, self.images())
+
+    def test_069_token_endpoint_with_login(self):
+        self.upload_and_pull(self.registry, "login", b"token for a login\n", via=self.login_proxy.host)
+        self.assertTrue(self.login_proxy.token_requests)
+        # a wrong password: the token endpoint's 401, with the host to check
+        ref = f"{self.badlogin_proxy.host}/busybox:login"
+        p = self.ctl(["image", "pull", ref], timeout=120)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(f"pull {ref}: bad credentials (401): check the username and password for "
+                      f"{self.badlogin_proxy.host} under registries.auth", p.stderr)
+        self.assertNotIn(ref, self.images())
 
     def test_065_pull_corrupt_blob_leaves_nothing(self):
         img = mk.Image(extra=b"corrupted on the wire\n")

@@ -217,6 +217,51 @@ TEST(machine_registry_ca)
         pki_pair_free(&b);
 }
 
+/* registries.auth: credentials per host round-trip; incomplete, duplicate or odd entries are
+ * refused naming the entry. */
+TEST(machine_registry_auth)
+{
+        struct cap_error err = {0};
+        struct registry_cred creds[] = {
+            {.host = "registry.lan:5000", .username = "alice", .password = "wonder land"},
+            {.host = "ghcr.io", .username = "bob", .password = "t0k:en#1"},
+        };
+        struct machine_config m, back;
+        machine_fill(&m);
+        m.registry_auth = creds;
+        m.n_registry_auth = 2;
+        const char *p = path_in("machine-auth.yaml");
+        CHECK(machine_config_save(p, &m, &err) == 0);
+        CHECK(machine_config_load(p, &back, &err) == 0);
+        CHECK(back.n_registry_auth == 2);
+        if (back.n_registry_auth == 2) {
+                CHECK_STR_EQ(back.registry_auth[0].host, "registry.lan:5000");
+                CHECK_STR_EQ(back.registry_auth[0].password, "wonder land");
+                CHECK_STR_EQ(back.registry_auth[1].username, "bob");
+                CHECK_STR_EQ(back.registry_auth[1].password, "t0k:en#1");
+        }
+        CHECK(back.n_insecure_registries == 2);
+        machine_config_free(&back);
+
+        expect_machine_error("hostname: home\n" PKI_OK
+                             "registries:\n  auth:\n    - {host: a.lan, username: u}\n",
+                             "machine.yaml:14: ", "registries.auth[0].password");
+        expect_machine_error("hostname: home\n" PKI_OK "registries:\n  auth:\n"
+                             "    - {host: a.lan, username: u, password: p}\n"
+                             "    - {host: A.lan, username: v, password: q}\n",
+                             "registries.auth[1].host: duplicate host \"A.lan\"", NULL);
+        expect_machine_error(
+            "hostname: home\n" PKI_OK
+            "registries:\n  auth:\n    - {host: a.lan/x, username: u, password: p}\n",
+            "registries.auth[0].host: a registry host", NULL);
+        expect_machine_error(
+            "hostname: home\n" PKI_OK
+            "registries:\n  auth:\n    - {host: a, username: u, password: p, x: 1}\n",
+            "registries.auth[0].x", "unknown field");
+        expect_machine_error("hostname: home\n" PKI_OK "registries: {auth: {host: a}}\n",
+                             "registries.auth: expected a list", NULL);
+}
+
 TEST(malformed_yaml)
 {
         expect_machine_error("hostname: [home\n" PKI_OK, "machine.yaml:", "invalid YAML");
@@ -423,6 +468,7 @@ int main(void)
         RUN(machine_defaults);
         RUN(machine_strict);
         RUN(machine_registry_ca);
+        RUN(machine_registry_auth);
         RUN(malformed_yaml);
         RUN(client_round_trip);
         RUN(client_strict);

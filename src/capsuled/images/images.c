@@ -415,7 +415,9 @@ static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct regi
         }
         struct registry_opts o = {.insecure = ctx->mcfg.insecure_registries,
                                   .n_insecure = ctx->mcfg.n_insecure_registries,
-                                  .ca_pem = ctx->mcfg.registry_ca_pem};
+                                  .ca_pem = ctx->mcfg.registry_ca_pem,
+                                  .auth = ctx->mcfg.registry_auth,
+                                  .n_auth = ctx->mcfg.n_registry_auth};
         struct ctrd_import *imp = NULL;
         struct content_sink cs = {0};
         double t0 = mono_s();

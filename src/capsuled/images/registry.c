@@ -9,6 +9,7 @@
 
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include "common/cleanup.h"
@@ -25,9 +26,11 @@ struct session {
         const struct registry_opts *o;
         const struct image_ref *ref;
         CURL *h;
-        char *base;   /* "https://host" */
-        char *refstr; /* for messages */
-        char *auth;   /* "Authorization: Bearer ..." once we have a token */
+        char *base;                       /* "https://host" */
+        char *refstr;                     /* for messages */
+        char *auth;                       /* "Authorization: Bearer ..." once we have a token */
+        const struct registry_cred *cred; /* this host's credentials, or NULL */
+        bool token_request;               /* perform(): send cred as HTTP Basic auth */
         bool insecure;
         uint64_t fetched;
 };
@@ -213,12 +216,61 @@ static enum cap_status http_status(long s)
 
 static int http_error(struct session *s, struct resp *r, const char *what, struct cap_error *err)
 {
-        char msg[256];
+        char msg[256], hint[160] = "";
         registry_message(r->errbuf, msg, sizeof(msg));
         if (!*msg)
                 snprintf(msg, sizeof(msg), "%s failed", what);
-        return cap_error_set(err, -EIO, http_status(r->status), "pull %s: %s (%ld)", s->refstr, msg,
-                             r->status);
+        if (r->status == 401 && s->cred)
+                snprintf(hint, sizeof(hint),
+                         ": check the username and password for %s under registries.auth",
+                         s->ref->domain);
+        else if (r->status == 401)
+                snprintf(
+                    hint, sizeof(hint),
+                    ": if %s needs a login, add it under registries.auth in the machine config",
+                    s->ref->domain);
+        return cap_error_set(err, -EIO, http_status(r->status), "pull %s: %s (%ld)%s", s->refstr,
+                             msg, r->status, hint);
+}
+
+const struct registry_cred *registry_cred_for(const struct registry_opts *o, const char *host)
+{
+        for (size_t i = 0; i < o->n_auth; i++)
+                if (o->auth[i].host && strcasecmp(o->auth[i].host, host) == 0)
+                        return &o->auth[i];
+        return NULL;
+}
+
+/* Answers a `WWW-Authenticate: Basic` challenge with the host's credentials. */
+static int use_basic(struct session *s, struct cap_error *err)
+{
+        if (!s->cred)
+                return cap_error_set(err, -EACCES, CAP_UNAUTHENTICATED,
+                                     "pull %s: unauthorized (401): %s asks for a username and "
+                                     "password; add them under registries.auth in the machine "
+                                     "config",
+                                     s->refstr, s->ref->domain);
+        _cleanup_free_ char *plain = NULL;
+        int n = asprintf(&plain, "%s:%s", s->cred->username, s->cred->password);
+        if (n < 0) {
+                plain = NULL;
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
+        size_t b64len = 4 * (((size_t)n + 2) / 3);
+        _cleanup_free_ char *b64 = malloc(b64len + 1);
+        if (!b64) {
+                explicit_bzero(plain, (size_t)n);
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
+        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)plain, n);
+        explicit_bzero(plain, (size_t)n);
+        if (s->auth)
+                explicit_bzero(s->auth, strlen(s->auth));
+        free(s->auth);
+        if (asprintf(&s->auth, "Authorization: Basic %s", b64) < 0)
+                s->auth = NULL;
+        explicit_bzero(b64, b64len);
+        return s->auth ? 0 : cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
 }
 
 /* libcurl calls this for each new TLS connection, after loading the system CAs: add ours. */
@@ -266,6 +318,11 @@ static int perform(struct session *s, const char *url, const char *accept, struc
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
+        if (s->token_request && s->cred) {
+                curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+                curl_easy_setopt(h, CURLOPT_USERNAME, s->cred->username);
+                curl_easy_setopt(h, CURLOPT_PASSWORD, s->cred->password);
+        }
         if (s->o->ca_pem) {
                 curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_cas);
                 curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, (void *)s->o->ca_pem);
@@ -327,7 +384,9 @@ static int fetch_token(struct session *s, const char *challenge, struct cap_erro
         if (!buf)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         struct resp r = {.buf = buf, .max = BLOB_META_MAX};
+        s->token_request = true;
         int rc = perform(s, url, NULL, &r, 60, false, err);
+        s->token_request = false;
         free(r.challenge);
         if (rc < 0)
                 return rc;
@@ -367,7 +426,11 @@ static int get(struct session *s, const char *url, const char *accept, struct re
                         if (blob_hash_init(r->hash, err) < 0)
                                 return err->code;
                 }
-                if (fetch_token(s, r->challenge, err) < 0)
+                const char *c = r->challenge;
+                while (isspace((unsigned char)*c))
+                        c++;
+                if (strncasecmp(c, "Basic", 5) == 0 ? use_basic(s, err) < 0
+                                                    : fetch_token(s, r->challenge, err) < 0)
                         return err->code;
         }
 }
@@ -634,6 +697,7 @@ int registry_pull(const struct registry_opts *o, const struct image_ref *ref,
         const char *host =
             strcmp(ref->domain, "docker.io") == 0 ? "registry-1.docker.io" : ref->domain;
         s.insecure = registry_is_insecure(o, ref->domain);
+        s.cred = registry_cred_for(o, ref->domain);
         s.refstr = image_ref_string(ref);
         s.h = curl_easy_init();
         if (!s.refstr || !s.h ||
