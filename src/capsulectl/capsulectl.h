@@ -78,3 +78,4 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv);
 int cmd_events(struct ctl *ctl, int argc, char **argv);
 int cmd_reboot(struct ctl *ctl, int argc, char **argv);
 int cmd_dmesg(struct ctl *ctl, int argc, char **argv);
+int cmd_machine_config(struct ctl *ctl, int argc, char **argv);

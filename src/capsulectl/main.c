@@ -10,23 +10,25 @@
 #include "rpc/rpc.h"
 
 static const struct ctl_verb verbs[] = {
-        {"apply", cmd_apply, "Apply manifests (-f FILE|DIR|-): create or update workloads and volumes"},
-        {"diff", cmd_diff, "Show how manifests differ from what the capsule runs"},
-        {"get", cmd_get, "List workloads, or show one"},
-        {"describe", cmd_describe, "Show a workload's spec, status, last exit and events"},
-        {"delete", cmd_delete, "Delete workloads (by NAME or -f FILE)"},
-        {"logs", cmd_logs, "Print a workload's output (-f to follow)"},
-        {"exec", cmd_exec, "Run a command in a workload (-it for a terminal)"},
-        {"restart", cmd_restart, "Restart a workload now"},
-        {"events", cmd_events, "Stream the capsule's events"},
-        {"image", cmd_image, "Manage images (image push|pull|ls|rm)"},
-        {"volume", cmd_volume, "Manage volumes (volume create|ls|resize|rm)"},
-        {"version", cmd_version, "Print the client and server versions"},
-        {"health", cmd_health, "Check the capsule's health"},
-        {"dmesg", cmd_dmesg, "Print the capsule's kernel log (-f to follow)"},
-        {"reboot", cmd_reboot, "Reboot (or --poweroff) the capsule cleanly"},
-        {"gen", cmd_gen, "Generate configs and certificates (gen config, gen cert)"},
-        {"config", cmd_config, "Manage client contexts (config contexts, config use-context)"},
+    {"apply", cmd_apply, "Apply manifests (-f FILE|DIR|-): create or update workloads and volumes"},
+    {"diff", cmd_diff, "Show how manifests differ from what the capsule runs"},
+    {"get", cmd_get, "List workloads, or show one"},
+    {"describe", cmd_describe, "Show a workload's spec, status, last exit and events"},
+    {"delete", cmd_delete, "Delete workloads (by NAME or -f FILE)"},
+    {"logs", cmd_logs, "Print a workload's output (-f to follow)"},
+    {"exec", cmd_exec, "Run a command in a workload (-it for a terminal)"},
+    {"restart", cmd_restart, "Restart a workload now"},
+    {"events", cmd_events, "Stream the capsule's events"},
+    {"image", cmd_image, "Manage images (image push|pull|ls|rm)"},
+    {"volume", cmd_volume, "Manage volumes (volume create|ls|resize|rm)"},
+    {"version", cmd_version, "Print the client and server versions"},
+    {"health", cmd_health, "Check the capsule's health"},
+    {"dmesg", cmd_dmesg, "Print the capsule's kernel log (-f to follow)"},
+    {"reboot", cmd_reboot, "Reboot (or --poweroff) the capsule cleanly"},
+    {"machine-config", cmd_machine_config,
+     "Replace the capsule's machine config (machine-config apply -f)"},
+    {"gen", cmd_gen, "Generate configs and certificates (gen config, gen cert)"},
+    {"config", cmd_config, "Manage client contexts (config contexts, config use-context)"},
 };
 
 static void usage(FILE *f)
@@ -35,9 +37,10 @@ static void usage(FILE *f)
                    "usage: capsulectl [global options] VERB [args]\n\n"
                    "Verbs:\n");
         for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-                fprintf(f, "  %-12s %s\n", verbs[i].name, verbs[i].summary);
+                fprintf(f, "  %-15s %s\n", verbs[i].name, verbs[i].summary);
         fprintf(f, "\nGlobal options:\n"
-                   "  --config FILE        client config (default $CAPSULECONFIG or ~/.config/capsule/config)\n"
+                   "  --config FILE        client config (default $CAPSULECONFIG or "
+                   "~/.config/capsule/config)\n"
                    "  --context NAME       context to use (default: the config's current context)\n"
                    "  --capsule HOST:PORT  endpoint override (also $CAPSULE_HOST)\n"
                    "  -o, --output FMT     table (default), yaml or json\n"
@@ -49,18 +52,27 @@ int main(int argc, char **argv)
 {
         struct ctl ctl = {.timeout_ms = 30000};
         static const struct option opts[] = {
-                {"config", required_argument, NULL, 'c'},  {"context", required_argument, NULL, 'x'},
-                {"capsule", required_argument, NULL, 'e'}, {"output", required_argument, NULL, 'o'},
-                {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+            {"config", required_argument, NULL, 'c'},
+            {"context", required_argument, NULL, 'x'},
+            {"capsule", required_argument, NULL, 'e'},
+            {"output", required_argument, NULL, 'o'},
+            {"timeout", required_argument, NULL, 't'},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         int c;
         /* '+' stops at the first non-option: the verb. */
         while ((c = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
                 switch (c) {
-                case 'c': ctl.config_path = optarg; break;
-                case 'x': ctl.context_name = optarg; break;
-                case 'e': ctl.endpoint = optarg; break;
+                case 'c':
+                        ctl.config_path = optarg;
+                        break;
+                case 'x':
+                        ctl.context_name = optarg;
+                        break;
+                case 'e':
+                        ctl.endpoint = optarg;
+                        break;
                 case 'o':
                         if (strcmp(optarg, "table") == 0 || strcmp(optarg, "wide") == 0)
                                 ctl.output = CTL_OUT_TABLE;
@@ -69,7 +81,8 @@ int main(int argc, char **argv)
                         else if (strcmp(optarg, "json") == 0)
                                 ctl.output = CTL_OUT_JSON;
                         else {
-                                fprintf(stderr, "capsulectl: -o %s: expected table, yaml or json\n", optarg);
+                                fprintf(stderr, "capsulectl: -o %s: expected table, yaml or json\n",
+                                        optarg);
                                 return CTL_EXIT_USAGE;
                         }
                         break;
@@ -77,14 +90,20 @@ int main(int argc, char **argv)
                         char *end;
                         long s = strtol(optarg, &end, 10);
                         if (*end || s <= 0 || s > 86400) {
-                                fprintf(stderr, "capsulectl: --timeout %s: expected seconds (1-86400)\n", optarg);
+                                fprintf(stderr,
+                                        "capsulectl: --timeout %s: expected seconds (1-86400)\n",
+                                        optarg);
                                 return CTL_EXIT_USAGE;
                         }
                         ctl.timeout_ms = (int)s * 1000;
                         break;
                 }
-                case 'h': usage(stdout); return CTL_EXIT_OK;
-                default: usage(stderr); return CTL_EXIT_USAGE;
+                case 'h':
+                        usage(stdout);
+                        return CTL_EXIT_OK;
+                default:
+                        usage(stderr);
+                        return CTL_EXIT_USAGE;
                 }
         }
         if (optind >= argc) {
@@ -113,7 +132,9 @@ int main(int argc, char **argv)
                 }
         }
         if (!found) {
-                fprintf(stderr, "capsulectl: unknown verb \"%s\"; run `capsulectl --help` for the list\n", verb);
+                fprintf(stderr,
+                        "capsulectl: unknown verb \"%s\"; run `capsulectl --help` for the list\n",
+                        verb);
                 rc = CTL_EXIT_USAGE;
         }
         ctl_cleanup(&ctl);

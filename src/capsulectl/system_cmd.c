@@ -1,5 +1,7 @@
-/* `capsulectl reboot` and `capsulectl dmesg`: machine-level verbs. */
+/* `capsulectl reboot`, `dmesg` and `machine-config apply`: machine-level verbs. */
+#include <errno.h>
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "capsule/v1/system.pb-c.h"
@@ -7,10 +9,10 @@
 #include "rpc/rpc.h"
 
 static const char reboot_usage[] =
-        "usage: capsulectl reboot [--poweroff]\n\n"
-        "Reboots (or powers off) the capsule cleanly: workloads are stopped with a grace period,\n"
-        "disks synced and unmounted. Workloads start again after the reboot.\n\n"
-        "example: capsulectl reboot\n";
+    "usage: capsulectl reboot [--poweroff]\n\n"
+    "Reboots (or powers off) the capsule cleanly: workloads are stopped with a grace period,\n"
+    "disks synced and unmounted. Workloads start again after the reboot.\n\n"
+    "example: capsulectl reboot\n";
 
 int cmd_reboot(struct ctl *ctl, int argc, char **argv)
 {
@@ -21,7 +23,8 @@ int cmd_reboot(struct ctl *ctl, int argc, char **argv)
                 if (strcmp(argv[i], "--poweroff") == 0)
                         req.poweroff = true;
                 else {
-                        fprintf(stderr, "capsulectl reboot: unexpected argument \"%s\"\n%s", argv[i], reboot_usage);
+                        fprintf(stderr, "capsulectl reboot: unexpected argument \"%s\"\n%s",
+                                argv[i], reboot_usage);
                         return CTL_EXIT_USAGE;
                 }
         }
@@ -30,8 +33,9 @@ int cmd_reboot(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_ERROR;
         ProtobufCMessage *resp = NULL;
         struct cap_error err = {0};
-        if (rpc_unary(c, "/capsule.v1.System/Reboot", &req.base, &capsule__v1__reboot_response__descriptor, &resp,
-                      ctl->timeout_ms, &err) < 0) {
+        if (rpc_unary(c, "/capsule.v1.System/Reboot", &req.base,
+                      &capsule__v1__reboot_response__descriptor, &resp, ctl->timeout_ms,
+                      &err) < 0) {
                 ctl_print_error(ctl, "reboot", &err);
                 return CTL_EXIT_ERROR;
         }
@@ -42,10 +46,10 @@ int cmd_reboot(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char dmesg_usage[] =
-        "usage: capsulectl dmesg [-f]\n\n"
-        "Prints the capsule's kernel log (PID 1's and the services' lines included).\n"
-        "  -f, --follow   keep printing new lines until interrupted\n\n"
-        "example: capsulectl dmesg -f\n";
+    "usage: capsulectl dmesg [-f]\n\n"
+    "Prints the capsule's kernel log (PID 1's and the services' lines included).\n"
+    "  -f, --follow   keep printing new lines until interrupted\n\n"
+    "example: capsulectl dmesg -f\n";
 
 int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
 {
@@ -56,7 +60,8 @@ int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
                 if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0)
                         req.follow = true;
                 else {
-                        fprintf(stderr, "capsulectl dmesg: unexpected argument \"%s\"\n%s", argv[i], dmesg_usage);
+                        fprintf(stderr, "capsulectl dmesg: unexpected argument \"%s\"\n%s", argv[i],
+                                dmesg_usage);
                         return CTL_EXIT_USAGE;
                 }
         }
@@ -64,8 +69,9 @@ int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
         if (!c)
                 return CTL_EXIT_ERROR;
         struct cap_error err = {0};
-        struct rpc_stream *s = rpc_stream_open(c, "/capsule.v1.System/Dmesg", &capsule__v1__dmesg_line__descriptor,
-                                               req.follow ? 0 : ctl->timeout_ms, &err);
+        struct rpc_stream *s =
+            rpc_stream_open(c, "/capsule.v1.System/Dmesg", &capsule__v1__dmesg_line__descriptor,
+                            req.follow ? 0 : ctl->timeout_ms, &err);
         if (!s || rpc_stream_send(s, &req.base, &err) < 0 || rpc_stream_close_send(s, &err) < 0) {
                 ctl_print_error(ctl, "dmesg", &err);
                 rpc_stream_free(s);
@@ -81,7 +87,8 @@ int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
                 } else {
                         struct json_object *o = json_object_new_object();
                         json_object_object_add(o, "timeUsec", json_object_new_int64(l->time_usec));
-                        json_object_object_add(o, "priority", json_object_new_int((int)l->priority));
+                        json_object_object_add(o, "priority",
+                                               json_object_new_int((int)l->priority));
                         json_object_object_add(o, "message", json_object_new_string(l->message));
                         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
                         json_object_put(o);
@@ -94,4 +101,165 @@ int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
                 ctl_print_error(ctl, "dmesg", &err);
         rpc_stream_free(s);
         return r < 0 ? CTL_EXIT_ERROR : CTL_EXIT_OK;
+}
+
+static const char machine_config_usage[] =
+    "usage: capsulectl machine-config apply -f FILE [--dry-run] [--replace-ca]\n\n"
+    "Replaces the capsule's machine config (the machine.yaml of `capsulectl gen config`, edited).\n"
+    "It is checked whole first: fields, certificates, the server certificate against its key and\n"
+    "the CA. `registries` (insecure hosts, CAs, logins) take effect at once; hostname, api, pki,\n"
+    "network and updates at the next boot (`capsulectl reboot`).\n"
+    "  -f, --file FILE   the new machine config (- for standard input)\n"
+    "  --dry-run         check it and show what would change; save nothing\n"
+    "  --replace-ca      allow a different pki.ca (every client certificate must then be "
+    "re-issued)\n\n"
+    "example: capsulectl machine-config apply -f ~/capsule-home/machine.yaml --dry-run\n";
+
+/* Reads a whole file (or stdin for "-"), at most max bytes. */
+static char *read_whole(const char *path, size_t max, size_t *len)
+{
+        FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+        if (!f)
+                return NULL;
+        size_t cap = 64 * 1024, n = 0;
+        char *buf = malloc(cap + 1);
+        while (buf) {
+                if (n == cap) {
+                        char *g = cap >= max + 1 ? NULL : realloc(buf, 2 * cap + 1);
+                        if (!g) {
+                                free(buf);
+                                buf = NULL;
+                                errno = cap >= max + 1 ? EFBIG : ENOMEM;
+                                break;
+                        }
+                        buf = g;
+                        cap *= 2;
+                }
+                size_t got = fread(buf + n, 1, cap - n, f);
+                n += got;
+                if (got == 0) {
+                        if (ferror(f)) {
+                                free(buf);
+                                buf = NULL;
+                                errno = EIO;
+                        }
+                        break;
+                }
+        }
+        if (f != stdin)
+                fclose(f);
+        if (buf && n > max) {
+                free(buf);
+                errno = EFBIG;
+                return NULL;
+        }
+        if (buf) {
+                buf[n] = '\0';
+                *len = n;
+        }
+        return buf;
+}
+
+static void print_sections(const char *label, char **v, size_t n)
+{
+        printf("%s", label);
+        for (size_t i = 0; i < n; i++)
+                printf("%s%s", i ? ", " : " ", v[i]);
+        printf("\n");
+}
+
+int cmd_machine_config(struct ctl *ctl, int argc, char **argv)
+{
+        if (ctl_wants_help(argc, argv, machine_config_usage))
+                return CTL_EXIT_OK;
+        if (argc < 2 || strcmp(argv[1], "apply") != 0) {
+                fprintf(stderr, "capsulectl machine-config: expected `apply`\n%s",
+                        machine_config_usage);
+                return CTL_EXIT_USAGE;
+        }
+        Capsule__V1__ApplyMachineConfigRequest req =
+            CAPSULE__V1__APPLY_MACHINE_CONFIG_REQUEST__INIT;
+        const char *file = NULL;
+        for (int i = 2; i < argc; i++) {
+                if ((strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--file") == 0) && i + 1 < argc)
+                        file = argv[++i];
+                else if (strcmp(argv[i], "--dry-run") == 0)
+                        req.dry_run = true;
+                else if (strcmp(argv[i], "--replace-ca") == 0)
+                        req.replace_ca = true;
+                else {
+                        fprintf(stderr,
+                                "capsulectl machine-config apply: unexpected argument \"%s\"\n%s",
+                                argv[i], machine_config_usage);
+                        return CTL_EXIT_USAGE;
+                }
+        }
+        if (!file) {
+                fprintf(stderr, "capsulectl machine-config apply: -f FILE is required\n%s",
+                        machine_config_usage);
+                return CTL_EXIT_USAGE;
+        }
+        size_t len = 0;
+        char *text = read_whole(file, 1u << 20, &len);
+        if (!text) {
+                fprintf(stderr, "capsulectl: %s: %s\n", file,
+                        errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
+                return CTL_EXIT_ERROR;
+        }
+        /* Checked here first, so that mistakes are reported against the file's own name. */
+        struct machine_config check;
+        struct cap_error err = {0};
+        if (machine_config_parse(file, text, len, &check, &err) < 0) {
+                fprintf(stderr, "capsulectl: %s\nnothing was applied\n", err.msg);
+                free(text);
+                return CTL_EXIT_ERROR;
+        }
+        machine_config_free(&check);
+        req.config.data = (uint8_t *)text;
+        req.config.len = len;
+        struct rpc_client *c = ctl_client(ctl);
+        if (!c) {
+                free(text);
+                return CTL_EXIT_ERROR;
+        }
+        ProtobufCMessage *resp = NULL;
+        int r = rpc_unary(c, "/capsule.v1.System/ApplyMachineConfig", &req.base,
+                          &capsule__v1__apply_machine_config_response__descriptor, &resp,
+                          ctl->timeout_ms, &err);
+        explicit_bzero(text, len);
+        free(text);
+        if (r < 0) {
+                ctl_print_error(ctl, "machine-config apply", &err);
+                fprintf(stderr, "nothing was applied\n");
+                return CTL_EXIT_ERROR;
+        }
+        Capsule__V1__ApplyMachineConfigResponse *a =
+            (Capsule__V1__ApplyMachineConfigResponse *)resp;
+        if (ctl->output != CTL_OUT_TABLE) {
+                struct json_object *o = json_object_new_object(), *ch = json_object_new_array(),
+                                   *ap = json_object_new_array();
+                for (size_t i = 0; i < a->n_changed; i++)
+                        json_object_array_add(ch, json_object_new_string(a->changed[i]));
+                for (size_t i = 0; i < a->n_applied; i++)
+                        json_object_array_add(ap, json_object_new_string(a->applied[i]));
+                json_object_object_add(o, "changed", ch);
+                json_object_object_add(o, "applied", ap);
+                json_object_object_add(o, "rebootRequired",
+                                       json_object_new_boolean(a->reboot_required));
+                json_object_object_add(o, "dryRun", json_object_new_boolean(req.dry_run));
+                ctl_print_structured(ctl, o);
+                json_object_put(o);
+        } else if (a->n_changed == 0) {
+                printf("unchanged: the capsule already has this machine config\n");
+        } else {
+                print_sections(req.dry_run ? "would change:" : "changed:", a->changed,
+                               a->n_changed);
+                if (a->n_applied)
+                        print_sections("in effect now:", a->applied, a->n_applied);
+                if (a->reboot_required)
+                        printf("the rest takes effect at the next boot%s\n",
+                               req.dry_run ? "" : " (capsulectl reboot)");
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return CTL_EXIT_OK;
 }

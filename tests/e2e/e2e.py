@@ -303,19 +303,25 @@ def scenario_firstboot_powercut(m):
     check(m.ctl("health").returncode == 0, "health OK")
 
 
+def esp_put(raw, name, text, work):
+    """Writes EFI/capsule/NAME on the ESP of the raw disk image, as an operator does from another
+    computer (mtools: no mount needed)."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", raw], check=True, text=True,
+                                      stdout=subprocess.PIPE).stdout)["partitiontable"]
+    esp = next(p for p in table["partitions"] if p.get("name") == "EFI")
+    target = f"{raw}@@{esp['start'] * table.get('sectorsize', 512)}"
+    src = os.path.join(work, name)
+    with open(src, "w") as f:
+        f.write(text)
+    subprocess.run(["mcopy", "-o", "-i", target, src, f"::/EFI/capsule/{name}"], check=True)
+
+
 def esp_image_with_config(m, machine_yaml):
     """A copy of the e2e image (sparse) whose ESP carries EFI/capsule/machine.yaml, as an operator
     drops it there after writing the image to a disk."""
     raw = os.path.join(m.work, "capsule.raw")
     subprocess.run(["cp", "--sparse=always", os.path.join(IMAGE_DIR, "capsule.raw"), raw], check=True)
-    table = json.loads(subprocess.run(["sfdisk", "--json", raw], check=True, text=True,
-                                      stdout=subprocess.PIPE).stdout)["partitiontable"]
-    esp = next(p for p in table["partitions"] if p.get("name") == "EFI")
-    target = f"{raw}@@{esp['start'] * table.get('sectorsize', 512)}"
-    cfg = os.path.join(m.work, "machine.yaml")
-    with open(cfg, "w") as f:
-        f.write(machine_yaml)
-    subprocess.run(["mcopy", "-o", "-i", target, cfg, "::/EFI/capsule/machine.yaml"], check=True)
+    esp_put(raw, "machine.yaml", machine_yaml, m.work)
     return raw
 
 
@@ -338,6 +344,56 @@ def scenario_esp_static(m):
     check("leased" not in con, "no DHCP lease was asked for")
     check("capsule-static" in m.ctl("version").stdout, "the API answers on the static address")
     check(m.ctl("health").returncode == 0, "health OK")
+
+
+def scenario_machine_config(m):
+    """machine-config apply on a Capsule: a hostname change waits for the reboot and then stays
+    (it is on /perm); an ESP machine-override.yaml, the way back in, replaces the config once."""
+    m.boot()
+    with open(os.path.join(m.config_dir, "machine.yaml")) as f:
+        cfg = f.read()
+    check("hostname: capsule-e2e\n" in cfg, "the e2e machine config has the expected shape")
+
+    def apply(text, *flags, check_rc=True):
+        path = os.path.join(m.work, "apply.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return m.ctl("machine-config", "apply", "-f", path, *flags, check_rc=check_rc)
+
+    r = apply(cfg.replace("hostname:", "colour: blue\nhostname:"), check_rc=False)
+    check(r.returncode == 1 and 'unknown field "colour"' in r.stderr, "a bad machine config is refused")
+    r = apply(cfg.replace("hostname: capsule-e2e", "hostname: capsule-renamed"))
+    check("changed: hostname" in r.stdout and "next boot" in r.stdout,
+          f"a hostname change is saved for the next boot ({r.stdout.strip()!r})")
+    check(m.ctl_json("version")["server"]["hostname"] == "capsule-e2e", "the hostname is unchanged until then")
+    m.ctl("reboot")
+    check(m.wait_console("starting as PID 1", 300, count=2) and m.wait_api(300),
+          "the machine rebooted and the API answers")
+    check(m.ctl_json("version")["server"]["hostname"] == "capsule-renamed", "the new hostname after the reboot")
+
+    # Locked out (say): power off, drop an override on the ESP from "another computer", boot.
+    m.ctl("reboot", "--poweroff")
+    deadline = time.monotonic() + 120
+    while m.alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    check(not m.alive(), "capsulectl reboot --poweroff powered the machine off")
+    disk = os.path.join(m.work, "disk.raw")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", os.path.join(m.work, "disk.qcow2"), disk],
+                   check=True)
+    esp_put(disk, "machine-override.yaml", cfg.replace("hostname: capsule-e2e", "hostname: capsule-rescued"),
+            m.work)
+    m.image = disk
+    m.boot()
+    check("machine config replaced by the ESP's machine-override.yaml" in m.console(),
+          "PID 1 installed the ESP's machine-override.yaml")
+    check(m.ctl_json("version")["server"]["hostname"] == "capsule-rescued", "the override's hostname is in effect")
+    # once: a config applied after it is not overridden again at the next boot
+    apply(cfg.replace("hostname: capsule-e2e", "hostname: capsule-after"))
+    m.ctl("reboot")
+    check(m.wait_console("starting as PID 1", 300, count=2) and m.wait_api(300),
+          "the machine rebooted again")
+    check(m.ctl_json("version")["server"]["hostname"] == "capsule-after",
+          "the override applied once: the later apply holds")
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()

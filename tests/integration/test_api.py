@@ -120,6 +120,8 @@ class ApiTest(CapsuleTestCase):
         sysm, wl, vol = self.pb["system"], self.pb["workloads"], self.pb["volumes"]
         mutating = [
             ("/capsule.v1.System/Reboot", sysm.RebootRequest(), sysm.RebootResponse),
+            ("/capsule.v1.System/ApplyMachineConfig", sysm.ApplyMachineConfigRequest(config=b"x"),
+             sysm.ApplyMachineConfigResponse),
             ("/capsule.v1.Workloads/Apply", wl.ApplyRequest(), wl.ApplyResponse),
             ("/capsule.v1.Workloads/Delete", wl.DeleteRequest(name="web"), wl.DeleteResponse),
             ("/capsule.v1.Volumes/Create", vol.VolumeCreateRequest(name="v"), vol.VolumeCreateResponse),

@@ -529,6 +529,99 @@ class ImagesTest(unittest.TestCase):
                       f"{self.badlogin_proxy.host} under registries.auth", p.stderr)
         self.assertNotIn(ref, self.images())
 
+    def test_095_machine_config_apply(self):
+        """A new registry login and insecure host, applied to the running capsule: in effect for
+        the next pull, no restart; saved; bad or dangerous configs refused and nothing changed."""
+        path = os.path.join(self.capsule.cfgdir, "machine.yaml")
+        with open(path) as f:
+            before = f.read()
+        late = TokenProxy(self.registry.host, login=("carol", "late login")).start()
+        try:
+            img = mk.Image(extra=b"after a config change\n")
+            self.registry.upload("busybox", "late", img)
+            ref = f"{late.host}/busybox:late"
+            p = self.ctl(["image", "pull", ref], timeout=120)
+            self.assertEqual(p.returncode, 1, p.stdout)  # HTTPS to a plain-HTTP host
+            new = before.replace("  insecure: [", f'  insecure: ["{late.host}", ', 1).replace(
+                "  auth:\n", f'  auth:\n    - {{host: "{late.host}", username: carol, password: "late login"}}\n', 1)
+            self.assertNotEqual(new, before)
+            newfile = os.path.join(self.tmp, "machine-new.yaml")
+            with open(newfile, "w") as f:
+                f.write(new + "# edited by the test\n")
+            # dry run: says what would change, changes nothing
+            p = self.ctl(["machine-config", "apply", "-f", newfile, "--dry-run"], check=True)
+            self.assertIn("would change: registries", p.stdout)
+            with open(path) as f:
+                self.assertEqual(f.read(), before)
+            p = self.ctl(["machine-config", "apply", "-f", newfile], check=True)
+            self.assertIn("changed: registries", p.stdout)
+            self.assertIn("in effect now: registries", p.stdout)
+            self.assertNotIn("next boot", p.stdout)
+            with open(path) as f:
+                self.assertEqual(f.read(), new + "# edited by the test\n")  # kept as written
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+            p = self.ctl(["image", "pull", ref], timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn(img.manifest_digest, p.stdout)
+            self.assertTrue(late.token_requests)
+            # the same again: unchanged
+            p = self.ctl(["machine-config", "apply", "-f", newfile], check=True)
+            self.assertIn("unchanged", p.stdout)
+            # a network change waits for the next boot
+            net = new.replace("dhcp: true", "dhcp: false\n  address: 10.9.8.7/24", 1)
+            self.assertNotEqual(net, new)
+            with open(newfile, "w") as f:
+                f.write(net)
+            p = self.ctl(["-o", "json", "machine-config", "apply", "-f", newfile, "--dry-run"], check=True)
+            self.assertEqual(json.loads(p.stdout), {"changed": ["network"], "applied": [],
+                                                    "rebootRequired": True, "dryRun": True})
+            # an unknown field: refused, naming the file, line and field
+            with open(newfile, "w") as f:
+                f.write(new.replace("hostname:", "colour: blue\nhostname:", 1))
+            p = self.ctl(["machine-config", "apply", "-f", newfile])
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(f"{newfile}:", p.stderr)
+            self.assertIn('unknown field "colour"', p.stderr)
+            self.assertIn("nothing was applied", p.stderr)
+            # another machine's PKI (a different CA): refused unless asked for
+            other = os.path.join(self.tmp, "other-cfg")
+            harness.ctl(["gen", "config", "other", "--endpoint", "127.0.0.1:1", "-o", other], check=True)
+            with open(os.path.join(other, "machine.yaml")) as f:
+                foreign = f.read()
+            with open(newfile, "w") as f:
+                f.write(foreign)
+            p = self.ctl(["machine-config", "apply", "-f", newfile])
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("pki.ca differs", p.stderr)
+            self.assertIn("--replace-ca", p.stderr)
+            self.assertIn("FAILED_PRECONDITION", p.stderr)
+            with open(path) as f:
+                self.assertEqual(f.read(), new + "# edited by the test\n")
+            # a certificate with another machine's key
+            mixed = new.split("  key: |")[0] + "  key: |" + foreign.split("  key: |")[1].split("registries:")[0]
+            mixed += "registries:" + new.split("registries:")[1]
+            with open(newfile, "w") as f:
+                f.write(mixed)
+            p = self.ctl(["machine-config", "apply", "-f", newfile])
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertIn("pki.key does not match pki.cert", p.stderr)
+            # a reader may not change it
+            rd = os.path.join(self.tmp, "reader.cfg")
+            harness.ctl(["gen", "cert", "--role", "reader", "--name", "viewer", "--secrets",
+                         self.capsule.secrets, "--endpoint", self.capsule.endpoint, "-o", rd], check=True)
+            with open(newfile, "w") as f:
+                f.write(before)
+            p = self.capsule.ctl(["machine-config", "apply", "-f", newfile], config=rd)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("PERMISSION_DENIED", p.stderr)
+        finally:
+            late.stop()
+            # put the original back for the tests after this one
+            with open(os.path.join(self.tmp, "machine-orig.yaml"), "w") as f:
+                f.write(before)
+            self.ctl(["machine-config", "apply", "-f", os.path.join(self.tmp, "machine-orig.yaml")],
+                     check=True)
+
     def test_065_pull_corrupt_blob_leaves_nothing(self):
         img = mk.Image(extra=b"corrupted on the wire\n")
         self.registry.upload("busybox", "3", img)

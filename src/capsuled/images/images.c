@@ -413,11 +413,12 @@ static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct regi
                 image_ref_clear(&r);
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
-        struct registry_opts o = {.insecure = ctx->mcfg.insecure_registries,
-                                  .n_insecure = ctx->mcfg.n_insecure_registries,
-                                  .ca_pem = ctx->mcfg.registry_ca_pem,
-                                  .auth = ctx->mcfg.registry_auth,
-                                  .n_auth = ctx->mcfg.n_registry_auth};
+        struct serve_config_ref *cfg = serve_config_get(ctx);
+        struct registry_opts o = {.insecure = cfg->c.insecure_registries,
+                                  .n_insecure = cfg->c.n_insecure_registries,
+                                  .ca_pem = cfg->c.registry_ca_pem,
+                                  .auth = cfg->c.registry_auth,
+                                  .n_auth = cfg->c.n_registry_auth};
         struct ctrd_import *imp = NULL;
         struct content_sink cs = {0};
         double t0 = mono_s();
@@ -442,6 +443,7 @@ static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct regi
         }
         content_sink_done(&cs);
         ctrd_import_abort(imp);
+        serve_config_put(ctx, cfg);
         image_ref_clear(&r);
         if (rc == 0)
                 log_info("image pull: name=%s digest=%s size=%" PRIu64 " fetched=%" PRIu64

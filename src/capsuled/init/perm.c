@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "../../common/cleanup.h"
+#include "../../common/config.h"
 #include "../../common/log.h"
 #include "init.h"
 
@@ -135,8 +136,8 @@ static int create_perm_lv(void)
         return lvm(NULL, 0,
                    (char *[]){"lvcreate", "-y", "-W", "y", "-Z", "y", "--addtag", TAG_UNFORMATTED,
                               "-L", sz, "-n", "perm", VG, NULL}) == 0
-                       ? 0
-                       : -EIO;
+                   ? 0
+                   : -EIO;
 }
 
 static int format_perm_lv(void)
@@ -147,9 +148,10 @@ static int format_perm_lv(void)
                         300000, NULL, 0);
         if (r != 0)
                 return -EIO;
-        return lvm(NULL, 0, (char *[]){"lvchange", "--deltag", TAG_UNFORMATTED, VG "/perm", NULL}) == 0
-                       ? 0
-                       : -EIO;
+        return lvm(NULL, 0,
+                   (char *[]){"lvchange", "--deltag", TAG_UNFORMATTED, VG "/perm", NULL}) == 0
+                   ? 0
+                   : -EIO;
 }
 
 /* Brings VG capsule to its complete shape (creating what is missing) and activates LV perm.
@@ -238,8 +240,8 @@ static void machine_config_install(void)
         char esp[128];
         if (perm_find_partition("EFI", esp, sizeof(esp)) == 0) {
                 mkdir_p("/run/capsule/esp", 0700);
-                if (mount(esp, "/run/capsule/esp", "vfat", MS_RDONLY | MS_NODEV | MS_NOSUID | MS_NOEXEC,
-                          "umask=077") == 0) {
+                if (mount(esp, "/run/capsule/esp", "vfat",
+                          MS_RDONLY | MS_NODEV | MS_NOSUID | MS_NOEXEC, "umask=077") == 0) {
                         int r = copy_file_atomic("/run/capsule/esp/EFI/capsule/machine.yaml",
                                                  INIT_MACHINE_CONFIG);
                         umount("/run/capsule/esp");
@@ -256,6 +258,64 @@ static void machine_config_install(void)
         else
                 log_error("perm: no machine config (ESP /EFI/capsule/machine.yaml or %s)",
                           INIT_IMAGE_MACHINE_CONFIG);
+}
+
+/* Every boot: EFI/capsule/machine-override.yaml on the ESP replaces the machine config on /perm,
+ * once. It is the way back in when an applied config locks the operator out (a wrong static
+ * address, a lost CA): write the file to the ESP from another computer and boot. A valid file is
+ * installed and renamed machine-override.yaml.applied; an invalid one is renamed .invalid and
+ * the old config stays. The ESP is mounted read-write only when the file is there. */
+static void machine_config_override(void)
+{
+        static const char dir[] = "/run/capsule/esp", file[] = "/run/capsule/esp/EFI/capsule/"
+                                                               "machine-override.yaml";
+        char esp[128];
+        if (perm_find_partition("EFI", esp, sizeof(esp)) < 0)
+                return;
+        mkdir_p(dir, 0700);
+        const unsigned long fl = MS_NODEV | MS_NOSUID | MS_NOEXEC;
+        if (mount(esp, dir, "vfat", fl | MS_RDONLY, "umask=077") < 0) {
+                log_warn("perm: mount ESP %s: %s", esp, strerror(errno));
+                return;
+        }
+        if (access(file, F_OK) != 0) {
+                umount(dir);
+                return;
+        }
+        if (mount(NULL, dir, NULL, MS_REMOUNT | fl, "umask=077") < 0) {
+                log_error("perm: remount ESP read-write: %s; machine-override.yaml not applied",
+                          strerror(errno));
+                umount(dir);
+                return;
+        }
+        struct machine_config mc;
+        struct cap_error err = {0};
+        const char *suffix = ".invalid";
+        if (machine_config_load(file, &mc, &err) < 0) {
+                log_error("perm: ESP machine-override.yaml refused, the machine config is "
+                          "unchanged: %s",
+                          err.msg);
+        } else {
+                machine_config_free(&mc);
+                int r = copy_file_atomic(file, INIT_MACHINE_CONFIG);
+                if (r < 0) {
+                        log_error("perm: install machine-override.yaml: %s", strerror(-r));
+                        suffix = NULL; /* try again next boot */
+                } else {
+                        log_info("perm: machine config replaced by the ESP's "
+                                 "machine-override.yaml");
+                        suffix = ".applied";
+                }
+        }
+        if (suffix) {
+                char done[128];
+                snprintf(done, sizeof(done), "%s%s", file, suffix);
+                unlink(done);
+                if (rename(file, done) < 0)
+                        log_error("perm: rename machine-override.yaml: %s", strerror(errno));
+        }
+        sync();
+        umount(dir);
 }
 
 static void perm_dirs(void)
@@ -298,6 +358,7 @@ int perm_setup(void)
         }
         perm_dirs();
         machine_config_install();
+        machine_config_override();
         log_info("perm: %s %s on %s in %lld ms", created ? "initialised" : "activated existing",
                  PERM_LV_DEV, pv, (long long)(now_ms() - t0));
         return 0;

@@ -22,15 +22,15 @@
 #include "serve/events.h"
 
 static const char usage[] =
-        "usage: capsuled serve --root DIR --machine-config FILE [options]\n\n"
-        "  --root DIR              state directory (store, logs, volumes); created if missing\n"
-        "  --machine-config FILE   machine.yaml written by `capsulectl gen config`\n"
-        "  --listen ADDR           API address, host:port or unix:/path (default: the machine\n"
-        "                          config's api.listen, else 0.0.0.0:50000); port 0 picks one\n"
-        "  --containerd SOCK       containerd's socket (enables the container driver)\n"
-        "  --port-file FILE        write the bound TCP port to FILE once listening\n"
-        "  --os                    running on a Capsule under PID 1 (enables reboot, perm checks)\n"
-        "  --log-level LEVEL       debug, info (default), warn or error\n";
+    "usage: capsuled serve --root DIR --machine-config FILE [options]\n\n"
+    "  --root DIR              state directory (store, logs, volumes); created if missing\n"
+    "  --machine-config FILE   machine.yaml written by `capsulectl gen config`\n"
+    "  --listen ADDR           API address, host:port or unix:/path (default: the machine\n"
+    "                          config's api.listen, else 0.0.0.0:50000); port 0 picks one\n"
+    "  --containerd SOCK       containerd's socket (enables the container driver)\n"
+    "  --port-file FILE        write the bound TCP port to FILE once listening\n"
+    "  --os                    running on a Capsule under PID 1 (enables reboot, perm checks)\n"
+    "  --log-level LEVEL       debug, info (default), warn or error\n";
 
 struct serve_opts {
         const char *root, *machine_config, *listen, *containerd, *port_file;
@@ -41,23 +41,39 @@ struct serve_opts {
 static int parse_opts(int argc, char **argv, struct serve_opts *o)
 {
         static const struct option opts[] = {
-                {"root", required_argument, NULL, 'r'},       {"machine-config", required_argument, NULL, 'm'},
-                {"listen", required_argument, NULL, 'l'},     {"containerd", required_argument, NULL, 'c'},
-                {"port-file", required_argument, NULL, 'p'},  {"os", no_argument, NULL, 'O'},
-                {"log-level", required_argument, NULL, 'L'},  {"help", no_argument, NULL, 'h'},
-                {NULL, 0, NULL, 0},
+            {"root", required_argument, NULL, 'r'},
+            {"machine-config", required_argument, NULL, 'm'},
+            {"listen", required_argument, NULL, 'l'},
+            {"containerd", required_argument, NULL, 'c'},
+            {"port-file", required_argument, NULL, 'p'},
+            {"os", no_argument, NULL, 'O'},
+            {"log-level", required_argument, NULL, 'L'},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         int c;
         o->level = LOG_LVL_INFO;
         optind = 0;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
                 switch (c) {
-                case 'r': o->root = optarg; break;
-                case 'm': o->machine_config = optarg; break;
-                case 'l': o->listen = optarg; break;
-                case 'c': o->containerd = optarg; break;
-                case 'p': o->port_file = optarg; break;
-                case 'O': o->os_mode = true; break;
+                case 'r':
+                        o->root = optarg;
+                        break;
+                case 'm':
+                        o->machine_config = optarg;
+                        break;
+                case 'l':
+                        o->listen = optarg;
+                        break;
+                case 'c':
+                        o->containerd = optarg;
+                        break;
+                case 'p':
+                        o->port_file = optarg;
+                        break;
+                case 'O':
+                        o->os_mode = true;
+                        break;
                 case 'L':
                         if (strcmp(optarg, "debug") == 0)
                                 o->level = LOG_LVL_DEBUG;
@@ -68,21 +84,29 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
                         else if (strcmp(optarg, "error") == 0)
                                 o->level = LOG_LVL_ERROR;
                         else {
-                                fprintf(stderr, "capsuled serve: --log-level %s: expected debug, info, warn or error\n",
+                                fprintf(stderr,
+                                        "capsuled serve: --log-level %s: expected debug, info, "
+                                        "warn or error\n",
                                         optarg);
                                 return -1;
                         }
                         break;
-                case 'h': fputs(usage, stdout); exit(0);
-                default: fputs(usage, stderr); return -1;
+                case 'h':
+                        fputs(usage, stdout);
+                        exit(0);
+                default:
+                        fputs(usage, stderr);
+                        return -1;
                 }
         }
         if (optind < argc) {
-                fprintf(stderr, "capsuled serve: unexpected argument \"%s\"\n%s", argv[optind], usage);
+                fprintf(stderr, "capsuled serve: unexpected argument \"%s\"\n%s", argv[optind],
+                        usage);
                 return -1;
         }
         if (!o->root || !o->machine_config) {
-                fprintf(stderr, "capsuled serve: --root and --machine-config are required\n%s", usage);
+                fprintf(stderr, "capsuled serve: --root and --machine-config are required\n%s",
+                        usage);
                 return -1;
         }
         return 0;
@@ -125,7 +149,9 @@ static void log_writer_find(const char *self_exe, char *buf, size_t len)
 static int run(struct serve_opts *o)
 {
         struct serve_ctx ctx = {
-                .root = o->root, .containerd_sock = o->containerd, .os_mode = o->os_mode,
+            .root = o->root,
+            .containerd_sock = o->containerd,
+            .os_mode = o->os_mode,
         };
         struct cap_error err = {0};
         int rc = 1;
@@ -139,8 +165,10 @@ static int run(struct serve_opts *o)
         pthread_sigmask(SIG_BLOCK, &sigs, NULL);
         signal(SIGPIPE, SIG_IGN);
 
-        if (machine_config_load(o->machine_config, &ctx.mcfg, &err) < 0) {
+        if (machine_config_load(o->machine_config, &ctx.mcfg, &err) < 0 ||
+            serve_config_init(&ctx, o->machine_config, &err) < 0) {
                 log_error("machine config: %s", err.msg);
+                machine_config_free(&ctx.mcfg);
                 return 1;
         }
         if (mkdir(o->root, 0700) < 0 && errno != EEXIST) {
@@ -159,7 +187,8 @@ static int run(struct serve_opts *o)
         ctx.self_exe[xl] = '\0';
         log_writer_find(ctx.self_exe, ctx.log_writer, sizeof(ctx.log_writer));
         _cleanup_free_ char *logdir = NULL;
-        if (asprintf(&logdir, "%s/logs", o->root) < 0 || (mkdir(logdir, 0700) < 0 && errno != EEXIST)) {
+        if (asprintf(&logdir, "%s/logs", o->root) < 0 ||
+            (mkdir(logdir, 0700) < 0 && errno != EEXIST)) {
                 log_error("logs directory under %s: %s", o->root, strerror(errno));
                 goto out;
         }
@@ -193,12 +222,13 @@ static int run(struct serve_opts *o)
                 log_error("server: %s", err.msg);
                 goto out;
         }
-        const char *listen = o->listen ? o->listen : (ctx.mcfg.listen ? ctx.mcfg.listen : "0.0.0.0:50000");
+        const char *listen =
+            o->listen ? o->listen : (ctx.mcfg.listen ? ctx.mcfg.listen : "0.0.0.0:50000");
         struct rpc_tls tls = {
-                .ca_pem = ctx.mcfg.ca_pem,
-                .cert_pem = ctx.mcfg.cert_pem,
-                .key_pem = ctx.mcfg.key_pem,
-                .require_client_cert = true,
+            .ca_pem = ctx.mcfg.ca_pem,
+            .cert_pem = ctx.mcfg.cert_pem,
+            .key_pem = ctx.mcfg.key_pem,
+            .require_client_cert = true,
         };
         int port = rpc_server_listen(ctx.server, listen, &tls, &err);
         if (port < 0) {
@@ -228,6 +258,7 @@ out:
         volumes_close(ctx.volumes);
         cni_config_destroy(ctx.cni);
         store_close(ctx.store);
+        serve_config_fini(&ctx);
         machine_config_free(&ctx.mcfg);
         if (rc == 0)
                 log_info("stopped");

@@ -2,6 +2,7 @@
  * as the method's userdata. */
 #pragma once
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -18,22 +19,32 @@ struct volumes;
 struct cni_config;
 struct cni_setup_job;
 
+/* A machine config shared by reference: the live one can be replaced while pulls use the old. */
+struct serve_config_ref {
+        unsigned refs; /* under serve_ctx.live_lock */
+        struct machine_config c;
+};
+
 struct serve_ctx {
-        const char *root;           /* --root: state directory */
+        const char *root;            /* --root: state directory */
         const char *containerd_sock; /* --containerd, NULL when not configured */
-        bool os_mode;               /* true when started by PID 1 on a Capsule (--os) */
-        struct machine_config mcfg;
+        bool os_mode;                /* true when started by PID 1 on a Capsule (--os) */
+        struct machine_config mcfg;  /* as loaded at start (what the API, PKI and network use) */
+        const char *machine_config_path;
+        pthread_mutex_t live_lock;
+        struct serve_config_ref *live; /* the config on disk now: its registries are in effect */
         struct store *store;
-        struct timespec started;    /* CLOCK_MONOTONIC at start */
+        struct timespec started; /* CLOCK_MONOTONIC at start */
         struct rpc_server *server;
-        char self_exe[4096];        /* this binary, for the shim's log-writer (binary:// URI) */
-        char log_writer[4096];      /* what the shim runs as log writer: capsule-log-writer, or self_exe */
-        struct ctrd *ctrd;          /* containerd driver, NULL without --containerd */
+        char self_exe[4096];   /* this binary, for the shim's log-writer (binary:// URI) */
+        char log_writer[4096]; /* what the shim runs as log writer: capsule-log-writer, or self_exe
+                                */
+        struct ctrd *ctrd;     /* containerd driver, NULL without --containerd */
         struct event_bus *events;
         struct reconciler *rec;
         /* volumes + networking (src/capsuled/volume, src/capsuled/net): set up in run() */
-        struct volumes *volumes;    /* NULL if volumes failed to start (API answers UNAVAILABLE) */
-        struct cni_config *cni;     /* CNI network for workloads (net/cni.h) */
+        struct volumes *volumes; /* NULL if volumes failed to start (API answers UNAVAILABLE) */
+        struct cni_config *cni;  /* CNI network for workloads (net/cni.h) */
         uint64_t image_max_archive_bytes; /* image push upload cap; 0 = 4 GiB (images/images.h) */
 };
 
@@ -41,10 +52,10 @@ struct serve_ctx {
 
 /* What a workload's container needs from the host besides its image. */
 struct serve_workload_env {
-        char **volume_sources;  /* [spec->n_mounts]: host directory of each mount */
+        char **volume_sources; /* [spec->n_mounts]: host directory of each mount */
         size_t n_volume_sources;
-        char *netns_path;       /* NULL: a new, empty network namespace */
-        char *ip;               /* the workload's address, NULL if none */
+        char *netns_path; /* NULL: a new, empty network namespace */
+        char *ip;         /* the workload's address, NULL if none */
         char *hosts_path;
         char *resolv_conf_path;
         struct cni_setup_job *net_job; /* network setup still running (attach_begin .. _end) */
@@ -73,8 +84,16 @@ void serve_workload_detached(struct serve_ctx *ctx, const char *name);
 /* The address of a running workload's network (for adopted workloads); "" if unknown. */
 void serve_workload_ip(struct serve_ctx *ctx, const char *name, char *buf, size_t len);
 
+/* The live machine config (machine.c): init loads it at start, get/put hold it while in use,
+ * System.ApplyMachineConfig replaces it. */
+int serve_config_init(struct serve_ctx *ctx, const char *path, struct cap_error *err);
+struct serve_config_ref *serve_config_get(struct serve_ctx *ctx);
+void serve_config_put(struct serve_ctx *ctx, struct serve_config_ref *ref);
+void serve_config_fini(struct serve_ctx *ctx);
+
 /* Role check for every call (auth.c): admin may call anything, reader only non-mutating methods. */
-int serve_authorize(struct rpc_call *call, const struct rpc_method *method, void *ud, struct cap_error *err);
+int serve_authorize(struct rpc_call *call, const struct rpc_method *method, void *ud,
+                    struct cap_error *err);
 
 /* Registers every capsule.v1 method; unimplemented ones answer UNIMPLEMENTED (services.c). */
 int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struct cap_error *err);
@@ -98,5 +117,7 @@ int workloads_logs(struct rpc_call *call, const ProtobufCMessage *req, struct ca
 int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_events(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_dmesg(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *req,
+                                ProtobufCMessage *resp, struct cap_error *err);
 int system_reboot(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err);
