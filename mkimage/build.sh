@@ -56,6 +56,9 @@ step "kernel: linux-image-$KERNEL_ABI ($flavour) $KERNEL_DEB_VERSION"
 ktree=$("$here/fetch-kernel.sh" "$flavour" "$cache_dir")
 kver=$(cat "$ktree/.kver")
 kmods=$ktree/lib/modules/$kver
+# chrony's NTP daemon, from its package (not installed on the build host, where it would start)
+step "chrony $CHRONY_DEB_VERSION"
+chrony_tree=$("$here/fetch-deb.sh" chrony "$CHRONY_DEB_VERSION" "$cache_dir")
 
 # ---------------------------------------------------------------- our binaries
 if [ "$no_build" = 0 ]; then
@@ -138,6 +141,9 @@ install_files "$root" \
         /usr/sbin/dhcpcd /usr/lib/x86_64-linux-gnu/dhcpcd/dev/udev.so /usr/bin/kmod \
         /usr/sbin/xtables-nft-multi \
         /usr/bin/qemu-system-x86_64 /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so
+# chronyd keeps the clock (PID 1 supervises it; TLS needs a right clock); libraries from the host
+strip_into "$chrony_tree/usr/sbin/chronyd" "$root/usr/sbin/chronyd" 755
+for lib in $(ldd "$root/usr/sbin/chronyd" | grep -oE '/[^ ]+'); do install_one "$root" "$lib"; done
 for t in pvcreate pvs pvresize pvremove vgcreate vgs vgchange vgextend lvcreate lvs lvremove \
         lvchange lvextend lvresize lvrename lvdisplay vgdisplay pvdisplay; do
         ln -s lvm "$root/usr/sbin/$t"
@@ -184,9 +190,10 @@ for f in protocols services ethertypes; do [ -f /etc/$f ] && install -m644 /etc/
 cat > "$root/etc/passwd" <<'P'
 root:x:0:0:root:/root:/usr/sbin/nologin
 dhcpcd:x:100:65534:DHCP client:/usr/lib/dhcpcd:/usr/sbin/nologin
+_chrony:x:101:101:NTP daemon:/run/capsule/chrony:/usr/sbin/nologin
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 P
-printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' > "$root/etc/group"
+printf 'root:x:0:\ntty:x:5:\n_chrony:x:101:\nnogroup:x:65534:\n' > "$root/etc/group"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$root/etc/nsswitch.conf"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
 : > "$root/etc/resolv.conf"

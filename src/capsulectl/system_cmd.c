@@ -108,7 +108,7 @@ static const char machine_config_usage[] =
     "Replaces the capsule's machine config (the machine.yaml of `capsulectl gen config`, edited).\n"
     "It is checked whole first: fields, certificates, the server certificate against its key and\n"
     "the CA. `registries` (insecure hosts, CAs, logins) take effect at once; hostname, api, pki,\n"
-    "network and updates at the next boot (`capsulectl reboot`).\n"
+    "network, updates and time at the next boot (`capsulectl reboot`).\n"
     "  -f, --file FILE   the new machine config (- for standard input)\n"
     "  --dry-run         check it and show what would change; save nothing\n"
     "  --replace-ca      allow a different pki.ca (every client certificate must then be "

@@ -383,6 +383,71 @@ static int machine_network_field(struct yparse *p, const char *key, yaml_node_t 
         return FIELD_UNKNOWN;
 }
 
+int ntp_server_split(const char *entry, char *host, size_t host_len, unsigned *port)
+{
+        const char *h = entry, *end, *colon;
+        *port = 123;
+        if (*h == '[') {
+                end = strchr(h, ']');
+                if (!end || end == h + 1)
+                        return -EINVAL;
+                h++;
+                colon = end[1] == ':' ? end + 1 : NULL;
+                if (!colon && end[1])
+                        return -EINVAL;
+        } else {
+                colon = strchr(h, ':');
+                if (colon && strchr(colon + 1, ':'))
+                        return -EINVAL; /* a bare IPv6 address: write it as [addr] */
+                end = colon ? colon : h + strlen(h);
+        }
+        size_t n = (size_t)(end - h);
+        if (n == 0 || n >= host_len)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                char ch = h[i];
+                bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                          (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
+                          (entry[0] == '[' && ch == ':');
+                if (!ok)
+                        return -EINVAL;
+        }
+        if (colon) {
+                char *e;
+                errno = 0;
+                unsigned long p = strtoul(colon + 1, &e, 10);
+                if (!colon[1] || *e || errno || p == 0 || p > 65535)
+                        return -EINVAL;
+                *port = (unsigned)p;
+        }
+        memcpy(host, h, n);
+        host[n] = '\0';
+        return 0;
+}
+
+static int machine_time_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
+                              void *obj)
+{
+        struct machine_config *c = ((struct machine_parse *)obj)->c;
+        if (strcmp(key, "servers") != 0)
+                return FIELD_UNKNOWN;
+        int r = take_strv(p, v, path, &c->ntp_servers, &c->n_ntp_servers);
+        if (r < 0)
+                return r;
+        c->ntp_servers_set = true;
+        if (c->n_ntp_servers > 8)
+                return fail_at(p, v, "%s: at most 8 servers", path);
+        for (size_t i = 0; i < c->n_ntp_servers; i++) {
+                char host[256];
+                unsigned port;
+                if (ntp_server_split(c->ntp_servers[i], host, sizeof(host), &port) < 0)
+                        return fail_at(p, v,
+                                       "%s[%zu]: \"%s\" is not HOST, HOST:PORT or [IPV6]:PORT",
+                                       path, i, c->ntp_servers[i]);
+        }
+        return 0;
+}
+
 static int machine_updates_field(struct yparse *p, const char *key, yaml_node_t *v,
                                  const char *path, void *obj)
 {
@@ -415,6 +480,8 @@ static int machine_field(struct yparse *p, const char *key, yaml_node_t *v, cons
         }
         if (strcmp(key, "updates") == 0)
                 return map_walk(p, v, path, machine_updates_field, obj);
+        if (strcmp(key, "time") == 0)
+                return map_walk(p, v, path, machine_time_field, obj);
         return FIELD_UNKNOWN;
 }
 
@@ -508,6 +575,7 @@ void machine_config_free(struct machine_config *c)
         free(c->gateway);
         free_strv(c->dns, c->n_dns);
         free(c->update_pubkey_pem);
+        free_strv(c->ntp_servers, c->n_ntp_servers);
         memset(c, 0, sizeof(*c));
 }
 
@@ -954,6 +1022,19 @@ int machine_config_format(const struct machine_config *c, char **out, size_t *le
                 emit_scalar(&o, "updates", YAML_PLAIN_SCALAR_STYLE);
                 emit_map_start(&o);
                 emit_key_str(&o, "publicKey", c->update_pubkey_pem);
+                emit_map_end(&o);
+        }
+        if (c->ntp_servers_set) {
+                emit_scalar(&o, "time", YAML_PLAIN_SCALAR_STYLE);
+                emit_map_start(&o);
+                emit_scalar(&o, "servers", YAML_PLAIN_SCALAR_STYLE);
+                yaml_event_t ev;
+                yout_emit(&o, &ev,
+                          yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
+                                                               YAML_FLOW_SEQUENCE_STYLE));
+                for (size_t i = 0; i < c->n_ntp_servers; i++)
+                        emit_str(&o, c->ntp_servers[i]);
+                yout_emit(&o, &ev, yaml_sequence_end_event_initialize(&ev));
                 emit_map_end(&o);
         }
         int r = yout_end(&o, out, len, err);

@@ -13,6 +13,7 @@
  *     auth: [{host: "registry.lan:5000", username: alice, password: s3cret}]
  *   network: {dhcp: true, address: "192.168.1.10/24", gateway: "192.168.1.1", dns: [...]}
  *   updates: {publicKey: <PEM>}
+ *   time: {servers: ["192.168.1.1", "ntp.lan:123"]}   (absent: pool.ntp.org; [] = no NTP)
  *
  * capsuleconfig:
  *   currentContext: home
@@ -54,6 +55,10 @@ struct machine_config {
         char **dns;
         size_t n_dns;
         char *update_pubkey_pem; /* Ed25519 public key for update bundles (may be NULL) */
+        /* NTP servers ("host" or "host:port"); when time.servers is absent, the default pool */
+        char **ntp_servers;
+        size_t n_ntp_servers;
+        bool ntp_servers_set; /* time.servers given (an empty list turns NTP off) */
 };
 
 struct client_context {
@@ -72,6 +77,13 @@ struct client_config {
 
 /* Parses machine.yaml. Unknown fields and missing required ones (pki.*) are errors naming the
  * field. */
+/* The default NTP server when time.servers is absent. */
+#define MACHINE_DEFAULT_NTP "pool.ntp.org"
+
+/* Splits an NTP server entry ("host", "host:port", "[v6]:port") into host and port (123 when
+ * absent). Returns -EINVAL for anything else. */
+int ntp_server_split(const char *entry, char *host, size_t host_len, unsigned *port);
+
 int machine_config_load(const char *path, struct machine_config *out, struct cap_error *err);
 int machine_config_parse(const char *name, const char *buf, size_t len, struct machine_config *out,
                          struct cap_error *err);

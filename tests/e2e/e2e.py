@@ -15,6 +15,7 @@ To add a scenario (containers, volumes, ... as they land): write `def scenario_N
 boot with `m.boot()`, drive with `m.ctl(...)`, and assert with `check(...)`.
 """
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -394,6 +395,52 @@ def scenario_machine_config(m):
           "the machine rebooted again")
     check(m.ctl_json("version")["server"]["hostname"] == "capsule-after",
           "the override applied once: the later apply holds")
+
+
+def scenario_time(m):
+    """NTP: a machine whose clock is years behind (QEMU's RTC set to 2020, like a board with a dead
+    RTC battery) boots; chronyd, supervised by PID 1, steps the clock from the server in
+    time.servers, and only then does the API accept the operator's certificate (issued today)."""
+    found = sorted(glob.glob(os.path.join(SRC, "out/cache/deb-chrony-*/usr/sbin/chronyd")))
+    check(bool(found), "chronyd from the image's chrony package (mkimage's cache)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = os.path.join(m.work, "chrony-server.conf")
+    with open(conf, "w") as f:
+        f.write(f"port {port}\nlocal stratum 8\nallow all\ncmdport 0\n"
+                f"pidfile {m.work}/chrony-server.pid\n")
+    log = open(os.path.join(m.work, "chrony-server.log"), "wb")
+    # -x: serve the host's time without ever adjusting the host's clock
+    server = subprocess.Popen([found[-1], "-x", "-d", "-u", "root", "-f", conf], stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        with open(os.path.join(m.config_dir, "machine.yaml")) as f:
+            cfg = f.read()
+        # QEMU user networking: the guest reaches the host's 127.0.0.1 as 10.0.2.2
+        m.image = esp_image_with_config(m, cfg + f'time: {{servers: ["10.0.2.2:{port}"]}}\n')
+        m.boot(extra=["--qemu-arg", "-rtc", "--qemu-arg", "base=2020-01-01T00:00:00"])
+        con = m.console()
+        check("init: chronyd: 2020-01-01T" in con, "the guest started with its clock in 2020")
+        check("System clock was stepped" in con, "chronyd stepped the clock")
+        year = time.strftime("%Y", time.gmtime())
+        deadline, line = time.monotonic() + 120, ""
+        while time.monotonic() < deadline:
+            line = next((l for l in m.ctl("health", check_rc=False).stdout.splitlines()
+                         if l.startswith("time")), "")
+            if "synchronised (NTP" in line:
+                break
+            time.sleep(2)
+        check("synchronised (NTP" in line and f" {year}-" in line,
+              f"health: the clock is synchronised and says {year} ({line.strip()})")
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()

@@ -11,6 +11,7 @@
 
 #include <openssl/x509.h>
 
+#include "common/cleanup.h"
 #include "common/config.h"
 #include "common/pki.h"
 #include "test.h"
@@ -262,6 +263,51 @@ TEST(machine_registry_auth)
                              "registries.auth: expected a list", NULL);
 }
 
+/* time.servers: absent (default pool), a list, or [] (NTP off) round-trip; entries are HOST,
+ * HOST:PORT or [IPV6]:PORT. */
+TEST(machine_time_servers)
+{
+        struct cap_error err = {0};
+        char host[64];
+        unsigned port;
+        CHECK(ntp_server_split("pool.ntp.org", host, sizeof(host), &port) == 0 && port == 123);
+        CHECK_STR_EQ(host, "pool.ntp.org");
+        CHECK(ntp_server_split("10.0.2.2:12345", host, sizeof(host), &port) == 0 && port == 12345);
+        CHECK_STR_EQ(host, "10.0.2.2");
+        CHECK(ntp_server_split("[fd00::1]:124", host, sizeof(host), &port) == 0 && port == 124);
+        CHECK_STR_EQ(host, "fd00::1");
+        CHECK(ntp_server_split("[fd00::1]", host, sizeof(host), &port) == 0 && port == 123);
+        const char *bad[] = {"",     "fd00::1", "a:0",  "a:65536", "a:",    "a b",
+                             "a;rm", "[]:1",    "[x]y", "a:1:2",   "host/x"};
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+                CHECK(ntp_server_split(bad[i], host, sizeof(host), &port) < 0);
+
+        static char *servers[] = {"192.168.1.1", "ntp.lan:1123"};
+        struct machine_config m, back;
+        const char *p = path_in("machine-time.yaml");
+        for (int round = 0; round < 3; round++) {
+                machine_fill(&m);
+                m.ntp_servers_set = round > 0;
+                m.ntp_servers = round == 1 ? servers : NULL;
+                m.n_ntp_servers = round == 1 ? 2 : 0;
+                CHECK(machine_config_save(p, &m, &err) == 0);
+                CHECK(machine_config_load(p, &back, &err) == 0);
+                CHECK(back.ntp_servers_set == (round > 0));
+                CHECK(back.n_ntp_servers == (round == 1 ? 2u : 0u));
+                if (round == 1 && back.n_ntp_servers == 2)
+                        CHECK_STR_EQ(back.ntp_servers[1], "ntp.lan:1123");
+                machine_config_free(&back);
+        }
+        expect_machine_error("hostname: home\n" PKI_OK "time: {servers: [\"fd00::1\"]}\n",
+                             "time.servers[0]: \"fd00::1\" is not HOST, HOST:PORT or [IPV6]:PORT",
+                             NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "time: {server: [a]}\n", "time.server",
+                             "unknown field");
+        expect_machine_error("hostname: home\n" PKI_OK
+                             "time: {servers: [a, b, c, d, e, f, g, h, i]}\n",
+                             "time.servers: at most 8 servers", NULL);
+}
+
 TEST(malformed_yaml)
 {
         expect_machine_error("hostname: [home\n" PKI_OK, "machine.yaml:", "invalid YAML");
@@ -469,6 +515,7 @@ int main(void)
         RUN(machine_strict);
         RUN(machine_registry_ca);
         RUN(machine_registry_auth);
+        RUN(machine_time_servers);
         RUN(malformed_yaml);
         RUN(client_round_trip);
         RUN(client_strict);

@@ -7,7 +7,8 @@
  *   shutdown.c   clean poweroff/reboot
  *   watchdog.c   /dev/watchdog petting
  *   run.c        fork/exec of short helper commands (modprobe, lvm, mkfs) with a timeout
- * PID 1 parses no network input: everything it reads comes from the image, the kernel or the disk. */
+ * PID 1 parses no network input: everything it reads comes from the image, the kernel or the disk.
+ */
 #pragma once
 
 #include "../../common/fs.h"
@@ -22,6 +23,8 @@
 #define INIT_STATE_DIR "/perm/capsule"
 #define INIT_MACHINE_CONFIG "/perm/capsule/machine.yaml"
 #define INIT_IMAGE_MACHINE_CONFIG "/etc/capsule/machine.yaml"
+#define INIT_CHRONY_CONF "/run/capsule/chrony.conf" /* absent when NTP is off */
+#define INIT_CHRONY_UID 101                         /* _chrony in the image's /etc/passwd */
 #define INIT_MODULES_FILE "/etc/capsule/modules"
 
 /* ---- run.c ---- */

@@ -57,20 +57,20 @@ static void append(char *buf, size_t size, const char *fmt, const char *a)
 static int write_dhcpcd_conf(const struct machine_config *mc)
 {
         char conf[4096] =
-                "# Written by capsuled init from the machine config; do not edit.\n"
-                "allowinterfaces en* eth* wl*\n"
-                /* no udev in the image: without nodev the udev plugin ignores every interface */
-                "nodev\n"
-                "hostname\n"
-                "clientid\n"
-                "persistent\n"
-                "option rapid_commit\n"
-                "option domain_name_servers, domain_name, domain_search\n"
-                "require dhcp_server_identifier\n"
-                "noipv4ll\n"
-                /* skip the 5 s ARP probe of an offered address: the DHCP server owns conflicts */
-                "noarp\n"
-                "slaac private\n";
+            "# Written by capsuled init from the machine config; do not edit.\n"
+            "allowinterfaces en* eth* wl*\n"
+            /* no udev in the image: without nodev the udev plugin ignores every interface */
+            "nodev\n"
+            "hostname\n"
+            "clientid\n"
+            "persistent\n"
+            "option rapid_commit\n"
+            "option domain_name_servers, domain_name, domain_search\n"
+            "require dhcp_server_identifier\n"
+            "noipv4ll\n"
+            /* skip the 5 s ARP probe of an offered address: the DHCP server owns conflicts */
+            "noarp\n"
+            "slaac private\n";
         if (mc && !mc->dhcp && mc->address) {
                 append(conf, sizeof(conf), "static ip_address=%s\n", mc->address);
                 if (mc->gateway)
@@ -95,6 +95,45 @@ static int write_resolv_conf(const struct machine_config *mc)
         return write_file("/etc/resolv.conf", text);
 }
 
+/* chronyd's config from time.servers (absent: the public pool; []: no NTP, no file, and the
+ * chronyd service is not started). chronyd steps the clock whatever the offset (a board with a
+ * dead RTC battery boots in 1970 or 2020, and TLS then refuses every certificate), keeps the
+ * RTC in sync, and has no command port. Its drift file lives on /perm, owned by _chrony. */
+static int write_chrony_conf(const struct machine_config *mc)
+{
+        unlink(INIT_CHRONY_CONF);
+        if (mc && mc->ntp_servers_set && mc->n_ntp_servers == 0)
+                return 0;
+        char conf[4096] = "# Written by capsuled init from the machine config; do not edit.\n";
+        size_t n = strlen(conf);
+        if (!mc || !mc->ntp_servers_set) {
+                n += (size_t)snprintf(conf + n, sizeof(conf) - n, "pool %s iburst\n",
+                                      MACHINE_DEFAULT_NTP);
+        } else {
+                for (size_t i = 0; i < mc->n_ntp_servers && n < sizeof(conf); i++) {
+                        char host[256];
+                        unsigned port;
+                        if (ntp_server_split(mc->ntp_servers[i], host, sizeof(host), &port) < 0)
+                                continue; /* the config parser refused these already */
+                        n += (size_t)snprintf(conf + n, sizeof(conf) - n,
+                                              "server %s iburst port %u\n", host, port);
+                }
+        }
+        if (n < sizeof(conf))
+                snprintf(conf + n, sizeof(conf) - n,
+                         "makestep 1 -1\nrtcsync\ncmdport 0\n"
+                         "driftfile " INIT_PERM_DIR "/chrony/drift\n"
+                         "pidfile /run/capsule/chrony/chronyd.pid\n");
+        if (n >= sizeof(conf))
+                return -E2BIG;
+        mkdir_p(INIT_PERM_DIR "/chrony", 0750);
+        mkdir_p("/run/capsule/chrony", 0750);
+        if (chown(INIT_PERM_DIR "/chrony", INIT_CHRONY_UID, INIT_CHRONY_UID) < 0 ||
+            chown("/run/capsule/chrony", INIT_CHRONY_UID, INIT_CHRONY_UID) < 0)
+                log_warn("network: chown chrony dirs: %s", strerror(errno));
+        return write_file(INIT_CHRONY_CONF, conf);
+}
+
 int network_setup(void)
 {
         int r = loopback_up();
@@ -112,6 +151,8 @@ int network_setup(void)
                 log_error("network: dhcpcd.conf: %s", strerror(-r));
         if ((r = write_resolv_conf(have ? &mc : NULL)) < 0)
                 log_error("network: resolv.conf: %s", strerror(-r));
+        if ((r = write_chrony_conf(have ? &mc : NULL)) < 0)
+                log_error("network: chrony.conf: %s", strerror(-r));
         log_info("network: hostname %s, %s", host,
                  have && !mc.dhcp && mc.address ? "static address" : "DHCP");
         if (have)

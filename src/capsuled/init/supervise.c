@@ -37,10 +37,10 @@ struct service {
         const char *after;   /* start only once this path exists (or after AFTER_TIMEOUT_MS) */
         int64_t after_deadline;
         pid_t pid;
-        int out_fd;          /* read end of the child's stdout/stderr pipe, -1 if none */
-        int64_t started_at;  /* monotonic ms of the last start */
-        int64_t down_since;  /* monotonic ms since when it is not running, 0 while running */
-        int64_t next_start;  /* monotonic ms of the next start attempt, 0 if none pending */
+        int out_fd;         /* read end of the child's stdout/stderr pipe, -1 if none */
+        int64_t started_at; /* monotonic ms of the last start */
+        int64_t down_since; /* monotonic ms since when it is not running, 0 while running */
+        int64_t next_start; /* monotonic ms of the next start attempt, 0 if none pending */
         int backoff_ms;
         unsigned restarts;
         char line[1024];
@@ -49,33 +49,52 @@ struct service {
 
 static const char *const containerd_argv[] = {"/usr/bin/containerd", "--config",
                                               "/etc/containerd/config.toml", NULL};
-static const char *const dhcpcd_argv[] = {"/usr/sbin/dhcpcd", "-B", "-f", "/run/capsule/dhcpcd.conf",
-                                          "-c", "/usr/libexec/capsule/dhcp-hook", NULL};
+static const char *const dhcpcd_argv[] = {"/usr/sbin/dhcpcd",
+                                          "-B",
+                                          "-f",
+                                          "/run/capsule/dhcpcd.conf",
+                                          "-c",
+                                          "/usr/libexec/capsule/dhcp-hook",
+                                          NULL};
+static const char *const chronyd_argv[] = {"/usr/sbin/chronyd", "-d", "-u", "_chrony", "-f",
+                                           INIT_CHRONY_CONF,    NULL};
 static const char *const debug_shell_argv[] = {"/usr/bin/busybox", "sh", "-l", NULL};
-static const char *const serve_argv[] = {"/usr/bin/capsuled", "serve", "--root", INIT_STATE_DIR,
-                                         "--machine-config", INIT_MACHINE_CONFIG, "--listen",
-                                         "0.0.0.0:50000", "--containerd",
-                                         "/run/containerd/containerd.sock", "--os", NULL};
+static const char *const serve_argv[] = {"/usr/bin/capsuled",
+                                         "serve",
+                                         "--root",
+                                         INIT_STATE_DIR,
+                                         "--machine-config",
+                                         INIT_MACHINE_CONFIG,
+                                         "--listen",
+                                         "0.0.0.0:50000",
+                                         "--containerd",
+                                         "/run/containerd/containerd.sock",
+                                         "--os",
+                                         NULL};
 
 /* The supervisor's whole state: the services, in start order (stopped in reverse). */
 static struct supervisor {
-        struct service services[4];
+        struct service services[5];
         size_t n;
 } sup = {
-        .services =
-                {
-                        {.name = "containerd", .argv = containerd_argv, .oom_score_adj = -999},
-                        {.name = "dhcpcd", .argv = dhcpcd_argv, .oom_score_adj = -999, .close_stdin = true},
-                        {.name = "capsuled-serve",
-                         .argv = serve_argv,
-                         .oom_score_adj = -900,
-                         .after = "/run/containerd/containerd.sock"},
-                        {.name = "debug-shell",
-                         .argv = debug_shell_argv,
-                         .on_console = true,
-                         .only_if = "/etc/capsule-debug-shell"},
-                },
-        .n = 4,
+    .services =
+        {
+            {.name = "containerd", .argv = containerd_argv, .oom_score_adj = -999},
+            {.name = "dhcpcd", .argv = dhcpcd_argv, .oom_score_adj = -999, .close_stdin = true},
+            {.name = "chronyd",
+             .argv = chronyd_argv,
+             .oom_score_adj = -900,
+             .only_if = INIT_CHRONY_CONF},
+            {.name = "capsuled-serve",
+             .argv = serve_argv,
+             .oom_score_adj = -900,
+             .after = "/run/containerd/containerd.sock"},
+            {.name = "debug-shell",
+             .argv = debug_shell_argv,
+             .on_console = true,
+             .only_if = "/etc/capsule-debug-shell"},
+        },
+    .n = 5,
 };
 
 static void child_setup_console(void)
@@ -228,10 +247,11 @@ bool supervise_child_exited(pid_t pid, int status)
                 s->pid = 0;
                 s->down_since = now_ms();
                 s->restarts++;
-                log_warn("%s (pid %d) stopped: %s after %lld ms; restart #%u in %d ms", s->name, pid,
-                         why, (long long)ran, s->restarts, s->backoff_ms);
+                log_warn("%s (pid %d) stopped: %s after %lld ms; restart #%u in %d ms", s->name,
+                         pid, why, (long long)ran, s->restarts, s->backoff_ms);
                 service_schedule(s, s->backoff_ms);
-                s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+                s->backoff_ms =
+                    s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
                 return true;
         }
         return false;

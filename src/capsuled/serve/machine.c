@@ -5,9 +5,9 @@
  * capsuled was started with; the operator's text is kept as sent, comments included. The
  * registries section takes effect at once: pulls take a reference to the live config
  * (serve_config_get/put) and a new one replaces it. Everything else (hostname, API address,
- * certificates, network, update key) is read by PID 1 and serve at start, so it waits for the
- * next boot, and the answer says so. A different pki.ca is refused unless asked for: it would
- * make every client certificate, the caller's included, useless. */
+ * certificates, network, update key, NTP servers) is read by PID 1 and serve at start, so it waits
+ * for the next boot, and the answer says so. A different pki.ca is refused unless asked for: it
+ * would make every client certificate, the caller's included, useless. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -104,7 +104,7 @@ static bool registries_eq(const struct machine_config *a, const struct machine_c
 
 /* The sections of b that differ from a, in the order of the file. */
 static size_t config_changes(const struct machine_config *a, const struct machine_config *b,
-                             const char *out[6])
+                             const char *out[7])
 {
         size_t n = 0;
         if (!str_eq(a->hostname, b->hostname))
@@ -121,6 +121,9 @@ static size_t config_changes(const struct machine_config *a, const struct machin
                 out[n++] = "network";
         if (!str_eq(a->update_pubkey_pem, b->update_pubkey_pem))
                 out[n++] = "updates";
+        if (a->ntp_servers_set != b->ntp_servers_set ||
+            !strv_eq(a->ntp_servers, a->n_ntp_servers, b->ntp_servers, b->n_ntp_servers))
+                out[n++] = "time";
         return n;
 }
 
@@ -178,7 +181,7 @@ int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *r
         }
         pthread_mutex_lock(&apply_lock); /* one apply at a time: compare, write, swap */
         struct serve_config_ref *cur = serve_config_get(ctx);
-        const char *changed[6];
+        const char *changed[7];
         size_t nc = config_changes(&cur->c, &n->c, changed);
         bool ca_changed = !str_eq(cur->c.ca_pem, n->c.ca_pem);
         serve_config_put(ctx, cur);

@@ -1,5 +1,6 @@
 /* capsule.v1.System handlers: Version, Health, Reboot.
- * Reboot contract with PID 1 (src/capsuled/init/): SIGINT to PID 1 = reboot, SIGTERM = power off. */
+ * Reboot contract with PID 1 (src/capsuled/init/): SIGINT to PID 1 = reboot, SIGTERM = power off.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -11,6 +12,7 @@
 #include <sys/socket.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/timex.h>
 #include <sys/statfs.h>
 #include <sys/un.h>
 #include <sys/utsname.h>
@@ -109,7 +111,8 @@ static void perm_check(char *msg, size_t len, bool *ok)
         struct stat root_st, perm_st;
         struct statfs fs;
         *ok = false;
-        if (stat("/", &root_st) < 0 || stat("/perm", &perm_st) < 0 || root_st.st_dev == perm_st.st_dev) {
+        if (stat("/", &root_st) < 0 || stat("/perm", &perm_st) < 0 ||
+            root_st.st_dev == perm_st.st_dev) {
                 snprintf(msg, len, "/perm is not mounted");
                 return;
         }
@@ -118,13 +121,43 @@ static void perm_check(char *msg, size_t len, bool *ok)
                 return;
         }
         if (fs.f_type != EXT4_SUPER_MAGIC) {
-                snprintf(msg, len, "/perm is not the persistent volume (filesystem 0x%lx; tmpfs fallback?): "
-                                   "state will not survive a reboot", (unsigned long)fs.f_type);
+                snprintf(msg, len,
+                         "/perm is not the persistent volume (filesystem 0x%lx; tmpfs fallback?): "
+                         "state will not survive a reboot",
+                         (unsigned long)fs.f_type);
                 return;
         }
-        unsigned long long free_mb = (unsigned long long)fs.f_bavail * (unsigned long long)fs.f_bsize >> 20;
+        unsigned long long free_mb =
+            (unsigned long long)fs.f_bavail * (unsigned long long)fs.f_bsize >> 20;
         snprintf(msg, len, "/perm ext4, %llu MiB free", free_mb);
         *ok = true;
+}
+
+/* The kernel's clock status, which chronyd keeps: synchronised or not. Unsynchronised counts as a
+ * failure only after 10 minutes of uptime (NTP needs the network first); with NTP off (no
+ * chrony.conf: time.servers is []) the clock is the operator's business. */
+static void time_check(char *msg, size_t len, bool *ok)
+{
+        struct timex tx = {0};
+        int state = adjtimex(&tx);
+        bool ntp_on = access("/run/capsule/chrony.conf", F_OK) == 0;
+        bool synced = state >= 0 && state != TIME_ERROR && !(tx.status & STA_UNSYNC);
+        time_t now = time(NULL);
+        struct tm tm;
+        char stamp[32];
+        strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+        if (!ntp_on) {
+                *ok = true;
+                snprintf(msg, len, "%s, NTP off (time.servers: [])", stamp);
+        } else if (synced) {
+                *ok = true;
+                snprintf(msg, len, "%s, synchronised (NTP, estimated error %ld us)", stamp,
+                         (long)tx.esterror);
+        } else {
+                *ok = boot_uptime_seconds() < 600;
+                snprintf(msg, len, "%s, not synchronised %s", stamp,
+                         *ok ? "yet" : "after 10 minutes: are time.servers reachable?");
+        }
 }
 
 int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
@@ -132,7 +165,7 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 {
         struct serve_ctx *ctx = ctx_of(call);
         Capsule__V1__HealthResponse *r = (Capsule__V1__HealthResponse *)resp;
-        r->checks = calloc(4, sizeof(*r->checks));
+        r->checks = calloc(5, sizeof(*r->checks));
         if (!r->checks)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         bool all_ok = true;
@@ -152,6 +185,9 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
         if (ctx->os_mode) {
                 perm_check(msg, sizeof(msg), &ok);
                 r->checks[r->n_checks++] = check_new("perm", ok, msg);
+                all_ok &= ok;
+                time_check(msg, sizeof(msg), &ok);
+                r->checks[r->n_checks++] = check_new("time", ok, msg);
                 all_ok &= ok;
         }
         for (size_t i = 0; i < r->n_checks; i++)
@@ -181,13 +217,15 @@ int system_reboot(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
         struct serve_ctx *ctx = ctx_of(call);
         const Capsule__V1__RebootRequest *r = (const Capsule__V1__RebootRequest *)req;
         if (!ctx->os_mode)
-                return cap_error_set(err, -EOPNOTSUPP, CAP_FAILED_PRECONDITION,
-                                     "reboot is only available on a Capsule (capsuled serve runs in host mode)");
+                return cap_error_set(
+                    err, -EOPNOTSUPP, CAP_FAILED_PRECONDITION,
+                    "reboot is only available on a Capsule (capsuled serve runs in host mode)");
         struct rpc_peer peer = {0};
         rpc_call_peer(call, &peer, NULL);
         log_info("%s requested by cn=%s", r->poweroff ? "poweroff" : "reboot", peer.cn);
         pthread_t t;
-        if (pthread_create(&t, NULL, signal_init_later, (void *)(intptr_t)(r->poweroff ? SIGTERM : SIGINT)) != 0)
+        if (pthread_create(&t, NULL, signal_init_later,
+                           (void *)(intptr_t)(r->poweroff ? SIGTERM : SIGINT)) != 0)
                 return cap_error_set(err, -EAGAIN, CAP_INTERNAL, "reboot: cannot start thread");
         pthread_detach(t);
         return 0;
@@ -233,7 +271,8 @@ int system_dmesg(struct rpc_call *call, const ProtobufCMessage *req, struct cap_
                 if (n < 0 && errno == EAGAIN) {
                         if (!rq->follow)
                                 return 0;
-                        struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = cancel_fd, .events = POLLIN}};
+                        struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+                                              {.fd = cancel_fd, .events = POLLIN}};
                         if (poll(p, 2, -1) < 0 && errno != EINTR)
                                 return cap_error_errno(err, -errno, "poll /dev/kmsg");
                         if (p[1].revents)
