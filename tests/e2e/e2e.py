@@ -401,7 +401,8 @@ def scenario_time(m):
     """NTP: a machine whose clock is years behind (QEMU's RTC set to 2020, like a board with a dead
     RTC battery) boots; chronyd, supervised by PID 1, steps the clock from the server in
     time.servers, and only then does the API accept the operator's certificate (issued today)."""
-    found = sorted(glob.glob(os.path.join(SRC, "out/cache/deb-chrony-*/usr/sbin/chronyd")))
+    cache = os.environ.get("CAPSULE_CACHE_DIR") or os.path.join(SRC, "out/cache")
+    found = sorted(glob.glob(os.path.join(cache, "deb-chrony-*/usr/sbin/chronyd")))
     check(bool(found), "chronyd from the image's chrony package (mkimage's cache)")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
