@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <json-c/json.h>
@@ -48,6 +49,9 @@ bool ctl_wants_help(int argc, char **argv, const char *usage);
 /* Formats a duration in seconds like kubectl: 45s, 3m12s, 5h2m, 3d4h. */
 void ctl_format_age(long long seconds, char *buf, size_t len);
 
+/* "1.5Gi", "24Ki", "512" for usage figures (rounded; volume.c). */
+void ctl_human_bytes(uint64_t b, char *buf, size_t len);
+
 /* Frees what ctl holds (client, config). */
 void ctl_cleanup(struct ctl *ctl);
 
@@ -79,3 +83,4 @@ int cmd_events(struct ctl *ctl, int argc, char **argv);
 int cmd_reboot(struct ctl *ctl, int argc, char **argv);
 int cmd_dmesg(struct ctl *ctl, int argc, char **argv);
 int cmd_machine_config(struct ctl *ctl, int argc, char **argv);
+int cmd_top(struct ctl *ctl, int argc, char **argv);

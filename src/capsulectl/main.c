@@ -19,6 +19,7 @@ static const struct ctl_verb verbs[] = {
     {"exec", cmd_exec, "Run a command in a workload (-it for a terminal)"},
     {"restart", cmd_restart, "Restart a workload now"},
     {"events", cmd_events, "Stream the capsule's events"},
+    {"top", cmd_top, "Show CPU, memory and processes of running workloads"},
     {"image", cmd_image, "Manage images (image push|pull|ls|rm)"},
     {"volume", cmd_volume, "Manage volumes (volume create|ls|resize|rm)"},
     {"version", cmd_version, "Print the client and server versions"},

@@ -41,7 +41,7 @@ static const char usage_rm[] =
     "example: capsulectl volume rm site\n";
 
 /* "1.5Gi", "24Ki", "512" for usage figures (rounded, not exact like quantity_format_bytes). */
-static void human_bytes(uint64_t b, char *buf, size_t len)
+void ctl_human_bytes(uint64_t b, char *buf, size_t len)
 {
         static const char *const units[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi"};
         double v = (double)b;
@@ -82,7 +82,7 @@ static void print_table(Capsule__V1__Volume **vs, size_t n)
         printf("%-24s %-8s %-8s %s\n", "NAME", "SIZE", "USED", "ATTACHED-TO");
         for (size_t i = 0; i < n; i++) {
                 char sz[QUANTITY_BUF_SIZE], used[32], att[512] = "";
-                human_bytes(vs[i]->used_bytes, used, sizeof(used));
+                ctl_human_bytes(vs[i]->used_bytes, used, sizeof(used));
                 for (size_t j = 0; j < vs[i]->n_attached_to; j++) {
                         if (j)
                                 strncat(att, ",", sizeof(att) - strlen(att) - 1);

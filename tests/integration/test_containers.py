@@ -225,6 +225,39 @@ class ContainersTest(WithImage):
         self.delete("once")
         self.delete("okfail")
 
+    def test_top_shows_cpu_memory_pids(self):
+        self.apply(container("burner", "while :; do :; done", extra="resources: {memory: 64Mi}\n")
+                   + "---\n" + container("idle", LOOP) + "---\n"
+                   + container("gone", "exit 0", restart="never"))
+        self.wait_phase("burner", "Running")
+        self.wait_phase("idle", "Running")
+        self.wait_phase("gone", "Exited")
+        time.sleep(1)
+        p = self.capsule.ctl(["-o", "json", "top"], check=True)
+        rows = {r["name"]: r for r in json.loads(p.stdout)}
+        b, i, g = rows["burner"], rows["idle"], rows["gone"]
+        self.assertTrue(b["running"] and i["running"])
+        self.assertGreater(b["cpuPercent"], 30.0, b)      # a busy loop: most of a core
+        self.assertLess(i["cpuPercent"], 20.0, i)         # sleep 1 in a loop: next to nothing
+        self.assertGreater(b["memoryBytes"], 0)
+        self.assertLess(b["memoryBytes"], 64 * 2**20)
+        self.assertEqual(b["memoryLimitBytes"], 64 * 2**20)
+        self.assertGreaterEqual(b["pids"], 1)
+        self.assertGreaterEqual(i["pids"], 2)              # sh and its sleep
+        self.assertFalse(g["running"])
+        self.assertNotIn("memoryBytes", g)
+        p = self.capsule.ctl(["top", "burner", "gone"], check=True)
+        lines = p.stdout.splitlines()
+        self.assertEqual(lines[0].split(), ["NAME", "CPU%", "MEMORY", "LIMIT", "PIDS"])
+        self.assertEqual(len(lines), 3, p.stdout)
+        self.assertEqual(lines[1].split()[3], "64Mi")
+        self.assertEqual(lines[2].split()[1:], ["-", "-", "-", "-"])
+        p = self.capsule.ctl(["top", "nope"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('workload "nope" not found', p.stderr)
+        for n in ("burner", "idle", "gone"):
+            self.delete(n)
+
     def test_changed_spec_replaces(self):
         self.apply(container("rep", "echo v1; " + LOOP))
         pid1 = self.wait_phase("rep", "Running")["status"]["pid"]

@@ -1,8 +1,10 @@
 /* capsule.v1.Workloads handlers: Apply, Get, List, Delete, Restart, Logs; System.Events.
  * Desired state goes to the store; the reconciler (reconcile/) makes it so. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "capsule/v1/system.pb-c.h"
 #include "capsule/v1/workloads.pb-c.h"
@@ -12,6 +14,7 @@
 #include "common/names.h"
 #include "logs/logs.h"
 #include "reconcile/reconciler.h"
+#include "serve/cgstats.h"
 #include "serve/events.h"
 #include "serve.h"
 
@@ -23,8 +26,8 @@ static struct serve_ctx *ctx_of(struct rpc_call *call)
 }
 
 /* Builds a Workload message (malloc'd) from a stored row plus the reconciler's status. */
-static Capsule__V1__Workload *workload_message(struct serve_ctx *ctx, const struct store_workload *w,
-                                               struct cap_error *err)
+static Capsule__V1__Workload *
+workload_message(struct serve_ctx *ctx, const struct store_workload *w, struct cap_error *err)
 {
         Capsule__V1__Workload *m = malloc(sizeof(*m));
         if (!m) {
@@ -34,17 +37,31 @@ static Capsule__V1__Workload *workload_message(struct serve_ctx *ctx, const stru
         capsule__v1__workload__init(m);
         m->spec = capsule__v1__workload_spec__unpack(NULL, w->spec_len, w->spec);
         m->status = reconciler_status(ctx->rec, w->name);
+        if (m->status && m->status->phase == CAPSULE__V1__PHASE__RUNNING) {
+                /* the cgroup the spec generator gives every container (containerd/spec.c) */
+                char cg[300];
+                struct cgroup_stats st;
+                struct timespec now;
+                snprintf(cg, sizeof(cg), "/capsule/%s", w->name);
+                if (cgroup_stats_read("/sys/fs/cgroup", cg, &st) == 0) {
+                        clock_gettime(CLOCK_REALTIME, &now);
+                        m->status->memory_bytes = st.memory_bytes;
+                        m->status->cpu_usage_usec = st.cpu_usage_usec;
+                        m->status->pids = st.pids;
+                        m->status->stats_unix_nano = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+                }
+        }
         m->generation = w->generation;
         m->created_unix_nano = w->created_ns;
         m->updated_unix_nano = w->updated_ns;
         if (!m->spec || !m->status) {
                 capsule__v1__workload__free_unpacked(m, NULL);
-                cap_error_set(err, -EIO, CAP_INTERNAL, "workload %s: stored spec does not decode", w->name);
+                cap_error_set(err, -EIO, CAP_INTERNAL, "workload %s: stored spec does not decode",
+                              w->name);
                 return NULL;
         }
         return m;
 }
-
 
 int workloads_apply(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                     struct cap_error *err)
@@ -57,12 +74,13 @@ int workloads_apply(struct rpc_call *call, const ProtobufCMessage *req, Protobuf
 
         struct manifest_errors errs;
         manifest_errors_init(&errs);
-        int r = manifest_workload_validate(rq->spec, rq->spec->name && *rq->spec->name ? rq->spec->name : NULL,
-                                           &errs);
+        int r = manifest_workload_validate(
+            rq->spec, rq->spec->name && *rq->spec->name ? rq->spec->name : NULL, &errs);
         if (r < 0) {
                 _cleanup_free_ char *msg = manifest_errors_join(&errs, "; ");
                 manifest_errors_free(&errs);
-                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s", msg ? msg : "invalid spec");
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s",
+                                     msg ? msg : "invalid spec");
         }
         manifest_errors_free(&errs);
 
@@ -72,11 +90,12 @@ int workloads_apply(struct rpc_call *call, const ProtobufCMessage *req, Protobuf
                 struct cap_error verr = {0};
                 if (store_get_volume(ctx->store, rq->spec->mounts[i]->volume, &v, &verr) < 0) {
                         if (verr.status == CAP_NOT_FOUND)
-                                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                                     "%s: mounts[%zu].volume: volume \"%s\" does not exist; "
-                                                     "create it with `capsulectl volume create` or declare "
-                                                     "it (kind: Volume) in the same apply",
-                                                     rq->spec->name, i, rq->spec->mounts[i]->volume);
+                                return cap_error_set(
+                                    err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                    "%s: mounts[%zu].volume: volume \"%s\" does not exist; "
+                                    "create it with `capsulectl volume create` or declare "
+                                    "it (kind: Volume) in the same apply",
+                                    rq->spec->name, i, rq->spec->mounts[i]->volume);
                         *err = verr;
                         return verr.code;
                 }
@@ -115,7 +134,8 @@ int workloads_apply(struct rpc_call *call, const ProtobufCMessage *req, Protobuf
                         r = gerr.code;
                 }
         } else {
-                r = store_put_workload(ctx->store, spec->name, spec->kind, buf, len, &result, &generation, err);
+                r = store_put_workload(ctx->store, spec->name, spec->kind, buf, len, &result,
+                                       &generation, err);
         }
         free(buf);
         if (r < 0) {
@@ -123,11 +143,12 @@ int workloads_apply(struct rpc_call *call, const ProtobufCMessage *req, Protobuf
                 return r;
         }
         if (!rq->dry_run && result != STORE_UNCHANGED) {
-                events_publish(ctx->events, "workload", spec->name, result == STORE_CREATED ? "created" : "configured",
+                events_publish(ctx->events, "workload", spec->name,
+                               result == STORE_CREATED ? "created" : "configured",
                                "generation %llu", (unsigned long long)generation);
                 reconciler_kick(ctx->rec);
         }
-        rs->result = result == STORE_CREATED ? CAPSULE__V1__APPLY_RESULT__CREATED
+        rs->result = result == STORE_CREATED      ? CAPSULE__V1__APPLY_RESULT__CREATED
                      : result == STORE_CONFIGURED ? CAPSULE__V1__APPLY_RESULT__CONFIGURED
                                                   : CAPSULE__V1__APPLY_RESULT__UNCHANGED;
         rs->generation = generation;
@@ -194,10 +215,12 @@ int workloads_delete(struct rpc_call *call, const ProtobufCMessage *req, Protobu
                 return err->code;
         if (store_delete_workload(ctx->store, rq->name, err) < 0)
                 return err->code;
-        events_publish(ctx->events, "workload", rq->name, "deleted", "removed from the desired state");
+        events_publish(ctx->events, "workload", rq->name, "deleted",
+                       "removed from the desired state");
         /* wait for the reconciler to stop and remove it, so `delete` means gone */
         if (reconciler_sync(ctx->rec, DELETE_WAIT_MS) < 0)
-                log_warn("delete %s: removal still in progress after %d ms", rq->name, DELETE_WAIT_MS);
+                log_warn("delete %s: removal still in progress after %d ms", rq->name,
+                         DELETE_WAIT_MS);
         struct cap_error lerr = {0};
         if (logs_remove(ctx->root, rq->name, &lerr) < 0)
                 log_warn("delete %s: %s", rq->name, lerr.msg);
