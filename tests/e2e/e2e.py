@@ -256,6 +256,10 @@ def scenario_boot(m):
           "capsule-up deployed examples/hello.yaml (image pushed, applied, running)")
     v = m.ctl_json("version")["server"]
     check(v["mode"] == "os" and v["slot"] == "a", f"serve runs in OS mode from slot a ({v})")
+    top = {r["name"]: r for r in json.loads(m.ctl("-o", "json", "top").stdout)}
+    h = top.get("hello", {})
+    check(h.get("running") and h.get("memoryBytes", 0) > 0 and h.get("pids", 0) >= 1
+          and "cpuPercent" in h, f"capsulectl top reads hello's cgroup v2 figures ({h})")
 
 
 def request_reboot(m):
