@@ -115,51 +115,6 @@ static const char machine_config_usage[] =
     "re-issued)\n\n"
     "example: capsulectl machine-config apply -f ~/capsule-home/machine.yaml --dry-run\n";
 
-/* Reads a whole file (or stdin for "-"), at most max bytes. */
-static char *read_whole(const char *path, size_t max, size_t *len)
-{
-        FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-        if (!f)
-                return NULL;
-        size_t cap = 64 * 1024, n = 0;
-        char *buf = malloc(cap + 1);
-        while (buf) {
-                if (n == cap) {
-                        char *g = cap >= max + 1 ? NULL : realloc(buf, 2 * cap + 1);
-                        if (!g) {
-                                free(buf);
-                                buf = NULL;
-                                errno = cap >= max + 1 ? EFBIG : ENOMEM;
-                                break;
-                        }
-                        buf = g;
-                        cap *= 2;
-                }
-                size_t got = fread(buf + n, 1, cap - n, f);
-                n += got;
-                if (got == 0) {
-                        if (ferror(f)) {
-                                free(buf);
-                                buf = NULL;
-                                errno = EIO;
-                        }
-                        break;
-                }
-        }
-        if (f != stdin)
-                fclose(f);
-        if (buf && n > max) {
-                free(buf);
-                errno = EFBIG;
-                return NULL;
-        }
-        if (buf) {
-                buf[n] = '\0';
-                *len = n;
-        }
-        return buf;
-}
-
 static void print_sections(const char *label, char **v, size_t n)
 {
         printf("%s", label);
@@ -200,15 +155,14 @@ int cmd_machine_config(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_USAGE;
         }
         size_t len = 0;
-        char *text = read_whole(file, 1u << 20, &len);
-        if (!text) {
-                fprintf(stderr, "capsulectl: %s: %s\n", file,
-                        errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
+        char *text = NULL;
+        struct cap_error err = {0};
+        if (config_read_file(file, &text, &len, &err) < 0) {
+                fprintf(stderr, "capsulectl: %s\nnothing was applied\n", err.msg);
                 return CTL_EXIT_ERROR;
         }
         /* Checked here first, so that mistakes are reported against the file's own name. */
         struct machine_config check;
-        struct cap_error err = {0};
         if (machine_config_parse(file, text, len, &check, &err) < 0) {
                 fprintf(stderr, "capsulectl: %s\nnothing was applied\n", err.msg);
                 free(text);

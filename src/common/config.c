@@ -47,9 +47,10 @@ static void free_strv(char **v, size_t n)
         free(v);
 }
 
-static int read_file(const char *path, char **out, size_t *len, struct cap_error *err)
+int config_read_file(const char *path, char **out, size_t *len, struct cap_error *err)
 {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        bool is_stdin = strcmp(path, "-") == 0;
+        _cleanup_close_ int fd = is_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return cap_error_errno(err, -errno, "open %s", path);
         _cleanup_free_ char *buf = malloc(CONFIG_MAX_FILE + 1);
@@ -544,7 +545,7 @@ int machine_config_load(const char *path, struct machine_config *out, struct cap
 {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0;
-        int r = read_file(path, &buf, &len, err);
+        int r = config_read_file(path, &buf, &len, err);
         if (r < 0) {
                 memset(out, 0, sizeof(*out));
                 return r;
@@ -691,7 +692,7 @@ int client_config_load(const char *path, struct client_config *out, struct cap_e
 {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0;
-        int r = read_file(path, &buf, &len, err);
+        int r = config_read_file(path, &buf, &len, err);
         if (r < 0) {
                 memset(out, 0, sizeof(*out));
                 return r;

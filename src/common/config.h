@@ -116,6 +116,10 @@ int machine_config_format(const struct machine_config *cfg, char **out, size_t *
 int client_config_format(const struct client_config *cfg, char **out, size_t *len,
                          struct cap_error *err);
 
+/* Reads a config file ("-": standard input) of at most 1 MiB into a NUL-terminated buffer the
+ * caller frees; a larger one is refused (INVALID_ARGUMENT, naming the file). */
+int config_read_file(const char *path, char **out, size_t *len, struct cap_error *err);
+
 /* Writes data to path atomically: a temp file in the same directory, fsync, rename over path,
  * fsync of the directory. Either path keeps its old contents or it has all of data, never a mix. */
 int config_write_file_atomic(const char *path, const void *data, size_t len, unsigned int mode,

@@ -687,7 +687,7 @@ static void *gc_loop(void *ud)
 {
         (void)ud;
         struct cap_error err = {0};
-        struct ctrd_client *cl = ctrd_client_new(sock, NULL, &err);
+        struct ctrd_client *cl = ctrd_client_new(sock, &err);
         while (cl && !atomic_load(&gc_stop)) {
                 if (ctrd_gc_now(cl, &err) < 0) {
                         fprintf(stderr, "  gc: %s\n", err.msg);

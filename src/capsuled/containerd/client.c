@@ -105,7 +105,7 @@ void ctrd_mounts_clear(struct ctrd_mounts *m)
         m->v = NULL;
 }
 
-struct ctrd_client *ctrd_client_new(const char *sock, const char *lease_id, struct cap_error *err)
+struct ctrd_client *ctrd_client_new(const char *sock, struct cap_error *err)
 {
         _cleanup_free_ char *target = NULL;
         if (asprintf(&target, "unix:%s", sock) < 0) {
@@ -120,8 +120,7 @@ struct ctrd_client *ctrd_client_new(const char *sock, const char *lease_id, stru
         }
         c->rpc = rpc_client_new(target, NULL, err);
         if (!c->rpc ||
-            rpc_client_add_metadata(c->rpc, "containerd-namespace", CTRD_NAMESPACE, err) < 0 ||
-            (lease_id && rpc_client_add_metadata(c->rpc, "containerd-lease", lease_id, err) < 0)) {
+            rpc_client_add_metadata(c->rpc, "containerd-namespace", CTRD_NAMESPACE, err) < 0) {
                 cap_error_prefix(err, "containerd client %s", sock);
                 ctrd_client_free(c);
                 return NULL;

@@ -2,10 +2,10 @@
  *
  * One function per containerd call we use, in the namespace "capsule" (every call carries the
  * `containerd-namespace` header). Calls that must be protected from containerd's garbage collector
- * (content writes, unpacking) run on a client opened with a lease id: it sends `containerd-lease`
- * too. Results are returned as the generated protobuf-c messages where they are rich (free them
- * with protobuf_c_message_free_unpacked), as plain values where they are simple. Errors keep the
- * gRPC status: err->status == CAP_NOT_FOUND means "no such object". */
+ * (content writes, unpacking, snapshots before their container) run on a ctrd_client_leased: it
+ * sends `containerd-lease` too. Results are returned as the generated protobuf-c messages where
+ * they are rich (free them with protobuf_c_message_free_unpacked), as plain values where they are
+ * simple. Errors keep the gRPC status: err->status == CAP_NOT_FOUND means "no such object". */
 #pragma once
 
 #include <stdbool.h>
@@ -52,9 +52,9 @@ struct ctrd_mounts {
 };
 void ctrd_mounts_clear(struct ctrd_mounts *m);
 
-/* Connects to containerd's socket path (not yet: errors surface on the first call). lease_id NULL
- * for a plain client. */
-struct ctrd_client *ctrd_client_new(const char *sock, const char *lease_id, struct cap_error *err);
+/* Connects to containerd's socket path (not yet: errors surface on the first call). Calls under a
+ * lease go through ctrd_client_leased. */
+struct ctrd_client *ctrd_client_new(const char *sock, struct cap_error *err);
 /* A client on c's connection whose calls run under lease_id: what they create (snapshots, blobs)
  * is not garbage-collected until the lease ends. c must outlive it. */
 struct ctrd_client *ctrd_client_leased(struct ctrd_client *c, const char *lease_id,

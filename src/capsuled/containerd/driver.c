@@ -42,8 +42,7 @@
 #endif
 
 struct ctrd {
-        struct ctrd_client *client;
-        char *sock;
+        struct ctrd_client *client; /* leased clients share its connection (op_lease) */
 };
 
 static void json_putp(json_object **j)
@@ -88,12 +87,11 @@ struct ctrd *ctrd_connect(const char *sock, struct cap_error *err)
 {
         struct ctrd *c = calloc(1, sizeof(*c));
         _cleanup_free_ char *version = NULL;
-        if (!c || !(c->sock = strdup(sock))) {
-                free(c);
+        if (!c) {
                 cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
                 return NULL;
         }
-        c->client = ctrd_client_new(sock, NULL, err);
+        c->client = ctrd_client_new(sock, err);
         if (!c->client || ctrd_version(c->client, &version, err) < 0 ||
             ctrd_namespace_ensure(c->client, err) < 0) {
                 cap_error_prefix(err, "connect to containerd at %s", sock);
@@ -109,7 +107,6 @@ void ctrd_free(struct ctrd *c)
         if (!c)
                 return;
         ctrd_client_free(c->client);
-        free(c->sock);
         free(c);
 }
 
@@ -916,8 +913,7 @@ void ctrd_events_stop(struct ctrd_events *ev)
 
 struct ctrd_import {
         struct ctrd *c;
-        struct ctrd_client *leased;
-        char *lease;
+        struct op_lease lease; /* blobs written but not yet referenced by the image survive GC */
 };
 
 int ctrd_import_begin(struct ctrd *c, struct ctrd_import **out, struct cap_error *err)
@@ -926,14 +922,8 @@ int ctrd_import_begin(struct ctrd *c, struct ctrd_import **out, struct cap_error
         if (!imp)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         imp->c = c;
-        int r = ctrd_lease_create(c->client, 24 * 3600, &imp->lease, err);
-        if (r == 0) {
-                imp->leased = ctrd_client_new(c->sock, imp->lease, err);
-                if (!imp->leased)
-                        r = -EIO;
-        }
-        if (r < 0) {
-                ctrd_import_abort(imp);
+        if (op_lease_begin(c, 24 * 3600, &imp->lease, err) < 0) {
+                free(imp);
                 return cap_error_prefix(err, "image import");
         }
         *out = imp;
@@ -942,7 +932,7 @@ int ctrd_import_begin(struct ctrd *c, struct ctrd_import **out, struct cap_error
 
 struct ctrd_client *ctrd_import_client(struct ctrd_import *imp)
 {
-        return imp->leased;
+        return imp->lease.cl;
 }
 
 int ctrd_import_blob(struct ctrd_import *imp, const char *digest, const void *data, size_t len,
@@ -950,12 +940,12 @@ int ctrd_import_blob(struct ctrd_import *imp, const char *digest, const void *da
 {
         char ref[128];
         snprintf(ref, sizeof(ref), "capsule-import-%s", digest);
-        int r = ctrd_content_write(imp->leased, ref, digest, data, len, labels, n_labels, err);
+        int r = ctrd_content_write(imp->lease.cl, ref, digest, data, len, labels, n_labels, err);
         if (r == 1) {
                 /* The blob existed, perhaps without our labels: set them. */
                 r = 0;
                 for (size_t i = 0; i < n_labels && r == 0; i++)
-                        r = ctrd_content_set_label(imp->leased, digest, labels[i].key,
+                        r = ctrd_content_set_label(imp->lease.cl, digest, labels[i].key,
                                                    labels[i].value, err);
         }
         return r < 0 ? cap_error_prefix(err, "import blob %s", digest) : 0;
@@ -964,7 +954,7 @@ int ctrd_import_blob(struct ctrd_import *imp, const char *digest, const void *da
 int ctrd_import_finish(struct ctrd_import *imp, const char *name,
                        const struct ctrd_descriptor *target, struct cap_error *err)
 {
-        int r = ctrd_image_put(imp->leased, name, target, NULL, 0, err);
+        int r = ctrd_image_put(imp->lease.cl, name, target, NULL, 0, err);
         ctrd_import_abort(imp);
         return r;
 }
@@ -973,12 +963,7 @@ void ctrd_import_abort(struct ctrd_import *imp)
 {
         if (!imp)
                 return;
-        if (imp->lease) {
-                struct cap_error e2 = {0};
-                ctrd_lease_delete(imp->c->client, imp->lease, &e2);
-        }
-        ctrd_client_free(imp->leased);
-        free(imp->lease);
+        op_lease_end(imp->c, &imp->lease);
         free(imp);
 }
 

@@ -675,7 +675,7 @@ static json_object *build_linux(const struct spec_options *o)
         const Capsule__V1__WorkloadSpec *w = o->workload;
         json_object *l = json_object_new_object();
         _cleanup_free_ char *cg = NULL;
-        if (!o->cgroups_path && asprintf(&cg, "/capsule/%s", w->name) < 0)
+        if (!o->cgroups_path && asprintf(&cg, SPEC_CGROUP_PARENT "/%s", w->name) < 0)
                 cg = NULL;
         json_object_object_add(l, "cgroupsPath", jstr(o->cgroups_path ? o->cgroups_path : cg));
         json_object_object_add(l, "namespaces", build_namespaces(o));

@@ -14,6 +14,10 @@
 #include "capsule/v1/workloads.pb-c.h"
 #include "common/error.h"
 
+/* Every workload's cgroup is SPEC_CGROUP_PARENT/NAME (under /sys/fs/cgroup, or each v1 hierarchy).
+ */
+#define SPEC_CGROUP_PARENT "/capsule"
+
 struct spec_options {
         const Capsule__V1__WorkloadSpec *workload; /* required; name becomes the hostname */
         /* The image's OCI config blob ({"config": {...}, ...}) or just its "config" object; NULL
@@ -29,7 +33,7 @@ struct spec_options {
         const char *hosts_path;
         const char *resolv_conf_path;
         const char *hostname_path;
-        const char *cgroups_path; /* NULL: "/capsule/<name>" */
+        const char *cgroups_path; /* NULL: SPEC_CGROUP_PARENT "/<name>" */
         int64_t pids_limit;       /* 0: no limit */
         bool terminal;            /* process.terminal (a PTY instead of FIFOs) */
 };

@@ -231,26 +231,35 @@ static int copy_file_atomic(const char *src, const char *dst)
         return 0;
 }
 
+#define ESP_DIR "/run/capsule/esp"
+#define ESP_MOUNT_FLAGS (MS_NODEV | MS_NOSUID | MS_NOEXEC)
+
+/* Mounts the ESP read-only on ESP_DIR. 0, or -1 when there is none or it does not mount (said). */
+static int esp_mount(void)
+{
+        char esp[128];
+        if (perm_find_partition("EFI", esp, sizeof(esp)) < 0)
+                return -1;
+        mkdir_p(ESP_DIR, 0700);
+        if (mount(esp, ESP_DIR, "vfat", ESP_MOUNT_FLAGS | MS_RDONLY, "umask=077") < 0) {
+                log_warn("perm: mount ESP %s: %s", esp, strerror(errno));
+                return -1;
+        }
+        return 0;
+}
+
 /* First boot: the machine config comes from the ESP (/EFI/capsule/machine.yaml, dropped there by
  * the operator after writing the image) or else from the image (/etc/capsule/machine.yaml). */
 static void machine_config_install(void)
 {
         if (access(INIT_MACHINE_CONFIG, F_OK) == 0)
                 return;
-        char esp[128];
-        if (perm_find_partition("EFI", esp, sizeof(esp)) == 0) {
-                mkdir_p("/run/capsule/esp", 0700);
-                if (mount(esp, "/run/capsule/esp", "vfat",
-                          MS_RDONLY | MS_NODEV | MS_NOSUID | MS_NOEXEC, "umask=077") == 0) {
-                        int r = copy_file_atomic("/run/capsule/esp/EFI/capsule/machine.yaml",
-                                                 INIT_MACHINE_CONFIG);
-                        umount("/run/capsule/esp");
-                        if (r == 0) {
-                                log_info("perm: machine config installed from the ESP");
-                                return;
-                        }
-                } else {
-                        log_warn("perm: mount ESP %s: %s", esp, strerror(errno));
+        if (esp_mount() == 0) {
+                int r = copy_file_atomic(ESP_DIR "/EFI/capsule/machine.yaml", INIT_MACHINE_CONFIG);
+                umount(ESP_DIR);
+                if (r == 0) {
+                        log_info("perm: machine config installed from the ESP");
+                        return;
                 }
         }
         if (copy_file_atomic(INIT_IMAGE_MACHINE_CONFIG, INIT_MACHINE_CONFIG) == 0)
@@ -267,25 +276,17 @@ static void machine_config_install(void)
  * the old config stays. The ESP is mounted read-write only when the file is there. */
 static void machine_config_override(void)
 {
-        static const char dir[] = "/run/capsule/esp", file[] = "/run/capsule/esp/EFI/capsule/"
-                                                               "machine-override.yaml";
-        char esp[128];
-        if (perm_find_partition("EFI", esp, sizeof(esp)) < 0)
+        static const char file[] = ESP_DIR "/EFI/capsule/machine-override.yaml";
+        if (esp_mount() < 0)
                 return;
-        mkdir_p(dir, 0700);
-        const unsigned long fl = MS_NODEV | MS_NOSUID | MS_NOEXEC;
-        if (mount(esp, dir, "vfat", fl | MS_RDONLY, "umask=077") < 0) {
-                log_warn("perm: mount ESP %s: %s", esp, strerror(errno));
-                return;
-        }
         if (access(file, F_OK) != 0) {
-                umount(dir);
+                umount(ESP_DIR);
                 return;
         }
-        if (mount(NULL, dir, NULL, MS_REMOUNT | fl, "umask=077") < 0) {
+        if (mount(NULL, ESP_DIR, NULL, MS_REMOUNT | ESP_MOUNT_FLAGS, "umask=077") < 0) {
                 log_error("perm: remount ESP read-write: %s; machine-override.yaml not applied",
                           strerror(errno));
-                umount(dir);
+                umount(ESP_DIR);
                 return;
         }
         struct machine_config mc;
@@ -315,7 +316,7 @@ static void machine_config_override(void)
                         log_error("perm: rename machine-override.yaml: %s", strerror(errno));
         }
         sync();
-        umount(dir);
+        umount(ESP_DIR);
 }
 
 static void perm_dirs(void)

@@ -134,13 +134,13 @@ static void perm_check(char *msg, size_t len, bool *ok)
 }
 
 /* The kernel's clock status, which chronyd keeps: synchronised or not. Unsynchronised counts as a
- * failure only after 10 minutes of uptime (NTP needs the network first); with NTP off (no
- * chrony.conf: time.servers is []) the clock is the operator's business. */
-static void time_check(char *msg, size_t len, bool *ok)
+ * failure only after 10 minutes of uptime (NTP needs the network first); with NTP off
+ * (time.servers: [] in the config PID 1 booted with) the clock is the operator's business. */
+static void time_check(const struct machine_config *mc, char *msg, size_t len, bool *ok)
 {
         struct timex tx = {0};
         int state = adjtimex(&tx);
-        bool ntp_on = access("/run/capsule/chrony.conf", F_OK) == 0;
+        bool ntp_on = !(mc->ntp_servers_set && mc->n_ntp_servers == 0);
         bool synced = state >= 0 && state != TIME_ERROR && !(tx.status & STA_UNSYNC);
         time_t now = time(NULL);
         struct tm tm;
@@ -186,7 +186,7 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                 perm_check(msg, sizeof(msg), &ok);
                 r->checks[r->n_checks++] = check_new("perm", ok, msg);
                 all_ok &= ok;
-                time_check(msg, sizeof(msg), &ok);
+                time_check(&ctx->mcfg, msg, sizeof(msg), &ok);
                 r->checks[r->n_checks++] = check_new("time", ok, msg);
                 all_ok &= ok;
         }

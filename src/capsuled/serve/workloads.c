@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/names.h"
+#include "containerd/spec.h"
 #include "logs/logs.h"
 #include "reconcile/reconciler.h"
 #include "serve/cgstats.h"
@@ -38,11 +39,10 @@ workload_message(struct serve_ctx *ctx, const struct store_workload *w, struct c
         m->spec = capsule__v1__workload_spec__unpack(NULL, w->spec_len, w->spec);
         m->status = reconciler_status(ctx->rec, w->name);
         if (m->status && m->status->phase == CAPSULE__V1__PHASE__RUNNING) {
-                /* the cgroup the spec generator gives every container (containerd/spec.c) */
                 char cg[300];
                 struct cgroup_stats st;
                 struct timespec now;
-                snprintf(cg, sizeof(cg), "/capsule/%s", w->name);
+                snprintf(cg, sizeof(cg), SPEC_CGROUP_PARENT "/%s", w->name);
                 if (cgroup_stats_read("/sys/fs/cgroup", cg, &st) == 0) {
                         clock_gettime(CLOCK_REALTIME, &now);
                         m->status->memory_bytes = st.memory_bytes;
