@@ -62,6 +62,8 @@ class Machine:
         self.consoles = []  # serial logs of every boot, oldest first
         self.deploy_example = False  # capsule-up's default (the README's run command) deploys hello
         self.image = os.path.join(IMAGE_DIR, "capsule.raw")
+        self.accel = None  # CAPSULE_ACCEL for capsule-up; None: the run's default
+        self.up_output = ""  # what the last capsule-up printed
 
     @property
     def serial(self):
@@ -103,7 +105,7 @@ class Machine:
         self._save_console()
         cmd = self._up_cmd(keep_disk, timeout, extra)
         t0 = time.monotonic()
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        r = self.up(cmd)
         if r.returncode != 0 and "starting as PID 1" not in self.console():
             # The guest kernel hung before it ran any of our code (seen under TCG on a loaded
             # 2-core host: RCU stalls, "timer wakeup didn't happen", no init). That is the
@@ -113,7 +115,7 @@ class Machine:
             self.power_cut()
             self._save_console()
             cmd = self._up_cmd(keep_disk, timeout, extra)
-            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            r = self.up(cmd)
         if r.returncode != 0:
             print(r.stdout)
             raise Failure("boot: capsule-up failed")
@@ -122,6 +124,16 @@ class Machine:
         if took > 60:
             self._explain_slow_boot()
         return took
+
+    def up(self, cmd, timeout=None):
+        """Runs capsule-up (cmd) to its end; keeps what it printed in self.up_output."""
+        env = dict(os.environ)
+        if self.accel:
+            env["CAPSULE_ACCEL"] = self.accel
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env, timeout=timeout)
+        self.up_output = r.stdout
+        return r
 
     def _explain_slow_boot(self):
         """A boot that passed but took long: show where the guest's clock jumped, so the next
@@ -243,9 +255,20 @@ class Machine:
 # ------------------------------------------------------------------------------------ scenarios
 
 def scenario_boot(m):
-    """Boot, then version and health over mTLS."""
+    """Boot as the README's run command does (CAPSULE_ACCEL=auto, examples deployed, their port
+    forwarded), then version and health over mTLS."""
     m.deploy_example = True  # boot exactly as the README's run command does
+    m.accel = "auto"
     m.boot()
+    acc = re.search(r"accelerator: (kvm|tcg) \((.+)\)", m.up_output)
+    check(acc is not None, f"capsule-up says which accelerator auto picked and why ({acc and acc.group(0)})")
+    check(re.search(r"boot: kernel: PID 1 \(capsuled\) started", m.up_output) and "boot: API serving" in m.up_output,
+          "capsule-up showed the boot stages as the console reached them")
+    page = subprocess.run(["curl", "-sS", "-m", "10", "http://127.0.0.1:8080/"], capture_output=True, text=True)
+    check(page.returncode == 0 and "Hello from web on Capsule" in page.stdout,
+          f"examples/web.yaml's port answers from the host: curl 127.0.0.1:8080 ({page.stdout.strip() or page.stderr.strip()})")
+    check("curl 127.0.0.1:8080" in m.up_output and "export CAPSULECONFIG=" in m.up_output,
+          "capsule-up's last message gives the next commands")
     check(m.ctl("version").returncode == 0, "capsulectl version answers")
     check(m.ctl("health").returncode == 0, "capsulectl health is OK")
     con = m.console()
@@ -446,6 +469,65 @@ def scenario_time(m):
             server.kill()
             server.wait()
         log.close()
+
+
+def scenario_capsule_up(m):
+    """capsule-up fails fast, naming the cause: an image built for another config, a certificate
+    mismatch, a kernel panic, a port in use, a second capsule-up on the same work dir."""
+    e2e_config = m.config_dir
+    other = os.path.join(m.work, "other-config")
+    subprocess.run([m.capsulectl, "gen", "config", "other", "--endpoint", f"127.0.0.1:{m.port}", "-o", other],
+                   check=True, stdout=subprocess.DEVNULL)
+    m.config_dir = other
+    t0 = time.monotonic()
+    r = m.up(m._up_cmd(False, 300, ["--no-example"]), timeout=60)
+    took = time.monotonic() - t0
+    check(r.returncode != 0 and "built for another machine config" in r.stdout and "--rebuild" in r.stdout,
+          f"an image built for another config is refused with the command to fix it, in {took:.1f} s: "
+          f"{r.stdout.strip().splitlines()[-1:]}")
+    check(took < 30, f"... within 30 s ({took:.1f} s)")
+    check(not m.alive(), "... and no QEMU was started")
+
+    # An image whose image.env is gone: it boots, and the certificate mismatch is named at once.
+    bare = os.path.join(m.work, "bare")
+    os.makedirs(bare)
+    os.symlink(m.image, os.path.join(bare, "capsule.raw"))
+    m.image = os.path.join(bare, "capsule.raw")
+    cmd = m._up_cmd(False, 300, ["--no-example"])
+    up = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, CAPSULE_ACCEL="tcg"))
+    time.sleep(2)
+    second = m.up(cmd, timeout=60)
+    check(second.returncode != 0 and "already running" in second.stdout,
+          f"a second capsule-up on the same work dir says so ({second.stdout.strip().splitlines()[-1:]})")
+    t0 = time.monotonic()
+    out, _ = up.communicate(timeout=400)
+    check(up.returncode != 0 and "not with this config's certificates" in out,
+          f"a certificate mismatch is named as soon as the API answers ({time.monotonic() - t0 + 2:.0f} s after start)")
+    for _ in range(50):
+        if not m.alive():
+            break
+        time.sleep(0.1)
+    check(not m.alive(), "... and its QEMU was stopped")
+
+    # A kernel that panics (no init): reported as a panic, not after the API timeout.
+    m.config_dir, m.image = e2e_config, os.path.join(IMAGE_DIR, "capsule.raw")
+    t0 = time.monotonic()
+    r = m.up(m._up_cmd(False, 300, ["--no-example", "--direct", "--append", "rdinit=/nonexistent init=/nonexistent"]),
+             timeout=300)
+    check(r.returncode != 0 and "the kernel panicked" in r.stdout,
+          f"a kernel panic is reported as such in {time.monotonic() - t0:.0f} s")
+
+    # The API port already taken on the host.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        busy = s.getsockname()[1]
+        r = m.up(m._up_cmd(False, 300, ["--no-example", "--port", str(busy)]), timeout=60)
+    check(r.returncode != 0 and f"port {busy} (the API) is already in use" in r.stdout,
+          "a port in use is refused before QEMU starts")
+    r = m.up(m._up_cmd(False, 300, ["--no-example", "--publish", "8080"]), timeout=60)
+    check(r.returncode == 2 and "--publish 8080: expected HOST:GUEST" in r.stdout, "a bad --publish is refused")
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()

@@ -371,6 +371,10 @@ class ExamplesTest(WithImage):
         p = self.capsule.ctl(["apply", "-f", self.example("web.yaml")], check=True)
         self.assertEqual(p.stdout.splitlines(), ["volume/site created", "container/web created"])
         wait_for(lambda: self.status("web")["phase"] == "Running", timeout=60, what="web to run")
+        first = wait_for(lambda: (lambda o: o if o.returncode == 0 else None)(
+            subprocess.run(["curl", "-sS", "-m", "5", "http://127.0.0.1:8080/"], capture_output=True, text=True)),
+            timeout=20, what="web's first page on 127.0.0.1:8080")
+        self.assertEqual(first.stdout, "<h1>Hello from web on Capsule</h1>\n")  # written into the empty volume
         self.capsule.ctl(["exec", "web", "--", "sh", "-c", "echo '<h1>hello from a volume</h1>' > /www/index.html"],
                          check=True)
         out = wait_for(lambda: (lambda o: o if o.returncode == 0 else None)(
