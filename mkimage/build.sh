@@ -4,6 +4,7 @@
 #   capsule.raw      GPT disk: EFI (systemd-boot, kernel+initramfs per slot), slot_a (squashfs root),
 #                    slot_b (empty), perm (empty; the first boot makes it an LVM PV)
 #   vmlinuz, initramfs.img, cmdline   for direct QEMU boot (attach capsule.raw too: root is on it)
+#   guest-initrd.img   the microVM initramfs (capsule-guest as /init), also in the root image
 #   rootfs.sqfs      the root image of slot_a
 #   image.env        what was built (versions, sizes, partition offsets)
 # usage: mkimage/build.sh --machine-config FILE [--kernel cloud|generic] [--debug-shell]
@@ -248,6 +249,10 @@ if [ -x "$root/usr/bin/capsule-guest" ]; then
         (cd "$gird" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) |
                 zstd -q -19 -T1 > "$root/usr/lib/capsule/guest-initramfs.img"
         rm -rf "$gird"
+        # beside the image too: scripts/capsule-up's KVM probe (capsuled probe-accel) boots it
+        install -m644 "$root/usr/lib/capsule/guest-initramfs.img" "$out/guest-initrd.img"
+else
+        rm -f "$out/guest-initrd.img"
 fi
 
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

@@ -4,6 +4,7 @@
  *
  *   cni-tool [--netns-dir D] [--state-dir D] [--bridge B] [--subnet CIDR] [--plugin-dir D]
  *            setup|check|teardown WORKLOAD CONTAINER_ID [HOSTPORT:CONTAINERPORT[/udp]...]
+ *   cni-tool [options] vm-attach WORKLOAD CONTAINER_ID    (after setup: net/vmnet.c's rewiring)
  *
  * setup prints {"netns":..., "ip":..., "prefix":..., "gateway":..., "mac":..., "ms":...}. */
 #include <getopt.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 
 #include "net/cni.h"
+#include "net/vmnet.h"
 
 static double now_ms(void)
 {
@@ -101,6 +103,17 @@ int main(int argc, char **argv)
                         cni_attachment_free(&a);
                         free(hosts);
                         free(resolv);
+                }
+        } else if (strcmp(cmd, "vm-attach") == 0) {
+                struct cni_attachment a;
+                if (cni_setup(&c, workload, id, NULL, 0, &a, &err) < 0) {
+                        rc = 1;
+                } else {
+                        if (vmnet_attach(a.netns_path, a.ip, a.prefix_len, &err) < 0)
+                                rc = 1;
+                        else
+                                printf("{\"netns\":\"%s\",\"ip\":\"%s\"}\n", a.netns_path, a.ip);
+                        cni_attachment_free(&a);
                 }
         } else if (strcmp(cmd, "check") == 0) {
                 rc = cni_check(&c, workload, id, &err) < 0;

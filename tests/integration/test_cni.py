@@ -201,6 +201,26 @@ class CniTest(unittest.TestCase):
         print(f"\ntiming: cni setup {setup_s * 1000:.0f} ms, teardown {teardown_s * 1000:.0f} ms",
               file=sys.stderr)
 
+    def test_vm_attach(self):
+        """net/vmnet.c: the namespace of a microVM: eth0 and tap0 on br0, the address handed to the guest."""
+        cid = "vm%08x" % os.getpid()
+        a = self.setup_workload("vm", cid)
+        b = json.loads(self.tool("vm-attach", "vm", cid).stdout)
+        self.assertEqual(b["ip"], a["ip"])
+        ns = ["nsenter", f"--net={a['netns']}"]
+        links = sh(*ns, "ip", "-o", "link").stdout
+        self.assertRegex(links, r"eth0@\S+: <[^>]*UP[^>]*> .* master br0")
+        self.assertRegex(links, r"tap0: <[^>]*> .* master br0")
+        self.assertRegex(links, r"br0: <[^>]*UP[^>]*>")
+        self.assertIn("tun", sh(*ns, "ip", "-d", "link", "show", "tap0").stdout)
+        self.assertNotIn(a["ip"] + "/", sh(*ns, "ip", "-o", "-4", "addr").stdout,
+                         "the address stays on eth0 instead of going to the guest")
+        # again (adoption after a restart): no error, nothing doubled
+        self.tool("vm-attach", "vm", cid)
+        self.assertEqual(sh(*ns, "ip", "-o", "link").stdout.count("master br0"), 2)
+        self.tool("teardown", "vm", cid)
+        self.assert_clean("vm", cid, a["ip"])
+
     def test_teardown_of_half_setup(self):
         """A namespace whose setup was interrupted after the plugins ran but before the result
         was recorded (simulated: set up, then delete the cache and the namespace mount) is still
