@@ -127,8 +127,6 @@ strip_into "$build_dir/src/capsulectl/capsulectl" "$root/usr/bin/capsulectl" 755
 strip_into "$build_dir/src/capsuled/capsule-dhcp-hook" "$root/usr/libexec/capsule/dhcp-hook" 755
 # libc-only log writer the shim starts per task (capsuled's own would load ~90 libraries each time)
 strip_into "$build_dir/src/capsuled/capsule-log-writer" "$root/usr/libexec/capsule/log-writer" 755
-[ -x "$build_dir/src/capsule-guest/capsule-guest" ] &&
-        strip_into "$build_dir/src/capsule-guest/capsule-guest" "$root/usr/bin/capsule-guest" 755
 ln -s ../bin/capsuled "$root/usr/sbin/init"
 # libraries of our own binaries
 for b in "$root/usr/bin/capsuled" "$root/usr/bin/capsulectl"; do
@@ -235,20 +233,11 @@ for m in $(mod_list "$here/files/modules-boot"); do
         modprobe -d "$ktree" -S "$kver" --show-depends "$m" >/dev/null 2>&1 && echo "$m" >> "$root/etc/capsule/modules"
 done
 
-# microVM initramfs: capsule-guest as /init, its libraries and modules (design §7)
-if [ -x "$root/usr/bin/capsule-guest" ]; then
+# microVM initramfs: capsule-guest as /init, its libraries and the modules it loads (design §7)
+if [ -x "$build_dir/src/capsule-guest/capsule-guest" ]; then
         step "microVM initramfs (capsule-guest)"
-        gird=$out/guest-initramfs-root
-        rm -rf "$gird"
-        mkdir -p "$gird"/{proc,sys,dev,run,tmp,mnt,usr/bin,usr/lib/x86_64-linux-gnu,usr/lib64}
-        for d in bin sbin lib lib64; do ln -s usr/$d "$gird/$d" 2>/dev/null || true; done
-        install -m755 "$root/usr/bin/capsule-guest" "$gird/init"
-        for lib in $(ldd "$root/usr/bin/capsule-guest" | grep -oE '/[^ ]+'); do install_one "$gird" "$lib"; done
-        copy_modules "$gird" $(mod_list "$here/files/modules-guest")
-        find "$gird" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-        (cd "$gird" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) |
-                zstd -q -19 -T1 > "$root/usr/lib/capsule/guest-initramfs.img"
-        rm -rf "$gird"
+        "$here/guest-initrd.sh" "$build_dir" "$ktree" "$root/usr/lib/capsule/guest-initramfs.img" |
+                sed 's/^/mkimage:   /'
         # beside the image too: scripts/capsule-up's KVM probe (capsuled probe-accel) boots it
         install -m644 "$root/usr/lib/capsule/guest-initramfs.img" "$out/guest-initrd.img"
 else

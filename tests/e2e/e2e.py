@@ -561,7 +561,8 @@ def ensure_inputs(build_dir, config_dir):
         have = None
     inputs = [os.path.join(build_dir, b) for b in
               ("src/capsuled/capsuled", "src/capsulectl/capsulectl",
-               "src/capsuled/capsule-dhcp-hook", "src/capsuled/capsule-log-writer")]
+               "src/capsuled/capsule-dhcp-hook", "src/capsuled/capsule-log-writer",
+               "src/capsule-guest/capsule-guest")]
     for d in ("mkimage", "mkimage/files"):
         inputs += [os.path.join(SRC, d, f) for f in os.listdir(os.path.join(SRC, d))]
     newest = max(os.path.getmtime(f) for f in inputs if os.path.isfile(f))
