@@ -1,6 +1,8 @@
 /* `capsulectl gen config|cert`: creates the operator PKI and the configs that carry it.
  *
- *   gen config NAME  -> DIR/secrets/ca.{crt,key}, DIR/machine.yaml (for capsuled),
+ *   gen config NAME  -> DIR/secrets/ca.{crt,key}, DIR/secrets/update-signing.key (Ed25519, signs
+ *                       update bundles; its public key goes into machine.yaml's
+ *                       updates.trustedKeys), DIR/machine.yaml (for capsuled),
  *                       DIR/capsuleconfig (for capsulectl, with an admin certificate)
  *   gen cert         -> a client certificate signed by that CA, by default as a complete
  *                       capsuleconfig so that an operator can hand one file to a user.
@@ -13,6 +15,11 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "capsulectl.h"
 #include "common/cleanup.h"
@@ -137,6 +144,9 @@ static const char gen_config_usage[] =
     "Creates a new operator PKI and the configs for the capsule NAME:\n"
     "  DIR/secrets/ca.crt   the CA certificate (10 years)\n"
     "  DIR/secrets/ca.key   the CA private key (mode 0600): keep it safe, it mints certificates\n"
+    "  DIR/secrets/update-signing.key\n"
+    "                       the Ed25519 key that signs update bundles (mode 0600; mkimage\n"
+    "                       --signing-key); machine.yaml trusts its public key\n"
     "  DIR/machine.yaml     machine config for capsuled: hostname, API listen address, the CA\n"
     "                       and the server certificate (5 years) for the endpoint's host\n"
     "  DIR/capsuleconfig    client config: context NAME with an admin certificate (1 year)\n"
@@ -153,8 +163,46 @@ static const char gen_config_usage[] =
 
 struct gen_paths {
         char ca_crt[PATH_MAX], ca_key[PATH_MAX], machine[PATH_MAX], client[PATH_MAX];
-        char secrets[PATH_MAX];
+        char secrets[PATH_MAX], update_key[PATH_MAX];
 };
+
+/* A BIO's contents as a malloc'd string. */
+static char *bio_to_string(BIO *bio)
+{
+        char *data = NULL;
+        long n = BIO_get_mem_data(bio, &data);
+        if (n <= 0)
+                return NULL;
+        char *s = malloc((size_t)n + 1);
+        if (s) {
+                memcpy(s, data, (size_t)n);
+                s[n] = '\0';
+        }
+        return s;
+}
+
+/* A new Ed25519 key pair for signing update bundles: PKCS#8 private and SPKI public PEM. */
+static int gen_update_key(char **priv_pem, char **pub_pem, struct cap_error *err)
+{
+        *priv_pem = *pub_pem = NULL;
+        EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+        BIO *priv = BIO_new(BIO_s_mem()), *pub = BIO_new(BIO_s_mem());
+        int r = 0;
+        if (!key || !priv || !pub ||
+            PEM_write_bio_PrivateKey(priv, key, NULL, NULL, 0, NULL, NULL) != 1 ||
+            PEM_write_bio_PUBKEY(pub, key) != 1 || !(*priv_pem = bio_to_string(priv)) ||
+            !(*pub_pem = bio_to_string(pub))) {
+                r = cap_error_set(err, -EIO, CAP_INTERNAL, "generate the update signing key");
+                free(*priv_pem);
+                free(*pub_pem);
+                *priv_pem = *pub_pem = NULL;
+        }
+        ERR_clear_error();
+        BIO_free(priv);
+        BIO_free(pub);
+        EVP_PKEY_free(key);
+        return r;
+}
 
 static int gen_config_files(const char *name, const struct endpoint *ep, enum pki_key_type kt,
                             const struct gen_paths *p)
@@ -162,11 +210,13 @@ static int gen_config_files(const char *name, const struct endpoint *ep, enum pk
         struct cap_error err = {0};
         struct pki_issue_opts opts = {.key_type = kt};
         struct pki_pair ca = {0}, srv = {0}, admin = {0};
+        char *update_priv = NULL, *update_pub = NULL;
         const char *hosts[] = {ep->host};
         int rc = -1;
         if (pki_ca_create(name, &opts, &ca, &err) < 0 ||
             pki_server_issue(&ca, name, hosts, 1, &opts, &srv, &err) < 0 ||
-            pki_client_issue(&ca, "admin", PKI_ROLE_ADMIN, &opts, &admin, &err) < 0) {
+            pki_client_issue(&ca, "admin", PKI_ROLE_ADMIN, &opts, &admin, &err) < 0 ||
+            gen_update_key(&update_priv, &update_pub, &err) < 0) {
                 fprintf(stderr, "capsulectl gen config: %s\n", err.msg);
                 goto out;
         }
@@ -181,6 +231,8 @@ static int gen_config_files(const char *name, const struct endpoint *ep, enum pk
             .cert_pem = srv.cert_pem,
             .key_pem = srv.key_pem,
             .dhcp = true,
+            .update_trusted_keys = &update_pub,
+            .n_update_trusted_keys = 1,
         };
         struct client_context cx = {(char *)name, endpoint, ca.cert_pem, admin.cert_pem,
                                     admin.key_pem};
@@ -191,7 +243,8 @@ static int gen_config_files(const char *name, const struct endpoint *ep, enum pk
                 goto out;
         }
         if (write_out(p->ca_key, ca.key_pem, 0600) < 0 ||
-            write_out(p->ca_crt, ca.cert_pem, 0644) < 0)
+            write_out(p->ca_crt, ca.cert_pem, 0644) < 0 ||
+            write_out(p->update_key, update_priv, 0600) < 0)
                 goto out;
         if (machine_config_save(p->machine, &mc, &err) < 0 ||
             client_config_save(p->client, &cc, &err) < 0) {
@@ -205,6 +258,9 @@ static int gen_config_files(const char *name, const struct endpoint *ep, enum pk
         printf("wrote %s  (CA \"%s capsule CA\", valid until %s)\n", p->ca_crt, name, ca_until);
         printf("wrote %s  (CA private key, mode 0600: keep it safe, it mints certificates)\n",
                p->ca_key);
+        printf("wrote %s  (update signing key, Ed25519, mode 0600: signs OS update bundles; never "
+               "put it into an image)\n",
+               p->update_key);
         printf("wrote %s  (machine config: hostname %s, API on %s, server certificate for %s "
                "until %s)\n",
                p->machine, name, listen, ep->host, srv_until);
@@ -223,6 +279,10 @@ out:
         pki_pair_free(&ca);
         pki_pair_free(&srv);
         pki_pair_free(&admin);
+        if (update_priv)
+                explicit_bzero(update_priv, strlen(update_priv));
+        free(update_priv);
+        free(update_pub);
         return rc;
 }
 
@@ -278,9 +338,10 @@ static int gen_config(struct ctl *ctl, int argc, char **argv)
         snprintf(p.secrets, sizeof(p.secrets), "%s/secrets", dir);
         snprintf(p.ca_crt, sizeof(p.ca_crt), "%s/ca.crt", p.secrets);
         snprintf(p.ca_key, sizeof(p.ca_key), "%s/ca.key", p.secrets);
+        snprintf(p.update_key, sizeof(p.update_key), "%s/update-signing.key", p.secrets);
         snprintf(p.machine, sizeof(p.machine), "%s/machine.yaml", dir);
         snprintf(p.client, sizeof(p.client), "%s/capsuleconfig", dir);
-        const char *files[] = {p.ca_crt, p.ca_key, p.machine, p.client};
+        const char *files[] = {p.ca_crt, p.ca_key, p.update_key, p.machine, p.client};
         for (size_t i = 0; i < ARRAY_SIZE(files) && !force; i++) {
                 if (file_exists(files[i])) {
                         fprintf(stderr,

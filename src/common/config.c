@@ -20,6 +20,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <yaml.h>
 
 #include "cleanup.h"
@@ -270,9 +274,12 @@ static int check_pem(struct yparse *p, const yaml_node_t *where, const char *pem
 
 /* ---- machine config ---- */
 
+struct updates_parse;
+
 struct machine_parse {
         struct machine_config *c;
         yaml_node_t *pki, *network, *registries;
+        struct updates_parse *updates;
 };
 
 static int machine_api_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
@@ -449,13 +456,153 @@ static int machine_time_field(struct yparse *p, const char *key, yaml_node_t *v,
         return 0;
 }
 
+/* updates.commitWindow: one or more NUMBER UNIT pairs ("30s", "5m", "1h30m"), s, m or h. */
+static int parse_duration(const char *s, unsigned long *out)
+{
+        unsigned long total = 0;
+        if (!*s)
+                return -EINVAL;
+        while (*s) {
+                char *end = NULL;
+                if (*s < '0' || *s > '9')
+                        return -EINVAL;
+                errno = 0;
+                unsigned long n = strtoul(s, &end, 10);
+                if (errno || end == s || n > 10000000)
+                        return -EINVAL;
+                unsigned long unit = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : 0;
+                if (!unit)
+                        return -EINVAL;
+                total += n * unit;
+                if (total > 100000000)
+                        return -EINVAL;
+                s = end + 1;
+        }
+        *out = total;
+        return 0;
+}
+
+static void format_duration(unsigned sec, char *buf, size_t size)
+{
+        if (sec % 3600 == 0)
+                snprintf(buf, size, "%uh", sec / 3600);
+        else if (sec % 60 == 0)
+                snprintf(buf, size, "%um", sec / 60);
+        else
+                snprintf(buf, size, "%us", sec);
+}
+
+struct updates_parse {
+        char **trusted; /* updates.trustedKeys as written */
+        size_t n_trusted;
+        yaml_node_t *node;
+};
+
 static int machine_updates_field(struct yparse *p, const char *key, yaml_node_t *v,
                                  const char *path, void *obj)
 {
-        struct machine_config *c = ((struct machine_parse *)obj)->c;
+        struct machine_parse *mp = obj;
+        struct machine_config *c = mp->c;
         if (strcmp(key, "publicKey") == 0)
                 return take_str(p, v, path, &c->update_pubkey_pem);
+        if (strcmp(key, "trustedKeys") == 0)
+                return take_strv(p, v, path, &mp->updates->trusted, &mp->updates->n_trusted);
+        if (strcmp(key, "commitWindow") == 0) {
+                _cleanup_free_ char *text = NULL;
+                unsigned long sec = 0;
+                int r = take_str(p, v, path, &text);
+                if (r < 0)
+                        return r;
+                if (!text || parse_duration(text, &sec) < 0)
+                        return fail_at(p, v, "%s: \"%s\" is not a duration like 30s, 5m or 1h",
+                                       path, text ? text : "");
+                if (sec < MACHINE_COMMIT_WINDOW_MIN || sec > MACHINE_COMMIT_WINDOW_MAX)
+                        return fail_at(p, v, "%s: %s is outside 30s to 24h", path, text);
+                c->update_commit_window_sec = (unsigned)sec;
+                return 0;
+        }
         return FIELD_UNKNOWN;
+}
+
+/* One PEM Ed25519 public key and nothing else, else an error naming path. */
+static int check_ed25519_pem(struct yparse *p, const yaml_node_t *where, const char *pem,
+                             const char *path)
+{
+        BIO *bio = BIO_new_mem_buf(pem, -1);
+        if (!bio)
+                return cap_error_errno(p->err, -ENOMEM, "%s", p->name);
+        EVP_PKEY *key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+        EVP_PKEY *extra = key ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+        BIO_free(bio);
+        ERR_clear_error();
+        int id = key ? EVP_PKEY_get_base_id(key) : 0;
+        EVP_PKEY_free(key);
+        EVP_PKEY_free(extra);
+        if (!key)
+                return fail_at(p, where,
+                               "%s: not a PEM public key (\"-----BEGIN PUBLIC KEY-----\"; "
+                               "`openssl pkey -in update-signing.key -pubout` prints one)",
+                               path);
+        if (id != EVP_PKEY_ED25519)
+                return fail_at(p, where, "%s: not an Ed25519 key", path);
+        if (extra)
+                return fail_at(p, where, "%s: more than one key (one per list item)", path);
+        return 0;
+}
+
+/* Checks every key and builds c->update_trusted_keys: publicKey first, then trustedKeys. */
+static int machine_updates_validate(struct yparse *p, struct machine_parse *mp, yaml_node_t *root)
+{
+        struct machine_config *c = mp->c;
+        struct updates_parse *u = mp->updates;
+        yaml_node_t *where = u->node ? u->node : root;
+        int r;
+        if (!c->update_commit_window_sec)
+                c->update_commit_window_sec = MACHINE_COMMIT_WINDOW_DEFAULT;
+        if (c->update_pubkey_pem &&
+            (r = check_ed25519_pem(p, where, c->update_pubkey_pem, "updates.publicKey")) < 0)
+                return r;
+        c->update_trusted_keys = calloc(u->n_trusted + 2, sizeof(char *));
+        if (!c->update_trusted_keys)
+                return cap_error_errno(p->err, -ENOMEM, "%s", p->name);
+        if (c->update_pubkey_pem &&
+            !(c->update_trusted_keys[c->n_update_trusted_keys++] = strdup(c->update_pubkey_pem)))
+                return cap_error_errno(p->err, -ENOMEM, "%s", p->name);
+        for (size_t i = 0; i < u->n_trusted; i++) {
+                char path[64];
+                snprintf(path, sizeof(path), "updates.trustedKeys[%zu]", i);
+                if ((r = check_ed25519_pem(p, where, u->trusted[i], path)) < 0)
+                        return r;
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(u->trusted[j], u->trusted[i]) == 0)
+                                return fail_at(p, where, "%s: the same key as [%zu]", path, j);
+        }
+        for (size_t i = 0; i < u->n_trusted; i++) {
+                if (c->update_pubkey_pem && strcmp(c->update_pubkey_pem, u->trusted[i]) == 0)
+                        continue; /* publicKey repeated in the list while migrating */
+                c->update_trusted_keys[c->n_update_trusted_keys++] = TAKE_PTR(u->trusted[i]);
+        }
+        return 0;
+}
+
+static bool str_same(const char *a, const char *b)
+{
+        return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+bool machine_config_updates_equal(const struct machine_config *a, const struct machine_config *b)
+{
+        unsigned wa = a->update_commit_window_sec ? a->update_commit_window_sec
+                                                  : MACHINE_COMMIT_WINDOW_DEFAULT;
+        unsigned wb = b->update_commit_window_sec ? b->update_commit_window_sec
+                                                  : MACHINE_COMMIT_WINDOW_DEFAULT;
+        if (wa != wb || a->n_update_trusted_keys != b->n_update_trusted_keys ||
+            !str_same(a->update_pubkey_pem, b->update_pubkey_pem))
+                return false;
+        for (size_t i = 0; i < a->n_update_trusted_keys; i++)
+                if (!str_same(a->update_trusted_keys[i], b->update_trusted_keys[i]))
+                        return false;
+        return true;
 }
 
 static int machine_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
@@ -479,8 +626,10 @@ static int machine_field(struct yparse *p, const char *key, yaml_node_t *v, cons
                 mp->network = v;
                 return map_walk(p, v, path, machine_network_field, obj);
         }
-        if (strcmp(key, "updates") == 0)
+        if (strcmp(key, "updates") == 0) {
+                mp->updates->node = v;
                 return map_walk(p, v, path, machine_updates_field, obj);
+        }
         if (strcmp(key, "time") == 0)
                 return map_walk(p, v, path, machine_time_field, obj);
         return FIELD_UNKNOWN;
@@ -504,7 +653,7 @@ static int machine_validate(struct yparse *p, struct machine_parse *mp, yaml_nod
             (r = check_pem(p, pki, c->ca_pem, "pki.ca", "CERTIFICATE")) < 0 ||
             (r = check_pem(p, pki, c->cert_pem, "pki.cert", "CERTIFICATE")) < 0 ||
             (r = check_pem(p, pki, c->key_pem, "pki.key", "")) < 0 ||
-            (r = check_pem(p, root, c->update_pubkey_pem, "updates.publicKey", "PUBLIC KEY")) < 0)
+            (r = machine_updates_validate(p, mp, root)) < 0)
                 return r;
         if (c->registry_ca_pem) {
                 size_t n;
@@ -531,10 +680,12 @@ int machine_config_parse(const char *name, const char *buf, size_t len, struct m
         if (r < 0)
                 return r;
         yaml_node_t *root = yaml_document_get_root_node(&p.doc);
-        struct machine_parse mp = {.c = out};
+        struct updates_parse up = {0};
+        struct machine_parse mp = {.c = out, .updates = &up};
         r = map_walk(&p, root, "", machine_field, &mp);
         if (r >= 0)
                 r = machine_validate(&p, &mp, root);
+        free_strv(up.trusted, up.n_trusted);
         yaml_document_delete(&p.doc);
         if (r < 0)
                 machine_config_free(out);
@@ -576,6 +727,7 @@ void machine_config_free(struct machine_config *c)
         free(c->gateway);
         free_strv(c->dns, c->n_dns);
         free(c->update_pubkey_pem);
+        free_strv(c->update_trusted_keys, c->n_update_trusted_keys);
         free_strv(c->ntp_servers, c->n_ntp_servers);
         memset(c, 0, sizeof(*c));
 }
@@ -967,6 +1119,38 @@ static int yout_end(struct yout *o, char **out, size_t *len, struct cap_error *e
         return 0;
 }
 
+/* updates: publicKey as read (older configs), the other trusted keys, a non-default window. */
+static void emit_updates(struct yout *o, const struct machine_config *c)
+{
+        unsigned window = c->update_commit_window_sec;
+        bool custom_window = window && window != MACHINE_COMMIT_WINDOW_DEFAULT;
+        size_t n_list = 0;
+        for (size_t i = 0; i < c->n_update_trusted_keys; i++)
+                n_list += !str_same(c->update_trusted_keys[i], c->update_pubkey_pem);
+        if (!c->update_pubkey_pem && !n_list && !custom_window)
+                return;
+        emit_scalar(o, "updates", YAML_PLAIN_SCALAR_STYLE);
+        emit_map_start(o);
+        emit_key_str(o, "publicKey", c->update_pubkey_pem);
+        if (n_list) {
+                yaml_event_t ev;
+                emit_scalar(o, "trustedKeys", YAML_PLAIN_SCALAR_STYLE);
+                yout_emit(o, &ev,
+                          yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
+                                                               YAML_BLOCK_SEQUENCE_STYLE));
+                for (size_t i = 0; i < c->n_update_trusted_keys; i++)
+                        if (!str_same(c->update_trusted_keys[i], c->update_pubkey_pem))
+                                emit_str(o, c->update_trusted_keys[i]);
+                yout_emit(o, &ev, yaml_sequence_end_event_initialize(&ev));
+        }
+        if (custom_window) {
+                char text[32];
+                format_duration(window, text, sizeof(text));
+                emit_key_str(o, "commitWindow", text);
+        }
+        emit_map_end(o);
+}
+
 int machine_config_format(const struct machine_config *c, char **out, size_t *len,
                           struct cap_error *err)
 {
@@ -1019,12 +1203,7 @@ int machine_config_format(const struct machine_config *c, char **out, size_t *le
         emit_key_str(&o, "gateway", c->gateway);
         emit_strv(&o, "dns", c->dns, c->n_dns);
         emit_map_end(&o);
-        if (c->update_pubkey_pem) {
-                emit_scalar(&o, "updates", YAML_PLAIN_SCALAR_STYLE);
-                emit_map_start(&o);
-                emit_key_str(&o, "publicKey", c->update_pubkey_pem);
-                emit_map_end(&o);
-        }
+        emit_updates(&o, c);
         if (c->ntp_servers_set) {
                 emit_scalar(&o, "time", YAML_PLAIN_SCALAR_STYLE);
                 emit_map_start(&o);

@@ -12,7 +12,12 @@
  *     ca: <PEM, one or more certificates>
  *     auth: [{host: "registry.lan:5000", username: alice, password: s3cret}]
  *   network: {dhcp: true, address: "192.168.1.10/24", gateway: "192.168.1.1", dns: [...]}
- *   updates: {publicKey: <PEM>}
+ *   updates:
+ *     trustedKeys: [<PEM>, ...]   Ed25519 public keys that may sign update bundles (a list, so a
+ *                                 new key can be added before bundles are signed with it)
+ *     publicKey: <PEM>            the older single-key form, still read: merged into trustedKeys
+ *     commitWindow: 5m            how long a tentative boot has to pass its health checks
+ *                                 (30s to 24h; default 5m)
  *   time: {servers: ["192.168.1.1", "ntp.lan:123"]}   (absent: pool.ntp.org; [] = no NTP)
  *
  * capsuleconfig:
@@ -54,7 +59,14 @@ struct machine_config {
         char *gateway;
         char **dns;
         size_t n_dns;
-        char *update_pubkey_pem; /* Ed25519 public key for update bundles (may be NULL) */
+        /* updates.publicKey as written (older configs; may be NULL): kept so that the config
+         * re-renders as it was read, and merged into update_trusted_keys (use that list). */
+        char *update_pubkey_pem;
+        /* Every Ed25519 public key (PEM) trusted to sign update bundles: publicKey first, then
+         * trustedKeys, without repeats. Each was checked to be one Ed25519 key at load. */
+        char **update_trusted_keys;
+        size_t n_update_trusted_keys;
+        unsigned update_commit_window_sec; /* updates.commitWindow, default 300 */
         /* NTP servers ("host" or "host:port"); when time.servers is absent, the default pool */
         char **ntp_servers;
         size_t n_ntp_servers;
@@ -85,6 +97,13 @@ struct client_config {
 int ntp_server_split(const char *entry, char *host, size_t host_len, unsigned *port);
 
 int machine_config_load(const char *path, struct machine_config *out, struct cap_error *err);
+/* The default and bounds of updates.commitWindow, in seconds. */
+#define MACHINE_COMMIT_WINDOW_DEFAULT 300
+#define MACHINE_COMMIT_WINDOW_MIN 30
+#define MACHINE_COMMIT_WINDOW_MAX 86400
+/* True when the updates sections of a and b say the same (same trusted keys in the same order,
+ * same commit window). */
+bool machine_config_updates_equal(const struct machine_config *a, const struct machine_config *b);
 int machine_config_parse(const char *name, const char *buf, size_t len, struct machine_config *out,
                          struct cap_error *err);
 /* Writes atomically (temp file + fsync + rename), mode 0600. */

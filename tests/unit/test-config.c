@@ -19,7 +19,18 @@
 #define CA "-----BEGIN CERTIFICATE-----\nMIIBCA\nAAAA==\n-----END CERTIFICATE-----\n"
 #define CERT "-----BEGIN CERTIFICATE-----\nMIIBSERVER\n-----END CERTIFICATE-----\n"
 #define KEY "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n"
-#define PUB "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"
+/* Ed25519 public keys (updates.publicKey / updates.trustedKeys), and a P-256 one to refuse */
+#define PUB                                                                                        \
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAV+Ql46cmqa42XhcSWJhWTygOD7xyto3bhn0v2D0gYvc=\n"   \
+        "-----END PUBLIC KEY-----\n"
+#define PUB2                                                                                       \
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEANLwOo9ZEFZPKANT1i2lVEpDXX3PJZ9l/FwSh989NF6I=\n"   \
+        "-----END PUBLIC KEY-----\n"
+#define PUB_P256                                                                                   \
+        "-----BEGIN PUBLIC KEY-----\n"                                                             \
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEMEOhKvVn1jiSFU7uuHiRyBWOXVt+\n"                        \
+        "RFg2efPlb4OwUbf01lExM1weJxI57xg0Suf0NTtJAqNdm71zH++TS6vr5w==\n"                            \
+        "-----END PUBLIC KEY-----\n"
 
 static char dir[64];
 
@@ -105,6 +116,9 @@ TEST(machine_round_trip)
         CHECK_STR_EQ(back.gateway, "192.168.1.1");
         CHECK(back.n_dns == 2 && strcmp(back.dns[0], "1.1.1.1") == 0);
         CHECK_STR_EQ(back.update_pubkey_pem, PUB);
+        CHECK(back.n_update_trusted_keys == 1);
+        CHECK_STR_EQ(back.update_trusted_keys[0], PUB);
+        CHECK(back.update_commit_window_sec == MACHINE_COMMIT_WINDOW_DEFAULT);
         machine_config_free(&back);
         CHECK(back.hostname == NULL);
 }
@@ -124,6 +138,8 @@ TEST(machine_defaults)
         CHECK_STR_EQ(m.listen, "0.0.0.0:50000");
         CHECK_STR_EQ(m.ca_pem, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
         CHECK(m.update_pubkey_pem == NULL && m.n_dns == 0);
+        CHECK(m.n_update_trusted_keys == 0);
+        CHECK(m.update_commit_window_sec == MACHINE_COMMIT_WINDOW_DEFAULT);
         machine_config_free(&m);
         if (err.msg[0])
                 fprintf(stderr, "  %s\n", err.msg);
@@ -334,6 +350,105 @@ static void client_fill(struct client_config *c, struct client_context ctx[2])
         *c = (struct client_config){.current_context = "lab", .contexts = ctx, .n_contexts = 2};
 }
 
+/* updates: trustedKeys (a list), the older single publicKey merged into it, commitWindow; every
+ * key checked to be one Ed25519 public key, naming its list index. */
+static char *indent_pem(const char *pem)
+{
+        static char buf[4][1024];
+        static int k;
+        k = (k + 1) % 4;
+        size_t n = 0;
+        for (const char *p = pem; *p; p++) {
+                if (p == pem || p[-1] == '\n')
+                        n += (size_t)snprintf(buf[k] + n, sizeof(buf[k]) - n, "      ");
+                buf[k][n++] = *p;
+        }
+        buf[k][n] = '\0';
+        return buf[k];
+}
+
+TEST(machine_updates)
+{
+        char y[4096];
+        struct machine_config m, back;
+        struct cap_error err = {0};
+        snprintf(y, sizeof(y),
+                 "hostname: home\n" PKI_OK "updates:\n  publicKey: |\n%s  trustedKeys:\n"
+                 "    - |\n%s    - |\n%s  commitWindow: 90s\n",
+                 indent_pem(PUB), indent_pem(PUB), indent_pem(PUB2));
+        CHECK(machine_config_parse("m.yaml", y, strlen(y), &m, &err) == 0);
+        if (err.msg[0])
+                fprintf(stderr, "  %s\n", err.msg);
+        /* publicKey first, its repeat in the list dropped */
+        CHECK(m.n_update_trusted_keys == 2);
+        CHECK(m.n_update_trusted_keys == 2 && strcmp(m.update_trusted_keys[0], PUB) == 0 &&
+              strcmp(m.update_trusted_keys[1], PUB2) == 0);
+        CHECK(m.update_commit_window_sec == 90);
+        char *text = NULL;
+        size_t len = 0;
+        CHECK(machine_config_format(&m, &text, &len, &err) == 0);
+        CHECK_CONTAINS(text, "commitWindow: 90s");
+        CHECK_CONTAINS(text, "trustedKeys:");
+        CHECK(text && machine_config_parse("again.yaml", text, len, &back, &err) == 0);
+        CHECK(machine_config_updates_equal(&m, &back));
+        back.update_commit_window_sec = 300;
+        CHECK(!machine_config_updates_equal(&m, &back));
+        machine_config_free(&back);
+        free(text);
+        machine_config_free(&m);
+
+        /* a config written by gen config: trustedKeys only, default window not written */
+        char *keys[] = {PUB2, PUB};
+        machine_fill(&m);
+        m.update_pubkey_pem = NULL;
+        m.update_trusted_keys = keys;
+        m.n_update_trusted_keys = 2;
+        CHECK(machine_config_format(&m, &text, &len, &err) == 0);
+        CHECK(text && !strstr(text, "publicKey") && !strstr(text, "commitWindow"));
+        CHECK(text && machine_config_parse("gen.yaml", text, len, &back, &err) == 0);
+        CHECK(back.n_update_trusted_keys == 2 &&
+              strcmp(back.update_trusted_keys[0], PUB2) == 0);
+        CHECK(machine_config_updates_equal(&m, &back));
+        machine_config_free(&back);
+        free(text);
+
+        const char *windows[] = {"5m", "30s", "24h", "1h30m"};
+        const unsigned secs[] = {300, 30, 86400, 5400};
+        for (size_t i = 0; i < 4; i++) {
+                snprintf(y, sizeof(y), "hostname: home\n" PKI_OK "updates: {commitWindow: %s}\n",
+                         windows[i]);
+                CHECK(machine_config_parse("m.yaml", y, strlen(y), &m, &err) == 0);
+                CHECK(m.update_commit_window_sec == secs[i]);
+                machine_config_free(&m);
+        }
+        expect_machine_error("hostname: home\n" PKI_OK "updates: {commitWindow: 29s}\n",
+                             "updates.commitWindow: 29s is outside 30s to 24h", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "updates: {commitWindow: 25h}\n",
+                             "updates.commitWindow: 25h is outside", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "updates: {commitWindow: 300}\n",
+                             "updates.commitWindow: \"300\" is not a duration", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "updates: {commitWindow: 5x}\n",
+                             "updates.commitWindow: \"5x\" is not a duration", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "updates: {trustedKeys: [nope]}\n",
+                             "updates.trustedKeys[0]: not a PEM public key", NULL);
+        snprintf(y, sizeof(y), "hostname: home\n" PKI_OK "updates:\n  trustedKeys:\n    - |\n%s"
+                 "    - |\n%s", indent_pem(PUB), indent_pem(PUB_P256));
+        expect_machine_error(y, "updates.trustedKeys[1]: not an Ed25519 key", NULL);
+        snprintf(y, sizeof(y), "hostname: home\n" PKI_OK "updates:\n  trustedKeys:\n    - |\n%s"
+                 "    - |\n%s", indent_pem(PUB), indent_pem(PUB));
+        expect_machine_error(y, "updates.trustedKeys[1]: the same key as [0]", NULL);
+        char two[1024];
+        snprintf(two, sizeof(two), "%s%s", PUB, PUB2);
+        snprintf(y, sizeof(y), "hostname: home\n" PKI_OK "updates:\n  trustedKeys:\n    - |\n%s",
+                 indent_pem(two));
+        expect_machine_error(y, "updates.trustedKeys[0]: more than one key", NULL);
+        snprintf(y, sizeof(y), "hostname: home\n" PKI_OK "updates:\n  publicKey: |\n%s",
+                 indent_pem(PUB_P256));
+        expect_machine_error(y, "updates.publicKey: not an Ed25519 key", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "updates: {keys: []}\n",
+                             "unknown field \"updates.keys\"", NULL);
+}
+
 TEST(client_round_trip)
 {
         struct client_context ctx[2];
@@ -517,6 +632,7 @@ int main(void)
         RUN(machine_registry_auth);
         RUN(machine_time_servers);
         RUN(malformed_yaml);
+        RUN(machine_updates);
         RUN(client_round_trip);
         RUN(client_strict);
         RUN(failed_save_keeps_old_file);
