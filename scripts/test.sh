@@ -26,6 +26,12 @@ if [ ${#suites[@]} -eq 0 ]; then
   if [ "$builddir" = build-asan ]; then suites=(unit integration); else suites=(unit integration e2e); fi
 fi
 
+# The pinned guest kernel (the microVM integration tests boot it; the e2e image ships it): fetched
+# once into the cache mkimage uses, never installed on this host.
+cache=${CAPSULE_CACHE_DIR:-out/cache}
+ktree=$(mkimage/fetch-kernel.sh cloud "$cache")
+export CAPSULE_KERNEL=${CAPSULE_KERNEL:-$(realpath "$(ls "$ktree"/boot/vmlinuz-* | head -1)")}
+
 if [ ! -f "$builddir/build.ninja" ]; then
   meson setup "$builddir" "${setup_args[@]}" >/dev/null
 fi

@@ -4,7 +4,7 @@
  *   PID 1:     [probe check] -> API mounts, console -> modules -> command line -> run config
  *              (/dev/vda) -> root disk and volumes at /newroot -> hostname, /etc files, network
  *              -> gRPC on vsock -> workload -> reap until it exited and its logs were read (or
- *              10 s) -> power off (pid1_power_off).
+ *              2 s) -> power off (pid1_power_off).
  *   host mode: capsule-guest --listen unix:/path --config FILE [--root DIR] [--no-chroot]
  *              -> run config from FILE -> gRPC on the socket -> workload -> reap until SIGTERM.
  * Everything below the startup order (workload, log ring, service) is shared; the PID-1-only
@@ -34,7 +34,7 @@
 #define CONFIG_DISK "/dev/vda"
 #define ROOT_DISK "/dev/vdb"
 #define NEWROOT "/newroot"
-#define LINGER_AFTER_EXIT_MS 10000
+#define LINGER_AFTER_EXIT_MS 2000
 
 /* ---- shared by both modes ---- */
 

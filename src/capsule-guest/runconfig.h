@@ -20,6 +20,11 @@
  * corrupt length cannot make the guest allocate much. */
 #define RUNCONFIG_MAX_LEN (4u << 20)
 
+/* The console line capsule-guest prints when the workload ends, followed by the exit code (128 +
+ * signal for a signal) and a newline: the host's microVM driver reads it from the VM's log, so
+ * the exit code is known even without a guest channel (hosts without vhost-vsock). */
+#define RUNCONFIG_EXIT_MARKER "capsule-guest: exit-code="
+
 typedef Capsule__Guest__V1__RunConfig RunConfig;
 
 /* Encodes rc into a malloc'd buffer framed and padded to a multiple of 512 (*len). Fails if rc

@@ -115,6 +115,8 @@ static void record_workload_exit(struct guest_ctx *g, int status)
         g->wl.exit_code = guest_exit_code(status);
         g->wl.exited_ns = guest_now_ns();
         log_info("workload pid %d exited with code %d", (int)g->wl.pid, g->wl.exit_code);
+        if (g->console_fd >= 0)
+                dprintf(g->console_fd, RUNCONFIG_EXIT_MARKER "%d\n", g->wl.exit_code);
 }
 
 void guest_reap(struct guest_ctx *g)
@@ -332,7 +334,7 @@ int guest_spawn(struct guest_ctx *g, const struct guest_spawn *s, pid_t *pid,
 
 /* ---- the workload ---- */
 
-/* Writes one chunk to the console, each line prefixed with the stream name. */
+/* Writes one chunk to the console line by line, as the workload wrote it. */
 static void console_echo(int fd, const char *stream, const uint8_t *data, size_t len)
 {
         if (fd < 0)
@@ -342,7 +344,10 @@ static void console_echo(int fd, const char *stream, const uint8_t *data, size_t
         while (off < len) {
                 const uint8_t *nl = memchr(data + off, '\n', len - off);
                 size_t line = nl ? (size_t)(nl - (data + off)) + 1 : len - off;
-                int h = snprintf(buf, sizeof(buf), "[workload %s] ", stream);
+                /* as the workload wrote it: the console is the VM's log (`capsulectl logs`),
+                 * where a container's output also appears as written */
+                (void)stream;
+                int h = 0;
                 size_t take = line < sizeof(buf) - (size_t)h - 1 ? line : sizeof(buf) - (size_t)h - 1;
                 memcpy(buf + h, data + off, take);
                 size_t n = (size_t)h + take;

@@ -10,11 +10,14 @@
 #include "build-id.h"
 #include "capsuled.h"
 #include "logs/logs.h"
+#include "microvm/accel.h"
 
 static void usage(FILE *f)
 {
         fprintf(f, "usage: capsuled serve --root DIR --machine-config FILE [--listen ADDR] [options]\n"
                    "       capsuled init      (PID 1 role; chosen automatically when run as PID 1)\n"
+                   "       capsuled probe-accel --kernel K --initrd I [--cache FILE] [--json]\n"
+                   "                          (kvm or tcg: can this host run a microVM under KVM?)\n"
                    "       capsuled version\n"
                    "Run `capsuled serve --help` for the control plane's options.\n");
 }
@@ -31,6 +34,8 @@ int main(int argc, char **argv)
                 return serve_main(argc - 1, argv + 1);
         if (strcmp(argv[1], "log-writer") == 0)
                 return logwriter_main(argc - 1, argv + 1);
+        if (strcmp(argv[1], "probe-accel") == 0)
+                return vm_accel_probe_main(argc - 1, argv + 1);
         if (strcmp(argv[1], "init") == 0)
                 return init_main(argc - 1, argv + 1);
         if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
