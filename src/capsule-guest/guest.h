@@ -23,7 +23,6 @@
 #define GUEST_MAX_CHILDREN 128
 #define GUEST_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define GUEST_DEFAULT_STOP_GRACE_S 10
-#define GUEST_VSOCK_PORT 1024
 
 /* A process capsule-guest started and will reap (the workload, each Exec). */
 struct guest_child {

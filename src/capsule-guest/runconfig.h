@@ -25,6 +25,9 @@
  * the exit code is known even without a guest channel (hosts without vhost-vsock). */
 #define RUNCONFIG_EXIT_MARKER "capsule-guest: exit-code="
 
+/* The vsock port capsule-guest serves capsule.guest.v1 on (the host dials CID:port). */
+#define GUEST_VSOCK_PORT 1024
+
 typedef Capsule__Guest__V1__RunConfig RunConfig;
 
 /* Encodes rc into a malloc'd buffer framed and padded to a multiple of 512 (*len). Fails if rc

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,7 +271,7 @@ static void qemu_log_tail(const char *path, char *out, size_t len)
 
 /* What the grandchild reports through the status pipe when it cannot exec. */
 struct child_report {
-        int step; /* 1 = setsid/fork, 2 = cgroup, 3 = stdio, 4 = exec, 9 = grandchild pid */
+        int step; /* 1 = setsid/fork, 2 = cgroup, 3 = stdio, 4 = exec, 5 = netns, 9 = pid */
         int value;
 };
 
@@ -297,8 +298,12 @@ static size_t fmt_uint(char *buf, unsigned v)
 
 /* In the grandchild: async-signal-safe calls only. Never returns. */
 static void exec_qemu(char **argv, int report_fd, int log_fd, int null_fd, int cgroup_fd,
-                      int console_fd)
+                      int console_fd, int netns_fd)
 {
+        if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0) {
+                write_report(report_fd, 5, errno);
+                _exit(127);
+        }
         if (cgroup_fd >= 0) {
                 char buf[16];
                 size_t n = fmt_uint(buf, (unsigned)getpid());
@@ -331,8 +336,8 @@ static void exec_qemu(char **argv, int report_fd, int log_fd, int null_fd, int c
 
 /* Double fork: the intermediate child starts a session, forks QEMU and exits, so QEMU is
  * reparented to PID 1 (or the nearest subreaper) and outlives us. Returns QEMU's pid. */
-static int spawn_detached(char **argv, int log_fd, int cgroup_fd, int console_fd, pid_t *pid,
-                          struct cap_error *err)
+static int spawn_detached(char **argv, int log_fd, int cgroup_fd, int console_fd, int netns_fd,
+                          pid_t *pid, struct cap_error *err)
 {
         _cleanup_close_ int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null_fd < 0)
@@ -356,7 +361,7 @@ static int spawn_detached(char **argv, int log_fd, int cgroup_fd, int console_fd
                         _exit(127);
                 }
                 if (g == 0)
-                        exec_qemu(argv, wr, log_fd, null_fd, cgroup_fd, console_fd);
+                        exec_qemu(argv, wr, log_fd, null_fd, cgroup_fd, console_fd, netns_fd);
                 write_report(wr, 9, (int)g);
                 _exit(0);
         }
@@ -377,10 +382,10 @@ static int spawn_detached(char **argv, int log_fd, int cgroup_fd, int console_fd
                 if (n != sizeof(rep))
                         return cap_error_set(err, -EPROTO, CAP_INTERNAL, "short spawn report");
                 static const char *const steps[] = {"", "setsid/fork", "join cgroup",
-                                                    "redirect stdio", "exec"};
+                                                    "redirect stdio", "exec", "join netns"};
                 if (rep.step == 9)
                         g = rep.value;
-                else if (rep.step >= 1 && rep.step <= 4)
+                else if (rep.step >= 1 && rep.step <= 5)
                         return cap_error_errno(err, -rep.value, "%s %s", steps[rep.step],
                                                rep.step == 4 ? argv[0] : "");
         }
@@ -492,8 +497,12 @@ int vm_start(const struct vm_config *cfg, const struct vm_start_opts *opts, pid_
                         return cap_error_errno(err, -errno, "start microVM %s: open %s", cfg->name,
                                                procs);
         }
+        _cleanup_close_ int ns_fd = -1;
+        if (opts->netns_path && (ns_fd = open(opts->netns_path, O_RDONLY | O_CLOEXEC)) < 0)
+                return cap_error_errno(err, -errno, "start microVM %s: open %s", cfg->name,
+                                       opts->netns_path);
         pid_t qpid = 0;
-        if ((r = spawn_detached(argv, log_fd, cg_fd, cfg->console_fd, &qpid, err)) < 0)
+        if ((r = spawn_detached(argv, log_fd, cg_fd, cfg->console_fd, ns_fd, &qpid, err)) < 0)
                 return cap_error_prefix(err, "start microVM %s", cfg->name);
         int timeout = opts->ready_timeout_ms > 0 ? opts->ready_timeout_ms : VM_READY_TIMEOUT_MS;
         if ((r = wait_ready(&p, qpid, timeout, err)) < 0) {

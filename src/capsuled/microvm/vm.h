@@ -47,6 +47,7 @@ struct vm_start_opts {
         uint64_t generation;    /* the workload generation this VM runs, recorded in config */
         const char *cgroup_dir; /* QEMU joins DIR/cgroup.procs before exec; NULL = stay put */
         int ready_timeout_ms;   /* until QMP answers; 0 = VM_READY_TIMEOUT_MS */
+        const char *netns_path; /* QEMU runs in this network namespace (its tap is there); NULL = ours */
 };
 
 /* Starts QEMU for cfg (whose qmp_socket and pidfile must be the state directory's, see

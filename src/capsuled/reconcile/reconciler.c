@@ -17,6 +17,7 @@
 #include "containerd/driver.h"
 #include "containerd/spec.h"
 #include "logs/logs.h"
+#include "microvm/driver.h"
 #include "serve/events.h"
 #include "serve/serve.h"
 #include "store/store.h"
@@ -146,6 +147,7 @@ struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
 /* The actual container of a workload, as listed by containerd. */
 struct actual {
         char name[64];
+        bool vm; /* a microVM (microvm/driver.h), else a container */
         uint64_t generation;
         enum ctrd_task_state state;
         uint32_t pid;
@@ -181,6 +183,19 @@ static int collect_actual(const struct ctrd_workload *w, void *ud)
         return 0;
 }
 
+static int collect_vm(const struct vmd_workload *w, void *ud)
+{
+        struct ctrd_workload c = {.id = w->name, .name = w->name, .generation = w->generation,
+                                  .state = w->running ? CTRD_TASK_RUNNING : CTRD_TASK_STOPPED,
+                                  .pid = w->pid, .exit_status = (uint32_t)w->exit_code,
+                                  .exited_at_ns = w->exited_at_ns};
+        struct actual_list *l = ud;
+        int r = collect_actual(&c, ud);
+        if (r == 0)
+                l->v[l->n - 1].vm = true;
+        return r;
+}
+
 static struct actual *find_actual(struct actual_list *l, const char *name)
 {
         for (size_t i = 0; i < l->n; i++)
@@ -207,14 +222,25 @@ static char *uri_escape(const char *s)
         return out;
 }
 
-/* Removes a workload's container. With detach, also its network and volume attachments (for
- * deletes and replacements); restarts of the same generation keep them, so the workload keeps
- * its address. */
-static void remove_container(struct reconciler *r, const char *name, bool detach)
+/* The graceful stop of either kind: SIGTERM (through the guest agent for a microVM), grace,
+ * SIGKILL. */
+static void stop_workload(struct reconciler *r, const char *name, bool vm)
 {
         struct cap_error err = {0};
-        if (ctrd_container_remove(r->ctx->ctrd, name, &err) < 0)
-                log_warn("remove container %s: %s", name, err.msg);
+        int rc = vm ? vmd_stop(r->ctx->vmd, name, RECONCILE_STOP_GRACE_MS, &err)
+                    : ctrd_container_stop(r->ctx->ctrd, name, RECONCILE_STOP_GRACE_MS, NULL, &err);
+        if (rc < 0)
+                log_warn("stop %s: %s", name, err.msg);
+}
+
+/* Removes a workload's container or microVM. With detach, also its network and volume attachments (for
+ * deletes and replacements); restarts of the same generation keep them, so the workload keeps
+ * its address. */
+static void remove_container(struct reconciler *r, const char *name, bool vm, bool detach)
+{
+        struct cap_error err = {0};
+        if (vm ? vmd_remove(r->ctx->vmd, name, &err) < 0 : ctrd_container_remove(r->ctx->ctrd, name, &err) < 0)
+                log_warn("remove %s %s: %s", vm ? "microVM" : "container", name, err.msg);
         if (detach)
                 serve_workload_detached(r->ctx, name);
 }
@@ -237,6 +263,104 @@ static int network_wait(void *ud, struct cap_error *err)
         return r;
 }
 
+/* Records that generation of the workload runs as pid. */
+static void mark_running(struct reconciler *r, struct wl_state *s, const Capsule__V1__WorkloadSpec *spec,
+                         uint64_t generation, uint32_t pid, const char *ip)
+{
+        pthread_mutex_lock(&r->lock);
+        s->phase = CAPSULE__V1__PHASE__RUNNING;
+        s->pid = pid;
+        s->started_ns = real_ns();
+        s->run_started_mono = mono_ns();
+        s->observed_generation = generation;
+        s->oom = false;
+        snprintf(s->ip, sizeof(s->ip), "%s", ip ? ip : "");
+        s->message[0] = '\0';
+        s->last_error[0] = '\0';
+        pthread_mutex_unlock(&r->lock);
+        events_publish(r->ctx->events, "workload", spec->name, "started", "pid %u generation %llu", pid,
+                       (unsigned long long)generation);
+}
+
+struct image_rootfs {
+        struct ctrd *ctrd;
+        const char *chain_id;
+};
+
+/* vmd_run's view of the image: its unpacked rootfs, mounted read-only for the call. */
+static int with_image_rootfs(void *ctx, vmd_rootfs_fn fn, void *ud, struct cap_error *err)
+{
+        struct image_rootfs *ir = ctx;
+        return ctrd_image_with_rootfs(ir->ctrd, ir->chain_id, fn, ud, err);
+}
+
+/* Up to VM_MAX_DNS nameservers from the resolv.conf CNI wrote for the workload. */
+static size_t resolv_nameservers(const char *path, char out[][64], size_t max)
+{
+        _cleanup_fclose_ FILE *f = path ? fopen(path, "re") : NULL;
+        size_t n = 0;
+        char line[256];
+        while (f && n < max && fgets(line, sizeof(line), f))
+                if (sscanf(line, "nameserver %63s", out[n]) == 1)
+                        n++;
+        return n;
+}
+
+/* Starts the microVM of spec (the image is present and unpacked). Returns 0 or fills err. */
+static int run_vm(struct reconciler *r, struct wl_state *s, const Capsule__V1__WorkloadSpec *spec,
+                  uint64_t generation, const char *digest, const char *config_json, const char *chain_id,
+                  struct cap_error *err)
+{
+        struct serve_ctx *ctx = r->ctx;
+        if (spec->n_mounts)
+                return cap_error_set(err, -ENOTSUP, CAP_UNIMPLEMENTED,
+                                     "mounts: volumes are not attached to microVMs yet (a Container can mount them)");
+        set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating microVM");
+        struct serve_workload_env wenv = {0};
+        if (serve_workload_attach(ctx, spec, &wenv, err) < 0)
+                return -1;
+        _cleanup_free_ char *spec_json = NULL, *log_path = NULL;
+        struct spec_options so = {.workload = spec, .image_config_json = config_json, .pids_limit = 4096};
+        int rc = spec_generate(&so, &spec_json, err);
+        log_path = logs_path(ctx->root, spec->name);
+        if (rc == 0 && !log_path)
+                rc = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        char dns[VM_MAX_DNS][64];
+        struct image_rootfs ir = {.ctrd = ctx->ctrd, .chain_id = chain_id};
+        struct vmd_run run = {
+                .spec = spec,
+                .generation = generation,
+                .spec_json = spec_json,
+                .image_digest = digest,
+                .with_rootfs = with_image_rootfs,
+                .with_rootfs_ctx = &ir,
+                .netns_path = wenv.netns_path,
+                .ip = wenv.ip,
+                .prefix_len = wenv.prefix_len,
+                .gateway = wenv.gateway,
+                .log_path = log_path,
+        };
+        run.n_dns = resolv_nameservers(wenv.resolv_conf_path, dns, VM_MAX_DNS);
+        for (size_t i = 0; i < run.n_dns; i++)
+                run.dns[i] = dns[i];
+        uint32_t pid = 0;
+        if (rc == 0) {
+                rc = vmd_run(ctx->vmd, &run, &pid, err);
+                if (rc < 0 && err->status == CAP_ALREADY_EXISTS) {
+                        remove_container(r, spec->name, true, false);
+                        rc = vmd_run(ctx->vmd, &run, &pid, err);
+                }
+        }
+        if (rc < 0) {
+                serve_workload_env_free(&wenv);
+                serve_workload_detached(ctx, spec->name);
+                return rc;
+        }
+        mark_running(r, s, spec, generation, pid, wenv.ip);
+        serve_workload_env_free(&wenv);
+        return 0;
+}
+
 /* Creates and starts the container of spec, setting up its network meanwhile. Returns 0 or fills
  * err. */
 static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule__V1__WorkloadSpec *spec,
@@ -257,6 +381,8 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         pthread_mutex_lock(&r->lock);
         snprintf(s->image_digest, sizeof(s->image_digest), "%s", digest ? digest : "");
         pthread_mutex_unlock(&r->lock);
+        if (spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM)
+                return run_vm(r, s, spec, generation, digest, config_json, chain_id, err);
 
         set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating container");
         int64_t t1 = mono_ns();
@@ -303,7 +429,7 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
         if (rc < 0 && err->status == CAP_ALREADY_EXISTS) {
                 /* a stale container of ours (e.g. half-created before a crash): replace it */
-                remove_container(r, spec->name, false);
+                remove_container(r, spec->name, false, false);
                 rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
         }
         if (rc < 0) {
@@ -315,20 +441,8 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         log_debug("run %s: image %lld ms, volumes+network start %lld ms, create+start %lld ms "
                   "(of which waiting for the network %lld ms)", spec->name, (long long)(t1 - t0) / 1000000,
                   (long long)(t2 - t1) / 1000000, (long long)(t3 - t2) / 1000000, (long long)nw.waited_ns / 1000000);
-        pthread_mutex_lock(&r->lock);
-        s->phase = CAPSULE__V1__PHASE__RUNNING;
-        s->pid = pid;
-        s->started_ns = real_ns();
-        s->run_started_mono = mono_ns();
-        s->observed_generation = generation;
-        s->oom = false;
-        snprintf(s->ip, sizeof(s->ip), "%s", wenv.ip ? wenv.ip : "");
-        s->message[0] = '\0';
-        s->last_error[0] = '\0';
-        pthread_mutex_unlock(&r->lock);
+        mark_running(r, s, spec, generation, pid, wenv.ip);
         serve_workload_env_free(&wenv);
-        events_publish(ctx->events, "workload", spec->name, "started", "pid %u generation %llu", pid,
-                       (unsigned long long)generation);
         return 0;
 }
 
@@ -429,9 +543,10 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
         if (!s->history_loaded)
                 history_load(r, s, w);
 
-        if (spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM) {
-                set_phase(r, s, CAPSULE__V1__PHASE__FAILED,
-                          "MicroVM workloads are not supported by this capsule yet");
+        bool vm = spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM;
+        if (vm && !r->ctx->vmd) {
+                set_phase(r, s, CAPSULE__V1__PHASE__FAILED, "MicroVM workloads are not available on this capsule: %s",
+                          r->ctx->vmd_error);
                 return 0;
         }
         if (!r->ctx->ctrd) {
@@ -441,14 +556,14 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
         }
         if (a) {
                 a->matched = true;
-                if (a->generation != w->generation) {
+                if (a->generation != w->generation || a->vm != vm) {
                         set_phase(r, s, CAPSULE__V1__PHASE__STOPPING, "replacing generation %llu with %llu",
                                   (unsigned long long)a->generation, (unsigned long long)w->generation);
                         events_publish(r->ctx->events, "workload", w->name, "replacing",
                                        "generation %llu -> %llu", (unsigned long long)a->generation,
                                        (unsigned long long)w->generation);
-                        ctrd_container_stop(r->ctx->ctrd, w->name, RECONCILE_STOP_GRACE_MS, NULL, &err);
-                        remove_container(r, w->name, true);
+                        stop_workload(r, w->name, a->vm);
+                        remove_container(r, w->name, a->vm, true);
                         pthread_mutex_lock(&r->lock);
                         s->restarts = 0;
                         s->backoff_s = 0;
@@ -483,8 +598,8 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         pthread_mutex_unlock(&r->lock);
                         return 0;
                 } else if (s->force_restart) {
-                        ctrd_container_stop(r->ctx->ctrd, w->name, RECONCILE_STOP_GRACE_MS, NULL, &err);
-                        remove_container(r, w->name, false);
+                        stop_workload(r, w->name, a->vm);
+                        remove_container(r, w->name, a->vm, false);
                         pthread_mutex_lock(&r->lock);
                         s->force_restart = false;
                         s->backoff_s = 0;
@@ -509,7 +624,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                                           s->last_exit_reason, s->backoff_s);
                                 return s->next_try_mono_ns;
                         }
-                        remove_container(r, w->name, false);
+                        remove_container(r, w->name, a->vm, false);
                         pthread_mutex_lock(&r->lock);
                         s->restarts++;
                         pthread_mutex_unlock(&r->lock);
@@ -618,6 +733,8 @@ static int64_t reconcile_pass(struct reconciler *r)
                 free(actual.v);
                 return mono_ns() + 2000000000LL; /* containerd away: look again soon */
         }
+        if (r->ctx->vmd && vmd_list(r->ctx->vmd, collect_vm, &actual, &err) < 0)
+                log_warn("reconcile: list microVMs: %s", err.msg);
         pthread_mutex_lock(&r->lock);
         for (struct wl_state *s = r->states; s; s = s->next)
                 s->seen = false;
@@ -631,8 +748,8 @@ static int64_t reconcile_pass(struct reconciler *r)
                 if (actual.v[i].matched)
                         continue;
                 log_info("reconcile: removing orphan %s", actual.v[i].name);
-                ctrd_container_stop(r->ctx->ctrd, actual.v[i].name, RECONCILE_STOP_GRACE_MS, NULL, &err);
-                remove_container(r, actual.v[i].name, true);
+                stop_workload(r, actual.v[i].name, actual.v[i].vm);
+                remove_container(r, actual.v[i].name, actual.v[i].vm, true);
                 events_publish(r->ctx->events, "workload", actual.v[i].name, "removed", "not desired");
         }
         /* forget states of workloads no longer desired */

@@ -124,7 +124,9 @@ int serve_workload_attach_end(struct serve_ctx *ctx, const Capsule__V1__Workload
         if (r < 0)
                 return r;
         env->ip = a.ip;
-        a.ip = NULL;
+        env->prefix_len = a.prefix_len;
+        env->gateway = a.gateway;
+        a.ip = a.gateway = NULL;
         cni_attachment_free(&a);
         /* in place: the container's bind mount of hosts keeps following it */
         char *hosts = NULL, *resolv = NULL;
@@ -164,6 +166,7 @@ void serve_workload_env_free(struct serve_workload_env *env)
         free(env->volume_sources);
         free(env->netns_path);
         free(env->ip);
+        free(env->gateway);
         free(env->hosts_path);
         free(env->resolv_conf_path);
         memset(env, 0, sizeof(*env));

@@ -14,6 +14,8 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "containerd/driver.h"
+#include "containerd/spec.h"
+#include "microvm/driver.h"
 #include "reconcile/reconciler.h"
 #include "serve.h"
 #include "net/cni.h"
@@ -30,10 +32,15 @@ static const char usage[] =
     "  --containerd SOCK       containerd's socket (enables the container driver)\n"
     "  --port-file FILE        write the bound TCP port to FILE once listening\n"
     "  --os                    running on a Capsule under PID 1 (enables reboot, perm checks)\n"
+    "  --vm-kernel FILE        guest kernel for microVMs (default on a Capsule:\n"
+    "                          /usr/lib/capsule/vmlinuz)\n"
+    "  --vm-initrd FILE        guest initramfs with capsule-guest (default on a Capsule:\n"
+    "                          /usr/lib/capsule/guest-initramfs.img)\n"
     "  --log-level LEVEL       debug, info (default), warn or error\n";
 
 struct serve_opts {
         const char *root, *machine_config, *listen, *containerd, *port_file;
+        const char *vm_kernel, *vm_initrd;
         bool os_mode;
         enum log_level level;
 };
@@ -48,6 +55,8 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
             {"port-file", required_argument, NULL, 'p'},
             {"os", no_argument, NULL, 'O'},
             {"log-level", required_argument, NULL, 'L'},
+            {"vm-kernel", required_argument, NULL, 'K'},
+            {"vm-initrd", required_argument, NULL, 'I'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -73,6 +82,12 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
                         break;
                 case 'O':
                         o->os_mode = true;
+                        break;
+                case 'K':
+                        o->vm_kernel = optarg;
+                        break;
+                case 'I':
+                        o->vm_initrd = optarg;
                         break;
                 case 'L':
                         if (strcmp(optarg, "debug") == 0)
@@ -110,6 +125,55 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
                 return -1;
         }
         return 0;
+}
+
+static void vm_exited(const char *name, void *ud)
+{
+        struct serve_ctx *ctx = ud;
+        (void)name;
+        if (ctx->rec)
+                reconciler_kick(ctx->rec);
+}
+
+/* The microVM driver, when this capsule can run microVMs: containerd (images), QEMU, a guest
+ * kernel and initramfs. Otherwise ctx->vmd stays NULL and vmd_error says why (MicroVM workloads
+ * then fail with that reason). */
+static void vms_start(struct serve_ctx *ctx, const struct serve_opts *o)
+{
+        struct cap_error err = {0};
+        if (!ctx->ctrd) {
+                snprintf(ctx->vmd_error, sizeof(ctx->vmd_error),
+                         "no image store: capsuled serve was started without --containerd");
+                return;
+        }
+        const char *kernel = o->vm_kernel ? o->vm_kernel : (o->os_mode ? "/usr/lib/capsule/vmlinuz" : NULL);
+        const char *initrd = o->vm_initrd ? o->vm_initrd
+                                          : (o->os_mode ? "/usr/lib/capsule/guest-initramfs.img" : NULL);
+        if (!kernel || !initrd) {
+                snprintf(ctx->vmd_error, sizeof(ctx->vmd_error),
+                         "no guest kernel: start capsuled serve with --vm-kernel and --vm-initrd");
+                return;
+        }
+        _cleanup_free_ char *accel_cache = NULL;
+        if (asprintf(&accel_cache, "%s/accel-probe", o->os_mode ? "/run/capsule" : o->root) < 0)
+                return;
+        bool v2 = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0;
+        struct vmd_config vc = {
+            .root = o->root,
+            .kernel = kernel,
+            .initrd = initrd,
+            .log_writer = ctx->log_writer,
+            .accel_cache = accel_cache,
+            .cgroup_root = v2 ? "/sys/fs/cgroup" SPEC_CGROUP_PARENT : NULL,
+        };
+        ctx->vmd = vmd_new(&vc, vm_exited, ctx, &err);
+        if (!ctx->vmd) {
+                snprintf(ctx->vmd_error, sizeof(ctx->vmd_error), "%s", err.msg);
+                log_warn("microVMs unavailable: %s", err.msg);
+                return;
+        }
+        log_info("microVMs: kernel %s, initramfs %s, guest channel %s", kernel, initrd,
+                 vmd_has_vsock(ctx->vmd) ? "vsock" : "none (no /dev/vhost-vsock: no exec)");
 }
 
 /* Writes the port atomically so a reader never sees a partial number. */
@@ -211,6 +275,7 @@ static int run(struct serve_opts *o)
                 log_error("networking: %s", err.msg);
                 goto out;
         }
+        vms_start(&ctx, o);
         ctx.rec = reconciler_new(&ctx, &err);
         if (!ctx.rec || reconciler_start(ctx.rec, &err) < 0) {
                 log_error("reconciler: %s", err.msg);
@@ -253,6 +318,7 @@ static int run(struct serve_opts *o)
 out:
         rpc_server_shutdown(ctx.server, 2000);
         reconciler_free(ctx.rec);
+        vmd_free(ctx.vmd);
         ctrd_free(ctx.ctrd);
         events_free(ctx.events);
         volumes_close(ctx.volumes);

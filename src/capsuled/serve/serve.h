@@ -13,6 +13,7 @@
 #include "store/store.h"
 
 struct ctrd;
+struct vmd;
 struct event_bus;
 struct reconciler;
 struct volumes;
@@ -40,6 +41,8 @@ struct serve_ctx {
         char log_writer[4096]; /* what the shim runs as log writer: capsule-log-writer, or self_exe
                                 */
         struct ctrd *ctrd;     /* containerd driver, NULL without --containerd */
+        struct vmd *vmd;       /* microVM driver (microvm/driver.h), NULL when unavailable ... */
+        char vmd_error[512];   /* ... and why */
         struct event_bus *events;
         struct reconciler *rec;
         /* volumes + networking (src/capsuled/volume, src/capsuled/net): set up in run() */
@@ -56,6 +59,8 @@ struct serve_workload_env {
         size_t n_volume_sources;
         char *netns_path; /* NULL: a new, empty network namespace */
         char *ip;         /* the workload's address, NULL if none */
+        int prefix_len;   /* of ip's network */
+        char *gateway;    /* the network's gateway (the bridge), NULL if unknown */
         char *hosts_path;
         char *resolv_conf_path;
         struct cni_setup_job *net_job; /* network setup still running (attach_begin .. _end) */
