@@ -176,9 +176,9 @@ static void record_exit(const char *dir)
                 log_warn("microvm: %s", err.msg);
 }
 
-static void track(struct vmd *d, const char *name, pid_t pid)
+/* Under d->lock. */
+static void track_locked(struct vmd *d, const char *name, pid_t pid)
 {
-        pthread_mutex_lock(&d->lock);
         size_t i = 0;
         while (i < d->n_tracked && strcmp(d->tracked[i].name, name) != 0)
                 i++;
@@ -189,6 +189,12 @@ static void track(struct vmd *d, const char *name, pid_t pid)
                 d->tracked[i].pid = pid;
         }
         pthread_cond_broadcast(&d->cond);
+}
+
+static void track(struct vmd *d, const char *name, pid_t pid)
+{
+        pthread_mutex_lock(&d->lock);
+        track_locked(d, name, pid);
         pthread_mutex_unlock(&d->lock);
 }
 
@@ -424,6 +430,30 @@ static int spawn_log_writer(struct vmd *d, const char *log_path, const char *dir
         return 0;
 }
 
+/* cgroup v2: the cpu, memory and pids figures of DIR/NAME need those controllers enabled in
+ * DIR's parent and DIR (runc does the same for containers). Best effort: accounting only. */
+static void cgroup_enable_controllers(const char *dir)
+{
+        char parent[PATH_MAX], path[PATH_MAX];
+        snprintf(parent, sizeof(parent), "%s", dir);
+        char *slash = strrchr(parent, '/');
+        if (slash)
+                *slash = '\0';
+        if (mkdir_p(dir, 0755) < 0)
+                return;
+        const char *levels[] = {parent, dir};
+        for (size_t i = 0; i < 2; i++) {
+                snprintf(path, sizeof(path), "%s/cgroup.subtree_control", levels[i]);
+                _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+                if (fd < 0)
+                        continue;
+                static const char *const ctl[] = {"+cpu", "+memory", "+pids"};
+                for (size_t k = 0; k < 3; k++)
+                        if (write(fd, ctl[k], strlen(ctl[k])) < 0)
+                                log_debug("microvm: %s: %s: %s", path, ctl[k], strerror(errno));
+        }
+}
+
 static int choose_accel(struct vmd *d, const char *want, enum vm_accel *accel,
                         struct cap_error *err)
 {
@@ -540,7 +570,7 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
         if (cid) {
                 snprintf(s, sizeof(s), "%u\n", cid);
                 r = put_file(dir, "cid", s, err);
-                track(d, spec->name, 0); /* reserves the CID until the pid is known */
+                track_locked(d, spec->name, 0); /* reserves the CID until the pid is known */
         }
         pthread_mutex_unlock(&d->lock);
         if (r < 0)
@@ -551,6 +581,7 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
 
         char cg[PATH_MAX] = "";
         if (d->cgroup_root[0]) {
+                cgroup_enable_controllers(d->cgroup_root);
                 snprintf(cg, sizeof(cg), "%s/%s", d->cgroup_root, spec->name);
                 if (mkdir_p(cg, 0755) < 0) {
                         log_warn("microvm: %s: cgroup %s: %s", spec->name, cg, strerror(errno));

@@ -170,6 +170,16 @@ static int attach_in_netns(struct attach_job *j)
         if (!br || !eth || !tap)
                 return cap_error_set(err, -ENODEV, CAP_INTERNAL, "%s, eth0 or %s missing in %s",
                                      VMNET_BRIDGE, VMNET_TAP, j->netns_path);
+        /* no IPv6 on the plumbing: a link-local address on br0 would send router solicitations
+         * that the host bridge's hairpin port reflects back ("own address as source") */
+        static const char *const quiet[] = {VMNET_BRIDGE, "eth0", VMNET_TAP};
+        for (size_t i = 0; i < 3; i++) {
+                char path[128];
+                snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", quiet[i]);
+                _cleanup_close_ int sfd = open(path, O_WRONLY | O_CLOEXEC);
+                if (sfd >= 0 && write(sfd, "1", 1) < 0)
+                        rc = 0; /* best effort: only noise if it stays */
+        }
         if ((rc = addr_delete(fd, eth, j->ip, j->prefix_len)) < 0)
                 return cap_error_errno(err, rc, "take the address off eth0");
         if ((rc = link_master_up(fd, eth, br)) < 0 || (rc = link_master_up(fd, tap, br)) < 0 ||

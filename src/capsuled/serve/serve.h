@@ -120,6 +120,9 @@ int workloads_restart(struct rpc_call *call, const ProtobufCMessage *req, Protob
                       struct cap_error *err);
 int workloads_logs(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+/* Exec into a microVM: relayed to its guest agent over vsock (exec_vm.c). */
+int serve_exec_vm(struct serve_ctx *ctx, struct rpc_call *call, const Capsule__V1__ExecStart *st,
+                  struct cap_error *err);
 int system_events(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_dmesg(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *req,
