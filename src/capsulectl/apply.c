@@ -16,7 +16,7 @@
 #include "rpc/rpc.h"
 
 /* Parses every -f argument (files, directories of YAML files, or "-") into one checked set. */
-static int load_manifests(char **paths, size_t n, struct manifest_set *set)
+static int load_manifests(struct ctl *ctl, char **paths, size_t n, struct manifest_set *set)
 {
         struct manifest_errors errs;
         manifest_errors_init(&errs);
@@ -61,9 +61,9 @@ static int load_manifests(char **paths, size_t n, struct manifest_set *set)
         if (rc == 0 && n > 1 && manifest_set_check(set, &errs) < 0)
                 rc = -1;
         if (rc < 0) {
-                fprintf(stderr, "capsulectl: the manifests have %zu problem(s); nothing was applied:\n",
+                fprintf(ctl->err, "capsulectl: the manifests have %zu problem(s); nothing was applied:\n",
                         manifest_errors_count(&errs));
-                manifest_errors_print(&errs, stderr);
+                manifest_errors_print(&errs, ctl->err);
         }
         manifest_errors_free(&errs);
         return rc;
@@ -129,7 +129,7 @@ static int apply_volume(struct ctl *ctl, struct rpc_client *c, const struct mani
                 return -1;
         }
         Capsule__V1__VolumeCreateResponse *r = (Capsule__V1__VolumeCreateResponse *)resp;
-        printf("volume/%s %s\n", d->volume_name, r->created ? "created" : "unchanged");
+        fprintf(ctl->out, "volume/%s %s\n", d->volume_name, r->created ? "created" : "unchanged");
         protobuf_c_message_free_unpacked(resp, NULL);
         return 0;
 }
@@ -152,13 +152,13 @@ static int apply_workload(struct ctl *ctl, struct rpc_client *c, const struct ma
         const char *word = r->result == CAPSULE__V1__APPLY_RESULT__CREATED      ? "created"
                            : r->result == CAPSULE__V1__APPLY_RESULT__CONFIGURED ? "configured"
                                                                                  : "unchanged";
-        printf("%s/%s %s%s\n", kind_word(d), d->workload->name, word, dry_run ? " (dry run)" : "");
+        fprintf(ctl->out, "%s/%s %s%s\n", kind_word(d), d->workload->name, word, dry_run ? " (dry run)" : "");
         protobuf_c_message_free_unpacked(resp, NULL);
         return 0;
 }
 
 /* Collects -f arguments; returns the count or -1 on a usage error. */
-static int parse_files(int argc, char **argv, const char *usage, char ***files, bool *dry_run)
+static int parse_files(struct ctl *ctl, int argc, char **argv, const char *usage, char ***files, bool *dry_run)
 {
         static const struct option opts[] = {
                 {"filename", required_argument, NULL, 'f'}, {"dry-run", no_argument, NULL, 'd'},
@@ -172,27 +172,37 @@ static int parse_files(int argc, char **argv, const char *usage, char ***files, 
                 else if (c == 'd' && dry_run)
                         *dry_run = true;
                 else {
-                        fputs(usage, stderr);
+                        fputs(usage, ctl->err);
                         return -1;
                 }
         }
         if (optind < argc) {
-                fprintf(stderr, "capsulectl %s: unexpected argument \"%s\"\n%s", argv[0], argv[optind], usage);
+                fprintf(ctl->err, "capsulectl %s: unexpected argument \"%s\"\n%s", argv[0], argv[optind], usage);
                 return -1;
         }
         if (n == 0) {
-                fprintf(stderr, "capsulectl %s: -f FILE is required\n%s", argv[0], usage);
+                fprintf(ctl->err, "capsulectl %s: -f FILE is required\n%s", argv[0], usage);
                 return -1;
         }
         return n;
 }
 
 static const char apply_usage[] =
-        "usage: capsulectl apply -f FILE|DIR|- [-f ...] [--dry-run]\n\n"
-        "Stores the manifests' objects as the desired state; the capsule makes it so. Prints\n"
-        "created, configured or unchanged per object. Volumes are created before the workloads\n"
-        "that mount them. Every manifest is validated first: on any error nothing is applied.\n\n"
-        "example: capsulectl apply -f examples/web.yaml\n";
+    "usage: capsulectl apply -f FILE|DIR|- [-f ...] [--dry-run]\n"
+    "\n"
+    "Stores the manifests' objects as the desired state; the capsule makes it so. Prints\n"
+    "created, configured or unchanged per object. Volumes are created before the workloads\n"
+    "that mount them. Every manifest is validated first: on any error nothing is applied.\n"
+    "With several capsules (--capsule a,b) every capsule gets the manifests; each line says which.\n"
+    "\n"
+    "Options:\n"
+    "  -f, --filename FILE   a manifest file, a directory of *.yaml/*.yml, or - for standard\n"
+    "                        input; may be repeated (required, no default)\n"
+    "  --dry-run             validate and show what would change, store nothing (default: off)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl apply -f examples/web.yaml\n"
+    "  capsulectl apply -f site/ --dry-run\n";
 
 int cmd_apply(struct ctl *ctl, int argc, char **argv)
 {
@@ -200,11 +210,11 @@ int cmd_apply(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_OK;
         _cleanup_free_ char **files = NULL;
         bool dry_run = false;
-        int nf = parse_files(argc, argv, apply_usage, &files, &dry_run);
+        int nf = parse_files(ctl, argc, argv, apply_usage, &files, &dry_run);
         if (nf < 0)
                 return CTL_EXIT_USAGE;
         struct manifest_set set = {0};
-        if (load_manifests(files, (size_t)nf, &set) < 0)
+        if (load_manifests(ctl, files, (size_t)nf, &set) < 0)
                 return CTL_EXIT_ERROR;
         int rc = CTL_EXIT_ERROR;
         struct volume_names vols = {0};
@@ -214,8 +224,8 @@ int cmd_apply(struct ctl *ctl, int argc, char **argv)
         struct manifest_errors errs;
         manifest_errors_init(&errs);
         if (manifest_check_mounts(&set, volume_exists, &vols, &errs) < 0) {
-                fprintf(stderr, "capsulectl: nothing was applied:\n");
-                manifest_errors_print(&errs, stderr);
+                fprintf(ctl->err, "capsulectl: nothing was applied:\n");
+                manifest_errors_print(&errs, ctl->err);
                 manifest_errors_free(&errs);
                 goto out;
         }
@@ -254,7 +264,7 @@ static char **split_lines(char *text, size_t *n)
 }
 
 /* Prints a line diff (longest common subsequence); returns the number of changed lines. */
-static int print_diff(const char *title, const char *a, const char *b)
+static int print_diff(struct ctl *ctl, const char *title, const char *a, const char *b)
 {
         _cleanup_free_ char *ca = strdup(a), *cb = strdup(b);
         size_t na, nb;
@@ -272,16 +282,16 @@ static int print_diff(const char *title, const char *a, const char *b)
                                                                  : t[i * (nb + 1) + j + 1]);
         int changed = 0;
         size_t i = 0, j = 0;
-        printf("--- %s (live)\n+++ %s (manifest)\n", title, title);
+        fprintf(ctl->out, "--- %s (live)\n+++ %s (manifest)\n", title, title);
         while (i < na || j < nb) {
                 if (i < na && j < nb && strcmp(la[i], lb[j]) == 0) {
-                        printf("  %s\n", la[i]);
+                        fprintf(ctl->out, "  %s\n", la[i]);
                         i++, j++;
                 } else if (j < nb && (i == na || t[i * (nb + 1) + j + 1] >= t[(i + 1) * (nb + 1) + j])) {
-                        printf("+ %s\n", lb[j++]);
+                        fprintf(ctl->out, "+ %s\n", lb[j++]);
                         changed++;
                 } else {
-                        printf("- %s\n", la[i++]);
+                        fprintf(ctl->out, "- %s\n", la[i++]);
                         changed++;
                 }
         }
@@ -289,21 +299,28 @@ static int print_diff(const char *title, const char *a, const char *b)
 }
 
 static const char diff_usage[] =
-        "usage: capsulectl diff -f FILE|DIR|- [-f ...]\n\n"
-        "Shows how the manifests' workloads differ from what the capsule has (as canonical YAML).\n"
-        "Exit code 0: no difference; 1: differences (or an error).\n\n"
-        "example: capsulectl diff -f examples/web.yaml\n";
+    "usage: capsulectl diff -f FILE|DIR|- [-f ...]\n"
+    "\n"
+    "Shows how the manifests' workloads differ from what the capsule has (as canonical YAML).\n"
+    "Exit code 0: no difference; 1: differences (or an error).\n"
+    "\n"
+    "Options:\n"
+    "  -f, --filename FILE   a manifest file, a directory of *.yaml/*.yml, or - for standard\n"
+    "                        input; may be repeated (required, no default)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl diff -f examples/web.yaml\n";
 
 int cmd_diff(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, diff_usage))
                 return CTL_EXIT_OK;
         _cleanup_free_ char **files = NULL;
-        int nf = parse_files(argc, argv, diff_usage, &files, NULL);
+        int nf = parse_files(ctl, argc, argv, diff_usage, &files, NULL);
         if (nf < 0)
                 return CTL_EXIT_USAGE;
         struct manifest_set set = {0};
-        if (load_manifests(files, (size_t)nf, &set) < 0)
+        if (load_manifests(ctl, files, (size_t)nf, &set) < 0)
                 return CTL_EXIT_ERROR;
         struct rpc_client *c = ctl_client(ctl);
         int rc = CTL_EXIT_OK;
@@ -324,13 +341,13 @@ int cmd_diff(struct ctl *ctl, int argc, char **argv)
                                 ctl_print_error(ctl, title, &err);
                                 return CTL_EXIT_ERROR;
                         }
-                        print_diff(title, "", want ? want : "");
+                        print_diff(ctl, title, "", want ? want : "");
                         rc = CTL_EXIT_ERROR;
                         continue;
                 }
                 Capsule__V1__GetResponse *g = (Capsule__V1__GetResponse *)resp;
                 _cleanup_free_ char *have = manifest_workload_to_yaml(g->workload->spec);
-                if (have && want && strcmp(have, want) != 0 && print_diff(title, have, want) > 0)
+                if (have && want && strcmp(have, want) != 0 && print_diff(ctl, title, have, want) > 0)
                         rc = CTL_EXIT_ERROR;
                 protobuf_c_message_free_unpacked(resp, NULL);
         }
@@ -341,12 +358,22 @@ int cmd_diff(struct ctl *ctl, int argc, char **argv)
 /* ---- delete ---------------------------------------------------------------------------------- */
 
 static const char delete_usage[] =
-        "usage: capsulectl delete NAME...\n"
-        "       capsulectl delete -f FILE|DIR|- [--volumes]\n\n"
-        "Deletes workloads: stops them (SIGTERM, 10 s grace, SIGKILL), removes their containers and\n"
-        "logs. With -f, deletes the workloads of the manifests; their volumes (data!) are kept unless\n"
-        "--volumes is given.\n\n"
-        "example: capsulectl delete web\n";
+    "usage: capsulectl delete NAME...\n"
+    "       capsulectl delete -f FILE|DIR|- [--volumes]\n"
+    "\n"
+    "Deletes workloads: stops them (SIGTERM, 10 s grace, SIGKILL), removes their containers and\n"
+    "logs. With -f, deletes the workloads of the manifests; their volumes (data!) are kept unless\n"
+    "--volumes is given.\n"
+    "\n"
+    "Options:\n"
+    "  -f, --filename FILE   delete the workloads of this manifest (file, directory or -); may be\n"
+    "                        repeated (default: the NAMEs given)\n"
+    "  --volumes             with -f, also delete the manifests' volumes and their data\n"
+    "                        (default: volumes are kept)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl delete web\n"
+    "  capsulectl delete -f examples/web.yaml --volumes\n";
 
 static int delete_workload(struct ctl *ctl, struct rpc_client *c, const char *name)
 {
@@ -362,7 +389,7 @@ static int delete_workload(struct ctl *ctl, struct rpc_client *c, const char *na
                 return -1;
         }
         protobuf_c_message_free_unpacked(resp, NULL);
-        printf("workload/%s deleted\n", name);
+        fprintf(ctl->out, "workload/%s deleted\n", name);
         return 0;
 }
 
@@ -380,7 +407,7 @@ static int delete_volume(struct ctl *ctl, struct rpc_client *c, const char *name
                 return -1;
         }
         protobuf_c_message_free_unpacked(resp, NULL);
-        printf("volume/%s deleted\n", name);
+        fprintf(ctl->out, "volume/%s deleted\n", name);
         return 0;
 }
 
@@ -402,16 +429,16 @@ int cmd_delete(struct ctl *ctl, int argc, char **argv)
                 else if (ch == 'v')
                         volumes = true;
                 else {
-                        fputs(delete_usage, stderr);
+                        fputs(delete_usage, ctl->err);
                         return CTL_EXIT_USAGE;
                 }
         }
         if ((nf == 0) == (optind >= argc)) {
-                fprintf(stderr, "capsulectl delete: give either NAME... or -f FILE\n%s", delete_usage);
+                fprintf(ctl->err, "capsulectl delete: give either NAME... or -f FILE\n%s", delete_usage);
                 return CTL_EXIT_USAGE;
         }
         struct manifest_set set = {0};
-        if (nf && load_manifests(files, nf, &set) < 0)
+        if (nf && load_manifests(ctl, files, nf, &set) < 0)
                 return CTL_EXIT_ERROR;
         struct rpc_client *c = ctl_client(ctl);
         int rc = c ? CTL_EXIT_OK : CTL_EXIT_ERROR;

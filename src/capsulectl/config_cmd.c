@@ -10,11 +10,20 @@
 #include "common/pki.h"
 
 static const char config_usage[] =
-    "usage: capsulectl config contexts            list the contexts (-o json|yaml for machines)\n"
-    "       capsulectl config use-context NAME    make NAME the current context\n"
-    "       capsulectl config merge FILE [--force] add the contexts of another client config\n"
-    "                                             (e.g. one from `capsulectl gen cert`)\n"
-    "The file edited is --config FILE, else $CAPSULECONFIG, else ~/.config/capsule/config.\n";
+    "usage: capsulectl config contexts\n"
+    "       capsulectl config use-context NAME\n"
+    "       capsulectl config merge FILE [--force] [--use]\n"
+    "\n"
+    "Looks at and edits the client config: --config FILE, else $CAPSULECONFIG, else\n"
+    "~/.config/capsule/config.\n"
+    "  contexts      list the contexts (-o json|yaml for machines)\n"
+    "  use-context   make NAME the current context\n"
+    "  merge         add the contexts of another client config (e.g. one from `gen cert`)\n"
+    "`capsulectl config SUBCOMMAND --help` for details.\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl config contexts\n"
+    "  capsulectl config use-context lab\n";
 
 static bool have_path(struct ctl *ctl, const char *verb)
 {
@@ -55,8 +64,14 @@ static void cert_facts(const char *cert_pem, struct cert_facts *f)
 
 static const char contexts_usage[] =
     "usage: capsulectl config contexts\n"
-    "Lists the contexts of the client config: name, endpoint, whether it is the current one, and\n"
-    "its certificate's user, role and expiry. -o json|yaml prints the same as data.\n";
+    "\n"
+    "Lists the contexts of the client config: name, endpoint(s), whether it is the current one,\n"
+    "and its certificate's user, role and expiry. -o json|yaml prints the same as data.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl config contexts\n";
 
 static int config_contexts(struct ctl *ctl, int argc, char **argv)
 {
@@ -122,8 +137,15 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
         return CTL_EXIT_OK;
 }
 
-static const char use_usage[] = "usage: capsulectl config use-context NAME\n"
-                                "Makes NAME the current context of the client config.\n";
+static const char use_usage[] =
+    "usage: capsulectl config use-context NAME\n"
+    "\n"
+    "Makes NAME the current context of the client config.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl config use-context lab\n";
 
 static int config_use_context(struct ctl *ctl, int argc, char **argv)
 {
@@ -155,10 +177,16 @@ static int config_use_context(struct ctl *ctl, int argc, char **argv)
 
 static const char merge_usage[] =
     "usage: capsulectl config merge FILE [--force] [--use]\n"
+    "\n"
     "Adds the contexts of the client config FILE (e.g. one written by `capsulectl gen cert` or\n"
     "`capsulectl gen config`) to your client config, creating it if needed.\n"
-    "  --force  replace contexts that already exist under the same name\n"
-    "  --use    make FILE's current context the current one\n";
+    "\n"
+    "Options:\n"
+    "  --force   replace contexts that already exist under the same name (default: refuse)\n"
+    "  --use     make FILE's current context the current one (default: keep the current one)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl config merge alice.capsuleconfig --use\n";
 
 static int config_merge(struct ctl *ctl, int argc, char **argv)
 {

@@ -13,9 +13,9 @@ int ctl_load_config(struct ctl *ctl)
                 return 0;
         struct cap_error err = {0};
         if (client_config_load(ctl->config_path, &ctl->cfg, &err) < 0) {
-                fprintf(stderr, "capsulectl: %s\n", err.msg);
+                fprintf(ctl->err, "capsulectl: %s\n", err.msg);
                 if (err.status == CAP_NOT_FOUND || err.code == -ENOENT)
-                        fprintf(stderr, "hint: create one with `capsulectl gen config NAME -o DIR` and "
+                        fprintf(ctl->err, "hint: create one with `capsulectl gen config NAME -o DIR` and "
                                         "point --config or $CAPSULECONFIG at DIR/capsuleconfig\n");
                 return -1;
         }
@@ -24,22 +24,31 @@ int ctl_load_config(struct ctl *ctl)
 }
 
 /* Warns on stderr when the client certificate expires within 30 days (or has expired). */
-static void warn_cert_expiry(const char *cert_pem)
+static void warn_cert_expiry(FILE *errf, const char *cert_pem)
 {
         struct cap_error err = {0};
         long days = 0;
         if (pki_cert_days_left(cert_pem, &days, &err) < 0)
                 return;
         if (days < 0)
-                fprintf(stderr, "capsulectl: warning: your client certificate has expired; mint a new "
+                fprintf(errf, "capsulectl: warning: your client certificate has expired; mint a new "
                                 "one with `capsulectl gen cert --secrets DIR/secrets ...`\n");
         else if (days < 30)
-                fprintf(stderr, "capsulectl: warning: your client certificate expires in %ld days; mint a "
+                fprintf(errf, "capsulectl: warning: your client certificate expires in %ld days; mint a "
                                 "new one with `capsulectl gen cert --secrets DIR/secrets ...`\n", days);
+}
+
+void ctl_parse_done(struct ctl *ctl)
+{
+        if (ctl->parse_lock) {
+                pthread_mutex_unlock(ctl->parse_lock);
+                ctl->parse_lock = NULL;
+        }
 }
 
 struct rpc_client *ctl_client(struct ctl *ctl)
 {
+        ctl_parse_done(ctl);
         if (ctl->client)
                 return ctl->client;
         if (ctl_load_config(ctl) < 0)
@@ -47,19 +56,19 @@ struct rpc_client *ctl_client(struct ctl *ctl)
         const struct client_context *cx = client_config_find(&ctl->cfg, ctl->context_name);
         if (!cx) {
                 if (ctl->context_name)
-                        fprintf(stderr, "capsulectl: context \"%s\" not found in %s; list them with "
+                        fprintf(ctl->err, "capsulectl: context \"%s\" not found in %s; list them with "
                                         "`capsulectl config contexts`\n", ctl->context_name, ctl->config_path);
                 else
-                        fprintf(stderr, "capsulectl: %s has no current context; pick one with "
+                        fprintf(ctl->err, "capsulectl: %s has no current context; pick one with "
                                         "`capsulectl config use-context NAME`\n", ctl->config_path);
                 return NULL;
         }
-        const char *endpoint = ctl->endpoint ? ctl->endpoint : cx->endpoint;
+        const char *endpoint = ctl->node ? ctl->node : ctl->endpoint ? ctl->endpoint : cx->endpoint;
         if (!endpoint || !*endpoint) {
-                fprintf(stderr, "capsulectl: context \"%s\" has no endpoint; pass --capsule HOST:PORT\n", cx->name);
+                fprintf(ctl->err, "capsulectl: context \"%s\" has no endpoint; pass --capsule HOST:PORT\n", cx->name);
                 return NULL;
         }
-        warn_cert_expiry(cx->cert_pem);
+        warn_cert_expiry(ctl->err, cx->cert_pem);
         struct rpc_tls tls = {
                 .ca_pem = cx->ca_pem,
                 .cert_pem = cx->cert_pem,
@@ -74,25 +83,28 @@ struct rpc_client *ctl_client(struct ctl *ctl)
 
 void ctl_print_error(struct ctl *ctl, const char *what, const struct cap_error *err)
 {
-        fprintf(stderr, "capsulectl: %s: %s (%s)\n", what, err->msg, cap_status_name(err->status));
+        FILE *f = ctl->err;
+        fprintf(f, "capsulectl: %s: %s (%s)\n", what, err->msg, cap_status_name(err->status));
         const char *m = err->msg;
         if (err->status == CAP_UNAVAILABLE) {
                 if (strstr(m, "ssl") || strstr(m, "SSL") || strstr(m, "certificate") || strstr(m, "handshake"))
-                        fprintf(stderr, "hint: the TLS handshake failed: certificate signed by an unknown "
+                        fprintf(f, "hint: the TLS handshake failed: certificate signed by an unknown "
                                         "authority, or an expired certificate. Is --config (%s) pointing at "
                                         "this capsule's capsuleconfig?\n", ctl->config_path);
                 else
-                        fprintf(stderr, "hint: is the capsule running and reachable at %s? Check the "
+                        fprintf(f, "hint: is the capsule running and reachable at %s? Check the "
                                         "endpoint with --capsule HOST:PORT or $CAPSULE_HOST\n",
-                                ctl->endpoint ? ctl->endpoint : "the context's endpoint");
+                                ctl->node       ? ctl->node
+                                : ctl->endpoint ? ctl->endpoint
+                                                : "the context's endpoint");
         } else if (err->status == CAP_PERMISSION_DENIED) {
-                fprintf(stderr, "hint: your certificate's role does not allow this; ask for an admin "
+                fprintf(f, "hint: your certificate's role does not allow this; ask for an admin "
                                 "certificate (`capsulectl gen cert --role admin ...`)\n");
         } else if (err->status == CAP_DEADLINE_EXCEEDED) {
-                fprintf(stderr, "hint: no answer in time; raise --timeout or check the capsule with "
+                fprintf(f, "hint: no answer in time; raise --timeout or check the capsule with "
                                 "`capsulectl health`\n");
         } else if (err->status == CAP_UNIMPLEMENTED) {
-                fprintf(stderr, "hint: this capsule's version does not implement that call yet\n");
+                fprintf(f, "hint: this capsule's version does not implement that call yet\n");
         }
 }
 
@@ -184,9 +196,9 @@ static void yaml_emit(FILE *f, struct json_object *o, int indent)
 void ctl_print_structured(struct ctl *ctl, struct json_object *obj)
 {
         if (ctl->output == CTL_OUT_YAML)
-                yaml_emit(stdout, obj, 0);
+                yaml_emit(ctl->out, obj, 0);
         else
-                printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY |
+                fprintf(ctl->out, "%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY |
                                                                       JSON_C_TO_STRING_SPACED |
                                                                       JSON_C_TO_STRING_NOSLASHESCAPE));
 }

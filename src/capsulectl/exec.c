@@ -18,12 +18,17 @@
 
 static const char exec_usage[] =
         "usage: capsulectl exec [-i] [-t] [-e K=V]... NAME -- CMD [ARG...]\n\n"
-        "Runs CMD inside the running workload NAME and exits with its exit code.\n"
-        "  -i, --stdin   pass this terminal's input to the command\n"
-        "  -t, --tty     allocate a terminal (raw mode, window resize); use with -i for a shell\n"
-        "  -e K=V        extra environment variable\n\n"
-        "example: capsulectl exec -it web -- sh\n"
-        "         capsulectl exec web -- cat /etc/os-release\n";
+        "Runs CMD inside the running workload NAME and exits with its exit code. Everything after\n"
+        "\"--\" is the command, options like -o included. With several capsules (--capsule a,b) it\n"
+        "runs on each, output lines prefixed \"[node] \" (not with -i or -t).\n\n"
+        "Options:\n"
+        "  -i, --stdin     pass this terminal's input to the command (default: none)\n"
+        "  -t, --tty       allocate a terminal (raw mode, window resize); use with -i for a shell\n"
+        "                  (default: no terminal)\n"
+        "  -e, --env K=V   extra environment variable, may be repeated (default: the workload's)\n\n"
+        "Examples:\n"
+        "  capsulectl exec -it web -- sh\n"
+        "  capsulectl exec web -- cat /etc/os-release\n";
 
 static int winch_pipe[2] = {-1, -1};
 
@@ -97,17 +102,10 @@ static void *stdin_pump(void *arg)
         return NULL;
 }
 
-static void write_all(int fd, const uint8_t *d, size_t len)
+static void write_out(FILE *f, const uint8_t *d, size_t len)
 {
-        while (len > 0) {
-                ssize_t w = write(fd, d, len);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0)
-                        return;
-                d += w;
-                len -= (size_t)w;
-        }
+        fwrite(d, 1, len, f);
+        fflush(f);
 }
 
 int cmd_exec(struct ctl *ctl, int argc, char **argv)
@@ -115,39 +113,50 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv)
         bool in = false, tty = false;
         char **env = calloc((size_t)argc + 1, sizeof(char *));
         size_t n_env = 0;
+        const char *name = NULL;
         int i = 1;
         if (!env)
                 return CTL_EXIT_ERROR;
-        /* options end at NAME; the command follows "--" */
-        for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--") != 0; i++) {
+        /* options and NAME in any order; the command follows "--" */
+        for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
                 const char *a = argv[i];
                 if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
                         fputs(exec_usage, stdout);
                         free(env);
                         return CTL_EXIT_OK;
-                } else if (strcmp(a, "-e") == 0 && i + 1 < argc && strchr(argv[i + 1], '=')) {
+                } else if ((strcmp(a, "-e") == 0 || strcmp(a, "--env") == 0) && i + 1 < argc &&
+                           strchr(argv[i + 1], '=')) {
                         env[n_env++] = argv[++i];
+                } else if (strncmp(a, "--env=", 6) == 0 && strchr(a + 6, '=')) {
+                        env[n_env++] = (char *)a + 6;
                 } else if (strcmp(a, "--stdin") == 0) {
                         in = true;
                 } else if (strcmp(a, "--tty") == 0) {
                         tty = true;
-                } else if (a[1] != '-' && strspn(a + 1, "it") == strlen(a + 1)) {
+                } else if (a[0] == '-' && a[1] && a[1] != '-' && strspn(a + 1, "it") == strlen(a + 1)) {
                         in |= strchr(a, 'i') != NULL;
                         tty |= strchr(a, 't') != NULL;
+                } else if (a[0] != '-' && !name) {
+                        name = a;
                 } else {
-                        fprintf(stderr, "capsulectl exec: unknown option %s\n%s", a, exec_usage);
+                        fprintf(ctl->err, "capsulectl exec: unexpected argument %s\n%s", a, exec_usage);
                         free(env);
                         return CTL_EXIT_USAGE;
                 }
         }
-        if (i + 2 >= argc + 0 || strcmp(argv[i + 1], "--") != 0 || i + 2 >= argc) {
-                fprintf(stderr, "capsulectl exec: expected NAME -- CMD\n%s", exec_usage);
+        if (!name || i + 1 >= argc) {
+                fprintf(ctl->err, "capsulectl exec: expected NAME -- CMD\n%s", exec_usage);
                 free(env);
                 return CTL_EXIT_USAGE;
         }
-        const char *name = argv[i];
-        char **cmd = &argv[i + 2];
-        size_t n_cmd = (size_t)(argc - i - 2);
+        if ((in || tty) && ctl->n_nodes > 1) {
+                fprintf(ctl->err, "capsulectl exec: -i and -t need one capsule (this line names %zu); "
+                                  "pick one with --capsule HOST:PORT\n", ctl->n_nodes);
+                free(env);
+                return CTL_EXIT_USAGE;
+        }
+        char **cmd = &argv[i + 1];
+        size_t n_cmd = (size_t)(argc - i - 1);
         if (tty && !isatty(STDIN_FILENO))
                 tty = false; /* like docker: no terminal to put in raw mode */
 
@@ -209,9 +218,9 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv)
         while ((r = rpc_stream_recv(s, &m, &err)) == 1) {
                 Capsule__V1__ExecResponse *resp = (Capsule__V1__ExecResponse *)m;
                 if (resp->msg_case == CAPSULE__V1__EXEC_RESPONSE__MSG_STDOUT)
-                        write_all(STDOUT_FILENO, resp->stdout.data, resp->stdout.len);
+                        write_out(ctl->out, resp->stdout.data, resp->stdout.len);
                 else if (resp->msg_case == CAPSULE__V1__EXEC_RESPONSE__MSG_STDERR)
-                        write_all(STDERR_FILENO, resp->stderr.data, resp->stderr.len);
+                        write_out(ctl->err, resp->stderr.data, resp->stderr.len);
                 else if (resp->msg_case == CAPSULE__V1__EXEC_RESPONSE__MSG_EXIT_CODE) {
                         exit_code = resp->exit_code;
                         /* the command is done: stop sending, let the server end the call */
@@ -245,7 +254,7 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv)
         if (r < 0)
                 return CTL_EXIT_ERROR;
         if (exit_code < 0) {
-                fprintf(stderr, "capsulectl exec: the stream ended without an exit code\n");
+                fprintf(ctl->err, "capsulectl exec: the stream ended without an exit code\n");
                 return CTL_EXIT_ERROR;
         }
         return exit_code > 255 ? 255 : exit_code;

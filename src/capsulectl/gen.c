@@ -156,10 +156,13 @@ static const char gen_config_usage[] =
     "                        HOST goes into the server certificate, PORT into api.listen\n"
     "  -o, --output-dir DIR  where to write (default .)\n"
     "  --force               overwrite existing files (this replaces the CA: certificates\n"
-    "                        issued by the old one stop working)\n"
+    "                        issued by the old one stop working) (default: refuse)\n"
     "  --key-type TYPE       ecdsa (P-256, default) or ed25519\n"
     "\n"
-    "NAME must be a DNS label (a-z, 0-9, '-').\n";
+    "NAME must be a DNS label (a-z, 0-9, '-').\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl gen config home --endpoint 192.168.1.10:50000 -o ~/capsule-home\n";
 
 struct gen_paths {
         char ca_crt[PATH_MAX], ca_key[PATH_MAX], machine[PATH_MAX], client[PATH_MAX];
@@ -366,15 +369,22 @@ static const char gen_cert_usage[] =
     "\n"
     "Options:\n"
     "  --role ROLE          reader (get/list/logs/health/version) or admin (everything)\n"
-    "  --name USER          the certificate's CN (a DNS label)\n"
+    "                       (required, no default)\n"
+    "  --name USER          the certificate's CN, a DNS label (required, no default)\n"
     "  --secrets DIR        the directory with ca.crt and ca.key (from `capsulectl gen config`)\n"
+    "                       (required, no default)\n"
     "  --days D             validity in days (default 365); a negative D makes an already\n"
     "                       expired certificate, for testing\n"
     "  -o, --output FILE    where to write (default DIR/../capsuleconfig-USER)\n"
     "  --endpoint HOST:PORT the capsule's endpoint (default: from DIR/../capsuleconfig)\n"
     "  --context NAME       the context's name (default: the capsule's name from the CA)\n"
-    "  --force              overwrite FILE if it exists\n"
-    "  --key-type TYPE      ecdsa (P-256, default) or ed25519\n";
+    "  --force              overwrite FILE if it exists (default: refuse)\n"
+    "  --key-type TYPE      ecdsa (P-256, default) or ed25519\n"
+    "  --expired            mint an already expired certificate, for tests (default: off)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl gen cert --role reader --name alice --secrets ~/capsule-home/secrets \\\n"
+    "      -o alice.capsuleconfig\n";
 
 struct gen_cert_args {
         const char *role, *user, *secrets, *out, *endpoint, *context;
@@ -601,9 +611,15 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char gen_usage[] =
-    "usage: capsulectl gen config NAME [options]   create a CA, machine.yaml and capsuleconfig\n"
-    "       capsulectl gen cert --role ROLE ...     mint a client certificate from the CA\n"
-    "Run `capsulectl gen config --help` or `capsulectl gen cert --help` for details.\n";
+    "usage: capsulectl gen config NAME [options]\n"
+    "       capsulectl gen cert --role ROLE --name USER --secrets DIR [options]\n"
+    "\n"
+    "  config   create a CA, machine.yaml and capsuleconfig for a new capsule\n"
+    "  cert     mint a client certificate from the CA\n"
+    "Run `capsulectl gen config --help` or `capsulectl gen cert --help` for details.\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl gen config home --endpoint 192.168.1.10:50000 -o ~/capsule-home\n";
 
 int cmd_gen(struct ctl *ctl, int argc, char **argv)
 {

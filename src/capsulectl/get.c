@@ -1,6 +1,7 @@
 /* `capsulectl get`, `describe`, `logs`, `restart` and `events`: reading workloads and their output. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +16,18 @@
 #include "rpc/rpc.h"
 
 static const char get_usage[] =
-        "usage: capsulectl get [NAME]\n\n"
+        "usage: capsulectl get [-w] [NAME]\n\n"
         "Lists workloads (NAME KIND STATUS RESTARTS AGE IMAGE PORTS), or one workload.\n"
-        "With -o yaml or -o json prints spec and status.\n\n"
-        "example: capsulectl get; capsulectl -o yaml get web\n";
+        "With -o yaml or -o json prints spec and status. With several capsules (--capsule a,b)\n"
+        "one table with a NODE column first.\n\n"
+        "Options:\n"
+        "  -w, --watch   after the table, print the rows that change (a workload applied,\n"
+        "                started, exited, deleted) until interrupted; follows the capsule's\n"
+        "                events, re-listing at least every 2 s (default: print once)\n\n"
+        "Examples:\n"
+        "  capsulectl get\n"
+        "  capsulectl get web -o yaml\n"
+        "  capsulectl get -w\n";
 
 /* Fetches one workload (GetResponse) or all (ListResponse). */
 static int fetch(struct ctl *ctl, struct rpc_client *c, const char *name, ProtobufCMessage **resp)
@@ -38,7 +47,7 @@ static int fetch(struct ctl *ctl, struct rpc_client *c, const char *name, Protob
         if (r < 0) {
                 ctl_print_error(ctl, name ? name : "list", &err);
                 if (err.status == CAP_NOT_FOUND)
-                        fprintf(stderr, "hint: `capsulectl get` lists the workloads this capsule has\n");
+                        fprintf(ctl->err, "hint: `capsulectl get` lists the workloads this capsule has\n");
         }
         return r;
 }
@@ -47,11 +56,28 @@ int cmd_get(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, get_usage))
                 return CTL_EXIT_OK;
-        if (argc > 2) {
-                fprintf(stderr, "capsulectl get: at most one NAME\n%s", get_usage);
+        static const struct option opts[] = {{"watch", no_argument, NULL, 'w'}, {NULL, 0, NULL, 0}};
+        bool watch = false;
+        int ch;
+        while ((ch = getopt_long(argc, argv, "w", opts, NULL)) != -1) {
+                if (ch != 'w') {
+                        fputs(get_usage, ctl->err);
+                        return CTL_EXIT_USAGE;
+                }
+                watch = true;
+        }
+        if (argc - optind > 1) {
+                fprintf(ctl->err, "capsulectl get: at most one NAME\n%s", get_usage);
                 return CTL_EXIT_USAGE;
         }
-        const char *name = argc == 2 ? argv[1] : NULL;
+        const char *name = argc - optind == 1 ? argv[optind] : NULL;
+        if (watch && ctl->n_nodes > 1) {
+                fprintf(ctl->err, "capsulectl get: -w watches one capsule at a time; pick one with "
+                                  "--capsule HOST:PORT\n");
+                return CTL_EXIT_USAGE;
+        }
+        if (watch)
+                return ctl_watch_workloads(ctl, name);
         struct rpc_client *c = ctl_client(ctl);
         ProtobufCMessage *resp = NULL;
         if (!c || fetch(ctl, c, name, &resp) < 0)
@@ -67,11 +93,11 @@ int cmd_get(struct ctl *ctl, int argc, char **argv)
         }
         if (ctl->output == CTL_OUT_TABLE) {
                 if (n == 0)
-                        printf("No workloads. Deploy one with `capsulectl apply -f FILE`.\n");
+                        fprintf(ctl->out, "No workloads. Deploy one with `capsulectl apply -f FILE`.\n");
                 else
-                        ctl_workload_table_header();
+                        ctl_workload_table_header(ctl->out);
                 for (size_t i = 0; i < n; i++)
-                        ctl_workload_table_row(ws[i]);
+                        ctl_workload_table_row(ctl->out, ws[i]);
         } else if (name) {
                 struct json_object *o = ctl_workload_json(ws[0]);
                 ctl_print_structured(ctl, o);
@@ -89,17 +115,22 @@ int cmd_get(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char describe_usage[] =
-        "usage: capsulectl describe NAME\n\n"
-        "Shows a workload's spec (as YAML), its status (phase, pid, restarts, IP, last exit code and\n"
-        "reason, next restart) and its recent events.\n\n"
-        "example: capsulectl describe web\n";
+    "usage: capsulectl describe NAME\n"
+    "\n"
+    "Shows a workload's spec (as YAML), its status (phase, pid, restarts, IP, last exit code and\n"
+    "reason, next restart) and its recent events. -o json|yaml prints spec and status as data.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl describe web\n";
 
 int cmd_describe(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, describe_usage))
                 return CTL_EXIT_OK;
         if (argc != 2) {
-                fprintf(stderr, "capsulectl describe: NAME is required\n%s", describe_usage);
+                fprintf(ctl->err, "capsulectl describe: NAME is required\n%s", describe_usage);
                 return CTL_EXIT_USAGE;
         }
         struct rpc_client *c = ctl_client(ctl);
@@ -116,97 +147,81 @@ int cmd_describe(struct ctl *ctl, int argc, char **argv)
         }
         const Capsule__V1__WorkloadStatus *st = w->status;
         char t[40], age[32];
-        printf("Name:          %s\n", w->spec->name);
-        printf("Kind:          %s\n", manifest_workload_kind_name(w->spec->kind));
-        printf("Generation:    %llu (observed %llu)\n", (unsigned long long)w->generation,
+        fprintf(ctl->out, "Name:          %s\n", w->spec->name);
+        fprintf(ctl->out, "Kind:          %s\n", manifest_workload_kind_name(w->spec->kind));
+        fprintf(ctl->out, "Generation:    %llu (observed %llu)\n", (unsigned long long)w->generation,
                (unsigned long long)st->observed_generation);
-        printf("Image:         %s%s%s%s\n", w->spec->image, *st->image_digest ? " (" : "", st->image_digest,
+        fprintf(ctl->out, "Image:         %s%s%s%s\n", w->spec->image, *st->image_digest ? " (" : "", st->image_digest,
                *st->image_digest ? ")" : "");
-        printf("Status:        %s\n", ctl_phase_name(st->phase));
+        fprintf(ctl->out, "Status:        %s\n", ctl_phase_name(st->phase));
         if (st->message && *st->message)
-                printf("Message:       %s\n", st->message);
+                fprintf(ctl->out, "Message:       %s\n", st->message);
         if (st->pid)
-                printf("PID:           %u\n", st->pid);
+                fprintf(ctl->out, "PID:           %u\n", st->pid);
         if (st->started_unix_nano) {
                 ctl_format_time(st->started_unix_nano, t, sizeof(t));
                 ctl_format_age((long long)time(NULL) - st->started_unix_nano / 1000000000LL, age, sizeof(age));
-                printf("Started:       %s (%s ago)\n", t, age);
+                fprintf(ctl->out, "Started:       %s (%s ago)\n", t, age);
         }
-        printf("Restarts:      %u\n", st->restarts);
+        fprintf(ctl->out, "Restarts:      %u\n", st->restarts);
         if (st->ip_address && *st->ip_address)
-                printf("IP:            %s\n", st->ip_address);
+                fprintf(ctl->out, "IP:            %s\n", st->ip_address);
         if (st->last_exit_unix_nano) {
                 ctl_format_time(st->last_exit_unix_nano, t, sizeof(t));
-                printf("Last exit:     code %d: %s, at %s\n", st->last_exit_code, st->last_exit_reason, t);
+                fprintf(ctl->out, "Last exit:     code %d: %s, at %s\n", st->last_exit_code, st->last_exit_reason, t);
         }
         if (st->next_restart_unix_nano) {
                 ctl_format_time(st->next_restart_unix_nano, t, sizeof(t));
-                printf("Next restart:  %s\n", t);
+                fprintf(ctl->out, "Next restart:  %s\n", t);
         }
         _cleanup_free_ char *yaml = manifest_workload_to_yaml(w->spec);
-        printf("Spec:\n");
+        fprintf(ctl->out, "Spec:\n");
         for (char *save = NULL, *l = yaml ? strtok_r(yaml, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save))
-                printf("  %s\n", l);
-        printf("Events:\n");
+                fprintf(ctl->out, "  %s\n", l);
+        fprintf(ctl->out, "Events:\n");
         if (st->n_events == 0)
-                printf("  (none recorded since capsuled started)\n");
+                fprintf(ctl->out, "  (none recorded since capsuled started)\n");
         for (size_t i = 0; i < st->n_events; i++) {
                 ctl_format_time(st->events[i]->time_unix_nano, t, sizeof(t));
-                printf("  %s  %-11s %s\n", t, st->events[i]->reason, st->events[i]->message);
+                fprintf(ctl->out, "  %s  %-11s %s\n", t, st->events[i]->reason, st->events[i]->message);
         }
         protobuf_c_message_free_unpacked(resp, NULL);
         return CTL_EXIT_OK;
 }
 
 static const char logs_usage[] =
-        "usage: capsulectl logs [-f] [--tail N] [--timestamps] NAME\n\n"
-        "Prints a workload's output (stdout and stderr, the previous runs' lines included).\n"
-        "  -f, --follow     keep printing new lines until interrupted\n"
-        "  --tail N         only the last N lines\n"
-        "  --timestamps     prefix each line with its RFC 3339 time\n\n"
-        "example: capsulectl logs -f --tail 20 web\n";
+        "usage: capsulectl logs [-f] [--tail N] [--since WHEN] [--timestamps] NAME [NAME...]\n\n"
+        "Prints workloads' output: stdout to stdout, stderr to stderr, the previous runs' lines\n"
+        "included. With several NAMEs their lines are interleaved as they come, each prefixed\n"
+        "\"NAME | \".\n\n"
+        "Options:\n"
+        "  -f, --follow        keep printing new lines until interrupted (default: print and exit)\n"
+        "  --tail N            only the last N lines of each workload (default: all)\n"
+        "  --since WHEN        only lines newer than WHEN: a duration before now (30s, 10m, 2h,\n"
+        "                      1d, 1h30m) or an RFC 3339 time (2026-12-04T10:00:00Z)\n"
+        "                      (default: all)\n"
+        "  --timestamps        prefix each line with its RFC 3339 time (default: off)\n\n"
+        "Examples:\n"
+        "  capsulectl logs -f --tail 20 web\n"
+        "  capsulectl logs web db --since 10m\n";
 
-int cmd_logs(struct ctl *ctl, int argc, char **argv)
+struct logs_job {
+        struct ctl ctl; /* own out/err (prefixed when several), shared client */
+        Capsule__V1__LogsRequest req;
+        bool timestamps;
+        int64_t since; /* unix ns; 0 = all */
+        int rc;
+        pthread_t th;
+};
+
+/* Streams one workload's log records to job->ctl.out/err. */
+static int logs_stream(struct logs_job *job, struct rpc_client *c)
 {
-        if (ctl_wants_help(argc, argv, logs_usage))
-                return CTL_EXIT_OK;
-        static const struct option opts[] = {
-                {"follow", no_argument, NULL, 'f'}, {"tail", required_argument, NULL, 't'},
-                {"timestamps", no_argument, NULL, 'T'}, {NULL, 0, NULL, 0},
-        };
-        Capsule__V1__LogsRequest req = CAPSULE__V1__LOGS_REQUEST__INIT;
-        req.tail = -1;
-        bool timestamps = false;
-        int ch;
-        while ((ch = getopt_long(argc, argv, "f", opts, NULL)) != -1) {
-                switch (ch) {
-                case 'f': req.follow = true; break;
-                case 'T': timestamps = true; break;
-                case 't': {
-                        char *end;
-                        long long v = strtoll(optarg, &end, 10);
-                        if (*end || v < 0) {
-                                fprintf(stderr, "capsulectl logs: --tail %s: expected a number of lines >= 0\n", optarg);
-                                return CTL_EXIT_USAGE;
-                        }
-                        req.tail = v;
-                        break;
-                }
-                default: fputs(logs_usage, stderr); return CTL_EXIT_USAGE;
-                }
-        }
-        if (optind != argc - 1) {
-                fprintf(stderr, "capsulectl logs: NAME is required\n%s", logs_usage);
-                return CTL_EXIT_USAGE;
-        }
-        req.name = argv[optind];
-        struct rpc_client *c = ctl_client(ctl);
-        if (!c)
-                return CTL_EXIT_ERROR;
+        struct ctl *ctl = &job->ctl;
         struct cap_error err = {0};
         struct rpc_stream *s = rpc_stream_open(c, "/capsule.v1.Workloads/Logs", &capsule__v1__log_chunk__descriptor,
-                                               req.follow ? 0 : ctl->timeout_ms, &err);
-        if (!s || rpc_stream_send(s, &req.base, &err) < 0 || rpc_stream_close_send(s, &err) < 0) {
+                                               job->req.follow ? 0 : ctl->timeout_ms, &err);
+        if (!s || rpc_stream_send(s, &job->req.base, &err) < 0 || rpc_stream_close_send(s, &err) < 0) {
                 ctl_print_error(ctl, "logs", &err);
                 rpc_stream_free(s);
                 return CTL_EXIT_ERROR;
@@ -215,8 +230,12 @@ int cmd_logs(struct ctl *ctl, int argc, char **argv)
         int r;
         while ((r = rpc_stream_recv(s, &m, &err)) == 1) {
                 Capsule__V1__LogChunk *chunk = (Capsule__V1__LogChunk *)m;
-                FILE *out = strcmp(chunk->stream, "stderr") == 0 ? stderr : stdout;
-                if (timestamps) {
+                FILE *out = strcmp(chunk->stream, "stderr") == 0 ? ctl->err : ctl->out;
+                if (job->since && chunk->time_unix_nano < job->since) {
+                        protobuf_c_message_free_unpacked(m, NULL);
+                        continue;
+                }
+                if (job->timestamps) {
                         char t[48];
                         time_t sec = (time_t)(chunk->time_unix_nano / 1000000000LL);
                         struct tm tm;
@@ -225,7 +244,7 @@ int cmd_logs(struct ctl *ctl, int argc, char **argv)
                         fprintf(out, "%s.%09lldZ ", t, (long long)(chunk->time_unix_nano % 1000000000LL));
                 }
                 fwrite(chunk->data.data, 1, chunk->data.len, out);
-                if (req.follow)
+                if (job->req.follow)
                         fflush(out);
                 protobuf_c_message_free_unpacked(m, NULL);
         }
@@ -235,18 +254,139 @@ int cmd_logs(struct ctl *ctl, int argc, char **argv)
         return r < 0 ? CTL_EXIT_ERROR : CTL_EXIT_OK;
 }
 
+static void *logs_thread(void *arg)
+{
+        struct logs_job *job = arg;
+        job->rc = logs_stream(job, job->ctl.client);
+        return NULL;
+}
+
+/* Several workloads: one stream (and thread) each on the same channel, lines prefixed. */
+static int logs_many(struct ctl *ctl, struct rpc_client *c, struct logs_job *jobs, size_t n)
+{
+        pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        int width = 0, rc = CTL_EXIT_OK;
+        for (size_t i = 0; i < n; i++)
+                if ((int)strlen(jobs[i].req.name) > width)
+                        width = (int)strlen(jobs[i].req.name);
+        size_t started = 0;
+        for (; started < n; started++) {
+                struct logs_job *job = &jobs[started];
+                _cleanup_free_ char *prefix = NULL;
+                if (asprintf(&prefix, "%-*s | ", width, job->req.name) < 0 ||
+                    !(job->ctl.out = ctl_prefix_stream(ctl->out, prefix, &lock)) ||
+                    !(job->ctl.err = ctl_prefix_stream(ctl->err, prefix, &lock))) {
+                        fprintf(ctl->err, "capsulectl: logs %s: %s\n", job->req.name, strerror(errno));
+                        rc = CTL_EXIT_ERROR;
+                        break;
+                }
+                job->ctl.client = c;
+                int r = pthread_create(&job->th, NULL, logs_thread, job);
+                if (r != 0) {
+                        fprintf(ctl->err, "capsulectl: logs %s: thread: %s\n", job->req.name, strerror(r));
+                        rc = CTL_EXIT_ERROR;
+                        break;
+                }
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (i < started) {
+                        pthread_join(jobs[i].th, NULL);
+                        if (jobs[i].rc != CTL_EXIT_OK)
+                                rc = jobs[i].rc;
+                }
+                if (jobs[i].ctl.out)
+                        fclose(jobs[i].ctl.out);
+                if (jobs[i].ctl.err)
+                        fclose(jobs[i].ctl.err);
+        }
+        return rc;
+}
+
+int cmd_logs(struct ctl *ctl, int argc, char **argv)
+{
+        if (ctl_wants_help(argc, argv, logs_usage))
+                return CTL_EXIT_OK;
+        static const struct option opts[] = {
+                {"follow", no_argument, NULL, 'f'}, {"tail", required_argument, NULL, 't'},
+                {"timestamps", no_argument, NULL, 'T'}, {"since", required_argument, NULL, 's'},
+                {NULL, 0, NULL, 0},
+        };
+        Capsule__V1__LogsRequest req = CAPSULE__V1__LOGS_REQUEST__INIT;
+        req.tail = -1;
+        bool timestamps = false;
+        int64_t since = 0;
+        int ch;
+        while ((ch = getopt_long(argc, argv, "f", opts, NULL)) != -1) {
+                switch (ch) {
+                case 'f': req.follow = true; break;
+                case 'T': timestamps = true; break;
+                case 't': {
+                        char *end;
+                        long long v = strtoll(optarg, &end, 10);
+                        if (*end || v < 0) {
+                                fprintf(ctl->err, "capsulectl logs: --tail %s: expected a number of lines >= 0\n", optarg);
+                                return CTL_EXIT_USAGE;
+                        }
+                        req.tail = v;
+                        break;
+                }
+                case 's': {
+                        struct timespec now;
+                        clock_gettime(CLOCK_REALTIME, &now);
+                        if (ctl_parse_since(optarg, (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec, &since) < 0) {
+                                fprintf(ctl->err,
+                                        "capsulectl logs: --since %s: expected a duration (10m, 1h30m) or an "
+                                        "RFC 3339 time (2026-12-04T10:00:00Z)\n",
+                                        optarg);
+                                return CTL_EXIT_USAGE;
+                        }
+                        break;
+                }
+                default: fputs(logs_usage, ctl->err); return CTL_EXIT_USAGE;
+                }
+        }
+        if (optind >= argc) {
+                fprintf(ctl->err, "capsulectl logs: NAME is required\n%s", logs_usage);
+                return CTL_EXIT_USAGE;
+        }
+        size_t n = (size_t)(argc - optind);
+        struct rpc_client *c = ctl_client(ctl);
+        if (!c)
+                return CTL_EXIT_ERROR;
+        _cleanup_free_ struct logs_job *jobs = calloc(n, sizeof(*jobs));
+        if (!jobs)
+                return CTL_EXIT_ERROR;
+        for (size_t i = 0; i < n; i++) {
+                jobs[i].ctl = *ctl;
+                jobs[i].req = req;
+                jobs[i].req.name = argv[optind + (int)i];
+                jobs[i].timestamps = timestamps;
+                jobs[i].since = since;
+        }
+        if (n == 1)
+                return logs_stream(&jobs[0], c);
+        for (size_t i = 0; i < n; i++)
+                jobs[i].ctl.out = jobs[i].ctl.err = NULL;
+        return logs_many(ctl, c, jobs, n);
+}
+
 static const char restart_usage[] =
-        "usage: capsulectl restart NAME\n\n"
-        "Stops the workload (SIGTERM, 10 s grace, SIGKILL) and starts it again now, clearing any\n"
-        "restart backoff.\n\n"
-        "example: capsulectl restart web\n";
+    "usage: capsulectl restart NAME\n"
+    "\n"
+    "Stops the workload (SIGTERM, 10 s grace, SIGKILL) and starts it again now, clearing any\n"
+    "restart backoff.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl restart web\n";
 
 int cmd_restart(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, restart_usage))
                 return CTL_EXIT_OK;
         if (argc != 2) {
-                fprintf(stderr, "capsulectl restart: NAME is required\n%s", restart_usage);
+                fprintf(ctl->err, "capsulectl restart: NAME is required\n%s", restart_usage);
                 return CTL_EXIT_USAGE;
         }
         struct rpc_client *c = ctl_client(ctl);
@@ -262,22 +402,29 @@ int cmd_restart(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_ERROR;
         }
         protobuf_c_message_free_unpacked(resp, NULL);
-        printf("workload/%s restarting\n", argv[1]);
+        fprintf(ctl->out, "workload/%s restarting\n", argv[1]);
         return CTL_EXIT_OK;
 }
 
 static const char events_usage[] =
-        "usage: capsulectl events\n\n"
-        "Streams the capsule's events (workloads started, exited, replaced; volumes; images) as they\n"
-        "happen, until interrupted.\n\n"
-        "example: capsulectl events\n";
+    "usage: capsulectl events\n"
+    "\n"
+    "Streams the capsule's events (workloads started, exited, replaced; volumes; images) as they\n"
+    "happen, until interrupted. -o json prints one JSON object per line. With several capsules\n"
+    "each line is prefixed \"[node] \".\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl events\n"
+    "  capsulectl events -o json\n";
 
 int cmd_events(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, events_usage))
                 return CTL_EXIT_OK;
         if (argc != 1) {
-                fputs(events_usage, stderr);
+                fputs(events_usage, ctl->err);
                 return CTL_EXIT_USAGE;
         }
         struct rpc_client *c = ctl_client(ctl);
@@ -304,11 +451,11 @@ int cmd_events(struct ctl *ctl, int argc, char **argv)
                         json_object_object_add(o, "name", json_object_new_string(e->name));
                         json_object_object_add(o, "action", json_object_new_string(e->action));
                         json_object_object_add(o, "message", json_object_new_string(e->message));
-                        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+                        fprintf(ctl->out, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
                         json_object_put(o);
                 } else
-                        printf("%s  %-8s %-20s %-11s %s\n", t, e->type, e->name, e->action, e->message);
-                fflush(stdout);
+                        fprintf(ctl->out, "%s  %-8s %-20s %-11s %s\n", t, e->type, e->name, e->action, e->message);
+                fflush(ctl->out);
                 protobuf_c_message_free_unpacked(m, NULL);
         }
         if (r < 0)

@@ -4,16 +4,22 @@
 #include "rpc/rpc.h"
 
 static const char usage[] =
-        "usage: capsulectl health\n\n"
-        "Asks the capsule to run its health checks and prints each one. Exits 1 when any fails.\n\n"
-        "example: capsulectl health -o json\n";
+    "usage: capsulectl health\n"
+    "\n"
+    "Asks the capsule to run its health checks and prints each one. Exits 1 when any fails.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl health\n"
+    "  capsulectl health -o json\n";
 
 int cmd_health(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, usage))
                 return CTL_EXIT_OK;
         if (argc > 1) {
-                fprintf(stderr, "capsulectl health: unexpected argument \"%s\"\n%s", argv[1], usage);
+                fprintf(ctl->err, "capsulectl health: unexpected argument \"%s\"\n%s", argv[1], usage);
                 return CTL_EXIT_USAGE;
         }
         struct rpc_client *c = ctl_client(ctl);
@@ -29,13 +35,13 @@ int cmd_health(struct ctl *ctl, int argc, char **argv)
         }
         Capsule__V1__HealthResponse *h = (Capsule__V1__HealthResponse *)resp;
         if (ctl->output == CTL_OUT_TABLE) {
-                printf("%-12s %-6s %s\n", "CHECK", "STATUS", "MESSAGE");
+                fprintf(ctl->out, "%-12s %-6s %s\n", "CHECK", "STATUS", "MESSAGE");
                 for (size_t i = 0; i < h->n_checks; i++)
-                        printf("%-12s %-6s %s\n", h->checks[i]->name, h->checks[i]->ok ? "ok" : "FAIL",
+                        fprintf(ctl->out, "%-12s %-6s %s\n", h->checks[i]->name, h->checks[i]->ok ? "ok" : "FAIL",
                                h->checks[i]->message);
                 char age[32];
                 ctl_format_age(h->boot_uptime_seconds, age, sizeof(age));
-                printf("%s: up %s%s%s\n", h->ok ? "healthy" : "UNHEALTHY", age,
+                fprintf(ctl->out, "%s: up %s%s%s\n", h->ok ? "healthy" : "UNHEALTHY", age,
                        *h->slot ? ", slot " : "", h->slot);
         } else {
                 struct json_object *o = json_object_new_object();

@@ -22,35 +22,61 @@ static const char usage[] =
     "usage: capsulectl image push FILE [--name REF]\n"
     "       capsulectl image pull REF\n"
     "       capsulectl image ls\n"
-    "       capsulectl image rm REF...\n\n"
+    "       capsulectl image rm REF...\n"
+    "\n"
     "Manages the capsule's container images.\n"
     "  push   import a docker-archive (`docker save`) or oci-archive tarball (optionally gzip,\n"
     "         xz or zstd-compressed); --name tags it (needed when the archive names no image)\n"
     "  pull   fetch an image from a registry (HTTPS; plain HTTP only for registries listed\n"
     "         under registries.insecure in the machine config)\n"
     "  ls     list images: NAME DIGEST SIZE AGE USED-BY (-o json|yaml for all fields)\n"
-    "  rm     delete images (refused while a workload uses one)\n\n"
-    "examples:\n"
+    "  rm     delete images (refused while a workload uses one)\n"
+    "`capsulectl image SUBCOMMAND --help` for details.\n"
+    "\n"
+    "Examples:\n"
     "  capsulectl image push busybox.tar --name registry.lan/busybox:1.36\n"
     "  capsulectl image pull docker.io/library/nginx:1.25\n"
     "  capsulectl image rm registry.lan/busybox:1.36\n";
 
 static const char usage_push[] =
-    "usage: capsulectl image push FILE [--name REF]\n\n"
+    "usage: capsulectl image push FILE [--name REF]\n"
+    "\n"
     "Streams a docker-archive or oci-archive tarball to the capsule, which verifies every blob\n"
-    "and imports it. --name REF tags the image (overrides the archive's own names).\n\n"
-    "example: capsulectl image push busybox.tar --name capsule.local/busybox:latest\n";
+    "and imports it. A progress bar goes to stderr when it is a terminal.\n"
+    "\n"
+    "Options:\n"
+    "  --name REF   tag the image REF, overriding the archive's own names (default: the\n"
+    "               names in the archive)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl image push busybox.tar --name capsule.local/busybox:latest\n";
 static const char usage_pull[] =
-    "usage: capsulectl image pull REF\n\n"
-    "Pulls REF (e.g. busybox, registry.lan:5000/app:1, ghcr.io/o/r@sha256:...) for linux/amd64.\n\n"
-    "example: capsulectl image pull 127.0.0.1:5000/busybox:1\n";
-static const char usage_ls[] = "usage: capsulectl image ls\n\n"
-                               "Lists the images: NAME DIGEST SIZE AGE USED-BY.\n\n"
-                               "example: capsulectl -o json image ls\n";
+    "usage: capsulectl image pull REF\n"
+    "\n"
+    "Pulls REF (e.g. busybox, registry.lan:5000/app:1, ghcr.io/o/r@sha256:...) for linux/amd64.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl image pull 127.0.0.1:5000/busybox:1\n";
+static const char usage_ls[] =
+    "usage: capsulectl image ls\n"
+    "\n"
+    "Lists the images: NAME DIGEST SIZE AGE USED-BY (alias: list).\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl image ls -o json\n";
 static const char usage_rm[] =
-    "usage: capsulectl image rm REF...\n\n"
-    "Deletes images. Refused (FAILED_PRECONDITION) while a workload uses the image.\n\n"
-    "example: capsulectl image rm busybox\n";
+    "usage: capsulectl image rm REF...\n"
+    "\n"
+    "Deletes images (alias: delete). Refused (FAILED_PRECONDITION) while a workload uses the image.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl image rm busybox\n";
 
 static void format_size(uint64_t b, char *buf, size_t len)
 {
@@ -109,7 +135,7 @@ static void print_images(struct ctl *ctl, Capsule__V1__Image *const *ims, size_t
                 return;
         }
         if (header)
-                printf("%-50s %-19s %-9s %-7s %s\n", "NAME", "DIGEST", "SIZE", "AGE", "USED-BY");
+                fprintf(ctl->out, "%-50s %-19s %-9s %-7s %s\n", "NAME", "DIGEST", "SIZE", "AGE", "USED-BY");
         for (size_t i = 0; i < n; i++) {
                 const Capsule__V1__Image *im = ims[i];
                 char size[32], age[32], used[256] = "";
@@ -122,7 +148,7 @@ static void print_images(struct ctl *ctl, Capsule__V1__Image *const *ims, size_t
                 for (size_t k = 0; k < im->n_used_by; k++)
                         snprintf(used + strlen(used), sizeof(used) - strlen(used), "%s%s",
                                  k ? "," : "", im->used_by[k]);
-                printf("%-50s %-19.19s %-9s %-7s %s\n", im->name, im->digest, size, age,
+                fprintf(ctl->out, "%-50s %-19.19s %-9s %-7s %s\n", im->name, im->digest, size, age,
                        *used ? used : "-");
         }
 }
@@ -138,19 +164,19 @@ static int push(struct ctl *ctl, int argc, char **argv)
                 if (c == 'n')
                         name = optarg;
                 else {
-                        fputs(usage_push, stderr);
+                        fputs(usage_push, ctl->err);
                         return CTL_EXIT_USAGE;
                 }
         }
         if (optind != argc - 1) {
-                fprintf(stderr, "capsulectl image push: expected one FILE\n%s", usage_push);
+                fprintf(ctl->err, "capsulectl image push: expected one FILE\n%s", usage_push);
                 return CTL_EXIT_USAGE;
         }
         const char *path = argv[optind];
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) < 0) {
-                fprintf(stderr, "capsulectl image push: %s: %s\n", path, strerror(errno));
+                fprintf(ctl->err, "capsulectl image push: %s: %s\n", path, strerror(errno));
                 return CTL_EXIT_ERROR;
         }
         struct rpc_client *cl = ctl_client(ctl);
@@ -201,7 +227,7 @@ static int push(struct ctl *ctl, int argc, char **argv)
                 rc = rpc_stream_close_send(s, &err);
         if (rc == 0) {
                 if (tty)
-                        fprintf(stderr, "importing...\n");
+                        fprintf(ctl->err, "importing...\n");
                 rc = rpc_stream_recv(s, &resp, &err);
                 if (rc == 0)
                         rc = rpc_stream_finish(s, &err) < 0
@@ -221,7 +247,7 @@ static int push(struct ctl *ctl, int argc, char **argv)
         Capsule__V1__ImagePushResponse *r = (Capsule__V1__ImagePushResponse *)resp;
         if (ctl->output == CTL_OUT_TABLE)
                 for (size_t i = 0; i < r->n_images; i++)
-                        printf("imported %s %s\n", r->images[i]->name, r->images[i]->digest);
+                        fprintf(ctl->out, "imported %s %s\n", r->images[i]->name, r->images[i]->digest);
         else
                 print_images(ctl, r->images, r->n_images, false);
         protobuf_c_message_free_unpacked(resp, NULL);
@@ -231,7 +257,7 @@ static int push(struct ctl *ctl, int argc, char **argv)
 static int pull(struct ctl *ctl, int argc, char **argv)
 {
         if (argc != 2 || argv[1][0] == '-') {
-                fprintf(stderr, "capsulectl image pull: expected one REF\n%s", usage_pull);
+                fprintf(ctl->err, "capsulectl image pull: expected one REF\n%s", usage_pull);
                 return CTL_EXIT_USAGE;
         }
         struct rpc_client *cl = ctl_client(ctl);
@@ -251,7 +277,7 @@ static int pull(struct ctl *ctl, int argc, char **argv)
         if (r->image && ctl->output == CTL_OUT_TABLE) {
                 char size[32];
                 format_size(r->image->size_bytes, size, sizeof(size));
-                printf("pulled %s %s %s\n", r->image->name, r->image->digest, size);
+                fprintf(ctl->out, "pulled %s %s %s\n", r->image->name, r->image->digest, size);
         } else if (r->image) {
                 print_images(ctl, &r->image, 1, false);
         }
@@ -262,7 +288,7 @@ static int pull(struct ctl *ctl, int argc, char **argv)
 static int list(struct ctl *ctl, int argc, char **argv)
 {
         if (argc != 1) {
-                fprintf(stderr, "capsulectl image ls: unexpected argument \"%s\"\n%s", argv[1],
+                fprintf(ctl->err, "capsulectl image ls: unexpected argument \"%s\"\n%s", argv[1],
                         usage_ls);
                 return CTL_EXIT_USAGE;
         }
@@ -287,7 +313,7 @@ static int list(struct ctl *ctl, int argc, char **argv)
 static int rm(struct ctl *ctl, int argc, char **argv)
 {
         if (argc < 2) {
-                fprintf(stderr, "capsulectl image rm: expected REF...\n%s", usage_rm);
+                fprintf(ctl->err, "capsulectl image rm: expected REF...\n%s", usage_rm);
                 return CTL_EXIT_USAGE;
         }
         struct rpc_client *cl = ctl_client(ctl);
@@ -307,7 +333,7 @@ static int rm(struct ctl *ctl, int argc, char **argv)
                         continue;
                 }
                 protobuf_c_message_free_unpacked(resp, NULL);
-                printf("deleted %s\n", argv[i]);
+                fprintf(ctl->out, "deleted %s\n", argv[i]);
         }
         return rc;
 }
@@ -323,7 +349,7 @@ int cmd_image(struct ctl *ctl, int argc, char **argv)
             {"list", list, usage_ls},   {"rm", rm, usage_rm},       {"delete", rm, usage_rm},
         };
         if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-                fputs(usage, argc < 2 ? stderr : stdout);
+                fputs(usage, argc < 2 ? ctl->err : stdout);
                 return argc < 2 ? CTL_EXIT_USAGE : CTL_EXIT_OK;
         }
         for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
@@ -333,6 +359,6 @@ int cmd_image(struct ctl *ctl, int argc, char **argv)
                         return CTL_EXIT_OK;
                 return subs[i].run(ctl, argc - 1, argv + 1);
         }
-        fprintf(stderr, "capsulectl image: unknown command \"%s\"\n%s", argv[1], usage);
+        fprintf(ctl->err, "capsulectl image: unknown command \"%s\"\n%s", argv[1], usage);
         return CTL_EXIT_USAGE;
 }

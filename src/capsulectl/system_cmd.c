@@ -9,10 +9,16 @@
 #include "rpc/rpc.h"
 
 static const char reboot_usage[] =
-    "usage: capsulectl reboot [--poweroff]\n\n"
+    "usage: capsulectl reboot [--poweroff]\n"
+    "\n"
     "Reboots (or powers off) the capsule cleanly: workloads are stopped with a grace period,\n"
-    "disks synced and unmounted. Workloads start again after the reboot.\n\n"
-    "example: capsulectl reboot\n";
+    "disks synced and unmounted. Workloads start again after the reboot.\n"
+    "\n"
+    "Options:\n"
+    "  --poweroff   power off instead of rebooting (default: reboot)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl reboot\n";
 
 int cmd_reboot(struct ctl *ctl, int argc, char **argv)
 {
@@ -23,7 +29,7 @@ int cmd_reboot(struct ctl *ctl, int argc, char **argv)
                 if (strcmp(argv[i], "--poweroff") == 0)
                         req.poweroff = true;
                 else {
-                        fprintf(stderr, "capsulectl reboot: unexpected argument \"%s\"\n%s",
+                        fprintf(ctl->err, "capsulectl reboot: unexpected argument \"%s\"\n%s",
                                 argv[i], reboot_usage);
                         return CTL_EXIT_USAGE;
                 }
@@ -40,16 +46,22 @@ int cmd_reboot(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_ERROR;
         }
         protobuf_c_message_free_unpacked(resp, NULL);
-        printf("%s requested; `capsulectl health` answers again once it is back\n",
+        fprintf(ctl->out, "%s requested; `capsulectl health` answers again once it is back\n",
                req.poweroff ? "power off" : "reboot");
         return CTL_EXIT_OK;
 }
 
 static const char dmesg_usage[] =
-    "usage: capsulectl dmesg [-f]\n\n"
-    "Prints the capsule's kernel log (PID 1's and the services' lines included).\n"
-    "  -f, --follow   keep printing new lines until interrupted\n\n"
-    "example: capsulectl dmesg -f\n";
+    "usage: capsulectl dmesg [-f]\n"
+    "\n"
+    "Prints the capsule's kernel log (PID 1's and the services' lines included). With several\n"
+    "capsules each line is prefixed \"[node] \".\n"
+    "\n"
+    "Options:\n"
+    "  -f, --follow   keep printing new lines until interrupted (default: print and exit)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl dmesg -f\n";
 
 int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
 {
@@ -60,7 +72,7 @@ int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
                 if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0)
                         req.follow = true;
                 else {
-                        fprintf(stderr, "capsulectl dmesg: unexpected argument \"%s\"\n%s", argv[i],
+                        fprintf(ctl->err, "capsulectl dmesg: unexpected argument \"%s\"\n%s", argv[i],
                                 dmesg_usage);
                         return CTL_EXIT_USAGE;
                 }
@@ -82,7 +94,7 @@ int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
         while ((r = rpc_stream_recv(s, &m, &err)) == 1) {
                 Capsule__V1__DmesgLine *l = (Capsule__V1__DmesgLine *)m;
                 if (ctl->output == CTL_OUT_TABLE) {
-                        printf("[%5lld.%06lld] %s\n", (long long)(l->time_usec / 1000000),
+                        fprintf(ctl->out, "[%5lld.%06lld] %s\n", (long long)(l->time_usec / 1000000),
                                (long long)(l->time_usec % 1000000), l->message);
                 } else {
                         struct json_object *o = json_object_new_object();
@@ -90,11 +102,11 @@ int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
                         json_object_object_add(o, "priority",
                                                json_object_new_int((int)l->priority));
                         json_object_object_add(o, "message", json_object_new_string(l->message));
-                        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+                        fprintf(ctl->out, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
                         json_object_put(o);
                 }
                 if (req.follow)
-                        fflush(stdout);
+                        fflush(ctl->out);
                 protobuf_c_message_free_unpacked(m, NULL);
         }
         if (r < 0)
@@ -104,23 +116,28 @@ int cmd_dmesg(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char machine_config_usage[] =
-    "usage: capsulectl machine-config apply -f FILE [--dry-run] [--replace-ca]\n\n"
+    "usage: capsulectl machine-config apply -f FILE [--dry-run] [--replace-ca]\n"
+    "\n"
     "Replaces the capsule's machine config (the machine.yaml of `capsulectl gen config`, edited).\n"
     "It is checked whole first: fields, certificates, the server certificate against its key and\n"
     "the CA. `registries` (insecure hosts, CAs, logins) take effect at once; hostname, api, pki,\n"
     "network, updates and time at the next boot (`capsulectl reboot`).\n"
-    "  -f, --file FILE   the new machine config (- for standard input)\n"
-    "  --dry-run         check it and show what would change; save nothing\n"
-    "  --replace-ca      allow a different pki.ca (every client certificate must then be "
-    "re-issued)\n\n"
-    "example: capsulectl machine-config apply -f ~/capsule-home/machine.yaml --dry-run\n";
+    "\n"
+    "Options:\n"
+    "  -f, --file FILE   the new machine config, - for standard input (required, no default)\n"
+    "  --dry-run         check it and show what would change; save nothing (default: off)\n"
+    "  --replace-ca      allow a different pki.ca; every client certificate must then be\n"
+    "                    re-issued (default: a different CA is refused)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl machine-config apply -f ~/capsule-home/machine.yaml --dry-run\n";
 
-static void print_sections(const char *label, char **v, size_t n)
+static void print_sections(struct ctl *ctl, const char *label, char **v, size_t n)
 {
-        printf("%s", label);
+        fprintf(ctl->out, "%s", label);
         for (size_t i = 0; i < n; i++)
-                printf("%s%s", i ? ", " : " ", v[i]);
-        printf("\n");
+                fprintf(ctl->out, "%s%s", i ? ", " : " ", v[i]);
+        fprintf(ctl->out, "\n");
 }
 
 int cmd_machine_config(struct ctl *ctl, int argc, char **argv)
@@ -128,7 +145,7 @@ int cmd_machine_config(struct ctl *ctl, int argc, char **argv)
         if (ctl_wants_help(argc, argv, machine_config_usage))
                 return CTL_EXIT_OK;
         if (argc < 2 || strcmp(argv[1], "apply") != 0) {
-                fprintf(stderr, "capsulectl machine-config: expected `apply`\n%s",
+                fprintf(ctl->err, "capsulectl machine-config: expected `apply`\n%s",
                         machine_config_usage);
                 return CTL_EXIT_USAGE;
         }
@@ -143,14 +160,14 @@ int cmd_machine_config(struct ctl *ctl, int argc, char **argv)
                 else if (strcmp(argv[i], "--replace-ca") == 0)
                         req.replace_ca = true;
                 else {
-                        fprintf(stderr,
+                        fprintf(ctl->err,
                                 "capsulectl machine-config apply: unexpected argument \"%s\"\n%s",
                                 argv[i], machine_config_usage);
                         return CTL_EXIT_USAGE;
                 }
         }
         if (!file) {
-                fprintf(stderr, "capsulectl machine-config apply: -f FILE is required\n%s",
+                fprintf(ctl->err, "capsulectl machine-config apply: -f FILE is required\n%s",
                         machine_config_usage);
                 return CTL_EXIT_USAGE;
         }
@@ -158,13 +175,13 @@ int cmd_machine_config(struct ctl *ctl, int argc, char **argv)
         char *text = NULL;
         struct cap_error err = {0};
         if (config_read_file(file, &text, &len, &err) < 0) {
-                fprintf(stderr, "capsulectl: %s\nnothing was applied\n", err.msg);
+                fprintf(ctl->err, "capsulectl: %s\nnothing was applied\n", err.msg);
                 return CTL_EXIT_ERROR;
         }
         /* Checked here first, so that mistakes are reported against the file's own name. */
         struct machine_config check;
         if (machine_config_parse(file, text, len, &check, &err) < 0) {
-                fprintf(stderr, "capsulectl: %s\nnothing was applied\n", err.msg);
+                fprintf(ctl->err, "capsulectl: %s\nnothing was applied\n", err.msg);
                 free(text);
                 return CTL_EXIT_ERROR;
         }
@@ -184,7 +201,7 @@ int cmd_machine_config(struct ctl *ctl, int argc, char **argv)
         free(text);
         if (r < 0) {
                 ctl_print_error(ctl, "machine-config apply", &err);
-                fprintf(stderr, "nothing was applied\n");
+                fprintf(ctl->err, "nothing was applied\n");
                 return CTL_EXIT_ERROR;
         }
         Capsule__V1__ApplyMachineConfigResponse *a =
@@ -204,14 +221,14 @@ int cmd_machine_config(struct ctl *ctl, int argc, char **argv)
                 ctl_print_structured(ctl, o);
                 json_object_put(o);
         } else if (a->n_changed == 0) {
-                printf("unchanged: the capsule already has this machine config\n");
+                fprintf(ctl->out, "unchanged: the capsule already has this machine config\n");
         } else {
-                print_sections(req.dry_run ? "would change:" : "changed:", a->changed,
+                print_sections(ctl, req.dry_run ? "would change:" : "changed:", a->changed,
                                a->n_changed);
                 if (a->n_applied)
-                        print_sections("in effect now:", a->applied, a->n_applied);
+                        print_sections(ctl, "in effect now:", a->applied, a->n_applied);
                 if (a->reboot_required)
-                        printf("the rest takes effect at the next boot%s\n",
+                        fprintf(ctl->out, "the rest takes effect at the next boot%s\n",
                                req.dry_run ? "" : " (capsulectl reboot)");
         }
         protobuf_c_message_free_unpacked(resp, NULL);

@@ -9,10 +9,17 @@
 #include "rpc/rpc.h"
 
 static const char top_usage[] =
-    "usage: capsulectl top [NAME...]\n\n"
+    "usage: capsulectl top [NAME...]\n"
+    "\n"
     "Shows the running workloads' resource use: CPU (% of one core over one second), memory\n"
-    "(and the limit from `resources.memory`), processes. Not running: -.\n\n"
-    "example: capsulectl top; capsulectl -o json top web\n";
+    "(and the limit from `resources.memory`), processes. Not running: -. NAMEs limit the list\n"
+    "(default: every workload).\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl top\n"
+    "  capsulectl top web -o json\n";
 
 static Capsule__V1__ListResponse *list(struct ctl *ctl, struct rpc_client *c)
 {
@@ -51,7 +58,7 @@ int cmd_top(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_OK;
         for (int i = 1; i < argc; i++)
                 if (argv[i][0] == '-') {
-                        fprintf(stderr, "capsulectl top: unexpected option \"%s\"\n%s", argv[i],
+                        fprintf(ctl->err, "capsulectl top: unexpected option \"%s\"\n%s", argv[i],
                                 top_usage);
                         return CTL_EXIT_USAGE;
                 }
@@ -70,12 +77,12 @@ int cmd_top(struct ctl *ctl, int argc, char **argv)
         int rc = CTL_EXIT_OK;
         for (int i = 1; i < argc; i++)
                 if (!find(b, argv[i])) {
-                        fprintf(stderr, "capsulectl: top: workload \"%s\" not found\n", argv[i]);
+                        fprintf(ctl->err, "capsulectl: top: workload \"%s\" not found\n", argv[i]);
                         rc = CTL_EXIT_ERROR;
                 }
         struct json_object *arr = json_object_new_array();
         if (ctl->output == CTL_OUT_TABLE)
-                printf("%-24s %6s %9s %9s %5s\n", "NAME", "CPU%", "MEMORY", "LIMIT", "PIDS");
+                fprintf(ctl->out, "%-24s %6s %9s %9s %5s\n", "NAME", "CPU%", "MEMORY", "LIMIT", "PIDS");
         for (size_t i = 0; i < b->n_workloads; i++) {
                 const Capsule__V1__Workload *w = b->workloads[i];
                 if (!w->spec || !w->status || !wanted(w->spec->name, argc, argv))
@@ -117,7 +124,7 @@ int cmd_top(struct ctl *ctl, int argc, char **argv)
                 }
                 if (limit)
                         ctl_human_bytes(limit, lim, sizeof(lim));
-                printf("%-24s %6s %9s %9s %5s\n", w->spec->name, cpus, mem, lim, pids);
+                fprintf(ctl->out, "%-24s %6s %9s %9s %5s\n", w->spec->name, cpus, mem, lim, pids);
         }
         if (ctl->output != CTL_OUT_TABLE)
                 ctl_print_structured(ctl, arr);

@@ -8,10 +8,16 @@
 #include "rpc/rpc.h"
 
 static const char usage[] =
-        "usage: capsulectl version [--client]\n\n"
-        "Prints the client version and the server's (version, build, uptime, mode).\n"
-        "  --client   print only the client version, do not contact the capsule\n\n"
-        "example: CAPSULECONFIG=/tmp/x/capsuleconfig capsulectl version\n";
+    "usage: capsulectl version [--client]\n"
+    "\n"
+    "Prints the client version and the server's (version, build, hostname, mode, uptime, slot).\n"
+    "\n"
+    "Options:\n"
+    "  --client   print only the client version, do not contact the capsule (default: both)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl version\n"
+    "  capsulectl version -o json\n";
 
 int cmd_version(struct ctl *ctl, int argc, char **argv)
 {
@@ -22,7 +28,7 @@ int cmd_version(struct ctl *ctl, int argc, char **argv)
                 if (strcmp(argv[i], "--client") == 0)
                         client_only = true;
                 else {
-                        fprintf(stderr, "capsulectl version: unexpected argument \"%s\"\n%s", argv[i], usage);
+                        fprintf(ctl->err, "capsulectl version: unexpected argument \"%s\"\n%s", argv[i], usage);
                         return CTL_EXIT_USAGE;
                 }
         }
@@ -32,7 +38,7 @@ int cmd_version(struct ctl *ctl, int argc, char **argv)
         json_object_object_add(cj, "build", json_object_new_string(CAPSULE_BUILD));
         json_object_object_add(out, "client", cj);
         if (ctl->output == CTL_OUT_TABLE)
-                printf("Client: capsulectl %s (build %s)\n", CAPSULE_VERSION, CAPSULE_BUILD);
+                fprintf(ctl->out, "Client: capsulectl %s (build %s)\n", CAPSULE_VERSION, CAPSULE_BUILD);
         int rc = CTL_EXIT_OK;
         if (!client_only) {
                 struct rpc_client *c = ctl_client(ctl);
@@ -53,11 +59,11 @@ int cmd_version(struct ctl *ctl, int argc, char **argv)
                 if (ctl->output == CTL_OUT_TABLE) {
                         char age[32];
                         ctl_format_age(v->uptime_seconds, age, sizeof(age));
-                        printf("Server: capsuled %s (build %s) on %s, %s mode, up %s", v->version, v->build,
+                        fprintf(ctl->out, "Server: capsuled %s (build %s) on %s, %s mode, up %s", v->version, v->build,
                                v->hostname, v->mode, age);
                         if (v->slot && *v->slot)
-                                printf(", slot %s", v->slot);
-                        printf("\n");
+                                fprintf(ctl->out, ", slot %s", v->slot);
+                        fprintf(ctl->out, "\n");
                 } else {
                         struct json_object *sj = json_object_new_object();
                         json_object_object_add(sj, "version", json_object_new_string(v->version));

@@ -10,35 +10,62 @@
 #include "rpc/rpc.h"
 
 static const char usage[] =
-    "usage: capsulectl volume SUBCOMMAND ...\n\n"
-    "Manage volumes: named, sized filesystems that workloads mount (manifest `mounts:`).\n\n"
+    "usage: capsulectl volume SUBCOMMAND ...\n"
+    "\n"
+    "Manage volumes: named, sized filesystems that workloads mount (manifest `mounts:`).\n"
+    "\n"
     "  create NAME --size SIZE   create an empty volume (SIZE like 512Mi, 1Gi; at least 16Mi)\n"
     "  ls                        list volumes: NAME SIZE USED ATTACHED-TO (alias: list)\n"
     "  resize NAME --size SIZE   grow a volume, online when possible (volumes never shrink)\n"
-    "  rm NAME                   delete a volume and its data (refused while in use; alias: "
-    "delete)\n\n"
-    "`capsulectl volume SUBCOMMAND --help` for details. -o json|yaml for structured output.\n";
+    "  rm NAME                   delete a volume and its data (refused while in use; alias: delete)\n"
+    "\n"
+    "`capsulectl volume SUBCOMMAND --help` for details. -o json|yaml for structured output.\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl volume create site --size 1Gi\n"
+    "  capsulectl volume ls\n";
 
 static const char usage_create[] =
-    "usage: capsulectl volume create NAME --size SIZE\n\n"
-    "Creates an empty ext4 volume NAME (a DNS label) of SIZE bytes (256Mi, 1Gi, 10G, ...;\n"
-    "16Mi to 16Ti). Creating an existing volume with the same size is a no-op; with another\n"
-    "size it fails: use `capsulectl volume resize`.\n\n"
-    "example: capsulectl volume create site --size 1Gi\n";
+    "usage: capsulectl volume create NAME --size SIZE\n"
+    "\n"
+    "Creates an empty ext4 volume NAME (a DNS label). Creating an existing volume with the same\n"
+    "size is a no-op; with another size it fails: use `capsulectl volume resize`.\n"
+    "\n"
+    "Options:\n"
+    "  --size SIZE   256Mi, 1Gi, 10G, ...: 16Mi to 16Ti (required, no default)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl volume create site --size 1Gi\n";
 static const char usage_ls[] =
-    "usage: capsulectl volume ls\n\n"
-    "Lists volumes with their size, the space their files use and the workloads using them.\n\n"
-    "example: capsulectl -o json volume ls\n";
+    "usage: capsulectl volume ls\n"
+    "\n"
+    "Lists volumes with their size, the space their files use and the workloads using them.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl volume ls -o json\n";
 static const char usage_resize[] =
-    "usage: capsulectl volume resize NAME --size SIZE\n\n"
+    "usage: capsulectl volume resize NAME --size SIZE\n"
+    "\n"
     "Grows volume NAME to SIZE, keeping its data; online while workloads use it where the\n"
-    "capsule supports it. Volumes cannot shrink.\n\n"
-    "example: capsulectl volume resize site --size 2Gi\n";
+    "capsule supports it. Volumes cannot shrink.\n"
+    "\n"
+    "Options:\n"
+    "  --size SIZE   the new size, larger than the current one (required, no default)\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl volume resize site --size 2Gi\n";
 static const char usage_rm[] =
-    "usage: capsulectl volume rm NAME\n\n"
+    "usage: capsulectl volume rm NAME\n"
+    "\n"
     "Deletes volume NAME and all its data. Refused while a workload uses it: delete or change\n"
-    "the workload first.\n\n"
-    "example: capsulectl volume rm site\n";
+    "the workload first.\n"
+    "\n"
+    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "\n"
+    "Examples:\n"
+    "  capsulectl volume rm site\n";
 
 /* "1.5Gi", "24Ki", "512" for usage figures (rounded, not exact like quantity_format_bytes). */
 void ctl_human_bytes(uint64_t b, char *buf, size_t len)
@@ -77,9 +104,9 @@ static struct json_object *volume_json(const Capsule__V1__Volume *v)
         return o;
 }
 
-static void print_table(Capsule__V1__Volume **vs, size_t n)
+static void print_table(struct ctl *ctl, Capsule__V1__Volume **vs, size_t n)
 {
-        printf("%-24s %-8s %-8s %s\n", "NAME", "SIZE", "USED", "ATTACHED-TO");
+        fprintf(ctl->out, "%-24s %-8s %-8s %s\n", "NAME", "SIZE", "USED", "ATTACHED-TO");
         for (size_t i = 0; i < n; i++) {
                 char sz[QUANTITY_BUF_SIZE], used[32], att[512] = "";
                 ctl_human_bytes(vs[i]->used_bytes, used, sizeof(used));
@@ -88,14 +115,14 @@ static void print_table(Capsule__V1__Volume **vs, size_t n)
                                 strncat(att, ",", sizeof(att) - strlen(att) - 1);
                         strncat(att, vs[i]->attached_to[j], sizeof(att) - strlen(att) - 1);
                 }
-                printf("%-24s %-8s %-8s %s\n", vs[i]->name,
+                fprintf(ctl->out, "%-24s %-8s %-8s %s\n", vs[i]->name,
                        quantity_format_bytes(vs[i]->size_bytes, sz, sizeof(sz)), used,
                        *att ? att : "-");
         }
 }
 
 /* Parses `NAME --size SIZE` for create and resize. Returns CTL_EXIT_OK or CTL_EXIT_USAGE. */
-static int parse_name_size(int argc, char **argv, const char *sub, const char *use,
+static int parse_name_size(struct ctl *ctl, int argc, char **argv, const char *sub, const char *use,
                            const char **name, uint64_t *size)
 {
         static const struct option opts[] = {{"size", required_argument, NULL, 's'},
@@ -105,24 +132,24 @@ static int parse_name_size(int argc, char **argv, const char *sub, const char *u
         optind = 0;
         while ((c = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
                 if (c != 's') {
-                        fputs(use, stderr);
+                        fputs(use, ctl->err);
                         return CTL_EXIT_USAGE;
                 }
                 size_text = optarg;
         }
         if (optind != argc - 1) {
-                fprintf(stderr, "capsulectl volume %s: %s\n%s", sub,
+                fprintf(ctl->err, "capsulectl volume %s: %s\n%s", sub,
                         optind >= argc ? "missing NAME" : "expected exactly one NAME", use);
                 return CTL_EXIT_USAGE;
         }
         *name = argv[optind];
         if (!size_text) {
-                fprintf(stderr, "capsulectl volume %s: --size is required\n%s", sub, use);
+                fprintf(ctl->err, "capsulectl volume %s: --size is required\n%s", sub, use);
                 return CTL_EXIT_USAGE;
         }
         struct cap_error err = {0};
         if (quantity_parse_bytes(size_text, size, &err) < 0) {
-                fprintf(stderr, "capsulectl volume %s: --size %s\n", sub, err.msg);
+                fprintf(ctl->err, "capsulectl volume %s: --size %s\n", sub, err.msg);
                 return CTL_EXIT_USAGE;
         }
         return CTL_EXIT_OK;
@@ -138,7 +165,7 @@ static int call(struct ctl *ctl, const char *what, const char *method, const Pro
         if (rpc_unary(c, method, req, desc, resp, ctl->timeout_ms, &err) < 0) {
                 ctl_print_error(ctl, what, &err);
                 if (err.status == CAP_ALREADY_EXISTS && strstr(err.msg, "resize") == NULL)
-                        fprintf(stderr, "hint: `capsulectl volume ls` shows the existing volume\n");
+                        fprintf(ctl->err, "hint: `capsulectl volume ls` shows the existing volume\n");
                 return CTL_EXIT_ERROR;
         }
         return CTL_EXIT_OK;
@@ -148,7 +175,7 @@ static void print_one(struct ctl *ctl, const Capsule__V1__Volume *v, const char 
 {
         if (ctl->output == CTL_OUT_TABLE) {
                 char sz[QUANTITY_BUF_SIZE];
-                printf("volume %s %s (%s)\n", v->name, verb,
+                fprintf(ctl->out, "volume %s %s (%s)\n", v->name, verb,
                        quantity_format_bytes(v->size_bytes, sz, sizeof(sz)));
                 return;
         }
@@ -163,7 +190,7 @@ static int volume_create_cmd(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_OK;
         Capsule__V1__VolumeCreateRequest req = CAPSULE__V1__VOLUME_CREATE_REQUEST__INIT;
         const char *name;
-        int rc = parse_name_size(argc, argv, "create", usage_create, &name, &req.size_bytes);
+        int rc = parse_name_size(ctl, argc, argv, "create", usage_create, &name, &req.size_bytes);
         if (rc != CTL_EXIT_OK)
                 return rc;
         req.name = (char *)name;
@@ -185,7 +212,7 @@ static int volume_resize_cmd(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_OK;
         Capsule__V1__VolumeResizeRequest req = CAPSULE__V1__VOLUME_RESIZE_REQUEST__INIT;
         const char *name;
-        int rc = parse_name_size(argc, argv, "resize", usage_resize, &name, &req.size_bytes);
+        int rc = parse_name_size(ctl, argc, argv, "resize", usage_resize, &name, &req.size_bytes);
         if (rc != CTL_EXIT_OK)
                 return rc;
         req.name = (char *)name;
@@ -206,7 +233,7 @@ static int volume_ls_cmd(struct ctl *ctl, int argc, char **argv)
         if (ctl_wants_help(argc, argv, usage_ls))
                 return CTL_EXIT_OK;
         if (argc > 1) {
-                fprintf(stderr, "capsulectl volume ls: unexpected argument \"%s\"\n%s", argv[1],
+                fprintf(ctl->err, "capsulectl volume ls: unexpected argument \"%s\"\n%s", argv[1],
                         usage_ls);
                 return CTL_EXIT_USAGE;
         }
@@ -218,7 +245,7 @@ static int volume_ls_cmd(struct ctl *ctl, int argc, char **argv)
                 return rc;
         Capsule__V1__VolumeListResponse *r = (Capsule__V1__VolumeListResponse *)resp;
         if (ctl->output == CTL_OUT_TABLE) {
-                print_table(r->volumes, r->n_volumes);
+                print_table(ctl, r->volumes, r->n_volumes);
         } else {
                 struct json_object *o = json_object_new_object();
                 struct json_object *arr = json_object_new_array();
@@ -237,7 +264,7 @@ static int volume_rm_cmd(struct ctl *ctl, int argc, char **argv)
         if (ctl_wants_help(argc, argv, usage_rm))
                 return CTL_EXIT_OK;
         if (argc != 2 || argv[1][0] == '-') {
-                fprintf(stderr, "capsulectl volume rm: expected exactly one NAME\n%s", usage_rm);
+                fprintf(ctl->err, "capsulectl volume rm: expected exactly one NAME\n%s", usage_rm);
                 return CTL_EXIT_USAGE;
         }
         Capsule__V1__VolumeDeleteRequest req = CAPSULE__V1__VOLUME_DELETE_REQUEST__INIT;
@@ -249,7 +276,7 @@ static int volume_rm_cmd(struct ctl *ctl, int argc, char **argv)
                 return rc;
         protobuf_c_message_free_unpacked(resp, NULL);
         if (ctl->output == CTL_OUT_TABLE)
-                printf("volume %s deleted\n", argv[1]);
+                fprintf(ctl->out, "volume %s deleted\n", argv[1]);
         else {
                 struct json_object *o = json_object_new_object();
                 json_object_object_add(o, "name", json_object_new_string(argv[1]));
@@ -270,17 +297,17 @@ int cmd_volume(struct ctl *ctl, int argc, char **argv)
             {"resize", volume_resize_cmd}, {"rm", volume_rm_cmd}, {"delete", volume_rm_cmd},
         };
         if (argc < 2) {
-                fputs(usage, stderr);
+                fputs(usage, ctl->err);
                 return CTL_EXIT_USAGE;
         }
         if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
             strcmp(argv[1], "help") == 0) {
-                fputs(usage, stdout);
+                fputs(usage, ctl->out);
                 return CTL_EXIT_OK;
         }
         for (size_t i = 0; i < ARRAY_SIZE(subs); i++)
                 if (strcmp(subs[i].name, argv[1]) == 0)
                         return subs[i].run(ctl, argc - 1, argv + 1);
-        fprintf(stderr, "capsulectl volume: unknown subcommand \"%s\"\n%s", argv[1], usage);
+        fprintf(ctl->err, "capsulectl volume: unknown subcommand \"%s\"\n%s", argv[1], usage);
         return CTL_EXIT_USAGE;
 }

@@ -48,20 +48,20 @@ static void ports_string(const Capsule__V1__WorkloadSpec *s, char *buf, size_t l
                 snprintf(buf, len, "-");
 }
 
-void ctl_workload_table_header(void)
+void ctl_workload_table_header(FILE *out)
 {
-        printf("%-20s %-10s %-9s %-8s %-8s %-36s %s\n", "NAME", "KIND", "STATUS", "RESTARTS", "AGE", "IMAGE",
+        fprintf(out, "%-20s %-10s %-9s %-8s %-8s %-36s %s\n", "NAME", "KIND", "STATUS", "RESTARTS", "AGE", "IMAGE",
                "PORTS");
 }
 
-void ctl_workload_table_row(const Capsule__V1__Workload *w)
+void ctl_workload_table_row(FILE *out, const Capsule__V1__Workload *w)
 {
         char age[32], ports[256];
         const Capsule__V1__WorkloadStatus *st = w->status;
         int64_t since = st && st->started_unix_nano ? st->started_unix_nano : w->created_unix_nano;
         ctl_format_age(age_seconds(since), age, sizeof(age));
         ports_string(w->spec, ports, sizeof(ports));
-        printf("%-20s %-10s %-9s %-8u %-8s %-36s %s\n", w->spec->name, manifest_workload_kind_name(w->spec->kind),
+        fprintf(out, "%-20s %-10s %-9s %-8u %-8s %-36s %s\n", w->spec->name, manifest_workload_kind_name(w->spec->kind),
                st ? ctl_phase_name(st->phase) : "Unknown", st ? st->restarts : 0, age, w->spec->image, ports);
 }
 

@@ -28,6 +28,7 @@ from harness import Capsule, Containerd, wait_for  # noqa: E402
 
 SRC = harness.SOURCE_DIR
 HOSTPORT = 18181
+ROOT = None  # this run's capsuled root: QEMU processes are counted only when they are ours
 
 
 def kernel():
@@ -61,7 +62,22 @@ def qemu_pids(name):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"qemu-system-x86_64") and f"capsule-{name}".encode() in argv:
+        if (argv and argv[0].endswith(b"qemu-system-x86_64") and f"capsule-{name}".encode() in argv
+                and (not ROOT or any(ROOT.encode() in a for a in argv))):
+            pids.append(int(d))
+    return pids
+
+
+def qemu_pids_under(path):
+    """PIDs of QEMU processes whose command line names a file under path (our test's VMs)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-system-x86_64") and any(path.encode() in a for a in argv):
             pids.append(int(d))
     return pids
 
@@ -82,6 +98,8 @@ class MicroVMTest(unittest.TestCase):
         subprocess.run([os.path.join(SRC, "mkimage/guest-initrd.sh"), harness.BUILD_DIR, ktree, cls.initrd],
                        check=True, stdout=subprocess.DEVNULL)
         cls.containerd = Containerd(cls.tmp).start()
+        global ROOT
+        ROOT = os.path.join(cls.tmp, "root")
         cls.capsule = Capsule(cls.tmp, containerd=cls.containerd.sock,
                               extra_args=["--vm-kernel", kernel(), "--vm-initrd", cls.initrd]).start()
         mkimage_busybox.build(cls.tmp)
@@ -95,6 +113,9 @@ class MicroVMTest(unittest.TestCase):
             rc = cls.capsule.stop()
             logs = cls.capsule.logs()
         finally:
+            # a test that failed half-way may leave a VM this capsuled started: end it by PID
+            for pid in qemu_pids_under(cls.tmp):
+                os.kill(pid, signal.SIGKILL)
             cls.containerd.stop()
             harness.unmount_under(cls.tmp)
             shutil.rmtree(cls.tmp, ignore_errors=True)
