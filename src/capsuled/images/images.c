@@ -23,18 +23,18 @@
 #include "images.h"
 #include "reference.h"
 #include "registry.h"
-#include "serve/serve.h"
+#include "store/store.h"
 
 #define LABEL_SIZE "capsule.image.size"
 
-static struct serve_ctx *ctx_of(struct rpc_call *call)
+static const struct images_env *env_of(struct rpc_call *call)
 {
         return rpc_call_method(call)->userdata;
 }
 
-static int need_ctrd(struct serve_ctx *ctx, struct cap_error *err)
+static int need_ctrd(const struct images_env *env, struct cap_error *err)
 {
-        if (ctx->ctrd)
+        if (env->ctrd)
                 return 0;
         return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION,
                              "no container runtime: capsuled runs without --containerd");
@@ -73,14 +73,14 @@ static void users_free(struct users *u)
         *u = (struct users){0};
 }
 
-static int users_load(struct serve_ctx *ctx, struct users *u, struct cap_error *err)
+static int users_load(const struct images_env *env, struct users *u, struct cap_error *err)
 {
         struct store_workload *ws = NULL;
         size_t n = 0;
         *u = (struct users){0};
-        if (!ctx->store)
+        if (!env->store)
                 return 0;
-        if (store_list_workloads(ctx->store, &ws, &n, err) < 0)
+        if (store_list_workloads(env->store, &ws, &n, err) < 0)
                 return cap_error_prefix(err, "list workloads");
         u->workload = calloc(n + 1, sizeof(char *));
         u->image = calloc(n + 1, sizeof(char *));
@@ -204,12 +204,12 @@ static int import_write(struct ctrd_client *c, struct archive_plan *plan, int fd
 }
 
 /* Pass 2 of an import plus the image records, under a lease released at the end. */
-static int import_plan(struct serve_ctx *ctx, struct archive_plan *plan, int fd,
+static int import_plan(const struct images_env *env, struct archive_plan *plan, int fd,
                        struct cap_error *err)
 {
         struct ctrd_import *imp = NULL;
         struct content_sink cs = {0};
-        if (ctrd_import_begin(ctx->ctrd, &imp, err) < 0)
+        if (ctrd_import_begin(env->ctrd, &imp, err) < 0)
                 return err->code;
         struct ctrd_client *c = ctrd_import_client(imp);
         int r = content_sink_init(&cs, c, err);
@@ -273,11 +273,10 @@ static int write_all(int fd, const uint8_t *p, size_t len, struct cap_error *err
 }
 
 /* Receives the header and the chunks into a spool file; returns its fd. */
-static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **name,
+static int push_receive(struct rpc_call *call, const struct images_env *env, char **name,
                         struct cap_error *err)
 {
-        uint64_t cap = ctx->image_max_archive_bytes ? ctx->image_max_archive_bytes
-                                                    : IMAGES_DEFAULT_MAX_ARCHIVE;
+        uint64_t cap = env->max_archive_bytes ? env->max_archive_bytes : IMAGES_DEFAULT_MAX_ARCHIVE;
         ProtobufCMessage *m = NULL;
         *name = NULL;
         int r = rpc_call_recv(call, &m, err);
@@ -301,7 +300,7 @@ static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **nam
                                      "archive of %" PRIu64
                                      " bytes is larger than the limit of %" PRIu64,
                                      total, cap);
-        _cleanup_close_ int fd = spool_open(ctx->root, err);
+        _cleanup_close_ int fd = spool_open(env->root, err);
         if (fd < 0)
                 return fd;
         uint64_t got = 0;
@@ -339,26 +338,26 @@ static int push_receive(struct rpc_call *call, struct serve_ctx *ctx, char **nam
 
 int images_push(struct rpc_call *call, const ProtobufCMessage *unused, struct cap_error *err)
 {
-        struct serve_ctx *ctx = ctx_of(call);
+        const struct images_env *env = env_of(call);
         _cleanup_free_ char *name = NULL;
-        if (need_ctrd(ctx, err) < 0)
+        if (need_ctrd(env, err) < 0)
                 return err->code;
         double t0 = mono_s();
-        _cleanup_close_ int fd = push_receive(call, ctx, &name, err);
+        _cleanup_close_ int fd = push_receive(call, env, &name, err);
         if (fd < 0)
                 return fd;
         double t1 = mono_s();
         struct archive_plan *plan = NULL;
-        struct archive_limits lim = {.max_entry_bytes = ctx->image_max_archive_bytes};
+        struct archive_limits lim = {.max_entry_bytes = env->max_archive_bytes};
         if (archive_plan_open(fd, name, &lim, &plan, err) < 0)
                 return err->code;
-        int r = import_plan(ctx, plan, fd, err);
+        int r = import_plan(env, plan, fd, err);
         if (r < 0) {
                 archive_plan_free(plan);
                 return err->code;
         }
         struct users u;
-        if (users_load(ctx, &u, err) < 0) {
+        if (users_load(env, &u, err) < 0) {
                 archive_plan_free(plan);
                 return err->code;
         }
@@ -395,12 +394,12 @@ static void curl_init_once(void)
 }
 
 /* Pulls ref into containerd and names it; *name is the normalised reference. */
-static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct registry_result *res,
-                struct cap_error *err)
+static int pull(const struct images_env *env, const char *ref, char **name,
+                struct registry_result *res, struct cap_error *err)
 {
         struct image_ref r;
         *name = NULL;
-        if (need_ctrd(ctx, err) < 0)
+        if (need_ctrd(env, err) < 0)
                 return err->code;
         if (image_ref_parse(ref, &r, err) < 0)
                 return err->code;
@@ -413,16 +412,12 @@ static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct regi
                 image_ref_clear(&r);
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
-        struct serve_config_ref *cfg = serve_config_get(ctx);
-        struct registry_opts o = {.insecure = cfg->c.insecure_registries,
-                                  .n_insecure = cfg->c.n_insecure_registries,
-                                  .ca_pem = cfg->c.registry_ca_pem,
-                                  .auth = cfg->c.registry_auth,
-                                  .n_auth = cfg->c.n_registry_auth};
+        struct registry_opts o = {0};
+        void *hold = env->registries_get(env->registries_ud, &o);
         struct ctrd_import *imp = NULL;
         struct content_sink cs = {0};
         double t0 = mono_s();
-        int rc = ctrd_import_begin(ctx->ctrd, &imp, err);
+        int rc = ctrd_import_begin(env->ctrd, &imp, err);
         if (rc == 0)
                 rc = content_sink_init(&cs, ctrd_import_client(imp), err);
         for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
@@ -443,7 +438,7 @@ static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct regi
         }
         content_sink_done(&cs);
         ctrd_import_abort(imp);
-        serve_config_put(ctx, cfg);
+        env->registries_put(env->registries_ud, hold);
         image_ref_clear(&r);
         if (rc == 0)
                 log_info("image pull: name=%s digest=%s size=%" PRIu64 " fetched=%" PRIu64
@@ -459,17 +454,17 @@ static int pull(struct serve_ctx *ctx, const char *ref, char **name, struct regi
 int images_pull(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                 struct cap_error *err)
 {
-        struct serve_ctx *ctx = ctx_of(call);
+        const struct images_env *env = env_of(call);
         const Capsule__V1__ImagePullRequest *in = (const Capsule__V1__ImagePullRequest *)req;
         Capsule__V1__ImagePullResponse *out = (Capsule__V1__ImagePullResponse *)resp;
         _cleanup_free_ char *name = NULL;
         struct registry_result res = {0};
         if (!in->reference || !*in->reference)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "reference: required");
-        if (pull(ctx, in->reference, &name, &res, err) < 0)
+        if (pull(env, in->reference, &name, &res, err) < 0)
                 return err->code;
         struct users u;
-        if (users_load(ctx, &u, err) < 0)
+        if (users_load(env, &u, err) < 0)
                 return err->code;
         out->image = image_msg(name, res.digest, res.total_size, now_ns(), &u);
         users_free(&u);
@@ -511,16 +506,16 @@ static uint64_t image_size(struct ctrd_client *c, const Containerd__Types__Descr
 int images_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                 struct cap_error *err)
 {
-        struct serve_ctx *ctx = ctx_of(call);
+        const struct images_env *env = env_of(call);
         Capsule__V1__ImageListResponse *out = (Capsule__V1__ImageListResponse *)resp;
         Containerd__Services__Images__V1__ListImagesResponse *l = NULL;
-        if (need_ctrd(ctx, err) < 0)
+        if (need_ctrd(env, err) < 0)
                 return err->code;
-        struct ctrd_client *c = ctrd_client(ctx->ctrd);
+        struct ctrd_client *c = ctrd_client(env->ctrd);
         if (ctrd_image_list(c, NULL, &l, err) < 0)
                 return cap_error_prefix(err, "list images");
         struct users u;
-        if (users_load(ctx, &u, err) < 0) {
+        if (users_load(env, &u, err) < 0) {
                 protobuf_c_message_free_unpacked(&l->base, NULL);
                 return err->code;
         }
@@ -558,16 +553,16 @@ int images_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err)
 {
-        struct serve_ctx *ctx = ctx_of(call);
+        const struct images_env *env = env_of(call);
         const Capsule__V1__ImageDeleteRequest *in = (const Capsule__V1__ImageDeleteRequest *)req;
         _cleanup_free_ char *name = NULL;
-        if (need_ctrd(ctx, err) < 0)
+        if (need_ctrd(env, err) < 0)
                 return err->code;
         if (!in->reference || !*in->reference)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "reference: required");
         if (image_ref_normalize(in->reference, &name, err) < 0)
                 return err->code;
-        struct ctrd_client *c = ctrd_client(ctx->ctrd);
+        struct ctrd_client *c = ctrd_client(env->ctrd);
         struct ctrd_descriptor target = {0};
         if (ctrd_image_get(c, name, &target, err) < 0) {
                 if (err->status == CAP_NOT_FOUND)
@@ -577,7 +572,7 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
         }
         ctrd_descriptor_clear(&target);
         struct users u;
-        if (users_load(ctx, &u, err) < 0)
+        if (users_load(env, &u, err) < 0)
                 return err->code;
         char used[512] = "";
         for (size_t i = 0; i < u.n; i++)
@@ -601,19 +596,19 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 
 /* ---- pull on first use ---- */
 
-int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolicy policy,
+int images_ensure(const struct images_env *env, const char *ref, Capsule__V1__PullPolicy policy,
                   char **digest, struct cap_error *err)
 {
         _cleanup_free_ char *name = NULL;
         if (digest)
                 *digest = NULL;
-        if (need_ctrd(ctx, err) < 0)
+        if (need_ctrd(env, err) < 0)
                 return err->code;
         if (image_ref_normalize(ref, &name, err) < 0)
                 return err->code;
         if (policy != CAPSULE__V1__PULL_POLICY__PULL_ALWAYS) {
                 struct ctrd_descriptor target = {0};
-                int r = ctrd_image_get(ctrd_client(ctx->ctrd), name, &target, err);
+                int r = ctrd_image_get(ctrd_client(env->ctrd), name, &target, err);
                 if (r == 0) {
                         if (digest)
                                 *digest = TAKE_PTR(target.digest);
@@ -632,7 +627,7 @@ int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolic
         }
         _cleanup_free_ char *pulled = NULL;
         struct registry_result res = {0};
-        if (pull(ctx, ref, &pulled, &res, err) < 0)
+        if (pull(env, ref, &pulled, &res, err) < 0)
                 return err->code;
         if (digest && !(*digest = strdup(res.digest)))
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");

@@ -13,11 +13,26 @@
 #include "common/error.h"
 #include "rpc/rpc.h"
 
-struct serve_ctx;
+struct ctrd;
+struct store;
+struct registry_opts;
 
 #define IMAGES_DEFAULT_MAX_ARCHIVE (4ull << 30) /* image push spool cap */
 
-/* Handlers; userdata is the struct serve_ctx. Push is RPC_CLIENT_STREAM, the others unary. */
+/* What the image functions work with, passed down by `capsuled serve` (no serve_ctx here). */
+struct images_env {
+        const char *root;           /* state directory: uploads are spooled under it */
+        struct ctrd *ctrd;          /* containerd's image store; NULL: FAILED_PRECONDITION */
+        struct store *store;        /* desired workloads, for used_by and delete checks */
+        uint64_t max_archive_bytes; /* image push upload cap; 0 = IMAGES_DEFAULT_MAX_ARCHIVE */
+        /* The registries in effect (the live machine config) for a pull: get fills *o (valid
+         * until put) and returns what put releases. */
+        void *(*registries_get)(void *ud, struct registry_opts *o);
+        void (*registries_put)(void *ud, void *hold);
+        void *registries_ud;
+};
+
+/* Handlers; userdata is a struct images_env. Push is RPC_CLIENT_STREAM, the others unary. */
 int images_push(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int images_pull(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                 struct cap_error *err);
@@ -30,5 +45,5 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
  * pull when absent; PULL_ALWAYS: pull every time; PULL_NEVER: FAILED_PRECONDITION when absent).
  * Returns the manifest digest (*digest malloc'd; may be NULL if not wanted). The containerd
  * image name is image_ref_normalize(ref). Blocks for the duration of a pull. */
-int images_ensure(struct serve_ctx *ctx, const char *ref, Capsule__V1__PullPolicy policy,
+int images_ensure(const struct images_env *env, const char *ref, Capsule__V1__PullPolicy policy,
                   char **digest, struct cap_error *err);

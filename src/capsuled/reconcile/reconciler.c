@@ -1,6 +1,7 @@
 /* Implementation of the reconciler (see reconciler.h). One thread runs the passes; a pass works
- * on up to RECONCILE_PARALLEL workloads at once (each on one thread at a time). Container
- * operations run without the state lock, status updates take it briefly. */
+ * on up to RECONCILE_PARALLEL workloads at once (each on one thread at a time). Driver
+ * operations run without the state lock, status updates take it briefly. It calls the drivers
+ * only through their ops tables (driver/driver.h): nothing here knows what kind a workload is. */
 #include "reconciler.h"
 
 #include <errno.h>
@@ -14,10 +15,8 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/manifest.h"
-#include "containerd/driver.h"
-#include "containerd/spec.h"
+#include "driver/driver.h"
 #include "logs/logs.h"
-#include "microvm/driver.h"
 #include "serve/events.h"
 #include "serve/serve.h"
 #include "store/store.h"
@@ -59,7 +58,7 @@ struct reconciler {
         bool kicked, stopping;
         uint64_t passes_started, passes_done;
         struct wl_state *states;
-        struct ctrd_events *events;
+        struct workload_driver *subscribed[DRIVER_KINDS]; /* exit events flow from these */
 };
 
 static int64_t mono_ns(void)
@@ -107,20 +106,17 @@ static void set_phase(struct reconciler *r, struct wl_state *s, Capsule__V1__Pha
         pthread_mutex_unlock(&r->lock);
 }
 
-static void on_ctrd_event(const struct ctrd_event *ev, void *ud)
+/* A driver's exit, OOM or resync event (on its thread): note an OOM, then look again. */
+static void on_driver_event(const struct driver_event *ev, void *ud)
 {
         struct reconciler *r = ud;
-        if (ev->kind == CTRD_EVENT_OOM && ev->container_id) {
+        if (ev->kind == DRIVER_EVENT_OOM && ev->name) {
                 pthread_mutex_lock(&r->lock);
-                struct wl_state *s = state_get(r, ev->container_id, false);
+                struct wl_state *s = state_get(r, ev->name, false);
                 if (s)
                         s->oom = true;
                 pthread_mutex_unlock(&r->lock);
         }
-        /* exec'd processes exiting do not change the workload */
-        if (ev->kind == CTRD_EVENT_EXIT && ev->exec_id && ev->container_id &&
-            strcmp(ev->exec_id, ev->container_id) != 0)
-                return;
         reconciler_kick(r);
 }
 
@@ -144,12 +140,12 @@ struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
 
 /* ---- one workload ------------------------------------------------------------------------- */
 
-/* The actual container of a workload, as listed by containerd. */
+/* What actually runs for a workload, as its driver lists it. */
 struct actual {
         char name[64];
-        bool vm; /* a microVM (microvm/driver.h), else a container */
+        struct workload_driver *drv; /* whose it is */
         uint64_t generation;
-        enum ctrd_task_state state;
+        enum driver_state state;
         uint32_t pid;
         uint32_t exit_status;
         int64_t exited_at_ns;
@@ -159,9 +155,10 @@ struct actual {
 struct actual_list {
         struct actual *v;
         size_t n, cap;
+        struct workload_driver *drv; /* the driver being listed */
 };
 
-static int collect_actual(const struct ctrd_workload *w, void *ud)
+static int collect_actual(const struct driver_workload *w, void *ud)
 {
         struct actual_list *l = ud;
         if (l->n == l->cap) {
@@ -174,26 +171,14 @@ static int collect_actual(const struct ctrd_workload *w, void *ud)
         }
         struct actual *a = &l->v[l->n++];
         memset(a, 0, sizeof(*a));
-        snprintf(a->name, sizeof(a->name), "%s", w->name ? w->name : w->id);
+        snprintf(a->name, sizeof(a->name), "%s", w->name);
+        a->drv = l->drv;
         a->generation = w->generation;
         a->state = w->state;
         a->pid = w->pid;
         a->exit_status = w->exit_status;
         a->exited_at_ns = w->exited_at_ns;
         return 0;
-}
-
-static int collect_vm(const struct vmd_workload *w, void *ud)
-{
-        struct ctrd_workload c = {.id = w->name, .name = w->name, .generation = w->generation,
-                                  .state = w->running ? CTRD_TASK_RUNNING : CTRD_TASK_STOPPED,
-                                  .pid = w->pid, .exit_status = (uint32_t)w->exit_code,
-                                  .exited_at_ns = w->exited_at_ns};
-        struct actual_list *l = ud;
-        int r = collect_actual(&c, ud);
-        if (r == 0)
-                l->v[l->n - 1].vm = true;
-        return r;
 }
 
 static struct actual *find_actual(struct actual_list *l, const char *name)
@@ -204,43 +189,25 @@ static struct actual *find_actual(struct actual_list *l, const char *name)
         return NULL;
 }
 
-/* Percent-encodes a path for use inside a binary:// URI query value. */
-static char *uri_escape(const char *s)
-{
-        size_t n = strlen(s);
-        char *out = malloc(n * 3 + 1), *o = out;
-        if (!out)
-                return NULL;
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                    strchr("/-_.~", *p))
-                        *o++ = (char)*p;
-                else
-                        o += sprintf(o, "%%%02X", *p);
-        }
-        *o = '\0';
-        return out;
-}
-
 /* The graceful stop of either kind: SIGTERM (through the guest agent for a microVM), grace,
  * SIGKILL. */
-static void stop_workload(struct reconciler *r, const char *name, bool vm)
+static void stop_workload(struct reconciler *r, const char *name, struct workload_driver *drv)
 {
         struct cap_error err = {0};
-        int rc = vm ? vmd_stop(r->ctx->vmd, name, RECONCILE_STOP_GRACE_MS, &err)
-                    : ctrd_container_stop(r->ctx->ctrd, name, RECONCILE_STOP_GRACE_MS, NULL, &err);
-        if (rc < 0)
+        (void)r;
+        if (drv->ops->stop(drv, name, RECONCILE_STOP_GRACE_MS, NULL, &err) < 0)
                 log_warn("stop %s: %s", name, err.msg);
 }
 
-/* Removes a workload's container or microVM. With detach, also its network and volume attachments (for
- * deletes and replacements); restarts of the same generation keep them, so the workload keeps
- * its address. */
-static void remove_container(struct reconciler *r, const char *name, bool vm, bool detach)
+/* Removes a workload's container or microVM. With detach, also its network and volume
+ * attachments (for deletes and replacements); restarts of the same generation keep them, so the
+ * workload keeps its address. */
+static void remove_workload(struct reconciler *r, const char *name, struct workload_driver *drv,
+                            bool detach)
 {
         struct cap_error err = {0};
-        if (vm ? vmd_remove(r->ctx->vmd, name, &err) < 0 : ctrd_container_remove(r->ctx->ctrd, name, &err) < 0)
-                log_warn("remove %s %s: %s", vm ? "microVM" : "container", name, err.msg);
+        if (drv->ops->remove(drv, name, &err) < 0)
+                log_warn("remove %s %s: %s", drv->noun, name, err.msg);
         if (detach)
                 serve_workload_detached(r->ctx, name);
 }
@@ -249,18 +216,27 @@ struct network_wait {
         struct serve_ctx *ctx;
         const Capsule__V1__WorkloadSpec *spec;
         struct serve_workload_env *env;
+        bool done;
         int64_t waited_ns;
 };
 
-/* ctrd_run.before_start: the network's plugins ran while the container and its task were being
- * created; the workload's process starts only once its network is up. */
-static int network_wait(void *ud, struct cap_error *err)
+/* driver_run.network_wait: the network's plugins ran while the driver was creating the
+ * workload; its process starts only once its network is up. Once done, answers again. */
+static int network_wait(void *ud, struct driver_network *net, struct cap_error *err)
 {
         struct network_wait *nw = ud;
-        int64_t t = mono_ns();
-        int r = serve_workload_attach_end(nw->ctx, nw->spec, nw->env, err);
-        nw->waited_ns = mono_ns() - t;
-        return r;
+        if (!nw->done) {
+                int64_t t = mono_ns();
+                int r = serve_workload_attach_end(nw->ctx, nw->spec, nw->env, err);
+                nw->waited_ns = mono_ns() - t;
+                if (r < 0)
+                        return r;
+                nw->done = true;
+        }
+        *net = (struct driver_network){.ip = nw->env->ip,
+                                       .prefix_len = nw->env->prefix_len,
+                                       .gateway = nw->env->gateway};
+        return 0;
 }
 
 /* Records that generation of the workload runs as pid. */
@@ -282,93 +258,15 @@ static void mark_running(struct reconciler *r, struct wl_state *s, const Capsule
                        (unsigned long long)generation);
 }
 
-struct image_rootfs {
-        struct ctrd *ctrd;
-        const char *chain_id;
-};
-
-/* vmd_run's view of the image: its unpacked rootfs, mounted read-only for the call. */
-static int with_image_rootfs(void *ctx, vmd_rootfs_fn fn, void *ud, struct cap_error *err)
-{
-        struct image_rootfs *ir = ctx;
-        return ctrd_image_with_rootfs(ir->ctrd, ir->chain_id, fn, ud, err);
-}
-
-/* Up to VM_MAX_DNS nameservers from the resolv.conf CNI wrote for the workload. */
-static size_t resolv_nameservers(const char *path, char out[][64], size_t max)
-{
-        _cleanup_fclose_ FILE *f = path ? fopen(path, "re") : NULL;
-        size_t n = 0;
-        char line[256];
-        while (f && n < max && fgets(line, sizeof(line), f))
-                if (sscanf(line, "nameserver %63s", out[n]) == 1)
-                        n++;
-        return n;
-}
-
-/* Starts the microVM of spec (the image is present and unpacked). Returns 0 or fills err. */
-static int run_vm(struct reconciler *r, struct wl_state *s, const Capsule__V1__WorkloadSpec *spec,
-                  uint64_t generation, const char *digest, const char *config_json, const char *chain_id,
-                  struct cap_error *err)
+/* Creates and starts the workload of spec through drv, setting up its network meanwhile.
+ * Returns 0 or fills err. */
+static int run_workload(struct reconciler *r, struct wl_state *s, struct workload_driver *drv,
+                        const Capsule__V1__WorkloadSpec *spec, uint64_t generation,
+                        struct cap_error *err)
 {
         struct serve_ctx *ctx = r->ctx;
-        if (spec->n_mounts)
-                return cap_error_set(err, -ENOTSUP, CAP_UNIMPLEMENTED,
-                                     "mounts: volumes are not attached to microVMs yet (a Container can mount them)");
-        set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating microVM");
-        struct serve_workload_env wenv = {0};
-        if (serve_workload_attach(ctx, spec, &wenv, err) < 0)
-                return -1;
-        _cleanup_free_ char *spec_json = NULL, *log_path = NULL;
-        struct spec_options so = {.workload = spec, .image_config_json = config_json, .pids_limit = 4096};
-        int rc = spec_generate(&so, &spec_json, err);
-        log_path = logs_path(ctx->root, spec->name);
-        if (rc == 0 && !log_path)
-                rc = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
-        char dns[VM_MAX_DNS][64];
-        struct image_rootfs ir = {.ctrd = ctx->ctrd, .chain_id = chain_id};
-        struct vmd_run run = {
-                .spec = spec,
-                .generation = generation,
-                .spec_json = spec_json,
-                .image_digest = digest,
-                .with_rootfs = with_image_rootfs,
-                .with_rootfs_ctx = &ir,
-                .netns_path = wenv.netns_path,
-                .ip = wenv.ip,
-                .prefix_len = wenv.prefix_len,
-                .gateway = wenv.gateway,
-                .log_path = log_path,
-        };
-        run.n_dns = resolv_nameservers(wenv.resolv_conf_path, dns, VM_MAX_DNS);
-        for (size_t i = 0; i < run.n_dns; i++)
-                run.dns[i] = dns[i];
-        uint32_t pid = 0;
-        if (rc == 0) {
-                rc = vmd_run(ctx->vmd, &run, &pid, err);
-                if (rc < 0 && err->status == CAP_ALREADY_EXISTS) {
-                        remove_container(r, spec->name, true, false);
-                        rc = vmd_run(ctx->vmd, &run, &pid, err);
-                }
-        }
-        if (rc < 0) {
-                serve_workload_env_free(&wenv);
-                serve_workload_detached(ctx, spec->name);
-                return rc;
-        }
-        mark_running(r, s, spec, generation, pid, wenv.ip);
-        serve_workload_env_free(&wenv);
-        return 0;
-}
-
-/* Creates and starts the container of spec, setting up its network meanwhile. Returns 0 or fills
- * err. */
-static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule__V1__WorkloadSpec *spec,
-                        uint64_t generation, struct cap_error *err)
-{
-        struct serve_ctx *ctx = r->ctx;
-        _cleanup_free_ char *config_json = NULL, *chain_id = NULL, *spec_json = NULL, *digest = NULL;
-        _cleanup_free_ char *log_path = NULL, *log_esc = NULL, *exe_esc = NULL, *log_uri = NULL;
+        _cleanup_free_ char *config_json = NULL, *chain_id = NULL, *digest = NULL;
+        _cleanup_free_ char *log_path = NULL;
 
         int64_t t0 = mono_ns();
         set_phase(r, s, CAPSULE__V1__PHASE__PULLING, "ensuring image %s", spec->image);
@@ -381,56 +279,41 @@ static int run_workload(struct reconciler *r, struct wl_state *s, const Capsule_
         pthread_mutex_lock(&r->lock);
         snprintf(s->image_digest, sizeof(s->image_digest), "%s", digest ? digest : "");
         pthread_mutex_unlock(&r->lock);
-        if (spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM)
-                return run_vm(r, s, spec, generation, digest, config_json, chain_id, err);
 
-        set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating container");
+        set_phase(r, s, CAPSULE__V1__PHASE__CREATING, "creating %s", drv->noun);
         int64_t t1 = mono_ns();
         struct serve_workload_env wenv = {0};
         if (serve_workload_attach_begin(ctx, spec, &wenv, err) < 0)
                 return -1;
         int64_t t2 = mono_ns();
-        struct spec_options so = {
-                .workload = spec,
-                .image_config_json = config_json,
-                .volume_sources = (const char *const *)wenv.volume_sources,
-                .netns_path = wenv.netns_path,
-                .hosts_path = wenv.hosts_path,
-                .resolv_conf_path = wenv.resolv_conf_path,
-                .pids_limit = 4096,
-        };
-        int rc = spec_generate(&so, &spec_json, err);
-        if (rc < 0) {
-                serve_workload_env_free(&wenv);
-                serve_workload_detached(ctx, spec->name);
-                return rc;
-        }
         log_path = logs_path(ctx->root, spec->name);
-        log_esc = log_path ? uri_escape(log_path) : NULL;
-        exe_esc = uri_escape(ctx->log_writer);
-        if (!log_esc || !exe_esc || asprintf(&log_uri, "binary://%s?log-writer=%s", exe_esc, log_esc) < 0) {
+        if (!log_path) {
                 serve_workload_env_free(&wenv);
                 serve_workload_detached(ctx, spec->name);
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
         struct network_wait nw = {.ctx = ctx, .spec = spec, .env = &wenv};
-        struct ctrd_run run = {
-                .name = spec->name,
+        struct driver_run run = {
+                .spec = spec,
                 .generation = generation,
-                .image = spec->image,
-                .spec_json = spec_json,
-                .chain_id = chain_id,
-                .stdout_path = log_uri,
-                .stderr_path = log_uri,
-                .before_start = network_wait,
-                .before_start_ud = &nw,
+                .image_digest = digest,
+                .image_config_json = config_json,
+                .image_chain_id = chain_id,
+                .volume_sources = (const char *const *)wenv.volume_sources,
+                .netns_path = wenv.netns_path,
+                .hosts_path = wenv.hosts_path,
+                .resolv_conf_path = wenv.resolv_conf_path,
+                .log_path = log_path,
+                .network_wait = network_wait,
+                .network_wait_ud = &nw,
         };
         uint32_t pid = 0;
-        rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
+        int rc = drv->ops->run(drv, &run, &pid, err);
         if (rc < 0 && err->status == CAP_ALREADY_EXISTS) {
-                /* a stale container of ours (e.g. half-created before a crash): replace it */
-                remove_container(r, spec->name, false, false);
-                rc = ctrd_container_run(ctx->ctrd, &run, &pid, err);
+                /* a stale one of ours (e.g. half-created before a crash): replace it */
+                cap_error_clear(err);
+                remove_workload(r, spec->name, drv, false);
+                rc = drv->ops->run(drv, &run, &pid, err);
         }
         if (rc < 0) {
                 serve_workload_env_free(&wenv);
@@ -543,27 +426,22 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
         if (!s->history_loaded)
                 history_load(r, s, w);
 
-        bool vm = spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM;
-        if (vm && !r->ctx->vmd) {
-                set_phase(r, s, CAPSULE__V1__PHASE__FAILED, "MicroVM workloads are not available on this capsule: %s",
-                          r->ctx->vmd_error);
-                return 0;
-        }
-        if (!r->ctx->ctrd) {
-                set_phase(r, s, CAPSULE__V1__PHASE__FAILED,
-                          "no container runtime: capsuled serve was started without --containerd");
+        const char *why = NULL;
+        struct workload_driver *drv = driver_for_kind(&r->ctx->drivers, spec->kind, &why);
+        if (!drv) {
+                set_phase(r, s, CAPSULE__V1__PHASE__FAILED, "%s", why);
                 return 0;
         }
         if (a) {
                 a->matched = true;
-                if (a->generation != w->generation || a->vm != vm) {
+                if (a->generation != w->generation || a->drv != drv) {
                         set_phase(r, s, CAPSULE__V1__PHASE__STOPPING, "replacing generation %llu with %llu",
                                   (unsigned long long)a->generation, (unsigned long long)w->generation);
                         events_publish(r->ctx->events, "workload", w->name, "replacing",
                                        "generation %llu -> %llu", (unsigned long long)a->generation,
                                        (unsigned long long)w->generation);
-                        stop_workload(r, w->name, a->vm);
-                        remove_container(r, w->name, a->vm, true);
+                        stop_workload(r, w->name, a->drv);
+                        remove_workload(r, w->name, a->drv, true);
                         pthread_mutex_lock(&r->lock);
                         s->restarts = 0;
                         s->backoff_s = 0;
@@ -571,7 +449,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         pthread_mutex_unlock(&r->lock);
                         history_save(r, s, w);
                         a = NULL;
-                } else if (a->state == CTRD_TASK_RUNNING && !s->force_restart) {
+                } else if (a->state == DRIVER_STATE_RUNNING && !s->force_restart) {
                         if (s->phase != CAPSULE__V1__PHASE__RUNNING) {
                                 /* first sight in this process (adoption): record its volume
                                  * attachments and network again; both are idempotent */
@@ -598,8 +476,8 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         pthread_mutex_unlock(&r->lock);
                         return 0;
                 } else if (s->force_restart) {
-                        stop_workload(r, w->name, a->vm);
-                        remove_container(r, w->name, a->vm, false);
+                        stop_workload(r, w->name, a->drv);
+                        remove_workload(r, w->name, a->drv, false);
                         pthread_mutex_lock(&r->lock);
                         s->force_restart = false;
                         s->backoff_s = 0;
@@ -624,7 +502,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                                           s->last_exit_reason, s->backoff_s);
                                 return s->next_try_mono_ns;
                         }
-                        remove_container(r, w->name, a->vm, false);
+                        remove_workload(r, w->name, a->drv, false);
                         pthread_mutex_lock(&r->lock);
                         s->restarts++;
                         pthread_mutex_unlock(&r->lock);
@@ -646,7 +524,7 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                           (long long)((s->next_try_mono_ns - now) / 1000000000LL + 1));
                 return s->next_try_mono_ns;
         }
-        if (run_workload(r, s, spec, w->generation, &err) < 0) {
+        if (run_workload(r, s, drv, spec, w->generation, &err) < 0) {
                 pthread_mutex_lock(&r->lock);
                 s->backoff_s = s->backoff_s ? s->backoff_s * 2 : 1;
                 if (s->backoff_s > RECONCILE_BACKOFF_MAX_SECONDS)
@@ -695,7 +573,7 @@ static void *pass_worker(void *arg)
 }
 
 /* reconcile_one for every desired workload, several at once (each one's work is mostly waiting
- * on containerd, runc and the CNI plugins), so that workloads applied together start together.
+ * on the drivers and the CNI plugins), so that workloads applied together start together.
  * Returns the earliest deadline asked for (0 = none). */
 static int64_t reconcile_all(struct reconciler *r, const struct store_workload *ws, size_t n,
                              struct actual_list *actual)
@@ -727,14 +605,16 @@ static int64_t reconcile_pass(struct reconciler *r)
                 return 0;
         }
         struct actual_list actual = {0};
-        if (r->ctx->ctrd && ctrd_list_workloads(r->ctx->ctrd, collect_actual, &actual, &err) < 0) {
-                log_warn("reconcile: list containers: %s", err.msg);
-                store_workloads_free(ws, n);
-                free(actual.v);
-                return mono_ns() + 2000000000LL; /* containerd away: look again soon */
+        for (size_t i = 0; i < DRIVER_KINDS; i++) {
+                struct workload_driver *drv = r->ctx->drivers.by_kind[i];
+                actual.drv = drv;
+                if (drv && drv->ops->list(drv, collect_actual, &actual, &err) < 0) {
+                        log_warn("reconcile: list %ss: %s", drv->noun, err.msg);
+                        store_workloads_free(ws, n);
+                        free(actual.v);
+                        return mono_ns() + 2000000000LL; /* driver away: look again soon */
+                }
         }
-        if (r->ctx->vmd && vmd_list(r->ctx->vmd, collect_vm, &actual, &err) < 0)
-                log_warn("reconcile: list microVMs: %s", err.msg);
         pthread_mutex_lock(&r->lock);
         for (struct wl_state *s = r->states; s; s = s->next)
                 s->seen = false;
@@ -748,8 +628,8 @@ static int64_t reconcile_pass(struct reconciler *r)
                 if (actual.v[i].matched)
                         continue;
                 log_info("reconcile: removing orphan %s", actual.v[i].name);
-                stop_workload(r, actual.v[i].name, actual.v[i].vm);
-                remove_container(r, actual.v[i].name, actual.v[i].vm, true);
+                stop_workload(r, actual.v[i].name, actual.v[i].drv);
+                remove_workload(r, actual.v[i].name, actual.v[i].drv, true);
                 events_publish(r->ctx->events, "workload", actual.v[i].name, "removed", "not desired");
         }
         /* forget states of workloads no longer desired */
@@ -796,12 +676,26 @@ static void *reconcile_thread(void *arg)
         return NULL;
 }
 
+static void unsubscribe_all(struct reconciler *r)
+{
+        for (size_t i = 0; i < DRIVER_KINDS; i++) {
+                if (r->subscribed[i])
+                        r->subscribed[i]->ops->unsubscribe_exits(r->subscribed[i]);
+                r->subscribed[i] = NULL;
+        }
+}
+
 int reconciler_start(struct reconciler *r, struct cap_error *err)
 {
-        if (r->ctx->ctrd) {
-                r->events = ctrd_events_subscribe(r->ctx->ctrd, on_ctrd_event, r, err);
-                if (!r->events)
-                        return cap_error_prefix(err, "subscribe to containerd events");
+        for (size_t i = 0; i < DRIVER_KINDS; i++) {
+                struct workload_driver *drv = r->ctx->drivers.by_kind[i];
+                if (!drv)
+                        continue;
+                if (drv->ops->subscribe_exits(drv, on_driver_event, r, err) < 0) {
+                        unsubscribe_all(r);
+                        return cap_error_prefix(err, "subscribe to %s events", drv->name);
+                }
+                r->subscribed[i] = drv;
         }
         if (pthread_create(&r->thread, NULL, reconcile_thread, r) != 0)
                 return cap_error_set(err, -EAGAIN, CAP_INTERNAL, "reconciler: cannot start thread");
@@ -814,7 +708,7 @@ void reconciler_free(struct reconciler *r)
 {
         if (!r)
                 return;
-        ctrd_events_stop(r->events);
+        unsubscribe_all(r);
         if (r->started) {
                 pthread_mutex_lock(&r->lock);
                 r->stopping = true;

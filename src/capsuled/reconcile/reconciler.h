@@ -1,13 +1,14 @@
-/* The reconciler: makes the actual workloads (containerd containers) match the desired ones
- * (the store), and keeps them so.
+/* The reconciler: makes the actual workloads (containers, microVMs) match the desired ones
+ * (the store), and keeps them so. It reaches them only through the workload drivers of
+ * serve_ctx.drivers (driver/driver.h), one per kind; a kind without a driver fails with its reason.
  *
  * Level-triggered: one thread runs a full pass on every kick (Apply, Delete, Restart), on every
- * task exit event from containerd, at the earliest backoff deadline, and every RESYNC seconds.
+ * exit event from a driver, at the earliest backoff deadline, and every RESYNC seconds.
  * Within a pass, up to RECONCILE_PARALLEL workloads are worked on at once, so that workloads
  * applied together start together rather than one after another.
- * A pass is idempotent: it adopts containers that already run the desired generation (after a
- * `capsuled serve` restart), replaces those of an older generation, removes orphans (labelled
- * capsule.workload but not desired), and restarts exited ones according to their restart policy
+ * A pass is idempotent: it adopts workloads that already run the desired generation (after a
+ * `capsuled serve` restart), replaces those of an older generation or another kind, removes
+ * orphans (listed by a driver but not desired), and restarts exited ones according to their restart policy
  * with exponential backoff (1 s doubling to 5 min; reset after 10 min running).
  *
  * Observed status (phase, pid, restarts, last exit, IP, message) lives in memory only: actual
@@ -29,9 +30,10 @@ struct reconciler;
 #define RECONCILE_PARALLEL 4
 
 struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err);
-/* Starts the thread (and the containerd event subscription when a driver is connected). */
+/* Starts the thread and subscribes to every driver's exit events. */
 int reconciler_start(struct reconciler *r, struct cap_error *err);
-/* Stops the thread; workloads keep running (they live in containerd's shims). Frees r. */
+/* Stops the thread and the subscriptions; workloads keep running (in containerd's shims, as
+ * QEMU processes). Frees r. */
 void reconciler_free(struct reconciler *r);
 
 /* Asks for a pass soon. Cheap; coalesces. */

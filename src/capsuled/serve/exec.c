@@ -1,5 +1,7 @@
-/* capsule.v1.Workloads/Exec: runs a command in a running container, streaming stdin in and
- * stdout/stderr out, with an optional TTY (resize supported), and ends with the exit code.
+/* capsule.v1.Workloads/Exec: runs a command in a running workload, streaming stdin in and
+ * stdout/stderr out, with an optional TTY (resize supported), and ends with the exit code. The
+ * process is started and waited for through the exec ops of the workload's driver
+ * (driver/driver.h), connected to FIFOs made here.
  *
  * Three threads per exec: this handler reads the client's messages (stdin, resize, half-close);
  * a pump thread copies the process's output FIFOs to the client; a waiter thread waits for the
@@ -22,8 +24,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/names.h"
-#include "containerd/client.h"
-#include "containerd/driver.h"
+#include "driver/driver.h"
 #include "serve.h"
 
 #define EXEC_DRAIN_MS 2000
@@ -33,6 +34,8 @@ static atomic_uint exec_counter;
 struct exec_session {
         struct serve_ctx *ctx;
         struct rpc_call *call;
+        struct workload_driver *drv; /* the workload's kind's */
+        struct driver_exec *x;       /* the process, once started */
         char name[64];
         char exec_id[32];
         char dir[4096];
@@ -50,7 +53,7 @@ static void *waiter_thread(void *arg)
         struct exec_session *s = arg;
         struct cap_error err = {0};
         uint32_t status = 255;
-        if (ctrd_exec_wait(s->ctx->ctrd, s->name, s->exec_id, 0, &status, &err) < 0)
+        if (s->drv->ops->exec_wait(s->drv, s->x, 0, &status, &err) < 0)
                 log_warn("exec %s/%s: wait: %s", s->name, s->exec_id, err.msg);
         s->exit_status = status;
         atomic_store(&s->exited, true);
@@ -156,9 +159,17 @@ static int exec_begin(struct exec_session *s, const Capsule__V1__ExecStart *st, 
         struct store_workload w;
         if (store_get_workload(ctx->store, st->name, &w, err) < 0)
                 return err->code;
+        Capsule__V1__WorkloadSpec *spec =
+            capsule__v1__workload_spec__unpack(NULL, w.spec_len, w.spec);
         store_workload_free(&w);
-        if (!ctx->ctrd)
-                return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION, "no container runtime");
+        if (!spec)
+                return cap_error_set(err, -EIO, CAP_INTERNAL,
+                                     "workload %s: stored spec does not decode", st->name);
+        const char *why = NULL;
+        s->drv = driver_for_kind(&ctx->drivers, spec->kind, &why);
+        capsule__v1__workload_spec__free_unpacked(spec, NULL);
+        if (!s->drv)
+                return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION, "%s", why);
         snprintf(s->name, sizeof(s->name), "%s", st->name);
         snprintf(s->exec_id, sizeof(s->exec_id), "exec-%u-%u", (unsigned)getpid(), atomic_fetch_add(&exec_counter, 1));
         s->tty = st->tty;
@@ -201,7 +212,7 @@ static int exec_begin(struct exec_session *s, const Capsule__V1__ExecStart *st, 
                 env[ne++] = st->env[i];
         if (s->tty)
                 env[ne++] = "TERM=xterm";
-        struct ctrd_exec_req req = {
+        struct driver_exec_req req = {
                 .name = s->name,
                 .exec_id = s->exec_id,
                 .argv = argv,
@@ -210,15 +221,15 @@ static int exec_begin(struct exec_session *s, const Capsule__V1__ExecStart *st, 
                 .stdin_path = st->stdin ? s->stdin_path : NULL,
                 .stdout_path = s->stdout_path,
                 .stderr_path = s->tty ? NULL : s->stderr_path,
+                .cols = st->cols,
+                .rows = st->rows,
         };
         uint32_t pid = 0;
-        int r = ctrd_exec(ctx->ctrd, &req, &pid, err);
+        int r = driver_exec_start(s->drv, &req, &s->x, &pid, err);
         free(argv);
         free(env);
         if (r < 0)
                 return r;
-        if (s->tty && st->rows && st->cols)
-                ctrd_exec_resize(ctx->ctrd, s->name, s->exec_id, st->cols, st->rows, NULL);
         log_info("exec name=%s id=%s pid=%u tty=%d argv0=%s", s->name, s->exec_id, pid, s->tty, st->command[0]);
         return 0;
 }
@@ -244,7 +255,7 @@ static void close_stdin(struct exec_session *s)
                 close(s->stdin_fd);
                 s->stdin_fd = -1;
                 struct cap_error err = {0};
-                ctrd_exec_close_stdin(s->ctx->ctrd, s->name, s->exec_id, &err);
+                s->drv->ops->exec_close_stdin(s->drv, s->x, &err);
         }
 }
 
@@ -312,8 +323,8 @@ int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct ca
                         break;
                 case CAPSULE__V1__EXEC_REQUEST__MSG_RESIZE:
                         if (s->tty && q->resize)
-                                ctrd_exec_resize(s->ctx->ctrd, s->name, s->exec_id, q->resize->cols, q->resize->rows,
-                                                 NULL);
+                                s->drv->ops->exec_resize(s->drv, s->x, q->resize->cols,
+                                                         q->resize->rows, NULL);
                         break;
                 case CAPSULE__V1__EXEC_REQUEST__MSG_CLOSE_STDIN: close_stdin(s); break;
                 default: break;
@@ -324,17 +335,15 @@ int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct ca
         if (r < 0 && !atomic_load(&s->exited)) {
                 /* the client went away: do not leave its process behind */
                 struct cap_error kerr = {0};
-                ctrd_task_kill(ctrd_client(s->ctx->ctrd), s->name, s->exec_id, SIGKILL, false, &kerr);
+                s->drv->ops->exec_kill(s->drv, s->x, SIGKILL, &kerr);
         }
 out:
         if (s->pump_started)
                 pthread_join(s->pump, NULL);
         else if (s->waiter_started)
                 pthread_join(s->waiter, NULL);
-        if (started) {
-                struct cap_error derr = {0};
-                ctrd_exec_delete(s->ctx->ctrd, s->name, s->exec_id, &derr);
-        }
+        if (started)
+                s->drv->ops->exec_delete(s->drv, s->x);
         session_cleanup(s);
         free(s);
         return rc;

@@ -9,6 +9,7 @@
 #include "containerd/driver.h"
 #include "images/images.h"
 #include "images/reference.h"
+#include "images/registry.h"
 #include "net/cni.h"
 #include "serve.h"
 #include "volume/volume.h"
@@ -16,17 +17,33 @@
 int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
                        char **digest, char **config_json, char **chain_id, struct cap_error *err)
 {
-        if (!ctx->ctrd)
+        if (!ctx->image_store)
                 return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION, "no container runtime");
         /* present (pulled on first use per policy), then unpacked under its normalised name */
-        if (images_ensure(ctx, image, policy, digest, err) < 0)
+        if (images_ensure(&ctx->images, image, policy, digest, err) < 0)
                 return err->code;
         char *name = NULL;
         if (image_ref_normalize(image, &name, err) < 0)
                 return err->code;
-        int r = ctrd_image_ensure_unpacked(ctx->ctrd, name, config_json, chain_id, err);
+        int r = ctrd_image_ensure_unpacked(ctx->image_store, name, config_json, chain_id, err);
         free(name);
         return r;
+}
+
+void *serve_registries_get(void *ud, struct registry_opts *o)
+{
+        struct serve_config_ref *cfg = serve_config_get(ud);
+        *o = (struct registry_opts){.insecure = cfg->c.insecure_registries,
+                                    .n_insecure = cfg->c.n_insecure_registries,
+                                    .ca_pem = cfg->c.registry_ca_pem,
+                                    .auth = cfg->c.registry_auth,
+                                    .n_auth = cfg->c.n_registry_auth};
+        return cfg;
+}
+
+void serve_registries_put(void *ud, void *hold)
+{
+        serve_config_put(ud, hold);
 }
 
 /* Attaches every mounted volume (recording the use, so `volume rm` is refused) and collects the

@@ -15,6 +15,8 @@
 #include "common/log.h"
 #include "containerd/driver.h"
 #include "containerd/spec.h"
+#include "containerd/workload_driver.h"
+#include "driver/microvm.h"
 #include "microvm/driver.h"
 #include "reconcile/reconciler.h"
 #include "serve.h"
@@ -127,21 +129,35 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
         return 0;
 }
 
-static void vm_exited(const char *name, void *ud)
+/* Why a kind has no driver: the reason a workload of that kind fails with. */
+static void driver_unavailable(struct serve_ctx *ctx, Capsule__V1__WorkloadKind kind,
+                               const char *why)
 {
-        struct serve_ctx *ctx = ud;
-        (void)name;
-        if (ctx->rec)
-                reconciler_kick(ctx->rec);
+        int i = driver_kind_index(kind);
+        snprintf(ctx->drivers.unavailable[i], sizeof(ctx->drivers.unavailable[i]), "%s", why);
 }
 
-/* The microVM driver, when this capsule can run microVMs: containerd (images), QEMU, a guest
- * kernel and initramfs. Otherwise ctx->vmd stays NULL and vmd_error says why (MicroVM workloads
- * then fail with that reason). */
-static void vms_start(struct serve_ctx *ctx, const struct serve_opts *o)
+/* The container driver, over containerd's connection, when there is one. */
+static int containers_start(struct serve_ctx *ctx, struct cap_error *err)
+{
+        if (!ctx->image_store) {
+                driver_unavailable(ctx, CAPSULE__V1__WORKLOAD_KIND__CONTAINER,
+                                   "no container runtime: capsuled serve was started without "
+                                   "--containerd");
+                return 0;
+        }
+        struct workload_driver *d = containerd_driver_new(ctx->image_store, ctx->log_writer, err);
+        if (!d)
+                return -1;
+        ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__CONTAINER)] = d;
+        return 0;
+}
+
+/* The microVM driver, or ctx->vmd_error set. */
+static void vms_try_start(struct serve_ctx *ctx, const struct serve_opts *o)
 {
         struct cap_error err = {0};
-        if (!ctx->ctrd) {
+        if (!ctx->image_store) {
                 snprintf(ctx->vmd_error, sizeof(ctx->vmd_error),
                          "no image store: capsuled serve was started without --containerd");
                 return;
@@ -166,14 +182,28 @@ static void vms_start(struct serve_ctx *ctx, const struct serve_opts *o)
             .accel_cache = accel_cache,
             .cgroup_root = v2 ? "/sys/fs/cgroup" SPEC_CGROUP_PARENT : NULL,
         };
-        ctx->vmd = vmd_new(&vc, vm_exited, ctx, &err);
-        if (!ctx->vmd) {
+        struct workload_driver *d = microvm_driver_new(&vc, ctx->image_store, &err);
+        if (!d) {
                 snprintf(ctx->vmd_error, sizeof(ctx->vmd_error), "%s", err.msg);
                 log_warn("microVMs unavailable: %s", err.msg);
                 return;
         }
-        log_info("microVMs: kernel %s, initramfs %s, guest channel %s", kernel, initrd,
-                 vmd_has_vsock(ctx->vmd) ? "vsock" : "none (no /dev/vhost-vsock: no exec)");
+        ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)] = d;
+        ctx->vmd = microvm_driver_vmd(d);
+}
+
+/* The microVM driver, when this capsule can run microVMs: containerd (images), QEMU, a guest
+ * kernel and initramfs. Otherwise the kind has no driver and vmd_error says why (MicroVM
+ * workloads then fail with that reason). */
+static void vms_start(struct serve_ctx *ctx, const struct serve_opts *o)
+{
+        vms_try_start(ctx, o);
+        if (!ctx->vmd) {
+                char why[sizeof(ctx->vmd_error) + 64];
+                snprintf(why, sizeof(why),
+                         "MicroVM workloads are not available on this capsule: %s", ctx->vmd_error);
+                driver_unavailable(ctx, CAPSULE__V1__WORKLOAD_KIND__MICROVM, why);
+        }
 }
 
 /* Writes the port atomically so a reader never sees a partial number. */
@@ -262,14 +292,24 @@ static int run(struct serve_opts *o)
                 goto out;
         }
         if (o->containerd) {
-                ctx.ctrd = ctrd_connect(o->containerd, &err);
-                if (!ctx.ctrd) {
+                ctx.image_store = ctrd_connect(o->containerd, &err);
+                if (!ctx.image_store) {
                         log_error("containerd %s: %s", o->containerd, err.msg);
                         goto out;
                 }
         }
+        if (containers_start(&ctx, &err) < 0) {
+                log_error("containers: %s", err.msg);
+                goto out;
+        }
         /* Volumes and networking (volume/, net/): before the reconciler, which uses them. */
-        volumes_start(&ctx);
+        volumes_start(o->root, o->os_mode, ctx.store, &ctx.volumes);
+        ctx.images = (struct images_env){.root = o->root,
+                                         .ctrd = ctx.image_store,
+                                         .store = ctx.store,
+                                         .registries_get = serve_registries_get,
+                                         .registries_put = serve_registries_put,
+                                         .registries_ud = &ctx};
         ctx.cni = cni_config_new(o->root, o->os_mode, &err);
         if (!ctx.cni) {
                 log_error("networking: %s", err.msg);
@@ -318,8 +358,9 @@ static int run(struct serve_opts *o)
 out:
         rpc_server_shutdown(ctx.server, 2000);
         reconciler_free(ctx.rec);
-        vmd_free(ctx.vmd);
-        ctrd_free(ctx.ctrd);
+        driver_table_free(&ctx.drivers);
+        ctx.vmd = NULL;
+        ctrd_free(ctx.image_store);
         events_free(ctx.events);
         volumes_close(ctx.volumes);
         cni_config_destroy(ctx.cni);

@@ -9,6 +9,8 @@
 
 #include "capsule/v1/workloads.pb-c.h"
 #include "common/config.h"
+#include "driver/driver.h"
+#include "images/images.h"
 #include "rpc/rpc.h"
 #include "store/store.h"
 
@@ -40,15 +42,22 @@ struct serve_ctx {
         char self_exe[4096];   /* this binary, for the shim's log-writer (binary:// URI) */
         char log_writer[4096]; /* what the shim runs as log writer: capsule-log-writer, or self_exe
                                 */
-        struct ctrd *ctrd;     /* containerd driver, NULL without --containerd */
-        struct vmd *vmd;       /* microVM driver (microvm/driver.h), NULL when unavailable ... */
-        char vmd_error[512];   /* ... and why */
+        /* The workload drivers, one per kind (driver/driver.h): only the reconciler runs,
+         * stops and lists workloads, through them; exec and `top` use their exec and cgroup
+         * ops. A kind without a driver has the reason in drivers.unavailable. */
+        struct driver_table drivers;
+        /* containerd's content and image store (containerd/driver.h), for images/ and the
+         * microVM driver's root disks; NULL without --containerd. The container driver uses
+         * the same connection. */
+        struct ctrd *image_store;
+        struct vmd *vmd;       /* microVM exec (exec_vm.c), owned by drivers: NULL when ... */
+        char vmd_error[512];   /* ... unavailable, and why */
         struct event_bus *events;
         struct reconciler *rec;
         /* volumes + networking (src/capsuled/volume, src/capsuled/net): set up in run() */
         struct volumes *volumes; /* NULL if volumes failed to start (API answers UNAVAILABLE) */
         struct cni_config *cni;  /* CNI network for workloads (net/cni.h) */
-        uint64_t image_max_archive_bytes; /* image push upload cap; 0 = 4 GiB (images/images.h) */
+        struct images_env images; /* what images/ works with (userdata of the Images methods) */
 };
 
 /* ---- runtime glue (runtime.c): where images, volumes and networking meet the reconciler ---- */
@@ -66,6 +75,9 @@ struct serve_workload_env {
         struct cni_setup_job *net_job; /* network setup still running (attach_begin .. _end) */
 };
 
+/* images_env's registries_get/put: the live machine config's registries, held while in use. */
+void *serve_registries_get(void *ud, struct registry_opts *o);
+void serve_registries_put(void *ud, void *hold);
 /* Makes sure spec's image is present and unpacked (pulling per pull_policy); returns its
  * manifest digest, its OCI config JSON and the chain id of its top layer (all malloc'd). */
 int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,

@@ -1,6 +1,8 @@
 /* The whole capsule.v1 API surface in one table. Methods whose handler is NULL answer
  * UNIMPLEMENTED (after authorization), so later work only fills in handlers. RPC_METHOD_MUTATING
  * marks what the reader role may not call. */
+#include <string.h>
+
 #include "capsule/v1/images.pb-c.h"
 #include "capsule/v1/system.pb-c.h"
 #include "capsule/v1/updates.pb-c.h"
@@ -74,10 +76,15 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
             {"/capsule.v1.Updates/Rollback", RPC_UNARY, D(update_rollback_request),
              D(update_rollback_response), M},
         };
+        /* images/ and volume/ take their own context, not the serve_ctx */
         struct rpc_method with_ctx[ARRAY_SIZE(methods)];
         for (size_t i = 0; i < ARRAY_SIZE(methods); i++) {
                 with_ctx[i] = methods[i];
                 with_ctx[i].userdata = ctx;
+                if (strncmp(methods[i].path, "/capsule.v1.Images/", 19) == 0)
+                        with_ctx[i].userdata = &ctx->images;
+                else if (strncmp(methods[i].path, "/capsule.v1.Volumes/", 20) == 0)
+                        with_ctx[i].userdata = ctx->volumes;
         }
         return rpc_server_add_methods(srv, with_ctx, ARRAY_SIZE(with_ctx), err);
 }

@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "common/manifest.h"
 #include "common/names.h"
-#include "containerd/spec.h"
+#include "driver/driver.h"
 #include "logs/logs.h"
 #include "reconcile/reconciler.h"
 #include "serve/cgstats.h"
@@ -38,12 +38,15 @@ workload_message(struct serve_ctx *ctx, const struct store_workload *w, struct c
         capsule__v1__workload__init(m);
         m->spec = capsule__v1__workload_spec__unpack(NULL, w->spec_len, w->spec);
         m->status = reconciler_status(ctx->rec, w->name);
-        if (m->status && m->status->phase == CAPSULE__V1__PHASE__RUNNING) {
+        struct workload_driver *drv =
+            m->spec ? driver_for_kind(&ctx->drivers, m->spec->kind, NULL) : NULL;
+        if (m->status && m->status->phase == CAPSULE__V1__PHASE__RUNNING && drv) {
                 char cg[300];
                 struct cgroup_stats st;
                 struct timespec now;
-                snprintf(cg, sizeof(cg), SPEC_CGROUP_PARENT "/%s", w->name);
-                if (cgroup_stats_read("/sys/fs/cgroup", cg, &st) == 0) {
+                /* the driver says which cgroup accounts for the workload */
+                if (drv->ops->cgroup_path(drv, w->name, cg, sizeof(cg)) == 0 &&
+                    cgroup_stats_read("/sys/fs/cgroup", cg, &st) == 0) {
                         clock_gettime(CLOCK_REALTIME, &now);
                         m->status->memory_bytes = st.memory_bytes;
                         m->status->cpu_usage_usec = st.cpu_usage_usec;

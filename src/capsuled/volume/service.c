@@ -7,7 +7,7 @@
 
 #include "capsule/v1/volumes.pb-c.h"
 #include "common/log.h"
-#include "serve/serve.h"
+#include "store/store.h"
 #include "service.h"
 #include "volume.h"
 
@@ -19,12 +19,12 @@
 
 static struct volumes *ctx_volumes(struct rpc_call *call, struct cap_error *err)
 {
-        struct serve_ctx *ctx = rpc_call_method(call)->userdata;
-        if (!ctx->volumes)
+        struct volumes *v = rpc_call_method(call)->userdata;
+        if (!v)
                 cap_error_set(err, -ENODEV, CAP_UNAVAILABLE,
                               "volumes are not available on this capsule "
                               "(see capsuled's log for why they failed to start)");
-        return ctx->volumes;
+        return v;
 }
 
 static int oom(struct cap_error *err)
@@ -130,9 +130,10 @@ int volumes_rpc_resize(struct rpc_call *call, const ProtobufCMessage *req, Proto
 
 /* On a Capsule (--os) with VG capsule and its thin pool: thin LVs (lvm.c); else (host mode, or
  * an OS whose pool could not be made) a sparse file per volume under ROOT/volumes (file.c). */
-static int open_backend(struct serve_ctx *ctx, struct volume_backend **b, struct cap_error *err)
+static int open_backend(const char *root, bool os_mode, struct volume_backend **b,
+                        struct cap_error *err)
 {
-        if (ctx->os_mode) {
+        if (os_mode) {
                 int r = volume_lvm_backend_new(VOLUMES_LVM_VG, VOLUMES_LVM_POOL,
                                                VOLUMES_LVM_MOUNT_DIR, b, err);
                 if (r == 0) {
@@ -141,11 +142,11 @@ static int open_backend(struct serve_ctx *ctx, struct volume_backend **b, struct
                         return 0;
                 }
                 log_warn("volumes: %s; falling back to file volumes under %s/volumes", err->msg,
-                         ctx->root);
+                         root);
                 cap_error_clear(err);
         }
         char *dir = NULL;
-        if (asprintf(&dir, "%s/volumes", ctx->root) < 0)
+        if (asprintf(&dir, "%s/volumes", root) < 0)
                 return -ENOMEM;
         int r = volume_file_backend_new(dir, b, err);
         if (r == 0)
@@ -154,20 +155,21 @@ static int open_backend(struct serve_ctx *ctx, struct volume_backend **b, struct
         return r;
 }
 
-int volumes_start(struct serve_ctx *ctx)
+int volumes_start(const char *root, bool os_mode, struct store *store, struct volumes **out)
 {
         struct cap_error err = {0};
         struct volume_backend *b = NULL;
-        int r = open_backend(ctx, &b, &err);
+        *out = NULL;
+        int r = open_backend(root, os_mode, &b, &err);
         if (r == 0)
-                r = volumes_open(ctx->store, b, &ctx->volumes, &err);
+                r = volumes_open(store, b, out, &err);
         if (r < 0) {
                 log_error("volumes: %s (the Volumes API answers UNAVAILABLE)",
                           r == -ENOMEM && !err.msg[0] ? "out of memory" : err.msg);
                 return r;
         }
         /* Per-volume failures are logged; the others stay usable. */
-        if (volumes_recover(ctx->volumes, &err) < 0)
+        if (volumes_recover(*out, &err) < 0)
                 log_error("volumes: recovery: %s", err.msg);
         return 0;
 }

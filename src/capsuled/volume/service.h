@@ -1,16 +1,20 @@
 /* capsule.v1.Volumes handlers and the volume manager's start-up in `capsuled serve`
- * (service.c). The handlers take the struct serve_ctx as the method's userdata. */
+ * (service.c). The handlers take the struct volumes (NULL when volumes failed to start: they
+ * answer UNAVAILABLE) as the method's userdata. */
 #pragma once
+
+#include <stdbool.h>
 
 #include "rpc/rpc.h"
 
-struct serve_ctx;
+struct store;
+struct volumes;
 
-/* Opens the volume manager into ctx->volumes (LVM thin backend on a Capsule with its pool, else
- * the file backend under ROOT/volumes) and recovers
- * volumes from the store (mounts them, finishes or discards interrupted changes). Returns
- * negative only when volumes are unusable; ctx->volumes stays NULL then. */
-int volumes_start(struct serve_ctx *ctx);
+/* Opens the volume manager into *out (LVM thin backend on a Capsule (os_mode) with its pool,
+ * else the file backend under ROOT/volumes) and recovers volumes from the store (mounts them,
+ * finishes or discards interrupted changes). Returns negative only when volumes are unusable;
+ * *out is NULL then. */
+int volumes_start(const char *root, bool os_mode, struct store *store, struct volumes **out);
 
 int volumes_rpc_create(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                        struct cap_error *err);

@@ -1,0 +1,310 @@
+/* The containerd driver behind the workload driver interface (driver/driver.h): a thin adapter
+ * from its ops to driver.h's ctrd_* calls. What is container-specific lives here: the OCI runtime
+ * spec (spec.c), the shim's log writer URI, the network wait between task creation and start,
+ * exec over FIFOs, OOM events from containerd and the cgroup SPEC_CGROUP_PARENT/NAME. */
+#include "workload_driver.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "driver.h"
+#include "driver/driver.h"
+#include "spec.h"
+
+struct ctrd_driver {
+        struct workload_driver base;
+        struct ctrd *c;
+        char *log_writer;
+        struct ctrd_events *events;
+        driver_event_fn fn;
+        void *ud;
+};
+
+static struct ctrd_driver *of(struct workload_driver *d)
+{
+        return d->state;
+}
+
+/* Percent-encodes a path for use inside a binary:// URI query value. */
+static char *uri_escape(const char *s)
+{
+        size_t n = strlen(s);
+        char *out = malloc(n * 3 + 1), *o = out;
+        if (!out)
+                return NULL;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                    (*p >= '0' && *p <= '9') || strchr("/-_.~", *p))
+                        *o++ = (char)*p;
+                else
+                        o += sprintf(o, "%%%02X", *p);
+        }
+        *o = '\0';
+        return out;
+}
+
+/* ctrd_run.before_start: the network's plugins ran while the container and its task were being
+ * created; the workload's process starts only once its network is up. */
+static int network_wait(void *ud, struct cap_error *err)
+{
+        const struct driver_run *run = ud;
+        struct driver_network net = {0};
+        return run->network_wait(run->network_wait_ud, &net, err);
+}
+
+static int cd_run(struct workload_driver *d, const struct driver_run *run, uint32_t *pid,
+                  struct cap_error *err)
+{
+        struct ctrd_driver *cd = of(d);
+        const Capsule__V1__WorkloadSpec *spec = run->spec;
+        _cleanup_free_ char *spec_json = NULL, *log_esc = NULL, *exe_esc = NULL, *log_uri = NULL;
+        struct spec_options so = {
+            .workload = spec,
+            .image_config_json = run->image_config_json,
+            .volume_sources = run->volume_sources,
+            .netns_path = run->netns_path,
+            .hosts_path = run->hosts_path,
+            .resolv_conf_path = run->resolv_conf_path,
+            .pids_limit = 4096,
+        };
+        int rc = spec_generate(&so, &spec_json, err);
+        if (rc < 0)
+                return rc;
+        log_esc = run->log_path ? uri_escape(run->log_path) : NULL;
+        exe_esc = uri_escape(cd->log_writer);
+        if (!log_esc || !exe_esc ||
+            asprintf(&log_uri, "binary://%s?log-writer=%s", exe_esc, log_esc) < 0)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        struct ctrd_run cr = {
+            .name = spec->name,
+            .generation = run->generation,
+            .image = spec->image,
+            .spec_json = spec_json,
+            .chain_id = run->image_chain_id,
+            .stdout_path = log_uri,
+            .stderr_path = log_uri,
+            .before_start = run->network_wait ? network_wait : NULL,
+            .before_start_ud = (void *)run,
+        };
+        return ctrd_container_run(cd->c, &cr, pid, err);
+}
+
+static int cd_stop(struct workload_driver *d, const char *name, int grace_ms, uint32_t *exit_status,
+                   struct cap_error *err)
+{
+        return ctrd_container_stop(of(d)->c, name, grace_ms, exit_status, err);
+}
+
+static int cd_remove(struct workload_driver *d, const char *name, struct cap_error *err)
+{
+        return ctrd_container_remove(of(d)->c, name, err);
+}
+
+struct list_ctx {
+        driver_workload_fn fn;
+        void *ud;
+};
+
+static int list_one(const struct ctrd_workload *w, void *ud)
+{
+        struct list_ctx *l = ud;
+        struct driver_workload dw = {
+            .name = w->name ? w->name : w->id,
+            .generation = w->generation,
+            .pid = w->pid,
+            .exit_status = w->exit_status,
+            .exited_at_ns = w->exited_at_ns,
+        };
+        switch (w->state) {
+        case CTRD_TASK_RUNNING:
+                dw.state = DRIVER_STATE_RUNNING;
+                break;
+        case CTRD_TASK_STOPPED:
+                dw.state = DRIVER_STATE_EXITED;
+                break;
+        case CTRD_TASK_NONE:
+        case CTRD_TASK_CREATED:
+                dw.state = DRIVER_STATE_CREATED;
+                break;
+        default:
+                dw.state = DRIVER_STATE_UNKNOWN;
+                break;
+        }
+        return l->fn(&dw, l->ud);
+}
+
+static int cd_list(struct workload_driver *d, driver_workload_fn fn, void *ud,
+                   struct cap_error *err)
+{
+        struct list_ctx l = {.fn = fn, .ud = ud};
+        return ctrd_list_workloads(of(d)->c, list_one, &l, err);
+}
+
+static void on_event(const struct ctrd_event *ev, void *ud)
+{
+        struct ctrd_driver *cd = ud;
+        struct driver_event out = {
+            .name = ev->container_id, .exit_status = ev->exit_status, .time_ns = ev->time_ns};
+        switch (ev->kind) {
+        case CTRD_EVENT_EXIT:
+                /* exec'd processes exiting do not end the workload */
+                if (ev->exec_id && ev->container_id && strcmp(ev->exec_id, ev->container_id) != 0)
+                        return;
+                out.kind = DRIVER_EVENT_EXIT;
+                break;
+        case CTRD_EVENT_OOM:
+                out.kind = DRIVER_EVENT_OOM;
+                break;
+        case CTRD_EVENT_RESUBSCRIBED:
+                out.kind = DRIVER_EVENT_RESYNC;
+                out.name = NULL;
+                break;
+        default:
+                return;
+        }
+        cd->fn(&out, cd->ud);
+}
+
+static int cd_subscribe(struct workload_driver *d, driver_event_fn fn, void *ud,
+                        struct cap_error *err)
+{
+        struct ctrd_driver *cd = of(d);
+        if (cd->events)
+                return cap_error_set(err, -EBUSY, CAP_INTERNAL, "containerd events: subscribed");
+        cd->fn = fn;
+        cd->ud = ud;
+        cd->events = ctrd_events_subscribe(cd->c, on_event, cd, err);
+        return cd->events ? 0 : -EIO;
+}
+
+static void cd_unsubscribe(struct workload_driver *d)
+{
+        struct ctrd_driver *cd = of(d);
+        ctrd_events_stop(cd->events);
+        cd->events = NULL;
+}
+
+/* ---- exec: Tasks.Exec with the caller's FIFOs ---- */
+
+struct driver_exec {
+        char name[64];
+        char exec_id[64];
+};
+
+static int cd_exec_start(struct workload_driver *d, const struct driver_exec_req *req,
+                         struct driver_exec **out, uint32_t *pid, struct cap_error *err)
+{
+        struct ctrd_driver *cd = of(d);
+        struct driver_exec *x = calloc(1, sizeof(*x));
+        if (!x)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        snprintf(x->name, sizeof(x->name), "%s", req->name);
+        snprintf(x->exec_id, sizeof(x->exec_id), "%s", req->exec_id);
+        struct ctrd_exec_req cr = {
+            .name = req->name,
+            .exec_id = req->exec_id,
+            .argv = req->argv,
+            .env_extra = req->env_extra,
+            .tty = req->tty,
+            .stdin_path = req->stdin_path,
+            .stdout_path = req->stdout_path,
+            .stderr_path = req->tty ? NULL : req->stderr_path,
+        };
+        int r = ctrd_exec(cd->c, &cr, pid, err);
+        if (r < 0) {
+                free(x);
+                return r;
+        }
+        if (req->tty && req->rows && req->cols)
+                ctrd_exec_resize(cd->c, x->name, x->exec_id, req->cols, req->rows, NULL);
+        *out = x;
+        return 0;
+}
+
+static int cd_exec_resize(struct workload_driver *d, struct driver_exec *x, uint32_t cols,
+                          uint32_t rows, struct cap_error *err)
+{
+        return ctrd_exec_resize(of(d)->c, x->name, x->exec_id, cols, rows, err);
+}
+
+static int cd_exec_close_stdin(struct workload_driver *d, struct driver_exec *x,
+                               struct cap_error *err)
+{
+        return ctrd_exec_close_stdin(of(d)->c, x->name, x->exec_id, err);
+}
+
+static int cd_exec_wait(struct workload_driver *d, struct driver_exec *x, int timeout_ms,
+                        uint32_t *exit_status, struct cap_error *err)
+{
+        return ctrd_exec_wait(of(d)->c, x->name, x->exec_id, timeout_ms, exit_status, err);
+}
+
+static int cd_exec_kill(struct workload_driver *d, struct driver_exec *x, int sig,
+                        struct cap_error *err)
+{
+        return ctrd_task_kill(ctrd_client(of(d)->c), x->name, x->exec_id, sig, false, err);
+}
+
+static void cd_exec_delete(struct workload_driver *d, struct driver_exec *x)
+{
+        struct cap_error err = {0};
+        if (x)
+                ctrd_exec_delete(of(d)->c, x->name, x->exec_id, &err);
+        free(x);
+}
+
+static int cd_cgroup_path(struct workload_driver *d, const char *name, char *buf, size_t len)
+{
+        (void)d;
+        int n = snprintf(buf, len, SPEC_CGROUP_PARENT "/%s", name);
+        return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static void cd_free(struct workload_driver *d)
+{
+        struct ctrd_driver *cd = of(d);
+        ctrd_events_stop(cd->events);
+        free(cd->log_writer);
+        free(cd);
+}
+
+static const struct workload_driver_ops containerd_ops = {
+    .run = cd_run,
+    .stop = cd_stop,
+    .remove = cd_remove,
+    .list = cd_list,
+    .subscribe_exits = cd_subscribe,
+    .unsubscribe_exits = cd_unsubscribe,
+    .exec_start = cd_exec_start,
+    .exec_resize = cd_exec_resize,
+    .exec_close_stdin = cd_exec_close_stdin,
+    .exec_wait = cd_exec_wait,
+    .exec_kill = cd_exec_kill,
+    .exec_delete = cd_exec_delete,
+    .cgroup_path = cd_cgroup_path,
+    .free = cd_free,
+};
+
+struct workload_driver *containerd_driver_new(struct ctrd *c, const char *log_writer,
+                                              struct cap_error *err)
+{
+        struct ctrd_driver *cd = calloc(1, sizeof(*cd));
+        if (cd)
+                cd->log_writer = strdup(log_writer);
+        if (!cd || !cd->log_writer) {
+                free(cd);
+                cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+                return NULL;
+        }
+        cd->c = c;
+        cd->base = (struct workload_driver){.name = "containerd",
+                                            .noun = "container",
+                                            .kind = CAPSULE__V1__WORKLOAD_KIND__CONTAINER,
+                                            .ops = &containerd_ops,
+                                            .state = cd};
+        return &cd->base;
+}
