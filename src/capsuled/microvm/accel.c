@@ -22,17 +22,6 @@
 #include "common/fs.h"
 #include "tools.h"
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int vm_boot_id(char *buf, size_t len, struct cap_error *err)
 {
         static const char path[] = "/proc/sys/kernel/random/boot_id";
@@ -177,7 +166,7 @@ static int watch_probe(int con_fd, int err_fd, int64_t deadline, char *errbuf, s
         for (;;) {
                 if (p[0].fd < 0 && p[1].fd < 0)
                         return -ECHILD;
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - vm_now_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 int r = poll(p, 2, (int)left);
@@ -234,7 +223,7 @@ int vm_accel_boot_probe(const char *qemu, const char *kernel, const char *initrd
         int r = qemu_build_argv(&cfg, &argv, err);
         if (r < 0)
                 return cap_error_prefix(err, "accel probe");
-        int64_t t0 = now_ms();
+        int64_t t0 = vm_now_ms();
         pid_t pid = 0;
         if ((r = spawn_probe(argv, con_wr, err_wr, &pid, err)) < 0)
                 return cap_error_prefix(err, "accel probe");
@@ -245,7 +234,7 @@ int vm_accel_boot_probe(const char *qemu, const char *kernel, const char *initrd
         char errbuf[1024] = "";
         int w = watch_probe(con_rd, err_rd, t0 + timeout_ms, errbuf, sizeof(errbuf));
         if (elapsed_ms)
-                *elapsed_ms = now_ms() - t0;
+                *elapsed_ms = vm_now_ms() - t0;
         if (kill(pid, SIGKILL) < 0 && errno != ESRCH)
                 return cap_error_errno(err, -errno, "accel probe: kill QEMU pid %d", (int)pid);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
@@ -400,12 +389,12 @@ int vm_accel_probe_main(int argc, char **argv)
         char why[1024];
         bool cached;
         struct cap_error err = {0};
-        int64_t t0 = now_ms();
+        int64_t t0 = vm_now_ms();
         if (vm_accel_probe_ex(&o, &a, why, sizeof(why), &cached, &err) < 0) {
                 fprintf(stderr, "probe-accel: %s\n", err.msg);
                 return 1;
         }
-        int64_t ms = now_ms() - t0;
+        int64_t ms = vm_now_ms() - t0;
         if (json) {
                 struct json_object *j = json_object_new_object();
                 json_object_object_add(j, "accel",

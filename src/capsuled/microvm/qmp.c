@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "tools.h"
 
 #define QMP_LINE_MAX (1u << 20)
 
@@ -25,13 +26,6 @@ struct qmp {
         char *buf; /* bytes read but not yet returned as lines */
         size_t len, cap;
 };
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 unsigned qmp_event_bit(const char *name)
 {
@@ -122,7 +116,7 @@ static int read_line(struct qmp *q, int64_t deadline, char **line, struct cap_er
                 if (q->len >= QMP_LINE_MAX)
                         return cap_error_set(err, -EMSGSIZE, CAP_INTERNAL,
                                              "QMP: message longer than %u bytes", QMP_LINE_MAX);
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - vm_now_ms();
                 if (left <= 0)
                         return cap_error_set(err, -ETIMEDOUT, CAP_DEADLINE_EXCEEDED,
                                              "QMP: no reply within %d ms", q->timeout_ms);
@@ -158,7 +152,7 @@ static int read_line(struct qmp *q, int64_t deadline, char **line, struct cap_er
 /* Reads messages until one that is not an event; events are recorded on the way. */
 static int read_reply(struct qmp *q, struct qmp_msg *msg, struct cap_error *err)
 {
-        int64_t deadline = now_ms() + q->timeout_ms;
+        int64_t deadline = vm_now_ms() + q->timeout_ms;
         for (;;) {
                 _cleanup_free_ char *line = NULL;
                 int r = read_line(q, deadline, &line, err);
@@ -238,7 +232,7 @@ static int connect_unix(const char *path, int timeout_ms, int *fd_out, struct ca
                 return cap_error_set(err, -ENAMETOOLONG, CAP_INVALID_ARGUMENT,
                                      "QMP socket %s: path too long", path);
         strcpy(sa.sun_path, path);
-        int64_t deadline = now_ms() + timeout_ms;
+        int64_t deadline = vm_now_ms() + timeout_ms;
         for (;;) {
                 _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 if (fd < 0)
@@ -248,7 +242,7 @@ static int connect_unix(const char *path, int timeout_ms, int *fd_out, struct ca
                         return 0;
                 }
                 int e = errno;
-                if ((e != ENOENT && e != ECONNREFUSED) || now_ms() >= deadline)
+                if ((e != ENOENT && e != ECONNREFUSED) || vm_now_ms() >= deadline)
                         return cap_error_errno(err, -e, "QMP: connect %s", path);
                 struct timespec ts = {.tv_nsec = 20 * 1000000};
                 nanosleep(&ts, NULL);

@@ -20,20 +20,10 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "tools.h"
 #include "common/fs.h"
 #include "common/names.h"
 #include "qmp.h"
-
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int ms)
 {
@@ -219,9 +209,9 @@ static int pidfd_open_pid(pid_t pid)
 /* Waits on pidfd (or pid by polling /proc when fd < 0). */
 static int wait_exit(int pidfd, pid_t pid, int timeout_ms)
 {
-        int64_t deadline = now_ms() + timeout_ms;
+        int64_t deadline = vm_now_ms() + timeout_ms;
         for (;;) {
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - vm_now_ms();
                 if (pidfd >= 0) {
                         struct pollfd p = {.fd = pidfd, .events = POLLIN};
                         int r = poll(&p, 1, left > 0 ? (int)left : 0);
@@ -400,7 +390,7 @@ static int wait_ready(const struct vm_state_paths *p, pid_t pid, int timeout_ms,
                       struct cap_error *err)
 {
         _cleanup_close_ int pidfd = pidfd_open_pid(pid);
-        int64_t deadline = now_ms() + timeout_ms;
+        int64_t deadline = vm_now_ms() + timeout_ms;
         struct cap_error last = {0};
         for (;;) {
                 if (wait_exit(pidfd, pid, 0) == 0) {
@@ -411,7 +401,7 @@ static int wait_ready(const struct vm_state_paths *p, pid_t pid, int timeout_ms,
                                              *tail ? tail : "(no message; see qemu.log)");
                 }
                 struct qmp *q = NULL;
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - vm_now_ms();
                 int r = qmp_connect(p->qmp, left > 2000 ? 2000 : (left < 250 ? 250 : (int)left), &q,
                                     &last);
                 if (r == 0) {
@@ -420,7 +410,7 @@ static int wait_ready(const struct vm_state_paths *p, pid_t pid, int timeout_ms,
                         if (r == 0)
                                 return 0;
                 }
-                if (now_ms() >= deadline) {
+                if (vm_now_ms() >= deadline) {
                         *err = last;
                         return cap_error_prefix(err, "QEMU not ready within %d ms", timeout_ms);
                 }

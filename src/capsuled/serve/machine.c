@@ -119,7 +119,7 @@ static size_t config_changes(const struct machine_config *a, const struct machin
         if (a->dhcp != b->dhcp || !str_eq(a->address, b->address) ||
             !str_eq(a->gateway, b->gateway) || !strv_eq(a->dns, a->n_dns, b->dns, b->n_dns))
                 out[n++] = "network";
-        if (!str_eq(a->update_pubkey_pem, b->update_pubkey_pem))
+        if (!machine_config_updates_equal(a, b))
                 out[n++] = "updates";
         if (a->ntp_servers_set != b->ntp_servers_set ||
             !strv_eq(a->ntp_servers, a->n_ntp_servers, b->ntp_servers, b->n_ntp_servers))
