@@ -174,6 +174,16 @@ int cmd_describe(struct ctl *ctl, int argc, char **argv)
                 ctl_format_time(st->next_restart_unix_nano, t, sizeof(t));
                 fprintf(ctl->out, "Next restart:  %s\n", t);
         }
+        if (st->microvm) {
+                char mem[32], disk[32], cid[16] = "none";
+                ctl_human_bytes(st->microvm->memory_bytes, mem, sizeof(mem));
+                ctl_human_bytes(st->microvm->disk_bytes, disk, sizeof(disk));
+                if (st->microvm->vsock_cid)
+                        snprintf(cid, sizeof(cid), "%u", st->microvm->vsock_cid);
+                fprintf(ctl->out, "MicroVM:       accel %s, %u vCPU, memory %s, disk %s, vsock CID %s\n",
+                        st->microvm->accel, st->microvm->vcpus, mem, disk, cid);
+                fprintf(ctl->out, "Kernel:        %s\n", st->microvm->kernel);
+        }
         _cleanup_free_ char *yaml = manifest_workload_to_yaml(w->spec);
         fprintf(ctl->out, "Spec:\n");
         for (char *save = NULL, *l = yaml ? strtok_r(yaml, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save))

@@ -213,6 +213,8 @@ class CniTest(unittest.TestCase):
         self.assertRegex(links, r"tap0: <[^>]*> .* master br0")
         self.assertRegex(links, r"br0: <[^>]*UP[^>]*>")
         self.assertIn("tun", sh(*ns, "ip", "-d", "link", "show", "tap0").stdout)
+        # the hairpinned veth reflects the VM's broadcasts: br0 must not learn the VM's MAC on eth0
+        self.assertIn("learning off", sh(*ns, "bridge", "-d", "link", "show", "dev", "eth0").stdout)
         self.assertNotIn(a["ip"] + "/", sh(*ns, "ip", "-o", "-4", "addr").stdout,
                          "the address stays on eth0 instead of going to the guest")
         # again (adoption after a restart): no error, nothing doubled

@@ -181,6 +181,10 @@ class MicroVMTest(unittest.TestCase):
         booted = time.monotonic() - t0
         self.assertIn("on stderr", self.logs("crash"))
         self.assertEqual(len(qemu_pids("crash")), 1, "one QEMU runs the VM")
+        d = self.capsule.ctl(["describe", "crash"]).stdout
+        self.assertIn("MicroVM:       accel tcg, 1 vCPU, memory 128Mi", d)
+        self.assertIn("vsock CID none", d)  # no /dev/vhost-vsock on this host
+        self.assertIn(f"Kernel:        {kernel()}", d)
         st = self.wait_status("crash", lambda s: s.get("restarts", 0) >= 1, 120, "a restart after exit 3")
         self.assertEqual(st.get("lastExitCode"), 3, st)
         self.assertIn("exited with code 3", st.get("lastExitReason", ""))

@@ -141,6 +141,8 @@ struct workload_driver_ops {
          * workload's CPU, memory and pids, for `top` (serve/cgstats.h reads it). -ENOENT: none. */
         int (*cgroup_path)(struct workload_driver *d, const char *name, char *buf, size_t len);
         /* Frees the driver's state (not the workloads: they keep running). */
+        /* Kind-specific facts for Get/describe (NULL: none): fills st's fields of its kind. */
+        void (*describe)(struct workload_driver *d, const char *name, Capsule__V1__WorkloadStatus *st);
         void (*free)(struct workload_driver *d);
 };
 

@@ -182,6 +182,28 @@ static void vm_free(struct workload_driver *d)
         free(vd);
 }
 
+static void vm_describe(struct workload_driver *d, const char *name, Capsule__V1__WorkloadStatus *st)
+{
+        struct vmd_info vi;
+        if (vmd_describe(of(d)->vmd, name, &vi) < 0)
+                return;
+        Capsule__V1__MicroVMStatus *m = malloc(sizeof(*m));
+        if (!m)
+                return;
+        capsule__v1__micro_vmstatus__init(m);
+        m->accel = strdup(vi.accel);
+        m->kernel = strdup(vi.kernel);
+        if (!m->accel || !m->kernel) {
+                capsule__v1__micro_vmstatus__free_unpacked(m, NULL);
+                return;
+        }
+        m->vcpus = vi.vcpus;
+        m->memory_bytes = vi.memory_bytes;
+        m->disk_bytes = vi.disk_bytes;
+        m->vsock_cid = vi.vsock_cid;
+        st->microvm = m;
+}
+
 static const struct workload_driver_ops microvm_ops = {
     .run = vm_run,
     .stop = vm_stop,
@@ -190,6 +212,7 @@ static const struct workload_driver_ops microvm_ops = {
     .subscribe_exits = vm_subscribe,
     .unsubscribe_exits = vm_unsubscribe,
     .cgroup_path = vm_cgroup_path,
+    .describe = vm_describe,
     .free = vm_free,
 };
 

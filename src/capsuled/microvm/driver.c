@@ -578,6 +578,12 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
         cfg.vsock_cid = cid;
         if ((r = put_file(dir, "accel", accel == VM_ACCEL_KVM ? "kvm\n" : "tcg\n", err)) < 0)
                 return r;
+        struct stat rst;
+        char shape[96];
+        snprintf(shape, sizeof(shape), "%u %u %llu\n", cfg.cpus, cfg.memory_mib,
+                 stat(root_disk, &rst) == 0 ? (unsigned long long)rst.st_size : 0ULL);
+        if ((r = put_file(dir, "shape", shape, err)) < 0)
+                return r;
 
         char cg[PATH_MAX] = "";
         if (d->cgroup_root[0]) {
@@ -730,4 +736,24 @@ int vmd_list(struct vmd *d, int (*fn)(const struct vmd_workload *w, void *ud), v
 {
         struct list_ctx lc = {.d = d, .fn = fn, .ud = ud};
         return vm_list(d->root, list_one, &lc, err);
+}
+
+int vmd_describe(struct vmd *d, const char *name, struct vmd_info *out)
+{
+        char dir[PATH_MAX], shape[96] = "", cid[32] = "";
+        state_dir(d, name, dir, sizeof(dir));
+        memset(out, 0, sizeof(*out));
+        if (!get_file(dir, "accel", out->accel, sizeof(out->accel)))
+                return -ENOENT;
+        snprintf(out->kernel, sizeof(out->kernel), "%s", d->kernel);
+        unsigned cpus = 0, mib = 0;
+        unsigned long long disk = 0;
+        if (get_file(dir, "shape", shape, sizeof(shape)) && sscanf(shape, "%u %u %llu", &cpus, &mib, &disk) == 3) {
+                out->vcpus = cpus;
+                out->memory_bytes = (uint64_t)mib << 20;
+                out->disk_bytes = disk;
+        }
+        if (get_file(dir, "cid", cid, sizeof(cid)))
+                out->vsock_cid = (uint32_t)atoi(cid);
+        return 0;
 }

@@ -94,6 +94,17 @@ struct vmd_workload {
 int vmd_list(struct vmd *d, int (*fn)(const struct vmd_workload *w, void *ud), void *ud,
              struct cap_error *err);
 
+/* How a VM was started (for describe). -ENOENT when NAME has no state. */
+struct vmd_info {
+        char accel[8];
+        char kernel[256];
+        unsigned vcpus;
+        uint64_t memory_bytes;
+        uint64_t disk_bytes;
+        uint32_t vsock_cid;
+};
+int vmd_describe(struct vmd *d, const char *name, struct vmd_info *out);
+
 /* A connected, plaintext gRPC client to the guest agent of a running VM (capsule.guest.v1 over
  * vsock). FAILED_PRECONDITION without a guest channel. Free with rpc_client_free. */
 struct rpc_client;

@@ -109,6 +109,22 @@ static int link_master_up(int fd, int ifindex, int master)
         return nl_talk(fd, &r);
 }
 
+/* No MAC learning on the bridge port ifindex. CNI's bridge puts the workload's veth in hairpin
+ * mode, so the VM's own broadcasts come back in through eth0: learning there would move the VM's
+ * MAC to eth0 and black-hole traffic to it until the VM speaks again. With learning off on eth0,
+ * br0 knows the VM only behind tap0, and floods the rest (one other port) out eth0. */
+static int bridge_port_no_learning(int fd, int ifindex)
+{
+        struct nlreq r;
+        nl_link_req(&r, RTM_SETLINK, 0, ifindex);
+        ((struct ifinfomsg *)NLMSG_DATA(&r.h))->ifi_family = AF_BRIDGE;
+        struct rtattr *pi = nl_attr(&r, IFLA_PROTINFO | NLA_F_NESTED, NULL, 0);
+        uint8_t off = 0;
+        nl_attr(&r, IFLA_BRPORT_LEARNING, &off, sizeof(off));
+        nl_nest_end(&r, pi);
+        return nl_talk(fd, &r);
+}
+
 static int addr_delete(int fd, int ifindex, struct in_addr ip, int prefix_len)
 {
         struct nlreq r;
@@ -185,6 +201,8 @@ static int attach_in_netns(struct attach_job *j)
         if ((rc = link_master_up(fd, eth, br)) < 0 || (rc = link_master_up(fd, tap, br)) < 0 ||
             (rc = link_master_up(fd, br, 0)) < 0)
                 return cap_error_errno(err, rc, "join eth0 and %s to %s", VMNET_TAP, VMNET_BRIDGE);
+        if ((rc = bridge_port_no_learning(fd, eth)) < 0)
+                return cap_error_errno(err, rc, "turn off MAC learning on eth0");
         return 0;
 }
 

@@ -54,6 +54,8 @@ workload_message(struct serve_ctx *ctx, const struct store_workload *w, struct c
                         m->status->stats_unix_nano = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
                 }
         }
+        if (m->status && drv && drv->ops->describe)
+                drv->ops->describe(drv, w->name, m->status);
         m->generation = w->generation;
         m->created_unix_nano = w->created_ns;
         m->updated_unix_nano = w->updated_ns;
