@@ -129,7 +129,7 @@ class MicroVMTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
-            for n in ("vm", "web", "crash", "bad"):
+            for n in ("vm", "web", "crash", "bad", "vol", "vol2", "reader"):
                 cls.capsule.ctl(["delete", n])
             rc = cls.capsule.stop()
             logs = cls.capsule.logs()
@@ -237,7 +237,7 @@ class MicroVMTest(unittest.TestCase):
         self.capsule.ctl(["delete", "web"], check=True)
 
     def test_3_bad_input(self):
-        """A missing image and volumes (not attached to microVMs yet) each give a clear reason."""
+        """A missing image gives a clear reason and starts no QEMU."""
         self.apply("kind: MicroVM\nname: bad\nimage: capsule.local/nope:1\ncommand: [sh]\n"
                    "pullPolicy: Never\naccel: tcg\n")
         st = self.wait_status("bad", lambda s: s.get("phase") in ("Backoff", "Failed") and s.get("message"),
@@ -245,14 +245,77 @@ class MicroVMTest(unittest.TestCase):
         self.assertIn("capsule.local/nope:1", st["message"])
         self.assertEqual(qemu_pids("bad"), [])
         self.capsule.ctl(["delete", "bad"], check=True)
-        self.apply("kind: MicroVM\nname: bad\nimage: capsule.local/busybox:latest\ncommand: [sh]\n"
-                   "accel: tcg\nmounts:\n  - {volume: data, path: /data}\n---\nkind: Volume\nname: data\nsize: 32Mi\n")
-        st = self.wait_status("bad", lambda s: s.get("phase") in ("Backoff", "Failed") and s.get("message"),
-                              60, "bad to fail")
-        self.assertIn("mounts", st["message"])
-        self.capsule.ctl(["delete", "--volumes", "bad"])
-        self.capsule.ctl(["volume", "rm", "data"])
 
+    def host_mounted(self, volume):
+        with open("/proc/self/mountinfo") as f:
+            return any(line.split()[4] == os.path.join(self.capsule.root, "volumes", volume)
+                       for line in f)
+
+    def test_4_volumes(self):
+        """A volume is the VM's disk: written in the VM, kept across restart and kill -9 of
+        capsuled (never mounted on the host under the VM), refused to a second user while the VM
+        holds it, and read by a container once the VM is deleted."""
+        self.apply("kind: Volume\nname: vmdata\nsize: 32Mi\n")
+        self.assertTrue(self.host_mounted("vmdata"), "an unused volume is mounted on the host")
+        vm = ("kind: MicroVM\nname: vol\nimage: capsule.local/busybox:latest\naccel: tcg\n"
+              "command: [sh, -c, 'n=$(cat /data/boots 2>/dev/null || echo 0); echo $((n+1)) > /data/boots; "
+              "sync; echo \"boots on the volume: $(cat /data/boots)\"; exec sleep 3600']\n"
+              "mounts:\n  - {volume: vmdata, path: /data}\n")
+        self.apply(vm)
+        self.wait_status("vol", lambda s: s.get("phase") == "Running", 60, "vol to run")
+        wait_for(lambda: "boots on the volume: 1" in self.logs("vol"), timeout=120, interval=0.5,
+                 what="the VM to write its volume")
+        self.assertFalse(self.host_mounted("vmdata"), "the VM's volume is not mounted on the host")
+        vols = json.loads(self.capsule.ctl(["-o", "json", "volume", "ls"], check=True).stdout)["volumes"]
+        row = [v for v in vols if v["name"] == "vmdata"][0]
+        self.assertEqual(row.get("attachedTo"), ["vol"], row)
+
+        # a second user is refused, with the holder named; resize and delete too
+        self.apply("kind: Container\nname: reader\nimage: capsule.local/busybox:latest\n"
+                   "command: [sh, -c, 'cat /data/boots; exec sleep 3600']\nrestart: never\n"
+                   "mounts:\n  - {volume: vmdata, path: /data}\n")
+        st = self.wait_status("reader", lambda s: s.get("phase") in ("Backoff", "Failed") and s.get("message"),
+                              60, "the container to be refused the volume")
+        self.assertIn("microVM vol", st["message"])
+        self.capsule.ctl(["delete", "reader"], check=True)
+        p = self.capsule.ctl(["volume", "resize", "vmdata", "--size", "64Mi"])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("disk of microVM vol", p.stderr)
+        p = self.capsule.ctl(["volume", "rm", "vmdata"])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("in use by vol", p.stderr)
+
+        # restart: a new boot of the VM sees what the last one wrote
+        self.capsule.ctl(["restart", "vol"], check=True)
+        wait_for(lambda: "boots on the volume: 2" in self.logs("vol"), timeout=180, interval=0.5,
+                 what="the restarted VM to read its volume")
+
+        # kill -9 of capsuled: the next one adopts the VM and leaves its volume alone
+        pids = qemu_pids("vol")
+        self.capsule.stop(sig=signal.SIGKILL)
+        self.capsule.start()
+        self.wait_status("vol", lambda s: s.get("phase") == "Running", 60, "vol adopted")
+        self.assertEqual(qemu_pids("vol"), pids, "adopted, not restarted")
+        self.assertFalse(self.host_mounted("vmdata"),
+                         "recovery after a restart does not mount a volume a running VM holds")
+
+        # delete the VM: a container reads what the VM wrote
+        self.capsule.ctl(["delete", "vol"], check=True)
+        self.assertEqual(qemu_pids("vol"), [])
+        self.apply("kind: Container\nname: reader\nimage: capsule.local/busybox:latest\n"
+                   "command: [sh, -c, 'echo \"container reads boots=$(cat /data/boots)\"; exec sleep 3600']\n"
+                   "mounts:\n  - {volume: vmdata, path: /data}\n")
+        wait_for(lambda: "container reads boots=2" in self.logs("reader"), timeout=60, interval=0.5,
+                 what="the container to read the VM's data")
+        # and now a VM is refused the volume the container holds
+        self.apply(vm.replace("name: vol", "name: vol2"))
+        st = self.wait_status("vol2", lambda s: s.get("phase") in ("Backoff", "Failed") and s.get("message"),
+                              60, "the VM to be refused the volume")
+        self.assertIn("in use by reader", st["message"])
+        self.assertEqual(qemu_pids("vol2"), [])
+        for n in ("vol2", "reader"):
+            self.capsule.ctl(["delete", n], check=True)
+        self.capsule.ctl(["volume", "rm", "vmdata"], check=True)
 
 if __name__ == "__main__":
     reason = skip_reason()

@@ -44,7 +44,7 @@ struct driver_run {
         const char *image_config_json; /* its OCI config */
         const char *image_chain_id;    /* chain id of its top layer (the unpacked snapshot) */
         /* host attachments, begun by the caller */
-        const char *const *volume_sources; /* [spec->n_mounts]: host path of each mount */
+        const char *const *volume_sources; /* [spec->n_mounts]: host dir (container) or disk (VM) */
         const char *netns_path;            /* NULL: a new, empty network namespace */
         const char *hosts_path;            /* /etc/hosts and /etc/resolv.conf to bind, or NULL */
         const char *resolv_conf_path;
@@ -70,6 +70,8 @@ struct driver_workload {
         uint32_t pid;
         uint32_t exit_status;
         int64_t exited_at_ns; /* 0: unknown */
+        const char *disk_volumes; /* volumes it holds alone as disks (microVMs), space-separated;
+                                   * NULL or "" for none */
 };
 typedef int (*driver_workload_fn)(const struct driver_workload *w, void *ud);
 

@@ -73,16 +73,14 @@ static int vm_run(struct workload_driver *d, const struct driver_run *run, uint3
 {
         struct vm_driver *vd = of(d);
         const Capsule__V1__WorkloadSpec *spec = run->spec;
-        if (spec->n_mounts)
-                return cap_error_set(err, -ENOTSUP, CAP_UNIMPLEMENTED,
-                                     "mounts: volumes are not attached to microVMs yet (a "
-                                     "Container can mount them)");
         struct driver_network net = {0};
         if (run->network_wait && run->network_wait(run->network_wait_ud, &net, err) < 0)
                 return -1;
         _cleanup_free_ char *spec_json = NULL;
         struct spec_options so = {
-            .workload = spec, .image_config_json = run->image_config_json, .pids_limit = 4096};
+            .workload = spec, .image_config_json = run->image_config_json, .pids_limit = 4096,
+            /* only the process part is used (runspec.c); the disks are attached by vmd_run */
+            .volume_sources = run->volume_sources};
         int rc = spec_generate(&so, &spec_json, err);
         if (rc < 0)
                 return rc;
@@ -95,6 +93,7 @@ static int vm_run(struct workload_driver *d, const struct driver_run *run, uint3
             .image_digest = run->image_digest,
             .with_rootfs = with_image_rootfs,
             .with_rootfs_ctx = &ir,
+            .volume_disks = run->volume_sources,
             .netns_path = run->netns_path,
             .ip = net.ip,
             .prefix_len = net.prefix_len,
@@ -134,6 +133,7 @@ static int list_one(const struct vmd_workload *w, void *ud)
             .pid = w->pid,
             .exit_status = (uint32_t)w->exit_code,
             .exited_at_ns = w->exited_at_ns,
+            .disk_volumes = w->volumes,
         };
         return l->fn(&dw, l->ud);
 }

@@ -516,6 +516,15 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
                                                      .read_only = spec->mounts[i]->read_only};
                 disks[2 + i] = (struct vm_disk){.path = run->volume_disks[i]};
         }
+        /* which volumes this VM holds as disks: claimed again when capsuled restarts and adopts
+         * the VM, so that recovery does not mount them under it */
+        char held[VM_MAX_DISKS * 64] = "";
+        for (size_t i = 0; i < nv; i++)
+                snprintf(held + strlen(held), sizeof(held) - strlen(held), "%s%s", i ? " " : "",
+                         spec->mounts[i]->volume);
+        strcat(held, "\n");
+        if ((r = put_file(dir, "volumes", held, err)) < 0)
+                return r;
         RunConfig *rc = NULL;
         if ((r = vm_runconfig_from_spec(run->spec_json, spec->name, vols, nv, VMD_GUEST_STOP_GRACE_S, &rc,
                                         err)) < 0)
@@ -708,11 +717,13 @@ struct list_ctx {
 static int list_one(const struct vm_info *vi, void *ud)
 {
         struct list_ctx *lc = ud;
-        char accel[16] = "", cid[32] = "", exit_s[64] = "";
+        char accel[16] = "", cid[32] = "", exit_s[64] = "", vols[VM_MAX_DISKS * 64] = "";
         get_file(vi->state_dir, "accel", accel, sizeof(accel));
+        get_file(vi->state_dir, "volumes", vols, sizeof(vols));
         get_file(vi->state_dir, "cid", cid, sizeof(cid));
         struct vmd_workload w = {.name = vi->name, .generation = vi->generation, .running = vi->running,
-                                 .pid = (uint32_t)vi->pid, .accel = accel, .vsock_cid = (uint32_t)atoi(cid)};
+                                 .pid = (uint32_t)vi->pid, .accel = accel, .vsock_cid = (uint32_t)atoi(cid),
+                                 .volumes = vols};
         if (vi->running) {
                 track(lc->d, vi->name, vi->pid); /* adopted: the watcher reports its end */
         } else {

@@ -89,6 +89,7 @@ struct vmd_workload {
         int64_t exited_at_ns; /* when !running: when the exit was noticed (0: unknown) */
         const char *accel;    /* "kvm" or "tcg" */
         uint32_t vsock_cid;   /* 0: none */
+        const char *volumes;  /* the volumes it holds as disks, space-separated ("" for none) */
 };
 /* Calls fn for every VM state directory (adoption and orphan removal). */
 int vmd_list(struct vmd *d, int (*fn)(const struct vmd_workload *w, void *ud), void *ud,

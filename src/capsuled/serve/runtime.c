@@ -46,8 +46,9 @@ void serve_registries_put(void *ud, void *hold)
         serve_config_put(ud, hold);
 }
 
-/* Attaches every mounted volume (recording the use, so `volume rm` is refused) and collects the
- * host directories to bind. */
+/* Attaches every mounted volume (recording the use, so `volume rm` is refused) and collects what
+ * the driver attaches: the host directory to bind into a container, or the block device (image
+ * file in host mode) that becomes a microVM's disk, which the VM then holds alone. */
 static int attach_volumes(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
                           struct serve_workload_env *env, struct cap_error *err)
 {
@@ -59,7 +60,10 @@ static int attach_volumes(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec
         if (!env->volume_sources)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         for (size_t i = 0; i < spec->n_mounts; i++) {
-                int r = volume_attach(ctx->volumes, spec->mounts[i]->volume, spec->name, &env->volume_sources[i], err);
+                const char *vol = spec->mounts[i]->volume;
+                int r = spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM
+                            ? volume_attach_disk(ctx->volumes, vol, spec->name, &env->volume_sources[i], err)
+                            : volume_attach(ctx->volumes, vol, spec->name, &env->volume_sources[i], err);
                 if (r < 0)
                         return cap_error_prefix(err, "mounts[%zu]", i);
                 env->n_volume_sources++;

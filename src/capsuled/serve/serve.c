@@ -206,6 +206,36 @@ static void vms_start(struct serve_ctx *ctx, const struct serve_opts *o)
         }
 }
 
+struct claim_ctx {
+        struct volumes *v;
+};
+
+static int claim_one(const struct driver_workload *w, void *ud)
+{
+        struct claim_ctx *c = ud;
+        if (w->state != DRIVER_STATE_RUNNING || !w->disk_volumes)
+                return 0;
+        _cleanup_free_ char *list = strdup(w->disk_volumes);
+        char *save = NULL;
+        for (char *t = list ? strtok_r(list, " \n", &save) : NULL; t; t = strtok_r(NULL, " \n", &save))
+                if (volume_claim_disk(c->v, t, w->name) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+/* Before volume recovery: the volumes that running workloads (microVMs adopted after a restart)
+ * hold as their disks, so that recovery does not mount them on this host under the VM. */
+static void claim_disk_volumes(struct volumes *v, void *ud)
+{
+        struct driver_table *t = ud;
+        struct claim_ctx c = {.v = v};
+        for (int i = 0; i < DRIVER_KINDS; i++) {
+                struct cap_error err = {0};
+                if (t->by_kind[i] && t->by_kind[i]->ops->list(t->by_kind[i], claim_one, &c, &err) < 0)
+                        log_error("volumes: listing running workloads: %s", err.msg);
+        }
+}
+
 /* Writes the port atomically so a reader never sees a partial number. */
 static int write_port_file(const char *path, int port, struct cap_error *err)
 {
@@ -302,8 +332,10 @@ static int run(struct serve_opts *o)
                 log_error("containers: %s", err.msg);
                 goto out;
         }
+        /* The microVM driver before volumes: the VMs that kept running hold their volumes. */
+        vms_start(&ctx, o);
         /* Volumes and networking (volume/, net/): before the reconciler, which uses them. */
-        volumes_start(o->root, o->os_mode, ctx.store, &ctx.volumes);
+        volumes_start(o->root, o->os_mode, ctx.store, &ctx.volumes, claim_disk_volumes, &ctx.drivers);
         ctx.images = (struct images_env){.root = o->root,
                                          .ctrd = ctx.image_store,
                                          .store = ctx.store,
@@ -315,7 +347,6 @@ static int run(struct serve_opts *o)
                 log_error("networking: %s", err.msg);
                 goto out;
         }
-        vms_start(&ctx, o);
         ctx.rec = reconciler_new(&ctx, &err);
         if (!ctx.rec || reconciler_start(ctx.rec, &err) < 0) {
                 log_error("reconciler: %s", err.msg);

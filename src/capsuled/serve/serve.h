@@ -64,7 +64,7 @@ struct serve_ctx {
 
 /* What a workload's container needs from the host besides its image. */
 struct serve_workload_env {
-        char **volume_sources; /* [spec->n_mounts]: host directory of each mount */
+        char **volume_sources; /* [spec->n_mounts]: host directory, or a microVM's disk */
         size_t n_volume_sources;
         char *netns_path; /* NULL: a new, empty network namespace */
         char *ip;         /* the workload's address, NULL if none */

@@ -477,6 +477,23 @@ static void file_free(struct volume_backend *b)
         free(b);
 }
 
+static int file_disk(struct volume_backend *b, const char *name, char **path, struct cap_error *err)
+{
+        char *img = vol_file(b, name, ".img");
+        if (!img)
+                return oom(err);
+        struct stat st;
+        if (stat(img, &st) < 0) {
+                int r = errno == ENOENT ? cap_error_set(err, -ENOENT, CAP_NOT_FOUND,
+                                                        "volume \"%s\" has no storage (%s)", name, img)
+                                        : cap_error_errno(err, -errno, "stat %s", img);
+                free(img);
+                return r;
+        }
+        *path = img;
+        return 0;
+}
+
 static const struct volume_backend_ops file_ops = {
     .create = file_create,
     .owner = file_owner,
@@ -486,6 +503,7 @@ static const struct volume_backend_ops file_ops = {
     .unmount = file_unmount,
     .stat = file_stat,
     .path = file_path,
+    .disk = file_disk,
     .list = file_list,
     .can_grow_online = file_can_grow_online,
     .free = file_free,

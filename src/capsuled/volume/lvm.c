@@ -652,6 +652,17 @@ static void lvm_free(struct volume_backend *b)
         free(b);
 }
 
+static int lvm_disk(struct volume_backend *b, const char *name, char **path, struct cap_error *err)
+{
+        struct stat st;
+        int r = lv_activate(b, name, &st, err);
+        if (r < 0)
+                return r;
+        if (!(*path = lv_ref(b, name, true)))
+                return oom(err);
+        return 0;
+}
+
 static const struct volume_backend_ops lvm_ops = {
     .create = lvm_create,
     .owner = lvm_owner,
@@ -661,6 +672,7 @@ static const struct volume_backend_ops lvm_ops = {
     .unmount = lvm_unmount,
     .stat = lvm_stat,
     .path = lvm_path,
+    .disk = lvm_disk,
     .list = lvm_list,
     .can_grow_online = lvm_can_grow_online,
     .free = lvm_free,

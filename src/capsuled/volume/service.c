@@ -155,7 +155,8 @@ static int open_backend(const char *root, bool os_mode, struct volume_backend **
         return r;
 }
 
-int volumes_start(const char *root, bool os_mode, struct store *store, struct volumes **out)
+int volumes_start(const char *root, bool os_mode, struct store *store, struct volumes **out,
+                  void (*claim)(struct volumes *v, void *ud), void *claim_ud)
 {
         struct cap_error err = {0};
         struct volume_backend *b = NULL;
@@ -168,6 +169,8 @@ int volumes_start(const char *root, bool os_mode, struct store *store, struct vo
                           r == -ENOMEM && !err.msg[0] ? "out of memory" : err.msg);
                 return r;
         }
+        if (claim)
+                claim(*out, claim_ud);
         /* Per-volume failures are logged; the others stay usable. */
         if (volumes_recover(*out, &err) < 0)
                 log_error("volumes: recovery: %s", err.msg);

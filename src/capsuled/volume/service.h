@@ -12,9 +12,11 @@ struct volumes;
 
 /* Opens the volume manager into *out (LVM thin backend on a Capsule (os_mode) with its pool,
  * else the file backend under ROOT/volumes) and recovers volumes from the store (mounts them,
- * finishes or discards interrupted changes). Returns negative only when volumes are unusable;
- * *out is NULL then. */
-int volumes_start(const char *root, bool os_mode, struct store *store, struct volumes **out);
+ * finishes or discards interrupted changes). claim(v, claim_ud), when not NULL, runs between
+ * the two: it claims the volumes running microVMs hold as disks (volume_claim_disk), which
+ * recovery must not mount. Returns negative only when volumes are unusable; *out is NULL then. */
+int volumes_start(const char *root, bool os_mode, struct store *store, struct volumes **out,
+                  void (*claim)(struct volumes *v, void *ud), void *claim_ud);
 
 int volumes_rpc_create(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                        struct cap_error *err);

@@ -28,6 +28,7 @@
 struct attachment {
         char *volume;
         char *workload;
+        bool disk; /* a microVM's disk: it holds the volume alone, unmounted here */
 };
 
 struct volumes {
@@ -60,7 +61,16 @@ static bool attached_locked(struct volumes *v, const char *volume, const char *w
         return false;
 }
 
-static int attach_locked(struct volumes *v, const char *volume, const char *workload)
+/* The attachment of `volume` as some microVM's disk, or NULL. */
+static struct attachment *disk_holder_locked(struct volumes *v, const char *volume)
+{
+        for (size_t i = 0; i < v->n_att; i++)
+                if (v->att[i].disk && strcmp(v->att[i].volume, volume) == 0)
+                        return &v->att[i];
+        return NULL;
+}
+
+static int attach_locked(struct volumes *v, const char *volume, const char *workload, bool disk)
 {
         if (attached_locked(v, volume, workload))
                 return 0;
@@ -70,6 +80,7 @@ static int attach_locked(struct volumes *v, const char *volume, const char *work
         v->att = na;
         na[v->n_att].volume = strdup(volume);
         na[v->n_att].workload = strdup(workload);
+        na[v->n_att].disk = disk;
         if (!na[v->n_att].volume || !na[v->n_att].workload) {
                 free(na[v->n_att].volume);
                 free(na[v->n_att].workload);
@@ -119,7 +130,7 @@ static char *users_locked(struct volumes *v, const char *volume)
 
 static void test_attach(void *ud, const char *vol, const char *wl)
 {
-        if (attach_locked(ud, vol, wl) == 0)
+        if (attach_locked(ud, vol, wl, false) == 0)
                 log_warn("volumes: CAPSULE_TEST_ATTACH: volume %s attached to %s (test seam)", vol,
                          wl);
 }
@@ -203,6 +214,7 @@ static int info_locked(struct volumes *v, const struct store_volume *row, struct
                 if (!(na[out->n_attached] = strdup(v->att[i].workload)))
                         goto nomem;
                 out->n_attached++;
+                out->disk |= v->att[i].disk;
         }
         if (out->n_attached > 1)
                 qsort(out->attached_to, out->n_attached, sizeof(char *), cmp_str);
@@ -415,6 +427,14 @@ int volume_resize(struct volumes *v, const char *name, uint64_t size, struct vol
                 goto out;
         }
         if (size > row.size_bytes) {
+                const struct attachment *vm = disk_holder_locked(v, name);
+                if (vm) {
+                        r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                          "volume \"%s\" is the disk of microVM %s, whose kernel has it "
+                                          "mounted: stop or delete %s first, then resize",
+                                          name, vm->workload, vm->workload);
+                        goto out;
+                }
                 if (attached_locked(v, name, NULL) &&
                     !v->backend->ops->can_grow_online(v->backend)) {
                         _cleanup_free_ char *users = users_locked(v, name);
@@ -496,9 +516,15 @@ int volume_attach(struct volumes *v, const char *name, const char *workload, cha
         pthread_mutex_lock(&v->lock);
         struct store_volume row = {0};
         int r = store_get_volume(v->store, name, &row, err);
+        const struct attachment *vm = r == 0 ? disk_holder_locked(v, name) : NULL;
+        if (vm && strcmp(vm->workload, workload) != 0)
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" is in use by microVM %s as its disk: one kernel at a "
+                                  "time may mount it (delete %s, or mount another volume)",
+                                  name, vm->workload, vm->workload);
         if (r == 0)
                 r = v->backend->ops->mount(v->backend, name, err);
-        if (r == 0 && attach_locked(v, name, workload) < 0)
+        if (r == 0 && attach_locked(v, name, workload, false) < 0)
                 r = oom(err);
         if (r == 0 && path && !(*path = v->backend->ops->path(v->backend, name)))
                 r = oom(err);
@@ -506,6 +532,59 @@ int volume_attach(struct volumes *v, const char *name, const char *workload, cha
         pthread_mutex_unlock(&v->lock);
         if (r < 0 && err->status != CAP_NOT_FOUND)
                 cap_error_prefix(err, "attach volume \"%s\" to %s", name, workload);
+        return r;
+}
+
+int volume_attach_disk(struct volumes *v, const char *name, const char *workload, char **disk,
+                       struct cap_error *err)
+{
+        *disk = NULL;
+        if (name_check("volume", name, err) < 0 || name_check("workload", workload, err) < 0)
+                return err->code;
+        const struct volume_backend_ops *ops = v->backend->ops;
+        pthread_mutex_lock(&v->lock);
+        struct store_volume row = {0};
+        int r = store_get_volume(v->store, name, &row, err);
+        if (r == 0 && strcmp(row.backend, v->backend->name) != 0)
+                r = cap_error_set(err, -EXDEV, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" lives on the %s backend, this capsuled runs %s", name,
+                                  row.backend, v->backend->name);
+        bool mine = r == 0 && attached_locked(v, name, workload);
+        if (r == 0 && !mine && attached_locked(v, name, NULL)) {
+                _cleanup_free_ char *users = users_locked(v, name);
+                const struct attachment *vm = disk_holder_locked(v, name);
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" is in use by %s%s: a microVM needs its volume alone "
+                                  "(its own kernel mounts the filesystem; two writers would corrupt it)",
+                                  name, vm ? "microVM " : "", users ? users : "a workload");
+        }
+        if (r == 0 && mine && !disk_holder_locked(v, name))
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" is mounted on this host for %s", name, workload);
+        /* unmounted here before the VM's kernel mounts it (a no-op when already unmounted) */
+        if (r == 0 && !mine)
+                r = ops->unmount(v->backend, name, err);
+        if (r == 0)
+                r = ops->disk(v->backend, name, disk, err);
+        if (r == 0 && !mine && attach_locked(v, name, workload, true) < 0) {
+                free(*disk);
+                *disk = NULL;
+                r = oom(err);
+        }
+        store_volume_free(&row);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0 && err->status != CAP_NOT_FOUND && err->status != CAP_FAILED_PRECONDITION)
+                cap_error_prefix(err, "attach volume \"%s\" to %s", name, workload);
+        return r;
+}
+
+int volume_claim_disk(struct volumes *v, const char *name, const char *workload)
+{
+        pthread_mutex_lock(&v->lock);
+        int r = attach_locked(v, name, workload, true);
+        pthread_mutex_unlock(&v->lock);
+        if (r == 0)
+                log_info("volumes: %s is the disk of running microVM %s: left alone", name, workload);
         return r;
 }
 
@@ -587,6 +666,13 @@ int volumes_recover(struct volumes *v, struct cap_error *err)
                 for (size_t i = 0; i < nnames && !present; i++)
                         present = strcmp(names[i], row->name) == 0;
                 cap_error_clear(&e);
+                if (disk_holder_locked(v, row->name)) {
+                        if (!present)
+                                log_error("volumes: %s is the disk of a running microVM but its "
+                                          "storage is missing",
+                                          row->name);
+                        continue; /* its VM's kernel has it mounted: no grow, no mount here */
+                }
                 if (!present) {
                         log_error(
                             "volumes: %s is in the store but its storage is missing: creating it "

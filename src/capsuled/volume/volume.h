@@ -65,6 +65,10 @@ struct volume_backend_ops {
         /* The directory where the volume is (or would be) mounted: bind this into containers.
          * malloc'd; NULL only when out of memory. */
         char *(*path)(struct volume_backend *b, const char *name);
+        /* The volume's storage as a disk for a microVM (the LV's block device, activated; or the
+         * image file), malloc'd in *path. The caller unmounts it first: one kernel at a time
+         * may mount an ext4 filesystem. -ENOENT when absent. */
+        int (*disk)(struct volume_backend *b, const char *name, char **path, struct cap_error *err);
         /* Names of every complete volume the backend holds (malloc'd array of malloc'd strings). */
         int (*list)(struct volume_backend *b, char ***names, size_t *n, struct cap_error *err);
         /* Whether resize() works while mounted here (ext4 online grow needs CAP_SYS_RESOURCE). */
@@ -101,6 +105,7 @@ struct volume_info {
         char *backend;
         int64_t created_ns;
         bool mounted;
+        bool disk; /* the disk of a microVM (attached_to[0]), not mounted on this host */
 };
 
 /* Takes ownership of backend (also on failure). Does not touch storage: call volumes_recover. */
@@ -139,6 +144,18 @@ void volume_infos_free(struct volume_info *vis, size_t n);
  * memory: after a restart the reconciler attaches again what it adopts. */
 int volume_attach(struct volumes *v, const char *name, const char *workload, char **path,
                   struct cap_error *err);
+/* For the reconciler, a microVM's mount: the volume becomes the disk of `workload` alone. It is
+ * unmounted here (the VM's kernel mounts it), and *disk (malloc'd) is the block device or image
+ * file to attach. FAILED_PRECONDITION naming the holders when any other workload uses it (a
+ * container mounts it on this host, or another microVM has it as its disk): two kernels writing
+ * one ext4 filesystem corrupt it. Idempotent for the same workload. While a microVM holds a
+ * volume, volume_attach for any other workload, resize and delete are refused, and
+ * volumes_recover neither grows nor mounts it. NOT_FOUND when the volume does not exist. */
+int volume_attach_disk(struct volumes *v, const char *name, const char *workload, char **disk,
+                       struct cap_error *err);
+/* Before volumes_recover: records that a running microVM (adopted after a restart of capsuled)
+ * holds `name` as its disk, so recovery leaves its storage alone. No checks; idempotent. */
+int volume_claim_disk(struct volumes *v, const char *name, const char *workload);
 /* Forgets that `workload` uses volume `name` (no-op if it did not). */
 void volume_detach(struct volumes *v, const char *name, const char *workload);
 /* Forgets every attachment of `workload` (when it is deleted). */
