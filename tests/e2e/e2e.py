@@ -177,6 +177,13 @@ class Machine:
     def ctl_json(self, *args):
         return json.loads(self.ctl("-o", "json", *args).stdout or "{}")
 
+    def apply_text(self, text):
+        """capsulectl apply of a manifest given as text."""
+        path = os.path.join(self.work, f"apply-{time.monotonic_ns()}.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return self.ctl("apply", "-f", path)
+
     def has_verb(self, verb):
         r = subprocess.run([self.capsulectl, "--help"], stdout=subprocess.PIPE, text=True)
         return any(line.split()[:1] == [verb] for line in r.stdout.splitlines())
@@ -551,7 +558,9 @@ def wait_until(pred, timeout, interval=2):
 
 def scenario_microvm(m):
     """examples/microvm.yaml on a booted Capsule: a nested microVM (TCG) with capsule-guest as PID 1
-    over vsock: Running, logs, exec in the VM, its port from the host, top, delete leaves nothing."""
+    over vsock: Running, logs, exec in the VM, its port from the host, top; its volume (a thin LV
+    attached as a disk) is refused to a container while the VM holds it, keeps the VM's data across
+    a restart, and is read by a container once the VM is deleted."""
     m.deploy_example = False
     m.boot(extra=["--memory", "3072", "--publish", "8081:8081"])
     push_busybox(m)
@@ -574,13 +583,39 @@ def scenario_microvm(m):
     check(r.returncode == 7, f"exec's exit code comes back from the VM ({r.returncode}: {r.stderr.strip()})")
     page = wait_until(lambda: (lambda p: p.stdout if p.returncode == 0 else None)(
         subprocess.run(["curl", "-sS", "-m", "10", "http://127.0.0.1:8081/"], capture_output=True, text=True)), 120, 3)
-    check(page and "Hello from a microVM" in page, f"its published port answers from the host ({page!r})")
+    check(page and "Hello from a microVM" in page and "boot 1" in page,
+          f"its published port answers from the host, first boot counted on its volume ({page!r})")
     top = {t["name"]: t for t in json.loads(m.ctl("-o", "json", "top").stdout)}
     vm = top.get("hello-vm", {})
     check(vm.get("memoryBytes", 0) > 0, f"top shows the VM's QEMU in the workload's cgroup ({vm})")
+    # the volume (a thin LV, the VM's disk): refused to a container while the VM holds it
+    reader = ("kind: Container\nname: reader\nimage: capsule.local/busybox:latest\nrestart: never\n"
+              "command: [sh, -c, 'echo \"container reads boots=$(cat /data/boots)\"; exec sleep 3600']\n"
+              "mounts:\n  - {volume: hello-vm-data, path: /data}\n")
+    m.apply_text(reader)
+    st = wait_until(lambda: (lambda s: s if s.get("phase") in ("Backoff", "Failed") and s.get("message") else None)(
+        m.ctl_json("get", "reader").get("status", {})), 60)
+    check(st and "microVM hello-vm" in st.get("message", ""),
+          f"a container is refused the volume the VM holds, naming it ({st})")
+    m.ctl("delete", "reader", timeout=120)
+    # restart: the next boot reads what the last one wrote on its volume
+    t1 = time.monotonic()
+    m.ctl("restart", "hello-vm", timeout=120)
+    page = wait_until(lambda: (lambda p: p.stdout if p.returncode == 0 and "boot 2" in p.stdout else None)(
+        subprocess.run(["curl", "-sS", "-m", "10", "http://127.0.0.1:8081/"], capture_output=True, text=True)), 300, 3)
+    check(page, f"after restart the VM counts its second boot from its volume "
+                f"({m.ctl('logs', 'hello-vm', check_rc=False).stdout[-600:]})")
+    restarted = time.monotonic() - t1
     m.ctl("delete", "hello-vm", timeout=120)
     r = m.ctl("get", "hello-vm", check_rc=False)
     check(r.returncode != 0, "delete: hello-vm is gone")
+    # its volume outlives it: a container mounts what the VM wrote
+    m.apply_text(reader)
+    ok = wait_until(lambda: "container reads boots=2" in m.ctl("logs", "reader", check_rc=False).stdout, 120)
+    check(ok, f"a container reads the VM's volume after the VM is deleted "
+              f"({m.ctl('describe', 'reader', check_rc=False).stdout[-600:]})")
+    m.ctl("delete", "reader", timeout=120)
+    print(f"  FIGURE nested microVM restart -> page from the new boot {restarted:.0f} s", flush=True)
     print(f"  FIGURE nested microVM (TCG in TCG): apply -> output in logs {booted:.0f} s", flush=True)
 
 
