@@ -400,7 +400,8 @@ class ExamplesTest(WithImage):
                       timeout=30, what="hello-vm to be reported")
         self.assertIn("not available on this capsule", st["message"])
         self.assertIn("--vm-kernel", st["message"])
-        self.capsule.ctl(["delete", "hello-vm"], check=True)
+        p = self.capsule.ctl(["delete", "--volumes", "-f", self.example("microvm.yaml")], check=True)
+        self.assertIn("volume/hello-vm-data deleted", p.stdout)
 
 
 if __name__ == "__main__":

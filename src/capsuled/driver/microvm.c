@@ -3,7 +3,8 @@
  * spec as the guest's run config source, the image rootfs for the root disk cache, the network
  * and nameservers handed to the guest, exit events from the QEMU watcher. QEMU's serial console
  * goes through the same log writer as containers, into the workload's log file.
- * Not yet: volumes (UNIMPLEMENTED) and exec (driver_exec_start answers "not supported"). */
+ * Volumes arrive as disks (serve/runtime.c attaches them with volume_attach_disk); exec relays to
+ * capsule-guest's Exec (microvm_exec.c). */
 #include "microvm.h"
 
 #include <errno.h>
@@ -211,6 +212,12 @@ static const struct workload_driver_ops microvm_ops = {
     .list = vm_list,
     .subscribe_exits = vm_subscribe,
     .unsubscribe_exits = vm_unsubscribe,
+    .exec_start = microvm_exec_start,
+    .exec_resize = microvm_exec_resize,
+    .exec_close_stdin = microvm_exec_close_stdin,
+    .exec_wait = microvm_exec_wait,
+    .exec_kill = microvm_exec_kill,
+    .exec_delete = microvm_exec_delete,
     .cgroup_path = vm_cgroup_path,
     .describe = vm_describe,
     .free = vm_free,

@@ -234,21 +234,6 @@ static int exec_begin(struct exec_session *s, const Capsule__V1__ExecStart *st, 
         return 0;
 }
 
-/* Whether NAME is desired as a MicroVM (its exec goes to the guest agent). */
-static bool workload_is_vm(struct serve_ctx *ctx, const char *name)
-{
-        struct store_workload w;
-        struct cap_error err = {0};
-        if (!name || name_check("name", name, &err) < 0 || store_get_workload(ctx->store, name, &w, &err) < 0)
-                return false;
-        Capsule__V1__WorkloadSpec *spec = capsule__v1__workload_spec__unpack(NULL, w.spec_len, w.spec);
-        bool vm = spec && spec->kind == CAPSULE__V1__WORKLOAD_KIND__MICROVM;
-        if (spec)
-                capsule__v1__workload_spec__free_unpacked(spec, NULL);
-        store_workload_free(&w);
-        return vm;
-}
-
 static void close_stdin(struct exec_session *s)
 {
         if (s->stdin_fd >= 0) {
@@ -280,11 +265,6 @@ int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct ca
         if (first->msg_case != CAPSULE__V1__EXEC_REQUEST__MSG_START) {
                 protobuf_c_message_free_unpacked(m, NULL);
                 rc = cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "exec: the first message must be start");
-                goto out;
-        }
-        if (workload_is_vm(s->ctx, first->start->name)) {
-                rc = serve_exec_vm(s->ctx, call, first->start, err);
-                protobuf_c_message_free_unpacked(m, NULL);
                 goto out;
         }
         rc = exec_begin(s, first->start, err);

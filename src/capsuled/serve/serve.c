@@ -153,26 +153,27 @@ static int containers_start(struct serve_ctx *ctx, struct cap_error *err)
         return 0;
 }
 
-/* The microVM driver, or ctx->vmd_error set. */
-static void vms_try_start(struct serve_ctx *ctx, const struct serve_opts *o)
+/* The microVM driver, or NULL with why filled. */
+static struct workload_driver *vms_try_start(struct serve_ctx *ctx, const struct serve_opts *o, char *why,
+                                             size_t why_len)
 {
         struct cap_error err = {0};
         if (!ctx->image_store) {
-                snprintf(ctx->vmd_error, sizeof(ctx->vmd_error),
-                         "no image store: capsuled serve was started without --containerd");
-                return;
+                snprintf(why, why_len, "no image store: capsuled serve was started without --containerd");
+                return NULL;
         }
         const char *kernel = o->vm_kernel ? o->vm_kernel : (o->os_mode ? "/usr/lib/capsule/vmlinuz" : NULL);
         const char *initrd = o->vm_initrd ? o->vm_initrd
                                           : (o->os_mode ? "/usr/lib/capsule/guest-initramfs.img" : NULL);
         if (!kernel || !initrd) {
-                snprintf(ctx->vmd_error, sizeof(ctx->vmd_error),
-                         "no guest kernel: start capsuled serve with --vm-kernel and --vm-initrd");
-                return;
+                snprintf(why, why_len, "no guest kernel: start capsuled serve with --vm-kernel and --vm-initrd");
+                return NULL;
         }
         _cleanup_free_ char *accel_cache = NULL;
-        if (asprintf(&accel_cache, "%s/accel-probe", o->os_mode ? "/run/capsule" : o->root) < 0)
-                return;
+        if (asprintf(&accel_cache, "%s/accel-probe", o->os_mode ? "/run/capsule" : o->root) < 0) {
+                snprintf(why, why_len, "out of memory");
+                return NULL;
+        }
         bool v2 = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0;
         struct vmd_config vc = {
             .root = o->root,
@@ -184,26 +185,26 @@ static void vms_try_start(struct serve_ctx *ctx, const struct serve_opts *o)
         };
         struct workload_driver *d = microvm_driver_new(&vc, ctx->image_store, &err);
         if (!d) {
-                snprintf(ctx->vmd_error, sizeof(ctx->vmd_error), "%s", err.msg);
+                snprintf(why, why_len, "%s", err.msg);
                 log_warn("microVMs unavailable: %s", err.msg);
-                return;
         }
-        ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)] = d;
-        ctx->vmd = microvm_driver_vmd(d);
+        return d;
 }
 
 /* The microVM driver, when this capsule can run microVMs: containerd (images), QEMU, a guest
- * kernel and initramfs. Otherwise the kind has no driver and vmd_error says why (MicroVM
- * workloads then fail with that reason). */
+ * kernel and initramfs. Otherwise the kind has no driver and says why (MicroVM workloads then
+ * fail with that reason). */
 static void vms_start(struct serve_ctx *ctx, const struct serve_opts *o)
 {
-        vms_try_start(ctx, o);
-        if (!ctx->vmd) {
-                char why[sizeof(ctx->vmd_error) + 64];
-                snprintf(why, sizeof(why),
-                         "MicroVM workloads are not available on this capsule: %s", ctx->vmd_error);
-                driver_unavailable(ctx, CAPSULE__V1__WORKLOAD_KIND__MICROVM, why);
+        char why[512] = "";
+        struct workload_driver *d = vms_try_start(ctx, o, why, sizeof(why));
+        if (d) {
+                ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)] = d;
+                return;
         }
+        char msg[sizeof(why) + 64];
+        snprintf(msg, sizeof(msg), "MicroVM workloads are not available on this capsule: %s", why);
+        driver_unavailable(ctx, CAPSULE__V1__WORKLOAD_KIND__MICROVM, msg);
 }
 
 struct claim_ctx {
@@ -390,7 +391,6 @@ out:
         rpc_server_shutdown(ctx.server, 2000);
         reconciler_free(ctx.rec);
         driver_table_free(&ctx.drivers);
-        ctx.vmd = NULL;
         ctrd_free(ctx.image_store);
         events_free(ctx.events);
         volumes_close(ctx.volumes);

@@ -50,8 +50,6 @@ struct serve_ctx {
          * microVM driver's root disks; NULL without --containerd. The container driver uses
          * the same connection. */
         struct ctrd *image_store;
-        struct vmd *vmd;       /* microVM exec (exec_vm.c), owned by drivers: NULL when ... */
-        char vmd_error[512];   /* ... unavailable, and why */
         struct event_bus *events;
         struct reconciler *rec;
         /* volumes + networking (src/capsuled/volume, src/capsuled/net): set up in run() */
@@ -132,9 +130,6 @@ int workloads_restart(struct rpc_call *call, const ProtobufCMessage *req, Protob
                       struct cap_error *err);
 int workloads_logs(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
-/* Exec into a microVM: relayed to its guest agent over vsock (exec_vm.c). */
-int serve_exec_vm(struct serve_ctx *ctx, struct rpc_call *call, const Capsule__V1__ExecStart *st,
-                  struct cap_error *err);
 int system_events(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_dmesg(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *req,
