@@ -165,11 +165,11 @@ class Machine:
         self.up_process = up
         return text in self.console()
 
-    def ctl(self, *args, check_rc=True, timeout=60):
+    def ctl(self, *args, check_rc=True, timeout=60, input=None):
         env = dict(os.environ, CAPSULECONFIG=os.path.join(self.config_dir, "capsuleconfig"))
         cmd = [self.capsulectl, "--capsule", f"127.0.0.1:{self.port}", *args]
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env=env, timeout=timeout)
+                           env=env, timeout=timeout, input=input)
         if check_rc and r.returncode != 0:
             raise Failure(f"capsulectl {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
         return r
@@ -581,6 +581,10 @@ def scenario_microvm(m):
           f"({(r.stdout if r else '')[:300]!r})")
     r = m.ctl("exec", "hello-vm", "--", "sh", "-c", "exit 7", check_rc=False)
     check(r.returncode == 7, f"exec's exit code comes back from the VM ({r.returncode}: {r.stderr.strip()})")
+    r = m.ctl("exec", "-i", "hello-vm", "--", "sh", "-c", "tr a-z A-Z; echo err >&2", input="piped into a vm\n",
+              check_rc=False)
+    check(r.returncode == 0 and r.stdout == "PIPED INTO A VM\n" and r.stderr == "err\n",
+          f"exec -i: stdin reaches the VM's process, stdout and stderr come back apart ({r.stdout!r} {r.stderr!r})")
     page = wait_until(lambda: (lambda p: p.stdout if p.returncode == 0 else None)(
         subprocess.run(["curl", "-sS", "-m", "10", "http://127.0.0.1:8081/"], capture_output=True, text=True)), 120, 3)
     check(page and "Hello from a microVM" in page and "boot 1" in page,
