@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -266,6 +267,34 @@ static _Noreturn void pid1_power_off(struct guest_ctx *g, struct rpc_server *srv
                 pause();
 }
 
+/* Milliseconds since the kernel started (CLOCK_BOOTTIME), for the boot timeline. */
+static long boot_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* The boot timeline, logged in one line once the workload runs (`capsulectl logs` shows where a
+ * VM's start goes): the kernel up to /init, then each stage of capsule-guest. */
+enum boot_stage { BOOT_INIT, BOOT_MODULES, BOOT_ROOT, BOOT_NETWORK, BOOT_AGENT, BOOT_WORKLOAD, BOOT_N };
+static long boot_marks[BOOT_N];
+
+static void boot_mark(enum boot_stage s)
+{
+        boot_marks[s] = boot_ms();
+}
+
+static void boot_timeline_log(void)
+{
+        const long *m = boot_marks;
+        log_info("boot: kernel %ld ms, modules %ld ms, run config and disks %ld ms, network %ld ms, "
+                 "agent %ld ms, workload %ld ms: %ld ms from kernel start",
+                 m[BOOT_INIT], m[BOOT_MODULES] - m[BOOT_INIT], m[BOOT_ROOT] - m[BOOT_MODULES],
+                 m[BOOT_NETWORK] - m[BOOT_ROOT], m[BOOT_AGENT] - m[BOOT_NETWORK],
+                 m[BOOT_WORKLOAD] - m[BOOT_AGENT], m[BOOT_WORKLOAD]);
+}
+
 /* Machine setup up to a readable run config and a mounted root: returns the config or NULL. */
 static RunConfig *pid1_setup(struct guest_cmdline *c)
 {
@@ -283,6 +312,7 @@ static RunConfig *pid1_setup(struct guest_cmdline *c)
                 if (modules_load_all(dir, &err) < 0)
                         log_error("%s", err.msg);
         }
+        boot_mark(BOOT_MODULES);
         char buf[4096];
         _cleanup_close_ int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
         ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf)) : -1;
@@ -306,11 +336,13 @@ static RunConfig *pid1_setup(struct guest_cmdline *c)
                 runconfig_free(rc);
                 return NULL;
         }
+        boot_mark(BOOT_ROOT);
         return rc;
 }
 
 static int pid1_main(void)
 {
+        boot_mark(BOOT_INIT);
         pid1_probe_check();
         struct guest_ctx *g = calloc(1, sizeof(*g));
         if (!g)
@@ -335,15 +367,19 @@ static int pid1_main(void)
         if (guest_network_setup(&g->cmdline, &err) < 0)
                 log_error("network: %s", err.msg);
         guest_cmdline_ip_string(&g->cmdline, g->ip, sizeof(g->ip));
+        boot_mark(BOOT_NETWORK);
         char listen[32];
         snprintf(listen, sizeof(listen), "vsock:%d", GUEST_VSOCK_PORT);
         struct rpc_server *srv = serve_start(g, listen, &err);
         if (!srv)
                 log_error("serve: %s", err.msg); /* run the workload anyway */
+        boot_mark(BOOT_AGENT);
         if (guest_workload_start(g, &err) < 0) {
                 log_error("%s", err.msg);
                 pid1_power_off(g, srv);
         }
+        boot_mark(BOOT_WORKLOAD);
+        boot_timeline_log();
         guest_run_loop(g, sigfd);
         pid1_power_off(g, srv);
 }
