@@ -158,11 +158,12 @@ static int apply_workload(struct ctl *ctl, struct rpc_client *c, const struct ma
 }
 
 /* Collects -f arguments; returns the count or -1 on a usage error. */
-static int parse_files(struct ctl *ctl, int argc, char **argv, const char *usage, char ***files, bool *dry_run)
+static int parse_files(struct ctl *ctl, int argc, char **argv, const char *usage, char ***files, bool *dry_run,
+                       bool *prune)
 {
         static const struct option opts[] = {
                 {"filename", required_argument, NULL, 'f'}, {"dry-run", no_argument, NULL, 'd'},
-                {NULL, 0, NULL, 0},
+                {"prune", no_argument, NULL, 'p'}, {NULL, 0, NULL, 0},
         };
         int c, n = 0;
         *files = calloc((size_t)argc + 1, sizeof(char *));
@@ -171,6 +172,8 @@ static int parse_files(struct ctl *ctl, int argc, char **argv, const char *usage
                         (*files)[n++] = optarg;
                 else if (c == 'd' && dry_run)
                         *dry_run = true;
+                else if (c == 'p' && prune)
+                        *prune = true;
                 else {
                         fputs(usage, ctl->err);
                         return -1;
@@ -187,8 +190,42 @@ static int parse_files(struct ctl *ctl, int argc, char **argv, const char *usage
         return n;
 }
 
+static int delete_workload(struct ctl *ctl, struct rpc_client *c, const char *name);
+
+/* --prune: deletes the workloads the capsule has that set does not declare. */
+static int prune_undeclared(struct ctl *ctl, struct rpc_client *c, const struct manifest_set *set, bool dry_run)
+{
+        Capsule__V1__ListRequest req = CAPSULE__V1__LIST_REQUEST__INIT;
+        ProtobufCMessage *resp = NULL;
+        struct cap_error err = {0};
+        if (rpc_unary(c, "/capsule.v1.Workloads/List", &req.base, &capsule__v1__list_response__descriptor, &resp,
+                      ctl->timeout_ms, &err) < 0) {
+                ctl_print_error(ctl, "prune: list workloads", &err);
+                return -1;
+        }
+        const Capsule__V1__ListResponse *l = (const Capsule__V1__ListResponse *)resp;
+        int rc = 0;
+        for (size_t i = 0; i < l->n_workloads; i++) {
+                const char *name = l->workloads[i]->spec ? l->workloads[i]->spec->name : NULL;
+                if (!name)
+                        continue;
+                bool declared = false;
+                for (size_t j = 0; j < set->n && !declared; j++)
+                        declared = set->docs[j].kind != MANIFEST_KIND_VOLUME &&
+                                   strcmp(set->docs[j].workload->name, name) == 0;
+                if (declared)
+                        continue;
+                if (dry_run)
+                        fprintf(ctl->out, "workload/%s deleted (dry run: not declared)\n", name);
+                else if (delete_workload(ctl, c, name) < 0)
+                        rc = -1;
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return rc;
+}
+
 static const char apply_usage[] =
-    "usage: capsulectl apply -f FILE|DIR|- [-f ...] [--dry-run]\n"
+    "usage: capsulectl apply -f FILE|DIR|- [-f ...] [--prune] [--dry-run]\n"
     "\n"
     "Stores the manifests' objects as the desired state; the capsule makes it so. Prints\n"
     "created, configured or unchanged per object. Volumes are created before the workloads\n"
@@ -198,19 +235,24 @@ static const char apply_usage[] =
     "Options:\n"
     "  -f, --filename FILE   a manifest file, a directory of *.yaml/*.yml, or - for standard\n"
     "                        input; may be repeated (required, no default)\n"
+    "  --prune               also delete the workloads the capsule has and the manifests do not\n"
+    "                        declare, so that a directory is the whole desired state; volumes\n"
+    "                        are never pruned (their data stays: `volume rm`). Use with\n"
+    "                        --dry-run first to see what would go (default: off)\n"
     "  --dry-run             validate and show what would change, store nothing (default: off)\n"
     "\n"
     "Examples:\n"
     "  capsulectl apply -f examples/web.yaml\n"
-    "  capsulectl apply -f site/ --dry-run\n";
+    "  capsulectl apply -f site/ --dry-run\n"
+    "  capsulectl apply -f site/ --prune --dry-run\n";
 
 int cmd_apply(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, apply_usage))
                 return CTL_EXIT_OK;
         _cleanup_free_ char **files = NULL;
-        bool dry_run = false;
-        int nf = parse_files(ctl, argc, argv, apply_usage, &files, &dry_run);
+        bool dry_run = false, prune = false;
+        int nf = parse_files(ctl, argc, argv, apply_usage, &files, &dry_run, &prune);
         if (nf < 0)
                 return CTL_EXIT_USAGE;
         struct manifest_set set = {0};
@@ -237,6 +279,9 @@ int cmd_apply(struct ctl *ctl, int argc, char **argv)
         for (size_t i = 0; i < set.n; i++)
                 if (set.docs[i].kind != MANIFEST_KIND_VOLUME && apply_workload(ctl, c, &set.docs[i], dry_run) < 0)
                         rc = CTL_EXIT_ERROR;
+        /* pruned only after every declared object applied: a failed apply keeps what runs */
+        if (prune && rc == CTL_EXIT_OK && prune_undeclared(ctl, c, &set, dry_run) < 0)
+                rc = CTL_EXIT_ERROR;
 out:
         volume_names_free(&vols);
         manifest_set_free(&set);
@@ -316,7 +361,7 @@ int cmd_diff(struct ctl *ctl, int argc, char **argv)
         if (ctl_wants_help(argc, argv, diff_usage))
                 return CTL_EXIT_OK;
         _cleanup_free_ char **files = NULL;
-        int nf = parse_files(ctl, argc, argv, diff_usage, &files, NULL);
+        int nf = parse_files(ctl, argc, argv, diff_usage, &files, NULL, NULL);
         if (nf < 0)
                 return CTL_EXIT_USAGE;
         struct manifest_set set = {0};

@@ -14,7 +14,7 @@
 #include "rpc/rpc.h"
 
 static const struct ctl_opt opts_none[] = {{0}};
-static const struct ctl_opt opts_apply[] = {{"filename", 'f', true}, {"dry-run", 0, false}, {0}};
+static const struct ctl_opt opts_apply[] = {{"filename", 'f', true}, {"dry-run", 0, false}, {"prune", 0, false}, {0}};
 static const struct ctl_opt opts_diff[] = {{"filename", 'f', true}, {0}};
 static const struct ctl_opt opts_get[] = {{"watch", 'w', false}, {0}};
 static const struct ctl_opt opts_delete[] = {{"filename", 'f', true}, {"volumes", 0, false}, {0}};

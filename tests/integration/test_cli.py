@@ -211,6 +211,43 @@ class CliTest(unittest.TestCase):
         self.assertEqual([d["node"] for d in doc], [self.a.endpoint, self.b.endpoint])
         self.assertTrue(all(d["result"]["spec"]["name"] == "fleet1" for d in doc))
 
+    def test_apply_prune(self):
+        """apply --prune: a directory is the whole desired state; --dry-run shows and changes nothing;
+        volumes are never pruned; a failed apply prunes nothing."""
+        site = os.path.join(self.tmp, "site")
+        os.makedirs(site)
+        host = self.a.endpoint
+        for n in ("keep1", "gone1"):
+            with open(os.path.join(site, f"{n}.yaml"), "w") as f:
+                f.write(manifest(n))
+        with open(os.path.join(site, "vol.yaml"), "w") as f:
+            f.write("kind: Volume\nname: prunevol\nsize: 16Mi\n")
+        p = self.ctl(["apply", "-f", site], host=host)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        os.remove(os.path.join(site, "gone1.yaml"))
+        os.remove(os.path.join(site, "vol.yaml"))
+        p = self.ctl(["apply", "-f", site, "--prune", "--dry-run"], host=host)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("workload/gone1 deleted (dry run: not declared)", p.stdout)
+        self.assertNotIn("keep1 deleted", p.stdout)
+        self.assertEqual(self.ctl(["get", "gone1"], host=host).returncode, 0, "dry run deleted nothing")
+        # a manifest that fails to apply: nothing is pruned
+        with open(os.path.join(site, "bad.yaml"), "w") as f:
+            f.write("kind: Container\nname: badmount\nimage: x\nmounts: [{volume: nope, path: /d}]\n")
+        p = self.ctl(["apply", "-f", site, "--prune"], host=host)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(self.ctl(["get", "gone1"], host=host).returncode, 0, "a failed apply prunes nothing")
+        os.remove(os.path.join(site, "bad.yaml"))
+        p = self.ctl(["apply", "-f", site, "--prune"], host=host)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("workload/gone1 deleted", p.stdout)
+        self.assertNotEqual(self.ctl(["get", "gone1"], host=host).returncode, 0, "gone1 was pruned")
+        self.assertEqual(self.ctl(["get", "keep1"], host=host).returncode, 0, "keep1 stays")
+        vols = json.loads(self.ctl(["-o", "json", "volume", "ls"], host=host).stdout)["volumes"]
+        self.assertIn("prunevol", [v["name"] for v in vols], "volumes are never pruned")
+        self.ctl(["delete", "keep1"], host=host)
+        self.ctl(["volume", "rm", "prunevol"], host=host)
+
     def test_fleet_with_a_capsule_down(self):
         down = f"127.0.0.1:{harness.free_port()}"
         self.ctl(["apply", "-f", self.write("dn.yaml", manifest("downtest"))],
