@@ -147,6 +147,7 @@ int cmd_delete(struct ctl *ctl, int argc, char **argv);
 int cmd_logs(struct ctl *ctl, int argc, char **argv);
 int cmd_restart(struct ctl *ctl, int argc, char **argv);
 int cmd_exec(struct ctl *ctl, int argc, char **argv);
+int cmd_cp(struct ctl *ctl, int argc, char **argv);
 int cmd_events(struct ctl *ctl, int argc, char **argv);
 int cmd_reboot(struct ctl *ctl, int argc, char **argv);
 int cmd_dmesg(struct ctl *ctl, int argc, char **argv);

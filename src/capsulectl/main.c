@@ -59,6 +59,8 @@ const struct ctl_verb ctl_verbs[] = {
      CTL_FLEET_LINES, false, false},
     {"exec", cmd_exec, "Run a command in a workload (-it for a terminal)", opts_exec, NULL, W,
      CTL_FLEET_LINES, false, false},
+    {"cp", cmd_cp, "Copy files into or out of a workload (tar through exec)", opts_none, NULL, W,
+     CTL_FLEET_LINES, false, false},
     {"restart", cmd_restart, "Restart a workload now", opts_none, NULL, W, CTL_FLEET_TABLE, false,
      false},
     {"events", cmd_events, "Stream the capsule's events", opts_none, NULL, 0, CTL_FLEET_LINES,

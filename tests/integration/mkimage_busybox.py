@@ -21,7 +21,8 @@ import tarfile
 DEFAULT_NAME = "capsule.local/busybox:latest"
 APPLETS = ["sh", "ls", "cat", "echo", "sleep", "true", "false", "env", "id", "hostname", "ps",
            "mkdir", "rm", "touch", "wc", "head", "tail", "grep", "sed", "date", "uname", "df",
-           "mount", "nc", "wget", "vi", "tee", "kill", "test", "[", "httpd", "tr", "stty", "tty"]
+           "mount", "nc", "wget", "vi", "tee", "kill", "test", "[", "httpd", "tr", "stty", "tty", "tar",
+           "readlink", "stat"]
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -248,6 +248,59 @@ class CliTest(unittest.TestCase):
         self.ctl(["delete", "keep1"], host=host)
         self.ctl(["volume", "rm", "prunevol"], host=host)
 
+    def test_cp_into_and_out_of_a_workload(self):
+        """cp through exec and the workload's tar: a tree in, the same tree out, links kept as
+        links, bad paths and missing files refused with the reason."""
+        host = self.a.endpoint
+        p = self.ctl(["apply", "-f", self.write("cpbox.yaml", manifest("cpbox"))], host=host)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        wait_for(lambda: self.ctl(["exec", "cpbox", "--", "true"], host=host).returncode == 0, timeout=60,
+                 what="cpbox to run")
+        tree = os.path.join(self.tmp, "tree")
+        os.makedirs(os.path.join(tree, "sub"))
+        with open(os.path.join(tree, "a.txt"), "w") as f:
+            f.write("alpha\n")
+        with open(os.path.join(tree, "sub", "b.bin"), "wb") as f:
+            f.write(os.urandom(300000))
+        os.symlink("a.txt", os.path.join(tree, "link"))
+        p = self.ctl(["cp", tree, "cpbox:/srv/site"], host=host)
+        self.assertNotEqual(p.returncode, 0, "no /srv in the workload yet")
+        self.assertIn("tar in the workload exited", p.stderr)
+        self.assertIn("/srv", p.stderr)
+        self.ctl(["exec", "cpbox", "--", "mkdir", "/srv"], host=host, check=True)
+        p = self.ctl(["cp", tree, "cpbox:/srv/site"], host=host)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.ctl(["exec", "cpbox", "--", "sh", "-c", "cat /srv/site/a.txt; readlink /srv/site/link; "
+                      "stat -c '%u %s' /srv/site/sub/b.bin"], host=host)
+        self.assertEqual(p.stdout, "alpha\na.txt\n0 300000\n", p.stderr)
+        p = self.ctl(["cp", os.path.join(tree, "a.txt"), "cpbox:/srv/"], host=host)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.ctl(["exec", "cpbox", "--", "cat", "/srv/a.txt"], host=host).stdout, "alpha\n")
+        out = os.path.join(self.tmp, "out")
+        p = self.ctl(["cp", "cpbox:/srv/site", out], host=host)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(tree, "sub", "b.bin"), "rb") as a, open(os.path.join(out, "sub", "b.bin"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        self.assertEqual(os.readlink(os.path.join(out, "link")), "a.txt")
+        os.makedirs(os.path.join(self.tmp, "into"))
+        p = self.ctl(["cp", "cpbox:/srv/a.txt", os.path.join(self.tmp, "into")], host=host)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(self.tmp, "into", "a.txt")) as f:
+            self.assertEqual(f.read(), "alpha\n")
+        p = self.ctl(["cp", "cpbox:/nope", out], host=host)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("cpbox:/nope: tar in the workload exited", p.stderr)
+        p = self.ctl(["cp", tree, "cpbox:relative"], host=host)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("must be absolute", p.stderr)
+        p = self.ctl(["cp", tree, out], host=host)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("exactly one of SRC and DEST", p.stderr)
+        p = self.ctl(["cp", tree, "nosuch:/x"], host=host)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("nosuch", p.stderr)
+        self.ctl(["delete", "cpbox"], host=host)
+
     def test_fleet_with_a_capsule_down(self):
         down = f"127.0.0.1:{harness.free_port()}"
         self.ctl(["apply", "-f", self.write("dn.yaml", manifest("downtest"))],

@@ -192,7 +192,9 @@ static int exec_begin(struct exec_session *s, const Capsule__V1__ExecStart *st, 
                 snprintf(s->stdin_path, sizeof(s->stdin_path), "%s/stdin", s->dir);
                 if (make_fifo(s->stdin_path, err) < 0)
                         return err->code;
-                s->stdin_fd = open(s->stdin_path, O_RDWR | O_CLOEXEC);
+                /* non-blocking: a process that stops reading its stdin must not block this
+                 * handler on a full FIFO (see write_stdin) */
+                s->stdin_fd = open(s->stdin_path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
         }
         if (s->stdout_fd < 0 || (!s->tty && s->stderr_fd < 0) || (st->stdin && s->stdin_fd < 0))
                 return cap_error_errno(err, -errno, "exec: open FIFOs in %s", s->dir);
@@ -244,6 +246,29 @@ static void close_stdin(struct exec_session *s)
         }
 }
 
+/* Copies client input into the stdin FIFO as the process reads it. The FIFO is ours too (opened
+ * read-write so the process never sees EOF early), so a full FIFO never fails a write: wait for
+ * room, and drop the input once the process has exited (nothing will read it). */
+static void write_stdin(struct exec_session *s, const uint8_t *data, size_t len)
+{
+        size_t off = 0;
+        while (s->stdin_fd >= 0 && off < len) {
+                ssize_t w = write(s->stdin_fd, data + off, len - off);
+                if (w > 0) {
+                        off += (size_t)w;
+                        continue;
+                }
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w < 0 && errno != EAGAIN)
+                        return;
+                if (atomic_load(&s->exited))
+                        return;
+                struct pollfd p = {.fd = s->stdin_fd, .events = POLLOUT};
+                poll(&p, 1, 100);
+        }
+}
+
 int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err)
 {
         struct exec_session *s = calloc(1, sizeof(*s));
@@ -288,19 +313,7 @@ int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct ca
         while ((r = rpc_call_recv(call, &m, &rerr)) == 1) {
                 Capsule__V1__ExecRequest *q = (Capsule__V1__ExecRequest *)m;
                 switch (q->msg_case) {
-                case CAPSULE__V1__EXEC_REQUEST__MSG_STDIN:
-                        if (s->stdin_fd >= 0) {
-                                size_t off = 0;
-                                while (off < q->stdin.len) {
-                                        ssize_t w = write(s->stdin_fd, q->stdin.data + off, q->stdin.len - off);
-                                        if (w < 0 && errno == EINTR)
-                                                continue;
-                                        if (w <= 0)
-                                                break;
-                                        off += (size_t)w;
-                                }
-                        }
-                        break;
+                case CAPSULE__V1__EXEC_REQUEST__MSG_STDIN: write_stdin(s, q->stdin.data, q->stdin.len); break;
                 case CAPSULE__V1__EXEC_REQUEST__MSG_RESIZE:
                         if (s->tty && q->resize)
                                 s->drv->ops->exec_resize(s->drv, s->x, q->resize->cols,
