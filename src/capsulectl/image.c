@@ -12,11 +12,11 @@
 
 #include "capsule/v1/images.pb-c.h"
 #include "capsulectl.h"
+#include "progress.h"
 #include "common/cleanup.h"
 #include "rpc/rpc.h"
 
 #define PUSH_CHUNK (1u << 20)
-#define PULL_TIMEOUT_MS (30 * 60 * 1000)
 
 static const char usage[] =
     "usage: capsulectl image push FILE [--name REF]\n"
@@ -54,6 +54,7 @@ static const char usage_pull[] =
     "usage: capsulectl image pull REF\n"
     "\n"
     "Pulls REF (e.g. busybox, registry.lan:5000/app:1, ghcr.io/o/r@sha256:...) for linux/amd64.\n"
+    "A progress bar (bytes, rate, time left) goes to stderr when it is a terminal.\n"
     "\n"
     "Options: none besides the global ones (`capsulectl --help`).\n"
     "\n"
@@ -91,23 +92,6 @@ static void format_size(uint64_t b, char *buf, size_t len)
                 snprintf(buf, len, "%" PRIu64 "B", b);
         else
                 snprintf(buf, len, "%.1f%s", v, units[u]);
-}
-
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void progress(uint64_t done, uint64_t total, double t0, bool final)
-{
-        double dt = now_s() - t0;
-        double mib = (double)done / (1 << 20);
-        fprintf(stderr, "\r%8.1f/%.1f MiB %3d%% %7.1f MiB/s", mib, (double)total / (1 << 20),
-                total ? (int)(done * 100 / total) : 100, dt > 0 ? mib / dt : 0.0);
-        if (final)
-                fputc('\n', stderr);
 }
 
 static struct json_object *image_json(const Capsule__V1__Image *im)
@@ -189,7 +173,8 @@ static int push(struct ctl *ctl, int argc, char **argv)
                 ctl_print_error(ctl, "image push", &err);
                 return CTL_EXIT_ERROR;
         }
-        bool tty = isatty(STDERR_FILENO);
+        struct ctl_progress bar;
+        ctl_progress_init(&bar, "push");
         uint64_t total = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0, sent = 0;
         Capsule__V1__ImagePushHeader hdr = CAPSULE__V1__IMAGE_PUSH_HEADER__INIT;
         hdr.name = (char *)(name ? name : "");
@@ -199,7 +184,6 @@ static int push(struct ctl *ctl, int argc, char **argv)
         req.header = &hdr;
         _cleanup_free_ uint8_t *buf = malloc(PUSH_CHUNK);
         ProtobufCMessage *resp = NULL;
-        double t0 = now_s(), last = 0;
         int rc = buf ? rpc_stream_send(s, &req.base, &err) : -ENOMEM;
         while (rc == 0) {
                 ssize_t n = read(fd, buf, PUSH_CHUNK);
@@ -216,17 +200,13 @@ static int push(struct ctl *ctl, int argc, char **argv)
                 req.chunk.len = (size_t)n;
                 rc = rpc_stream_send(s, &req.base, &err);
                 sent += (uint64_t)n;
-                if (tty && now_s() - last > 0.1) {
-                        progress(sent, total, t0, false);
-                        last = now_s();
-                }
+                ctl_progress_update(&bar, sent, total);
         }
-        if (tty)
-                progress(sent, total, t0, true);
+        ctl_progress_end(&bar, sent, total);
         if (rc == 0)
                 rc = rpc_stream_close_send(s, &err);
         if (rc == 0) {
-                if (tty)
+                if (bar.tty)
                         fprintf(ctl->err, "importing...\n");
                 rc = rpc_stream_recv(s, &resp, &err);
                 if (rc == 0)
@@ -267,10 +247,41 @@ static int pull(struct ctl *ctl, int argc, char **argv)
         req.reference = argv[1];
         ProtobufCMessage *resp = NULL;
         struct cap_error err = {0};
-        int timeout = ctl->timeout_ms > PULL_TIMEOUT_MS ? ctl->timeout_ms : PULL_TIMEOUT_MS;
-        if (rpc_unary(cl, "/capsule.v1.Images/Pull", &req.base,
-                      &capsule__v1__image_pull_response__descriptor, &resp, timeout, &err) < 0) {
+        /* progress messages while the layers download, then the image */
+        struct rpc_stream *s = rpc_stream_open(cl, "/capsule.v1.Images/Pull", &capsule__v1__image_pull_response__descriptor,
+                                               0, &err);
+        if (!s || rpc_stream_send(s, &req.base, &err) < 0 || rpc_stream_close_send(s, &err) < 0) {
                 ctl_print_error(ctl, "image pull", &err);
+                rpc_stream_free(s);
+                return CTL_EXIT_ERROR;
+        }
+        struct ctl_progress bar;
+        ctl_progress_init(&bar, "pull");
+        uint64_t done = 0, total = 0;
+        int rr;
+        ProtobufCMessage *m;
+        while ((rr = rpc_stream_recv(s, &m, &err)) == 1) {
+                Capsule__V1__ImagePullResponse *pr = (Capsule__V1__ImagePullResponse *)m;
+                if (pr->image) {
+                        protobuf_c_message_free_unpacked(resp, NULL);
+                        resp = m;
+                        continue;
+                }
+                if (pr->progress) {
+                        done = pr->progress->done_bytes;
+                        total = pr->progress->total_bytes;
+                        ctl_progress_update(&bar, done, total);
+                }
+                protobuf_c_message_free_unpacked(m, NULL);
+        }
+        if (bar.drawn)
+                ctl_progress_end(&bar, done, total);
+        rpc_stream_free(s);
+        if (rr < 0 || !resp) {
+                if (rr == 0)
+                        cap_error_set(&err, -EPROTO, CAP_INTERNAL, "the pull ended without an image");
+                ctl_print_error(ctl, "image pull", &err);
+                protobuf_c_message_free_unpacked(resp, NULL);
                 return CTL_EXIT_ERROR;
         }
         Capsule__V1__ImagePullResponse *r = (Capsule__V1__ImagePullResponse *)resp;

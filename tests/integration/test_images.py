@@ -461,6 +461,52 @@ class ImagesTest(unittest.TestCase):
         self.assertIn(f"pull {self.registry.host}/busybox:nope: manifest unknown (404)", p.stderr)
         self.assertIn("NOT_FOUND", p.stderr)
 
+    def test_055_pull_streams_progress(self):
+        """Images/Pull streams progress (layer bytes of the total) before the image, and capsulectl
+        draws a bar on a terminal (a pty here), nothing when stderr is not one."""
+        import grpc
+        import pty
+        pb = harness.proto_modules()["images"]
+        img = mk.Image(extra=os.urandom(3 << 20))  # incompressible: a 3 MiB layer
+        self.registry.upload("busybox", "progress", img)
+        ref = f"{self.registry.host}/busybox:progress"
+        ca, cert, key = harness.load_client_context(self.capsule.config)
+        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        with grpc.secure_channel(self.capsule.endpoint, creds) as ch:
+            pull = ch.unary_stream("/capsule.v1.Images/Pull",
+                                   request_serializer=pb.ImagePullRequest.SerializeToString,
+                                   response_deserializer=pb.ImagePullResponse.FromString)
+            msgs = list(pull(pb.ImagePullRequest(reference=ref), timeout=120))
+        self.assertTrue(msgs[-1].HasField("image"), msgs[-1])
+        self.assertEqual(msgs[-1].image.digest, img.manifest_digest)
+        prog = [m.progress for m in msgs[:-1]]
+        self.assertTrue(prog, "progress before the image")
+        self.assertEqual(prog[-1].total_bytes, len(img.layer_gz))
+        self.assertEqual(prog[-1].done_bytes, prog[-1].total_bytes)
+        self.assertEqual([p.done_bytes for p in prog], sorted(p.done_bytes for p in prog))
+        # the bar, on a terminal: pull again (blobs present: the layer counts as done at once)
+        self.ctl(["image", "rm", ref])
+        main, sub = pty.openpty()
+        env = dict(os.environ, CAPSULECONFIG=self.capsule.config, CAPSULE_HOST=self.capsule.endpoint)
+        proc = subprocess.run([harness.CAPSULECTL, "image", "pull", ref], stdout=subprocess.PIPE, stderr=sub,
+                              env=env, timeout=120, text=True)
+        os.close(sub)
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            tty += chunk
+        os.close(main)
+        self.assertEqual(proc.returncode, 0, tty)
+        self.assertIn(f"pulled {ref}", proc.stdout)
+        self.assertRegex(tty.decode(errors="replace"), r"pull  [0-9.]+/[0-9.]+ MiB 100%")
+        p = self.ctl(["image", "pull", ref])
+        self.assertNotIn("MiB", p.stderr, "no bar when stderr is not a terminal")
+
     def test_06_pull_with_bearer_token(self):
         img = mk.Image(extra=b"pulled through a token-protected registry\n")
         self.registry.upload("busybox", "2", img)

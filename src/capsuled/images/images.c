@@ -395,7 +395,8 @@ static void curl_init_once(void)
 
 /* Pulls ref into containerd and names it; *name is the normalised reference. */
 static int pull(const struct images_env *env, const char *ref, char **name,
-                struct registry_result *res, struct cap_error *err)
+                struct registry_result *res, void (*progress)(void *, uint64_t, uint64_t), void *progress_ud,
+                struct cap_error *err)
 {
         struct image_ref r;
         *name = NULL;
@@ -414,6 +415,8 @@ static int pull(const struct images_env *env, const char *ref, char **name,
         }
         struct registry_opts o = {0};
         void *hold = env->registries_get(env->registries_ud, &o);
+        o.progress = progress;
+        o.progress_ud = progress_ud;
         struct ctrd_import *imp = NULL;
         struct content_sink cs = {0};
         double t0 = mono_s();
@@ -451,26 +454,52 @@ static int pull(const struct images_env *env, const char *ref, char **name,
         return rc;
 }
 
-int images_pull(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-                struct cap_error *err)
+struct pull_progress {
+        struct rpc_call *call;
+        double last;
+        bool gone; /* the client went away: stop sending (the pull itself completes) */
+};
+
+/* At most 4 reports a second, and the last one (done == total). */
+static void pull_progress(void *ud, uint64_t done, uint64_t total)
+{
+        struct pull_progress *p = ud;
+        double now = mono_s();
+        if (p->gone || (now - p->last < 0.25 && done < total))
+                return;
+        p->last = now;
+        Capsule__V1__ImagePullProgress pr = CAPSULE__V1__IMAGE_PULL_PROGRESS__INIT;
+        pr.done_bytes = done;
+        pr.total_bytes = total;
+        Capsule__V1__ImagePullResponse m = CAPSULE__V1__IMAGE_PULL_RESPONSE__INIT;
+        m.progress = &pr;
+        struct cap_error e = {0};
+        if (rpc_call_send(p->call, &m.base, &e) < 0)
+                p->gone = true;
+}
+
+int images_pull(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err)
 {
         const struct images_env *env = env_of(call);
         const Capsule__V1__ImagePullRequest *in = (const Capsule__V1__ImagePullRequest *)req;
-        Capsule__V1__ImagePullResponse *out = (Capsule__V1__ImagePullResponse *)resp;
         _cleanup_free_ char *name = NULL;
         struct registry_result res = {0};
         if (!in->reference || !*in->reference)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "reference: required");
-        if (pull(env, in->reference, &name, &res, err) < 0)
+        struct pull_progress pp = {.call = call};
+        if (pull(env, in->reference, &name, &res, pull_progress, &pp, err) < 0)
                 return err->code;
         struct users u;
         if (users_load(env, &u, err) < 0)
                 return err->code;
-        out->image = image_msg(name, res.digest, res.total_size, now_ns(), &u);
+        Capsule__V1__ImagePullResponse out = CAPSULE__V1__IMAGE_PULL_RESPONSE__INIT;
+        out.image = image_msg(name, res.digest, res.total_size, now_ns(), &u);
         users_free(&u);
-        if (!out->image)
+        if (!out.image)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
-        return 0;
+        int r = rpc_call_send(call, &out.base, err);
+        capsule__v1__image__free_unpacked(out.image, NULL);
+        return r < 0 ? err->code : 0;
 }
 
 /* ---- List ---- */
@@ -627,7 +656,7 @@ int images_ensure(const struct images_env *env, const char *ref, Capsule__V1__Pu
         }
         _cleanup_free_ char *pulled = NULL;
         struct registry_result res = {0};
-        if (pull(env, ref, &pulled, &res, err) < 0)
+        if (pull(env, ref, &pulled, &res, NULL, NULL, err) < 0)
                 return err->code;
         if (digest && !(*digest = strdup(res.digest)))
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");

@@ -32,10 +32,10 @@ struct images_env {
         void *registries_ud;
 };
 
-/* Handlers; userdata is a struct images_env. Push is RPC_CLIENT_STREAM, the others unary. */
+/* Handlers; userdata is a struct images_env. Push is RPC_CLIENT_STREAM, Pull RPC_SERVER_STREAM
+ * (progress, then the image), the others unary. */
 int images_push(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
-int images_pull(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-                struct cap_error *err);
+int images_pull(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int images_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                 struct cap_error *err);
 int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,

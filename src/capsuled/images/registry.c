@@ -33,6 +33,7 @@ struct session {
         bool token_request;               /* perform(): send cred as HTTP Basic auth */
         bool insecure;
         uint64_t fetched;
+        uint64_t layers_done, layers_total; /* progress */
 };
 
 /* One response: either buffered (manifests, tokens, error bodies) or streamed into a sink. */
@@ -51,6 +52,7 @@ struct resp {
         struct cap_error *err;
         CURL *h;
         bool sink_failed;
+        const struct session *s; /* progress: s->layers_done + what this blob got so far */
         char errbuf[ERRBODY_MAX + 1];
         size_t errlen;
 };
@@ -156,6 +158,9 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
                         r->sink_failed = true;
                         return 0;
                 }
+                if (r->s && r->s->o->progress)
+                        r->s->o->progress(r->s->o->progress_ud, r->s->layers_done + r->hash->size,
+                                          r->s->layers_total);
                 return len;
         }
         if (r->sink || !r->buf || status / 100 != 2) {
@@ -488,7 +493,7 @@ static int get_blob(struct session *s, const struct blob_sink *sink, const struc
                 sink->ops->abort(sink->ud);
                 return err->code;
         }
-        struct resp r = {.sink = sink, .hash = &h, .expect = d->size, .err = err};
+        struct resp r = {.sink = sink, .hash = &h, .expect = d->size, .err = err, .s = s};
         int rc = get(s, url, NULL, &r, 0, err);
         if (rc == 0 && r.status != 200)
                 rc = http_error(s, &r, "blob request", err);
@@ -650,6 +655,12 @@ static int pull_manifest(struct session *s, const struct blob_sink *sink, const 
         if (blob_sink_put(sink, &cd, cfg, csize, err) < 0)
                 return cap_error_prefix(err, "pull %s: config", s->refstr);
         uint64_t total = len + csize;
+        for (size_t i = 0; i < n; i++) {
+                const char *lmt, *ldg;
+                uint64_t lsize;
+                if (parse_desc(json_object_array_get_idx(layers, i), &lmt, &ldg, &lsize) == 0)
+                        s->layers_total += lsize;
+        }
         /* GC labels of the manifest: config + every layer. */
         char keys[MAX_LAYERS + 1][48];
         struct blob_label labels[MAX_LAYERS + 1];
@@ -670,6 +681,9 @@ static int pull_manifest(struct session *s, const struct blob_sink *sink, const 
                     .media_type = lmt, .digest = ldg, .size = lsize, .labels = &ul, .n_labels = 1};
                 if (get_blob(s, sink, &ld, err) < 0)
                         return err->code;
+                s->layers_done += lsize;
+                if (s->o->progress)
+                        s->o->progress(s->o->progress_ud, s->layers_done, s->layers_total);
                 snprintf(keys[i + 1], sizeof(keys[i + 1]), "containerd.io/gc.ref.content.l.%zu", i);
                 labels[i + 1] = (struct blob_label){keys[i + 1], ldg};
                 total += lsize;

@@ -29,6 +29,10 @@ struct registry_opts {
         long connect_timeout_s;  /* 0 = 15 */
         long stall_timeout_s;    /* abort a transfer slower than 1 byte/s for this long; 0 = 60 */
         uint64_t max_blob_bytes; /* 0 = 16 GiB */
+        /* Called as layer bytes arrive (and for layers already present): done of total, total
+         * being every layer's size. NULL: no reports. From the pulling thread. */
+        void (*progress)(void *ud, uint64_t done, uint64_t total);
+        void *progress_ud;
 };
 
 struct registry_result {

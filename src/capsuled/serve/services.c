@@ -46,8 +46,8 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
             /* Images */
             {"/capsule.v1.Images/Push", RPC_CLIENT_STREAM, D(image_push_request),
              D(image_push_response), M, .stream = images_push},
-            {"/capsule.v1.Images/Pull", RPC_UNARY, D(image_pull_request), D(image_pull_response),
-             M | RPC_METHOD_BLOCKING, .unary = images_pull},
+            {"/capsule.v1.Images/Pull", RPC_SERVER_STREAM, D(image_pull_request), D(image_pull_response),
+             M | RPC_METHOD_BLOCKING, .stream = images_pull},
             {"/capsule.v1.Images/List", RPC_UNARY, D(image_list_request), D(image_list_response), 0,
              .unary = images_list},
             {"/capsule.v1.Images/Delete", RPC_UNARY, D(image_delete_request),
