@@ -24,6 +24,8 @@
 #define INIT_MACHINE_CONFIG "/perm/capsule/machine.yaml"
 #define INIT_IMAGE_MACHINE_CONFIG "/etc/capsule/machine.yaml"
 #define INIT_CHRONY_CONF "/run/capsule/chrony.conf" /* absent when NTP is off */
+/* NTP servers from the DHCP lease (capsule-dhcp-hook), when time.servers is not set */
+#define INIT_CHRONY_SOURCES_DIR "/run/capsule/chrony/sources.d"
 #define INIT_CHRONY_UID 101                         /* _chrony in the image's /etc/passwd */
 #define INIT_MODULES_FILE "/etc/capsule/modules"
 

@@ -65,7 +65,7 @@ static int write_dhcpcd_conf(const struct machine_config *mc)
             "clientid\n"
             "persistent\n"
             "option rapid_commit\n"
-            "option domain_name_servers, domain_name, domain_search\n"
+            "option domain_name_servers, domain_name, domain_search, ntp_servers\n"
             "require dhcp_server_identifier\n"
             "noipv4ll\n"
             /* skip the 5 s ARP probe of an offered address: the DHCP server owns conflicts */
@@ -95,8 +95,9 @@ static int write_resolv_conf(const struct machine_config *mc)
         return write_file("/etc/resolv.conf", text);
 }
 
-/* chronyd's config from time.servers (absent: the public pool; []: no NTP, no file, and the
- * chronyd service is not started). chronyd steps the clock whatever the offset (a board with a
+/* chronyd's config from time.servers (absent: the public pool plus the NTP servers the DHCP lease
+ * offers, which capsule-dhcp-hook writes into the sourcedir; []: no NTP, no file, and the chronyd
+ * service is not started). chronyd steps the clock whatever the offset (a board with a
  * dead RTC battery boots in 1970 or 2020, and TLS then refuses every certificate), keeps the
  * RTC in sync, and has no command port. Its drift file lives on /perm, owned by _chrony. */
 static int write_chrony_conf(const struct machine_config *mc)
@@ -107,8 +108,9 @@ static int write_chrony_conf(const struct machine_config *mc)
         char conf[4096] = "# Written by capsuled init from the machine config; do not edit.\n";
         size_t n = strlen(conf);
         if (!mc || !mc->ntp_servers_set) {
-                n += (size_t)snprintf(conf + n, sizeof(conf) - n, "pool %s iburst\n",
-                                      MACHINE_DEFAULT_NTP);
+                n += (size_t)snprintf(conf + n, sizeof(conf) - n, "pool %s iburst\nsourcedir %s\n",
+                                      MACHINE_DEFAULT_NTP, INIT_CHRONY_SOURCES_DIR);
+                mkdir_p(INIT_CHRONY_SOURCES_DIR, 0755);
         } else {
                 for (size_t i = 0; i < mc->n_ntp_servers && n < sizeof(conf); i++) {
                         char host[256];
