@@ -60,10 +60,12 @@ int cp_extract(int fd, const char *src_name, const char *dest_dir, const char *d
         struct archive_entry *e;
         int r;
         while (rc == 0 && (r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
-                const char *path = archive_entry_pathname(e);
-                const char *rest = path ? under(path, src_name) : NULL;
+                /* a copy: renaming the entry frees the name it had */
+                char path[PATH_MAX];
+                snprintf(path, sizeof(path), "%s", archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
+                const char *rest = under(path, src_name);
                 if (!rest || has_dotdot(path)) {
-                        snprintf(why, why_len, "refused entry \"%.200s\": outside %s", path ? path : "", src_name);
+                        snprintf(why, why_len, "refused entry \"%.200s\": outside %s", path, src_name);
                         rc = -1;
                         break;
                 }
