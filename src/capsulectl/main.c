@@ -73,6 +73,8 @@ const struct ctl_verb ctl_verbs[] = {
      CTL_FLEET_TABLE, false, false},
     {"health", cmd_health, "Check the capsule's health", opts_none, NULL, 0, CTL_FLEET_TABLE, false,
      false},
+    {"metrics", cmd_metrics, "Print the capsule's metrics (Prometheus text format)", opts_none,
+     NULL, 0, CTL_FLEET_LINES, false, false},
     {"dmesg", cmd_dmesg, "Print the capsule's kernel log (-f to follow)", opts_dmesg, NULL, 0,
      CTL_FLEET_LINES, false, false},
     {"reboot", cmd_reboot, "Reboot (or --poweroff) the capsule cleanly", opts_reboot, NULL, 0,
