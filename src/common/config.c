@@ -328,8 +328,12 @@ static int machine_metrics_field(struct yparse *p, const char *key, yaml_node_t 
                                  const char *path, void *obj)
 {
         struct machine_config *c = ((struct machine_parse *)obj)->c;
-        if (strcmp(key, "enabled") == 0)
-                return take_bool(p, v, path, &c->metrics_enabled);
+        if (strcmp(key, "enabled") == 0) {
+                bool on = true;
+                int r = take_bool(p, v, path, &on);
+                c->metrics_off = !on;
+                return r;
+        }
         if (strcmp(key, "insecureHTTP") == 0)
                 return take_bool(p, v, path, &c->metrics_insecure_http);
         if (strcmp(key, "listen") != 0)
@@ -732,7 +736,6 @@ int machine_config_parse(const char *name, const char *buf, size_t len, struct m
         memset(out, 0, sizeof(*out));
         out->version = 1;
         out->dhcp = true;
-        out->metrics_enabled = true;
         struct yparse p = {.name = name ? name : "machine config", .err = err};
         int r = yparse_load(&p, buf, len);
         if (r < 0)
@@ -1214,11 +1217,11 @@ static void emit_updates(struct yout *o, const struct machine_config *c)
 static void emit_metrics(struct yout *o, const struct machine_config *c)
 {
         bool listen = c->metrics_listen && strcmp(c->metrics_listen, MACHINE_METRICS_LISTEN) != 0;
-        if (c->metrics_enabled && !listen && !c->metrics_insecure_http)
+        if (!c->metrics_off && !listen && !c->metrics_insecure_http)
                 return;
         emit_scalar(o, "metrics", YAML_PLAIN_SCALAR_STYLE);
         emit_map_start(o);
-        if (!c->metrics_enabled) {
+        if (c->metrics_off) {
                 emit_scalar(o, "enabled", YAML_PLAIN_SCALAR_STYLE);
                 emit_scalar(o, "false", YAML_PLAIN_SCALAR_STYLE);
         }

@@ -77,7 +77,7 @@ struct machine_config {
         size_t n_ntp_servers;
         bool ntp_servers_set; /* time.servers given (an empty list turns NTP off) */
         /* metrics: the Prometheus endpoint */
-        bool metrics_enabled;       /* metrics.enabled, default true */
+        bool metrics_off;           /* metrics.enabled: false (zero value: on) */
         char *metrics_listen;       /* metrics.listen, default MACHINE_METRICS_LISTEN */
         bool metrics_insecure_http; /* metrics.insecureHTTP, default false */
 };

@@ -124,7 +124,7 @@ static size_t config_changes(const struct machine_config *a, const struct machin
         if (a->ntp_servers_set != b->ntp_servers_set ||
             !strv_eq(a->ntp_servers, a->n_ntp_servers, b->ntp_servers, b->n_ntp_servers))
                 out[n++] = "time";
-        if (a->metrics_enabled != b->metrics_enabled ||
+        if (a->metrics_off != b->metrics_off ||
             a->metrics_insecure_http != b->metrics_insecure_http ||
             !str_eq(a->metrics_listen, b->metrics_listen))
                 out[n++] = "metrics";

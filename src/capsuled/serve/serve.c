@@ -297,7 +297,7 @@ static int metrics_render(void *ud, char **text, size_t *len)
 /* The metrics endpoint, unless the machine config turns it off. */
 static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, struct cap_error *err)
 {
-        if (!ctx->mcfg.metrics_enabled && !o->metrics_listen) {
+        if (ctx->mcfg.metrics_off && !o->metrics_listen) {
                 log_info("metrics endpoint off (machine config metrics.enabled: false)");
                 return 0;
         }
