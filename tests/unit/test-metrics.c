@@ -56,10 +56,11 @@ TEST(values)
         expo_sample(&e, NULL, INFINITY);
         expo_sample(&e, NULL, -INFINITY);
         expo_sample(&e, NULL, 1e300);
+        expo_sample(&e, NULL, 0.342758);
         expo_sample_u64(&e, NULL, UINT64_MAX);
         CHECK(e.error == 0);
         CHECK_STR_EQ(e.buf, "# HELP v \n# TYPE v gauge\nv 0.25\nv -3\nv NaN\nv +Inf\nv -Inf\n"
-                            "v 1.0000000000000001e+300\nv 18446744073709551615\n");
+                            "v 1e+300\nv 0.342758\nv 18446744073709551615\n");
         expo_free(&e);
 }
 

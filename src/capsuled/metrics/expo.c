@@ -150,7 +150,11 @@ void expo_sample(struct expo *e, const char *const *labels, double value)
         else if (value == floor(value) && fabs(value) < 9007199254740992.0)
                 snprintf(v, sizeof(v), "%.0f", value);
         else
-                snprintf(v, sizeof(v), "%.17g", value);
+                for (int prec = 15; prec <= 17; prec++) { /* the shortest that reads back */
+                        snprintf(v, sizeof(v), "%.*g", prec, value);
+                        if (strtod(v, NULL) == value)
+                                break;
+                }
         sample_head(e, labels);
         puts_(e, v);
         puts_(e, "\n");
