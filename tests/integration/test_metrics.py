@@ -380,6 +380,22 @@ class MetricsConfigTest(unittest.TestCase):
         finally:
             self.assertEqual(cap.stop(), 0)
 
+    def test_port_in_use_does_not_stop_the_api(self):
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        cap = Capsule(self.tmp, extra_args=["--metrics-listen", f"127.0.0.1:{port}"])
+        try:
+            cap.start()
+            self.assertIsNone(cap.metrics_port)
+            self.assertEqual(cap.ctl(["version"]).returncode, 0)
+            self.assertIn("serving the API without it", cap.logs())
+            self.assertIn(f"127.0.0.1:{port}", cap.logs())
+        finally:
+            busy.close()
+            self.assertEqual(cap.stop(), 0)
+
     def test_bad_listen_refused(self):
         cap = Capsule(self.tmp)
         with open(os.path.join(cap.cfgdir, "machine.yaml"), "a") as f:

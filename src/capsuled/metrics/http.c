@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -432,6 +433,9 @@ static int listen_on(const char *addr, int *port, struct cap_error *err)
                                      "\"%s\": not an IP address and port: %s", addr, gai_strerror(g));
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         int one = 1;
+        /* an address DHCP has not configured yet binds all the same (and works once it is) */
+        if (fd >= 0 && setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof(one)) < 0)
+                log_debug("metrics: IP_FREEBIND: %s", strerror(errno));
         if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
             bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 16) < 0) {
                 int e = errno;

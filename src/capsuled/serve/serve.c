@@ -427,9 +427,10 @@ static int run(struct serve_opts *o)
                 log_error("start: %s", err.msg);
                 goto out;
         }
+        /* not fatal: the API matters more, and through it the config can be fixed */
         if (metrics_start(&ctx, o, &err) < 0) {
-                log_error("%s", err.msg);
-                goto out;
+                log_error("%s; serving the API without it", err.msg);
+                err = (struct cap_error){0};
         }
         if (o->port_file && write_port_file(o->port_file, port, &err) < 0) {
                 log_error("%s", err.msg);
