@@ -169,7 +169,8 @@ static void render_workloads(const struct workloads *ws, struct expo *e)
                         expo_sample(e, l, ws->w[i]->status->phase == phases[k]);
                 }
         expo_family(e, "capsule_workload_restarts_total", EXPO_COUNTER,
-                    "Restarts by the restart policy since the control plane started.");
+                    "Restarts by the restart policy of the workload's current generation (kept across "
+                    "restarts of the control plane; 0 again when a new spec is applied).");
         for (size_t i = 0; i < ws->n; i++) {
                 const char *l[] = {"workload", ws->w[i]->spec->name, NULL};
                 expo_sample_u64(e, l, ws->w[i]->status->restarts);
