@@ -396,6 +396,29 @@ class MetricsConfigTest(unittest.TestCase):
             busy.close()
             self.assertEqual(cap.stop(), 0)
 
+    def test_disabled(self):
+        cap = Capsule(self.tmp)
+        machine = os.path.join(cap.cfgdir, "machine.yaml")
+        with open(machine, "a") as f:
+            f.write("metrics:\n  enabled: false\n")
+        # without --metrics-listen (the harness passes one), as on a Capsule
+        port_file = os.path.join(self.tmp, "port")
+        log = open(os.path.join(self.tmp, "serve.log"), "wb")
+        p = subprocess.Popen([harness.CAPSULED, "serve", "--root", os.path.join(self.tmp, "r"),
+                              "--machine-config", machine, "--listen", "127.0.0.1:0",
+                              "--port-file", port_file], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: os.path.exists(port_file) or p.poll() is not None, what="capsuled")
+            self.assertIsNone(p.poll())
+            with open(log.name) as f:
+                text = f.read()
+            self.assertIn("metrics endpoint off", text)
+            self.assertNotIn("metrics addr=", text)
+        finally:
+            p.terminate()
+            self.assertEqual(p.wait(20), 0)
+            log.close()
+
     def test_bad_listen_refused(self):
         cap = Capsule(self.tmp)
         with open(os.path.join(cap.cfgdir, "machine.yaml"), "a") as f:
