@@ -121,9 +121,13 @@ TEST(route)
         CHECK(metrics_http_route(post, strlen(post)) == 405);
         const char *head = "HEAD /metrics HTTP/1.1\r\n\r\n";
         CHECK(metrics_http_route(head, strlen(head)) == 405);
-        const char *junk[] = {"\r\n\r\n", "GET\r\n\r\n", "GET /metrics\r\n\r\n",
-                              "GET /metrics HTTP/2\r\n\r\n", "GET metrics HTTP/1.1\r\n\r\n",
-                              "GET /metrics HTTP/1.1 extra\r\n\r\n", "\x16\x03\x01\x02\x00"};
+        const char *junk[] = {"\r\n\r\n",
+                              "GET\r\n\r\n",
+                              "GET /metrics\r\n\r\n",
+                              "GET /metrics HTTP/2\r\n\r\n",
+                              "GET metrics HTTP/1.1\r\n\r\n",
+                              "GET /metrics HTTP/1.1 extra\r\n\r\n",
+                              "\x16\x03\x01\x02\x00"};
         for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++)
                 CHECK(metrics_http_route(junk[i], strlen(junk[i])) == 400);
         char huge[1024];

@@ -20,7 +20,8 @@ void expo_free(struct expo *e)
         memset(e, 0, sizeof(*e));
 }
 
-static void fail(struct expo *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(struct expo *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fail(struct expo *e, int code, const char *fmt, ...)
 {
         if (e->error)

@@ -69,7 +69,8 @@ static int conn_wait(struct conn *c, short events)
                 long left = ms_left(&c->deadline);
                 if (left <= 0)
                         return -ETIMEDOUT;
-                struct pollfd p[2] = {{.fd = c->fd, .events = events}, {.fd = c->stop_fd, .events = POLLIN}};
+                struct pollfd p[2] = {{.fd = c->fd, .events = events},
+                                      {.fd = c->stop_fd, .events = POLLIN}};
                 int r = poll(p, 2, (int)left);
                 if (r < 0 && errno == EINTR)
                         continue;
@@ -163,7 +164,8 @@ static void peer_identity(SSL *ssl, char *org, size_t org_len, char *cn, size_t 
         X509_NAME *name = X509_get_subject_name(cert);
         if (X509_NAME_get_index_by_NID(name, NID_organizationName, -1) >= 0 &&
             X509_NAME_get_index_by_NID(name, NID_organizationName,
-                                       X509_NAME_get_index_by_NID(name, NID_organizationName, -1)) < 0)
+                                       X509_NAME_get_index_by_NID(name, NID_organizationName, -1)) <
+                0)
                 X509_NAME_get_text_by_NID(name, NID_organizationName, org, (int)org_len);
         X509_NAME_get_text_by_NID(name, NID_commonName, cn, (int)cn_len);
         X509_free(cert);
@@ -193,7 +195,8 @@ static int conn_handshake(struct metrics_http *h, struct conn *c, char *why, siz
         char org[256], cn[256];
         peer_identity(c->ssl, org, sizeof(org), cn, sizeof(cn));
         if (!pki_role_is_valid(org)) {
-                snprintf(why, why_len, "certificate \"%s\" has no Capsule role (O=\"%s\")", cn, org);
+                snprintf(why, why_len, "certificate \"%s\" has no Capsule role (O=\"%s\")", cn,
+                         org);
                 return -EACCES;
         }
         return 0;
@@ -271,7 +274,7 @@ static void serve_request(struct metrics_http *h, struct conn *c, const char *pe
         if (code != 200) {
                 log_debug("metrics: %s: answered %d", peer, code);
                 respond_text(c, code,
-                             code == 404 ? "not found: the metrics are at /metrics\n"
+                             code == 404   ? "not found: the metrics are at /metrics\n"
                              : code == 405 ? "method not allowed: use GET\n"
                                            : "bad request\n");
                 return;
@@ -365,7 +368,8 @@ static void *serve_thread(void *arg)
 {
         struct metrics_http *h = arg;
         for (;;) {
-                struct pollfd p[2] = {{.fd = h->fd, .events = POLLIN}, {.fd = h->stop_fd, .events = POLLIN}};
+                struct pollfd p[2] = {{.fd = h->fd, .events = POLLIN},
+                                      {.fd = h->stop_fd, .events = POLLIN}};
                 if (poll(p, 2, -1) < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -430,7 +434,8 @@ static int listen_on(const char *addr, int *port, struct cap_error *err)
         int g = getaddrinfo(host, colon + 1, &hints, &ai);
         if (g != 0)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                     "\"%s\": not an IP address and port: %s", addr, gai_strerror(g));
+                                     "\"%s\": not an IP address and port: %s", addr,
+                                     gai_strerror(g));
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         int one = 1;
         /* an address DHCP has not configured yet binds all the same (and works once it is) */
@@ -489,7 +494,8 @@ static SSL_CTX *tls_context(const struct metrics_http_opts *o, struct cap_error 
         size_t n_ca = 0;
         if (!cert || SSL_CTX_use_certificate(ctx, cert) != 1)
                 r = tls_error(err, "pki.cert");
-        else if (!key || SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)
+        else if (!key || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+                 SSL_CTX_check_private_key(ctx) != 1)
                 r = tls_error(err, "pki.key");
         else if (pki_certs_load(o->ca_pem, SSL_CTX_get_cert_store(ctx), &n_ca, err) < 0)
                 r = cap_error_prefix(err, "pki.ca");

@@ -21,9 +21,9 @@
 typedef int (*metrics_render_fn)(void *ud, char **text, size_t *len);
 
 struct metrics_http_opts {
-        const char *listen;  /* "host:port" (IPv4, or [IPv6]:port); port 0 picks one */
-        bool insecure_http;  /* plain HTTP, no client certificates */
-        const char *ca_pem;  /* verifies clients (TLS) */
+        const char *listen;   /* "host:port" (IPv4, or [IPv6]:port); port 0 picks one */
+        bool insecure_http;   /* plain HTTP, no client certificates */
+        const char *ca_pem;   /* verifies clients (TLS) */
         const char *cert_pem; /* the server's identity (TLS) */
         const char *key_pem;
         metrics_render_fn render;

@@ -54,7 +54,8 @@ static double serve_start_time(const struct serve_ctx *ctx)
 static void render_capsule(struct serve_ctx *ctx, struct expo *e)
 {
         _cleanup_free_ char *slot = ctx->os_mode ? serve_booted_slot() : strdup("");
-        const char *info[] = {"version",  CAPSULE_VERSION, "build", CAPSULE_BUILD,
+        const char *info[] = {"version",  CAPSULE_VERSION,
+                              "build",    CAPSULE_BUILD,
                               "hostname", ctx->mcfg.hostname ? ctx->mcfg.hostname : "",
                               "mode",     ctx->os_mode ? "os" : "host",
                               "slot",     slot ? slot : "",
@@ -97,8 +98,8 @@ static const char *phase_name(Capsule__V1__Phase p)
 }
 
 static const Capsule__V1__Phase phases[] = {
-    CAPSULE__V1__PHASE__PENDING, CAPSULE__V1__PHASE__PULLING, CAPSULE__V1__PHASE__CREATING,
-    CAPSULE__V1__PHASE__RUNNING, CAPSULE__V1__PHASE__EXITED,  CAPSULE__V1__PHASE__BACKOFF,
+    CAPSULE__V1__PHASE__PENDING, CAPSULE__V1__PHASE__PULLING,  CAPSULE__V1__PHASE__CREATING,
+    CAPSULE__V1__PHASE__RUNNING, CAPSULE__V1__PHASE__EXITED,   CAPSULE__V1__PHASE__BACKOFF,
     CAPSULE__V1__PHASE__FAILED,  CAPSULE__V1__PHASE__STOPPING,
 };
 
@@ -155,8 +156,10 @@ static void render_workloads(const struct workloads *ws, struct expo *e)
                     "Always 1, per workload: its kind and image.");
         for (size_t i = 0; i < ws->n; i++) {
                 const Capsule__V1__WorkloadSpec *s = ws->w[i]->spec;
-                const char *l[] = {"workload", s->name, "kind", kind_name(s->kind),
-                                   "image", s->image ? s->image : "", NULL};
+                const char *l[] = {"workload", s->name,
+                                   "kind",     kind_name(s->kind),
+                                   "image",    s->image ? s->image : "",
+                                   NULL};
                 expo_sample(e, l, 1);
         }
         expo_family(e, "capsule_workload_state", EXPO_GAUGE,
@@ -168,9 +171,10 @@ static void render_workloads(const struct workloads *ws, struct expo *e)
                                            phase_name(phases[k]), NULL};
                         expo_sample(e, l, ws->w[i]->status->phase == phases[k]);
                 }
-        expo_family(e, "capsule_workload_restarts_total", EXPO_COUNTER,
-                    "Restarts by the restart policy of the workload's current generation (kept across "
-                    "restarts of the control plane; 0 again when a new spec is applied).");
+        expo_family(
+            e, "capsule_workload_restarts_total", EXPO_COUNTER,
+            "Restarts by the restart policy of the workload's current generation (kept across "
+            "restarts of the control plane; 0 again when a new spec is applied).");
         for (size_t i = 0; i < ws->n; i++) {
                 const char *l[] = {"workload", ws->w[i]->spec->name, NULL};
                 expo_sample_u64(e, l, ws->w[i]->status->restarts);
