@@ -506,6 +506,13 @@ static SSL_CTX *tls_context(const struct metrics_http_opts *o, struct cap_error 
                 return NULL;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+        /* no session resumption: every connection shows (and has checked) its certificate, and
+         * OpenSSL refuses resumption with client verification without a session id context */
+        static const unsigned char sid[] = "capsule-metrics";
+        SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
         return ctx;
 }
 
