@@ -217,6 +217,26 @@ restart: on-failure
         self.assertNotIn(b"capsule_", data)
         self.assertIn("metrics: refused", self.capsule.logs())
 
+    def test_certificate_without_role_forbidden(self):
+        # signed by the capsule's CA (openssl, as anyone holding the CA key could), O not a role
+        d = os.path.join(self.tmp, "norole")
+        os.makedirs(d, exist_ok=True)
+        key, csr, crt = (os.path.join(d, n) for n in ("k.pem", "r.csr", "c.pem"))
+        ext = write(os.path.join(d, "ext.cnf"), "extendedKeyUsage=clientAuth\n", 0o644)
+        secrets = self.capsule.secrets
+        subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+                        "-subj", "/CN=intruder/O=capsule:nobody"], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA",
+                        os.path.join(secrets, "ca.crt"), "-CAkey", os.path.join(secrets, "ca.key"),
+                        "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", crt],
+                       check=True, capture_output=True)
+        status, _, body = self.get(cert=crt, key=key)
+        self.assertEqual(status, 403)
+        self.assertIn("no Capsule role", body)
+        self.assertNotIn("capsule_", body)
+        self.assertIn('certificate "intruder" has no Capsule role', self.capsule.logs())
+
     def other_ca_context(self):
         d = os.path.join(self.tmp, "other")
         if not os.path.exists(os.path.join(d, "capsuleconfig")):

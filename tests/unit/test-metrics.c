@@ -113,6 +113,8 @@ TEST(route)
         CHECK(metrics_http_route(get, strlen(get)) == 200);
         const char *q = "GET /metrics?name[]=up HTTP/1.0\r\n\r\n";
         CHECK(metrics_http_route(q, strlen(q)) == 200);
+        const char *lf = "GET /metrics HTTP/1.1\nHost: a b\n\n";
+        CHECK(metrics_http_route(lf, strlen(lf)) == 200);
         const char *other = "GET / HTTP/1.1\r\n\r\n";
         CHECK(metrics_http_route(other, strlen(other)) == 404);
         const char *deeper = "GET /metrics/x HTTP/1.1\r\n\r\n";

@@ -162,10 +162,9 @@ static void peer_identity(SSL *ssl, char *org, size_t org_len, char *cn, size_t 
         if (!cert)
                 return;
         X509_NAME *name = X509_get_subject_name(cert);
-        if (X509_NAME_get_index_by_NID(name, NID_organizationName, -1) >= 0 &&
-            X509_NAME_get_index_by_NID(name, NID_organizationName,
-                                       X509_NAME_get_index_by_NID(name, NID_organizationName, -1)) <
-                0)
+        int first = X509_NAME_get_index_by_NID(name, NID_organizationName, -1);
+        /* several O attributes: no role rather than a guess, as the API decides */
+        if (first >= 0 && X509_NAME_get_index_by_NID(name, NID_organizationName, first) < 0)
                 X509_NAME_get_text_by_NID(name, NID_organizationName, org, (int)org_len);
         X509_NAME_get_text_by_NID(name, NID_commonName, cn, (int)cn_len);
         X509_free(cert);
@@ -204,8 +203,9 @@ static int conn_handshake(struct metrics_http *h, struct conn *c, char *why, siz
 
 int metrics_http_route(const char *head, size_t len)
 {
-        const char *eol = memchr(head, '\r', len);
-        size_t line = eol ? (size_t)(eol - head) : len;
+        size_t line = 0; /* the request line ends at CR LF, or a bare LF */
+        while (line < len && head[line] != '\r' && head[line] != '\n')
+                line++;
         char req[512];
         if (line == 0 || line >= sizeof(req))
                 return 400;
@@ -231,6 +231,7 @@ static int respond(struct conn *c, int code, const char *type, const char *body,
         const char *reason = code == 200   ? "OK"
                              : code == 400 ? "Bad Request"
                              : code == 404 ? "Not Found"
+                             : code == 403 ? "Forbidden"
                              : code == 405 ? "Method Not Allowed"
                              : code == 431 ? "Request Header Fields Too Large"
                              : code == 408 ? "Request Timeout"
@@ -249,8 +250,8 @@ static int respond_text(struct conn *c, int code, const char *msg)
         return respond(c, code, "text/plain; charset=utf-8", msg, strlen(msg));
 }
 
-/* Reads the request head (up to the blank line) and answers it. */
-static void serve_request(struct metrics_http *h, struct conn *c, const char *peer)
+/* Reads the request head (up to the blank line) and answers it; 403 when forbidden. */
+static void serve_request(struct metrics_http *h, struct conn *c, const char *peer, bool forbidden)
 {
         char buf[METRICS_HTTP_MAX_REQUEST];
         size_t len = 0;
@@ -269,6 +270,10 @@ static void serve_request(struct metrics_http *h, struct conn *c, const char *pe
                 len += (size_t)n;
                 if (memmem(buf, len, "\r\n\r\n", 4) || memmem(buf, len, "\n\n", 2))
                         break;
+        }
+        if (forbidden) {
+                respond_text(c, 403, "forbidden: the client certificate has no Capsule role\n");
+                return;
         }
         int code = metrics_http_route(buf, len);
         if (code != 200) {
@@ -302,10 +307,12 @@ static void serve_conn(struct metrics_http *h, int fd, const char *peer)
                 c.deadline.tv_nsec -= 1000000000L;
         }
         char why[300] = "";
-        if (h->tls && conn_handshake(h, &c, why, sizeof(why)) < 0)
+        int r = h->tls ? conn_handshake(h, &c, why, sizeof(why)) : 0;
+        if (r < 0)
                 log_info("metrics: refused %s: %s", peer, why);
-        else
-                serve_request(h, &c, peer);
+        /* verified, but no role: say so (after reading the request) rather than hang up */
+        if (r == 0 || r == -EACCES)
+                serve_request(h, &c, peer, r == -EACCES);
         if (c.ssl) {
                 SSL_shutdown(c.ssl);
                 SSL_free(c.ssl);
