@@ -21,6 +21,8 @@ PKGS=(
   # image build and QEMU boot
   qemu-system-x86 qemu-utils ovmf systemd-boot-efi mtools dosfstools gdisk fdisk
   squashfs-tools cpio zstd socat curl jq
+  # a real Prometheus scrapes the metrics endpoint in tests/integration/test_metrics.py
+  prometheus
 )
 
 missing=()

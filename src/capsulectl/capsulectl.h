@@ -122,6 +122,7 @@ void ctl_cleanup(struct ctl *ctl);
 /* Verbs. */
 int cmd_version(struct ctl *ctl, int argc, char **argv);
 int cmd_health(struct ctl *ctl, int argc, char **argv);
+int cmd_metrics(struct ctl *ctl, int argc, char **argv); /* metrics.c */
 int cmd_gen(struct ctl *ctl, int argc, char **argv);
 int cmd_config(struct ctl *ctl, int argc, char **argv);
 int cmd_volume(struct ctl *ctl, int argc, char **argv); /* volume.c */

@@ -361,11 +361,13 @@ static int gen_config(struct ctl *ctl, int argc, char **argv)
 static const char gen_cert_usage[] =
     "usage: capsulectl gen cert --role reader|admin --name USER --secrets DIR/secrets\n"
     "                           [--days D] [-o FILE] [--endpoint HOST:PORT] [--context NAME] "
-    "[--force]\n"
+    "[--force] [--pem]\n"
     "\n"
     "Mints a client certificate for USER signed by the CA in DIR/secrets and writes a complete\n"
     "client config (one context) that you can hand to USER: they run\n"
     "`capsulectl --config FILE version` or merge it with `capsulectl config merge FILE`.\n"
+    "With --pem it writes PEM files instead, for other TLS clients (Prometheus scraping the\n"
+    "metrics endpoint): FILE is then a directory with USER.crt, USER.key and ca.crt.\n"
     "\n"
     "Options:\n"
     "  --role ROLE          reader (get/list/logs/health/version) or admin (everything)\n"
@@ -375,7 +377,10 @@ static const char gen_cert_usage[] =
     "                       (required, no default)\n"
     "  --days D             validity in days (default 365); a negative D makes an already\n"
     "                       expired certificate, for testing\n"
-    "  -o, --output FILE    where to write (default DIR/../capsuleconfig-USER)\n"
+    "  -o, --output FILE    where to write (default DIR/../capsuleconfig-USER, with --pem\n"
+    "                       the directory DIR/../USER)\n"
+    "  --pem                write USER.crt, USER.key and ca.crt into the directory FILE\n"
+    "                       instead of a client config (default: off)\n"
     "  --endpoint HOST:PORT the capsule's endpoint (default: from DIR/../capsuleconfig)\n"
     "  --context NAME       the context's name (default: the capsule's name from the CA)\n"
     "  --force              overwrite FILE if it exists (default: refuse)\n"
@@ -384,12 +389,14 @@ static const char gen_cert_usage[] =
     "\n"
     "Examples:\n"
     "  capsulectl gen cert --role reader --name alice --secrets ~/capsule-home/secrets \\\n"
-    "      -o alice.capsuleconfig\n";
+    "      -o alice.capsuleconfig\n"
+    "  capsulectl gen cert --role reader --name prometheus --secrets ~/capsule-home/secrets \\\n"
+    "      --pem -o /etc/prometheus/capsule\n";
 
 struct gen_cert_args {
         const char *role, *user, *secrets, *out, *endpoint, *context;
         int days;
-        bool force;
+        bool force, pem;
         enum pki_key_type kt;
 };
 
@@ -464,6 +471,51 @@ static int gen_cert_target(const struct gen_cert_args *a, const char *base, cons
         return rc;
 }
 
+/* gen cert --pem: USER.crt, USER.key (0600) and ca.crt in the directory out. */
+static int gen_cert_pem(const struct gen_cert_args *a, const char *ca_crt, const char *ca_key,
+                        const char *out)
+{
+        struct cap_error err = {0};
+        char crt[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
+        snprintf(crt, sizeof(crt), "%s/%s.crt", out, a->user);
+        snprintf(key, sizeof(key), "%s/%s.key", out, a->user);
+        snprintf(ca, sizeof(ca), "%s/ca.crt", out);
+        if (!a->force && (file_exists(crt) || file_exists(key))) {
+                fprintf(stderr, "capsulectl gen cert: %s already exists; pass --force to "
+                        "overwrite it or -o DIR to write elsewhere\n",
+                        file_exists(crt) ? crt : key);
+                return CTL_EXIT_ERROR;
+        }
+        struct pki_pair capair = {0}, cl = {0};
+        if (pki_pair_load_files(ca_crt, ca_key, &capair, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert: load the CA: %s\n", err.msg);
+                return CTL_EXIT_ERROR;
+        }
+        int rc = CTL_EXIT_ERROR;
+        const char *role = strcmp(a->role, "admin") == 0 ? PKI_ROLE_ADMIN : PKI_ROLE_READER;
+        struct pki_issue_opts opts = {.key_type = a->kt, .days = a->days};
+        if (pki_client_issue(&capair, a->user, role, &opts, &cl, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
+                goto out;
+        }
+        if (config_mkdir_p(out, 0700, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
+                goto out;
+        }
+        if (write_out(key, cl.key_pem, 0600) < 0 || write_out(crt, cl.cert_pem, 0644) < 0 ||
+            write_out(ca, capair.cert_pem, 0644) < 0)
+                goto out;
+        char until[32];
+        print_date(until, sizeof(until), cl.cert_pem);
+        printf("wrote %s, %s and %s  (user %s, role %s, valid until %s%s)\n", crt, key, ca,
+               a->user, role, until, a->days < 0 ? ", ALREADY EXPIRED" : "");
+        rc = CTL_EXIT_OK;
+out:
+        pki_pair_free(&capair);
+        pki_pair_free(&cl);
+        return rc;
+}
+
 static int gen_cert_run(const struct gen_cert_args *a)
 {
         struct cap_error err = {0};
@@ -474,7 +526,9 @@ static int gen_cert_run(const struct gen_cert_args *a)
         if (a->out)
                 snprintf(out, sizeof(out), "%s", a->out);
         else
-                snprintf(out, sizeof(out), "%s/capsuleconfig-%s", base, a->user);
+                snprintf(out, sizeof(out), a->pem ? "%s/%s" : "%s/capsuleconfig-%s", base, a->user);
+        if (a->pem)
+                return gen_cert_pem(a, ca_crt, ca_key, out);
         if (!a->force && file_exists(out)) {
                 fprintf(stderr,
                         "capsulectl gen cert: %s already exists; pass --force to overwrite it "
@@ -537,6 +591,7 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
             {"force", no_argument, NULL, 'f'},
             {"key-type", required_argument, NULL, 'k'},
             {"expired", no_argument, NULL, 'x'}, /* for tests: same as --days -1 */
+            {"pem", no_argument, NULL, 'P'},
             {NULL, 0, NULL, 0},
         };
         if (ctl_wants_help(argc, argv, gen_cert_usage))
@@ -569,6 +624,9 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
                         break;
                 case 'x':
                         a.days = -1;
+                        break;
+                case 'P':
+                        a.pem = true;
                         break;
                 case 'd':
                         if (parse_days(optarg, &a.days) < 0)

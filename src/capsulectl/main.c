@@ -33,7 +33,8 @@ static const struct ctl_opt opts_machine_config[] = {
 static const struct ctl_opt opts_gen[] = {
     {"endpoint", 0, true}, {"output-dir", 'o', true}, {"output", 'o', true}, {"force", 0, false},
     {"key-type", 0, true}, {"role", 0, true},         {"name", 0, true},     {"secrets", 0, true},
-    {"days", 0, true},     {"context", 0, true},      {"expired", 0, false}, {0}};
+    {"days", 0, true},     {"context", 0, true},      {"expired", 0, false}, {"pem", 0, false},
+    {0}};
 static const struct ctl_opt opts_config[] = {{"force", 0, false}, {"use", 0, false}, {0}};
 
 static const char *const subs_image[] = {"push", "pull", "ls", "rm", NULL};
@@ -75,6 +76,8 @@ const struct ctl_verb ctl_verbs[] = {
      CTL_FLEET_TABLE, false, false},
     {"health", cmd_health, "Check the capsule's health", opts_none, NULL, 0, CTL_FLEET_TABLE, false,
      false},
+    {"metrics", cmd_metrics, "Print the capsule's metrics (Prometheus text format)", opts_none,
+     NULL, 0, CTL_FLEET_LINES, false, false},
     {"dmesg", cmd_dmesg, "Print the capsule's kernel log (-f to follow)", opts_dmesg, NULL, 0,
      CTL_FLEET_LINES, false, false},
     {"reboot", cmd_reboot, "Reboot (or --poweroff) the capsule cleanly", opts_reboot, NULL, 0,

@@ -9,6 +9,7 @@
 #include "fs.h"
 #include "pki.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -292,6 +293,62 @@ static int machine_api_field(struct yparse *p, const char *key, yaml_node_t *v, 
                 return take_str(p, v, path, &c->listen);
         }
         return FIELD_UNKNOWN;
+}
+
+bool machine_listen_ok(const char *addr)
+{
+        const char *colon = addr ? strrchr(addr, ':') : NULL;
+        if (!colon || colon == addr)
+                return false;
+        char host[64];
+        size_t hl = (size_t)(colon - addr);
+        const char *h = addr;
+        int family = AF_INET;
+        if (addr[0] == '[') {
+                if (hl < 3 || addr[hl - 1] != ']')
+                        return false;
+                h++;
+                hl -= 2;
+                family = AF_INET6;
+        }
+        if (hl >= sizeof(host))
+                return false;
+        memcpy(host, h, hl);
+        host[hl] = '\0';
+        unsigned char bin[16];
+        if (inet_pton(family, host, bin) != 1)
+                return false;
+        char *end = NULL;
+        errno = 0;
+        long port = strtol(colon + 1, &end, 10);
+        return colon[1] >= '0' && colon[1] <= '9' && !*end && !errno && port >= 1 && port <= 65535;
+}
+
+static int machine_metrics_field(struct yparse *p, const char *key, yaml_node_t *v,
+                                 const char *path, void *obj)
+{
+        struct machine_config *c = ((struct machine_parse *)obj)->c;
+        if (strcmp(key, "enabled") == 0) {
+                bool on = true;
+                int r = take_bool(p, v, path, &on);
+                c->metrics_off = !on;
+                return r;
+        }
+        if (strcmp(key, "insecureHTTP") == 0)
+                return take_bool(p, v, path, &c->metrics_insecure_http);
+        if (strcmp(key, "listen") != 0)
+                return FIELD_UNKNOWN;
+        free(c->metrics_listen);
+        c->metrics_listen = NULL;
+        int r = take_str(p, v, path, &c->metrics_listen);
+        if (r < 0)
+                return r;
+        if (c->metrics_listen && !machine_listen_ok(c->metrics_listen))
+                return fail_at(p, v,
+                               "%s: \"%.80s\" is not IP:PORT or [IPV6]:PORT with a port of "
+                               "1-65535 (e.g. \"0.0.0.0:50001\")",
+                               path, c->metrics_listen);
+        return 0;
 }
 
 static int machine_pki_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
@@ -632,6 +689,8 @@ static int machine_field(struct yparse *p, const char *key, yaml_node_t *v, cons
         }
         if (strcmp(key, "time") == 0)
                 return map_walk(p, v, path, machine_time_field, obj);
+        if (strcmp(key, "metrics") == 0)
+                return map_walk(p, v, path, machine_metrics_field, obj);
         return FIELD_UNKNOWN;
 }
 
@@ -662,6 +721,8 @@ static int machine_validate(struct yparse *p, struct machine_parse *mp, yaml_nod
                         return fail_at(p, mp->registries, "registries.ca: %s", e.msg);
         }
         if (!c->listen && !(c->listen = strdup(DEFAULT_LISTEN)))
+                return cap_error_errno(p->err, -ENOMEM, "%s", p->name);
+        if (!c->metrics_listen && !(c->metrics_listen = strdup(MACHINE_METRICS_LISTEN)))
                 return cap_error_errno(p->err, -ENOMEM, "%s", p->name);
         if (!c->dhcp && !c->address)
                 return fail_at(p, mp->network ? mp->network : root,
@@ -712,6 +773,7 @@ void machine_config_free(struct machine_config *c)
                 return;
         free(c->hostname);
         free(c->listen);
+        free(c->metrics_listen);
         free(c->ca_pem);
         free(c->cert_pem);
         free_secret(c->key_pem);
@@ -1151,6 +1213,27 @@ static void emit_updates(struct yout *o, const struct machine_config *c)
         emit_map_end(o);
 }
 
+/* metrics: only what differs from the defaults. */
+static void emit_metrics(struct yout *o, const struct machine_config *c)
+{
+        bool listen = c->metrics_listen && strcmp(c->metrics_listen, MACHINE_METRICS_LISTEN) != 0;
+        if (!c->metrics_off && !listen && !c->metrics_insecure_http)
+                return;
+        emit_scalar(o, "metrics", YAML_PLAIN_SCALAR_STYLE);
+        emit_map_start(o);
+        if (c->metrics_off) {
+                emit_scalar(o, "enabled", YAML_PLAIN_SCALAR_STYLE);
+                emit_scalar(o, "false", YAML_PLAIN_SCALAR_STYLE);
+        }
+        if (listen)
+                emit_key_str(o, "listen", c->metrics_listen);
+        if (c->metrics_insecure_http) {
+                emit_scalar(o, "insecureHTTP", YAML_PLAIN_SCALAR_STYLE);
+                emit_scalar(o, "true", YAML_PLAIN_SCALAR_STYLE);
+        }
+        emit_map_end(o);
+}
+
 int machine_config_format(const struct machine_config *c, char **out, size_t *len,
                           struct cap_error *err)
 {
@@ -1217,6 +1300,7 @@ int machine_config_format(const struct machine_config *c, char **out, size_t *le
                 yout_emit(&o, &ev, yaml_sequence_end_event_initialize(&ev));
                 emit_map_end(&o);
         }
+        emit_metrics(&o, c);
         int r = yout_end(&o, out, len, err);
         if (r < 0)
                 return r;

@@ -19,6 +19,11 @@
  *     commitWindow: 5m            how long a tentative boot has to pass its health checks
  *                                 (30s to 24h; default 5m)
  *   time: {servers: ["192.168.1.1", "ntp.lan:123"]}   (absent: pool.ntp.org; [] = no NTP)
+ *   metrics:                      the Prometheus endpoint (GET /metrics)
+ *     enabled: true               default true
+ *     listen: "0.0.0.0:50001"     IP:PORT, default 0.0.0.0:50001
+ *     insecureHTTP: false         true: plain HTTP without client certificates (a trusted LAN);
+ *                                 default HTTPS with a client certificate of any Capsule role
  *
  * capsuleconfig:
  *   currentContext: home
@@ -71,7 +76,16 @@ struct machine_config {
         char **ntp_servers;
         size_t n_ntp_servers;
         bool ntp_servers_set; /* time.servers given (an empty list turns NTP off) */
+        /* metrics: the Prometheus endpoint */
+        bool metrics_off;           /* metrics.enabled: false (zero value: on) */
+        char *metrics_listen;       /* metrics.listen, default MACHINE_METRICS_LISTEN */
+        bool metrics_insecure_http; /* metrics.insecureHTTP, default false */
 };
+
+#define MACHINE_METRICS_LISTEN "0.0.0.0:50001"
+
+/* Checks an "IPV4:PORT" or "[IPV6]:PORT" listen address with a port of 1-65535. */
+bool machine_listen_ok(const char *addr);
 
 struct client_context {
         char *name;

@@ -62,6 +62,8 @@ struct rpc_server {
         struct rpc_server_opts opts;
         struct rpc_method *methods;
         size_t n_methods;
+        /* per method (same index as methods): ended calls by final status, updated atomically */
+        uint64_t (*counts)[RPC_STATUS_CODES];
         pthread_t *pool;
         unsigned n_pool;
         bool started;
@@ -211,6 +213,9 @@ static void call_finish(struct rpc_call *c, grpc_byte_buffer *msg, enum cap_stat
 {
         grpc_op ops[4];
         size_t n = 0;
+        if (c->method && (unsigned)status < RPC_STATUS_CODES) /* the one place calls end */
+                __atomic_fetch_add(&c->srv->counts[c->method - c->srv->methods][status], 1,
+                                   __ATOMIC_RELAXED);
         memset(ops, 0, sizeof(ops));
         if (!c->initial_md_sent) {
                 ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -715,6 +720,12 @@ int rpc_server_add_methods(struct rpc_server *srv, const struct rpc_method *meth
                 if (!a)
                         return cap_error_errno(err, -ENOMEM, "register %s", m->path);
                 srv->methods = a;
+                uint64_t(*cn)[RPC_STATUS_CODES] =
+                    realloc(srv->counts, (srv->n_methods + 1) * sizeof(*srv->counts));
+                if (!cn)
+                        return cap_error_errno(err, -ENOMEM, "register %s", m->path);
+                srv->counts = cn;
+                memset(srv->counts[srv->n_methods], 0, sizeof(*srv->counts));
                 srv->methods[srv->n_methods++] = *m;
         }
         return 0;
@@ -724,6 +735,25 @@ int rpc_server_add_method(struct rpc_server *srv, const struct rpc_method *metho
                           struct cap_error *err)
 {
         return rpc_server_add_methods(srv, method, 1, err);
+}
+
+int rpc_server_stats(struct rpc_server *srv, struct rpc_method_stats **out, size_t *n,
+                     struct cap_error *err)
+{
+        *out = calloc(srv->n_methods ? srv->n_methods : 1, sizeof(**out));
+        *n = 0;
+        if (!*out)
+                return cap_error_errno(err, -ENOMEM, "rpc stats");
+        for (size_t i = 0; i < srv->n_methods; i++) {
+                struct rpc_method_stats *st = &(*out)[i];
+                st->path = srv->methods[i].path;
+                for (unsigned k = 0; k < RPC_STATUS_CODES; k++) {
+                        st->by_status[k] = __atomic_load_n(&srv->counts[i][k], __ATOMIC_RELAXED);
+                        st->calls += st->by_status[k];
+                }
+        }
+        *n = srv->n_methods;
+        return 0;
 }
 
 int rpc_server_listen(struct rpc_server *srv, const char *addr, const struct rpc_tls *tls,
@@ -862,6 +892,7 @@ void rpc_server_shutdown(struct rpc_server *srv, int grace_ms)
         grpc_completion_queue_destroy(srv->cq);
         free(srv->pool);
         free(srv->methods);
+        free(srv->counts);
         pthread_mutex_destroy(&srv->lock);
         pthread_cond_destroy(&srv->cond);
         free(srv);

@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -159,6 +160,24 @@ int rpc_server_add_fd(struct rpc_server *srv, int fd, struct cap_error *err);
  * waits for every handler thread to return, and tears everything down. NULL is a no-op.
  * Must not be called from a handler. */
 void rpc_server_shutdown(struct rpc_server *srv, int grace_ms);
+
+/* ---- Server statistics ------------------------------------------------------------------ */
+
+#define RPC_STATUS_CODES 17 /* gRPC status codes 0 (OK) .. 16 (UNAUTHENTICATED) */
+
+/* How often one registered method was called, counted where every call ends (its final status):
+ * served calls, calls the authorizer refused and calls of methods without a handler yet. Calls
+ * to unknown paths are not counted. */
+struct rpc_method_stats {
+        const char *path;                     /* the registered path */
+        uint64_t calls;                       /* ended calls, any status */
+        uint64_t by_status[RPC_STATUS_CODES]; /* of those, how many ended with each status */
+};
+
+/* A snapshot of every registered method's counters, in registration order: *out is malloc'd
+ * (the caller frees it), *n its length. Thread-safe; for a started server too. */
+int rpc_server_stats(struct rpc_server *srv, struct rpc_method_stats **out, size_t *n,
+                     struct cap_error *err);
 
 /* ---- Inside a handler: struct rpc_call ---------------------------------------------------- */
 

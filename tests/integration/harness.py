@@ -42,6 +42,8 @@ class Capsule:
         self.cfgdir = os.path.join(tmp, "cfg")
         self.root = os.path.join(tmp, "root")
         self.port_file = os.path.join(tmp, "port")
+        self.metrics_port_file = os.path.join(tmp, "metrics-port")
+        self.metrics_port = None
         self.log_path = os.path.join(tmp, "capsuled.log")
         self.extra_args = extra_args or []
         self.containerd = containerd
@@ -59,11 +61,15 @@ class Capsule:
         return os.path.join(self.cfgdir, "secrets")
 
     def start(self):
-        if os.path.exists(self.port_file):
-            os.unlink(self.port_file)
+        for f in (self.port_file, self.metrics_port_file):
+            if os.path.exists(f):
+                os.unlink(f)
+        # the metrics endpoint on a free port too: tests run beside each other
         args = [CAPSULED, "serve", "--root", self.root,
                 "--machine-config", os.path.join(self.cfgdir, "machine.yaml"),
-                "--listen", "127.0.0.1:0", "--port-file", self.port_file] + self.extra_args
+                "--listen", "127.0.0.1:0", "--port-file", self.port_file,
+                "--metrics-listen", "127.0.0.1:0",
+                "--metrics-port-file", self.metrics_port_file] + self.extra_args
         if self.containerd:
             args += ["--containerd", self.containerd]
         self.log = open(self.log_path, "ab")
@@ -79,6 +85,9 @@ class Capsule:
         with open(self.port_file) as f:
             self.port = int(f.read().strip())
         self.endpoint = f"127.0.0.1:{self.port}"
+        if os.path.exists(self.metrics_port_file):
+            with open(self.metrics_port_file) as f:
+                self.metrics_port = int(f.read().strip())
         return self
 
     def logs(self):

@@ -324,6 +324,55 @@ TEST(machine_time_servers)
                              "time.servers: at most 8 servers", NULL);
 }
 
+/* metrics: defaults, round trip of non-defaults, bad values named with their field. */
+TEST(machine_metrics)
+{
+        struct machine_config m, back;
+        struct cap_error err = {0};
+        const char *p = path_in("machine-metrics.yaml");
+        machine_fill(&m);
+        CHECK(machine_config_save(p, &m, &err) == 0);
+        char *text = slurp(p);
+        CHECK(text && !strstr(text, "metrics")); /* defaults are not written */
+        free(text);
+        CHECK(machine_config_load(p, &back, &err) == 0);
+        CHECK(!back.metrics_off && !back.metrics_insecure_http);
+        CHECK_STR_EQ(back.metrics_listen, MACHINE_METRICS_LISTEN);
+        machine_config_free(&back);
+
+        machine_fill(&m);
+        m.metrics_off = true;
+        m.metrics_insecure_http = true;
+        m.metrics_listen = "[::1]:9464";
+        CHECK(machine_config_save(p, &m, &err) == 0);
+        CHECK(machine_config_load(p, &back, &err) == 0);
+        CHECK(back.metrics_off && back.metrics_insecure_http);
+        CHECK_STR_EQ(back.metrics_listen, "[::1]:9464");
+        machine_config_free(&back);
+
+        const char *y = "hostname: home\n" PKI_OK
+                        "metrics: {listen: \"192.168.1.10:50001\", insecureHTTP: true}\n";
+        CHECK(machine_config_parse("m.yaml", y, strlen(y), &m, &err) == 0);
+        CHECK(m.metrics_insecure_http && !m.metrics_off);
+        CHECK_STR_EQ(m.metrics_listen, "192.168.1.10:50001");
+        machine_config_free(&m);
+
+        expect_machine_error("hostname: home\n" PKI_OK "metrics: {port: 50001}\n",
+                             "unknown field \"metrics.port\"", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "metrics: {insecureHTTP: yes}\n",
+                             "metrics.insecureHTTP: expected true or false", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "metrics: {enabled: 1}\n",
+                             "metrics.enabled: expected true or false", NULL);
+        const char *bad[] = {"50001", "host.lan:50001", "0.0.0.0:0", "0.0.0.0:65536",
+                             "0.0.0.0:", "::1:50001", "[::1]", "1.2.3.4:5x"};
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                char yaml[512];
+                snprintf(yaml, sizeof(yaml), "hostname: home\n" PKI_OK "metrics: {listen: \"%s\"}\n",
+                         bad[i]);
+                expect_machine_error(yaml, "metrics.listen: ", "is not IP:PORT");
+        }
+}
+
 TEST(malformed_yaml)
 {
         expect_machine_error("hostname: [home\n" PKI_OK, "machine.yaml:", "invalid YAML");
@@ -631,6 +680,7 @@ int main(void)
         RUN(machine_registry_ca);
         RUN(machine_registry_auth);
         RUN(machine_time_servers);
+        RUN(machine_metrics);
         RUN(malformed_yaml);
         RUN(machine_updates);
         RUN(client_round_trip);

@@ -379,6 +379,63 @@ TEST(errors)
         CHECK(rpc_client_new("dns:///x:1", NULL, &err) == NULL);
 }
 
+/* The counters rpc_server_stats reports: every ended call by final status, refused and
+ * not-yet-implemented ones included, unknown paths not. */
+static uint64_t stat_of(const char *path, int status)
+{
+        struct rpc_method_stats *st = NULL;
+        size_t n = 0;
+        struct cap_error err = {0};
+        uint64_t v = UINT64_MAX;
+        if (rpc_server_stats(srv, &st, &n, &err) < 0)
+                return v;
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(st[i].path, path) == 0)
+                        v = status < 0 ? st[i].calls : st[i].by_status[status];
+        free(st);
+        return v;
+}
+
+TEST(method_stats)
+{
+        struct {
+                const char *path;
+                int status;
+                uint64_t before;
+                unsigned calls;
+        } want[] = {
+            {"/test.Echo/Unary", -1, 0, 2},
+            {"/test.Echo/Unary", CAP_OK, 0, 2},
+            {"/test.Echo/Fail", CAP_NOT_FOUND, 0, 1},
+            {"/test.Echo/Fail", CAP_OK, 0, 0},
+            {"/test.Echo/Mutate", CAP_PERMISSION_DENIED, 0, 1},
+            {"/test.Echo/Todo", CAP_UNIMPLEMENTED, 0, 1},
+            {"/test.Echo/Todo", -1, 0, 1},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+                want[i].before = stat_of(want[i].path, want[i].status);
+        CHECK(stat_of("/test.Nope/Nothing", -1) == UINT64_MAX);
+        struct rpc_client *c = plain_client();
+        struct cap_error err = {0};
+        Capsule__V1__VersionResponse *v = NULL;
+        const char *calls[] = {"/test.Echo/Unary", "/test.Echo/Unary", "/test.Echo/Fail",
+                               "/test.Echo/Mutate", "/test.Echo/Todo", "/test.Nope/Nothing"};
+        for (size_t i = 0; i < ARRAY_SIZE(calls); i++) {
+                call_version(c, calls[i], &v, 5000, &err);
+                free_msg(v);
+                v = NULL;
+        }
+        rpc_client_free(c);
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+                uint64_t now = stat_of(want[i].path, want[i].status);
+                if (now - want[i].before != want[i].calls)
+                        fprintf(stderr, "  %s status %d: %llu -> %llu\n", want[i].path,
+                                want[i].status, (unsigned long long)want[i].before,
+                                (unsigned long long)now);
+                CHECK(now - want[i].before == want[i].calls);
+        }
+}
+
 TEST(deadline)
 {
         struct rpc_client *c = plain_client();
@@ -904,6 +961,7 @@ int main(void)
         RUN(unary_unix_and_metadata);
         RUN(shared_client_metadata);
         RUN(errors);
+        RUN(method_stats);
         RUN(deadline);
         RUN(server_stream);
         RUN(client_stream);

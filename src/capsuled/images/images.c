@@ -535,8 +535,13 @@ static uint64_t image_size(struct ctrd_client *c, const Containerd__Types__Descr
 int images_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                 struct cap_error *err)
 {
-        const struct images_env *env = env_of(call);
-        Capsule__V1__ImageListResponse *out = (Capsule__V1__ImageListResponse *)resp;
+        (void)req;
+        return images_list_all(env_of(call), (Capsule__V1__ImageListResponse *)resp, err);
+}
+
+int images_list_all(const struct images_env *env, Capsule__V1__ImageListResponse *out,
+                    struct cap_error *err)
+{
         Containerd__Services__Images__V1__ListImagesResponse *l = NULL;
         if (need_ctrd(env, err) < 0)
                 return err->code;

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "capsule/v1/images.pb-c.h"
 #include "capsule/v1/workloads.pb-c.h"
 #include "common/error.h"
 #include "rpc/rpc.h"
@@ -38,6 +39,9 @@ int images_push(struct rpc_call *call, const ProtobufCMessage *req, struct cap_e
 int images_pull(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int images_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                 struct cap_error *err);
+/* Every image (what Images.List answers) into out, an initialised message the caller frees. */
+int images_list_all(const struct images_env *env, Capsule__V1__ImageListResponse *out,
+                    struct cap_error *err);
 int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err);
 

@@ -104,7 +104,7 @@ static bool registries_eq(const struct machine_config *a, const struct machine_c
 
 /* The sections of b that differ from a, in the order of the file. */
 static size_t config_changes(const struct machine_config *a, const struct machine_config *b,
-                             const char *out[7])
+                             const char *out[8])
 {
         size_t n = 0;
         if (!str_eq(a->hostname, b->hostname))
@@ -124,6 +124,10 @@ static size_t config_changes(const struct machine_config *a, const struct machin
         if (a->ntp_servers_set != b->ntp_servers_set ||
             !strv_eq(a->ntp_servers, a->n_ntp_servers, b->ntp_servers, b->n_ntp_servers))
                 out[n++] = "time";
+        if (a->metrics_off != b->metrics_off ||
+            a->metrics_insecure_http != b->metrics_insecure_http ||
+            !str_eq(a->metrics_listen, b->metrics_listen))
+                out[n++] = "metrics";
         return n;
 }
 
@@ -181,7 +185,7 @@ int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *r
         }
         pthread_mutex_lock(&apply_lock); /* one apply at a time: compare, write, swap */
         struct serve_config_ref *cur = serve_config_get(ctx);
-        const char *changed[7];
+        const char *changed[8];
         size_t nc = config_changes(&cur->c, &n->c, changed);
         bool ca_changed = !str_eq(cur->c.ca_pem, n->c.ca_pem);
         serve_config_put(ctx, cur);

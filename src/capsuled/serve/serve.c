@@ -14,6 +14,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "containerd/driver.h"
+#include "metrics/http.h"
 #include "containerd/spec.h"
 #include "containerd/workload_driver.h"
 #include "driver/microvm.h"
@@ -33,6 +34,10 @@ static const char usage[] =
     "                          config's api.listen, else 0.0.0.0:50000); port 0 picks one\n"
     "  --containerd SOCK       containerd's socket (enables the container driver)\n"
     "  --port-file FILE        write the bound TCP port to FILE once listening\n"
+    "  --metrics-listen ADDR   metrics endpoint address, IP:PORT (default: the machine\n"
+    "                          config's metrics.listen, else 0.0.0.0:50001); port 0 picks one;\n"
+    "                          serves it even when the config says metrics.enabled: false\n"
+    "  --metrics-port-file FILE  write the metrics endpoint's bound port to FILE\n"
     "  --os                    running on a Capsule under PID 1 (enables reboot, perm checks)\n"
     "  --vm-kernel FILE        guest kernel for microVMs (default on a Capsule:\n"
     "                          /usr/lib/capsule/vmlinuz)\n"
@@ -42,6 +47,7 @@ static const char usage[] =
 
 struct serve_opts {
         const char *root, *machine_config, *listen, *containerd, *port_file;
+        const char *metrics_listen, *metrics_port_file;
         const char *vm_kernel, *vm_initrd;
         bool os_mode;
         enum log_level level;
@@ -55,6 +61,8 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
             {"listen", required_argument, NULL, 'l'},
             {"containerd", required_argument, NULL, 'c'},
             {"port-file", required_argument, NULL, 'p'},
+            {"metrics-listen", required_argument, NULL, 'M'},
+            {"metrics-port-file", required_argument, NULL, 'P'},
             {"os", no_argument, NULL, 'O'},
             {"log-level", required_argument, NULL, 'L'},
             {"vm-kernel", required_argument, NULL, 'K'},
@@ -81,6 +89,12 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
                         break;
                 case 'p':
                         o->port_file = optarg;
+                        break;
+                case 'M':
+                        o->metrics_listen = optarg;
+                        break;
+                case 'P':
+                        o->metrics_port_file = optarg;
                         break;
                 case 'O':
                         o->os_mode = true;
@@ -271,6 +285,44 @@ static void log_writer_find(const char *self_exe, char *buf, size_t len)
         snprintf(buf, len, "%s", self_exe);
 }
 
+/* metrics/http.c's render callback: the page serve/metrics.c writes. */
+static int metrics_render(void *ud, char **text, size_t *len)
+{
+        struct cap_error err = {0};
+        int r = serve_metrics_render(ud, text, len, &err);
+        if (r < 0)
+                log_error("%s", err.msg);
+        return r;
+}
+
+/* The metrics endpoint, unless the machine config turns it off. */
+static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, struct cap_error *err)
+{
+        if (ctx->mcfg.metrics_off && !o->metrics_listen) {
+                log_info("metrics endpoint off (machine config metrics.enabled: false)");
+                return 0;
+        }
+        const char *listen = o->metrics_listen ? o->metrics_listen : ctx->mcfg.metrics_listen;
+        struct metrics_http_opts mo = {
+            .listen = listen,
+            .insecure_http = ctx->mcfg.metrics_insecure_http,
+            .ca_pem = ctx->mcfg.ca_pem,
+            .cert_pem = ctx->mcfg.cert_pem,
+            .key_pem = ctx->mcfg.key_pem,
+            .render = metrics_render,
+            .render_ud = ctx,
+        };
+        int port = 0;
+        ctx->metrics = metrics_http_start(&mo, &port, err);
+        if (!ctx->metrics)
+                return cap_error_prefix(err, "metrics endpoint %s", listen);
+        if (o->metrics_port_file && write_port_file(o->metrics_port_file, port, err) < 0)
+                return err->code;
+        log_info("metrics addr=%s port=%d scheme=%s", listen, port,
+                 mo.insecure_http ? "http" : "https");
+        return 0;
+}
+
 static int run(struct serve_opts *o)
 {
         struct serve_ctx ctx = {
@@ -376,6 +428,11 @@ static int run(struct serve_opts *o)
                 log_error("start: %s", err.msg);
                 goto out;
         }
+        /* not fatal: the API matters more, and through it the config can be fixed */
+        if (metrics_start(&ctx, o, &err) < 0) {
+                log_error("%s; serving the API without it", err.msg);
+                err = (struct cap_error){0};
+        }
         if (o->port_file && write_port_file(o->port_file, port, &err) < 0) {
                 log_error("%s", err.msg);
                 goto out;
@@ -388,6 +445,7 @@ static int run(struct serve_opts *o)
         log_info("shutting down signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         rc = 0;
 out:
+        metrics_http_stop(ctx.metrics);
         rpc_server_shutdown(ctx.server, 2000);
         reconciler_free(ctx.rec);
         driver_table_free(&ctx.drivers);

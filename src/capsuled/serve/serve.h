@@ -21,6 +21,7 @@ struct reconciler;
 struct volumes;
 struct cni_config;
 struct cni_setup_job;
+struct metrics_http;
 
 /* A machine config shared by reference: the live one can be replaced while pulls use the old. */
 struct serve_config_ref {
@@ -56,6 +57,7 @@ struct serve_ctx {
         struct volumes *volumes; /* NULL if volumes failed to start (API answers UNAVAILABLE) */
         struct cni_config *cni;  /* CNI network for workloads (net/cni.h) */
         struct images_env images; /* what images/ works with (userdata of the Images methods) */
+        struct metrics_http *metrics; /* the metrics endpoint (metrics/http.h), NULL when off */
 };
 
 /* ---- runtime glue (runtime.c): where images, volumes and networking meet the reconciler ---- */
@@ -113,7 +115,20 @@ int serve_authorize(struct rpc_call *call, const struct rpc_method *method, void
 /* Registers every capsule.v1 method; unimplemented ones answer UNIMPLEMENTED (services.c). */
 int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struct cap_error *err);
 
+/* A Workload message (malloc'd) from a stored row plus the reconciler's status and, when it
+ * runs, its cgroup's figures (workloads.c); NULL with err when the stored spec does not decode. */
+Capsule__V1__Workload *serve_workload_message(struct serve_ctx *ctx, const struct store_workload *w,
+                                              struct cap_error *err);
+
+/* The Prometheus text of this capsule's figures (metrics.c): *text malloc'd. */
+int serve_metrics_render(struct serve_ctx *ctx, char **text, size_t *len, struct cap_error *err);
+int system_metrics(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                   struct cap_error *err);
+
 /* capsule.v1.System handlers (system.c). */
+/* The booted slot ("a"/"b") from capsule.slot= on the kernel command line; "" when absent
+ * (malloc'd; NULL when out of memory). */
+char *serve_booted_slot(void);
 int system_version(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                    struct cap_error *err);
 int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,

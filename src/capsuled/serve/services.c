@@ -66,6 +66,8 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
             {"/capsule.v1.System/ApplyMachineConfig", RPC_UNARY, D(apply_machine_config_request),
              D(apply_machine_config_response), M | RPC_METHOD_BLOCKING,
              .unary = system_apply_machine_config},
+            {"/capsule.v1.System/Metrics", RPC_UNARY, D(metrics_request), D(metrics_response), 0,
+             .unary = system_metrics},
             /* Updates */
             {"/capsule.v1.Updates/Push", RPC_CLIENT_STREAM, D(update_push_request),
              D(update_push_response), M},

@@ -37,13 +37,13 @@ static int64_t boot_uptime_seconds(void)
 }
 
 /* The booted slot ("a"/"b") from capsule.slot= on the kernel command line; "" when absent. */
-static char *booted_slot(void)
+char *serve_booted_slot(void)
 {
         _cleanup_fclose_ FILE *f = fopen("/proc/cmdline", "re");
-        char line[4096];
+        char line[4096], *save = NULL;
         if (!f || !fgets(line, sizeof(line), f))
                 return strdup("");
-        for (char *tok = strtok(line, " \n"); tok; tok = strtok(NULL, " \n"))
+        for (char *tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
                 if (strncmp(tok, "capsule.slot=", 13) == 0)
                         return strdup(tok + 13);
         return strdup("");
@@ -64,7 +64,7 @@ int system_version(struct rpc_call *call, const ProtobufCMessage *req, ProtobufC
         r->hostname = strdup(ctx->mcfg.hostname ? ctx->mcfg.hostname : "");
         r->mode = strdup(ctx->os_mode ? "os" : "host");
         r->kernel = strdup(u.release);
-        r->slot = ctx->os_mode ? booted_slot() : strdup("");
+        r->slot = ctx->os_mode ? serve_booted_slot() : strdup("");
         r->boot_uptime_seconds = boot_uptime_seconds();
         if (!r->version || !r->build || !r->hostname || !r->mode || !r->kernel || !r->slot)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
@@ -195,7 +195,7 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                         return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         r->ok = all_ok;
         r->boot_uptime_seconds = boot_uptime_seconds();
-        r->slot = ctx->os_mode ? booted_slot() : strdup("");
+        r->slot = ctx->os_mode ? serve_booted_slot() : strdup("");
         if (!r->slot)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         return 0;

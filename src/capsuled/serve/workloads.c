@@ -26,9 +26,8 @@ static struct serve_ctx *ctx_of(struct rpc_call *call)
         return rpc_call_method(call)->userdata;
 }
 
-/* Builds a Workload message (malloc'd) from a stored row plus the reconciler's status. */
-static Capsule__V1__Workload *
-workload_message(struct serve_ctx *ctx, const struct store_workload *w, struct cap_error *err)
+Capsule__V1__Workload *
+serve_workload_message(struct serve_ctx *ctx, const struct store_workload *w, struct cap_error *err)
 {
         Capsule__V1__Workload *m = malloc(sizeof(*m));
         if (!m) {
@@ -182,7 +181,7 @@ int workloads_get(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
         struct store_workload w;
         if (store_get_workload(ctx->store, rq->name, &w, err) < 0)
                 return err->code;
-        rs->workload = workload_message(ctx, &w, err);
+        rs->workload = serve_workload_message(ctx, &w, err);
         store_workload_free(&w);
         return rs->workload ? 0 : err->code;
 }
@@ -201,7 +200,7 @@ int workloads_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufC
         if (!rs->workloads)
                 r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         for (size_t i = 0; r == 0 && i < n; i++) {
-                Capsule__V1__Workload *m = workload_message(ctx, &ws[i], err);
+                Capsule__V1__Workload *m = serve_workload_message(ctx, &ws[i], err);
                 if (!m)
                         r = err->code;
                 else
