@@ -290,6 +290,10 @@ def scenario_boot(m):
     h = top.get("hello", {})
     check(h.get("running") and h.get("memoryBytes", 0) > 0 and h.get("pids", 0) >= 1
           and "cpuPercent" in h, f"capsulectl top reads hello's cgroup v2 figures ({h})")
+    met = m.ctl("metrics", "capsule_").stdout
+    check('mode="os"' in met and re.search(r'capsule_workload_memory_bytes\{workload="hello"\} [1-9]', met)
+          and 'capsule_workload_state{workload="hello",state="running"} 1' in met,
+          f"capsulectl metrics on the OS: mode, hello's state and cgroup memory ({met[:300]!r})")
 
 
 def request_reboot(m):
