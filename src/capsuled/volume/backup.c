@@ -7,6 +7,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -23,7 +24,7 @@
 
 static const char *skip_dot_slash(const char *p)
 {
-        while (p[0] == '.' && p[1] == '/')
+        while (p[0] == '.' && p[1] == '/' && p[2] != '\0') /* "./" itself stays: the root */
                 p += 2;
         return p;
 }
@@ -66,6 +67,27 @@ int volume_tar_parse_meta(const char *text, uint64_t *size_bytes, struct cap_err
                              VOLUME_BACKUP_META);
 }
 
+/* The backup's content hash: every restored entry's path (NUL-terminated) and file data, in
+ * order. VOLUME_BACKUP_END records it, so a backup file corrupted at rest (where the transfer's
+ * own sha256 cannot help) is refused. */
+static void content_path(EVP_MD_CTX *md, const char *path)
+{
+        size_t n = strlen(path);
+        while (n > 1 && path[n - 1] == '/') /* tar writes directories as "dir/" */
+                n--;
+        EVP_DigestUpdate(md, path, n);
+        EVP_DigestUpdate(md, "", 1);
+}
+
+static void content_hex(EVP_MD_CTX *md, char out[65])
+{
+        unsigned char d[32];
+        unsigned n = 0;
+        EVP_DigestFinal_ex(md, d, &n);
+        for (unsigned i = 0; i < n; i++)
+                sprintf(out + 2 * i, "%02x", d[i]);
+}
+
 /* ---- writing ----------------------------------------------------------------------------------- */
 
 struct tar_out {
@@ -102,7 +124,7 @@ static int write_text_entry(struct archive *w, const char *path, const char *tex
         return r;
 }
 
-static int copy_file_data(struct archive *w, const char *src, const char *path,
+static int copy_file_data(struct archive *w, EVP_MD_CTX *md, const char *src, const char *path,
                           struct cap_error *err)
 {
         _cleanup_close_ int fd = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -110,7 +132,7 @@ static int copy_file_data(struct archive *w, const char *src, const char *path,
                 return cap_error_errno(err, -errno, "open %s", path);
         static __thread char buf[128 * 1024];
         ssize_t n;
-        while ((n = read(fd, buf, sizeof(buf))) > 0)
+        while ((n = read(fd, buf, sizeof(buf))) > 0 && EVP_DigestUpdate(md, buf, (size_t)n))
                 if (archive_write_data(w, buf, (size_t)n) != n)
                         return cap_error_set(err, -EIO, CAP_INTERNAL, "%s: %s", path,
                                              archive_error_string(w));
@@ -126,7 +148,14 @@ int volume_tar_write(const char *dir, const char *name, uint64_t size_bytes, vol
         struct tar_out o = {.fn = out, .ud = ud, .err = err};
         struct archive *w = archive_write_new();
         struct archive *disk = archive_read_disk_new();
-        if (!w || !disk) {
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        /* files with several names: the first is stored, the others as hard links to it */
+        struct archive_entry_linkresolver *links = archive_entry_linkresolver_new();
+        if (links)
+                archive_entry_linkresolver_set_strategy(links, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
+        if (!w || !disk || !md || !links || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+                archive_entry_linkresolver_free(links);
+                EVP_MD_CTX_free(md);
                 archive_write_free(w);
                 archive_read_free(disk);
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
@@ -185,11 +214,17 @@ int volume_tar_write(const char *dir, const char *name, uint64_t size_bytes, vol
                 archive_entry_copy_pathname(e, *rel ? rel : ".");
                 archive_entry_set_uname(e, NULL);
                 archive_entry_set_gname(e, NULL);
+                if (type == AE_IFREG) {
+                        struct archive_entry *spare = NULL;
+                        archive_entry_linkify(links, &e, &spare);
+                        archive_entry_free(spare); /* none with the tar strategy */
+                }
                 const char *hl = archive_entry_hardlink(e);
                 if (hl && strncmp(hl, dir, dirlen) == 0) {
                         _cleanup_free_ char *h = strdup(hl + dirlen + (hl[dirlen] == '/'));
                         archive_entry_copy_hardlink(e, h);
                 }
+                content_path(md, archive_entry_pathname(e));
                 if (archive_write_header(w, e) != ARCHIVE_OK) {
                         r = o.failed ? -EIO
                                      : cap_error_set(err, -EIO, CAP_INTERNAL, "%s: %s", rel,
@@ -198,21 +233,24 @@ int volume_tar_write(const char *dir, const char *name, uint64_t size_bytes, vol
                         goto out;
                 }
                 if (type == AE_IFREG && !archive_entry_hardlink(e) && archive_entry_size(e) > 0 &&
-                    (r = copy_file_data(w, srcpath ? srcpath : src, rel, err)) < 0) {
+                    (r = copy_file_data(w, md, srcpath ? srcpath : src, rel, err)) < 0) {
                         archive_entry_free(e);
                         goto out;
                 }
                 archive_entry_free(e);
                 (*entries)++;
         }
-        char end[64];
-        snprintf(end, sizeof(end), "entries=%" PRIu64 "\n", *entries);
+        char end[160], sum[65];
+        content_hex(md, sum);
+        snprintf(end, sizeof(end), "entries=%" PRIu64 "\ncontent_sha256=%s\n", *entries, sum);
         if ((r = write_text_entry(w, VOLUME_BACKUP_END, end, err)) < 0)
                 goto out;
         if (archive_write_close(w) != ARCHIVE_OK)
                 r = o.failed ? -EIO
                              : cap_error_set(err, -EIO, CAP_INTERNAL, "%s", archive_error_string(w));
 out:
+        archive_entry_linkresolver_free(links);
+        EVP_MD_CTX_free(md);
         archive_read_free(disk);
         archive_write_free(w);
         return r;
@@ -343,8 +381,15 @@ int volume_tar_extract(struct volume_tar_reader *r, const char *dest, uint64_t m
             w, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER |
                    ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
                    ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+                EVP_MD_CTX_free(md);
+                archive_write_free(w);
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
         uint64_t total = 0;
         bool ended = false;
+        char recorded[65] = "";
         int ret = 0;
         struct archive_entry *e;
         int ar;
@@ -356,11 +401,22 @@ int volume_tar_extract(struct volume_tar_reader *r, const char *dest, uint64_t m
                         goto out;
                 }
                 if (strcmp(path, VOLUME_BACKUP_END) == 0) {
+                        char text[VOLUME_BACKUP_META_MAX];
+                        la_ssize_t n = archive_read_data(r->a, text, sizeof(text) - 1);
+                        if (n < 0) {
+                                ret = read_error(r, VOLUME_BACKUP_END, err);
+                                goto out;
+                        }
+                        text[n] = '\0';
+                        const char *h = strstr(text, "content_sha256=");
+                        if (h)
+                                snprintf(recorded, sizeof(recorded), "%.64s", h + 15);
                         ended = true;
                         continue;
                 }
                 if ((ret = check_entry(e, err)) < 0)
                         goto out;
+                content_path(md, path);
                 la_int64_t sz = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
                 if (sz < 0 || (uint64_t)sz > max_bytes || total + (uint64_t)sz > max_bytes) {
                         ret = cap_error_set(err, -EFBIG, CAP_RESOURCE_EXHAUSTED,
@@ -389,7 +445,8 @@ int volume_tar_extract(struct volume_tar_reader *r, const char *dest, uint64_t m
                 size_t len;
                 la_int64_t off;
                 int dr;
-                while ((dr = archive_read_data_block(r->a, &buf, &len, &off)) == ARCHIVE_OK)
+                while ((dr = archive_read_data_block(r->a, &buf, &len, &off)) == ARCHIVE_OK &&
+                       EVP_DigestUpdate(md, buf, len))
                         if (archive_write_data_block(w, buf, len, off) != ARCHIVE_OK) {
                                 ret = cap_error_set(err, -EIO, CAP_INTERNAL, "write %.200s: %s",
                                                     path, archive_error_string(w));
@@ -412,7 +469,17 @@ int volume_tar_extract(struct volume_tar_reader *r, const char *dest, uint64_t m
                 ret = cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
                                     "the backup is truncated: it ends without %s",
                                     VOLUME_BACKUP_END);
+        else {
+                char sum[65];
+                content_hex(md, sum);
+                if (strcmp(sum, recorded) != 0)
+                        ret = cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                            "the backup is corrupt: its files hash to %s, %s "
+                                            "recorded %s",
+                                            sum, VOLUME_BACKUP_END, *recorded ? recorded : "none");
+        }
 out:
+        EVP_MD_CTX_free(md);
         if (archive_write_close(w) != ARCHIVE_OK && ret == 0) /* sets directory times and modes */
                 ret = cap_error_set(err, -EIO, CAP_INTERNAL, "%s", archive_error_string(w));
         archive_write_free(w);

@@ -16,6 +16,7 @@
 
 #include "backup.h"
 #include "capsule/v1/volumes.pb-c.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/names.h"
 #include "common/quantity.h"
@@ -225,6 +226,7 @@ static int restore_run(struct serve_ctx *ctx, struct restore_in *in, Capsule__V1
                 volume_tar_reader_free(rd);
                 return r;
         }
+        fault_point("volume-restore-after-begin");
         events_publish(ctx->events, "volume", name, "restore-started", "%s",
                        rs.created ? "into a new volume" : "replacing its data");
         uint64_t entries = 0;

@@ -14,7 +14,7 @@
  *
  * Test seams (read from the environment, documented in docs/cli.md#volumes):
  *   CAPSULE_FAULT=[powercut:]volume-after-lvcreate|volume-after-mkfs|volume-after-rename|
- *                 volume-after-store
+ *                 volume-after-store|volume-restore-after-begin|volume-restore-after-replace
  *       crash (or cut the power, on a Capsule) at that step of a create (common/fault.h);
  *   CAPSULE_TEST_ATTACH=VOLUME:WORKLOAD[,...]  mark volumes attached at start, for host-mode
  *       tests that have no reconciler yet. */
