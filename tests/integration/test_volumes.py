@@ -421,7 +421,8 @@ class VolumesTest(unittest.TestCase):
         big = self.fill("data")
         good = os.path.join(self.tmp, "good.tar")
         self.ok("volume", "backup", "data", "-o", good)
-        raw = open(good, "rb").read()
+        with open(good, "rb") as f:
+            raw = f.read()
         plain = io.BytesIO()
         with tarfile.open(fileobj=plain, mode="w") as t:
             t.addfile(tinfo("x"), io.BytesIO(b""))
