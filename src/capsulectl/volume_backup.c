@@ -29,7 +29,7 @@ static const char volume_usage_backup[] =
     "written as FILE.tmp and renamed once its sha256 matches the server's.\n"
     "\n"
     "Options:\n"
-    "  -o, --output FILE   where to write the backup; - for stdout (required)\n"
+    "  -o, --output FILE   where to write the backup; - for stdout (required, no default)\n"
     "\n"
     "Examples:\n"
     "  capsulectl volume backup site -o site.tar\n"
@@ -44,7 +44,7 @@ static const char volume_usage_restore[] =
     "corrupt or unsafe backup changes nothing.\n"
     "\n"
     "Options:\n"
-    "  -f, --file FILE   the backup to restore; - for stdin (required)\n"
+    "  -f, --file FILE   the backup to restore; - for stdin (required, no default)\n"
     "  --size SIZE       size of a volume created by the restore (default: the backup's)\n"
     "\n"
     "Examples:\n"
@@ -309,13 +309,12 @@ int cmd_volume_restore(struct ctl *ctl, int argc, char **argv)
         }
         Capsule__V1__VolumeRestoreResponse *r = (Capsule__V1__VolumeRestoreResponse *)resp;
         if (ctl->output == CTL_OUT_TABLE) {
-                char sz[QUANTITY_BUF_SIZE];
-                fprintf(ctl->out, "volume %s restored from %s (%llu entries%s%s%s)\n", first.name,
-                        file, (unsigned long long)r->entries, r->created ? "; created, " : "",
-                        r->created && r->volume
-                            ? quantity_format_bytes(r->volume->size_bytes, sz, sizeof(sz))
-                            : "",
-                        "");
+                char sz[QUANTITY_BUF_SIZE] = "";
+                if (r->volume)
+                        quantity_format_bytes(r->volume->size_bytes, sz, sizeof(sz));
+                fprintf(ctl->out, "volume %s restored from %s (%llu entries%s%s)\n", first.name,
+                        from_stdin ? "stdin" : file, (unsigned long long)r->entries,
+                        r->created ? "; created with size " : "", r->created ? sz : "");
         } else {
                 struct json_object *o = json_object_new_object();
                 json_object_object_add(o, "name", json_object_new_string(first.name));
