@@ -617,6 +617,21 @@ mounts:
         p = self.capsule.ctl(["volume", "rm", "site"])
         self.assertEqual(p.returncode, 1)
         self.assertIn('volume "site" is in use by web', p.stderr)
+        # a backup while the container writes into the volume
+        env = dict(os.environ, CAPSULECONFIG=self.capsule.config, CAPSULE_HOST=self.capsule.endpoint)
+        writer = subprocess.Popen([harness.CAPSULECTL, "exec", "web", "--", "sh", "-c",
+                                   "i=0; while [ $i -lt 300 ]; do echo $i > /www/counter; i=$((i+1)); done"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        backup = os.path.join(self.tmp, "site.tar")
+        p = self.capsule.ctl(["volume", "backup", "site", "-o", backup])
+        writer.wait(timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("live copy", p.stdout)
+        # restore refused while web mounts it
+        p = self.capsule.ctl(["volume", "restore", "site", "-f", backup])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('volume "site" is in use by web', p.stderr)
+        self.assertIn("FAILED_PRECONDITION", p.stderr)
         # delete the workload: network gone, volume free and kept
         self.assertEqual(self.capsule.ctl(["delete", "web"]).returncode, 0)
         harness.wait_for(lambda: self.get("web") is None, timeout=30, what="web to go")
@@ -625,6 +640,19 @@ mounts:
                                                            text=True).stdout)
         with open(os.path.join(site, "x")) as f:
             self.assertEqual(f.read(), "from-web\n")
+        self.assertEqual(self.capsule.ctl(["volume", "rm", "site"]).returncode, 0)
+        # restore the deleted volume from the backup; the workload sees its data again
+        p = self.capsule.ctl(["volume", "restore", "site", "-f", backup])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("created with size 32Mi", p.stdout)
+        p = self.capsule.ctl(["apply", "-f", manifest])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        harness.wait_for(lambda: (lambda w: w if w and w["status"]["phase"] == "Running" else None)(
+            self.get("web")), timeout=60, what="web to run on the restored volume")
+        p = self.capsule.ctl(["exec", "web", "--", "cat", "/www/x", "/www/index.html"])
+        self.assertEqual(p.stdout, "from-web\nserved from a volume\n", p.stderr)
+        self.assertEqual(self.capsule.ctl(["delete", "web"]).returncode, 0)
+        harness.wait_for(lambda: self.get("web") is None, timeout=30, what="web to go")
         self.assertEqual(self.capsule.ctl(["volume", "rm", "site"]).returncode, 0)
 
 
