@@ -370,7 +370,23 @@ class VolumesTest(unittest.TestCase):
         self.ok("volume", "create", "data", "--size", "32Mi")
         big = self.fill("data")
         out = os.path.join(self.tmp, "data.tar")
+        env = dict(os.environ, CAPSULECONFIG=self.capsule.config, CAPSULE_HOST=self.capsule.endpoint)
+        events = subprocess.Popen([harness.CAPSULECTL, "-o", "json", "events"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(1)
         p = self.ok("volume", "backup", "data", "-o", out)
+        self.ok("volume", "restore", "evcopy", "-f", out)
+        with open(os.path.join(self.tmp, "bad.tar"), "wb") as f:
+            f.write(b"junk" * 300)
+        self.fails(1, "volume", "restore", "evcopy", "-f", os.path.join(self.tmp, "bad.tar"))
+        time.sleep(1)
+        events.terminate()
+        seen = [(e.get("type"), e.get("name"), e.get("action"))
+                for e in map(json.loads, events.communicate(timeout=10)[0].splitlines())]
+        for ev in (("volume", "data", "backup-started"), ("volume", "data", "backed-up"),
+                   ("volume", "evcopy", "restore-started"), ("volume", "evcopy", "restored"),
+                   ("volume", "evcopy", "restore-failed")):
+            self.assertIn(ev, seen)
         self.assertRegex(p.stdout, r"volume data backed up to .*data.tar \(.*, live copy, sha256 [0-9a-f]{64}\)")
         self.assertFalse(os.path.exists(out + ".tmp"))
         with tarfile.open(out) as t:

@@ -670,7 +670,7 @@ static int lvm_disk(struct volume_backend *b, const char *name, char **path, str
 
 /* A thin snapshot of vol-NAME (instant, shares the pool), tagged capsule_snapshot so that a
  * crash leaves nothing behind (removed at the next open), mounted ro,noload (the origin may be a
- * mounted ext4 whose journal is not replayed on the read-only copy) under MOUNT_DIR/.snap-NAME.
+ * mounted ext4 whose journal is not replayed on the read-only copy) at MOUNT_DIR/.SNAP.
  * A microVM's disk is snapshotted the same way: the copy is crash-consistent. */
 static int lvm_snapshot(struct volume_backend *b, const char *name, bool in_vm, char **dir,
                         const char **consistency, struct cap_error *err)
@@ -690,7 +690,7 @@ static int lvm_snapshot(struct volume_backend *b, const char *name, bool in_vm, 
                 return r;
         const char *act[] = {"lvchange", "-ay", "-K", ref, NULL};
         _cleanup_free_ char *d = NULL;
-        if (asprintf(&d, "%s/.snap-%s", LB(b)->mount_dir, name) < 0)
+        if (asprintf(&d, "%s/.%s", LB(b)->mount_dir, snap) < 0)
                 r = oom(err);
         if (r == 0)
                 r = lvm_run(act, NULL, err);
@@ -711,45 +711,42 @@ static int lvm_snapshot(struct volume_backend *b, const char *name, bool in_vm, 
         return 0;
 }
 
-/* Unmounts and removes every snapshot of NAME (NULL: of every volume). */
-static void snapshots_remove(struct volume_backend *b, const char *name)
+/* Unmounts (from MOUNT_DIR/.SNAP) and removes snapshot LV `snap`. */
+static int snapshot_remove(struct volume_backend *b, const char *snap, struct cap_error *err)
 {
-        struct volume_lvm_lv *lvs = NULL;
-        size_t n = 0;
-        struct cap_error e = {0};
-        if (lvm_report(b, &lvs, &n, &e) < 0) {
-                log_warn("volumes: snapshots: %s", e.msg);
-                return;
-        }
-        char prefix[128];
-        snprintf(prefix, sizeof(prefix), SNAP_PREFIX "%s-", name ? name : "");
+        char ref[256], dir[512];
+        snprintf(ref, sizeof(ref), "%s/%s", LB(b)->vg, snap);
+        snprintf(dir, sizeof(dir), "%s/.%s", LB(b)->mount_dir, snap);
+        if (umount2(dir, UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+                log_warn("volumes: umount %s: %s", dir, strerror(errno));
+        rmdir(dir);
+        const char *rm[] = {"lvremove", "-f", ref, NULL};
+        return lvm_run(rm, NULL, err);
+}
+
+/* At open: the snapshots of backups a crash interrupted. */
+static void snapshots_remove_all(struct volume_backend *b, struct volume_lvm_lv *lvs, size_t n)
+{
         for (size_t i = 0; i < n; i++) {
-                if (!lvs[i].snapshot || strncmp(lvs[i].lv_name, prefix, strlen(prefix)) != 0)
+                if (!lvs[i].snapshot || strncmp(lvs[i].lv_name, SNAP_PREFIX, strlen(SNAP_PREFIX)))
                         continue;
-                char ref[256], dir[512];
-                snprintf(ref, sizeof(ref), "%s/%s", LB(b)->vg, lvs[i].lv_name);
-                const char *dash = strrchr(lvs[i].lv_name, '-');
-                int vl = (int)(dash - lvs[i].lv_name) - (int)strlen(SNAP_PREFIX);
-                /* a crashed capsuled may have left it mounted */
-                snprintf(dir, sizeof(dir), "%s/.snap-%.*s", LB(b)->mount_dir, vl > 0 ? vl : 0,
-                         lvs[i].lv_name + strlen(SNAP_PREFIX));
-                if (umount2(dir, UMOUNT_NOFOLLOW) == 0)
-                        rmdir(dir);
-                const char *rm[] = {"lvremove", "-f", ref, NULL};
-                if (lvm_run(rm, NULL, &e) < 0)
-                        log_warn("volumes: removing snapshot %s: %s", ref, e.msg);
-                else if (!name)
-                        log_warn("volumes: removed leftover backup snapshot %s", ref);
+                struct cap_error e = {0};
+                if (snapshot_remove(b, lvs[i].lv_name, &e) < 0)
+                        log_warn("volumes: removing backup snapshot %s: %s", lvs[i].lv_name, e.msg);
+                else
+                        log_warn("volumes: removed leftover backup snapshot %s/%s", LB(b)->vg,
+                                 lvs[i].lv_name);
         }
-        volume_lvm_lvs_free(lvs, n);
 }
 
 static void lvm_snapshot_release(struct volume_backend *b, const char *name, const char *dir)
 {
-        if (umount2(dir, UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
-                log_warn("volumes: umount %s: %s", dir, strerror(errno));
-        rmdir(dir);
-        snapshots_remove(b, name);
+        (void)name;
+        const char *base = strrchr(dir, '/');
+        struct cap_error e = {0};
+        if (base && base[1] == '.' && snapshot_remove(b, base + 2, &e) < 0)
+                log_warn("volumes: removing backup snapshot %s: %s (removed at the next start)",
+                         base + 2, e.msg);
 }
 
 static int lv_rename(struct volume_backend *b, const char *from, const char *to,
@@ -811,7 +808,7 @@ static const struct volume_backend_ops lvm_ops = {
 /* Removes LVs tagged incomplete: creations that never finished and were never acknowledged. */
 static void discard_partial(struct volume_backend *b, struct volume_lvm_lv *lvs, size_t n)
 {
-        snapshots_remove(b, NULL);
+        snapshots_remove_all(b, lvs, n);
         for (size_t i = 0; i < n; i++) {
                 const char *on = volume_lvm_volume_name(lvs[i].lv_name);
                 size_t ol = on ? strlen(on) : 0;
