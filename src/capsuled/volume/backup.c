@@ -88,6 +88,18 @@ static void content_hex(EVP_MD_CTX *md, char out[65])
                 sprintf(out + 2 * i, "%02x", d[i]);
 }
 
+/* Hashes n zero bytes (n <= 0: none); returns 1 for use in conditions. */
+static int hash_zeros(EVP_MD_CTX *md, int64_t n)
+{
+        static const unsigned char zeros[4096];
+        while (n > 0) {
+                size_t k = n < (int64_t)sizeof(zeros) ? (size_t)n : sizeof(zeros);
+                EVP_DigestUpdate(md, zeros, k);
+                n -= (int64_t)k;
+        }
+        return 1;
+}
+
 /* ---- writing ----------------------------------------------------------------------------------- */
 
 struct tar_out {
@@ -124,20 +136,40 @@ static int write_text_entry(struct archive *w, const char *path, const char *tex
         return r;
 }
 
+/* Writes exactly `size` bytes (what the header declared) of the file: a file that grew since its
+ * header was written is cut there, one that shrank is padded with zeros (both only possible in a
+ * live copy; the next backup has it whole). Holes read as zeros, which the pax writer turns back
+ * into holes for sparse files. */
 static int copy_file_data(struct archive *w, EVP_MD_CTX *md, const char *src, const char *path,
-                          struct cap_error *err)
+                          int64_t size, struct cap_error *err)
 {
         _cleanup_close_ int fd = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return cap_error_errno(err, -errno, "open %s", path);
         static __thread char buf[128 * 1024];
-        ssize_t n;
-        while ((n = read(fd, buf, sizeof(buf))) > 0 && EVP_DigestUpdate(md, buf, (size_t)n))
+        bool shrank = false;
+        while (size > 0) {
+                size_t want = size < (int64_t)sizeof(buf) ? (size_t)size : sizeof(buf);
+                ssize_t n = shrank ? 0 : read(fd, buf, want);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return cap_error_errno(err, -errno, "read %s", path);
+                if (n == 0) {
+                        if (!shrank)
+                                log_warn("volume backup: %s shrank while it was copied; padded "
+                                         "with zeros",
+                                         path);
+                        shrank = true;
+                        memset(buf, 0, want);
+                        n = (ssize_t)want;
+                }
+                EVP_DigestUpdate(md, buf, (size_t)n);
                 if (archive_write_data(w, buf, (size_t)n) != n)
                         return cap_error_set(err, -EIO, CAP_INTERNAL, "%s: %s", path,
                                              archive_error_string(w));
-        if (n < 0)
-                return cap_error_errno(err, -errno, "read %s", path);
+                size -= n;
+        }
         return 0;
 }
 
@@ -233,7 +265,8 @@ int volume_tar_write(const char *dir, const char *name, uint64_t size_bytes, vol
                         goto out;
                 }
                 if (type == AE_IFREG && !archive_entry_hardlink(e) && archive_entry_size(e) > 0 &&
-                    (r = copy_file_data(w, md, srcpath ? srcpath : src, rel, err)) < 0) {
+                    (r = copy_file_data(w, md, srcpath ? srcpath : src, rel, archive_entry_size(e),
+                                        err)) < 0) {
                         archive_entry_free(e);
                         goto out;
                 }
@@ -443,10 +476,12 @@ int volume_tar_extract(struct volume_tar_reader *r, const char *dest, uint64_t m
                 }
                 const void *buf;
                 size_t len;
-                la_int64_t off;
+                la_int64_t off, done = 0;
                 int dr;
+                /* holes of sparse files hash as the zeros they read as */
                 while ((dr = archive_read_data_block(r->a, &buf, &len, &off)) == ARCHIVE_OK &&
-                       EVP_DigestUpdate(md, buf, len))
+                       hash_zeros(md, off - done) && EVP_DigestUpdate(md, buf, len) &&
+                       (done = off + (la_int64_t)len) >= 0)
                         if (archive_write_data_block(w, buf, len, off) != ARCHIVE_OK) {
                                 ret = cap_error_set(err, -EIO, CAP_INTERNAL, "write %.200s: %s",
                                                     path, archive_error_string(w));
@@ -456,6 +491,8 @@ int volume_tar_extract(struct volume_tar_reader *r, const char *dest, uint64_t m
                         ret = read_error(r, path, err);
                         goto out;
                 }
+                if (archive_entry_filetype(e) == AE_IFREG && !archive_entry_hardlink(e))
+                        hash_zeros(md, sz - done);
                 if (archive_write_finish_entry(w) != ARCHIVE_OK) {
                         ret = cap_error_set(err, -EIO, CAP_INTERNAL, "write %.200s: %s", path,
                                             archive_error_string(w));
