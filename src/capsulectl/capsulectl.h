@@ -104,6 +104,9 @@ int ctl_parse_since(const char *s, int64_t now_unix_nano, int64_t *out);
 int ctl_load_config(struct ctl *ctl);
 /* The connected API client (mTLS from the selected context); prints the error and returns NULL. */
 struct rpc_client *ctl_client(struct ctl *ctl);
+/* `volume backup` and `volume restore` (volume_backup.c). */
+int cmd_volume_backup(struct ctl *ctl, int argc, char **argv);
+int cmd_volume_restore(struct ctl *ctl, int argc, char **argv);
 /* Prints "capsulectl: <msg>" plus a hint of what to do next for well-known failures. */
 void ctl_print_error(struct ctl *ctl, const char *what, const struct cap_error *err);
 /* Prints obj as JSON or YAML according to -o (for table output the verb prints itself). */

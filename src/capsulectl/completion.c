@@ -248,6 +248,10 @@ int cmd_complete_words(struct ctl *ctl, int argc, char **argv)
         if (st.after_dashdash || st.value_of_option ||
             (!st.verb && argc > 2 && !ctl_verb_find(argv[1]) && argv[1][0] != '-'))
                 goto done;
+        /* `volume backup -o FILE`: there -o names the backup file, not an output format */
+        if (st.value_of_output && st.verb && st.sub && strcmp(st.verb->name, "volume") == 0 &&
+            strcmp(st.sub, "backup") == 0)
+                goto done;
         if (st.value_of_output) {
                 static const char *const fmts[] = {"table", "yaml", "json"};
                 for (size_t i = 0; i < ARRAY_SIZE(fmts); i++)

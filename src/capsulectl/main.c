@@ -23,7 +23,9 @@ static const struct ctl_opt opts_logs[] = {
 static const struct ctl_opt opts_exec[] = {
     {"stdin", 'i', false}, {"tty", 't', false}, {"env", 'e', true}, {0}};
 static const struct ctl_opt opts_image[] = {{"name", 0, true}, {0}};
-static const struct ctl_opt opts_volume[] = {{"size", 0, true}, {0}};
+static const struct ctl_opt opts_volume[] = {{"size", 0, true}, {"file", 'f', true}, {0}};
+/* `volume backup -o FILE`: there -o names the backup file, it is not the global output format */
+static const struct ctl_opt opts_volume_backup[] = {{"output", 'o', true}, {0}};
 static const struct ctl_opt opts_version[] = {{"client", 0, false}, {0}};
 static const struct ctl_opt opts_dmesg[] = {{"follow", 'f', false}, {0}};
 static const struct ctl_opt opts_reboot[] = {{"poweroff", 0, false}, {0}};
@@ -38,7 +40,8 @@ static const struct ctl_opt opts_gen[] = {
 static const struct ctl_opt opts_config[] = {{"force", 0, false}, {"use", 0, false}, {0}};
 
 static const char *const subs_image[] = {"push", "pull", "ls", "rm", NULL};
-static const char *const subs_volume[] = {"create", "ls", "resize", "rm", NULL};
+static const char *const subs_volume[] = {"create", "ls",     "resize", "rm",
+                                          "backup", "restore", NULL};
 static const char *const subs_gen[] = {"config", "cert", NULL};
 static const char *const subs_config[] = {"contexts", "use-context", "merge", NULL};
 static const char *const subs_machine_config[] = {"apply", NULL};
@@ -70,7 +73,7 @@ const struct ctl_verb ctl_verbs[] = {
      CTL_FLEET_TABLE, false, false},
     {"image", cmd_image, "Manage images (image push|pull|ls|rm)", opts_image, subs_image,
      CTL_NAMES_IMAGES, CTL_FLEET_TABLE, false, false},
-    {"volume", cmd_volume, "Manage volumes (volume create|ls|resize|rm)", opts_volume, subs_volume,
+    {"volume", cmd_volume, "Manage volumes (volume create|ls|resize|rm|backup|restore)", opts_volume, subs_volume,
      CTL_NAMES_VOLUMES, CTL_FLEET_TABLE, false, false},
     {"version", cmd_version, "Print the client and server versions", opts_version, NULL, 0,
      CTL_FLEET_TABLE, false, false},
@@ -173,6 +176,12 @@ static int run(struct ctl *ctl, int argc, char **argv)
         }
         int vargc = argc - i;
         char **vargv = argv + i;
+        struct ctl_verb backup_verb;
+        if (strcmp(verb->name, "volume") == 0 && vargc > 1 && strcmp(vargv[1], "backup") == 0) {
+                backup_verb = *verb;
+                backup_verb.opts = opts_volume_backup;
+                verb = &backup_verb;
+        }
         if (!verb->raw && ctl_lift_globals(ctl, verb, &vargc, vargv) != 0)
                 return CTL_EXIT_USAGE;
         if (!ctl->endpoint) {

@@ -1,4 +1,5 @@
-/* `capsulectl volume create|ls|resize|rm`: the Volumes API from the command line. */
+/* `capsulectl volume create|ls|resize|rm`: the Volumes API from the command line (backup and
+ * restore: volume_backup.c). */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,8 @@ static const char usage[] =
     "  ls                        list volumes: NAME SIZE USED ATTACHED-TO (alias: list)\n"
     "  resize NAME --size SIZE   grow a volume, online when possible (volumes never shrink)\n"
     "  rm NAME                   delete a volume and its data (refused while in use; alias: delete)\n"
+    "  backup NAME -o FILE       copy a volume's files to a local tar file while it runs\n"
+    "  restore NAME -f FILE      replace a volume's files with a backup's (creates NAME if absent)\n"
     "\n"
     "`capsulectl volume SUBCOMMAND --help` for details. -o json|yaml for structured output.\n"
     "\n"
@@ -295,6 +298,7 @@ int cmd_volume(struct ctl *ctl, int argc, char **argv)
         } subs[] = {
             {"create", volume_create_cmd}, {"ls", volume_ls_cmd}, {"list", volume_ls_cmd},
             {"resize", volume_resize_cmd}, {"rm", volume_rm_cmd}, {"delete", volume_rm_cmd},
+            {"backup", cmd_volume_backup}, {"restore", cmd_volume_restore},
         };
         if (argc < 2) {
                 fputs(usage, ctl->err);

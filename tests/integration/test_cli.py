@@ -402,6 +402,10 @@ class CliTest(unittest.TestCase):
         self.assertIn("complete-me", self.complete(["logs", "-f", "comp"]))
         self.assertEqual(self.complete(["image", "p"]), ["push", "pull"])
         self.assertEqual(self.complete(["get", "-o", "j"]), ["json"])
+        self.assertEqual(self.complete(["volume", "re"]), ["resize", "restore"])
+        self.assertIn("backup", self.complete(["volume", ""]))
+        # `volume backup -o FILE`: a file, not an output format
+        self.assertNotIn("json", self.complete(["volume", "backup", "site", "-o", "j"]))
         self.assertIn(IMAGE, self.complete(["image", "rm", ""]))
         # nothing after "--": that is the command's
         self.assertEqual(self.complete(["exec", "complete-me", "--", ""]), [])

@@ -7,12 +7,16 @@ a create (CAPSULE_FAULT test seam) is repaired at the next start. Every mount th
 capsuled made is unmounted at the end, even on failure (loop devices autoclear)."""
 
 import errno
+import hashlib
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
+import stat
 import sys
+import tarfile
 import tempfile
 import time
 import unittest
@@ -39,6 +43,35 @@ def can_grow_online():
             if line.startswith("CapEff:"):
                 return bool(int(line.split()[1], 16) & (1 << 24))  # CAP_SYS_RESOURCE
     return False
+
+
+def craft_backup(entries, size=32 * MiB, end=True):
+    """A backup in `volume backup`'s format (meta entry, entries, end entry with the content hash)
+    holding crafted entries: [(TarInfo, data bytes or None)]."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        def add(name, data):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+        add(".capsule-backup", f"capsule-volume-backup 1\nname=x\nsize_bytes={size}\n".encode())
+        h = hashlib.sha256()
+        for ti, data in entries:
+            if data is not None:
+                ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data) if data is not None else None)
+            h.update(ti.name.encode() + b"\0" + (data or b""))
+        if end:
+            add(".capsule-backup-end", f"entries={len(entries)}\ncontent_sha256={h.hexdigest()}\n".encode())
+    return buf.getvalue()
+
+
+def tinfo(name, type=tarfile.REGTYPE, linkname="", mode=0o644):
+    ti = tarfile.TarInfo(name)
+    ti.type = type
+    ti.linkname = linkname
+    ti.mode = mode
+    return ti
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root (loop devices, mount)")
@@ -84,6 +117,12 @@ class VolumesTest(unittest.TestCase):
 
     def ctl(self, *args):
         return self.capsule.ctl(list(args))
+
+    def ctl_bytes(self, args, stdin=None):
+        """capsulectl with binary stdin/stdout (backup -o -, restore -f -)."""
+        env = dict(os.environ, CAPSULECONFIG=self.capsule.config, CAPSULE_HOST=self.capsule.endpoint)
+        return subprocess.run([harness.CAPSULECTL] + args, env=env, stdin=stdin, capture_output=True,
+                              timeout=120)
 
     def ok(self, *args):
         p = self.ctl(*args)
@@ -294,6 +333,192 @@ class VolumesTest(unittest.TestCase):
         self.assertIn("unchanged", self.ok("volume", "create", "crash", "--size", "32Mi").stdout)
 
 
+    # ---- backup and restore -------------------------------------------------------------------
+
+    def fill(self, name):
+        d = self.mnt(name)
+        os.makedirs(os.path.join(d, "sub/deep"))
+        with open(os.path.join(d, "sub/deep/f.txt"), "w") as f:
+            f.write("hello\n")
+        with open(os.path.join(d, "big"), "wb") as f:
+            f.write(os.urandom(3 * MiB))
+        os.chown(os.path.join(d, "sub/deep/f.txt"), 1234, 5678)
+        os.chmod(os.path.join(d, "sub/deep/f.txt"), 0o640)
+        os.symlink("/etc/passwd", os.path.join(d, "abs-link"))
+        os.symlink("deep/f.txt", os.path.join(d, "sub/rel-link"))
+        os.link(os.path.join(d, "big"), os.path.join(d, "big-hard"))
+        with open(os.path.join(d, "big"), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def check_filled(self, name, big_sum):
+        d = self.mnt(name)
+        with open(os.path.join(d, "sub/deep/f.txt")) as f:
+            self.assertEqual(f.read(), "hello\n")
+        st = os.lstat(os.path.join(d, "sub/deep/f.txt"))
+        self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)), (1234, 5678, 0o640))
+        self.assertEqual(os.readlink(os.path.join(d, "abs-link")), "/etc/passwd")
+        self.assertEqual(os.readlink(os.path.join(d, "sub/rel-link")), "deep/f.txt")
+        with open(os.path.join(d, "big"), "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), big_sum)
+        self.assertEqual(os.stat(os.path.join(d, "big")).st_ino, os.stat(os.path.join(d, "big-hard")).st_ino)
+
+    def assert_no_restore_leftovers(self):
+        self.assertEqual([f for f in os.listdir(self.vdir) if ".restore" in f], [])
+        self.assertEqual([m for m in mounts_under(self.vdir) if ".restore" in m], [])
+
+    def test_backup_restore_roundtrip(self):
+        self.ok("volume", "create", "data", "--size", "32Mi")
+        big = self.fill("data")
+        out = os.path.join(self.tmp, "data.tar")
+        env = dict(os.environ, CAPSULECONFIG=self.capsule.config, CAPSULE_HOST=self.capsule.endpoint)
+        events = subprocess.Popen([harness.CAPSULECTL, "-o", "json", "events"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(1)
+        p = self.ok("volume", "backup", "data", "-o", out)
+        self.ok("volume", "restore", "evcopy", "-f", out)
+        with open(os.path.join(self.tmp, "bad.tar"), "wb") as f:
+            f.write(b"junk" * 300)
+        self.fails(1, "volume", "restore", "evcopy", "-f", os.path.join(self.tmp, "bad.tar"))
+        time.sleep(1)
+        events.terminate()
+        seen = [(e.get("type"), e.get("name"), e.get("action"))
+                for e in map(json.loads, events.communicate(timeout=10)[0].splitlines())]
+        for ev in (("volume", "data", "backup-started"), ("volume", "data", "backed-up"),
+                   ("volume", "evcopy", "restore-started"), ("volume", "evcopy", "restored"),
+                   ("volume", "evcopy", "restore-failed")):
+            self.assertIn(ev, seen)
+        self.assertRegex(p.stdout, r"volume data backed up to .*data.tar \(.*, live copy, sha256 [0-9a-f]{64}\)")
+        self.assertFalse(os.path.exists(out + ".tmp"))
+        with tarfile.open(out) as t:
+            names = t.getnames()
+            self.assertEqual(names[0], ".capsule-backup")
+            self.assertEqual(names[-1], ".capsule-backup-end")
+            self.assertIn("sub/deep/f.txt", names)
+            self.assertNotIn("lost+found", names)
+            ti = t.getmember("sub/deep/f.txt")
+            self.assertEqual((ti.uid, ti.gid, ti.uname, ti.gname), (1234, 5678, "", ""))
+        # -o - writes the same bytes to stdout
+        p = self.ctl_bytes(["volume", "backup", "data", "-o", "-"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(out, "rb") as f:
+            self.assertEqual(p.stdout[:100], f.read(100))
+        self.assertIn(b"backed up to stdout", p.stderr)
+        # restore into a new volume: the size the backup recorded
+        p = self.ok("volume", "restore", "copy", "-f", out)
+        self.assertIn("volume copy restored", p.stdout)
+        self.assertEqual(self.ls()["copy"]["sizeBytes"], 32 * MiB)
+        self.check_filled("copy", big)
+        # over an existing volume: its files are replaced
+        with open(os.path.join(self.mnt("data"), "later"), "w") as f:
+            f.write("x")
+        self.ok("volume", "restore", "data", "-f", out)
+        self.assertFalse(os.path.exists(os.path.join(self.mnt("data"), "later")))
+        self.check_filled("data", big)
+        # from stdin, with a size, into a new volume
+        with open(out, "rb") as f:
+            p = self.ctl_bytes(["volume", "restore", "big", "-f", "-", "--size", "64Mi"], stdin=f)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.ls()["big"]["sizeBytes"], 64 * MiB)
+        self.check_filled("big", big)
+        p = self.fails(1, "volume", "restore", "data", "-f", out, "--size", "64Mi")
+        self.assertIn("size_bytes", p.stderr)
+        self.assert_no_restore_leftovers()
+        # data survives a restart (the swapped image is the volume now)
+        self.restart()
+        self.check_filled("data", big)
+        self.assert_no_restore_leftovers()
+        p = self.fails(1, "volume", "backup", "nope", "-o", os.path.join(self.tmp, "nope.tar"))
+        self.assertIn("NOT_FOUND", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "nope.tar")))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "nope.tar.tmp")))
+
+    def test_restore_refuses_bad_uploads_and_changes_nothing(self):
+        self.ok("volume", "create", "data", "--size", "32Mi")
+        big = self.fill("data")
+        good = os.path.join(self.tmp, "good.tar")
+        self.ok("volume", "backup", "data", "-o", good)
+        with open(good, "rb") as f:
+            raw = f.read()
+        plain = io.BytesIO()
+        with tarfile.open(fileobj=plain, mode="w") as t:
+            t.addfile(tinfo("x"), io.BytesIO(b""))
+        # the file corrupted at rest: one byte of big's data flipped
+        corrupt = bytearray(raw)
+        corrupt[len(raw) // 2] ^= 0xFF
+        # the end entry missing (cut at an entry boundary): found by the missing end marker
+        cut_at = raw.rindex(b".capsule-backup-end") // 512 * 512
+        while cut_at > 0 and b"ustar" not in raw[cut_at:cut_at + 512]:
+            cut_at -= 512
+        cases = {
+            "dotdot": (craft_backup([(tinfo("../evil"), b"x")]), '".." leaves the volume'),
+            "dotdot-inner": (craft_backup([(tinfo("a/../../evil"), b"x")]), '".." leaves the volume'),
+            "absolute": (craft_backup([(tinfo("/evil"), b"x")]), "absolute path"),
+            "device": (craft_backup([(tinfo("null", tarfile.CHRTYPE), None)]), "device node refused"),
+            "fifo": (craft_backup([(tinfo("p", tarfile.FIFOTYPE), None)]), "FIFO refused"),
+            "hardlink-out": (craft_backup([(tinfo("h", tarfile.LNKTYPE, "../../etc/passwd"), None)]),
+                             "hard link target"),
+            "through-symlink": (craft_backup([(tinfo("l", tarfile.SYMTYPE, "/tmp"), None),
+                                              (tinfo("l/evil"), b"x")]), "l/evil"),
+            "oversize": (craft_backup([(tinfo("huge"), bytes(40 * MiB))]), "exceed the volume's size"),
+            "no-end": (craft_backup([(tinfo("f"), b"x")], end=False), "truncated"),
+            "cut-at-boundary": (raw[:cut_at], "truncated"),
+            "cut-mid-entry": (raw[:len(raw) // 2], "runcated"),
+            "corrupt": (bytes(corrupt), "INVALID_ARGUMENT"),
+            "not-a-backup": (plain.getvalue(), "not a Capsule volume backup"),
+            "empty": (b"", "INVALID_ARGUMENT"),
+        }
+        for case, (data, why) in cases.items():
+            with self.subTest(case=case):
+                path = os.path.join(self.tmp, case + ".tar")
+                with open(path, "wb") as f:
+                    f.write(data)
+                p = self.fails(1, "volume", "restore", "data", "-f", path)
+                self.assertIn(why, p.stderr)
+                self.check_filled("data", big)
+                # a new volume is not left behind either
+                p = self.fails(1, "volume", "restore", "fresh", "-f", path)
+                self.assertNotIn("fresh", self.ls())
+                self.assert_no_restore_leftovers()
+        self.assertFalse(os.path.exists("/tmp/evil"))
+        self.assertEqual(sorted(self.ls()), ["data"])
+        # the good backup still restores
+        self.ok("volume", "restore", "data", "-f", good)
+        self.check_filled("data", big)
+
+    def test_restore_refused_while_attached(self):
+        self.ok("volume", "create", "data", "--size", "32Mi")
+        big = self.fill("data")
+        out = os.path.join(self.tmp, "data.tar")
+        self.ok("volume", "backup", "data", "-o", out)
+        self.restart(CAPSULE_TEST_ATTACH="data:web,data:worker")
+        self.ok("volume", "backup", "data", "-o", out)  # a backup while in use is fine
+        p = self.fails(1, "volume", "restore", "data", "-f", out)
+        self.assertIn("FAILED_PRECONDITION", p.stderr)
+        self.assertIn('volume "data" is in use by web, worker', p.stderr)
+        self.check_filled("data", big)
+        self.assert_no_restore_leftovers()
+
+    def test_crash_during_restore_changes_nothing(self):
+        self.ok("volume", "create", "data", "--size", "32Mi")
+        big = self.fill("data")
+        out = os.path.join(self.tmp, "data.tar")
+        self.ok("volume", "backup", "data", "-o", out)
+        with open(os.path.join(self.mnt("data"), "later"), "w") as f:
+            f.write("kept")
+        for vol in ("data", "fresh"):
+            with self.subTest(volume=vol):
+                self.restart(CAPSULE_FAULT="volume-restore-after-begin")
+                proc = self.capsule.proc
+                p = self.ctl("volume", "restore", vol, "-f", out)
+                self.assertEqual(p.returncode, 1, p.stdout)
+                proc.wait(timeout=20)
+                self.assertEqual(proc.returncode, -signal.SIGKILL)
+                self.capsule.stop()
+                self.start()
+                self.assert_no_restore_leftovers()
+                with open(os.path.join(self.mnt("data"), "later")) as f:
+                    self.assertEqual(f.read(), "kept")
+
 
 def nat_rules():
     return subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
@@ -408,6 +633,21 @@ mounts:
         p = self.capsule.ctl(["volume", "rm", "site"])
         self.assertEqual(p.returncode, 1)
         self.assertIn('volume "site" is in use by web', p.stderr)
+        # a backup while the container writes into the volume
+        env = dict(os.environ, CAPSULECONFIG=self.capsule.config, CAPSULE_HOST=self.capsule.endpoint)
+        writer = subprocess.Popen([harness.CAPSULECTL, "exec", "web", "--", "sh", "-c",
+                                   "i=0; while [ $i -lt 300 ]; do echo $i > /www/counter; i=$((i+1)); done"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        backup = os.path.join(self.tmp, "site.tar")
+        p = self.capsule.ctl(["volume", "backup", "site", "-o", backup])
+        writer.wait(timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("live copy", p.stdout)
+        # restore refused while web mounts it
+        p = self.capsule.ctl(["volume", "restore", "site", "-f", backup])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('volume "site" is in use by web', p.stderr)
+        self.assertIn("FAILED_PRECONDITION", p.stderr)
         # delete the workload: network gone, volume free and kept
         self.assertEqual(self.capsule.ctl(["delete", "web"]).returncode, 0)
         harness.wait_for(lambda: self.get("web") is None, timeout=30, what="web to go")
@@ -416,6 +656,19 @@ mounts:
                                                            text=True).stdout)
         with open(os.path.join(site, "x")) as f:
             self.assertEqual(f.read(), "from-web\n")
+        self.assertEqual(self.capsule.ctl(["volume", "rm", "site"]).returncode, 0)
+        # restore the deleted volume from the backup; the workload sees its data again
+        p = self.capsule.ctl(["volume", "restore", "site", "-f", backup])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("created with size 32Mi", p.stdout)
+        p = self.capsule.ctl(["apply", "-f", manifest])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        harness.wait_for(lambda: (lambda w: w if w and w["status"]["phase"] == "Running" else None)(
+            self.get("web")), timeout=60, what="web to run on the restored volume")
+        p = self.capsule.ctl(["exec", "web", "--", "cat", "/www/x", "/www/index.html"])
+        self.assertEqual(p.stdout, "from-web\nserved from a volume\n", p.stderr)
+        self.assertEqual(self.capsule.ctl(["delete", "web"]).returncode, 0)
+        harness.wait_for(lambda: self.get("web") is None, timeout=30, what="web to go")
         self.assertEqual(self.capsule.ctl(["volume", "rm", "site"]).returncode, 0)
 
 

@@ -43,6 +43,10 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
              D(volume_delete_response), M, .unary = volumes_rpc_delete},
             {"/capsule.v1.Volumes/Resize", RPC_UNARY, D(volume_resize_request),
              D(volume_resize_response), M | RPC_METHOD_BLOCKING, .unary = volumes_rpc_resize},
+            {"/capsule.v1.Volumes/Backup", RPC_SERVER_STREAM, D(volume_backup_request),
+             D(volume_backup_chunk), M, .stream = volumes_rpc_backup},
+            {"/capsule.v1.Volumes/Restore", RPC_CLIENT_STREAM, D(volume_restore_request),
+             D(volume_restore_response), M, .stream = volumes_rpc_restore},
             /* Images */
             {"/capsule.v1.Images/Push", RPC_CLIENT_STREAM, D(image_push_request),
              D(image_push_response), M, .stream = images_push},
@@ -85,7 +89,8 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
                 with_ctx[i].userdata = ctx;
                 if (strncmp(methods[i].path, "/capsule.v1.Images/", 19) == 0)
                         with_ctx[i].userdata = &ctx->images;
-                else if (strncmp(methods[i].path, "/capsule.v1.Volumes/", 20) == 0)
+                else if (strncmp(methods[i].path, "/capsule.v1.Volumes/", 20) == 0 &&
+                         methods[i].stream == NULL) /* Backup, Restore: the serve_ctx */
                         with_ctx[i].userdata = ctx->volumes;
         }
         return rpc_server_add_methods(srv, with_ctx, ARRAY_SIZE(with_ctx), err);

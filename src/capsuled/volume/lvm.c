@@ -41,6 +41,8 @@
 
 #define LV_PREFIX "vol-"
 #define TAG_INCOMPLETE "capsule_incomplete"
+#define TAG_SNAPSHOT "capsule_snapshot"
+#define SNAP_PREFIX "snap-"
 #define TAG_OWNER_PREFIX "capsule_owner_"
 
 struct lvm_backend {
@@ -171,6 +173,7 @@ int volume_lvm_parse_lvs(const char *json, struct volume_lvm_lv **out, size_t *n
                         lv.data_percent = pct && *pct ? strtod(pct, NULL) : 0;
                         const char *tags = json_str(o, "lv_tags");
                         lv.incomplete = tag_listed(tags, TAG_INCOMPLETE);
+                        lv.snapshot = tag_listed(tags, TAG_SNAPSHOT);
                         lv.owner = tag_owner(tags);
                         const char *pool = json_str(o, "pool_lv");
                         struct volume_lvm_lv *nl = realloc(lvs, (count + 1) * sizeof(*lvs));
@@ -663,7 +666,131 @@ static int lvm_disk(struct volume_backend *b, const char *name, char **path, str
         return 0;
 }
 
+/* ---- Backup snapshots and restore swaps ------------------------------------------------------ */
+
+/* A thin snapshot of vol-NAME (instant, shares the pool), tagged capsule_snapshot so that a
+ * crash leaves nothing behind (removed at the next open), mounted ro,noload (the origin may be a
+ * mounted ext4 whose journal is not replayed on the read-only copy) at MOUNT_DIR/.SNAP.
+ * A microVM's disk is snapshotted the same way: the copy is crash-consistent. */
+static int lvm_snapshot(struct volume_backend *b, const char *name, bool in_vm, char **dir,
+                        const char **consistency, struct cap_error *err)
+{
+        (void)in_vm;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        char snap[128], origin[256], ref[256], dev[300];
+        snprintf(snap, sizeof(snap), SNAP_PREFIX "%s-%lld", name, (long long)ts.tv_sec);
+        snprintf(origin, sizeof(origin), "%s/" LV_PREFIX "%s", LB(b)->vg, name);
+        snprintf(ref, sizeof(ref), "%s/%s", LB(b)->vg, snap);
+        snprintf(dev, sizeof(dev), "/dev/%s/%s", LB(b)->vg, snap);
+        const char *create[] = {"lvcreate", "-y", "-s", "-kn", "--addtag", TAG_SNAPSHOT,
+                                "-n",       snap, origin, NULL};
+        int r = lvm_run(create, NULL, err);
+        if (r < 0)
+                return r;
+        const char *act[] = {"lvchange", "-ay", "-K", ref, NULL};
+        _cleanup_free_ char *d = NULL;
+        if (asprintf(&d, "%s/.%s", LB(b)->mount_dir, snap) < 0)
+                r = oom(err);
+        if (r == 0)
+                r = lvm_run(act, NULL, err);
+        if (r == 0 && mkdir(d, 0700) < 0 && errno != EEXIST)
+                r = cap_error_errno(err, -errno, "mkdir %s", d);
+        if (r == 0 && mount(dev, d, "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") < 0)
+                r = cap_error_errno(err, -errno, "mount %s on %s", dev, d);
+        if (r < 0) {
+                struct cap_error ignored = {0};
+                const char *rm[] = {"lvremove", "-f", ref, NULL};
+                lvm_run(rm, NULL, &ignored);
+                if (d)
+                        rmdir(d);
+                return r;
+        }
+        *dir = TAKE_PTR(d);
+        *consistency = "snapshot";
+        return 0;
+}
+
+/* Unmounts (from MOUNT_DIR/.SNAP) and removes snapshot LV `snap`. */
+static int snapshot_remove(struct volume_backend *b, const char *snap, struct cap_error *err)
+{
+        char ref[256], dir[512];
+        snprintf(ref, sizeof(ref), "%s/%s", LB(b)->vg, snap);
+        snprintf(dir, sizeof(dir), "%s/.%s", LB(b)->mount_dir, snap);
+        if (umount2(dir, UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+                log_warn("volumes: umount %s: %s", dir, strerror(errno));
+        rmdir(dir);
+        const char *rm[] = {"lvremove", "-f", ref, NULL};
+        return lvm_run(rm, NULL, err);
+}
+
+/* At open: the snapshots of backups a crash interrupted. */
+static void snapshots_remove_all(struct volume_backend *b, struct volume_lvm_lv *lvs, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                if (!lvs[i].snapshot || strncmp(lvs[i].lv_name, SNAP_PREFIX, strlen(SNAP_PREFIX)))
+                        continue;
+                struct cap_error e = {0};
+                if (snapshot_remove(b, lvs[i].lv_name, &e) < 0)
+                        log_warn("volumes: removing backup snapshot %s: %s", lvs[i].lv_name, e.msg);
+                else
+                        log_warn("volumes: removed leftover backup snapshot %s/%s", LB(b)->vg,
+                                 lvs[i].lv_name);
+        }
+}
+
+static void lvm_snapshot_release(struct volume_backend *b, const char *name, const char *dir)
+{
+        (void)name;
+        const char *base = strrchr(dir, '/');
+        struct cap_error e = {0};
+        if (base && base[1] == '.' && snapshot_remove(b, base + 2, &e) < 0)
+                log_warn("volumes: removing backup snapshot %s: %s (removed at the next start)",
+                         base + 2, e.msg);
+}
+
+static int lv_rename(struct volume_backend *b, const char *from, const char *to,
+                     struct cap_error *err)
+{
+        char f[128], t[128];
+        snprintf(f, sizeof(f), LV_PREFIX "%s", from);
+        snprintf(t, sizeof(t), LV_PREFIX "%s", to);
+        const char *args[] = {"lvrename", LB(b)->vg, f, t, NULL};
+        return lvm_run(args, NULL, err);
+}
+
+/* vol-NAME -> vol-NAME.old, vol-FROM -> vol-NAME, remove vol-NAME.old. A crash between the
+ * renames leaves vol-NAME.old without vol-NAME: the next open renames it back. */
+static int lvm_replace(struct volume_backend *b, const char *name, const char *from,
+                       struct cap_error *err)
+{
+        char old[128];
+        snprintf(old, sizeof(old), "%s.old", name);
+        int r = lvm_unmount(b, name, err);
+        if (r == 0)
+                r = lvm_unmount(b, from, err);
+        if (r == 0)
+                r = lv_rename(b, name, old, err);
+        if (r < 0)
+                return r;
+        if ((r = lv_rename(b, from, name, err)) < 0) {
+                struct cap_error ignored = {0};
+                lv_rename(b, old, name, &ignored);
+                return r;
+        }
+        struct cap_error e = {0};
+        if (lv_remove(b, old, &e) < 0)
+                log_warn("volumes: %s (removed at the next start)", e.msg);
+        _cleanup_free_ char *dir = lvm_path(b, from);
+        if (dir)
+                rmdir(dir);
+        return 0;
+}
+
 static const struct volume_backend_ops lvm_ops = {
+    .snapshot = lvm_snapshot,
+    .snapshot_release = lvm_snapshot_release,
+    .replace = lvm_replace,
     .create = lvm_create,
     .owner = lvm_owner,
     .remove = lvm_remove,
@@ -681,6 +808,27 @@ static const struct volume_backend_ops lvm_ops = {
 /* Removes LVs tagged incomplete: creations that never finished and were never acknowledged. */
 static void discard_partial(struct volume_backend *b, struct volume_lvm_lv *lvs, size_t n)
 {
+        snapshots_remove_all(b, lvs, n);
+        for (size_t i = 0; i < n; i++) {
+                const char *on = volume_lvm_volume_name(lvs[i].lv_name);
+                size_t ol = on ? strlen(on) : 0;
+                if (ol > 4 && strcmp(on + ol - 4, ".old") == 0) {
+                        /* a restore's swap cut between its renames: put the old one back */
+                        char vol[128];
+                        snprintf(vol, sizeof(vol), LV_PREFIX "%.*s", (int)(ol - 4), on);
+                        bool have = false;
+                        for (size_t j = 0; j < n; j++)
+                                have |= strcmp(lvs[j].lv_name, vol) == 0;
+                        struct cap_error e = {0};
+                        char base[128];
+                        snprintf(base, sizeof(base), "%.*s", (int)(ol - 4), on);
+                        if (!have && lv_rename(b, on, base, &e) < 0)
+                                log_warn("volumes: %s", e.msg);
+                        else if (!have)
+                                log_warn("volumes: put back %s/%s after an interrupted restore",
+                                         LB(b)->vg, vol);
+                }
+        }
         for (size_t i = 0; i < n; i++) {
                 const char *vn = volume_lvm_volume_name(lvs[i].lv_name);
                 if (!vn || !lvs[i].incomplete)

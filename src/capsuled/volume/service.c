@@ -32,8 +32,7 @@ static int oom(struct cap_error *err)
         return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
 }
 
-/* A malloc'd capsule.v1.Volume from vi (the response frees it). */
-static Capsule__V1__Volume *to_proto(const struct volume_info *vi)
+Capsule__V1__Volume *volumes_to_proto(const struct volume_info *vi)
 {
         Capsule__V1__Volume *pv = malloc(sizeof(*pv));
         if (!pv)
@@ -72,7 +71,7 @@ int volumes_rpc_create(struct rpc_call *call, const ProtobufCMessage *req, Proto
         if (r < 0)
                 return r;
         out->created = created;
-        out->volume = to_proto(&vi);
+        out->volume = volumes_to_proto(&vi);
         volume_info_free(&vi);
         return out->volume ? 0 : oom(err);
 }
@@ -92,7 +91,7 @@ int volumes_rpc_list(struct rpc_call *call, const ProtobufCMessage *req, Protobu
         if (n && !(out->volumes = calloc(n, sizeof(*out->volumes))))
                 r = oom(err);
         for (size_t i = 0; r == 0 && i < n; i++) {
-                if (!(out->volumes[i] = to_proto(&vis[i])))
+                if (!(out->volumes[i] = volumes_to_proto(&vis[i])))
                         r = oom(err);
                 else
                         out->n_volumes++;
@@ -123,7 +122,7 @@ int volumes_rpc_resize(struct rpc_call *call, const ProtobufCMessage *req, Proto
         int r = volume_resize(v, in->name, in->size_bytes, &vi, err);
         if (r < 0)
                 return r;
-        out->volume = to_proto(&vi);
+        out->volume = volumes_to_proto(&vi);
         volume_info_free(&vi);
         return out->volume ? 0 : oom(err);
 }

@@ -24,5 +24,14 @@ int volumes_rpc_list(struct rpc_call *call, const ProtobufCMessage *req, Protobu
                      struct cap_error *err);
 int volumes_rpc_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                        struct cap_error *err);
+/* Backup (server stream) and Restore (client stream), backup_service.c; userdata: serve_ctx. */
+int volumes_rpc_backup(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+int volumes_rpc_restore(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+
+struct volume_info;
+struct Capsule__V1__Volume;
+/* A malloc'd capsule.v1.Volume from vi (the response frees it); NULL when out of memory. */
+struct Capsule__V1__Volume *volumes_to_proto(const struct volume_info *vi);
+
 int volumes_rpc_resize(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                        struct cap_error *err);

@@ -13,6 +13,7 @@
  * Attachments (which workloads use a volume) are kept in memory and set by the reconciler. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -522,6 +523,11 @@ int volume_attach(struct volumes *v, const char *name, const char *workload, cha
                                   "volume \"%s\" is in use by microVM %s as its disk: one kernel at a "
                                   "time may mount it (delete %s, or mount another volume)",
                                   name, vm->workload, vm->workload);
+        if (r == 0 && attached_locked(v, name, VOLUME_RESTORE_HOLDER))
+                r = cap_error_set(err, -EBUSY, CAP_UNAVAILABLE,
+                                  "volume \"%s\" is being restored from a backup; try again when "
+                                  "the restore has finished",
+                                  name);
         if (r == 0)
                 r = v->backend->ops->mount(v->backend, name, err);
         if (r == 0 && attach_locked(v, name, workload, false) < 0)
@@ -716,5 +722,201 @@ out:
                 free(names[i]);
         free(names);
         pthread_mutex_unlock(&v->lock);
+        return r;
+}
+
+/* ---- Backup and restore ---------------------------------------------------------------------- */
+
+int volume_backup_begin(struct volumes *v, const char *name, struct volume_backup *out,
+                        struct cap_error *err)
+{
+        *out = (struct volume_backup){0};
+        if (name_check("name", name, err) < 0)
+                return err->code;
+        const struct volume_backend_ops *ops = v->backend->ops;
+        pthread_mutex_lock(&v->lock);
+        struct store_volume row = {0};
+        int r = store_get_volume(v->store, name, &row, err);
+        const struct attachment *vm = r == 0 ? disk_holder_locked(v, name) : NULL;
+        if (r == 0 && (attached_locked(v, name, VOLUME_BACKUP_HOLDER) ||
+                       attached_locked(v, name, VOLUME_RESTORE_HOLDER)))
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" is busy: a backup or restore of it is running",
+                                  name);
+        if (r == 0 && strcmp(row.backend, v->backend->name) != 0)
+                r = cap_error_set(err, -EXDEV, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" lives on the %s backend, this capsuled runs %s",
+                                  name, row.backend, v->backend->name);
+        if (r == 0 && vm && !(out->vm = strdup(vm->workload)))
+                r = oom(err);
+        if (r == 0)
+                r = ops->snapshot(v->backend, name, vm != NULL, &out->dir, &out->consistency, err);
+        if (r < 0 && vm && err->status == CAP_FAILED_PRECONDITION)
+                cap_error_prefix(err, "volume \"%s\" is the disk of microVM %s", name,
+                                 vm->workload);
+        if (r == 0 && attach_locked(v, name, VOLUME_BACKUP_HOLDER, false) < 0) {
+                ops->snapshot_release(v->backend, name, out->dir);
+                r = oom(err);
+        }
+        if (r == 0) {
+                out->name = strdup(name);
+                out->size_bytes = row.size_bytes;
+                if (!out->name) {
+                        detach_locked(v, name, VOLUME_BACKUP_HOLDER);
+                        ops->snapshot_release(v->backend, name, out->dir);
+                        r = oom(err);
+                }
+        }
+        store_volume_free(&row);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0) {
+                free(out->dir);
+                free(out->vm);
+                free(out->name);
+                *out = (struct volume_backup){0};
+                if (err->status != CAP_NOT_FOUND && err->status != CAP_FAILED_PRECONDITION)
+                        cap_error_prefix(err, "back up volume \"%s\"", name);
+        }
+        return r;
+}
+
+void volume_backup_end(struct volumes *v, struct volume_backup *bk)
+{
+        if (!bk->name)
+                return;
+        pthread_mutex_lock(&v->lock);
+        v->backend->ops->snapshot_release(v->backend, bk->name, bk->dir);
+        detach_locked(v, bk->name, VOLUME_BACKUP_HOLDER);
+        pthread_mutex_unlock(&v->lock);
+        free(bk->dir);
+        free(bk->vm);
+        free(bk->name);
+        *bk = (struct volume_backup){0};
+}
+
+/* The temporary volume a restore of NAME extracts into: "NAME.restore" is no DNS label, so it
+ * never names a user's volume, and as storage this store owns without a row, volumes_recover
+ * removes it after a crash. */
+static char *restore_tmp_name(const char *name)
+{
+        char *t = NULL;
+        return asprintf(&t, "%s.restore", name) < 0 ? NULL : t;
+}
+
+int volume_restore_begin(struct volumes *v, const char *name, uint64_t size,
+                         uint64_t recorded_size, struct volume_restore *out, struct cap_error *err)
+{
+        *out = (struct volume_restore){0};
+        if (name_check("name", name, err) < 0)
+                return err->code;
+        const struct volume_backend_ops *ops = v->backend->ops;
+        pthread_mutex_lock(&v->lock);
+        struct store_volume row = {0};
+        struct cap_error gerr = {0};
+        int r = store_get_volume(v->store, name, &row, &gerr);
+        bool exists = r == 0;
+        if (r < 0 && r != -ENOENT)
+                *err = gerr;
+        else
+                r = 0;
+        if (r == 0 && attached_locked(v, name, NULL)) {
+                _cleanup_free_ char *users = users_locked(v, name);
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
+                                  "volume \"%s\" is in use by %s: delete or stop those workloads "
+                                  "(or restore into another volume name) first",
+                                  name, users ? users : "a workload");
+        }
+        if (r == 0 && exists && size && size != row.size_bytes) {
+                char have[QUANTITY_BUF_SIZE], want[QUANTITY_BUF_SIZE];
+                r = cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                  "size_bytes: volume \"%s\" exists with size %s, not %s; restore "
+                                  "keeps an existing volume's size (omit --size, or resize it "
+                                  "first)",
+                                  name, quantity_format_bytes(row.size_bytes, have, sizeof(have)),
+                                  quantity_format_bytes(size, want, sizeof(want)));
+        }
+        uint64_t want = exists ? row.size_bytes : size ? size : recorded_size;
+        if (r == 0 && !exists)
+                r = volume_check_size("size_bytes", want, err);
+        if (r == 0 && attach_locked(v, name, VOLUME_RESTORE_HOLDER, false) < 0)
+                r = oom(err);
+        store_volume_free(&row);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0)
+                return r;
+        out->name = strdup(name);
+        out->tmp = restore_tmp_name(name);
+        if (!out->name || !out->tmp) {
+                r = oom(err);
+                goto fail;
+        }
+        if (!exists) {
+                bool created = false;
+                if ((r = volume_create(v, name, want, &created, NULL, err)) < 0)
+                        goto fail;
+                out->created = created;
+        }
+        pthread_mutex_lock(&v->lock);
+        r = ops->remove(v->backend, out->tmp, err);
+        if (r == 0)
+                r = ops->create(v->backend, out->tmp, want, v->store_id, err);
+        if (r == 0)
+                r = ops->mount(v->backend, out->tmp, err);
+        if (r == 0 && !(out->dir = ops->path(v->backend, out->tmp)))
+                r = oom(err);
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0)
+                goto fail;
+        out->size_bytes = want;
+        return 0;
+fail:
+        volume_restore_abort(v, out);
+        return r;
+}
+
+void volume_restore_abort(struct volumes *v, struct volume_restore *rs)
+{
+        if (!rs->name)
+                goto out;
+        struct cap_error e = {0};
+        pthread_mutex_lock(&v->lock);
+        if (rs->tmp && v->backend->ops->remove(v->backend, rs->tmp, &e) < 0)
+                log_warn("volume %s: removing %s: %s (removed at the next start)", rs->name,
+                         rs->tmp, e.msg);
+        detach_locked(v, rs->name, VOLUME_RESTORE_HOLDER);
+        pthread_mutex_unlock(&v->lock);
+        if (rs->created && volume_delete(v, rs->name, &e) < 0)
+                log_warn("volume %s: removing the volume the failed restore created: %s",
+                         rs->name, e.msg);
+out:
+        free(rs->name);
+        free(rs->tmp);
+        free(rs->dir);
+        *rs = (struct volume_restore){0};
+}
+
+int volume_restore_commit(struct volumes *v, struct volume_restore *rs, struct volume_info *out,
+                          struct cap_error *err)
+{
+        const struct volume_backend_ops *ops = v->backend->ops;
+        pthread_mutex_lock(&v->lock);
+        int r = ops->replace(v->backend, rs->name, rs->tmp, err);
+        if (r == 0) {
+                fault_point("volume-restore-after-replace");
+                r = ops->mount(v->backend, rs->name, err);
+        }
+        if (r == 0) {
+                free(rs->tmp);
+                rs->tmp = NULL; /* gone into the volume */
+                rs->created = false;
+                detach_locked(v, rs->name, VOLUME_RESTORE_HOLDER);
+                struct store_volume row = {0};
+                if (out && (r = store_get_volume(v->store, rs->name, &row, err)) == 0)
+                        r = info_locked(v, &row, out, err);
+                store_volume_free(&row);
+        }
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0)
+                cap_error_prefix(err, "restore volume \"%s\"", rs->name);
         return r;
 }

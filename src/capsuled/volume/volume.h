@@ -14,7 +14,7 @@
  *
  * Test seams (read from the environment, documented in docs/cli.md#volumes):
  *   CAPSULE_FAULT=[powercut:]volume-after-lvcreate|volume-after-mkfs|volume-after-rename|
- *                 volume-after-store
+ *                 volume-after-store|volume-restore-after-begin|volume-restore-after-replace
  *       crash (or cut the power, on a Capsule) at that step of a create (common/fault.h);
  *   CAPSULE_TEST_ATTACH=VOLUME:WORKLOAD[,...]  mark volumes attached at start, for host-mode
  *       tests that have no reconciler yet. */
@@ -71,6 +71,19 @@ struct volume_backend_ops {
         int (*disk)(struct volume_backend *b, const char *name, char **path, struct cap_error *err);
         /* Names of every complete volume the backend holds (malloc'd array of malloc'd strings). */
         int (*list)(struct volume_backend *b, char ***names, size_t *n, struct cap_error *err);
+        /* A read-only view of the volume's files for a backup, in *dir (malloc'd), and in
+         * *consistency how consistent it is: "snapshot" (a point-in-time copy; LVM thin
+         * snapshot) or "live" (the mounted volume itself, read while workloads write). in_vm: a
+         * microVM has it as its disk (not mounted here); a backend that cannot copy it then
+         * answers FAILED_PRECONDITION. Undo with snapshot_release. */
+        int (*snapshot)(struct volume_backend *b, const char *name, bool in_vm, char **dir,
+                        const char **consistency, struct cap_error *err);
+        void (*snapshot_release)(struct volume_backend *b, const char *name, const char *dir);
+        /* Replaces the storage of `name` with that of `from` (a whole volume made by create),
+         * both unmounted by this call; `from` is gone afterwards and `name` is left unmounted. A
+         * crash inside leaves `name` with either its old or its new storage. */
+        int (*replace)(struct volume_backend *b, const char *name, const char *from,
+                       struct cap_error *err);
         /* Whether resize() works while mounted here (ext4 online grow needs CAP_SYS_RESOURCE). */
         bool (*can_grow_online)(struct volume_backend *b);
         void (*free)(struct volume_backend *b);
@@ -161,6 +174,47 @@ void volume_detach(struct volumes *v, const char *name, const char *workload);
 /* Forgets every attachment of `workload` (when it is deleted). */
 void volume_detach_all(struct volumes *v, const char *workload);
 
+/* ---- Backup and restore (backup.h has the tar format) -------------------------------------- */
+
+/* Pseudo-workloads that hold a volume while a backup or restore of it runs (they show in
+ * attached_to): a restore keeps every workload away, a backup keeps delete away. */
+#define VOLUME_BACKUP_HOLDER "(backup)"
+#define VOLUME_RESTORE_HOLDER "(restore)"
+
+struct volume_backup {
+        char *name;
+        char *dir;               /* read the files here (read-only view) */
+        const char *consistency; /* "snapshot" or "live" (volume_backend_ops.snapshot) */
+        uint64_t size_bytes;
+        char *vm; /* the microVM holding it as its disk, or NULL */
+};
+/* Makes a read-only view of volume NAME's files for a backup: a thin snapshot on LVM, the live
+ * mount in host mode (where a microVM's disk is refused, FAILED_PRECONDITION naming it).
+ * NOT_FOUND; FAILED_PRECONDITION while another backup or a restore of it runs. End it with
+ * volume_backup_end, always. */
+int volume_backup_begin(struct volumes *v, const char *name, struct volume_backup *out,
+                        struct cap_error *err);
+void volume_backup_end(struct volumes *v, struct volume_backup *bk);
+
+struct volume_restore {
+        char *name;
+        char *tmp;  /* the temporary volume extracted into */
+        char *dir;  /* where tmp is mounted: extract here */
+        uint64_t size_bytes;
+        bool created; /* NAME did not exist: made by begin, deleted again by abort */
+};
+/* Starts a restore of NAME: FAILED_PRECONDITION naming the workloads while any uses it; creates
+ * NAME when absent (size, or recorded_size when size is 0); makes and mounts an empty
+ * temporary volume of NAME's size. While it runs NAME cannot be attached (UNAVAILABLE). */
+int volume_restore_begin(struct volumes *v, const char *name, uint64_t size,
+                         uint64_t recorded_size, struct volume_restore *out, struct cap_error *err);
+/* Swaps the temporary volume in as NAME (its old data gone) and mounts it. */
+int volume_restore_commit(struct volumes *v, struct volume_restore *rs, struct volume_info *out,
+                          struct cap_error *err);
+/* Discards the temporary volume (and NAME when begin created it): nothing changed. Also frees rs;
+ * call it after a commit too (then it only frees). */
+void volume_restore_abort(struct volumes *v, struct volume_restore *rs);
+
 /* ---- Pure helpers (validate.c; unit-tested) -------------------------------------------------- */
 
 /* INVALID_ARGUMENT naming `field` unless VOLUME_MIN_BYTES <= size <= VOLUME_MAX_BYTES. */
@@ -182,6 +236,7 @@ struct volume_lvm_lv {
         uint64_t size_bytes;
         double data_percent; /* thin LVs: share of the size allocated in the pool; else 0 */
         bool incomplete;     /* tagged capsule_incomplete: a create that did not finish */
+        bool snapshot;       /* tagged capsule_snapshot: a backup's snapshot (removed at open) */
         char *owner;         /* from the tag capsule_owner_ID; NULL when untagged */
 };
 /* Parses that report (every "lv" array of every "report" entry); INTERNAL on malformed output. */
