@@ -26,6 +26,7 @@
 #include "accel.h"
 #include "capsule/guest/v1/guest.pb-c.h"
 #include "common/cleanup.h"
+#include "common/fault.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/names.h"
@@ -660,6 +661,12 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
         }
         track(d, spec->name, qpid);
         *pid = (uint32_t)qpid;
+        log_info("microvm: %s: QEMU pid %d started (generation %llu)", spec->name, (int)qpid,
+                 (unsigned long long)run->generation);
+        /* crash tests: CAPSULE_FAULT=microvm-started-NAME kills us with this VM just started */
+        char point[96];
+        snprintf(point, sizeof(point), "microvm-started-%s", spec->name);
+        fault_point(point);
         return 0;
 }
 
@@ -814,15 +821,57 @@ int vmd_describe(struct vmd *d, const char *name, struct vmd_info *out)
         return 0;
 }
 
+/* QEMU processes of ours on this host (by /proc/PID/cmdline's `-name capsule-`), whatever state
+ * directories say: what a delete must leave none of. */
+static size_t count_qemus(void)
+{
+        DIR *proc = opendir("/proc");
+        size_t n = 0;
+        struct dirent *de;
+        while (proc && (de = readdir(proc))) {
+                if (de->d_name[0] < '1' || de->d_name[0] > '9')
+                        continue;
+                char path[64], buf[4096];
+                snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+                ssize_t k = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+                if (k <= 0 || !strstr(buf, VM_QEMU_PROGRAM))
+                        continue;
+                for (ssize_t i = 0; i + 1 < k; i++)
+                        if (buf[i] == '\0' && strncmp(buf + i + 1, "capsule-", 8) == 0) {
+                                n++;
+                                break;
+                        }
+        }
+        if (proc)
+                closedir(proc);
+        return n;
+}
+
+static int count_state(const struct vm_info *vm, void *ud)
+{
+        size_t *n = ud;
+        n[0]++;
+        n[1] += vm->running;
+        return 0;
+}
+
 int vmd_rootdisk_census(struct vmd *d, char *msg, size_t len)
 {
-        size_t caches = 0, disks = 0;
+        size_t caches = 0, disks = 0, vms[2] = {0, 0};
         struct cap_error err = {0};
         int r = d->rootdisk->ops->census(d->rootdisk, &caches, &disks, &err);
-        if (r < 0)
+        if (r == 0)
+                r = vm_list(d->root, count_state, vms, &err);
+        if (r < 0) {
                 snprintf(msg, len, "root disks %s (%s): %s", d->rootdisk->name, d->rootdisk->where, err.msg);
-        else
-                snprintf(msg, len, "root disks %s (%s): %zu image cache%s, %zu VM disk%s", d->rootdisk->name,
-                         d->rootdisk->where, caches, caches == 1 ? "" : "s", disks, disks == 1 ? "" : "s");
-        return r;
+                return r;
+        }
+        size_t q = count_qemus();
+        snprintf(msg, len,
+                 "root disks %s (%s): %zu image cache%s, %zu VM disk%s; %zu VM state dir%s (%zu running), %zu "
+                 "QEMU process%s",
+                 d->rootdisk->name, d->rootdisk->where, caches, caches == 1 ? "" : "s", disks,
+                 disks == 1 ? "" : "s", vms[0], vms[0] == 1 ? "" : "s", vms[1], q, q == 1 ? "" : "es");
+        return 0;
 }

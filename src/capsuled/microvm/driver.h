@@ -112,7 +112,8 @@ struct vmd_info {
 };
 int vmd_describe(struct vmd *d, const char *name, struct vmd_info *out);
 
-/* One line for health: the root disk backend and how many caches and VM disks it holds now.
+/* One line for health: the root disk backend, how many caches and VM disks it holds now, the VM
+ * state directories and the QEMU processes of ours on the host (a delete leaves none of them).
  * Negative (msg says why) when they cannot be counted. */
 int vmd_rootdisk_census(struct vmd *d, char *msg, size_t len);
 
