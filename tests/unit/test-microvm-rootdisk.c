@@ -107,9 +107,11 @@ TEST(parse_and_cleanup)
         for (size_t i = 0; i < 3; i++)
                 CHECK(vm_rootdisk_lvm_discard_reason(&lvs[i], only_web_runs, &asked) == NULL);
         CHECK(vm_rootdisk_lvm_discard_reason(&lvs[3], only_web_runs, &asked) == NULL);
-        CHECK_CONTAINS(vm_rootdisk_lvm_discard_reason(&lvs[4], only_web_runs, &asked), "did not finish");
+        CHECK_CONTAINS(vm_rootdisk_lvm_discard_reason(&lvs[4], only_web_runs, &asked),
+                       "did not finish");
         CHECK(vm_rootdisk_lvm_discard_reason(&lvs[5], only_web_runs, &asked) == NULL);
-        CHECK_CONTAINS(vm_rootdisk_lvm_discard_reason(&lvs[6], only_web_runs, &asked), "does not run");
+        CHECK_CONTAINS(vm_rootdisk_lvm_discard_reason(&lvs[6], only_web_runs, &asked),
+                       "does not run");
         CHECK(asked == 2); /* asked about VM disks only */
         CHECK_CONTAINS(vm_rootdisk_lvm_discard_reason(&lvs[5], NULL, NULL), "does not run");
         free(lvs);

@@ -227,7 +227,8 @@ static void *watcher_main(void *arg)
                 pthread_cond_timedwait(&d->cond, &d->lock, &ts);
                 for (size_t i = 0; i < d->n_tracked && !d->stopping;) {
                         struct tracked t = d->tracked[i];
-                        if (vm_pid_is_vm(t.pid, t.name)) {
+                        /* pid 0: a run reserving its vsock CID, QEMU not started yet */
+                        if (t.pid == 0 || vm_pid_is_vm(t.pid, t.name)) {
                                 i++;
                                 continue;
                         }
@@ -625,15 +626,14 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
                 track_locked(d, spec->name, 0); /* reserves the CID until the pid is known */
         }
         pthread_mutex_unlock(&d->lock);
-        if (r < 0)
-                return r;
         cfg.vsock_cid = cid;
-        if ((r = put_file(dir, "accel", accel == VM_ACCEL_KVM ? "kvm\n" : "tcg\n", err)) < 0)
-                return r;
         char shape[96];
         snprintf(shape, sizeof(shape), "%u %u %llu\n", cfg.cpus, cfg.memory_mib, (unsigned long long)root.bytes);
-        if ((r = put_file(dir, "shape", shape, err)) < 0)
+        if (r < 0 || (r = put_file(dir, "accel", accel == VM_ACCEL_KVM ? "kvm\n" : "tcg\n", err)) < 0 ||
+            (r = put_file(dir, "shape", shape, err)) < 0) {
+                untrack(d, spec->name); /* the CID reservation */
                 return r;
+        }
 
         char cg[PATH_MAX] = "";
         if (d->cgroup_root[0]) {

@@ -399,7 +399,8 @@ struct vm_walk {
 static void drop_vm_leftovers(int dfd, const char *entry, void *ud)
 {
         struct vm_walk *w = ud;
-        _cleanup_close_ int fd = openat(dfd, entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_close_ int fd =
+            openat(dfd, entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
                 return;
         DIR *d = fdopendir(fd);
@@ -444,8 +445,7 @@ static void count_vm_disk(int dfd, const char *entry, void *ud)
                 (*(size_t *)ud)++;
 }
 
-static int file_census(struct vm_rootdisk *rd, size_t *caches, size_t *disks,
-                       struct cap_error *err)
+static int file_census(struct vm_rootdisk *rd, size_t *caches, size_t *disks, struct cap_error *err)
 {
         *caches = *disks = 0;
         int r = dir_each(FR(rd)->images, count_cache, caches);

@@ -3,8 +3,8 @@
  * Two steps, so that starting a second VM of an image costs no copy:
  *   1. the cache: once per image digest (its hex is the KEY), the rootfs directory becomes an ext4
  *      filesystem (`mkfs.ext4 -d`), made crash-safe (a half-made cache is never used);
- *   2. the VM's disk: each run of VM NAME gets its own copy-on-write copy of the cache, grown to the
- *      manifest's `disk:` size (resize2fs), so the VM's writes never touch the cache.
+ *   2. the VM's disk: each run of VM NAME gets its own copy-on-write copy of the cache, grown to
+ *      the manifest's `disk:` size (resize2fs), so the VM's writes never touch the cache.
  * Two backends behind struct vm_rootdisk_ops:
  *   - file (host mode, rootdisk.c): the cache is ROOT/vm-images/KEY.ext4 (a temp file renamed into
  *     place), the VM's disk ROOT/vms/NAME/root.ext4 (FICLONE reflink where the filesystem has it,
@@ -57,8 +57,7 @@ struct vm_rootdisk_ops {
         int (*cleanup)(struct vm_rootdisk *rd, vm_rootdisk_running_fn is_running, void *ud,
                        struct cap_error *err);
         /* How many whole caches and VM disks exist now (health). */
-        int (*census)(struct vm_rootdisk *rd, size_t *caches, size_t *disks,
-                      struct cap_error *err);
+        int (*census)(struct vm_rootdisk *rd, size_t *caches, size_t *disks, struct cap_error *err);
         void (*free)(struct vm_rootdisk *rd);
 };
 

@@ -34,7 +34,7 @@
 
 #define MIB (1024ull * 1024ull)
 
-/* ---- pure helpers ----------------------------------------------------------------------------- */
+/* ---- pure helpers ---------------------------------------------------------------------------- */
 
 /* An LVM-safe workload name: a DNS label (what names.c allows), at most 63. */
 static bool vm_name_ok(const char *name)
@@ -163,7 +163,8 @@ int vm_rootdisk_lvm_parse_lvs(const char *json, struct vm_rootdisk_lv **out, siz
                                 break;
                         }
                         lvs = nl;
-                        if ((r = parse_row(json_object_array_get_idx(arr, j), &lvs[count], err)) == 0)
+                        if ((r = parse_row(json_object_array_get_idx(arr, j), &lvs[count], err)) ==
+                            0)
                                 count++;
                 }
         }
@@ -188,7 +189,7 @@ const char *vm_rootdisk_lvm_discard_reason(const struct vm_rootdisk_lv *lv,
         return NULL;
 }
 
-/* ---- running the lvm2 tools ------------------------------------------------------------------ */
+/* ---- running the lvm2 tools ----------------------------------------------------------------- */
 
 struct lvm_rootdisk {
         struct vm_rootdisk base;
@@ -225,16 +226,11 @@ static int report(struct vm_rootdisk *rd, struct vm_rootdisk_lv **lvs, size_t *n
                   struct cap_error *err)
 {
         _cleanup_free_ char *out = NULL;
-        const char *args[] = {"lvs",
-                              "--reportformat",
-                              "json",
-                              "--units",
-                              "b",
-                              "--nosuffix",
-                              "-o",
-                              "lv_name,lv_size,lv_tags,origin,pool_lv",
-                              LR(rd)->vg,
-                              NULL};
+        const char *args[] = {"lvs",      "--reportformat",
+                              "json",     "--units",
+                              "b",        "--nosuffix",
+                              "-o",       "lv_name,lv_size,lv_tags,origin,pool_lv",
+                              LR(rd)->vg, NULL};
         int r = lvm_run(args, &out, err);
         return r < 0 ? r : vm_rootdisk_lvm_parse_lvs(out, lvs, n, err);
 }
@@ -295,7 +291,7 @@ static int dev_bytes(const char *dev, uint64_t *bytes, struct cap_error *err)
         return 0;
 }
 
-/* ---- the backend ----------------------------------------------------------------------------- */
+/* ---- the backend ---------------------------------------------------------------------------- */
 
 static int lvm_cache_find(struct vm_rootdisk *rd, const char *key, uint64_t *bytes,
                           struct cap_error *err)
@@ -323,9 +319,23 @@ static int format_cache(const char *dev, const char *rootfs_dir, uint64_t inodes
                 return r;
         snprintf(n, sizeof(n), "%" PRIu64, inodes);
         const char *const argv[] = {
-            mkfs,       "-q", "-F", "-b", "4096", "-m", "0", "-N", n, "-E",
+            mkfs,
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-m",
+            "0",
+            "-N",
+            n,
+            "-E",
             "root_owner=0:0,nodiscard,lazy_itable_init=0,lazy_journal_init=0",
-            "-L",       "capsule-root", "-d", rootfs_dir, dev, NULL};
+            "-L",
+            "capsule-root",
+            "-d",
+            rootfs_dir,
+            dev,
+            NULL};
         struct spawn_opts opts = {.timeout_ms = 600000};
         return spawn_check(argv, &opts, err);
 }
@@ -354,8 +364,9 @@ static int lvm_cache_build(struct vm_rootdisk *rd, const char *key, const char *
         snprintf(pool, sizeof(pool), "%s/%s", LR(rd)->vg, LR(rd)->pool);
         int64_t t0 = vm_now_ms();
         /* the tag in the metadata commit that creates the LV */
-        const char *create[] = {"lvcreate", "-y", "--thin", "-V", sz, "--addtag",
-                                VM_ROOTDISK_TAG_INCOMPLETE, "-n", lvname, pool, NULL};
+        const char *create[] = {
+            "lvcreate", "-y",   "--thin", "-V", sz, "--addtag", VM_ROOTDISK_TAG_INCOMPLETE,
+            "-n",       lvname, pool,     NULL};
         if ((r = lvm_run(create, NULL, err)) < 0)
                 return r;
         int64_t t1 = vm_now_ms();
@@ -434,8 +445,8 @@ static int lvm_vm_disk_create(struct vm_rootdisk *rd, const char *key, const cha
                 return r;
         int64_t t1 = vm_now_ms();
         uint64_t have = 0;
-        if ((r = lv_activate(rd, lvname, err)) == 0 && (r = dev_bytes(out->path, &have, err)) == 0 &&
-            size_bytes > have)
+        if ((r = lv_activate(rd, lvname, err)) == 0 &&
+            (r = dev_bytes(out->path, &have, err)) == 0 && size_bytes > have)
                 r = grow(rd, lvname, have, size_bytes, err);
         if (r == 0)
                 r = dev_bytes(out->path, &out->bytes, err);
@@ -445,7 +456,8 @@ static int lvm_vm_disk_create(struct vm_rootdisk *rd, const char *key, const cha
                 return r;
         }
         out->shared = true;
-        log_info("microvm: %s: root disk %s: thin snapshot of %s (%" PRIu64 " MiB): lvcreate %lld ms"
+        log_info("microvm: %s: root disk %s: thin snapshot of %s (%" PRIu64
+                 " MiB): lvcreate %lld ms"
                  "%s, %lld ms in all",
                  name, out->what, origin, out->bytes >> 20, (long long)(t1 - t0),
                  out->bytes > have ? " + lvextend/resize2fs" : "", (long long)(vm_now_ms() - t0));
@@ -483,15 +495,14 @@ static int lvm_cleanup(struct vm_rootdisk *rd, vm_rootdisk_running_fn is_running
                         log_warn("microvm: root disks: remove %s/%s (%s): %s", LR(rd)->vg,
                                  lvs[i].name, why, e.msg);
                 else
-                        log_info("microvm: root disks: removed %s/%s: %s", LR(rd)->vg,
-                                 lvs[i].name, why);
+                        log_info("microvm: root disks: removed %s/%s: %s", LR(rd)->vg, lvs[i].name,
+                                 why);
         }
         free(lvs);
         return 0;
 }
 
-static int lvm_census(struct vm_rootdisk *rd, size_t *caches, size_t *disks,
-                      struct cap_error *err)
+static int lvm_census(struct vm_rootdisk *rd, size_t *caches, size_t *disks, struct cap_error *err)
 {
         struct vm_rootdisk_lv *lvs = NULL;
         size_t n = 0;
