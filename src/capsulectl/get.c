@@ -183,6 +183,11 @@ int cmd_describe(struct ctl *ctl, int argc, char **argv)
                 fprintf(ctl->out, "MicroVM:       accel %s, %u vCPU, memory %s, disk %s, vsock CID %s\n",
                         st->microvm->accel, st->microvm->vcpus, mem, disk, cid);
                 fprintf(ctl->out, "Kernel:        %s\n", st->microvm->kernel);
+                if (st->microvm->disk && st->microvm->disk[0])
+                        fprintf(ctl->out, "Root disk:     %s (%s, %s of %s)\n", st->microvm->disk,
+                                st->microvm->disk_backend,
+                                st->microvm->disk_shared ? "copy-on-write clone" : "full copy",
+                                st->microvm->disk_origin);
         }
         _cleanup_free_ char *yaml = manifest_workload_to_yaml(w->spec);
         fprintf(ctl->out, "Spec:\n");

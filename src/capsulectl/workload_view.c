@@ -64,6 +64,23 @@ void ctl_workload_table_row(FILE *out, const Capsule__V1__Workload *w)
         fprintf(out, "%-20s %-10s %-9s %-8u %-8s %-36s %s\n", w->spec->name, manifest_workload_kind_name(w->spec->kind),
                st ? ctl_phase_name(st->phase) : "Unknown", st ? st->restarts : 0, age, w->spec->image, ports);
 }
+/* status.microvm: how a MicroVM runs (describe's MicroVM, Kernel and Root disk lines). */
+static struct json_object *microvm_json(const Capsule__V1__MicroVMStatus *m)
+{
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "accel", json_object_new_string(m->accel ? m->accel : ""));
+        json_object_object_add(o, "kernel", json_object_new_string(m->kernel ? m->kernel : ""));
+        json_object_object_add(o, "vcpus", json_object_new_int64(m->vcpus));
+        json_object_object_add(o, "memoryBytes", json_object_new_int64((int64_t)m->memory_bytes));
+        json_object_object_add(o, "diskBytes", json_object_new_int64((int64_t)m->disk_bytes));
+        json_object_object_add(o, "vsockCid", json_object_new_int64(m->vsock_cid));
+        json_object_object_add(o, "diskBackend", json_object_new_string(m->disk_backend ? m->disk_backend : ""));
+        json_object_object_add(o, "disk", json_object_new_string(m->disk ? m->disk : ""));
+        json_object_object_add(o, "diskOrigin", json_object_new_string(m->disk_origin ? m->disk_origin : ""));
+        json_object_object_add(o, "diskShared", json_object_new_boolean(m->disk_shared));
+        return o;
+}
+
 
 struct json_object *ctl_workload_json(const Capsule__V1__Workload *w)
 {
@@ -135,6 +152,13 @@ struct json_object *ctl_workload_json(const Capsule__V1__Workload *w)
                         ctl_format_time(st->started_unix_nano, t, sizeof(t));
                         json_object_object_add(so, "startedAt", json_object_new_string(t));
                 }
+                if (st->next_restart_unix_nano) {
+                        char t[40];
+                        ctl_format_time(st->next_restart_unix_nano, t, sizeof(t));
+                        json_object_object_add(so, "nextRestartAt", json_object_new_string(t));
+                }
+                if (st->microvm)
+                        json_object_object_add(so, "microvm", microvm_json(st->microvm));
                 json_object_object_add(o, "status", so);
         }
         return o;

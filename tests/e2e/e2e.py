@@ -627,6 +627,182 @@ def scenario_microvm(m):
     print(f"  FIGURE nested microVM (TCG in TCG): apply -> output in logs {booted:.0f} s", flush=True)
 
 
+LIFECYCLE_WEB = """kind: {kind}
+name: {name}
+image: capsule.local/busybox:latest
+command: ["sh", "-c"]
+args: ["mkdir -p /www; echo '<h1>Hello from {name}</h1>' > /www/index.html; exec httpd -f -p 80 -h /www"]
+ports: ["{port}:80/tcp"]
+{disk}resources: {{cpus: 1, memory: 192Mi}}
+restart: always
+"""
+
+LIFECYCLE_CMD = """kind: MicroVM
+name: {name}
+image: {image}
+command: {command}
+resources: {{cpus: 1, memory: 192Mi}}
+restart: {restart}
+"""
+
+
+def scenario_microvm_lifecycle(m):
+    """MicroVM lifecycle on real LVM: root disks are thin snapshots of one cache LV per image (a
+    second VM copies nothing), kill -9 of capsuled serve leaves the VM running and it is adopted,
+    exit code 3 restarts with backoff, a missing image and a missing command fail clearly, a kind
+    flip serves the same page on the same port, delete leaves no QEMU, snapshot LV or state."""
+    m.deploy_example = False
+    host_port = free_port()
+    fault = "CAPSULE_FAULT=microvm-started-flip"  # capsuled serve SIGKILLs itself once flip's QEMU runs
+    m.boot(extra=["--memory", "3072", "--publish", f"{host_port}:8082", "--direct", "--append", fault])
+    push_busybox(m)
+
+    def manifest(name, text):
+        path = os.path.join(m.work, f"{name}.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def status(name):
+        r = m.ctl("-o", "json", "get", name, check_rc=False)
+        return json.loads(r.stdout).get("status", {}) if r.returncode == 0 and r.stdout.strip() else {}
+
+    def exec_ok(name):
+        try:  # a guest still booting may hold the call until its agent listens
+            r = m.ctl("exec", name, "--", "cat", "/proc/1/cmdline", check_rc=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            return False
+        return r.returncode == 0 and "/init" in r.stdout
+
+    def health_vm():  # (health itself may say not OK for another check, e.g. time after 10 min)
+        r = m.ctl("-o", "json", "health", check_rc=False)
+        checks = json.loads(r.stdout or "{}").get("checks", [])
+        return next((c.get("message", "") for c in checks if c.get("name") == "microvm"), "")
+
+    def start_timed(name, text):
+        """apply -> Running (root disk + QEMU started) and apply -> the guest agent answers exec."""
+        t0 = time.monotonic()
+        m.ctl("apply", "-f", manifest(name, text), timeout=300)
+        running = wait_until(lambda: status(name).get("phase") == "Running", 300, 0.5)
+        t_run = time.monotonic() - t0
+        ok = running and wait_until(lambda: exec_ok(name), 480, 2)
+        check(ok, f"{name} runs and its guest agent answers exec ({status(name)})")
+        return t_run, time.monotonic() - t0
+
+    def page():
+        r = subprocess.run(["curl", "-sS", "-m", "10", f"http://127.0.0.1:{host_port}/"],
+                           capture_output=True, text=True)
+        return r.stdout if r.returncode == 0 and "Hello" in r.stdout else None
+
+    # (d) a missing image: a clear reason, no VM
+    r = m.ctl("apply", "-f", manifest("ghost", LIFECYCLE_CMD.format(
+        name="ghost", image="capsule.local/no-such-image:1", command='["true"]', restart="never")),
+        check_rc=False)
+    if r.returncode != 0:
+        check("no-such-image" in r.stderr, f"apply of a missing image is refused naming it ({r.stderr.strip()})")
+    else:
+        # not Failed for good: the reconciler retries a pull with backoff, like for a container
+        st = wait_until(lambda: (lambda s: s if str(s.get("phase", "")).lower() in ("failed", "backoff")
+                                 and "no-such-image" in s.get("message", "") else None)(status("ghost")), 120, 1)
+        check(st, f"a MicroVM of a missing image says why, naming the image: "
+                  f"{st and st.get('phase')}: {st and st.get('message')}")
+        check(health_vm().startswith("root disks lvm-thin") and "0 VM disks" in health_vm(),
+              "... and no VM disk was made for it")
+        m.ctl("delete", "ghost", timeout=120)
+
+    # (a) the first VM builds the image's cache LV; the second is only a thin snapshot of it
+    a_run, a_exec = start_timed("vm-a", LIFECYCLE_WEB.format(kind="MicroVM", name="vm-a", port=8083, disk="disk: 256Mi\n"))
+    b_run, b_exec = start_timed("vm-b", LIFECYCLE_WEB.format(kind="MicroVM", name="vm-b", port=8084, disk="disk: 256Mi\n"))
+    da, db = status("vm-a").get("microvm", {}), status("vm-b").get("microvm", {})
+    check(da.get("diskBackend") == "lvm-thin" and da.get("disk") == "capsule/vmroot-vm-a"
+          and db.get("disk") == "capsule/vmroot-vm-b",
+          f"each VM's root disk is its own thin LV ({da.get('disk')}, {db.get('disk')})")
+    check(da.get("diskOrigin", "").startswith("capsule/vmimg-") and da.get("diskOrigin") == db.get("diskOrigin")
+          and da.get("diskShared") and db.get("diskShared"),
+          f"both are thin snapshots of the same cache LV {da.get('diskOrigin')}")
+    con = m.console()
+    built = re.findall(r"root disk cache of \S+ built \(lvm-thin\) in (\d+) ms", con)
+    snaps = dict(re.findall(r"microvm: (vm-[ab]): root disk \S+: thin snapshot of \S+ \(\d+ MiB\): .*?, (\d+) ms in all", con))
+    check(len(built) == 1 and set(snaps) == {"vm-a", "vm-b"},
+          f"the cache was built once (mkfs.ext4 -d {built} ms), then only snapshots ({snaps} ms)")
+    check(db.get("diskBytes", 0) >= 256 << 20, f"disk: 256Mi grew the snapshot (lvextend + resize2fs): {db.get('diskBytes')}")
+    df = m.ctl("exec", "vm-b", "--", "df", "-k", "/").stdout
+    nums = [int(t) for t in " ".join(df.splitlines()[1:]).split() if t.isdigit()]
+    check(nums and nums[0] > 200 * 1024, f"the guest sees the grown root filesystem ({nums[:1]} KiB)")
+    m.ctl("exec", "vm-b", "--", "sh", "-c", "echo b > /written-by-b; sync")
+    r = m.ctl("exec", "vm-a", "--", "ls", "/written-by-b", check_rc=False)
+    check(r.returncode != 0, "vm-b's writes are not seen by vm-a (nor by the cache)")
+    h = health_vm()
+    check("1 image cache, 2 VM disks" in h, f"health counts one cache LV and two snapshots: {h}")
+    print(f"  FIGURE microVM start, first VM of an image (cache LV built): apply -> Running {a_run:.1f} s, "
+          f"-> exec answers {a_exec:.1f} s", flush=True)
+    print(f"  FIGURE microVM start, second VM (thin snapshot only): apply -> Running {b_run:.1f} s, "
+          f"-> exec answers {b_exec:.1f} s", flush=True)
+    print(f"  FIGURE root disk: cache build {built[0] if built else '?'} ms; snapshot vm-a {snaps.get('vm-a')} ms, "
+          f"vm-b {snaps.get('vm-b')} ms", flush=True)
+    m.ctl("delete", "vm-a", timeout=180)
+    m.ctl("delete", "vm-b", timeout=180)
+
+    # (e, first half) the flip manifest as a Container serves its page (no disk: a Container
+    # refuses it, so the flipped manifest leaves it out and the VM gets the image's size)
+    m.ctl("apply", "-f", manifest("flip", LIFECYCLE_WEB.format(kind="Container", name="flip", port=8082, disk="")))
+    container_page = wait_until(page, 180, 2)
+    check(container_page, f"flip as a Container serves its page on port {host_port} ({container_page!r})")
+
+    # (c) exit code 3 restarts with backoff; (d) a command the image does not have fails clearly
+    m.ctl("apply", "-f", manifest("exit3", LIFECYCLE_CMD.format(
+        name="exit3", image="capsule.local/busybox:latest",
+        command='["sh", "-c", "echo exiting with 3; exit 3"]', restart="always")))
+    m.ctl("apply", "-f", manifest("nocmd", LIFECYCLE_CMD.format(
+        name="nocmd", image="capsule.local/busybox:latest", command='["/no/such/command"]', restart="never")))
+    seen_backoff = []
+
+    def exit3_restarted():
+        st = status("exit3")
+        if st.get("nextRestartUnixNano"):
+            seen_backoff.append(st["nextRestartUnixNano"])
+        return st if st.get("lastExitCode") == 3 and st.get("restarts", 0) >= 1 else None
+    st = wait_until(exit3_restarted, 360, 1)
+    check(st, f"exit3 exited with code 3 and was restarted ({status('exit3')})")
+    desc = m.ctl("describe", "exit3").stdout
+    check("code 3" in desc, "describe shows the exit code 3: " +
+          next((l.strip() for l in desc.splitlines() if "Last exit" in l), "?"))
+    print(f"  restarts of exit3: {st.get('restarts')}, a next-restart time was seen {len(seen_backoff)} times", flush=True)
+    st = wait_until(lambda: (lambda s: s if s.get("phase") in ("Exited", "Failed") else None)(status("nocmd")), 360, 2)
+    logs = m.ctl("logs", "nocmd", check_rc=False).stdout
+    # capsule-guest cannot start it and powers off without an exit-code line: 255, and its log
+    # line says why
+    why = [l for l in logs.splitlines() if 'exec "/no/such/command"' in l]
+    check(st and st.get("lastExitCode", 0) != 0 and why and "No such file or directory" in why[0],
+          f"a command the image lacks: {st and st.get('phase')} with exit code "
+          f"{st and st.get('lastExitCode')}, and the log says why: {why[:1]}")
+    m.ctl("delete", "exit3", timeout=180)
+    m.ctl("delete", "nocmd", timeout=180)
+
+    # (e, second half) + (b): flip kind to MicroVM; capsuled serve is killed (SIGKILL) right after
+    # flip's QEMU started, PID 1 restarts it, and the new serve adopts the VM instead of a new one
+    m.ctl("apply", "-f", manifest("flip", LIFECYCLE_WEB.format(kind="MicroVM", name="flip", port=8082, disk="")),
+          timeout=120)
+    check(m.wait_console(f"{fault}: killing ourselves", 300), "capsuled serve was SIGKILLed with flip's QEMU running")
+    started = re.findall(r"microvm: flip: QEMU pid (\d+) started", m.console())
+    check(m.wait_api(120), "the API answers again (PID 1 restarted capsuled serve)")
+    st = wait_until(lambda: (lambda s: s if s.get("phase") == "Running" else None)(status("flip")), 120, 1)
+    check(st and started and st.get("pid") == int(started[-1]) and len(started) == 1,
+          f"the restarted serve adopted flip: same QEMU pid {started} -> {st and st.get('pid')}")
+    check(wait_until(lambda: exec_ok("flip"), 300, 3), "the adopted VM answers exec (capsule-guest is PID 1)")
+    vm_page = wait_until(page, 180, 3)
+    check(vm_page == container_page, f"flip as a MicroVM serves the same page on the same port ({vm_page!r})")
+    r = m.ctl("exec", "flip", "--", "cat", "/proc/cmdline")
+    check("capsule.ip=" in r.stdout, "... from inside the VM (its own kernel command line)")
+
+    # (f) delete leaves nothing
+    m.ctl("delete", "flip", timeout=180)
+    check(m.ctl("get", "flip", check_rc=False).returncode != 0, "flip is gone")
+    h = health_vm()
+    check("0 VM disks; 0 VM state dirs (0 running), 0 QEMU processes" in h and "1 image cache" in h,
+          f"no snapshot LV, state (QMP socket, pidfile) or QEMU is left; the cache stays: {h}")
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
              if name.startswith("scenario_")}
 

@@ -194,7 +194,11 @@ static void vm_describe(struct workload_driver *d, const char *name, Capsule__V1
         capsule__v1__micro_vmstatus__init(m);
         m->accel = strdup(vi.accel);
         m->kernel = strdup(vi.kernel);
-        if (!m->accel || !m->kernel) {
+        m->disk_backend = strdup(vi.disk_backend);
+        m->disk = strdup(vi.disk);
+        m->disk_origin = strdup(vi.disk_origin);
+        m->disk_shared = vi.disk_shared;
+        if (!m->accel || !m->kernel || !m->disk_backend || !m->disk || !m->disk_origin) {
                 capsule__v1__micro_vmstatus__free_unpacked(m, NULL);
                 return;
         }

@@ -26,6 +26,7 @@
 #include "accel.h"
 #include "capsule/guest/v1/guest.pb-c.h"
 #include "common/cleanup.h"
+#include "common/fault.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/names.h"
@@ -54,6 +55,7 @@ struct vmd {
         char log_writer[PATH_MAX];
         char accel_cache[PATH_MAX];
         char cgroup_root[PATH_MAX]; /* "" = none */
+        struct vm_rootdisk *rootdisk;
         bool vsock;
         void (*exit_fn)(const char *name, void *ud);
         void *exit_ud;
@@ -225,7 +227,8 @@ static void *watcher_main(void *arg)
                 pthread_cond_timedwait(&d->cond, &d->lock, &ts);
                 for (size_t i = 0; i < d->n_tracked && !d->stopping;) {
                         struct tracked t = d->tracked[i];
-                        if (vm_pid_is_vm(t.pid, t.name)) {
+                        /* pid 0: a run reserving its vsock CID, QEMU not started yet */
+                        if (t.pid == 0 || vm_pid_is_vm(t.pid, t.name)) {
                                 i++;
                                 continue;
                         }
@@ -243,6 +246,41 @@ static void *watcher_main(void *arg)
         }
         pthread_mutex_unlock(&d->lock);
         return NULL;
+}
+
+/* Whether VM NAME's QEMU runs (cleanup keeps its root disk). */
+static bool vm_running(const char *name, void *ud)
+{
+        struct vmd *d = ud;
+        char dir[PATH_MAX];
+        state_dir(d, name, dir, sizeof(dir));
+        pid_t pid;
+        return vm_adopt(dir, &pid, NULL, 0, &(struct cap_error){0}) == 0;
+}
+
+/* The root disk backend: LVM thin in cfg's pool when there is one (a Capsule), else files under
+ * ROOT/vm-images; then what a crash or an earlier life left behind is cleaned up. */
+static int rootdisk_open(struct vmd *d, const struct vmd_config *cfg, struct cap_error *err)
+{
+        char images[PATH_MAX], vms[PATH_MAX];
+        int r = -ENOENT;
+        if (cfg->rootdisk_vg && cfg->rootdisk_pool) {
+                r = vm_rootdisk_lvm_open(cfg->rootdisk_vg, cfg->rootdisk_pool, &d->rootdisk, err);
+                if (r < 0) {
+                        log_warn("microvm: %s; falling back to root disk files under %s/vm-images",
+                                 err->msg, d->root);
+                        cap_error_clear(err);
+                }
+        }
+        snprintf(images, sizeof(images), "%s/vm-images", d->root);
+        snprintf(vms, sizeof(vms), "%s/vms", d->root);
+        if (r < 0 && vm_rootdisk_file_open(images, vms, &d->rootdisk, err) < 0)
+                return err->code;
+        log_info("microvm: root disks: %s (%s)", d->rootdisk->name, d->rootdisk->where);
+        struct cap_error cerr = {0};
+        if (d->rootdisk->ops->cleanup(d->rootdisk, vm_running, d, &cerr) < 0)
+                log_warn("microvm: %s", cerr.msg);
+        return 0;
 }
 
 struct vmd *vmd_new(const struct vmd_config *cfg, void (*exit_fn)(const char *name, void *ud),
@@ -276,11 +314,8 @@ struct vmd *vmd_new(const struct vmd_config *cfg, void (*exit_fn)(const char *na
                 cap_error_errno(err, -errno, "create %s", dir);
                 return NULL;
         }
-        snprintf(dir, sizeof(dir), "%s/vm-images", d->root);
-        if (mkdir_p(dir, 0700) < 0) {
-                cap_error_errno(err, -errno, "create %s", dir);
+        if (rootdisk_open(d, cfg, err) < 0)
                 return NULL;
-        }
         d->vsock = access("/dev/vhost-vsock", R_OK | W_OK) == 0;
         d->exit_fn = exit_fn;
         d->exit_ud = ud;
@@ -293,6 +328,7 @@ struct vmd *vmd_new(const struct vmd_config *cfg, void (*exit_fn)(const char *na
         pthread_condattr_destroy(&ca);
         if (pthread_create(&d->watcher, NULL, watcher_main, d) != 0) {
                 cap_error_set(err, -EAGAIN, CAP_INTERNAL, "microvm: cannot start the exit watcher");
+                vm_rootdisk_free(d->rootdisk);
                 return NULL;
         }
         return TAKE_PTR(d);
@@ -310,6 +346,7 @@ void vmd_free(struct vmd *d)
         pthread_cond_destroy(&d->cond);
         pthread_mutex_destroy(&d->lock);
         pthread_mutex_destroy(&d->cache_lock);
+        vm_rootdisk_free(d->rootdisk);
         free(d);
 }
 
@@ -321,36 +358,47 @@ bool vmd_has_vsock(const struct vmd *d)
 /* ---- run ------------------------------------------------------------------------------------ */
 
 struct cache_build {
-        const char *path;
+        struct vm_rootdisk *rd;
+        const char *key;
         struct cap_error *err;
 };
 
 static int build_cache(const char *rootfs, void *ud)
 {
         struct cache_build *cb = ud;
-        return vm_rootdisk_cache_build(rootfs, cb->path, 0, cb->err);
+        return cb->rd->ops->cache_build(cb->rd, cb->key, rootfs, 0, cb->err);
 }
 
-/* ROOT/vm-images/<hex>.ext4 for the image digest, built when missing. */
-static int ensure_cache(struct vmd *d, const struct vmd_run *run, char *path, size_t len,
+/* The root disk cache of the image (its digest's hex is the key), built when missing; *bytes is
+ * its size. */
+static int ensure_cache(struct vmd *d, const struct vmd_run *run, const char **key, uint64_t *bytes,
                         struct cap_error *err)
 {
         const char *hex = strchr(run->image_digest ? run->image_digest : "", ':');
         hex = hex ? hex + 1 : run->image_digest;
-        if (!hex || strlen(hex) < 12 || strspn(hex, "0123456789abcdef") != strlen(hex))
+        if (!vm_rootdisk_key_ok(hex))
                 return cap_error_set(err, -EINVAL, CAP_INTERNAL, "root disk: bad image digest \"%s\"",
                                      run->image_digest ? run->image_digest : "");
-        snprintf(path, len, "%s/vm-images/%s.ext4", d->root, hex);
+        *key = hex;
+        struct vm_rootdisk *rd = d->rootdisk;
         pthread_mutex_lock(&d->cache_lock);
-        int r = 0;
-        if (access(path, R_OK) < 0) {
-                struct cache_build cb = {.path = path, .err = err};
+        int r = rd->ops->cache_find(rd, hex, bytes, err);
+        if (r == 0) {
+                int64_t t0 = vm_now_ms();
+                struct cache_build cb = {.rd = rd, .key = hex, .err = err};
                 r = run->with_rootfs(run->with_rootfs_ctx, build_cache, &cb, err);
-                if (r < 0)
-                        cap_error_prefix(err, "root disk of %s", run->spec->image);
+                if (r == 0)
+                        r = rd->ops->cache_find(rd, hex, bytes, err);
+                if (r == 0)
+                        r = cap_error_set(err, -ENOENT, CAP_INTERNAL, "the cache just built is missing");
+                if (r > 0)
+                        log_info("microvm: %s: root disk cache of %s built (%s) in %lld ms", run->spec->name,
+                                 run->spec->image, rd->name, (long long)(vm_now_ms() - t0));
         }
         pthread_mutex_unlock(&d->cache_lock);
-        return r;
+        if (r < 0)
+                return cap_error_prefix(err, "root disk of %s", run->spec->image);
+        return 0;
 }
 
 /* The lowest CID >= 3 no running VM of ours holds. Under d->lock. */
@@ -488,19 +536,24 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
         int r = choose_accel(d, spec->accel, &accel, err);
         if (r < 0)
                 return cap_error_prefix(err, "accel");
-        char cache[PATH_MAX], root_disk[PATH_MAX], run_disk[PATH_MAX];
-        if ((r = ensure_cache(d, run, cache, sizeof(cache), err)) < 0)
+        char run_disk[PATH_MAX];
+        const char *key = NULL;
+        uint64_t cache_bytes = 0;
+        if ((r = ensure_cache(d, run, &key, &cache_bytes, err)) < 0)
                 return r;
-        struct stat cst;
-        if (stat(cache, &cst) < 0)
-                return cap_error_errno(err, -errno, "root disk: %s", cache);
-        if (spec->disk_bytes && spec->disk_bytes < (uint64_t)cst.st_size)
+        if (spec->disk_bytes && spec->disk_bytes < cache_bytes)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
                                      "disk: %" PRIu64 " MiB is smaller than the image's root filesystem (%" PRIu64
-                                     " MiB)", spec->disk_bytes >> 20, (uint64_t)cst.st_size >> 20);
-        snprintf(root_disk, sizeof(root_disk), "%s/root.ext4", dir);
-        if ((r = vm_rootdisk_clone(cache, root_disk, spec->disk_bytes, NULL, err)) < 0)
+                                     " MiB)", spec->disk_bytes >> 20, cache_bytes >> 20);
+        struct vm_rootdisk_disk root;
+        if ((r = d->rootdisk->ops->vm_disk_create(d->rootdisk, key, spec->name, dir, spec->disk_bytes, &root,
+                                                   err)) < 0)
                 return cap_error_prefix(err, "root disk");
+        char line[sizeof(root.what) + sizeof(root.origin) + 64];
+        snprintf(line, sizeof(line), "%s %s %s %s\n", d->rootdisk->name, root.shared ? "shared" : "copy", root.what,
+                 root.origin);
+        if ((r = put_file(dir, "rootdisk", line, err)) < 0)
+                return r;
 
         /* the run config: /dev/vda; root /dev/vdb; volumes /dev/vdc... */
         struct vm_disk disks[VM_MAX_DISKS] = {0};
@@ -535,7 +588,7 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
         if (r < 0)
                 return r;
         disks[0] = (struct vm_disk){.path = run_disk, .id = "config", .read_only = true};
-        disks[1] = (struct vm_disk){.path = root_disk, .id = "root"};
+        disks[1] = (struct vm_disk){.path = root.path, .id = "root"};
 
         /* this run's part of the log starts here */
         struct stat lst;
@@ -582,17 +635,14 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
                 track_locked(d, spec->name, 0); /* reserves the CID until the pid is known */
         }
         pthread_mutex_unlock(&d->lock);
-        if (r < 0)
-                return r;
         cfg.vsock_cid = cid;
-        if ((r = put_file(dir, "accel", accel == VM_ACCEL_KVM ? "kvm\n" : "tcg\n", err)) < 0)
-                return r;
-        struct stat rst;
         char shape[96];
-        snprintf(shape, sizeof(shape), "%u %u %llu\n", cfg.cpus, cfg.memory_mib,
-                 stat(root_disk, &rst) == 0 ? (unsigned long long)rst.st_size : 0ULL);
-        if ((r = put_file(dir, "shape", shape, err)) < 0)
+        snprintf(shape, sizeof(shape), "%u %u %llu\n", cfg.cpus, cfg.memory_mib, (unsigned long long)root.bytes);
+        if (r < 0 || (r = put_file(dir, "accel", accel == VM_ACCEL_KVM ? "kvm\n" : "tcg\n", err)) < 0 ||
+            (r = put_file(dir, "shape", shape, err)) < 0) {
+                untrack(d, spec->name); /* the CID reservation */
                 return r;
+        }
 
         char cg[PATH_MAX] = "";
         if (d->cgroup_root[0]) {
@@ -620,6 +670,12 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
         }
         track(d, spec->name, qpid);
         *pid = (uint32_t)qpid;
+        log_info("microvm: %s: QEMU pid %d started (generation %llu)", spec->name, (int)qpid,
+                 (unsigned long long)run->generation);
+        /* crash tests: CAPSULE_FAULT=microvm-started-NAME kills us with this VM just started */
+        char point[96];
+        snprintf(point, sizeof(point), "microvm-started-%s", spec->name);
+        fault_point(point);
         return 0;
 }
 
@@ -697,6 +753,9 @@ int vmd_remove(struct vmd *d, const char *name, struct cap_error *err)
         char s[32];
         if (get_file(dir, "logwriter.pid", s, sizeof(s)) && atoi(s) > 0)
                 vm_pid_wait_exit((pid_t)atoi(s), 2000);
+        /* the disk first: a crash after it leaves the state directory, and the next remove */
+        if ((r = d->rootdisk->ops->vm_disk_remove(d->rootdisk, name, dir, err)) < 0)
+                return cap_error_prefix(err, "remove microVM %s", name);
         if (access(dir, F_OK) == 0 && (r = vm_remove(dir, err)) < 0)
                 return r;
         if (d->cgroup_root[0]) {
@@ -766,5 +825,64 @@ int vmd_describe(struct vmd *d, const char *name, struct vmd_info *out)
         }
         if (get_file(dir, "cid", cid, sizeof(cid)))
                 out->vsock_cid = (uint32_t)atoi(cid);
+        char rd[sizeof(out->disk) + sizeof(out->disk_origin) + 64], shared[16] = "";
+        if (get_file(dir, "rootdisk", rd, sizeof(rd)) &&
+            sscanf(rd, "%15s %15s %255s %255s", out->disk_backend, shared, out->disk, out->disk_origin) == 4)
+                out->disk_shared = strcmp(shared, "shared") == 0;
+        return 0;
+}
+
+/* QEMU processes of ours on this host (by /proc/PID/cmdline's `-name capsule-`), whatever state
+ * directories say: what a delete must leave none of. */
+static size_t count_qemus(void)
+{
+        DIR *proc = opendir("/proc");
+        size_t n = 0;
+        struct dirent *de;
+        while (proc && (de = readdir(proc))) {
+                if (de->d_name[0] < '1' || de->d_name[0] > '9')
+                        continue;
+                char path[64], buf[4096];
+                snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+                ssize_t k = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+                if (k <= 0 || !strstr(buf, VM_QEMU_PROGRAM))
+                        continue;
+                for (ssize_t i = 0; i + 1 < k; i++)
+                        if (buf[i] == '\0' && strncmp(buf + i + 1, "capsule-", 8) == 0) {
+                                n++;
+                                break;
+                        }
+        }
+        if (proc)
+                closedir(proc);
+        return n;
+}
+
+static int count_state(const struct vm_info *vm, void *ud)
+{
+        size_t *n = ud;
+        n[0]++;
+        n[1] += vm->running;
+        return 0;
+}
+
+int vmd_rootdisk_census(struct vmd *d, char *msg, size_t len)
+{
+        size_t caches = 0, disks = 0, vms[2] = {0, 0};
+        struct cap_error err = {0};
+        int r = d->rootdisk->ops->census(d->rootdisk, &caches, &disks, &err);
+        if (r == 0)
+                r = vm_list(d->root, count_state, vms, &err);
+        if (r < 0) {
+                snprintf(msg, len, "root disks %s (%s): %s", d->rootdisk->name, d->rootdisk->where, err.msg);
+                return r;
+        }
+        size_t q = count_qemus();
+        snprintf(msg, len,
+                 "root disks %s (%s): %zu image cache%s, %zu VM disk%s; %zu VM state dir%s (%zu running), %zu "
+                 "QEMU process%s",
+                 d->rootdisk->name, d->rootdisk->where, caches, caches == 1 ? "" : "s", disks,
+                 disks == 1 ? "" : "s", vms[0], vms[0] == 1 ? "" : "s", vms[1], q, q == 1 ? "" : "es");
         return 0;
 }

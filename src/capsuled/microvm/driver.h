@@ -4,9 +4,10 @@
  * A workload NAME is one QEMU process (vm.c) whose state lives in ROOT/vms/NAME: the QMP socket
  * and pidfile (adoption after a restart of `capsuled serve`), the per-run disks and a few small
  * files (generation, vsock CID, the log offset of this run, the exit code once known). Each run:
- *   - root disk: the image's rootfs as ext4, built once per image digest into ROOT/vm-images
- *     (rootdisk.c), cloned per run (the VM's writes never touch the cache; a restart starts from
- *     the image, like a container's fresh snapshot);
+ *   - root disk: the image's rootfs as ext4, built once per image digest (a thin LV on a Capsule,
+ *     a file under ROOT/vm-images in host mode), a copy-on-write clone of it per run (a thin
+ *     snapshot or a reflink; rootdisk.h): the VM's writes never touch the cache, and a restart
+ *     starts from the image, like a container's fresh snapshot;
  *   - run config disk (/dev/vda): capsule.guest.v1.RunConfig from the workload's OCI spec
  *     (runspec.c), so both kinds resolve entrypoint, env and user the same way;
  *   - console: QEMU's serial console is a pipe into the same log writer containers use, so the
@@ -36,6 +37,8 @@ struct vmd_config {
         const char *log_writer; /* capsule-log-writer (or capsuled): `log-writer PATH` */
         const char *accel_cache; /* probe result cache file */
         const char *cgroup_root; /* cgroup v2 dir under which NAME/ is made; NULL: no cgroup */
+        /* root disks as thin LVs in this VG's thin pool; NULL (or no such pool): files under ROOT */
+        const char *rootdisk_vg, *rootdisk_pool;
 };
 
 /* Checks the programs and files it needs (qemu, kernel, initrd, mkfs.ext4) and starts the exit
@@ -103,8 +106,17 @@ struct vmd_info {
         uint64_t memory_bytes;
         uint64_t disk_bytes;
         uint32_t vsock_cid;
+        char disk_backend[16]; /* "lvm-thin" or "file" */
+        char disk[256];        /* the VM's root disk: "VG/vmroot-NAME" or a file */
+        char disk_origin[256]; /* the image cache it is a copy-on-write clone of */
+        bool disk_shared;      /* nothing was copied (thin snapshot, reflink) */
 };
 int vmd_describe(struct vmd *d, const char *name, struct vmd_info *out);
+
+/* One line for health: the root disk backend, how many caches and VM disks it holds now, the VM
+ * state directories and the QEMU processes of ours on the host (a delete leaves none of them).
+ * Negative (msg says why) when they cannot be counted. */
+int vmd_rootdisk_census(struct vmd *d, char *msg, size_t len);
 
 /* A connected, plaintext gRPC client to the guest agent of a running VM (capsule.guest.v1 over
  * vsock). FAILED_PRECONDITION without a guest channel. Free with rpc_client_free. */

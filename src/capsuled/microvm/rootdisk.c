@@ -1,5 +1,6 @@
-/* Root disk images as files: mkfs.ext4 -d into a cache, reflink or sparse copy per VM, grown
- * with resize2fs (see rootdisk.h). */
+/* Root disks, the part both backends share (sizes, measuring the rootfs) and the file backend:
+ * mkfs.ext4 -d into a cache file, reflink or sparse copy per VM, grown with resize2fs (see
+ * rootdisk.h; the LVM thin backend is rootdisk_lvm.c). */
 #include "rootdisk.h"
 
 #include <dirent.h>
@@ -17,6 +18,8 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/log.h"
 #include "tools.h"
 #include "volume/spawn.h"
 
@@ -28,6 +31,20 @@ uint64_t vm_rootdisk_image_size(uint64_t rootfs_bytes, uint64_t min_bytes)
         if (size < min_bytes)
                 size = min_bytes;
         return (size + MIB - 1) / MIB * MIB;
+}
+
+uint64_t vm_rootdisk_inodes(uint64_t files, uint64_t bytes)
+{
+        uint64_t inodes = files * 2 + 4096;
+        if (inodes < bytes / 16384)
+                inodes = bytes / 16384;
+        return inodes;
+}
+
+bool vm_rootdisk_key_ok(const char *key)
+{
+        size_t n = key ? strlen(key) : 0;
+        return n >= 12 && n <= 64 && strspn(key, "0123456789abcdef") == n;
 }
 
 struct tree_usage {
@@ -71,6 +88,21 @@ static int tree_measure(int dirfd, int depth, struct tree_usage *u)
         return r;
 }
 
+int vm_rootdisk_measure(const char *rootfs_dir, uint64_t *bytes, uint64_t *inodes,
+                        struct cap_error *err)
+{
+        int dfd = open(rootfs_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return cap_error_errno(err, -errno, "open rootfs %s", rootfs_dir);
+        struct tree_usage u = {0};
+        int r = tree_measure(dfd, 0, &u);
+        if (r < 0)
+                return cap_error_errno(err, r, "measure %s", rootfs_dir);
+        *bytes = u.bytes;
+        *inodes = u.inodes;
+        return 0;
+}
+
 static int fsync_dir_of(const char *path)
 {
         char dir[PATH_MAX];
@@ -98,25 +130,17 @@ int vm_rootdisk_cache_build(const char *rootfs_dir, const char *cache_path, uint
         int r = vm_tool_find("mkfs.ext4", mkfs, sizeof(mkfs), err);
         if (r < 0)
                 return cap_error_prefix(err, "root disk cache %s", cache_path);
-        int dfd = open(rootfs_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return cap_error_errno(err, -errno, "root disk cache: open rootfs %s", rootfs_dir);
-        struct tree_usage u = {0};
-        if ((r = tree_measure(dfd, 0, &u)) < 0)
-                return cap_error_errno(err, r, "root disk cache: measure %s", rootfs_dir);
-        uint64_t size = vm_rootdisk_image_size(u.bytes, min_bytes);
+        uint64_t files = 0, bytes = 0;
+        if ((r = vm_rootdisk_measure(rootfs_dir, &bytes, &files, err)) < 0)
+                return cap_error_prefix(err, "root disk cache");
+        uint64_t size = vm_rootdisk_image_size(bytes, min_bytes);
         char tmp[PATH_MAX], size_arg[32], inodes_arg[32];
         if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", cache_path, (int)getpid()) >=
             sizeof(tmp))
                 return cap_error_set(err, -ENAMETOOLONG, CAP_INVALID_ARGUMENT, "%s: too long",
                                      cache_path);
         snprintf(size_arg, sizeof(size_arg), "%" PRIu64 "k", size / 1024);
-        /* room for the image's files and as many again: small-file images run out of inodes
-         * long before blocks at mkfs's default ratio */
-        uint64_t inodes = u.inodes * 2 + 4096;
-        if (inodes < size / 16384)
-                inodes = size / 16384;
-        snprintf(inodes_arg, sizeof(inodes_arg), "%" PRIu64, inodes);
+        snprintf(inodes_arg, sizeof(inodes_arg), "%" PRIu64, vm_rootdisk_inodes(files, size));
         unlink(tmp);
         const char *const argv[] = {mkfs,
                                     "-q",
@@ -259,8 +283,214 @@ int vm_rootdisk_clone(const char *cache_path, const char *vm_disk_path, uint64_t
         return 0;
 }
 
-const struct vm_rootdisk_ops vm_rootdisk_file_ops = {
-    .name = "file",
-    .cache_build = vm_rootdisk_cache_build,
-    .clone = vm_rootdisk_clone,
+/* ---- the file backend ---------------------------------------------------------------------- */
+
+struct file_rootdisk {
+        struct vm_rootdisk base;
+        char images[PATH_MAX]; /* ROOT/vm-images: KEY.ext4 */
+        char vms[PATH_MAX];    /* ROOT/vms: NAME/root.ext4 */
 };
+
+#define FR(rd) ((struct file_rootdisk *)(rd))
+#define FILE_VM_DISK "root.ext4"
+
+static int file_cache_path(struct vm_rootdisk *rd, const char *key, char *buf, size_t len,
+                           struct cap_error *err)
+{
+        if (!vm_rootdisk_key_ok(key))
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "bad image key \"%s\"", key);
+        if ((size_t)snprintf(buf, len, "%s/%s.ext4", FR(rd)->images, key) >= len)
+                return cap_error_set(err, -ENAMETOOLONG, CAP_INTERNAL, "%s: path too long",
+                                     FR(rd)->images);
+        return 0;
+}
+
+static int file_cache_find(struct vm_rootdisk *rd, const char *key, uint64_t *bytes,
+                           struct cap_error *err)
+{
+        char path[PATH_MAX];
+        int r = file_cache_path(rd, key, path, sizeof(path), err);
+        if (r < 0)
+                return r;
+        struct stat st;
+        if (stat(path, &st) < 0)
+                return errno == ENOENT ? 0 : cap_error_errno(err, -errno, "stat %s", path);
+        *bytes = (uint64_t)st.st_size;
+        return 1;
+}
+
+static int file_cache_build(struct vm_rootdisk *rd, const char *key, const char *rootfs_dir,
+                            uint64_t min_bytes, struct cap_error *err)
+{
+        char path[PATH_MAX];
+        int r = file_cache_path(rd, key, path, sizeof(path), err);
+        return r < 0 ? r : vm_rootdisk_cache_build(rootfs_dir, path, min_bytes, err);
+}
+
+static int file_vm_disk_create(struct vm_rootdisk *rd, const char *key, const char *name,
+                               const char *dir, uint64_t size_bytes, struct vm_rootdisk_disk *out,
+                               struct cap_error *err)
+{
+        (void)name;
+        char cache[PATH_MAX];
+        int r = file_cache_path(rd, key, cache, sizeof(cache), err);
+        if (r < 0)
+                return r;
+        memset(out, 0, sizeof(*out));
+        if ((size_t)snprintf(out->path, sizeof(out->path), "%s/" FILE_VM_DISK, dir) >=
+            sizeof(out->path))
+                return cap_error_set(err, -ENAMETOOLONG, CAP_INTERNAL, "%s: path too long", dir);
+        if ((r = vm_rootdisk_clone(cache, out->path, size_bytes, &out->shared, err)) < 0)
+                return r;
+        struct stat st;
+        if (stat(out->path, &st) < 0)
+                return cap_error_errno(err, -errno, "stat %s", out->path);
+        out->bytes = (uint64_t)st.st_size;
+        snprintf(out->what, sizeof(out->what), "%s", out->path);
+        snprintf(out->origin, sizeof(out->origin), "%s", cache);
+        return 0;
+}
+
+static int file_vm_disk_remove(struct vm_rootdisk *rd, const char *name, const char *dir,
+                               struct cap_error *err)
+{
+        (void)rd, (void)name;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/" FILE_VM_DISK, dir);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return cap_error_errno(err, -errno, "remove %s", path);
+        return 0;
+}
+
+/* "KEY.ext4.tmp.PID": a cache build or a clone a crash interrupted. */
+static bool is_temp_name(const char *n)
+{
+        return strstr(n, ".tmp.") != NULL;
+}
+
+/* Calls fn(dirfd, entry) for each entry of dir but . and .. */
+static int dir_each(const char *dir, void (*fn)(int dfd, const char *entry, void *ud), void *ud)
+{
+        DIR *d = opendir(dir);
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        struct dirent *de;
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                        fn(dirfd(d), de->d_name, ud);
+        closedir(d);
+        return 0;
+}
+
+static void drop_temp(int dfd, const char *entry, void *ud)
+{
+        (void)ud;
+        if (is_temp_name(entry) && unlinkat(dfd, entry, 0) == 0)
+                log_warn("microvm: root disks: removed %s (a build a crash interrupted)", entry);
+}
+
+struct vm_walk {
+        vm_rootdisk_running_fn is_running;
+        void *ud;
+        size_t disks;
+};
+
+/* ROOT/vms/NAME: the temp files of an interrupted clone, and the disk when NAME does not run. */
+static void drop_vm_leftovers(int dfd, const char *entry, void *ud)
+{
+        struct vm_walk *w = ud;
+        _cleanup_close_ int fd =
+            openat(dfd, entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        DIR *d = fdopendir(fd);
+        if (!d)
+                return;
+        fd = -1; /* the DIR owns it */
+        bool running = w->is_running && w->is_running(entry, w->ud);
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                bool tmp = strncmp(de->d_name, FILE_VM_DISK ".tmp.", strlen(FILE_VM_DISK) + 5) == 0;
+                bool disk = strcmp(de->d_name, FILE_VM_DISK) == 0;
+                if ((tmp || (disk && !running)) && unlinkat(dirfd(d), de->d_name, 0) == 0)
+                        log_info("microvm: root disks: removed %s/%s (%s)", entry, de->d_name,
+                                 tmp ? "a clone a crash interrupted" : "the VM does not run");
+        }
+        closedir(d);
+}
+
+static int file_cleanup(struct vm_rootdisk *rd, vm_rootdisk_running_fn is_running, void *ud,
+                        struct cap_error *err)
+{
+        struct vm_walk w = {.is_running = is_running, .ud = ud};
+        int r = dir_each(FR(rd)->images, drop_temp, NULL);
+        if (r == 0)
+                r = dir_each(FR(rd)->vms, drop_vm_leftovers, &w);
+        return r < 0 ? cap_error_errno(err, r, "root disks: clean up") : 0;
+}
+
+static void count_cache(int dfd, const char *entry, void *ud)
+{
+        (void)dfd;
+        size_t l = strlen(entry);
+        if (!is_temp_name(entry) && l > 5 && strcmp(entry + l - 5, ".ext4") == 0)
+                (*(size_t *)ud)++;
+}
+
+static void count_vm_disk(int dfd, const char *entry, void *ud)
+{
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/" FILE_VM_DISK, entry);
+        if (faccessat(dfd, p, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                (*(size_t *)ud)++;
+}
+
+static int file_census(struct vm_rootdisk *rd, size_t *caches, size_t *disks, struct cap_error *err)
+{
+        *caches = *disks = 0;
+        int r = dir_each(FR(rd)->images, count_cache, caches);
+        if (r == 0)
+                r = dir_each(FR(rd)->vms, count_vm_disk, disks);
+        return r < 0 ? cap_error_errno(err, r, "root disks: count") : 0;
+}
+
+static void file_free(struct vm_rootdisk *rd)
+{
+        free(rd);
+}
+
+static const struct vm_rootdisk_ops file_ops = {
+    .cache_find = file_cache_find,
+    .cache_build = file_cache_build,
+    .vm_disk_create = file_vm_disk_create,
+    .vm_disk_remove = file_vm_disk_remove,
+    .cleanup = file_cleanup,
+    .census = file_census,
+    .free = file_free,
+};
+
+int vm_rootdisk_file_open(const char *images_dir, const char *vms_dir, struct vm_rootdisk **out,
+                          struct cap_error *err)
+{
+        struct file_rootdisk *f = calloc(1, sizeof(*f));
+        if (!f)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        f->base.name = "file";
+        f->base.ops = &file_ops;
+        snprintf(f->base.where, sizeof(f->base.where), "%s", images_dir);
+        snprintf(f->images, sizeof(f->images), "%s", images_dir);
+        snprintf(f->vms, sizeof(f->vms), "%s", vms_dir);
+        if (mkdir_p(images_dir, 0700) < 0) {
+                int e = -errno;
+                free(f);
+                return cap_error_errno(err, e, "create %s", images_dir);
+        }
+        *out = &f->base;
+        return 0;
+}
+
+void vm_rootdisk_free(struct vm_rootdisk *rd)
+{
+        if (rd)
+                rd->ops->free(rd);
+}

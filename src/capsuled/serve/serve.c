@@ -26,6 +26,10 @@
 #include "volume/volume.h"
 #include "serve/events.h"
 
+/* The thin pool PID 1 makes on the PERM partition (init/perm.c). */
+#define VM_ROOTDISK_VG "capsule"
+#define VM_ROOTDISK_POOL "pool"
+
 static const char usage[] =
     "usage: capsuled serve --root DIR --machine-config FILE [options]\n\n"
     "  --root DIR              state directory (store, logs, volumes); created if missing\n"
@@ -196,6 +200,10 @@ static struct workload_driver *vms_try_start(struct serve_ctx *ctx, const struct
             .log_writer = ctx->log_writer,
             .accel_cache = accel_cache,
             .cgroup_root = v2 ? "/sys/fs/cgroup" SPEC_CGROUP_PARENT : NULL,
+            /* on a Capsule: thin LVs in the pool PID 1 made for workload storage (init/perm.c),
+             * beside the volumes; in host mode (or without that pool): files under --root */
+            .rootdisk_vg = o->os_mode ? VM_ROOTDISK_VG : NULL,
+            .rootdisk_pool = o->os_mode ? VM_ROOTDISK_POOL : NULL,
         };
         struct workload_driver *d = microvm_driver_new(&vc, ctx->image_store, &err);
         if (!d) {

@@ -22,6 +22,7 @@
 #include "capsule/v1/system.pb-c.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "microvm/driver.h"
 #include "serve.h"
 
 static struct serve_ctx *ctx_of(struct rpc_call *call)
@@ -165,7 +166,7 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 {
         struct serve_ctx *ctx = ctx_of(call);
         Capsule__V1__HealthResponse *r = (Capsule__V1__HealthResponse *)resp;
-        r->checks = calloc(5, sizeof(*r->checks));
+        r->checks = calloc(6, sizeof(*r->checks));
         if (!r->checks)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         bool all_ok = true;
@@ -188,6 +189,11 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                 all_ok &= ok;
                 time_check(&ctx->mcfg, msg, sizeof(msg), &ok);
                 r->checks[r->n_checks++] = check_new("time", ok, msg);
+                all_ok &= ok;
+        }
+        if (ctx->vmd) {
+                ok = vmd_rootdisk_census(ctx->vmd, msg, sizeof(msg)) == 0;
+                r->checks[r->n_checks++] = check_new("microvm", ok, msg);
                 all_ok &= ok;
         }
         for (size_t i = 0; i < r->n_checks; i++)

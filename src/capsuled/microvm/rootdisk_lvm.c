@@ -1,0 +1,557 @@
+/* The LVM thin root disk backend (on a Capsule, design §7): the cache of an image is the thin LV
+ * VG/vmimg-KEY in the thin pool PID 1 made for workload storage (init/perm.c; volumes live there
+ * too as vol-NAME), and each run of VM NAME gets the thin snapshot VG/vmroot-NAME of it. A thin
+ * snapshot shares every block with its origin until written, so a second VM of an image copies
+ * nothing, and the VM's writes go to its snapshot only.
+ *
+ * Crash safety: lvcreate sets the tag capsule_incomplete in the metadata commit that creates the
+ * cache LV, and the tag is removed only after mkfs.ext4 -d filled it, so a cache without the tag
+ * is always whole; cleanup (at every start of `capsuled serve`) removes tagged caches. A snapshot
+ * needs no tag: it is made fresh for every run, and cleanup removes the snapshot of every VM that
+ * does not run (a crash between lvcreate and the grow, or a deleted VM whose lvremove never ran).
+ *
+ * Thin snapshots carry LVM's activation-skip flag by default; lvcreate -kn makes them without it
+ * (and -K activates one that has it). Caches are deactivated once built: only snapshots are ever
+ * open. It drives the lvm2 tools through spawn.c and the image's /etc/lvm/lvm.conf (no udev), as
+ * volume/lvm.c does. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "rootdisk.h"
+#include "tools.h"
+#include "volume/spawn.h"
+
+#define MIB (1024ull * 1024ull)
+
+/* ---- pure helpers ---------------------------------------------------------------------------- */
+
+/* An LVM-safe workload name: a DNS label (what names.c allows), at most 63. */
+static bool vm_name_ok(const char *name)
+{
+        size_t n = name ? strlen(name) : 0;
+        if (n == 0 || n > 63 || name[0] == '-' || name[n - 1] == '-')
+                return false;
+        return strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+}
+
+static int put_name(char *buf, size_t len, const char *prefix, const char *rest)
+{
+        int n = snprintf(buf, len, "%s%s", prefix, rest);
+        return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+}
+
+int vm_rootdisk_lvm_cache_lv(const char *key, char *buf, size_t len)
+{
+        return vm_rootdisk_key_ok(key) ? put_name(buf, len, VM_ROOTDISK_LV_CACHE, key) : -EINVAL;
+}
+
+int vm_rootdisk_lvm_vm_lv(const char *name, char *buf, size_t len)
+{
+        return vm_name_ok(name) ? put_name(buf, len, VM_ROOTDISK_LV_VM, name) : -EINVAL;
+}
+
+const char *vm_rootdisk_lvm_key_of(const char *lv_name)
+{
+        size_t l = strlen(VM_ROOTDISK_LV_CACHE);
+        if (strncmp(lv_name, VM_ROOTDISK_LV_CACHE, l) != 0 || !vm_rootdisk_key_ok(lv_name + l))
+                return NULL;
+        return lv_name + l;
+}
+
+const char *vm_rootdisk_lvm_vm_of(const char *lv_name)
+{
+        size_t l = strlen(VM_ROOTDISK_LV_VM);
+        if (strncmp(lv_name, VM_ROOTDISK_LV_VM, l) != 0 || !vm_name_ok(lv_name + l))
+                return NULL;
+        return lv_name + l;
+}
+
+int vm_rootdisk_lvm_size_arg(uint64_t bytes, char *buf, size_t len)
+{
+        if (bytes == 0 || bytes > UINT64_MAX - MIB)
+                return -EINVAL;
+        bytes = (bytes + MIB - 1) / MIB * MIB;
+        int n = snprintf(buf, len, "%" PRIu64 "b", bytes);
+        return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+}
+
+static bool tag_listed(const char *tags, const char *tag)
+{
+        size_t tl = strlen(tag);
+        for (const char *p = tags; p && *p;) {
+                const char *comma = strchr(p, ',');
+                size_t l = comma ? (size_t)(comma - p) : strlen(p);
+                if (l == tl && strncmp(p, tag, l) == 0)
+                        return true;
+                p = comma ? comma + 1 : NULL;
+        }
+        return false;
+}
+
+/* Copies the string field key of o into buf; false when it is there but does not fit. */
+static bool field(struct json_object *o, const char *key, char *buf, size_t len)
+{
+        struct json_object *v = NULL;
+        buf[0] = '\0';
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return true;
+        const char *s = json_object_get_string(v);
+        if (strlen(s) >= len)
+                return false;
+        memcpy(buf, s, strlen(s) + 1);
+        return true;
+}
+
+static int parse_row(struct json_object *o, struct vm_rootdisk_lv *lv, struct cap_error *err)
+{
+        char size[32], tags[1024];
+        memset(lv, 0, sizeof(*lv));
+        if (!field(o, "lv_name", lv->name, sizeof(lv->name)) || !lv->name[0])
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "lvs: an entry without lv_name");
+        if (!field(o, "origin", lv->origin, sizeof(lv->origin)) ||
+            !field(o, "pool_lv", lv->pool, sizeof(lv->pool)) ||
+            !field(o, "lv_tags", tags, sizeof(tags)) || !field(o, "lv_size", size, sizeof(size)))
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "lvs: %s: a field is too long",
+                                     lv->name);
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(size, &end, 10);
+        if (!size[0] || errno || (*end && strcmp(end, "B") != 0))
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "lvs: %s: bad lv_size \"%s\"",
+                                     lv->name, size);
+        lv->size_bytes = v;
+        lv->incomplete = tag_listed(tags, VM_ROOTDISK_TAG_INCOMPLETE);
+        return 0;
+}
+
+int vm_rootdisk_lvm_parse_lvs(const char *json, struct vm_rootdisk_lv **out, size_t *n,
+                              struct cap_error *err)
+{
+        *out = NULL;
+        *n = 0;
+        struct json_object *root = json_tokener_parse(json);
+        struct json_object *report = NULL;
+        if (!root || !json_object_object_get_ex(root, "report", &report) ||
+            !json_object_is_type(report, json_type_array)) {
+                json_object_put(root);
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL,
+                                     "lvs: unexpected output (no \"report\" array)");
+        }
+        struct vm_rootdisk_lv *lvs = NULL;
+        size_t count = 0;
+        int r = 0;
+        for (size_t i = 0; r == 0 && i < json_object_array_length(report); i++) {
+                struct json_object *arr = NULL;
+                if (!json_object_object_get_ex(json_object_array_get_idx(report, i), "lv", &arr) ||
+                    !json_object_is_type(arr, json_type_array))
+                        continue;
+                for (size_t j = 0; r == 0 && j < json_object_array_length(arr); j++) {
+                        struct vm_rootdisk_lv *nl = realloc(lvs, (count + 1) * sizeof(*lvs));
+                        if (!nl) {
+                                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+                                break;
+                        }
+                        lvs = nl;
+                        if ((r = parse_row(json_object_array_get_idx(arr, j), &lvs[count], err)) ==
+                            0)
+                                count++;
+                }
+        }
+        json_object_put(root);
+        if (r < 0) {
+                free(lvs);
+                return r;
+        }
+        *out = lvs;
+        *n = count;
+        return 0;
+}
+
+const char *vm_rootdisk_lvm_discard_reason(const struct vm_rootdisk_lv *lv,
+                                           vm_rootdisk_running_fn is_running, void *ud)
+{
+        if (vm_rootdisk_lvm_key_of(lv->name))
+                return lv->incomplete ? "a cache build that did not finish" : NULL;
+        const char *vm = vm_rootdisk_lvm_vm_of(lv->name);
+        if (vm && !(is_running && is_running(vm, ud)))
+                return "its microVM does not run";
+        return NULL;
+}
+
+/* ---- running the lvm2 tools ----------------------------------------------------------------- */
+
+struct lvm_rootdisk {
+        struct vm_rootdisk base;
+        char vg[128];
+        char pool[128];
+};
+
+#define LR(rd) ((struct lvm_rootdisk *)(rd))
+
+static const char *const lvm_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                      "LVM_SUPPRESS_FD_WARNINGS=1", NULL};
+
+/* Runs `lvm ARGS...`; a non-zero exit is an error naming the command and its stderr. */
+static int lvm_run(const char *const *args, char **out, struct cap_error *err)
+{
+        const char *argv[24] = {"lvm"};
+        size_t i = 0;
+        for (; args[i] && i + 2 < ARRAY_SIZE(argv); i++)
+                argv[i + 1] = args[i];
+        argv[i + 1] = NULL;
+        struct spawn_opts opts = {.envp = lvm_env, .timeout_ms = 300000};
+        struct spawn_result res;
+        int r = spawn_run(argv, &opts, &res, err);
+        if (r == 0 && res.exit_code != 0)
+                r = cap_error_set(err, -EIO, CAP_INTERNAL, "%s: exit %d: %s", args[0],
+                                  res.exit_code, res.errout);
+        if (r == 0 && out)
+                *out = TAKE_PTR(res.out);
+        spawn_result_free(&res);
+        return r;
+}
+
+static int report(struct vm_rootdisk *rd, struct vm_rootdisk_lv **lvs, size_t *n,
+                  struct cap_error *err)
+{
+        _cleanup_free_ char *out = NULL;
+        const char *args[] = {"lvs",      "--reportformat",
+                              "json",     "--units",
+                              "b",        "--nosuffix",
+                              "-o",       "lv_name,lv_size,lv_tags,origin,pool_lv",
+                              LR(rd)->vg, NULL};
+        int r = lvm_run(args, &out, err);
+        return r < 0 ? r : vm_rootdisk_lvm_parse_lvs(out, lvs, n, err);
+}
+
+/* LV `name` of the VG: 1 and *lv filled, 0 when absent. */
+static int find(struct vm_rootdisk *rd, const char *name, struct vm_rootdisk_lv *lv,
+                struct cap_error *err)
+{
+        struct vm_rootdisk_lv *lvs = NULL;
+        size_t n = 0;
+        int r = report(rd, &lvs, &n, err);
+        if (r < 0)
+                return r;
+        int found = 0;
+        for (size_t i = 0; i < n && !found; i++)
+                if (strcmp(lvs[i].name, name) == 0) {
+                        *lv = lvs[i];
+                        found = 1;
+                }
+        free(lvs);
+        return found;
+}
+
+static void lv_ref(struct vm_rootdisk *rd, const char *lv, bool dev, char *buf, size_t len)
+{
+        snprintf(buf, len, "%s%s/%s", dev ? "/dev/" : "", LR(rd)->vg, lv);
+}
+
+static int lv_remove(struct vm_rootdisk *rd, const char *lv, struct cap_error *err)
+{
+        char ref[300];
+        lv_ref(rd, lv, false, ref, sizeof(ref));
+        const char *args[] = {"lvremove", "-f", ref, NULL};
+        return lvm_run(args, NULL, err);
+}
+
+/* Makes sure the LV's device node exists: -K activates a snapshot that has activation skip. */
+static int lv_activate(struct vm_rootdisk *rd, const char *lv, struct cap_error *err)
+{
+        char ref[300], dev[300];
+        lv_ref(rd, lv, false, ref, sizeof(ref));
+        lv_ref(rd, lv, true, dev, sizeof(dev));
+        struct stat st;
+        if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode))
+                return 0;
+        const char *args[] = {"lvchange", "-ay", "-K", ref, NULL};
+        int r = lvm_run(args, NULL, err);
+        if (r == 0 && stat(dev, &st) < 0)
+                r = cap_error_errno(err, -errno, "stat %s", dev);
+        return r;
+}
+
+static int dev_bytes(const char *dev, uint64_t *bytes, struct cap_error *err)
+{
+        _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || ioctl(fd, BLKGETSIZE64, bytes) < 0)
+                return cap_error_errno(err, -errno, "size of %s", dev);
+        return 0;
+}
+
+/* ---- the backend ---------------------------------------------------------------------------- */
+
+static int lvm_cache_find(struct vm_rootdisk *rd, const char *key, uint64_t *bytes,
+                          struct cap_error *err)
+{
+        char lvname[128];
+        if (vm_rootdisk_lvm_cache_lv(key, lvname, sizeof(lvname)) < 0)
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "bad image key \"%s\"", key);
+        struct vm_rootdisk_lv lv;
+        int r = find(rd, lvname, &lv, err);
+        if (r == 1 && lv.incomplete)
+                return 0;
+        if (r == 1)
+                *bytes = lv.size_bytes;
+        return r;
+}
+
+/* mkfs.ext4 -d: the rootfs into the whole LV. Inode tables and the journal are written now
+ * (lazy_*_init=0), once into the cache, not by each guest's ext4lazyinit into its snapshot. */
+static int format_cache(const char *dev, const char *rootfs_dir, uint64_t inodes,
+                        struct cap_error *err)
+{
+        char mkfs[PATH_MAX], n[32];
+        int r = vm_tool_find("mkfs.ext4", mkfs, sizeof(mkfs), err);
+        if (r < 0)
+                return r;
+        snprintf(n, sizeof(n), "%" PRIu64, inodes);
+        const char *const argv[] = {
+            mkfs,
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-m",
+            "0",
+            "-N",
+            n,
+            "-E",
+            "root_owner=0:0,nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+            "-L",
+            "capsule-root",
+            "-d",
+            rootfs_dir,
+            dev,
+            NULL};
+        struct spawn_opts opts = {.timeout_ms = 600000};
+        return spawn_check(argv, &opts, err);
+}
+
+static int lvm_cache_build(struct vm_rootdisk *rd, const char *key, const char *rootfs_dir,
+                           uint64_t min_bytes, struct cap_error *err)
+{
+        char lvname[128], ref[300], dev[300], pool[300], sz[32];
+        if (vm_rootdisk_lvm_cache_lv(key, lvname, sizeof(lvname)) < 0)
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "bad image key \"%s\"", key);
+        lv_ref(rd, lvname, false, ref, sizeof(ref));
+        lv_ref(rd, lvname, true, dev, sizeof(dev));
+        struct vm_rootdisk_lv lv;
+        int r = find(rd, lvname, &lv, err);
+        if (r < 0)
+                return r;
+        if (r == 1 && !lv.incomplete)
+                return 0;
+        if (r == 1 && (r = lv_remove(rd, lvname, err)) < 0) /* a half-made one: start again */
+                return r;
+        uint64_t bytes = 0, files = 0;
+        if ((r = vm_rootdisk_measure(rootfs_dir, &bytes, &files, err)) < 0)
+                return r;
+        uint64_t size = vm_rootdisk_image_size(bytes, min_bytes);
+        vm_rootdisk_lvm_size_arg(size, sz, sizeof(sz));
+        snprintf(pool, sizeof(pool), "%s/%s", LR(rd)->vg, LR(rd)->pool);
+        int64_t t0 = vm_now_ms();
+        /* the tag in the metadata commit that creates the LV */
+        const char *create[] = {
+            "lvcreate", "-y",   "--thin", "-V", sz, "--addtag", VM_ROOTDISK_TAG_INCOMPLETE,
+            "-n",       lvname, pool,     NULL};
+        if ((r = lvm_run(create, NULL, err)) < 0)
+                return r;
+        int64_t t1 = vm_now_ms();
+        if ((r = lv_activate(rd, lvname, err)) < 0 ||
+            (r = format_cache(dev, rootfs_dir, vm_rootdisk_inodes(files, size), err)) < 0) {
+                struct cap_error ignored = {0};
+                lv_remove(rd, lvname, &ignored); /* else the next start removes it */
+                return r;
+        }
+        int64_t t2 = vm_now_ms();
+        const char *done[] = {"lvchange", "--deltag", VM_ROOTDISK_TAG_INCOMPLETE, ref, NULL};
+        if ((r = lvm_run(done, NULL, err)) < 0)
+                return r;
+        const char *off[] = {"lvchange", "-an", ref, NULL};
+        struct cap_error ignored = {0};
+        if (lvm_run(off, NULL, &ignored) < 0) /* harmless: snapshots work from an active origin */
+                log_warn("microvm: root disks: deactivate %s: %s", ref, ignored.msg);
+        log_info("microvm: root disks: built cache %s (%s, %" PRIu64 " files): lvcreate %lld ms, "
+                 "mkfs.ext4 -d %lld ms, lvchange %lld ms",
+                 ref, sz, files, (long long)(t1 - t0), (long long)(t2 - t1),
+                 (long long)(vm_now_ms() - t2));
+        return 0;
+}
+
+/* Grows a fresh snapshot to want bytes: lvextend, then resize2fs of its (never mounted) ext4. */
+static int grow(struct vm_rootdisk *rd, const char *lvname, uint64_t have, uint64_t want,
+                struct cap_error *err)
+{
+        char ref[300], dev[300], sz[32];
+        lv_ref(rd, lvname, false, ref, sizeof(ref));
+        lv_ref(rd, lvname, true, dev, sizeof(dev));
+        if (vm_rootdisk_lvm_size_arg(want, sz, sizeof(sz)) < 0)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "disk: bad size %" PRIu64,
+                                     want);
+        if (want > have) {
+                const char *ext[] = {"lvextend", "-y", "-L", sz, ref, NULL};
+                int r = lvm_run(ext, NULL, err);
+                if (r < 0)
+                        return r;
+        }
+        char resize[PATH_MAX];
+        int r = vm_tool_find("resize2fs", resize, sizeof(resize), err);
+        if (r < 0)
+                return r;
+        const char *const argv[] = {resize, dev, NULL};
+        struct spawn_opts opts = {.timeout_ms = 600000};
+        return spawn_check(argv, &opts, err);
+}
+
+static int lvm_vm_disk_create(struct vm_rootdisk *rd, const char *key, const char *name,
+                              const char *dir, uint64_t size_bytes, struct vm_rootdisk_disk *out,
+                              struct cap_error *err)
+{
+        (void)dir;
+        char cache[128], lvname[128], origin[300];
+        if (vm_rootdisk_lvm_cache_lv(key, cache, sizeof(cache)) < 0)
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "bad image key \"%s\"", key);
+        if (vm_rootdisk_lvm_vm_lv(name, lvname, sizeof(lvname)) < 0)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "name \"%s\": not a valid microVM name", name);
+        memset(out, 0, sizeof(*out));
+        lv_ref(rd, cache, false, origin, sizeof(origin));
+        lv_ref(rd, lvname, true, out->path, sizeof(out->path));
+        lv_ref(rd, lvname, false, out->what, sizeof(out->what));
+        snprintf(out->origin, sizeof(out->origin), "%s", origin);
+        int64_t t0 = vm_now_ms();
+        struct vm_rootdisk_lv lv;
+        int r = find(rd, lvname, &lv, err);
+        if (r == 1) /* an earlier run's: each run starts from the image */
+                r = lv_remove(rd, lvname, err);
+        if (r < 0)
+                return r;
+        /* -kn: without the activation-skip flag thin snapshots get, so lvcreate activates it */
+        const char *snap[] = {"lvcreate", "-y", "-s", "-kn", "-n", lvname, origin, NULL};
+        if ((r = lvm_run(snap, NULL, err)) < 0)
+                return r;
+        int64_t t1 = vm_now_ms();
+        uint64_t have = 0;
+        if ((r = lv_activate(rd, lvname, err)) == 0 &&
+            (r = dev_bytes(out->path, &have, err)) == 0 && size_bytes > have)
+                r = grow(rd, lvname, have, size_bytes, err);
+        if (r == 0)
+                r = dev_bytes(out->path, &out->bytes, err);
+        if (r < 0) {
+                struct cap_error ignored = {0};
+                lv_remove(rd, lvname, &ignored); /* else the next start removes it */
+                return r;
+        }
+        out->shared = true;
+        log_info("microvm: %s: root disk %s: thin snapshot of %s (%" PRIu64
+                 " MiB): lvcreate %lld ms"
+                 "%s, %lld ms in all",
+                 name, out->what, origin, out->bytes >> 20, (long long)(t1 - t0),
+                 out->bytes > have ? " + lvextend/resize2fs" : "", (long long)(vm_now_ms() - t0));
+        return 0;
+}
+
+static int lvm_vm_disk_remove(struct vm_rootdisk *rd, const char *name, const char *dir,
+                              struct cap_error *err)
+{
+        (void)dir;
+        char lvname[128];
+        if (vm_rootdisk_lvm_vm_lv(name, lvname, sizeof(lvname)) < 0)
+                return 0; /* no such LV can exist */
+        struct vm_rootdisk_lv lv;
+        int r = find(rd, lvname, &lv, err);
+        if (r == 1 && (r = lv_remove(rd, lvname, err)) == 0)
+                log_info("microvm: %s: removed root disk %s/%s", name, LR(rd)->vg, lvname);
+        return r < 0 ? r : 0;
+}
+
+static int lvm_cleanup(struct vm_rootdisk *rd, vm_rootdisk_running_fn is_running, void *ud,
+                       struct cap_error *err)
+{
+        struct vm_rootdisk_lv *lvs = NULL;
+        size_t n = 0;
+        int r = report(rd, &lvs, &n, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                const char *why = vm_rootdisk_lvm_discard_reason(&lvs[i], is_running, ud);
+                if (!why)
+                        continue;
+                struct cap_error e = {0};
+                if (lv_remove(rd, lvs[i].name, &e) < 0)
+                        log_warn("microvm: root disks: remove %s/%s (%s): %s", LR(rd)->vg,
+                                 lvs[i].name, why, e.msg);
+                else
+                        log_info("microvm: root disks: removed %s/%s: %s", LR(rd)->vg, lvs[i].name,
+                                 why);
+        }
+        free(lvs);
+        return 0;
+}
+
+static int lvm_census(struct vm_rootdisk *rd, size_t *caches, size_t *disks, struct cap_error *err)
+{
+        struct vm_rootdisk_lv *lvs = NULL;
+        size_t n = 0;
+        *caches = *disks = 0;
+        int r = report(rd, &lvs, &n, err);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                if (vm_rootdisk_lvm_key_of(lvs[i].name) && !lvs[i].incomplete)
+                        (*caches)++;
+                else if (vm_rootdisk_lvm_vm_of(lvs[i].name))
+                        (*disks)++;
+        }
+        free(lvs);
+        return r;
+}
+
+static void lvm_free(struct vm_rootdisk *rd)
+{
+        free(rd);
+}
+
+static const struct vm_rootdisk_ops lvm_ops = {
+    .cache_find = lvm_cache_find,
+    .cache_build = lvm_cache_build,
+    .vm_disk_create = lvm_vm_disk_create,
+    .vm_disk_remove = lvm_vm_disk_remove,
+    .cleanup = lvm_cleanup,
+    .census = lvm_census,
+    .free = lvm_free,
+};
+
+int vm_rootdisk_lvm_open(const char *vg, const char *pool, struct vm_rootdisk **out,
+                         struct cap_error *err)
+{
+        struct lvm_rootdisk *l = calloc(1, sizeof(*l));
+        if (!l)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        l->base.name = "lvm-thin";
+        l->base.ops = &lvm_ops;
+        snprintf(l->vg, sizeof(l->vg), "%s", vg);
+        snprintf(l->pool, sizeof(l->pool), "%s", pool);
+        snprintf(l->base.where, sizeof(l->base.where), "%s/%s", vg, pool);
+        struct vm_rootdisk_lv lv;
+        int r = find(&l->base, pool, &lv, err);
+        if (r == 0)
+                r = cap_error_set(err, -ENOENT, CAP_UNAVAILABLE, "no thin pool %s/%s", vg, pool);
+        if (r < 0) {
+                free(l);
+                return cap_error_prefix(err, "root disks: lvm");
+        }
+        *out = &l->base;
+        return 0;
+}
