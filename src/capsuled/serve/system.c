@@ -22,6 +22,8 @@
 #include "capsule/v1/system.pb-c.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "driver/driver.h"
+#include "driver/microvm.h"
 #include "microvm/driver.h"
 #include "serve.h"
 
@@ -191,8 +193,9 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                 r->checks[r->n_checks++] = check_new("time", ok, msg);
                 all_ok &= ok;
         }
-        if (ctx->vmd) {
-                ok = vmd_rootdisk_census(ctx->vmd, msg, sizeof(msg)) == 0;
+        struct workload_driver *vmdrv = ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)];
+        if (vmdrv) {
+                ok = vmd_rootdisk_census(microvm_driver_vmd(vmdrv), msg, sizeof(msg)) == 0;
                 r->checks[r->n_checks++] = check_new("microvm", ok, msg);
                 all_ok &= ok;
         }
