@@ -199,28 +199,6 @@ struct lvm_rootdisk {
 
 #define LR(rd) ((struct lvm_rootdisk *)(rd))
 
-static const char *const lvm_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                                      "LVM_SUPPRESS_FD_WARNINGS=1", NULL};
-
-/* Runs `lvm ARGS...`; a non-zero exit is an error naming the command and its stderr. */
-static int lvm_run(const char *const *args, char **out, struct cap_error *err)
-{
-        const char *argv[24] = {"lvm"};
-        size_t i = 0;
-        for (; args[i] && i + 2 < ARRAY_SIZE(argv); i++)
-                argv[i + 1] = args[i];
-        argv[i + 1] = NULL;
-        struct spawn_opts opts = {.envp = lvm_env, .timeout_ms = 300000};
-        struct spawn_result res;
-        int r = spawn_run(argv, &opts, &res, err);
-        if (r == 0 && res.exit_code != 0)
-                r = cap_error_set(err, -EIO, CAP_INTERNAL, "%s: exit %d: %s", args[0],
-                                  res.exit_code, res.errout);
-        if (r == 0 && out)
-                *out = TAKE_PTR(res.out);
-        spawn_result_free(&res);
-        return r;
-}
 
 static int report(struct vm_rootdisk *rd, struct vm_rootdisk_lv **lvs, size_t *n,
                   struct cap_error *err)
@@ -231,7 +209,7 @@ static int report(struct vm_rootdisk *rd, struct vm_rootdisk_lv **lvs, size_t *n
                               "b",        "--nosuffix",
                               "-o",       "lv_name,lv_size,lv_tags,origin,pool_lv",
                               LR(rd)->vg, NULL};
-        int r = lvm_run(args, &out, err);
+        int r = spawn_lvm(args, &out, err);
         return r < 0 ? r : vm_rootdisk_lvm_parse_lvs(out, lvs, n, err);
 }
 
@@ -264,7 +242,7 @@ static int lv_remove(struct vm_rootdisk *rd, const char *lv, struct cap_error *e
         char ref[300];
         lv_ref(rd, lv, false, ref, sizeof(ref));
         const char *args[] = {"lvremove", "-f", ref, NULL};
-        return lvm_run(args, NULL, err);
+        return spawn_lvm(args, NULL, err);
 }
 
 /* Makes sure the LV's device node exists: -K activates a snapshot that has activation skip. */
@@ -277,7 +255,7 @@ static int lv_activate(struct vm_rootdisk *rd, const char *lv, struct cap_error 
         if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode))
                 return 0;
         const char *args[] = {"lvchange", "-ay", "-K", ref, NULL};
-        int r = lvm_run(args, NULL, err);
+        int r = spawn_lvm(args, NULL, err);
         if (r == 0 && stat(dev, &st) < 0)
                 r = cap_error_errno(err, -errno, "stat %s", dev);
         return r;
@@ -367,7 +345,7 @@ static int lvm_cache_build(struct vm_rootdisk *rd, const char *key, const char *
         const char *create[] = {
             "lvcreate", "-y",   "--thin", "-V", sz, "--addtag", VM_ROOTDISK_TAG_INCOMPLETE,
             "-n",       lvname, pool,     NULL};
-        if ((r = lvm_run(create, NULL, err)) < 0)
+        if ((r = spawn_lvm(create, NULL, err)) < 0)
                 return r;
         int64_t t1 = vm_now_ms();
         if ((r = lv_activate(rd, lvname, err)) < 0 ||
@@ -378,11 +356,11 @@ static int lvm_cache_build(struct vm_rootdisk *rd, const char *key, const char *
         }
         int64_t t2 = vm_now_ms();
         const char *done[] = {"lvchange", "--deltag", VM_ROOTDISK_TAG_INCOMPLETE, ref, NULL};
-        if ((r = lvm_run(done, NULL, err)) < 0)
+        if ((r = spawn_lvm(done, NULL, err)) < 0)
                 return r;
         const char *off[] = {"lvchange", "-an", ref, NULL};
         struct cap_error ignored = {0};
-        if (lvm_run(off, NULL, &ignored) < 0) /* harmless: snapshots work from an active origin */
+        if (spawn_lvm(off, NULL, &ignored) < 0) /* harmless: snapshots work from an active origin */
                 log_warn("microvm: root disks: deactivate %s: %s", ref, ignored.msg);
         log_info("microvm: root disks: built cache %s (%s, %" PRIu64 " files): lvcreate %lld ms, "
                  "mkfs.ext4 -d %lld ms, lvchange %lld ms",
@@ -403,7 +381,7 @@ static int grow(struct vm_rootdisk *rd, const char *lvname, uint64_t have, uint6
                                      want);
         if (want > have) {
                 const char *ext[] = {"lvextend", "-y", "-L", sz, ref, NULL};
-                int r = lvm_run(ext, NULL, err);
+                int r = spawn_lvm(ext, NULL, err);
                 if (r < 0)
                         return r;
         }
@@ -441,7 +419,7 @@ static int lvm_vm_disk_create(struct vm_rootdisk *rd, const char *key, const cha
                 return r;
         /* -kn: without the activation-skip flag thin snapshots get, so lvcreate activates it */
         const char *snap[] = {"lvcreate", "-y", "-s", "-kn", "-n", lvname, origin, NULL};
-        if ((r = lvm_run(snap, NULL, err)) < 0)
+        if ((r = spawn_lvm(snap, NULL, err)) < 0)
                 return r;
         int64_t t1 = vm_now_ms();
         uint64_t have = 0;

@@ -203,28 +203,6 @@ int volume_lvm_parse_lvs(const char *json, struct volume_lvm_lv **out, size_t *n
 
 /* ---- Running the lvm2 tools ------------------------------------------------------------------ */
 
-static const char *const lvm_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                                      "LVM_SUPPRESS_FD_WARNINGS=1", NULL};
-
-/* Runs `lvm ARGS...`; a non-zero exit is an error naming the command and its stderr. */
-static int lvm_run(const char *const *args, char **out, struct cap_error *err)
-{
-        const char *argv[24] = {"lvm"};
-        size_t i = 0;
-        for (; args[i] && i + 2 < ARRAY_SIZE(argv); i++)
-                argv[i + 1] = args[i];
-        argv[i + 1] = NULL;
-        struct spawn_opts opts = {.envp = lvm_env, .timeout_ms = 300000};
-        struct spawn_result res;
-        int r = spawn_run(argv, &opts, &res, err);
-        if (r == 0 && res.exit_code != 0)
-                r = cap_error_set(err, -EIO, CAP_INTERNAL, "%s: exit %d: %s", args[0],
-                                  res.exit_code, res.errout);
-        if (r == 0 && out)
-                *out = TAKE_PTR(res.out);
-        spawn_result_free(&res);
-        return r;
-}
 
 /* Every LV of the VG. */
 static int lvm_report(struct volume_backend *b, struct volume_lvm_lv **lvs, size_t *n,
@@ -236,7 +214,7 @@ static int lvm_report(struct volume_backend *b, struct volume_lvm_lv **lvs, size
                               "b",       "--nosuffix",
                               "-o",      "lv_name,lv_size,data_percent,lv_tags,pool_lv",
                               LB(b)->vg, NULL};
-        int r = lvm_run(args, &out, err);
+        int r = spawn_lvm(args, &out, err);
         if (r < 0)
                 return r;
         return volume_lvm_parse_lvs(out, lvs, n, err);
@@ -336,7 +314,7 @@ static int lv_activate(struct volume_backend *b, const char *name, struct stat *
         if (stat(dev, st) == 0 && S_ISBLK(st->st_mode))
                 return 0;
         const char *args[] = {"lvchange", "-ay", "-K", ref, NULL};
-        int r = lvm_run(args, NULL, err);
+        int r = spawn_lvm(args, NULL, err);
         if (r < 0)
                 return r;
         if (stat(dev, st) < 0)
@@ -399,7 +377,7 @@ static int lv_remove(struct volume_backend *b, const char *name, struct cap_erro
         if (!ref)
                 return oom(err);
         const char *args[] = {"lvremove", "-f", ref, NULL};
-        return lvm_run(args, NULL, err);
+        return spawn_lvm(args, NULL, err);
 }
 
 static int format_lv(const char *dev, struct cap_error *err)
@@ -437,7 +415,7 @@ static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
         const char *create[] = {"lvcreate", "-y",       "--thin",       "-V", sz,     "--addtag",
                                 TAG_INCOMPLETE, "--addtag", owner_tag, "-n", lvname, pool,
                                 NULL};
-        if ((r = lvm_run(create, NULL, err)) < 0)
+        if ((r = spawn_lvm(create, NULL, err)) < 0)
                 return r;
         fault_point("volume-after-lvcreate");
         int64_t t1 = now_ms();
@@ -454,7 +432,7 @@ static int lvm_create(struct volume_backend *b, const char *name, uint64_t size,
         int64_t t2 = now_ms();
         fault_point("volume-after-mkfs");
         const char *done[] = {"lvchange", "--deltag", TAG_INCOMPLETE, ref, NULL};
-        if ((r = lvm_run(done, NULL, err)) < 0)
+        if ((r = spawn_lvm(done, NULL, err)) < 0)
                 return r;
         fault_point("volume-after-rename");
         log_info("volumes: lvm: created %s (%s): lvcreate %lld ms, mkfs.ext4 %lld ms, "
@@ -545,7 +523,7 @@ static int lvm_resize(struct volume_backend *b, const char *name, uint64_t new_s
                 char sz[32];
                 volume_lvm_size_arg(new_size, sz, sizeof(sz));
                 const char *ext[] = {"lvextend", "-L", sz, ref, NULL};
-                if ((r = lvm_run(ext, NULL, err)) < 0)
+                if ((r = spawn_lvm(ext, NULL, err)) < 0)
                         return r;
         }
         int64_t t1 = now_ms();
@@ -685,7 +663,7 @@ static int lvm_snapshot(struct volume_backend *b, const char *name, bool in_vm, 
         snprintf(dev, sizeof(dev), "/dev/%s/%s", LB(b)->vg, snap);
         const char *create[] = {"lvcreate", "-y", "-s", "-kn", "--addtag", TAG_SNAPSHOT,
                                 "-n",       snap, origin, NULL};
-        int r = lvm_run(create, NULL, err);
+        int r = spawn_lvm(create, NULL, err);
         if (r < 0)
                 return r;
         const char *act[] = {"lvchange", "-ay", "-K", ref, NULL};
@@ -693,7 +671,7 @@ static int lvm_snapshot(struct volume_backend *b, const char *name, bool in_vm, 
         if (asprintf(&d, "%s/.%s", LB(b)->mount_dir, snap) < 0)
                 r = oom(err);
         if (r == 0)
-                r = lvm_run(act, NULL, err);
+                r = spawn_lvm(act, NULL, err);
         if (r == 0 && mkdir(d, 0700) < 0 && errno != EEXIST)
                 r = cap_error_errno(err, -errno, "mkdir %s", d);
         if (r == 0 && mount(dev, d, "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload") < 0)
@@ -701,7 +679,7 @@ static int lvm_snapshot(struct volume_backend *b, const char *name, bool in_vm, 
         if (r < 0) {
                 struct cap_error ignored = {0};
                 const char *rm[] = {"lvremove", "-f", ref, NULL};
-                lvm_run(rm, NULL, &ignored);
+                spawn_lvm(rm, NULL, &ignored);
                 if (d)
                         rmdir(d);
                 return r;
@@ -721,7 +699,7 @@ static int snapshot_remove(struct volume_backend *b, const char *snap, struct ca
                 log_warn("volumes: umount %s: %s", dir, strerror(errno));
         rmdir(dir);
         const char *rm[] = {"lvremove", "-f", ref, NULL};
-        return lvm_run(rm, NULL, err);
+        return spawn_lvm(rm, NULL, err);
 }
 
 /* At open: the snapshots of backups a crash interrupted. */
@@ -756,7 +734,7 @@ static int lv_rename(struct volume_backend *b, const char *from, const char *to,
         snprintf(f, sizeof(f), LV_PREFIX "%s", from);
         snprintf(t, sizeof(t), LV_PREFIX "%s", to);
         const char *args[] = {"lvrename", LB(b)->vg, f, t, NULL};
-        return lvm_run(args, NULL, err);
+        return spawn_lvm(args, NULL, err);
 }
 
 /* vol-NAME -> vol-NAME.old, vol-FROM -> vol-NAME, remove vol-NAME.old. A crash between the

@@ -248,3 +248,25 @@ int spawn_check(const char *const *argv, const struct spawn_opts *opts, struct c
         spawn_result_free(&res);
         return r;
 }
+
+static const char *const lvm_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LVM_SUPPRESS_FD_WARNINGS=1", NULL};
+
+int spawn_lvm(const char *const *args, char **out, struct cap_error *err)
+{
+        const char *argv[24] = {"lvm"};
+        size_t i = 0;
+        for (; args[i] && i + 2 < sizeof(argv) / sizeof(argv[0]); i++)
+                argv[i + 1] = args[i];
+        argv[i + 1] = NULL;
+        struct spawn_opts opts = {.envp = lvm_env, .timeout_ms = 300000};
+        struct spawn_result res;
+        int r = spawn_run(argv, &opts, &res, err);
+        if (r == 0 && res.exit_code != 0)
+                r = cap_error_set(err, -EIO, CAP_INTERNAL, "%s: exit %d: %s", args[0], res.exit_code, res.errout);
+        if (r == 0 && out) {
+                *out = res.out;
+                res.out = NULL;
+        }
+        spawn_result_free(&res);
+        return r;
+}

@@ -35,3 +35,7 @@ int spawn_run(const char *const *argv, const struct spawn_opts *opts, struct spa
 int spawn_check(const char *const *argv, const struct spawn_opts *opts, struct cap_error *err);
 
 void spawn_result_free(struct spawn_result *res);
+
+/* Runs `lvm ARGS...` (args NULL-terminated, at most 22) with a plain PATH and fd warnings off; a
+ * non-zero exit is an error naming the command and its stderr. *out (if out) is its stdout. */
+int spawn_lvm(const char *const *args, char **out, struct cap_error *err);
