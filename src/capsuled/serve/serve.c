@@ -38,11 +38,15 @@ static const char usage[] =
     "                          /usr/lib/capsule/vmlinuz)\n"
     "  --vm-initrd FILE        guest initramfs with capsule-guest (default on a Capsule:\n"
     "                          /usr/lib/capsule/guest-initramfs.img)\n"
-    "  --log-level LEVEL       debug, info (default), warn or error\n";
+    "  --log-level LEVEL       debug, info (default), warn or error\n"
+    "  --update-sysroot DIR    tests only: run A/B updates against DIR standing in for the\n"
+    "                          machine (DIR/esp, DIR/proc/cmdline, DIR/efivars/, DIR/version,\n"
+    "                          DIR/dev/disk/by-partlabel/slot_a|slot_b; see serve/updates.c)\n";
 
 struct serve_opts {
         const char *root, *machine_config, *listen, *containerd, *port_file;
         const char *vm_kernel, *vm_initrd;
+        const char *update_sysroot;
         bool os_mode;
         enum log_level level;
 };
@@ -59,6 +63,7 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
             {"log-level", required_argument, NULL, 'L'},
             {"vm-kernel", required_argument, NULL, 'K'},
             {"vm-initrd", required_argument, NULL, 'I'},
+            {"update-sysroot", required_argument, NULL, 'U'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -90,6 +95,9 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
                         break;
                 case 'I':
                         o->vm_initrd = optarg;
+                        break;
+                case 'U':
+                        o->update_sysroot = optarg;
                         break;
                 case 'L':
                         if (strcmp(optarg, "debug") == 0)
@@ -344,6 +352,10 @@ static int run(struct serve_opts *o)
                 log_error("start: %s", err.msg);
                 goto out;
         }
+        /* after the API and the reconciler: a tentative boot's checks need both */
+        if (o->update_sysroot)
+                snprintf(ctx.update_sysroot, sizeof(ctx.update_sysroot), "%s", o->update_sysroot);
+        serve_updates_start(&ctx);
         if (o->port_file && write_port_file(o->port_file, port, &err) < 0) {
                 log_error("%s", err.msg);
                 goto out;
@@ -357,6 +369,7 @@ static int run(struct serve_opts *o)
         rc = 0;
 out:
         rpc_server_shutdown(ctx.server, 2000);
+        serve_updates_stop(&ctx);
         reconciler_free(ctx.rec);
         driver_table_free(&ctx.drivers);
         ctx.vmd = NULL;
