@@ -172,6 +172,20 @@ static int esp_mount_rw(struct cap_error *err)
         return 0;
 }
 
+/* LoaderEntrySelected lives in efivarfs (its module is in modules-boot); read-only is enough. */
+static void efivarfs_mount(void)
+{
+        static const char dir[] = "/sys/firmware/efi/efivars";
+        if (access(UPDATE_EFIVAR_ENTRY_SELECTED, F_OK) == 0 || access(dir, F_OK) < 0)
+                return;
+        if (mount("efivarfs", dir, "efivarfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) <
+                0 &&
+            errno != EBUSY)
+                log_warn("update: mount efivarfs on %s: %s (the booted entry is read from the "
+                         "ESP instead)",
+                         dir, strerror(errno));
+}
+
 void serve_updates_start(struct serve_ctx *ctx)
 {
         const char *sys = ctx->update_sysroot;
@@ -195,6 +209,7 @@ void serve_updates_start(struct serve_ctx *ctx)
                         log_warn("%s", ctx->updater_error);
                         return;
                 }
+                efivarfs_mount();
                 snprintf(esp, sizeof(esp), "%s", ESP_DIR);
                 snprintf(cmdline, sizeof(cmdline), "/proc/cmdline");
                 snprintf(efivar, sizeof(efivar), "%s", UPDATE_EFIVAR_ENTRY_SELECTED);

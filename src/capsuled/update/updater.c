@@ -349,6 +349,16 @@ struct updater *updater_new(const struct updater_config *cfg, struct cap_error *
         struct update_entry e;
         u->tentative = u->booted_entry[0] && update_entry_parse(u->booted_entry, &e) == 0 &&
                        e.counting && strcmp(e.slot, u->booted) == 0;
+        /* Whatever name the loader reported: a slot whose only entry still counts has not been
+         * blessed, so its boot is tentative (also when it was picked by hand from the menu). */
+        struct slot_entry mine;
+        find_entry(u, u->booted, &mine);
+        if (!u->tentative && mine.exists && mine.e.counting) {
+                u->tentative = true;
+                log_info("update: slot %s has only the counting entry %s (loader reported "
+                         "\"%s\"): tentative boot",
+                         u->booted, mine.name, u->booted_entry);
+        }
         unsigned window =
             cfg->commit_window_sec ? cfg->commit_window_sec : UPDATE_COMMIT_WINDOW_DEFAULT;
         u->boot_time = cfg->window_from_start ? boottime_s() : 0;
