@@ -291,7 +291,8 @@ install -m755 /bin/busybox "$ird/bin/busybox"
 for a in sh mount umount switch_root modprobe sleep cat sed grep mkdir echo; do ln -s busybox "$ird/bin/$a"; done
 install -m755 "$here/files/initramfs-init" "$ird/init"
 mod_list "$here/files/modules-initramfs" > "$ird/etc/modules-initramfs"
-copy_modules "$ird" $(mod_list "$here/files/modules-initramfs")
+# softdog too: initramfs-init arms it with its own margin (not in the list it loads as is)
+copy_modules "$ird" $(mod_list "$here/files/modules-initramfs") softdog
 find "$ird" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 (cd "$ird" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) |
         zstd -q -19 -T1 > "$out/initramfs.img"

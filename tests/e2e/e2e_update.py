@@ -216,9 +216,9 @@ def case_good(m, versions):
     check(out == "kept-across-updates", "its volume data survived the update")
 
 
-def expect_back_on_b(m, t0, what, reason_part, timeout=600):
+def expect_back_on_b(m, t0, what, reason_part, timeout=600, since="push"):
     check(wait_healthy(m, "b", timeout), f"{what}: back on slot b by itself")
-    figure(f"{what}: push -> healthy API on v2 again", time.monotonic() - t0)
+    figure(f"{what}: {since} -> healthy API on v2 again", time.monotonic() - t0)
     s = status(m)
     check(s["bootedSlot"] == "b" and s["state"] == "committed" and s["defaultSlot"] == "b",
           f"{what}: running v2 committed, b the default ({s['bootedSlot']} {s['state']})")
@@ -269,7 +269,7 @@ def case_powercut_tentative(m, versions, work, key):
     m.power_cut()
     t0 = time.monotonic()
     m.boot(keep_disk=True)
-    expect_back_on_b(m, t0, "power cut during the tentative boot", "did not commit")
+    expect_back_on_b(m, t0, "power cut during the tentative boot", "did not commit", since="kill")
 
 
 CASES = ["refused", "powercut-push", "good", "fail-health", "panic", "powercut-tentative"]

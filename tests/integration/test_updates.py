@@ -184,6 +184,11 @@ class UpdatesTest(unittest.TestCase):
                      timeout=20, what="the tentative boot to commit")
         self.assertEqual((s["bootedSlot"], s["lastGoodSlot"], s["defaultSlot"]), ("b", "b", "b"))
         self.assertEqual(self.entries(), ["capsule-a.conf", "capsule-b.conf"])
+        # serve restarts in the same boot: LoaderEntrySelected still names the counting entry,
+        # the blessed entry on the ESP wins (no second decision that could roll back)
+        self.capsule.stop()
+        self.capsule.start()
+        self.assertEqual(self.status()["state"], "committed")
         p = self.ctl("update", "push", path, "--no-reboot")
         self.assertIn("the same as the running 0.2.0", p.stderr)
         # a workload that cannot run here (no containerd): a's tentative boot will wait on it

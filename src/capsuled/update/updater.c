@@ -43,6 +43,7 @@ struct updater {
         int64_t boot_time;     /* CLOCK_BOOTTIME seconds when the window began */
         char message[512];
         bool pushing;
+        bool rebooting; /* a reboot was requested: nothing else may change the slots */
 };
 
 static int64_t boottime_s(void)
@@ -346,19 +347,19 @@ struct updater *updater_new(const struct updater_config *cfg, struct cap_error *
         if (update_efivar_read_string(u->entry_selected, u->booted_entry, sizeof(u->booted_entry),
                                       &verr) < 0)
                 u->booted_entry[0] = '\0';
+        /* The booted slot's entry on the ESP decides: blessed means committed (also after a
+         * commit earlier in this boot and a restart of serve, when LoaderEntrySelected still
+         * names the counting entry); a counting entry means tentative, whatever name the loader
+         * reported (also when it was picked by hand from the menu). Without an entry on the ESP,
+         * the name the loader reported decides. */
         struct update_entry e;
-        u->tentative = u->booted_entry[0] && update_entry_parse(u->booted_entry, &e) == 0 &&
-                       e.counting && strcmp(e.slot, u->booted) == 0;
-        /* Whatever name the loader reported: a slot whose only entry still counts has not been
-         * blessed, so its boot is tentative (also when it was picked by hand from the menu). */
         struct slot_entry mine;
         find_entry(u, u->booted, &mine);
-        if (!u->tentative && mine.exists && mine.e.counting) {
-                u->tentative = true;
-                log_info("update: slot %s has only the counting entry %s (loader reported "
-                         "\"%s\"): tentative boot",
-                         u->booted, mine.name, u->booted_entry);
-        }
+        if (mine.exists)
+                u->tentative = mine.e.counting;
+        else
+                u->tentative = u->booted_entry[0] && update_entry_parse(u->booted_entry, &e) == 0 &&
+                               e.counting && strcmp(e.slot, u->booted) == 0;
         unsigned window =
             cfg->commit_window_sec ? cfg->commit_window_sec : UPDATE_COMMIT_WINDOW_DEFAULT;
         u->boot_time = cfg->window_from_start ? boottime_s() : 0;
@@ -416,6 +417,7 @@ static int do_rollback_tentative(struct updater *u, const char *why, struct cap_
         u->decided = true;
         snprintf(u->message, sizeof(u->message), "%s", reason);
         event(u, "rolled-back", "%s", reason);
+        u->rebooting = true;
         if (u->cfg.hooks.reboot)
                 u->cfg.hooks.reboot(u->cfg.hooks.ud, reason);
         return 0;
@@ -585,7 +587,9 @@ int updater_rollback(struct updater *u, const char *why, char *slot, struct cap_
         const char *other = update_slot_other(u->booted);
         pthread_mutex_lock(&u->lock);
         int r = 0;
-        if (u->pushing) {
+        if (u->rebooting) {
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION, "a reboot is under way");
+        } else if (u->pushing) {
                 r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
                                   "an update push is in progress");
         } else if (u->tentative && !u->decided) {
@@ -622,6 +626,7 @@ int updater_rollback(struct updater *u, const char *why, char *slot, struct cap_
                                       "slot %s (%s) -> slot %s (%s), tentatively: %s", u->booted,
                                       u->running_version, other, good.version, why);
                                 u->decided = true;
+                                u->rebooting = true;
                                 if (u->cfg.hooks.reboot)
                                         u->cfg.hooks.reboot(u->cfg.hooks.ud, why);
                         }
@@ -701,7 +706,9 @@ int updater_push_begin(struct updater *u, const struct updater_push_opts *o,
         *out = NULL;
         pthread_mutex_lock(&u->lock);
         int r = 0;
-        if (u->pushing)
+        if (u->rebooting)
+                r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION, "a reboot is under way");
+        else if (u->pushing)
                 r = cap_error_set(err, -EBUSY, CAP_FAILED_PRECONDITION,
                                   "another update push is in progress");
         else if (u->tentative && !u->decided)
