@@ -3,11 +3,12 @@
 
 One machine, one disk, driven only through capsulectl:
   v1 (the e2e image, 0.1.0) boots with a workload writing to a volume;
-  bad bundles, each refused with its reason and the machine still healthy on v1:
-    signed with an unknown key (nothing written), tampered after signing (slot left empty),
-    a power cut (QEMU killed) in the middle of the push (v1 boots, slot b empty);
   `update push` v2 (0.2.0) -> reboot -> tentative -> commits by itself -> status shows v2
     committed in slot b, the workload Running with its volume data;
+  `update rollback` -> v1's slot a (good) boots tentatively and commits; rollback again -> v2;
+  bad bundles, each refused with its reason and the machine still healthy on v2:
+    signed with an unknown key (nothing written), tampered after signing (slot left empty),
+    a power cut (QEMU killed) in the middle of the push (v2 boots, slot a empty);
   bad updates that boot, each back on v2 by itself with the reason in `update status`:
     v3 (0.3.0, built with --test-fail-health: its health check fails) -> rolls back;
     a bundle whose kernel panics (an initramfs with no /init) -> panic=10, the spent one-try
@@ -129,23 +130,24 @@ def push(m, bundle, *flags, timeout=600):
 
 
 def case_refused(m, versions, work, key):
-    """Bundles refused while streaming: the machine never leaves v1."""
+    """Bundles refused while streaming: the machine never leaves v2 (slot b)."""
     other = os.path.join(work, "other.key")
     subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", other], check=True,
                    capture_output=True)
-    v2dir, v2 = versions["v2"]
+    v3dir, v3 = versions["v3"]
+    before = status(m)["slots"]["a"]
     t0 = time.monotonic()
-    r = push(m, make_bundle(v2dir, work, "0.2.0", other))
+    r = push(m, make_bundle(v3dir, work, "0.3.0", other))
     check(r.returncode == 1 and "PERMISSION_DENIED" in r.stderr,
           f"a bundle signed with an unknown key is refused ({r.stderr.strip()[-160:]})")
     s = status(m)
-    check(s["slots"]["b"]["state"] == "empty" and s["bootedSlot"] == "a",
-          "nothing was written (slot b still empty, running slot a)")
-    check(wait_healthy(m, "a", 60), "the API stays healthy")
+    check(s["slots"]["a"] == before and s["bootedSlot"] == "b",
+          f"nothing was written (slot a still {before}, running slot b)")
+    check(wait_healthy(m, "b", 60), "the API stays healthy")
     figure("unknown-key: time to a healthy API after the push began", time.monotonic() - t0)
 
     tampered = os.path.join(work, "tampered.bundle")
-    shutil.copy(v2, tampered)
+    shutil.copy(v3, tampered)
     with open(tampered, "r+b") as f:  # one byte in the middle of the root image
         f.seek(os.path.getsize(tampered) - 20 * 1024 * 1024)
         b = f.read(1)
@@ -155,16 +157,16 @@ def case_refused(m, versions, work, key):
     r = push(m, tampered)
     check(r.returncode == 1 and "DATA_LOSS" in r.stderr and "rootfs.sqfs" in r.stderr,
           f"a bundle tampered after signing is refused ({r.stderr.strip()[-160:]})")
-    check(status(m)["slots"]["b"]["state"] == "empty", "slot b is left empty (no entry)")
-    check(wait_healthy(m, "a", 60), "the API stays healthy")
+    check(status(m)["slots"]["a"]["state"] == "empty", "slot a is left empty (no entry)")
+    check(wait_healthy(m, "b", 60), "the API stays healthy")
     figure("tampered: time to a healthy API after the push began", time.monotonic() - t0)
 
 
 def case_powercut_push(m, versions):
-    """QEMU killed in the middle of the push: v1 boots, slot b is marked empty."""
-    _, v2 = versions["v2"]
+    """QEMU killed in the middle of the push: v2 boots, slot a is marked empty."""
+    _, v3 = versions["v3"]
     env = dict(os.environ, CAPSULECONFIG=os.path.join(m.config_dir, "capsuleconfig"))
-    p = subprocess.Popen([m.capsulectl, "--capsule", f"127.0.0.1:{m.port}", "update", "push", v2,
+    p = subprocess.Popen([m.capsulectl, "--capsule", f"127.0.0.1:{m.port}", "update", "push", v3,
                           "--no-reboot"], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     seen = ""
@@ -178,11 +180,33 @@ def case_powercut_push(m, versions):
     p.communicate(timeout=60)
     check(not m.alive() and "50%" in seen, "QEMU killed with half the bundle pushed")
     m.boot(keep_disk=True)
-    check(wait_healthy(m, "a", 300), "v1 boots again after the power cut")
+    check(wait_healthy(m, "b", 300), "v2 boots again after the power cut")
     figure("power cut during push: kill -> healthy API", time.monotonic() - t0)
     s = status(m)
-    check(s["bootedSlot"] == "a" and s["slots"]["b"]["state"] == "empty",
-          f"running slot a, slot b marked empty ({s['slots']})")
+    check(s["bootedSlot"] == "b" and s["state"] == "committed" and s["slots"]["a"]["state"] == "empty",
+          f"running v2 in slot b, slot a marked empty ({s['slots']})")
+
+
+def case_rollback(m):
+    """update rollback after a commit: to v1's slot (good), tentatively; it commits; and back."""
+    for here, there, version in (("b", "a", "0.1.0"), ("a", "b", "0.2.0")):
+        n = boots(m)
+        t0 = time.monotonic()
+        r = m.ctl("update", "rollback", check_rc=False)
+        check(r.returncode == 0 and f"slot {there}" in r.stdout,
+              f"update rollback from slot {here} goes to slot {there} ({(r.stdout + r.stderr).strip()})")
+        check(m.wait_console("starting as PID 1", 300, count=n + 1), "rebooted")
+        check(wait_healthy(m, there, 300), f"healthy on slot {there}")
+        s = status(m)
+        deadline = time.monotonic() + 300
+        while s["state"] != "committed" and time.monotonic() < deadline:
+            time.sleep(2)
+            s = status(m)
+        figure(f"rollback to slot {there}: request -> committed", time.monotonic() - t0)
+        check(s["bootedSlot"] == there and s["bootedVersion"] == version and s["state"] == "committed"
+              and s["lastGoodSlot"] == there,
+              f"slot {there} ({version}) booted tentatively and committed ({s['state']})")
+    check(wait_running(m, "writer", 300), "the workload runs after the rollbacks")
 
 
 def case_good(m, versions):
@@ -272,7 +296,7 @@ def case_powercut_tentative(m, versions, work, key):
     expect_back_on_b(m, t0, "power cut during the tentative boot", "did not commit", since="kill")
 
 
-CASES = ["refused", "powercut-push", "good", "fail-health", "panic", "powercut-tentative"]
+CASES = ["rollback", "refused", "powercut-push", "fail-health", "panic", "powercut-tentative"]
 
 
 def scenario_update(m, versions, only):
@@ -291,11 +315,13 @@ def scenario_update(m, versions, only):
             f.write(MANIFEST)
         m.ctl("apply", "-f", man, timeout=180)
     check(wait_running(m, "writer", 300), "a workload with a volume runs on v1")
+    case_good(m, versions)
+    if "rollback" in only:
+        case_rollback(m)
     if "refused" in only:
         case_refused(m, versions, m.work, key)
     if "powercut-push" in only:
         case_powercut_push(m, versions)
-    case_good(m, versions)
     if "fail-health" in only:
         case_fail_health(m, versions)
     if "panic" in only:

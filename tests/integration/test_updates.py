@@ -162,6 +162,21 @@ class UpdatesTest(unittest.TestCase):
         self.assertEqual(self.entries(), ["capsule-a.conf"])
         self.assertEqual(self.status()["slots"]["b"]["state"], "empty")
 
+    def test_3b_events(self):
+        env = dict(os.environ, CAPSULECONFIG=self.capsule.config)
+        ev = subprocess.Popen([harness.CAPSULECTL, "--capsule", self.capsule.endpoint, "events"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1)
+            path, _ = self.bundle("0.2.0", key=self.other_key)
+            self.ctl("update", "push", path, "--no-reboot")
+            time.sleep(1.5)
+        finally:
+            ev.terminate()
+        out = ev.communicate(timeout=10)[0]
+        self.assertRegex(out, r"update +os +receiving")
+        self.assertRegex(out, r"update +os +refused .*signature.*nothing was written")
+
     def test_4_push_boot_commit_rollback(self):
         path, parts = self.bundle("0.2.0")
         p = self.ctl("update", "push", path, "--no-reboot", check=True)

@@ -348,11 +348,17 @@ static int run(struct serve_opts *o)
                 log_error("listen %s: %s", listen, err.msg);
                 goto out;
         }
+        snprintf(ctx.updater_error, sizeof(ctx.updater_error),
+                 "updates are starting (capsuled serve just started): try again in a moment");
         if (rpc_server_start(ctx.server, &err) < 0) {
                 log_error("start: %s", err.msg);
                 goto out;
         }
-        /* after the API and the reconciler: a tentative boot's checks need both */
+        /* the API answers from here on: say so first (capsule-up waits for this line) */
+        log_info("serving addr=%s port=%d root=%s mode=%s version=%s", listen, port, o->root,
+                 o->os_mode ? "os" : "host", CAPSULE_VERSION);
+        /* after the API and the reconciler: a tentative boot's checks need both; before the port
+         * file, so that whoever waits for it finds the Updates service ready */
         if (o->update_sysroot)
                 snprintf(ctx.update_sysroot, sizeof(ctx.update_sysroot), "%s", o->update_sysroot);
         serve_updates_start(&ctx);
@@ -360,8 +366,6 @@ static int run(struct serve_opts *o)
                 log_error("%s", err.msg);
                 goto out;
         }
-        log_info("serving addr=%s port=%d root=%s mode=%s version=%s", listen, port, o->root,
-                 o->os_mode ? "os" : "host", CAPSULE_VERSION);
 
         int sig = 0;
         sigwait(&sigs, &sig);
