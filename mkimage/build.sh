@@ -160,7 +160,7 @@ done
 install_files "$root" \
         /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc \
         /usr/sbin/lvm /usr/sbin/dmsetup /usr/sbin/pdata_tools \
-        /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/tune2fs \
+        /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/tune2fs /usr/sbin/fsck.fat \
         /usr/sbin/dhcpcd /usr/lib/x86_64-linux-gnu/dhcpcd/dev/udev.so /usr/bin/kmod \
         /usr/sbin/xtables-nft-multi \
         /usr/bin/qemu-system-x86_64 /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so

@@ -1,8 +1,9 @@
 /* capsule.v1.Updates handlers (Push, Status, Commit, Rollback) and the glue between serve and the
- * update engine (update/updater.h): where the ESP is (mounted read-write at /run/capsule/esp on
- * a Capsule), the health checks a tentative boot must pass (those of `capsulectl health` plus
- * "workloads": every desired workload reconciled), the persistent keys (the store's meta table
- * on /perm), events (type "update") and the reboot (SIGINT to PID 1).
+ * update engine (update/updater.h): where the ESP is (on a Capsule: checked with fsck.fat, mounted
+ * read-only at /run/capsule/esp and remounted read-write only for each change), the health checks a
+ * tentative boot must pass (those of `capsulectl health` plus "workloads": every desired workload
+ * reconciled), the persistent keys (the store's meta table on /perm), events (type "update") and
+ * the reboot (SIGINT to PID 1).
  *
  * For tests, `capsuled serve --update-sysroot DIR` runs the engine in host mode against DIR
  * standing in for the machine: DIR/esp (the ESP), DIR/proc/cmdline, DIR/efivars/
@@ -27,6 +28,7 @@
 #include "reconcile/reconciler.h"
 #include "serve.h"
 #include "update/updater.h"
+#include "volume/spawn.h"
 
 #define ESP_DIR "/run/capsule/esp"
 #define VERSION_FILE "/usr/lib/capsule/version"
@@ -157,7 +159,29 @@ static void hook_reboot(void *ud, const char *why)
 
 /* ---- start ---- */
 
-static int esp_mount_rw(struct cap_error *err)
+#define ESP_FLAGS (MS_NODEV | MS_NOSUID | MS_NOEXEC | MS_NOATIME)
+
+/* FAT has no journal: a power cut while it was being changed can leave a file whose clusters
+ * are marked free, or lost ones. fsck.fat -a repairs that before the first mount (the ESP is
+ * otherwise read-only, see esp_writable). Missing fsck.fat is only a warning. */
+static void esp_fsck(const char *dev)
+{
+        struct cap_error err = {0};
+        struct spawn_result res = {0};
+        const char *argv[] = {"fsck.fat", "-a", "-w", dev, NULL};
+        struct spawn_opts o = {.timeout_ms = 60000};
+        if (spawn_run(argv, &o, &res, &err) < 0)
+                log_warn("update: fsck.fat %s: %s", dev, err.msg);
+        else if (res.exit_code == 1)
+                log_warn("update: fsck.fat repaired the ESP %s: %s", dev, res.out ? res.out : "");
+        else if (res.exit_code != 0)
+                log_error("update: fsck.fat %s: exit %d: %s", dev, res.exit_code,
+                          res.errout ? res.errout : "");
+        spawn_result_free(&res);
+}
+
+/* Mounts the ESP read-only; changes remount it read-write for their duration (esp_writable). */
+static int esp_mount(struct cap_error *err)
 {
         char dev[512];
         if (update_slot_find_partition("", "EFI", dev, sizeof(dev), err) < 0)
@@ -166,9 +190,20 @@ static int esp_mount_rw(struct cap_error *err)
                 return cap_error_errno(err, -errno, "mkdir /run/capsule");
         if (mkdir(ESP_DIR, 0700) < 0 && errno != EEXIST)
                 return cap_error_errno(err, -errno, "mkdir %s", ESP_DIR);
-        if (mount(dev, ESP_DIR, "vfat", MS_NODEV | MS_NOSUID | MS_NOEXEC, "umask=077") < 0 &&
-            errno != EBUSY)
+        esp_fsck(dev);
+        if (mount(dev, ESP_DIR, "vfat", ESP_FLAGS | MS_RDONLY, "umask=077") < 0 && errno != EBUSY)
                 return cap_error_errno(err, -errno, "mount ESP %s on %s", dev, ESP_DIR);
+        return 0;
+}
+
+/* Remounting read-only flushes every dirty inode and FAT sector and marks the FAT clean. */
+static int hook_esp_writable(void *ud, bool rw, struct cap_error *err)
+{
+        (void)ud;
+        if (mount(NULL, ESP_DIR, NULL, MS_REMOUNT | ESP_FLAGS | (rw ? 0 : MS_RDONLY), "umask=077") <
+            0)
+                return cap_error_errno(err, -errno, "remount the ESP %s %s", ESP_DIR,
+                                       rw ? "read-write" : "read-only");
         return 0;
 }
 
@@ -203,7 +238,7 @@ void serve_updates_start(struct serve_ctx *ctx)
                 snprintf(efivar, sizeof(efivar), "%s/efivars/LoaderEntrySelected", sys);
                 snprintf(version, sizeof(version), "%s/version", sys);
         } else {
-                if (esp_mount_rw(&err) < 0) {
+                if (esp_mount(&err) < 0) {
                         snprintf(ctx->updater_error, sizeof(ctx->updater_error),
                                  "updates unavailable: %s", err.msg);
                         log_warn("%s", ctx->updater_error);
@@ -228,6 +263,7 @@ void serve_updates_start(struct serve_ctx *ctx)
                       .event = hook_event,
                       .checks = hook_checks,
                       .reboot = hook_reboot,
+                      .esp_writable = sys[0] ? NULL : hook_esp_writable,
                       .ud = ctx},
             .arch = un.machine,
             .commit_window_sec = ctx->mcfg.update_commit_window_sec,

@@ -203,6 +203,26 @@ static int spend_entry(struct updater *u, const char *slot, struct cap_error *er
         return 0;
 }
 
+/* The ESP writable for one change, then read-only (flushed, clean) again. */
+static int esp_rw(struct updater *u, struct cap_error *err)
+{
+        if (!u->cfg.hooks.esp_writable)
+                return 0;
+        return u->cfg.hooks.esp_writable(u->cfg.hooks.ud, true, err);
+}
+
+static int esp_ro(struct updater *u, int r, struct cap_error *err)
+{
+        struct cap_error e = {0};
+        if (!u->cfg.hooks.esp_writable ||
+            u->cfg.hooks.esp_writable(u->cfg.hooks.ud, false, &e) == 0)
+                return r;
+        log_error("update: %s", e.msg);
+        if (r == 0 && err)
+                *err = e;
+        return r < 0 ? r : e.code;
+}
+
 /* ---- persistent state ---- */
 
 static void state_get(struct updater *u, const char *key, char *buf, size_t size)
@@ -275,9 +295,13 @@ static void settle_after_boot(struct updater *u)
                 struct cap_error err = {0};
                 bool other_pending = theirs.exists && theirs.e.counting &&
                                      theirs.e.tries_left > 0 && theirs.e.tries_done == 0;
-                if (strcmp(def, mine.name) != 0 && !other_pending &&
-                    update_esp_set_default(u->esp, mine.name, &err) < 0)
-                        log_error("update: default entry: %s", err.msg);
+                if (strcmp(def, mine.name) != 0 && !other_pending) {
+                        int r = esp_rw(u, &err);
+                        if (r == 0)
+                                r = update_esp_set_default(u->esp, mine.name, &err);
+                        if (esp_ro(u, r, &err) < 0)
+                                log_error("update: default entry: %s", err.msg);
+                }
                 state_get(u, KEY_LAST_GOOD, last_good, sizeof(last_good));
                 if (strcmp(last_good, u->booted) != 0)
                         state_set(u, KEY_LAST_GOOD, u->booted);
@@ -385,8 +409,10 @@ struct updater *updater_new(const struct updater_config *cfg, struct cap_error *
 /* Under u->lock. */
 static int do_commit(struct updater *u, const char *why, struct cap_error *err)
 {
-        int r = update_esp_bless(u->esp, u->booted, err);
-        if (r < 0)
+        int r = esp_rw(u, err);
+        if (r == 0)
+                r = update_esp_bless(u->esp, u->booted, err);
+        if (esp_ro(u, r, err) < 0)
                 return cap_error_prefix(err, "commit");
         u->decided = true;
         state_set(u, KEY_LAST_GOOD, u->booted);
@@ -403,12 +429,15 @@ static int do_rollback_tentative(struct updater *u, const char *why, struct cap_
         const char *other = update_slot_other(u->booted);
         struct slot_entry good;
         find_entry(u, other, &good);
-        if (!good.exists || good.e.counting)
+        int r = esp_rw(u, err);
+        if (r == 0 && (!good.exists || good.e.counting))
                 log_warn("update: slot %s has no good entry; systemd-boot picks what is left",
                          other);
-        else if (update_esp_set_default(u->esp, good.name, err) < 0)
-                return cap_error_prefix(err, "rollback");
-        if (spend_entry(u, u->booted, err) < 0)
+        else if (r == 0)
+                r = update_esp_set_default(u->esp, good.name, err);
+        if (r == 0)
+                r = spend_entry(u, u->booted, err);
+        if (esp_ro(u, r, err) < 0)
                 return cap_error_prefix(err, "rollback");
         char reason[512];
         snprintf(reason, sizeof(reason), "slot %s (%s) rolled back to slot %s: %s", u->booted,
@@ -614,10 +643,12 @@ int updater_rollback(struct updater *u, const char *why, char *slot, struct cap_
                         update_entry_format(&t, name, sizeof(name));
                         snprintf(from, sizeof(from), "%s/loader/entries/%s", u->esp, good.name);
                         snprintf(to, sizeof(to), "%s/loader/entries/%s", u->esp, name);
-                        if (rename(from, to) < 0)
+                        r = esp_rw(u, err);
+                        if (r == 0 && rename(from, to) < 0)
                                 r = cap_error_errno(err, -errno, "rollback: rename %s", from);
                         if (r == 0)
                                 r = update_esp_set_default(u->esp, name, err);
+                        r = esp_ro(u, r, err);
                         if (r == 0) {
                                 char pending[128];
                                 snprintf(pending, sizeof(pending), "%s %s", other, good.version);
@@ -665,12 +696,20 @@ static int push_capacity(void *ctx, const struct bundle_part *part, uint64_t *by
                                                .slot = p->slot,
                                                .partition = p->u->partition[slot_index(p->slot)]};
                 state_set(p->u, KEY_PENDING, "");
-                int r = update_slot_writer_begin(&t, &p->w, err);
-                if (r < 0)
+                int r = esp_rw(p->u, err);
+                if (r == 0)
+                        r = update_slot_writer_begin(&t, &p->w, err);
+                if ((r = esp_ro(p->u, r, err)) < 0)
                         return r;
                 update_slot_writer_sink(p->w, &p->inner);
         }
         return p->inner.capacity(p->inner.ctx, part, bytes, err);
+}
+
+/* The parts that go to the ESP (the kernel and initramfs) keep it writable while they stream. */
+static bool part_on_esp(const struct bundle_part *part)
+{
+        return strcmp(part->name, "rootfs.sqfs") != 0;
 }
 
 static int push_open(void *ctx, const struct bundle_part *part, struct cap_error *err)
@@ -678,7 +717,12 @@ static int push_open(void *ctx, const struct bundle_part *part, struct cap_error
         struct updater_push *p = ctx;
         event(p->u, "writing", "%s (%" PRIu64 " bytes) to slot %s", part->name, part->size,
               p->slot);
-        return p->inner.open(p->inner.ctx, part, err);
+        if (part_on_esp(part) && esp_rw(p->u, err) < 0)
+                return err->code;
+        int r = p->inner.open(p->inner.ctx, part, err);
+        if (r < 0 && part_on_esp(part))
+                esp_ro(p->u, r, err);
+        return r;
 }
 
 static int push_write(void *ctx, const struct bundle_part *part, const void *buf, size_t len,
@@ -691,13 +735,16 @@ static int push_write(void *ctx, const struct bundle_part *part, const void *buf
 static int push_close(void *ctx, const struct bundle_part *part, struct cap_error *err)
 {
         struct updater_push *p = ctx;
-        return p->inner.close(p->inner.ctx, part, err);
+        int r = p->inner.close(p->inner.ctx, part, err);
+        return part_on_esp(part) ? esp_ro(p->u, r, err) : r;
 }
 
 static void push_abort(void *ctx, const struct bundle_part *part)
 {
         struct updater_push *p = ctx;
         p->inner.abort(p->inner.ctx, part);
+        if (part_on_esp(part))
+                esp_ro(p->u, -EIO, NULL);
 }
 
 int updater_push_begin(struct updater *u, const struct updater_push_opts *o,
@@ -780,7 +827,10 @@ int updater_push_finish(struct updater_push *p, char *version, size_t vsize, cha
                 cap_error_set(err, -EINVAL, CAP_INTERNAL, "no manifest");
                 return push_failed(p, err);
         }
-        if (update_slot_writer_commit(p->w, m, NULL, err) < 0)
+        int r = esp_rw(p->u, err);
+        if (r == 0)
+                r = update_slot_writer_commit(p->w, m, NULL, err);
+        if (esp_ro(p->u, r, err) < 0)
                 return push_failed(p, err);
         char pending[128];
         snprintf(pending, sizeof(pending), "%s %s", p->slot, m->version);

@@ -53,6 +53,10 @@ struct updater_hooks {
         void (*event)(void *ud, const char *action, const char *message);
         /* Fills up to max checks; returns how many. */
         size_t (*checks)(void *ud, struct updater_check *out, size_t max);
+        /* Makes the ESP writable (rw true) or read-only again, flushed and clean (rw false).
+         * Every change to the ESP happens between the two, so that a power cut at any other
+         * time (most of a push streams the root image) finds a clean FAT. NULL: always writable. */
+        int (*esp_writable)(void *ud, bool rw, struct cap_error *err);
         /* Reboots the machine (asynchronously: returns at once). */
         void (*reboot)(void *ud, const char *why);
         void *ud;
