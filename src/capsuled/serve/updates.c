@@ -180,6 +180,17 @@ static void esp_fsck(const char *dev)
         spawn_result_free(&res);
 }
 
+/* Remounting read-only flushes every dirty inode and FAT sector and marks the FAT clean. */
+static int hook_esp_writable(void *ud, bool rw, struct cap_error *err)
+{
+        (void)ud;
+        if (mount(NULL, ESP_DIR, NULL, MS_REMOUNT | ESP_FLAGS | (rw ? 0 : MS_RDONLY), "umask=077") <
+            0)
+                return cap_error_errno(err, -errno, "remount the ESP %s %s", ESP_DIR,
+                                       rw ? "read-write" : "read-only");
+        return 0;
+}
+
 /* Mounts the ESP read-only; changes remount it read-write for their duration (esp_writable). */
 static int esp_mount(struct cap_error *err)
 {
@@ -190,20 +201,15 @@ static int esp_mount(struct cap_error *err)
                 return cap_error_errno(err, -errno, "mkdir /run/capsule");
         if (mkdir(ESP_DIR, 0700) < 0 && errno != EEXIST)
                 return cap_error_errno(err, -errno, "mkdir %s", ESP_DIR);
+        struct stat mnt, parent;
+        if (stat(ESP_DIR, &mnt) == 0 && stat("/run/capsule", &parent) == 0 &&
+            mnt.st_dev != parent.st_dev) {
+                /* mounted by an earlier serve of this boot (never fsck a mounted FAT) */
+                return hook_esp_writable(NULL, false, err);
+        }
         esp_fsck(dev);
-        if (mount(dev, ESP_DIR, "vfat", ESP_FLAGS | MS_RDONLY, "umask=077") < 0 && errno != EBUSY)
+        if (mount(dev, ESP_DIR, "vfat", ESP_FLAGS | MS_RDONLY, "umask=077") < 0)
                 return cap_error_errno(err, -errno, "mount ESP %s on %s", dev, ESP_DIR);
-        return 0;
-}
-
-/* Remounting read-only flushes every dirty inode and FAT sector and marks the FAT clean. */
-static int hook_esp_writable(void *ud, bool rw, struct cap_error *err)
-{
-        (void)ud;
-        if (mount(NULL, ESP_DIR, NULL, MS_REMOUNT | ESP_FLAGS | (rw ? 0 : MS_RDONLY), "umask=077") <
-            0)
-                return cap_error_errno(err, -errno, "remount the ESP %s %s", ESP_DIR,
-                                       rw ? "read-write" : "read-only");
         return 0;
 }
 
@@ -373,7 +379,7 @@ int updates_push(struct rpc_call *call, const ProtobufCMessage *unused, struct c
         updater_push_free(p); /* an unfinished push reports itself ("refused") */
         serve_config_put(ctx, live);
         if (r < 0)
-                return cap_error_prefix(err, "update push");
+                return err->code; /* capsulectl says "update push: " */
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
         log_info("update push: installed version=%s slot=%s bytes=%" PRIu64
