@@ -43,7 +43,7 @@ mounts:
 """
 # the slot_b partition's device, from sysfs (the capsule has no udev)
 FIND_SLOT_B = ("for u in /sys/class/block/*/uevent; do grep -qx PARTNAME=slot_b $u && "
-               "sed -n s/^DEVNAME=//p $u; done")
+               "sed -n s/^DEVNAME=//p $u; done; true")
 
 
 def bench(m, versions):

@@ -348,8 +348,11 @@ static int run(struct serve_opts *o)
                 log_error("listen %s: %s", listen, err.msg);
                 goto out;
         }
-        snprintf(ctx.updater_error, sizeof(ctx.updater_error),
-                 "updates are starting (capsuled serve just started): try again in a moment");
+        /* the update engine is ready before the API answers; it decides a tentative boot only
+         * once the API answers (below) */
+        if (o->update_sysroot)
+                snprintf(ctx.update_sysroot, sizeof(ctx.update_sysroot), "%s", o->update_sysroot);
+        serve_updates_start(&ctx);
         if (rpc_server_start(ctx.server, &err) < 0) {
                 log_error("start: %s", err.msg);
                 goto out;
@@ -357,11 +360,8 @@ static int run(struct serve_opts *o)
         /* the API answers from here on: say so first (capsule-up waits for this line) */
         log_info("serving addr=%s port=%d root=%s mode=%s version=%s", listen, port, o->root,
                  o->os_mode ? "os" : "host", CAPSULE_VERSION);
-        /* after the API and the reconciler: a tentative boot's checks need both; before the port
-         * file, so that whoever waits for it finds the Updates service ready */
-        if (o->update_sysroot)
-                snprintf(ctx.update_sysroot, sizeof(ctx.update_sysroot), "%s", o->update_sysroot);
-        serve_updates_start(&ctx);
+        /* a tentative boot's checks need the API and the reconciler */
+        serve_updates_run(&ctx);
         if (o->port_file && write_port_file(o->port_file, port, &err) < 0) {
                 log_error("%s", err.msg);
                 goto out;

@@ -135,9 +135,12 @@ struct serve_check {
  * returns how many were filled (at most max). */
 size_t serve_health_collect(struct serve_ctx *ctx, struct serve_check *out, size_t max);
 
-/* A/B updates (updates.c): starts the update engine (on a Capsule, or with --update-sysroot);
- * when it cannot run, the reason goes to ctx->updater_error and the Updates RPCs answer it. */
+/* A/B updates (updates.c): start makes the update engine (on a Capsule, or with
+ * --update-sysroot: the ESP checked and mounted, the boot read), before the API answers; when it
+ * cannot run, the reason goes to ctx->updater_error and the Updates RPCs answer it. run starts a
+ * tentative boot's decision once the API answers. */
 void serve_updates_start(struct serve_ctx *ctx);
+void serve_updates_run(struct serve_ctx *ctx);
 void serve_updates_stop(struct serve_ctx *ctx);
 int updates_push(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int updates_status(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,

@@ -276,13 +276,18 @@ void serve_updates_start(struct serve_ctx *ctx)
             .window_from_start = sys[0] != '\0',
         };
         ctx->updater = updater_new(&cfg, &err);
-        if (!ctx->updater || updater_start(ctx->updater, &err) < 0) {
-                updater_free(ctx->updater);
-                ctx->updater = NULL;
+        if (!ctx->updater) {
                 snprintf(ctx->updater_error, sizeof(ctx->updater_error), "updates unavailable: %s",
                          err.msg);
                 log_warn("%s", ctx->updater_error);
         }
+}
+
+void serve_updates_run(struct serve_ctx *ctx)
+{
+        struct cap_error err = {0};
+        if (ctx->updater && updater_start(ctx->updater, &err) < 0)
+                log_error("%s: a tentative boot will not be decided by this serve", err.msg);
 }
 
 void serve_updates_stop(struct serve_ctx *ctx)
