@@ -76,8 +76,8 @@ def bench(m, versions):
     dev = m.ctl("exec", "dd", "--", "sh", "-c", FIND_SLOT_B).stdout.strip()
     check(dev != "", f"slot_b is /dev/{dev}")
     t0 = time.monotonic()
-    m.ctl("exec", "dd", "--", "dd", "if=/data/rootfs.sqfs", f"of=/dev/{dev}", "bs=1M",
-          "conv=fsync", timeout=600)
+    m.ctl("exec", "dd", "--", "sh", "-c",
+          f"busybox dd if=/data/rootfs.sqfs of=/dev/{dev} bs=1M conv=fsync", timeout=600)
     t_dd = time.monotonic() - t0
     m.ctl("delete", "dd", timeout=120)
 
