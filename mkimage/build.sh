@@ -6,10 +6,17 @@
 #   vmlinuz, initramfs.img, cmdline   for direct QEMU boot (attach capsule.raw too: root is on it)
 #   guest-initrd.img   the microVM initramfs (capsule-guest as /init), also in the root image
 #   rootfs.sqfs      the root image of slot_a
+#   capsule-V.bundle the signed update bundle of this build (docs/updates.md), when a key signs it
 #   image.env        what was built (versions, sizes, partition offsets)
-# usage: mkimage/build.sh --machine-config FILE [--kernel cloud|generic] [--debug-shell]
-#                         [--build-dir DIR] [--no-build] [--out DIR] [--perm-size MiB] [--slot-size MiB]
-# --no-build takes the binaries already in --build-dir (e.g. CI's build) instead of running ninja.
+# usage: mkimage/build.sh --machine-config FILE [--version V] [--signing-key FILE]
+#                         [--kernel cloud|generic] [--debug-shell] [--build-dir DIR] [--no-build]
+#                         [--out DIR] [--perm-size MiB] [--slot-size MiB] [--test-fail-health]
+# --version V is the OS version the image records (/usr/lib/capsule/version, os-release, the loader
+# entry) and its bundle carries (default: meson.build's). The bundle is signed with --signing-key,
+# else with secrets/update-signing.key beside the machine config when it exists (capsulectl gen
+# config writes both), else not built. --no-build takes the binaries already in --build-dir (e.g.
+# CI's build) instead of running ninja. --test-fail-health is for tests only: the image's capsuled
+# reports a failing health check, so a tentative boot of it always rolls back (e2e update test).
 # The kernel download is cached in $CAPSULE_CACHE_DIR (default out/cache), shared by every --out.
 set -euo pipefail
 
@@ -27,7 +34,11 @@ perm_mib=4096
 slot_mib=640
 esp_mib=128
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+version=
+signing_key=
+test_fail_health=0
+
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
         case $1 in
         --machine-config) machine_config=$2; shift 2 ;;
@@ -38,12 +49,25 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift 2 ;;
         --perm-size) perm_mib=$2; shift 2 ;;
         --slot-size) slot_mib=$2; shift 2 ;;
+        --version) version=$2; shift 2 ;;
+        --signing-key) signing_key=$2; shift 2 ;;
+        --test-fail-health) test_fail_health=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "mkimage: unknown option $1" >&2; usage ;;
         esac
 done
 [ -n "$machine_config" ] || { echo "mkimage: --machine-config FILE is required (capsulectl gen config)" >&2; usage; }
 [ -r "$machine_config" ] || { echo "mkimage: cannot read $machine_config" >&2; exit 1; }
+# the bundle reader's version rule (docs/updates.md): MAJOR.MINOR.PATCH[-SUFFIX]
+ver_re='^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})(-([0-9A-Za-z-]+)(\.[0-9A-Za-z-]+)*)?$'
+version=${version:-$(sed -n "s/^ *version *: *'\([^']*\)'.*/\1/p" "$src/meson.build" | head -1)}
+[[ $version =~ $ver_re ]] && [ ${#version} -le 63 ] ||
+        { echo "mkimage: --version $version: expected MAJOR.MINOR.PATCH[-SUFFIX]" >&2; exit 1; }
+if [ -z "$signing_key" ] && [ -r "$(dirname "$machine_config")/secrets/update-signing.key" ]; then
+        signing_key=$(dirname "$machine_config")/secrets/update-signing.key
+fi
+[ -z "$signing_key" ] || [ -r "$signing_key" ] ||
+        { echo "mkimage: cannot read the signing key $signing_key" >&2; exit 1; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 build_dir=${build_dir:-$out/build}
@@ -136,7 +160,7 @@ done
 install_files "$root" \
         /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc \
         /usr/sbin/lvm /usr/sbin/dmsetup /usr/sbin/pdata_tools \
-        /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/tune2fs \
+        /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/tune2fs /usr/sbin/fsck.fat \
         /usr/sbin/dhcpcd /usr/lib/x86_64-linux-gnu/dhcpcd/dev/udev.so /usr/bin/kmod \
         /usr/sbin/xtables-nft-multi \
         /usr/bin/qemu-system-x86_64 /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so
@@ -199,9 +223,14 @@ printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
 # dhcpcd 9.4.1 segfaults at start without its device plugin (a NULL ctx->dev); the udev plugin
 # loads fine without a udev daemon
 mkdir -p "$root/usr/lib/dhcpcd" "$root/var/lib/dhcpcd"
-version=$(sed -n "s/^ *version *: *'\([^']*\)'.*/\1/p" "$src/meson.build" | head -1)
 build_id=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
 sed -e "s/@VERSION@/$version/" -e "s/@BUILD@/$build_id/" "$here/files/os-release.in" > "$root/etc/os-release"
+# the OS version capsuled reports as running and compares bundles against
+echo "$version" > "$root/usr/lib/capsule/version"
+if [ "$test_fail_health" = 1 ]; then
+        step "TEST BUILD: capsuled will report a failing health check (--test-fail-health)"
+        echo "built with mkimage/build.sh --test-fail-health: for tests only" > "$root/etc/capsule/test-fail-health"
+fi
 
 # kernel modules with their dependencies, then depmod
 step "kernel modules"
@@ -262,7 +291,8 @@ install -m755 /bin/busybox "$ird/bin/busybox"
 for a in sh mount umount switch_root modprobe sleep cat sed grep mkdir echo; do ln -s busybox "$ird/bin/$a"; done
 install -m755 "$here/files/initramfs-init" "$ird/init"
 mod_list "$here/files/modules-initramfs" > "$ird/etc/modules-initramfs"
-copy_modules "$ird" $(mod_list "$here/files/modules-initramfs")
+# softdog too: initramfs-init arms it with its own margin (not in the list it loads as is)
+copy_modules "$ird" $(mod_list "$here/files/modules-initramfs") softdog
 find "$ird" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 (cd "$ird" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) |
         zstd -q -19 -T1 > "$out/initramfs.img"
@@ -311,12 +341,25 @@ dd if="$out/rootfs.sqfs" of="$raw.tmp" bs=1M seek=$((1 + esp_mib)) conv=notrunc,
 mv "$raw.tmp" "$raw"
 rm -rf "$stage" "$esp"
 
+# ---------------------------------------------------------------- update bundle
+rm -f "$out"/capsule-*.bundle
+bundle=
+if [ -n "$signing_key" ]; then
+        step "update bundle $version"
+        "$here/bundle.sh" --out "$out" --version "$version" --signing-key "$signing_key" | sed 's/^/mkimage:   /'
+        bundle=$out/capsule-$version.bundle
+else
+        step "no update bundle: no signing key (--signing-key FILE)"
+fi
+
 # ---------------------------------------------------------------- report
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f MiB", b/1048576}'; }
 rootfs_bytes=$(du -sb "$root" | cut -f1)
 cat > "$out/image.env" <<E
 CAPSULE_VERSION=$version
 CAPSULE_BUILD=$build_id
+BUNDLE=${bundle##*/}
+TEST_FAIL_HEALTH=$test_fail_health
 KERNEL_VERSION=$kver
 KERNEL_DEB_VERSION=$KERNEL_DEB_VERSION
 SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH
@@ -340,4 +383,4 @@ echo "  root (staged) $(mib "$rootfs_bytes")"
 echo "  rootfs.sqfs   $(mib "$sqfs_bytes") (slot size $slot_mib MiB)"
 echo "  capsule.raw   $(mib "$(stat -c %s "$raw")") virtual, $(mib $(( $(stat -c %b "$raw") * 512 ))) allocated:" \
         "EFI ${esp_mib} MiB, slot_a ${slot_mib} MiB, slot_b ${slot_mib} MiB, perm $((total_mib - 2 - esp_mib - 2 * slot_mib)) MiB"
-echo "  outputs       $raw $out/vmlinuz $out/initramfs.img $out/cmdline"
+echo "  outputs       $raw $out/vmlinuz $out/initramfs.img $out/cmdline${bundle:+ $bundle}"

@@ -130,6 +130,7 @@ int cmd_gen(struct ctl *ctl, int argc, char **argv);
 int cmd_config(struct ctl *ctl, int argc, char **argv);
 int cmd_volume(struct ctl *ctl, int argc, char **argv); /* volume.c */
 int cmd_image(struct ctl *ctl, int argc, char **argv);  /* image.c */
+int cmd_update(struct ctl *ctl, int argc, char **argv); /* update.c */
 
 /* Workload rendering (workload_view.c). */
 #include "capsule/v1/workloads.pb-c.h"

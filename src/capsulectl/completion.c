@@ -50,7 +50,8 @@ static const char fish_script[] =
 static const char completion_usage[] =
     "usage: capsulectl completion bash|zsh|fish\n\n"
     "Prints a completion script for the shell. It completes verbs, sub-verbs (image push|pull|\n"
-    "ls|rm, volume create|ls|resize|rm, ...), options, and the names of the workloads, volumes\n"
+    "ls|rm, volume create|ls|resize|rm, update push|status|commit|rollback, ...), options, and\n"
+    "the names of the workloads, volumes\n"
     "and images of the capsule the line targets (asked live, 2 s at most).\n\n"
     "Examples:\n"
     "  source <(capsulectl completion bash)          # add to ~/.bashrc\n"

@@ -97,7 +97,8 @@ void ctl_print_error(struct ctl *ctl, const char *what, const struct cap_error *
                                 ctl->node       ? ctl->node
                                 : ctl->endpoint ? ctl->endpoint
                                                 : "the context's endpoint");
-        } else if (err->status == CAP_PERMISSION_DENIED) {
+        } else if (err->status == CAP_PERMISSION_DENIED && strstr(err->msg, "role")) {
+                /* (not an update bundle's signature, also PERMISSION_DENIED: its message says) */
                 fprintf(f, "hint: your certificate's role does not allow this; ask for an admin "
                                 "certificate (`capsulectl gen cert --role admin ...`)\n");
         } else if (err->status == CAP_DEADLINE_EXCEEDED) {

@@ -26,6 +26,8 @@ static const struct ctl_opt opts_image[] = {{"name", 0, true}, {0}};
 static const struct ctl_opt opts_volume[] = {{"size", 0, true}, {"file", 'f', true}, {0}};
 /* `volume backup -o FILE`: there -o names the backup file, it is not the global output format */
 static const struct ctl_opt opts_volume_backup[] = {{"output", 'o', true}, {0}};
+static const struct ctl_opt opts_update[] = {
+    {"no-reboot", 0, false}, {"allow-downgrade", 0, false}, {0}};
 static const struct ctl_opt opts_version[] = {{"client", 0, false}, {0}};
 static const struct ctl_opt opts_dmesg[] = {{"follow", 'f', false}, {0}};
 static const struct ctl_opt opts_reboot[] = {{"poweroff", 0, false}, {0}};
@@ -42,6 +44,7 @@ static const struct ctl_opt opts_config[] = {{"force", 0, false}, {"use", 0, fal
 static const char *const subs_image[] = {"push", "pull", "ls", "rm", NULL};
 static const char *const subs_volume[] = {"create", "ls",     "resize", "rm",
                                           "backup", "restore", NULL};
+static const char *const subs_update[] = {"push", "status", "commit", "rollback", NULL};
 static const char *const subs_gen[] = {"config", "cert", NULL};
 static const char *const subs_config[] = {"contexts", "use-context", "merge", NULL};
 static const char *const subs_machine_config[] = {"apply", NULL};
@@ -75,6 +78,8 @@ const struct ctl_verb ctl_verbs[] = {
      CTL_NAMES_IMAGES, CTL_FLEET_TABLE, false, false},
     {"volume", cmd_volume, "Manage volumes (volume create|ls|resize|rm|backup|restore)", opts_volume, subs_volume,
      CTL_NAMES_VOLUMES, CTL_FLEET_TABLE, false, false},
+    {"update", cmd_update, "A/B OS updates (update push|status|commit|rollback)", opts_update,
+     subs_update, 0, CTL_FLEET_TABLE, false, false},
     {"version", cmd_version, "Print the client and server versions", opts_version, NULL, 0,
      CTL_FLEET_TABLE, false, false},
     {"health", cmd_health, "Check the capsule's health", opts_none, NULL, 0, CTL_FLEET_TABLE, false,

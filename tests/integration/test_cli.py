@@ -86,12 +86,12 @@ class DocsDriftTest(unittest.TestCase):
         with open(DOCS) as f:
             docs = f.read()
         verbs = self.verbs()
-        for v in ["get", "logs", "completion", "exec", "image", "volume"]:
+        for v in ["get", "logs", "completion", "exec", "image", "volume", "update"]:
             self.assertIn(v, verbs)
         problems, checked = [], 0
         for verb in verbs:
             subs = self.subs(verb) if verb in ("image", "volume", "gen", "config", "completion",
-                                               "machine-config") else []
+                                               "machine-config", "update") else []
             targets = [[verb, s] for s in subs if verb != "completion"] or [[verb]]
             for words in targets:
                 text = self.help(words)

@@ -621,13 +621,14 @@ class ImagesTest(unittest.TestCase):
             p = self.ctl(["-o", "json", "machine-config", "apply", "-f", newfile, "--dry-run"], check=True)
             self.assertEqual(json.loads(p.stdout), {"changed": ["network"], "applied": [],
                                                     "rebootRequired": True, "dryRun": True})
-            # the update settings (trusted keys, commit window) are a next-boot section too
+            # the update settings are live (the next push checks against the new trusted keys)
             upd = new.replace("updates:\n", "updates:\n  commitWindow: 10m\n", 1)
             self.assertNotEqual(upd, new)
             with open(newfile, "w") as f:
                 f.write(upd)
             p = self.ctl(["-o", "json", "machine-config", "apply", "-f", newfile, "--dry-run"], check=True)
-            self.assertEqual(json.loads(p.stdout)["changed"], ["updates"])
+            self.assertEqual(json.loads(p.stdout), {"changed": ["updates"], "applied": [],
+                                                    "rebootRequired": False, "dryRun": True})
             # an unknown field: refused, naming the file, line and field
             with open(newfile, "w") as f:
                 f.write(new.replace("hostname:", "colour: blue\nhostname:", 1))

@@ -14,6 +14,7 @@
 #include "test.h"
 #include "update/commit.h"
 #include "update/slot.h"
+#include "update/updater.h"
 
 static char dir[64];
 
@@ -456,6 +457,29 @@ TEST(commit_decision)
         CHECK_STR_EQ(update_decision_kind_name(UPDATE_ROLLBACK), "rollback");
 }
 
+/* The engine's text helpers: capsule.slot= from a command line, version/default lines. */
+TEST(updater_text)
+{
+        char buf[64];
+        updater_cmdline_slot("BOOT_IMAGE=/a/vmlinuz capsule.slot=b root=PARTLABEL=slot_b quiet\n",
+                             buf, sizeof(buf));
+        CHECK_STR_EQ(buf, "b");
+        updater_cmdline_slot("quiet capsule.slot=", buf, sizeof(buf));
+        CHECK_STR_EQ(buf, "");
+        updater_cmdline_slot("xcapsule.slot=a", buf, sizeof(buf));
+        CHECK_STR_EQ(buf, "");
+        updater_entry_version("title Capsule 0.2.0 (slot b)\nversion 0.2.0\r\nlinux /b/vmlinuz\n",
+                              buf, sizeof(buf));
+        CHECK_STR_EQ(buf, "0.2.0");
+        updater_entry_version("versions 1\n", buf, sizeof(buf));
+        CHECK_STR_EQ(buf, "");
+        updater_loader_default("timeout 0\ndefault   capsule-b+1-0.conf\neditor no", buf,
+                               sizeof(buf));
+        CHECK_STR_EQ(buf, "capsule-b+1-0.conf");
+        updater_loader_default("", buf, sizeof(buf));
+        CHECK_STR_EQ(buf, "");
+}
+
 int main(void)
 {
         snprintf(dir, sizeof(dir), "/tmp/test-update-slot-XXXXXX");
@@ -471,6 +495,7 @@ int main(void)
         RUN(mark_empty);
         RUN(slot_writer);
         RUN(commit_decision);
+        RUN(updater_text);
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         if (system(cmd) != 0)

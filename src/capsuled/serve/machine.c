@@ -5,8 +5,9 @@
  * capsuled was started with; the operator's text is kept as sent, comments included. The
  * registries section takes effect at once: pulls take a reference to the live config
  * (serve_config_get/put) and a new one replaces it. Everything else (hostname, API address,
- * certificates, network, update key, NTP servers) is read by PID 1 and serve at start, so it waits
- * for the next boot, and the answer says so. A different pki.ca is refused unless asked for: it
+ * certificates, network, NTP servers, the commit window) is read by PID 1 and serve at start, so it
+ * waits for the next boot, and the answer says so; the update keys are live too (Updates.Push reads
+ * the live config), so a key rotation needs no reboot. A different pki.ca is refused unless asked for: it
  * would make every client certificate, the caller's included, useless. */
 #include <errno.h>
 #include <pthread.h>
@@ -205,18 +206,22 @@ int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *r
                         goto out;
                 }
         }
+        /* registries and updates (trusted keys: rotation without a reboot) are live */
         bool registries = false, later = false;
+        const char *live[2];
+        size_t n_live = 0;
         for (size_t i = 0; i < nc; i++) {
-                if (strcmp(changed[i], "registries") == 0)
-                        registries = true;
+                if (strcmp(changed[i], "registries") == 0 || strcmp(changed[i], "updates") == 0)
+                        live[n_live++] = changed[i];
                 else
                         later = true;
         }
+        registries = n_live > 0;
         r->changed = strv_dup(changed, nc);
         r->n_changed = r->changed ? nc : 0;
         if (registries && !q->dry_run) {
-                r->applied = strv_dup((const char *const[]){"registries"}, 1);
-                r->n_applied = r->applied ? 1 : 0;
+                r->applied = strv_dup(live, n_live);
+                r->n_applied = r->applied ? n_live : 0;
         }
         r->reboot_required = later;
         if (nc > 0 && !q->dry_run) {

@@ -47,12 +47,16 @@ static const char usage[] =
     "                          /usr/lib/capsule/vmlinuz)\n"
     "  --vm-initrd FILE        guest initramfs with capsule-guest (default on a Capsule:\n"
     "                          /usr/lib/capsule/guest-initramfs.img)\n"
-    "  --log-level LEVEL       debug, info (default), warn or error\n";
+    "  --log-level LEVEL       debug, info (default), warn or error\n"
+    "  --update-sysroot DIR    tests only: run A/B updates against DIR standing in for the\n"
+    "                          machine (DIR/esp, DIR/proc/cmdline, DIR/efivars/, DIR/version,\n"
+    "                          DIR/dev/disk/by-partlabel/slot_a|slot_b; see serve/updates.c)\n";
 
 struct serve_opts {
         const char *root, *machine_config, *listen, *containerd, *port_file;
         const char *metrics_listen, *metrics_port_file;
         const char *vm_kernel, *vm_initrd;
+        const char *update_sysroot;
         bool os_mode;
         enum log_level level;
 };
@@ -71,6 +75,7 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
             {"log-level", required_argument, NULL, 'L'},
             {"vm-kernel", required_argument, NULL, 'K'},
             {"vm-initrd", required_argument, NULL, 'I'},
+            {"update-sysroot", required_argument, NULL, 'U'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -108,6 +113,9 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
                         break;
                 case 'I':
                         o->vm_initrd = optarg;
+                        break;
+                case 'U':
+                        o->update_sysroot = optarg;
                         break;
                 case 'L':
                         if (strcmp(optarg, "debug") == 0)
@@ -432,6 +440,11 @@ static int run(struct serve_opts *o)
                 log_error("listen %s: %s", listen, err.msg);
                 goto out;
         }
+        /* the update engine is ready before the API answers; it decides a tentative boot only
+         * once the API answers (below) */
+        if (o->update_sysroot)
+                snprintf(ctx.update_sysroot, sizeof(ctx.update_sysroot), "%s", o->update_sysroot);
+        serve_updates_start(&ctx);
         if (rpc_server_start(ctx.server, &err) < 0) {
                 log_error("start: %s", err.msg);
                 goto out;
@@ -441,12 +454,15 @@ static int run(struct serve_opts *o)
                 log_error("%s; serving the API without it", err.msg);
                 err = (struct cap_error){0};
         }
+        /* the API answers from here on: say so first (capsule-up waits for this line) */
+        log_info("serving addr=%s port=%d root=%s mode=%s version=%s", listen, port, o->root,
+                 o->os_mode ? "os" : "host", CAPSULE_VERSION);
+        /* a tentative boot's checks need the API and the reconciler */
+        serve_updates_run(&ctx);
         if (o->port_file && write_port_file(o->port_file, port, &err) < 0) {
                 log_error("%s", err.msg);
                 goto out;
         }
-        log_info("serving addr=%s port=%d root=%s mode=%s version=%s", listen, port, o->root,
-                 o->os_mode ? "os" : "host", CAPSULE_VERSION);
 
         int sig = 0;
         sigwait(&sigs, &sig);
@@ -455,6 +471,7 @@ static int run(struct serve_opts *o)
 out:
         metrics_http_stop(ctx.metrics);
         rpc_server_shutdown(ctx.server, 2000);
+        serve_updates_stop(&ctx);
         reconciler_free(ctx.rec);
         driver_table_free(&ctx.drivers);
         ctrd_free(ctx.image_store);

@@ -22,6 +22,11 @@ struct volumes;
 struct cni_config;
 struct cni_setup_job;
 struct metrics_http;
+struct updater;
+
+/* An image built with mkimage/build.sh --test-fail-health carries this file: its health check
+ * "test-fail-health" always fails, so a tentative boot of it rolls back (tests only). */
+#define SERVE_TEST_FAIL_HEALTH "/etc/capsule/test-fail-health"
 
 /* A machine config shared by reference: the live one can be replaced while pulls use the old. */
 struct serve_config_ref {
@@ -58,6 +63,11 @@ struct serve_ctx {
         struct cni_config *cni;  /* CNI network for workloads (net/cni.h) */
         struct images_env images; /* what images/ works with (userdata of the Images methods) */
         struct metrics_http *metrics; /* the metrics endpoint (metrics/http.h), NULL when off */
+        /* A/B updates (update/updater.h; updates.c): NULL when this capsule cannot update, with
+         * the reason in updater_error (host mode, no ESP, no slot partitions). */
+        struct updater *updater;
+        char updater_error[512];
+        char update_sysroot[4096]; /* --update-sysroot (tests): stands in for /, "" on a Capsule */
 };
 
 /* ---- runtime glue (runtime.c): where images, volumes and networking meet the reconciler ---- */
@@ -124,6 +134,30 @@ Capsule__V1__Workload *serve_workload_message(struct serve_ctx *ctx, const struc
 int serve_metrics_render(struct serve_ctx *ctx, char **text, size_t *len, struct cap_error *err);
 int system_metrics(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                    struct cap_error *err);
+/* One health check as `capsulectl health` shows it. */
+struct serve_check {
+        const char *name;
+        bool ok;
+        char msg[512];
+};
+/* The health checks (store, containerd, /perm, time, and test-fail-health on a test image);
+ * returns how many were filled (at most max). */
+size_t serve_health_collect(struct serve_ctx *ctx, struct serve_check *out, size_t max);
+
+/* A/B updates (updates.c): start makes the update engine (on a Capsule, or with
+ * --update-sysroot: the ESP checked and mounted, the boot read), before the API answers; when it
+ * cannot run, the reason goes to ctx->updater_error and the Updates RPCs answer it. run starts a
+ * tentative boot's decision once the API answers. */
+void serve_updates_start(struct serve_ctx *ctx);
+void serve_updates_run(struct serve_ctx *ctx);
+void serve_updates_stop(struct serve_ctx *ctx);
+int updates_push(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+int updates_status(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                   struct cap_error *err);
+int updates_commit(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                   struct cap_error *err);
+int updates_rollback(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+                     struct cap_error *err);
 
 /* capsule.v1.System handlers (system.c). */
 /* The booted slot ("a"/"b") from capsule.slot= on the kernel command line; "" when absent

@@ -74,13 +74,13 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
              .unary = system_metrics},
             /* Updates */
             {"/capsule.v1.Updates/Push", RPC_CLIENT_STREAM, D(update_push_request),
-             D(update_push_response), M},
+             D(update_push_response), M, .stream = updates_push},
             {"/capsule.v1.Updates/Status", RPC_UNARY, D(update_status_request),
-             D(update_status_response), 0},
+             D(update_status_response), 0, .unary = updates_status},
             {"/capsule.v1.Updates/Commit", RPC_UNARY, D(update_commit_request),
-             D(update_commit_response), M},
+             D(update_commit_response), M | RPC_METHOD_BLOCKING, .unary = updates_commit},
             {"/capsule.v1.Updates/Rollback", RPC_UNARY, D(update_rollback_request),
-             D(update_rollback_response), M},
+             D(update_rollback_response), M | RPC_METHOD_BLOCKING, .unary = updates_rollback},
         };
         /* images/ and volume/ take their own context, not the serve_ctx */
         struct rpc_method with_ctx[ARRAY_SIZE(methods)];

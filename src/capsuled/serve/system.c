@@ -163,45 +163,65 @@ static void time_check(const struct machine_config *mc, char *msg, size_t len, b
         }
 }
 
+size_t serve_health_collect(struct serve_ctx *ctx, struct serve_check *out, size_t max)
+{
+        size_t n = 0;
+        struct cap_error serr = {0};
+        if (n < max) {
+                out[n] = (struct serve_check){.name = "store"};
+                out[n].ok = store_check(ctx->store, &serr) == 0;
+                snprintf(out[n].msg, sizeof(out[n].msg), "%s", out[n].ok ? "state.db ok" : serr.msg);
+                n++;
+        }
+        if (ctx->containerd_sock && n < max) {
+                out[n] = (struct serve_check){.name = "containerd"};
+                out[n].ok = containerd_reachable(ctx->containerd_sock, out[n].msg,
+                                                 sizeof(out[n].msg));
+                n++;
+        }
+        if (ctx->os_mode && n + 2 <= max) {
+                out[n] = (struct serve_check){.name = "perm"};
+                perm_check(out[n].msg, sizeof(out[n].msg), &out[n].ok);
+                n++;
+                out[n] = (struct serve_check){.name = "time"};
+                time_check(&ctx->mcfg, out[n].msg, sizeof(out[n].msg), &out[n].ok);
+                n++;
+        }
+        struct workload_driver *vmdrv = ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)];
+        if (vmdrv && n < max) {
+                out[n] = (struct serve_check){.name = "microvm"};
+                out[n].ok = vmd_rootdisk_census(microvm_driver_vmd(vmdrv), out[n].msg, sizeof(out[n].msg)) == 0;
+                n++;
+        }
+        /* an image built with mkimage/build.sh --test-fail-health (tests of the rollback only) */
+        if (ctx->os_mode && n < max && access(SERVE_TEST_FAIL_HEALTH, F_OK) == 0) {
+                out[n] = (struct serve_check){.name = "test-fail-health", .ok = false};
+                snprintf(out[n].msg, sizeof(out[n].msg),
+                         "this image was built with mkimage/build.sh --test-fail-health (%s): "
+                         "for tests of the update rollback only",
+                         SERVE_TEST_FAIL_HEALTH);
+                n++;
+        }
+        return n;
+}
+
 int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err)
 {
         struct serve_ctx *ctx = ctx_of(call);
         Capsule__V1__HealthResponse *r = (Capsule__V1__HealthResponse *)resp;
-        r->checks = calloc(6, sizeof(*r->checks));
+        struct serve_check checks[8];
+        size_t n = serve_health_collect(ctx, checks, 8);
+        r->checks = calloc(n ? n : 1, sizeof(*r->checks));
         if (!r->checks)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         bool all_ok = true;
-        char msg[512];
-
-        struct cap_error serr = {0};
-        bool ok = store_check(ctx->store, &serr) == 0;
-        snprintf(msg, sizeof(msg), "%s", ok ? "state.db ok" : serr.msg);
-        r->checks[r->n_checks++] = check_new("store", ok, msg);
-        all_ok &= ok;
-
-        if (ctx->containerd_sock) {
-                ok = containerd_reachable(ctx->containerd_sock, msg, sizeof(msg));
-                r->checks[r->n_checks++] = check_new("containerd", ok, msg);
-                all_ok &= ok;
-        }
-        if (ctx->os_mode) {
-                perm_check(msg, sizeof(msg), &ok);
-                r->checks[r->n_checks++] = check_new("perm", ok, msg);
-                all_ok &= ok;
-                time_check(&ctx->mcfg, msg, sizeof(msg), &ok);
-                r->checks[r->n_checks++] = check_new("time", ok, msg);
-                all_ok &= ok;
-        }
-        struct workload_driver *vmdrv = ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)];
-        if (vmdrv) {
-                ok = vmd_rootdisk_census(microvm_driver_vmd(vmdrv), msg, sizeof(msg)) == 0;
-                r->checks[r->n_checks++] = check_new("microvm", ok, msg);
-                all_ok &= ok;
-        }
-        for (size_t i = 0; i < r->n_checks; i++)
-                if (!r->checks[i])
+        for (size_t i = 0; i < n; i++) {
+                if (!(r->checks[r->n_checks++] = check_new(checks[i].name, checks[i].ok,
+                                                           checks[i].msg)))
                         return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+                all_ok &= checks[i].ok;
+        }
         r->ok = all_ok;
         r->boot_uptime_seconds = boot_uptime_seconds();
         r->slot = ctx->os_mode ? serve_booted_slot() : strdup("");
