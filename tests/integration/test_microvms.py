@@ -184,6 +184,9 @@ class MicroVMTest(unittest.TestCase):
         d = self.capsule.ctl(["describe", "crash"]).stdout
         self.assertIn("MicroVM:       accel tcg, 1 vCPU, memory 128Mi", d)
         self.assertIn("vsock CID none", d)  # no /dev/vhost-vsock on this host
+        h = json.loads(self.capsule.ctl(["-o", "json", "health"]).stdout)
+        vm = next((c for c in h.get("checks", []) if c.get("name") == "microvm"), {})
+        self.assertIn("accel auto: ", vm.get("message", ""), f"health reports accel: auto's answer ({vm})")
         self.assertIn(f"Kernel:        {kernel()}", d)
         st = self.wait_status("crash", lambda s: s.get("restarts", 0) >= 1, 120, "a restart after exit 3")
         self.assertEqual(st.get("lastExitCode"), 3, st)
@@ -257,7 +260,7 @@ class MicroVMTest(unittest.TestCase):
         holds it, and read by a container once the VM is deleted."""
         self.apply("kind: Volume\nname: vmdata\nsize: 32Mi\n")
         self.assertTrue(self.host_mounted("vmdata"), "an unused volume is mounted on the host")
-        vm = ("kind: MicroVM\nname: vol\nimage: capsule.local/busybox:latest\naccel: tcg\n"
+        vm = ("kind: MicroVM\nname: vol\nimage: capsule.local/busybox:latest\naccel: auto\n"
               "command: [sh, -c, 'n=$(cat /data/boots 2>/dev/null || echo 0); echo $((n+1)) > /data/boots; "
               "sync; echo \"boots on the volume: $(cat /data/boots)\"; exec sleep 3600']\n"
               "mounts:\n  - {volume: vmdata, path: /data}\n")
@@ -266,6 +269,9 @@ class MicroVMTest(unittest.TestCase):
         wait_for(lambda: "boots on the volume: 1" in self.logs("vol"), timeout=120, interval=0.5,
                  what="the VM to write its volume")
         self.assertFalse(self.host_mounted("vmdata"), "the VM's volume is not mounted on the host")
+        h = json.loads(self.capsule.ctl(["-o", "json", "health"]).stdout)
+        msg = next((c.get("message", "") for c in h.get("checks", []) if c.get("name") == "microvm"), "")
+        self.assertRegex(msg, r"accel auto: (kvm|tcg \(.+\))", "health reports the probe's answer for this boot")
         vols = json.loads(self.capsule.ctl(["-o", "json", "volume", "ls"], check=True).stdout)["volumes"]
         row = [v for v in vols if v["name"] == "vmdata"][0]
         self.assertEqual(row.get("attachedTo"), ["vol"], row)

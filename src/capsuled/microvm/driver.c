@@ -879,10 +879,23 @@ int vmd_rootdisk_census(struct vmd *d, char *msg, size_t len)
                 return r;
         }
         size_t q = count_qemus();
-        snprintf(msg, len,
-                 "root disks %s (%s): %zu image cache%s, %zu VM disk%s; %zu VM state dir%s (%zu running), %zu "
-                 "QEMU process%s",
-                 d->rootdisk->name, d->rootdisk->where, caches, caches == 1 ? "" : "s", disks,
-                 disks == 1 ? "" : "s", vms[0], vms[0] == 1 ? "" : "s", vms[1], q, q == 1 ? "" : "es");
+        int n = snprintf(msg, len,
+                         "root disks %s (%s): %zu image cache%s, %zu VM disk%s; %zu VM state dir%s (%zu running), "
+                         "%zu QEMU process%s",
+                         d->rootdisk->name, d->rootdisk->where, caches, caches == 1 ? "" : "s", disks,
+                         disks == 1 ? "" : "s", vms[0], vms[0] == 1 ? "" : "s", vms[1], q, q == 1 ? "" : "es");
+        /* accel: auto's answer for this boot, from the probe's cache (health never probes) */
+        char boot_id[64], why[256] = "";
+        enum vm_accel acc;
+        struct cap_error ignored = {0};
+        if (n > 0 && (size_t)n < len) {
+                if (d->accel_cache[0] && vm_boot_id(boot_id, sizeof(boot_id), &ignored) == 0 &&
+                    vm_accel_cache_read(d->accel_cache, boot_id, &acc, why, sizeof(why)) == 0)
+                        snprintf(msg + n, len - (size_t)n, "; accel auto: %s%s%s%s", acc == VM_ACCEL_KVM ? "kvm" : "tcg",
+                                 why[0] ? " (" : "", why, why[0] ? ")" : "");
+                else
+                        snprintf(msg + n, len - (size_t)n,
+                                 "; accel auto: not probed yet this boot (the first MicroVM with accel: auto probes)");
+        }
         return 0;
 }
