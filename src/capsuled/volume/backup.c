@@ -227,9 +227,12 @@ int volume_tar_write(const char *dir, const char *name, uint64_t size_bytes, vol
                         goto out;
                 }
                 const char *src = archive_entry_pathname(e);
-                const char *rel = src + (strncmp(src, dir, dirlen) == 0 ? dirlen : 0);
-                while (*rel == '/')
-                        rel++;
+                const char *from = src + (strncmp(src, dir, dirlen) == 0 ? dirlen : 0);
+                while (*from == '/')
+                        from++;
+                /* a copy: renaming the entry below frees the name `from` points into */
+                char rel[PATH_MAX];
+                snprintf(rel, sizeof(rel), "%s", from);
                 if (strcmp(rel, "lost+found") == 0) { /* mkfs made it; it is made again */
                         archive_entry_free(e);
                         continue;
@@ -427,7 +430,10 @@ int volume_tar_extract(struct volume_tar_reader *r, const char *dest, uint64_t m
         struct archive_entry *e;
         int ar;
         while ((ar = archive_read_next_header(r->a, &e)) == ARCHIVE_OK) {
-                const char *path = skip_dot_slash(archive_entry_pathname(e));
+                /* a copy: renaming the entry below frees the name it had */
+                char path[PATH_MAX];
+                snprintf(path, sizeof(path), "%s",
+                         skip_dot_slash(archive_entry_pathname(e) ? archive_entry_pathname(e) : ""));
                 if (ended) {
                         ret = cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
                                             "entry \"%.200s\" after %s", path, VOLUME_BACKUP_END);
