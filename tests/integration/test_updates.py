@@ -99,13 +99,13 @@ class UpdatesTest(unittest.TestCase):
     def status(self):
         return json.loads(self.ctl("-o", "json", "update", "status", check=True).stdout)
 
-    def bundle(self, version, key=None, root=b"R" * 100000, name=None, tamper=False):
+    def bundle(self, version, key=None, root=b"R" * 100000, name=None, tamper=False, extra=()):
         d = tempfile.mkdtemp(dir=self.tmp)
         self.write(d + "/vmlinuz", b"K" * 5000 + version.encode())
         self.write(d + "/initramfs.img", b"I" * 3000 + version.encode())
         self.write(d + "/rootfs.sqfs", root + version.encode())
         subprocess.run([BUNDLE_SH, "--out", d, "--version", version, "--signing-key",
-                        key or self.key], check=True, capture_output=True)
+                        key or self.key, *extra], check=True, capture_output=True)
         path = f"{d}/capsule-{version}.bundle"
         if tamper:  # one byte of the root image, after signing
             with open(path, "rb") as f:
@@ -146,6 +146,12 @@ class UpdatesTest(unittest.TestCase):
         p = self.ctl("update", "push", path, "--no-reboot")
         self.assertIn("FAILED_PRECONDITION", p.stderr)
         self.assertIn("0.1.0", p.stderr)
+        # a version that leaves /perm in a format this one could not read after a rollback
+        path, _ = self.bundle("0.2.0", extra=("--perm-format", "2", "--perm-compat", "2"))
+        p = self.ctl("update", "push", path, "--no-reboot")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("FAILED_PRECONDITION", p.stderr)
+        self.assertIn("reading format 2 or newer", p.stderr)
         self.assertEqual(self.slot_b(), before, "slot b untouched by refused bundles")
         self.assertEqual(self.entries(), ["capsule-a.conf"])
 

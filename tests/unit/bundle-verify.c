@@ -1,7 +1,8 @@
 /* bundle-verify: reads an update bundle file with the real streaming reader
  * (src/capsuled/update/bundle.c), fed in random chunk sizes, into a sink that only hashes and
  * counts, so a bundle made by mkimage/bundle.sh (or by hand) can be checked without a capsule.
- *   bundle-verify [--key PEMFILE]... [--arch A] [--running V] [--allow-downgrade] [--seed N] FILE
+ *   bundle-verify [--key PEMFILE]... [--arch A] [--running V] [--allow-downgrade]
+ *                 [--perm-format N] [--seed N] FILE
  * Exit status: 0 when the bundle is accepted, else its gRPC status code (3 INVALID_ARGUMENT,
  * 7 PERMISSION_DENIED, 9 FAILED_PRECONDITION, 15 DATA_LOSS, ...), with "STATUS: message" on
  * stderr. Used by tests/unit/test-update-bundle-sh.sh. */
@@ -52,7 +53,8 @@ int main(int argc, char **argv)
         static const struct option opts[] = {
             {"key", required_argument, NULL, 'k'},     {"arch", required_argument, NULL, 'a'},
             {"running", required_argument, NULL, 'r'}, {"allow-downgrade", no_argument, NULL, 'd'},
-            {"seed", required_argument, NULL, 's'},    {NULL, 0, NULL, 0},
+            {"seed", required_argument, NULL, 's'},    {"perm-format", required_argument, NULL, 'p'},
+            {NULL, 0, NULL, 0},
         };
         char *keys[16];
         size_t n_keys = 0;
@@ -61,6 +63,7 @@ int main(int argc, char **argv)
         const char *running = "0.1.0";
         bool downgrade = false;
         unsigned seed = 1;
+        long perm_format = 1;
         struct cap_error err = {0};
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -83,13 +86,16 @@ int main(int argc, char **argv)
                 case 's':
                         seed = (unsigned)strtoul(optarg, NULL, 10);
                         break;
+                case 'p':
+                        perm_format = strtol(optarg, NULL, 10);
+                        break;
                 default:
                         return 2;
                 }
         }
         if (optind != argc - 1) {
                 fprintf(stderr, "usage: bundle-verify [--key PEM]... [--arch A] [--running V] "
-                                "[--allow-downgrade] [--seed N] FILE\n");
+                                "[--allow-downgrade] [--perm-format N] [--seed N] FILE\n");
                 return 2;
         }
         srand(seed);
@@ -101,6 +107,7 @@ int main(int argc, char **argv)
                                        .arch = arch,
                                        .running_version = running,
                                        .allow_downgrade = downgrade,
+                                       .perm_format = perm_format,
                                        .sink = &sink};
         struct bundle_reader *r = NULL;
         int rc = bundle_reader_new(&o, &r, &err);

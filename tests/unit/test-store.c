@@ -188,11 +188,61 @@ TEST(sigkill_loses_nothing_acknowledged)
         free(dir);
 }
 
+static char *meta(struct store *st, const char *key)
+{
+        struct cap_error err = {0};
+        char *v = NULL;
+        return store_meta_get(st, key, &v, &err) == 0 ? v : strdup("(none)");
+}
+
+/* A store a newer version left in a format this one cannot read is refused, unchanged; one it can
+ * read keeps the highest format recorded (a rollback does not lower it). */
+TEST(perm_format_guard)
+{
+        char *dir = tmpdir();
+        struct store *st = NULL;
+        struct cap_error err = {0};
+        CHECK(store_open(dir, &st, &err) == 0);
+        char *v = meta(st, "schema_version");
+        CHECK_STR_EQ(v, "1");
+        free(v);
+        v = meta(st, "perm_compat");
+        CHECK_STR_EQ(v, "1");
+        free(v);
+        CHECK(store_put_volume(st, "data", 1 << 20, "file", &err) == 0);
+        /* what a newer version (format 7, readable from format 2 on) would leave */
+        CHECK(store_meta_set(st, "schema_version", "7", &err) == 0);
+        CHECK(store_meta_set(st, "perm_compat", "2", &err) == 0);
+        store_close(st);
+        st = NULL;
+        CHECK(store_open(dir, &st, &err) < 0 && st == NULL);
+        CHECK(err.status == CAP_FAILED_PRECONDITION);
+        CHECK_CONTAINS(err.msg, "format 2 or newer");
+        CHECK_CONTAINS(err.msg, "reads format 1");
+        /* the same newer version, but readable from format 1 on: opened, and nothing lowered */
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd),
+                 "sqlite3 '%s/state.db' \"UPDATE meta SET value='1' WHERE key='perm_compat';\"", dir);
+        CHECK(system(cmd) == 0);
+        err = (struct cap_error){0};
+        CHECK(store_open(dir, &st, &err) == 0);
+        v = meta(st, "schema_version");
+        CHECK_STR_EQ(v, "7");
+        free(v);
+        struct store_volume vol;
+        CHECK(store_get_volume(st, "data", &vol, &err) == 0);
+        store_volume_free(&vol);
+        store_close(st);
+        rm_rf(dir);
+        free(dir);
+}
+
 int main(void)
 {
         RUN(generations);
         RUN(volumes_and_meta_survive_reopen);
         RUN(store_id_and_history);
         RUN(sigkill_loses_nothing_acknowledged);
+        RUN(perm_format_guard);
         return test_summary();
 }

@@ -56,6 +56,12 @@ check "not newer" 9 "$verify" --key "$t/pub.pem" --arch x86_64 --running 0.2.0 "
 check "downgrade" 9 "$verify" --key "$t/pub.pem" --arch x86_64 --running 0.3.0 "$b"
 check "downgrade allowed" 0 "$verify" --key "$t/pub.pem" --arch x86_64 --running 0.3.0 --allow-downgrade "$b"
 check "below min_from_version" 9 "$verify" --key "$t/pub.pem" --arch x86_64 --running 0.0.9 "$b"
+check "the /perm formats come from store.h" 0 grep -q '"perm_compat": 1,' "$t/x/manifest.json"
+mkdir "$t/out2" && cp "$t/out1/vmlinuz" "$t/out1/initramfs.img" "$t/out1/rootfs.sqfs" "$t/out2/"
+"$bundle_sh" --out "$t/out2" --version 0.3.0 --signing-key "$t/key.pem" --perm-format 3 --perm-compat 2 >/dev/null
+check "perm_compat above the running format" 9 "$verify" --key "$t/pub.pem" --arch x86_64 "$t/out2/capsule-0.3.0.bundle"
+check "perm_compat the running format reads" 0 "$verify" --key "$t/pub.pem" --arch x86_64 --perm-format 2 "$t/out2/capsule-0.3.0.bundle"
+check "bundle.sh: perm-compat above perm-format" 1 "$bundle_sh" --out "$t/out2" --version 0.4.0 --signing-key "$t/key.pem" --perm-format 1 --perm-compat 2
 size=$(stat -c %s "$b")
 head -c $((size - 15000)) "$b" > "$t/truncated.bundle"
 check "truncated" 15 "$verify" --key "$t/pub.pem" --arch x86_64 "$t/truncated.bundle"

@@ -378,8 +378,29 @@ TEST(preconditions)
         run_bundle(&b, keys, 1, "0.2.0", false, 0, &r);
         CHECK(r.rc == 0);
         msink_free(&r.sink);
+        free(b.d);
+
+        /* /perm formats: a newer format older versions still read is fine; one they cannot read
+         * is refused before any part is opened (the running version reads format 1 here) */
+        t = (struct tbundle){.key = k, .version = "0.6.0",
+                             .extra = "\"perm_format\": 3, \"perm_compat\": 1, "};
+        b = bundle_build(&t);
+        run_bundle(&b, keys, 1, NULL, false, 0, &r);
+        CHECK(r.rc == 0 && r.sink.closed == 3);
+        msink_free(&r.sink);
+        free(b.d);
+        t = (struct tbundle){.key = k, .version = "0.6.0",
+                             .extra = "\"perm_format\": 2, \"perm_compat\": 2, "};
+        b = bundle_build(&t);
+        run_bundle(&b, keys, 1, NULL, false, 0, &r);
+        expect_fail(&r, CAP_FAILED_PRECONDITION, "reading format 2 or newer");
+        CHECK(r.sink.opened == 0);
+        msink_free(&r.sink);
+        free(b.d);
 
         /* capacity: refused before any part is opened */
+        t = (struct tbundle){.key = k, .version = "0.5.0"};
+        b = bundle_build(&t);
         struct msink s = {.capacity = 100};
         struct bundle_sink sink = msink_sink(&s);
         struct bundle_reader_opts o = {.trusted_keys = keys,
@@ -467,6 +488,7 @@ TEST(manifest_parse)
         CHECK_STR_EQ(m.version, "0.2.0");
         CHECK_STR_EQ(m.arch, "x86_64");
         CHECK_STR_EQ(m.min_from_version, "0.1.0");
+        CHECK(m.perm_format == 1 && m.perm_compat == 1); /* absent: 1 and 1 */
         CHECK_STR_EQ(m.parts[0].name, "rootfs.sqfs");
         CHECK(m.parts[0].size == 3 && m.parts[0].sha256[0] == 0x01 &&
               m.parts[0].sha256[31] == 0xef);
@@ -523,6 +545,15 @@ TEST(manifest_parse)
         expect_manifest(
             manifest(TOP "\"version\": \"0.3.0\", ", p0, p1, part("rootfs.sqfs", "3", H)),
             "a field is given twice");
+        expect_manifest(manifest(TOP "\"perm_format\": 1, \"perm_compat\": 2, ", p0, p1,
+                                 part("rootfs.sqfs", "3", H)),
+                        "field \"perm_compat\": 2 is above perm_format 1");
+        expect_manifest(
+            manifest(TOP "\"perm_format\": \"2\", ", p0, p1, part("rootfs.sqfs", "3", H)),
+            "field \"perm_format\": expected an integer");
+        expect_manifest(
+            manifest(TOP "\"perm_compat\": 0, ", p0, p1, part("rootfs.sqfs", "3", H)),
+            "field \"perm_compat\": 0 is not between 1 and 1000000");
         expect_manifest("{\"format\": 1,}", "invalid JSON");
         expect_manifest("{\"format\": 1} {}", "invalid JSON");
         expect_manifest("{\"format\": 1", "unexpected end");

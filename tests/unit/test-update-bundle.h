@@ -126,6 +126,7 @@ static inline void sha256_hex(const void *data, size_t len, char out[65])
 /* What a test bundle holds; fields left 0 take the defaults of bundle_build(). */
 struct tbundle {
         const char *version, *arch, *min_from;
+        const char *extra; /* more manifest fields, e.g. "\"perm_compat\": 2, " */
         const char *parts[3]; /* contents of vmlinuz, initrd, rootfs.sqfs */
         size_t part_len[3];
         const char *manifest; /* instead of the generated one */
@@ -142,11 +143,12 @@ static inline char *bundle_manifest_text(const struct tbundle *t)
         if (t->min_from)
                 snprintf(min, sizeof(min), "\"min_from_version\": \"%s\", ", t->min_from);
         snprintf(buf, sizeof(buf),
-                 "{\"format\": 1, \"version\": \"%s\", \"arch\": \"%s\", %s\"parts\": ["
+                 "{\"format\": 1, \"version\": \"%s\", \"arch\": \"%s\", %s%s\"parts\": ["
                  "{\"name\": \"vmlinuz\", \"size\": %zu, \"sha256\": \"%s\"}, "
                  "{\"name\": \"initrd\", \"size\": %zu, \"sha256\": \"%s\"}, "
                  "{\"name\": \"rootfs.sqfs\", \"size\": %zu, \"sha256\": \"%s\"}]}\n",
                  t->version ? t->version : "0.2.0", t->arch ? t->arch : "x86_64", min,
+                 t->extra ? t->extra : "",
                  t->part_len[0], h[0], t->part_len[1], h[1], t->part_len[2], h[2]);
         return buf;
 }

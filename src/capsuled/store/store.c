@@ -18,8 +18,6 @@ struct store {
         pthread_mutex_t lock;
 };
 
-#define SCHEMA_VERSION 1
-
 static const char schema_v1[] =
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         "CREATE TABLE IF NOT EXISTS workloads ("
@@ -57,6 +55,31 @@ static int exec_sql(struct store *st, const char *sql, struct cap_error *err)
         return 0;
 }
 
+/* Refuses a store that a newer Capsule left in a format this version cannot read (see
+ * CAPSULE_PERM_COMPAT): opening it would misread it, and writing it could lose what that version
+ * stored. FAILED_PRECONDITION naming both formats. */
+static int perm_format_check(struct store *st, struct cap_error *err)
+{
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key = 'perm_compat';", -1, &q,
+                               NULL) != SQLITE_OK)
+                return db_error(st, err, "read perm_compat");
+        int64_t compat = 0;
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW)
+                compat = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                return db_error(st, err, "read perm_compat");
+        if (compat > CAPSULE_PERM_FORMAT)
+                return cap_error_set(err, -EPROTO, CAP_FAILED_PRECONDITION,
+                                     "written by a newer Capsule: only a Capsule that reads /perm "
+                                     "format %lld or newer can use it, this version reads format "
+                                     "%d (boot the newer slot again)",
+                                     (long long)compat, CAPSULE_PERM_FORMAT);
+        return 0;
+}
+
 int store_open(const char *dir, struct store **out, struct cap_error *err)
 {
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
@@ -81,9 +104,14 @@ int store_open(const char *dir, struct store **out, struct cap_error *err)
                 r = exec_sql(st, "BEGIN IMMEDIATE;", err);
         if (r == 0) {
                 r = exec_sql(st, schema_v1, err);
-                char sql[96];
-                snprintf(sql, sizeof(sql), "INSERT OR IGNORE INTO meta VALUES ('schema_version', '%d');",
-                         SCHEMA_VERSION);
+                if (r == 0)
+                        r = perm_format_check(st, err);
+                char sql[320];
+                snprintf(sql, sizeof(sql),
+                         "INSERT INTO meta VALUES ('schema_version', '%d'), ('perm_compat', '%d') "
+                         "ON CONFLICT(key) DO UPDATE SET value = "
+                         "MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER));",
+                         CAPSULE_PERM_FORMAT, CAPSULE_PERM_COMPAT);
                 if (r == 0)
                         r = exec_sql(st, sql, err);
                 if (r == 0)

@@ -14,6 +14,16 @@
 
 struct store;
 
+/* The format of what this version keeps on /perm (the store's schema and the layout around it),
+ * and the oldest format a Capsule must read to use /perm after this version ran. A change that
+ * older versions still read (a new table, a new optional column) raises only the format; one they
+ * cannot read raises the compat too, and a running capsule refuses an update bundle whose
+ * perm_compat is above its own CAPSULE_PERM_FORMAT (a rollback could not read /perm back). The
+ * store records both (meta keys schema_version and perm_compat, each the highest seen) and refuses
+ * to open when perm_compat is above this version's format. mkimage/bundle.sh reads these lines. */
+#define CAPSULE_PERM_FORMAT 1
+#define CAPSULE_PERM_COMPAT 1
+
 enum store_put_result { STORE_CREATED = 1, STORE_CONFIGURED = 2, STORE_UNCHANGED = 3 };
 
 struct store_workload {

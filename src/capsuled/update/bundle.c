@@ -40,6 +40,7 @@ struct bundle_reader {
         char arch[32];
         char running[BUNDLE_VERSION_MAX + 1];
         bool allow_downgrade;
+        int64_t perm_format;
         const struct bundle_sink *sink;
 
         enum reader_state state;
@@ -450,6 +451,14 @@ static int manifest_fields(struct json_object *root, struct bundle_manifest *m,
                                              "field \"min_from_version\": \"%s\" is not "
                                              "MAJOR.MINOR.PATCH[-SUFFIX]",
                                              m->min_from_version);
+                } else if (strcmp(key, "perm_format") == 0 || strcmp(key, "perm_compat") == 0) {
+                        if (!json_object_is_type(v, json_type_int))
+                                return mfail(err, "field \"%s\": expected an integer", key);
+                        int64_t f = json_object_get_int64(v);
+                        if (f < 1 || f > 1000000)
+                                return mfail(err, "field \"%s\": %lld is not between 1 and 1000000",
+                                             key, (long long)f);
+                        *(key[5] == 'f' ? &m->perm_format : &m->perm_compat) = f;
                 } else if (strcmp(key, "parts") == 0) {
                         have_parts = true;
                         r = manifest_parts(v, m, err);
@@ -466,6 +475,15 @@ static int manifest_fields(struct json_object *root, struct bundle_manifest *m,
                                               : NULL;
         if (missing)
                 return mfail(err, "missing field \"%s\"", missing);
+        if (!m->perm_format)
+                m->perm_format = 1;
+        if (!m->perm_compat)
+                m->perm_compat = 1;
+        if (m->perm_compat > m->perm_format)
+                return mfail(err,
+                             "field \"perm_compat\": %lld is above perm_format %lld (a version "
+                             "cannot require a newer /perm format than the one it writes)",
+                             (long long)m->perm_compat, (long long)m->perm_format);
         return 0;
 }
 
@@ -532,6 +550,7 @@ int bundle_reader_new(const struct bundle_reader_opts *opts, struct bundle_reade
         r->key_index = -1;
         r->sink = opts->sink;
         r->allow_downgrade = opts->allow_downgrade;
+        r->perm_format = opts->perm_format > 0 ? opts->perm_format : 1;
         snprintf(r->arch, sizeof(r->arch), "%s", opts->arch);
         snprintf(r->running, sizeof(r->running), "%s", opts->running_version);
         r->keys = calloc(opts->n_trusted_keys + 1, sizeof(*r->keys));
@@ -821,6 +840,15 @@ static int manifest_accept(struct bundle_reader *r, struct cap_error *err)
                                              "first)",
                                              m->version, m->min_from_version, r->running);
         }
+        if (m->perm_compat > r->perm_format)
+                return cap_error_set(err, -EINVAL, CAP_FAILED_PRECONDITION,
+                                     "bundle: version %s leaves /perm in a format only Capsules "
+                                     "reading format %lld or newer can use (perm_compat), and this "
+                                     "one (%s) reads format %lld: a rollback could not read the "
+                                     "store back (install an intermediate version that reads "
+                                     "format %lld first)",
+                                     m->version, (long long)m->perm_compat, r->running,
+                                     (long long)r->perm_format, (long long)m->perm_compat);
         for (size_t i = 0; i < m->n_parts; i++) {
                 uint64_t room = 0;
                 if (r->sink->capacity &&

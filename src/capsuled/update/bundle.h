@@ -42,6 +42,9 @@ struct bundle_manifest {
         char version[BUNDLE_VERSION_MAX + 1];          /* "0.2.0" */
         char arch[32];                                 /* "x86_64" (uname -m) */
         char min_from_version[BUNDLE_VERSION_MAX + 1]; /* "" when absent */
+        /* What this version keeps on /perm (store/store.h's CAPSULE_PERM_FORMAT and _COMPAT):
+         * the format it writes and the oldest format a reader must know; 1 and 1 when absent. */
+        int64_t perm_format, perm_compat;
         struct bundle_part parts[BUNDLE_N_PARTS];      /* in archive order */
         size_t n_parts;
 };
@@ -86,6 +89,7 @@ struct bundle_reader_opts {
         const char *arch;            /* expected architecture, e.g. uname(2)'s machine */
         const char *running_version; /* the version booted now */
         bool allow_downgrade;        /* accept a version not newer than the running one */
+        int64_t perm_format;         /* the /perm format the running version reads */
         const struct bundle_sink *sink;
 };
 
@@ -100,7 +104,8 @@ int bundle_reader_new(const struct bundle_reader_opts *opts, struct bundle_reade
  *   INVALID_ARGUMENT     malformed tar (checksum, type, name, size, order) or manifest
  *   PERMISSION_DENIED    no trusted key, or the signature verifies with none of them
  *   FAILED_PRECONDITION  wrong architecture, not newer (without allow_downgrade), below
- *                        min_from_version
+ *                        min_from_version, a perm_compat above opts.perm_format (the running
+ *                        version could not read /perm after a rollback)
  *   RESOURCE_EXHAUSTED   a part larger than the sink's capacity
  *   DATA_LOSS            a part whose sha256 differs from the manifest's */
 int bundle_reader_feed(struct bundle_reader *r, const void *buf, size_t len, struct cap_error *err);

@@ -19,6 +19,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "store/store.h"
 
 #define KEY_LAST_GOOD "update.last_good_slot"
 #define KEY_PENDING "update.pending"
@@ -787,6 +788,7 @@ int updater_push_begin(struct updater *u, const struct updater_push_opts *o,
             .arch = u->arch,
             .running_version = u->running_version,
             .allow_downgrade = o->allow_downgrade,
+            .perm_format = CAPSULE_PERM_FORMAT,
             .sink = &p->sink,
         };
         if (bundle_reader_new(&ro, &p->r, err) < 0) {
