@@ -444,6 +444,14 @@ int guest_workload_start(struct guest_ctx *g, struct cap_error *err)
         if (r < 0) {
                 close(out[0]);
                 close(errp[0]);
+                /* as a shell (and docker) would say it: 127 not found, 126 found but not runnable;
+                 * recorded, so Status and the host's console marker carry it */
+                int code = r == -ENOENT || r == -ENOTDIR ? 127
+                           : r == -EACCES || r == -ENOEXEC || r == -EPERM ? 126
+                                                                         : 255;
+                pthread_mutex_lock(&g->lock);
+                record_workload_exit(g, W_EXITCODE(code, 0));
+                pthread_mutex_unlock(&g->lock);
                 return cap_error_prefix(err, "start workload");
         }
         pthread_mutex_lock(&g->lock);

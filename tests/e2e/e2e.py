@@ -770,10 +770,10 @@ def scenario_microvm_lifecycle(m):
     print(f"  restarts of exit3: {st.get('restarts')}, a next-restart time was seen {len(seen_backoff)} times", flush=True)
     st = wait_until(lambda: (lambda s: s if s.get("phase") in ("Exited", "Failed") else None)(status("nocmd")), 360, 2)
     logs = m.ctl("logs", "nocmd", check_rc=False).stdout
-    # capsule-guest cannot start it and powers off without an exit-code line: 255, and its log
-    # line says why
+    # capsule-guest cannot start it: exit code 127 as a shell says "not found", and its log line
+    # says why
     why = [l for l in logs.splitlines() if 'exec "/no/such/command"' in l]
-    check(st and st.get("lastExitCode", 0) != 0 and why and "No such file or directory" in why[0],
+    check(st and st.get("lastExitCode", 0) == 127 and why and "No such file or directory" in why[0],
           f"a command the image lacks: {st and st.get('phase')} with exit code "
           f"{st and st.get('lastExitCode')}, and the log says why: {why[:1]}")
     m.ctl("delete", "exit3", timeout=180)

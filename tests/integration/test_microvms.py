@@ -248,6 +248,16 @@ class MicroVMTest(unittest.TestCase):
         self.assertIn("capsule.local/nope:1", st["message"])
         self.assertEqual(qemu_pids("bad"), [])
         self.capsule.ctl(["delete", "bad"], check=True)
+        # a command the image lacks: the VM boots, capsule-guest cannot exec it and says why, and
+        # the exit code is a shell's 127 (not found), not a bare "no exit code" 255
+        self.apply("kind: MicroVM\nname: nocmd\nimage: capsule.local/busybox:latest\n"
+                   "command: [/no/such/command]\naccel: tcg\nrestart: never\n"
+                   "resources: {cpus: 1, memory: 128Mi}\n")
+        st = self.wait_status("nocmd", lambda s: s.get("phase") in ("Exited", "Failed"), 120,
+                              "nocmd to end")
+        self.assertEqual(st.get("lastExitCode"), 127, st)
+        self.assertIn('exec "/no/such/command"', self.logs("nocmd"))
+        self.capsule.ctl(["delete", "nocmd"], check=True)
 
     def host_mounted(self, volume):
         with open("/proc/self/mountinfo") as f:
