@@ -4,8 +4,8 @@
 #   capsule direct  QEMU start -> first successful `capsulectl version` (direct kernel boot),
 #                   first boot (initialises /perm) and second boot (activates it)
 #   capsule uefi    the same under OVMF + systemd-boot, as on hardware (first boot)
-# plus the image part sizes and the idle RSS of PID 1 and its services (logged by PID 1 30 s
-# after boot: "init: stats: rss ...").
+# plus the image part sizes, the idle RSS of PID 1 and its services (logged by PID 1 30 s
+# after boot: "init: stats: rss ...") and the second boot's timeline (`capsulectl health --boot`).
 # usage: bench/boot/run.sh [--build-dir DIR] [--no-uefi]   (needs out/capsule.raw: mkimage/build.sh)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -63,6 +63,9 @@ export CAPSULE_ACCEL=$accel
 direct1=$(run_capsule direct-first --direct)
 stop_vm
 direct2=$(run_capsule direct-second --direct --keep-disk)
+# where the second boot's time went (PID 1's and serve's phases, `capsulectl health --boot`)
+timeline=$(CAPSULECONFIG=$src/out/dev-config/capsuleconfig "$build_dir/src/capsulectl/capsulectl" \
+        --capsule "127.0.0.1:$port" health --boot 2>&1 | sed 's/^/  /' || true)
 # idle memory: PID 1 logs it 30 s after its services started
 for _ in $(seq 1 90); do grep -aq 'init: stats: rss' "$work/vm/serial.log" && break; sleep 1; done
 rss=$(grep -a 'init: stats: rss' "$work/vm/serial.log" | tail -1 | sed 's/.*stats: rss //')
@@ -83,4 +86,6 @@ Capsule boot benchmark ($accel, 2 vCPUs, 2 GiB, kernel $KERNEL_VERSION)
   capsule:  first API answer, UEFI, first boot         ${uefi1} s
 Image: vmlinuz $(mib "$VMLINUZ_BYTES"), initramfs $(mib "$INITRAMFS_BYTES"), root $(mib "$ROOTFS_BYTES") staged / $(mib "$SQUASHFS_BYTES") squashfs, capsule.raw $(mib "$RAW_ALLOCATED_BYTES") allocated of $(mib "$RAW_BYTES")
 Idle RSS: ${rss:-not reported}
+Boot timeline of the second direct boot (ms since the kernel started):
+$timeline
 R

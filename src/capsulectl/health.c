@@ -1,25 +1,55 @@
 /* `capsulectl health`: the capsule's own checks (store, containerd, perm, ...). Exit 1 if unhealthy. */
+#include <string.h>
+
 #include "capsule/v1/system.pb-c.h"
 #include "capsulectl.h"
 #include "rpc/rpc.h"
 
 static const char usage[] =
-    "usage: capsulectl health\n"
+    "usage: capsulectl health [--boot]\n"
     "\n"
     "Asks the capsule to run its health checks and prints each one. Exits 1 when any fails.\n"
     "\n"
-    "Options: none besides the global ones (`capsulectl --help`).\n"
+    "Options:\n"
+    "  --boot   print this boot's timeline instead: each phase of PID 1 (kernel, mounts,\n"
+    "           modules, /perm, network, services) and of capsuled serve up to the API\n"
+    "           answering, with its start (ms since the kernel started) and duration,\n"
+    "           like systemd-analyze. Exit status as without it.\n"
     "\n"
     "Examples:\n"
     "  capsulectl health\n"
-    "  capsulectl health -o json\n";
+    "  capsulectl health --boot\n"
+    "  capsulectl health -o json      # includes the timeline as \"boot\"\n";
+
+static void print_boot(struct ctl *ctl, const Capsule__V1__HealthResponse *h)
+{
+        fprintf(ctl->out, "%-46s %9s %9s\n", "PHASE", "START", "DURATION");
+        int64_t last = 0;
+        for (size_t i = 0; i < h->n_boot; i++) {
+                const Capsule__V1__BootPhase *p = h->boot[i];
+                fprintf(ctl->out, "%-46s %7lldms %7lldms\n", p->name, (long long)p->start_ms,
+                        (long long)(p->end_ms - p->start_ms));
+                if (p->end_ms > last)
+                        last = p->end_ms;
+        }
+        if (h->n_boot)
+                fprintf(ctl->out, "API answering %lld ms after the kernel started\n",
+                        (long long)last);
+        else
+                fprintf(ctl->out, "no boot timeline (this capsule does not record one)\n");
+}
 
 int cmd_health(struct ctl *ctl, int argc, char **argv)
 {
         if (ctl_wants_help(argc, argv, usage))
                 return CTL_EXIT_OK;
-        if (argc > 1) {
-                fprintf(ctl->err, "capsulectl health: unexpected argument \"%s\"\n%s", argv[1], usage);
+        bool boot = false;
+        for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "--boot") == 0) {
+                        boot = true;
+                        continue;
+                }
+                fprintf(ctl->err, "capsulectl health: unexpected argument \"%s\"\n%s", argv[i], usage);
                 return CTL_EXIT_USAGE;
         }
         struct rpc_client *c = ctl_client(ctl);
@@ -34,7 +64,9 @@ int cmd_health(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_ERROR;
         }
         Capsule__V1__HealthResponse *h = (Capsule__V1__HealthResponse *)resp;
-        if (ctl->output == CTL_OUT_TABLE) {
+        if (ctl->output == CTL_OUT_TABLE && boot) {
+                print_boot(ctl, h);
+        } else if (ctl->output == CTL_OUT_TABLE) {
                 fprintf(ctl->out, "%-12s %-6s %s\n", "CHECK", "STATUS", "MESSAGE");
                 for (size_t i = 0; i < h->n_checks; i++)
                         fprintf(ctl->out, "%-12s %-6s %s\n", h->checks[i]->name, h->checks[i]->ok ? "ok" : "FAIL",
@@ -57,6 +89,15 @@ int cmd_health(struct ctl *ctl, int argc, char **argv)
                 json_object_object_add(o, "checks", arr);
                 json_object_object_add(o, "bootUptimeSeconds", json_object_new_int64(h->boot_uptime_seconds));
                 json_object_object_add(o, "slot", json_object_new_string(h->slot));
+                struct json_object *bj = json_object_new_array();
+                for (size_t i = 0; i < h->n_boot; i++) {
+                        struct json_object *pj = json_object_new_object();
+                        json_object_object_add(pj, "name", json_object_new_string(h->boot[i]->name));
+                        json_object_object_add(pj, "startMs", json_object_new_int64(h->boot[i]->start_ms));
+                        json_object_object_add(pj, "endMs", json_object_new_int64(h->boot[i]->end_ms));
+                        json_object_array_add(bj, pj);
+                }
+                json_object_object_add(o, "boot", bj);
                 ctl_print_structured(ctl, o);
                 json_object_put(o);
         }

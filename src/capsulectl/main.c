@@ -31,6 +31,7 @@ static const struct ctl_opt opts_update[] = {
 static const struct ctl_opt opts_version[] = {{"client", 0, false}, {0}};
 static const struct ctl_opt opts_dmesg[] = {{"follow", 'f', false}, {0}};
 static const struct ctl_opt opts_reboot[] = {{"poweroff", 0, false}, {0}};
+static const struct ctl_opt opts_health[] = {{"boot", 0, false}, {0}};
 static const struct ctl_opt opts_machine_config[] = {
     {"file", 'f', true}, {"dry-run", 0, false}, {"replace-ca", 0, false}, {0}};
 /* gen has its own -o/--output and --context: they are not the global ones there */
@@ -82,7 +83,7 @@ const struct ctl_verb ctl_verbs[] = {
      subs_update, 0, CTL_FLEET_TABLE, false, false},
     {"version", cmd_version, "Print the client and server versions", opts_version, NULL, 0,
      CTL_FLEET_TABLE, false, false},
-    {"health", cmd_health, "Check the capsule's health", opts_none, NULL, 0, CTL_FLEET_TABLE, false,
+    {"health", cmd_health, "Check the capsule's health", opts_health, NULL, 0, CTL_FLEET_TABLE, false,
      false},
     {"metrics", cmd_metrics, "Print the capsule's metrics (Prometheus text format)", opts_none,
      NULL, 0, CTL_FLEET_LINES, false, false},

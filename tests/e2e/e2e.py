@@ -278,6 +278,14 @@ def scenario_boot(m):
           "capsule-up's last message gives the next commands")
     check(m.ctl("version").returncode == 0, "capsulectl version answers")
     check(m.ctl("health").returncode == 0, "capsulectl health is OK")
+    bt = m.ctl("health", "--boot").stdout
+    print("  " + bt.replace("\n", "\n  "), flush=True)
+    names = [p["name"] for p in m.ctl_json("health")["boot"]]
+    check(names[:6] == ["kernel", "init: early mounts", "init: kernel modules",
+                        "init: /perm (LVM, fsck, mount)", "init: network", "init: start services"]
+          and "init: capsuled-serve waits for containerd.sock" in names
+          and names[-1] == "serve: API answering",
+          f"health --boot shows PID 1's phases then serve's ({names})")
     con = m.console()
     check("perm: initialised" in con, "first boot initialised /perm (LVM + ext4)")
     check("tmpfs, nothing will survive" not in con, "/perm is not the tmpfs fallback")

@@ -59,6 +59,23 @@ class ApiTest(CapsuleTestCase):
         self.assertRegex(p.stdout, r"store\s+ok")
         self.assertIn("healthy", p.stdout)
 
+    def test_cli_health_boot(self):
+        """The boot timeline: in host mode serve's own phases, in order, each after the last."""
+        p = self.capsule.ctl(["health", "--boot"], check=True)
+        names = [l.split("  ")[0] for l in p.stdout.splitlines()[1:-1]]
+        self.assertEqual(names, ["serve: exec, load libraries", "serve: config, store, containerd",
+                                 "serve: microVMs, volumes", "serve: networking, reconciler",
+                                 "serve: API answering"], p.stdout)
+        self.assertRegex(p.stdout, r"API answering \d+ ms after the kernel started")
+        boot = json.loads(self.capsule.ctl(["-o", "json", "health"], check=True).stdout)["boot"]
+        self.assertEqual(len(boot), 5)
+        for a, b in zip(boot, boot[1:]):
+            self.assertLessEqual(a["startMs"], a["endMs"])
+            self.assertLessEqual(a["endMs"], b["startMs"], boot)
+        bad = self.capsule.ctl(["health", "--boat"])
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn('unknown option "--boat"', bad.stderr)
+
     def test_python_grpcio_admin(self):
         v = self.version(self.cert, self.key)
         self.assertEqual(v.mode, "host")

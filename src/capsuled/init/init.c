@@ -37,6 +37,7 @@
 
 #include "build-id.h"
 #include "../../common/log.h"
+#include "../../common/timeline.h"
 #include "../capsuled.h"
 #include "init.h"
 
@@ -93,9 +94,29 @@ static void handle_signals(int sfd)
         }
 }
 
+/* The boot timeline (common/timeline.h): each phase of boot() as it ends, rewritten to
+ * TIMELINE_PATH so `capsulectl health --boot` shows it even when a later phase hangs. */
+static struct timeline boot_timeline;
+
+void init_boot_phase(const char *name, int64_t start_ms)
+{
+        timeline_add(&boot_timeline, name, start_ms, timeline_now_ms());
+        int r = timeline_write(&boot_timeline, TIMELINE_PATH);
+        if (r < 0)
+                log_warn("boot timeline: %s: %s", TIMELINE_PATH, strerror(-r));
+}
+
+static void boot_phase(const char *name, int64_t *since)
+{
+        init_boot_phase(name, *since);
+        *since = timeline_now_ms();
+}
+
 static void boot(void)
 {
         int64_t t0 = now_ms();
+        int64_t mark = timeline_now_ms();
+        timeline_add(&boot_timeline, "kernel", 0, mark);
         umask(022);
         if (mounts_early() < 0)
                 fprintf(stderr, "init: some early mounts failed\n");
@@ -104,11 +125,16 @@ static void boot(void)
         log_set_component("init");
         klogctl(8 /* SYSLOG_ACTION_CONSOLE_LEVEL */, NULL, CONSOLE_LOGLEVEL);
         log_info("capsuled %s (build %s) starting as PID 1", CAPSULE_VERSION, CAPSULE_BUILD);
+        boot_phase("init: early mounts", &mark);
         modules_load();
+        boot_phase("init: kernel modules", &mark);
         perm_setup();
+        boot_phase("init: /perm (LVM, fsck, mount)", &mark);
         network_setup();
+        boot_phase("init: network", &mark);
         watchdog_open();
         supervise_start_all();
+        boot_phase("init: start services", &mark);
         log_info("boot: services started %lld ms after PID 1 start", (long long)(now_ms() - t0));
 }
 

@@ -36,6 +36,9 @@
 int run_cmd(char *const argv[], int timeout_ms, char *out, size_t out_size);
 /* Monotonic clock in milliseconds. */
 int64_t now_ms(void);
+/* Records a boot phase from start_ms (CLOCK_BOOTTIME ms, common/timeline.h) to now in the boot
+ * timeline (`capsulectl health --boot`). */
+void init_boot_phase(const char *name, int64_t start_ms);
 
 /* ---- mounts.c ---- */
 /* proc, sys, dev, devpts, /dev/shm, /run, /tmp, cgroup2, bpf. Logs and continues on failure. */

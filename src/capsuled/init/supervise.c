@@ -19,6 +19,7 @@
 
 #include "../../common/cleanup.h"
 #include "../../common/log.h"
+#include "../../common/timeline.h"
 #include "init.h"
 
 #define BACKOFF_MIN_MS 1000
@@ -36,6 +37,7 @@ struct service {
         const char *only_if; /* registered only when this path exists */
         const char *after;   /* start only once this path exists (or after AFTER_TIMEOUT_MS) */
         int64_t after_deadline;
+        int64_t after_since; /* CLOCK_BOOTTIME ms when the first start began to wait */
         pid_t pid;
         int out_fd;         /* read end of the child's stdout/stderr pipe, -1 if none */
         int64_t started_at; /* monotonic ms of the last start */
@@ -210,6 +212,7 @@ int supervise_start_all(void)
                 if (s->after) {
                         /* first start waits for its dependency; restarts do not */
                         s->after_deadline = now_ms() + AFTER_TIMEOUT_MS;
+                        s->after_since = timeline_now_ms();
                         service_schedule(s, 0);
                         continue;
                 }
@@ -271,6 +274,12 @@ int supervise_tick(void)
                         if (s->after_deadline && now >= s->after_deadline)
                                 log_warn("%s: %s still missing after %d s, starting anyway",
                                          s->name, s->after, AFTER_TIMEOUT_MS / 1000);
+                        if (s->after_deadline) {
+                                char what[TIMELINE_NAME_MAX + 1];
+                                snprintf(what, sizeof(what), "init: %s waits for %s", s->name,
+                                         strrchr(s->after, '/') + 1);
+                                init_boot_phase(what, s->after_since);
+                        }
                         s->after_deadline = 0;
                         if (service_start(s) < 0) {
                                 log_error("%s: start failed: %s", s->name, strerror(errno));

@@ -2,6 +2,7 @@
  * capsule.v1 API over mutual TLS and runs until SIGTERM/SIGINT, then shuts down cleanly.
  * On a Capsule PID 1 starts it with --os; on a development host it runs alone ("host mode"). */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -339,6 +340,33 @@ static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, stru
         return 0;
 }
 
+/* When this process started, in ms since the kernel started (/proc/self/stat's starttime is in
+ * clock ticks since boot): the gap to run()'s start is exec and loading the libraries. */
+static int64_t process_start_ms(void)
+{
+        char buf[1024];
+        _cleanup_close_ int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+        if (n <= 0)
+                return -1;
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        unsigned long long start = 0;
+        /* after ") ": state is field 3; starttime is field 22 */
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+                                "%*d %*d %*d %llu", &start) != 1)
+                return -1;
+        long hz = sysconf(_SC_CLK_TCK);
+        return hz > 0 ? (int64_t)(start * 1000ULL / (unsigned long long)hz) : -1;
+}
+
+static void boot_phase(struct serve_ctx *ctx, const char *name, int64_t *since)
+{
+        int64_t now = timeline_now_ms();
+        timeline_add(&ctx->boot, name, *since, now);
+        *since = now;
+}
+
 static int run(struct serve_opts *o)
 {
         struct serve_ctx ctx = {
@@ -349,6 +377,9 @@ static int run(struct serve_opts *o)
         struct cap_error err = {0};
         int rc = 1;
         clock_gettime(CLOCK_MONOTONIC, &ctx.started);
+        int64_t mark = timeline_now_ms(), exec_ms = process_start_ms();
+        if (exec_ms >= 0 && exec_ms <= mark)
+                timeline_add(&ctx.boot, "serve: exec, load libraries", exec_ms, mark);
 
         /* Block the shutdown signals in every thread; the main thread waits for them. */
         sigset_t sigs;
@@ -401,10 +432,12 @@ static int run(struct serve_opts *o)
                 log_error("containers: %s", err.msg);
                 goto out;
         }
+        boot_phase(&ctx, "serve: config, store, containerd", &mark);
         /* The microVM driver before volumes: the VMs that kept running hold their volumes. */
         vms_start(&ctx, o);
         /* Volumes and networking (volume/, net/): before the reconciler, which uses them. */
         volumes_start(o->root, o->os_mode, ctx.store, &ctx.volumes, claim_disk_volumes, &ctx.drivers);
+        boot_phase(&ctx, "serve: microVMs, volumes", &mark);
         ctx.images = (struct images_env){.root = o->root,
                                          .ctrd = ctx.image_store,
                                          .store = ctx.store,
@@ -421,6 +454,7 @@ static int run(struct serve_opts *o)
                 log_error("reconciler: %s", err.msg);
                 goto out;
         }
+        boot_phase(&ctx, "serve: networking, reconciler", &mark);
         struct rpc_server_opts sopts = {.authorize = serve_authorize, .authorize_ud = &ctx};
         ctx.server = rpc_server_new(&sopts, &err);
         if (!ctx.server || serve_register_services(&ctx, ctx.server, &err) < 0) {
@@ -445,6 +479,8 @@ static int run(struct serve_opts *o)
         if (o->update_sysroot)
                 snprintf(ctx.update_sysroot, sizeof(ctx.update_sysroot), "%s", o->update_sysroot);
         serve_updates_start(&ctx);
+        /* the last phase before the API answers (Health reads ctx.boot from then on) */
+        boot_phase(&ctx, "serve: API answering", &mark);
         if (rpc_server_start(ctx.server, &err) < 0) {
                 log_error("start: %s", err.msg);
                 goto out;

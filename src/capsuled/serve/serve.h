@@ -9,6 +9,7 @@
 
 #include "capsule/v1/workloads.pb-c.h"
 #include "common/config.h"
+#include "common/timeline.h"
 #include "driver/driver.h"
 #include "images/images.h"
 #include "rpc/rpc.h"
@@ -44,6 +45,7 @@ struct serve_ctx {
         struct serve_config_ref *live; /* the config on disk now: its registries are in effect */
         struct store *store;
         struct timespec started; /* CLOCK_MONOTONIC at start */
+        struct timeline boot;    /* serve's own start phases, complete before the API answers */
         struct rpc_server *server;
         char self_exe[4096];   /* this binary, for the shim's log-writer (binary:// URI) */
         char log_writer[4096]; /* what the shim runs as log writer: capsule-log-writer, or self_exe

@@ -205,6 +205,36 @@ size_t serve_health_collect(struct serve_ctx *ctx, struct serve_check *out, size
         return n;
 }
 
+/* PID 1's phases (its file, on a Capsule) then serve's own. A file that does not parse is left
+ * out with a warning: the timeline is for reading, never a reason to fail Health. */
+static int boot_timeline_fill(struct serve_ctx *ctx, Capsule__V1__HealthResponse *r)
+{
+        struct timeline t = {0};
+        struct cap_error terr = {0};
+        if (ctx->os_mode && timeline_read(TIMELINE_PATH, &t, &terr) < 0 && terr.msg[0]) {
+                log_warn("%s", terr.msg);
+                t.n = 0;
+        }
+        for (size_t i = 0; i < ctx->boot.n; i++)
+                timeline_add(&t, ctx->boot.phases[i].name, ctx->boot.phases[i].start_ms,
+                             ctx->boot.phases[i].end_ms);
+        r->boot = calloc(t.n ? t.n : 1, sizeof(*r->boot));
+        if (!r->boot)
+                return -ENOMEM;
+        for (size_t i = 0; i < t.n; i++) {
+                Capsule__V1__BootPhase *p = malloc(sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                capsule__v1__boot_phase__init(p);
+                r->boot[r->n_boot++] = p;
+                if (!(p->name = strdup(t.phases[i].name)))
+                        return -ENOMEM;
+                p->start_ms = t.phases[i].start_ms;
+                p->end_ms = t.phases[i].end_ms;
+        }
+        return 0;
+}
+
 int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err)
 {
@@ -223,6 +253,8 @@ int system_health(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                 all_ok &= checks[i].ok;
         }
         r->ok = all_ok;
+        if (boot_timeline_fill(ctx, r) < 0)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         r->boot_uptime_seconds = boot_uptime_seconds();
         r->slot = ctx->os_mode ? serve_booted_slot() : strdup("");
         if (!r->slot)
