@@ -126,15 +126,21 @@ static void on_driver_event(const struct driver_event *ev, void *ud)
         reconciler_kick(r);
 }
 
-/* The stopper's done callback (on its thread): release what a deleted or replaced workload held,
- * then look again (a replacement starts, a delete's waiter sees the state settle). */
+/* The stopper's release callback (on its thread, the stop still busy): release the network and
+ * volumes of a deleted or replaced workload. */
 static void on_stopped(const char *name, struct workload_driver *drv, unsigned flags, void *ud)
 {
         struct reconciler *r = ud;
         (void)drv;
         if (flags & STOPPER_DETACH)
                 serve_workload_detached(r->ctx, name);
-        reconciler_kick(r);
+}
+
+/* Once a stop is over: look again (a replacement or restart starts, a pass whose listing
+ * predates the end of the stop is followed by one that does not). */
+static void on_stop_finished(void *ud)
+{
+        reconciler_kick(ud);
 }
 
 struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
@@ -152,7 +158,7 @@ struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&r->cond, &ca);
         pthread_condattr_destroy(&ca);
-        r->stopper = stopper_new(on_stopped, r, err);
+        r->stopper = stopper_new(on_stopped, on_stop_finished, r, err);
         if (!r->stopper) {
                 reconciler_free(r);
                 return NULL;
@@ -438,7 +444,8 @@ static void history_save(struct reconciler *r, struct wl_state *s, const struct 
 /* Brings one desired workload to its desired state; returns the monotonic time at which it wants
  * another look (0 = none). */
 static int64_t reconcile_one(struct reconciler *r, const struct store_workload *w,
-                             const Capsule__V1__WorkloadSpec *spec, struct actual *a)
+                             const Capsule__V1__WorkloadSpec *spec, struct actual *a,
+                             unsigned long epoch)
 {
         struct cap_error err = {0};
         pthread_mutex_lock(&r->lock);
@@ -468,6 +475,8 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                 pthread_mutex_unlock(&r->lock);
                 return 0;
         }
+        if (a && stopper_epoch(r->stopper) != epoch)
+                return 0; /* a stop ended since the listing: it may be gone; the next pass sees */
         if (a) {
                 if (a->generation != w->generation || a->drv != drv) {
                         set_phase(r, s, CAPSULE__V1__PHASE__STOPPING, "replacing generation %llu with %llu",
@@ -584,6 +593,7 @@ struct pass_work {
         const struct store_workload *ws;
         size_t n;
         struct actual_list *actual;
+        unsigned long epoch; /* the stopper's, before the listing */
         atomic_size_t next;
         pthread_mutex_t lock; /* for wake */
         int64_t wake;
@@ -599,7 +609,7 @@ static void *pass_worker(void *arg)
                         log_error("reconcile: workload %s: stored spec does not decode", w->name);
                         continue;
                 }
-                int64_t t = reconcile_one(pw->r, w, spec, find_actual(pw->actual, w->name));
+                int64_t t = reconcile_one(pw->r, w, spec, find_actual(pw->actual, w->name), pw->epoch);
                 capsule__v1__workload_spec__free_unpacked(spec, NULL);
                 pthread_mutex_lock(&pw->lock);
                 if (t && (!pw->wake || t < pw->wake))
@@ -613,9 +623,9 @@ static void *pass_worker(void *arg)
  * on the drivers and the CNI plugins), so that workloads applied together start together.
  * Returns the earliest deadline asked for (0 = none). */
 static int64_t reconcile_all(struct reconciler *r, const struct store_workload *ws, size_t n,
-                             struct actual_list *actual)
+                             struct actual_list *actual, unsigned long epoch)
 {
-        struct pass_work pw = {.r = r, .ws = ws, .n = n, .actual = actual};
+        struct pass_work pw = {.r = r, .ws = ws, .n = n, .actual = actual, .epoch = epoch};
         atomic_init(&pw.next, 0);
         pthread_mutex_init(&pw.lock, NULL);
         pthread_t helpers[RECONCILE_PARALLEL - 1];
@@ -642,6 +652,7 @@ static int64_t reconcile_pass(struct reconciler *r)
                 return 0;
         }
         struct actual_list actual = {0};
+        unsigned long epoch = stopper_epoch(r->stopper);
         for (size_t i = 0; i < DRIVER_KINDS; i++) {
                 struct workload_driver *drv = r->ctx->drivers.by_kind[i];
                 actual.drv = drv;
@@ -657,7 +668,7 @@ static int64_t reconcile_pass(struct reconciler *r)
                 s->seen = false;
         pthread_mutex_unlock(&r->lock);
 
-        int64_t t = reconcile_all(r, ws, n, &actual);
+        int64_t t = reconcile_all(r, ws, n, &actual, epoch);
         if (t && (!wake || t < wake))
                 wake = t;
         /* orphans: labelled ours, not desired */
@@ -666,6 +677,8 @@ static int64_t reconcile_pass(struct reconciler *r)
                         continue;
                 if (stopper_busy(r->stopper, actual.v[i].name))
                         continue; /* a delete is stopping it */
+                if (stopper_epoch(r->stopper) != epoch)
+                        break; /* a stop ended since the listing: the pass it kicked looks again */
                 log_info("reconcile: removing orphan %s", actual.v[i].name);
                 stop_workload_async(r, actual.v[i].name, actual.v[i].drv, RECONCILE_STOP_GRACE_MS, true);
                 events_publish(r->ctx->events, "workload", actual.v[i].name, "removed", "not desired");

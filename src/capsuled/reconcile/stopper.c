@@ -30,11 +30,14 @@ struct stopper {
         struct stop_job *jobs;
         unsigned parallel, workers;
         bool closing;
-        stopper_done_fn done;
+        unsigned long epoch;
+        stopper_release_fn release;
+        stopper_finished_fn finished;
         void *ud;
 };
 
-struct stopper *stopper_new(stopper_done_fn done, void *ud, struct cap_error *err)
+struct stopper *stopper_new(stopper_release_fn release, stopper_finished_fn finished, void *ud,
+                            struct cap_error *err)
 {
         struct stopper *s = calloc(1, sizeof(*s));
         if (!s) {
@@ -48,7 +51,8 @@ struct stopper *stopper_new(stopper_done_fn done, void *ud, struct cap_error *er
         pthread_cond_init(&s->cond, &ca);
         pthread_condattr_destroy(&ca);
         s->parallel = STOPPER_PARALLEL;
-        s->done = done;
+        s->release = release;
+        s->finished = finished;
         s->ud = ud;
         return s;
 }
@@ -75,17 +79,29 @@ static struct stop_job *job_take(struct stopper *s)
         return NULL;
 }
 
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void job_run(struct stopper *s, const struct stop_job *j)
 {
         struct cap_error err = {0};
+        int64_t t0 = mono_ms();
         if (j->drv->ops->stop(j->drv, j->name, j->grace_ms, NULL, &err) < 0) {
                 log_warn("stop %s: %s", j->name, err.msg);
                 cap_error_clear(&err);
         }
+        int64_t t1 = mono_ms();
         if ((j->flags & STOPPER_REMOVE) && j->drv->ops->remove(j->drv, j->name, &err) < 0)
                 log_warn("remove %s %s: %s", j->drv->noun, j->name, err.msg);
-        if (s->done)
-                s->done(j->name, j->drv, j->flags, s->ud);
+        int64_t t2 = mono_ms();
+        if (s->release)
+                s->release(j->name, j->drv, j->flags, s->ud);
+        log_debug("stopped %s: stop %lld ms (grace %d ms), remove %lld ms, release %lld ms", j->name,
+                  (long long)(t1 - t0), j->grace_ms, (long long)(t2 - t1), (long long)(mono_ms() - t2));
 }
 
 static void *worker(void *arg)
@@ -102,7 +118,13 @@ static void *worker(void *arg)
                                 break;
                         }
                 free(j);
+                s->epoch++;
                 pthread_cond_broadcast(&s->cond);
+                if (s->finished) {
+                        pthread_mutex_unlock(&s->lock);
+                        s->finished(s->ud);
+                        pthread_mutex_lock(&s->lock);
+                }
         }
         s->workers--;
         pthread_cond_broadcast(&s->cond);
@@ -172,6 +194,14 @@ int stopper_submit(struct stopper *s, const char *name, struct workload_driver *
         }
         pthread_mutex_unlock(&s->lock);
         return 0;
+}
+
+unsigned long stopper_epoch(struct stopper *s)
+{
+        pthread_mutex_lock(&s->lock);
+        unsigned long e = s->epoch;
+        pthread_mutex_unlock(&s->lock);
+        return e;
 }
 
 bool stopper_busy(struct stopper *s, const char *name)

@@ -22,16 +22,23 @@ enum stopper_flags {
         STOPPER_DETACH = 1u << 1, /* and release its network and volumes (for done to do) */
 };
 
-/* Called on the job's thread once a job has finished (whatever the outcome). */
-typedef void (*stopper_done_fn)(const char *name, struct workload_driver *drv, unsigned flags,
-                                void *ud);
+/* Called on the job's thread after the stop and removal (whatever the outcome), while the job
+ * still counts as busy: release what the workload held here. */
+typedef void (*stopper_release_fn)(const char *name, struct workload_driver *drv, unsigned flags,
+                                   void *ud);
+/* Called on the job's thread once the job is gone (not busy, stopper_epoch advanced). */
+typedef void (*stopper_finished_fn)(void *ud);
 
-struct stopper *stopper_new(stopper_done_fn done, void *ud, struct cap_error *err);
+struct stopper *stopper_new(stopper_release_fn release, stopper_finished_fn finished, void *ud,
+                            struct cap_error *err);
 /* Queues "stop NAME through drv: SIGTERM (a microVM: its guest's Stop), grace_ms, SIGKILL" with
  * flags. grace_ms 0 kills at once. -EALREADY if a job for NAME is queued or running (nothing is
  * queued then). */
 int stopper_submit(struct stopper *s, const char *name, struct workload_driver *drv, int grace_ms,
                    unsigned flags, struct cap_error *err);
+/* Counts finished jobs: a listing of workloads taken before the count changed may show what a
+ * job has since removed. */
+unsigned long stopper_epoch(struct stopper *s);
 /* True while a job for NAME is queued or running. */
 bool stopper_busy(struct stopper *s, const char *name);
 /* Waits until no job for NAME is queued or running: 0, or -ETIMEDOUT after timeout_ms. */
