@@ -2,7 +2,7 @@
  * on up to RECONCILE_PARALLEL workloads at once (each on one thread at a time). Stops (deletes,
  * orphans, replacements, restarts) are handed to the stopper (stopper.h), which runs them beside
  * each other and beside the passes: a pass never waits out a grace period, and a workload with a
- * stop in flight is left alone (STOPPING) until the stopper's done callback kicks a pass again.
+ * stop in flight is left alone (STOPPING) until the stopper's finished callback kicks a pass.
  * Driver operations run without the state lock, status updates take it briefly. It calls the
  * drivers only through their ops tables (driver/driver.h): nothing here knows what kind a
  * workload is. */

@@ -5,7 +5,9 @@
  * Level-triggered: one thread runs a full pass on every kick (Apply, Delete, Restart), on every
  * exit event from a driver, at the earliest backoff deadline, and every RESYNC seconds.
  * Within a pass, up to RECONCILE_PARALLEL workloads are worked on at once, so that workloads
- * applied together start together rather than one after another.
+ * applied together start together rather than one after another. Stops (deletes, orphans,
+ * replacements, restarts) run on the stopper (stopper.h), up to STOPPER_PARALLEL at once and
+ * beside the passes, so that stops never wait one grace period after another.
  * A pass is idempotent: it adopts workloads that already run the desired generation (after a
  * `capsuled serve` restart), replaces those of an older generation or another kind, removes
  * orphans (listed by a driver but not desired), and restarts exited ones according to their restart policy
