@@ -108,7 +108,7 @@ def main():
         for label, grace, c, r in rows:
             print(f"  {label:8} grace {grace:2d} s: capsule {c:7.2f} s  ctr {r:7.2f} s  "
                   f"ratio {c / r:5.2f}  beyond the grace period: {(c - grace) / a.n * 1000:5.1f} ms per workload"
-                  f"  (serial would be >= {a.n * grace} s)")
+                  + (f"  (one after another: >= {a.n * grace} s)" if grace else ""))
     finally:
         cap.stop()
         cd.stop()
