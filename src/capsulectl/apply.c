@@ -4,6 +4,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -190,7 +194,8 @@ static int parse_files(struct ctl *ctl, int argc, char **argv, const char *usage
         return n;
 }
 
-static int delete_workload(struct ctl *ctl, struct rpc_client *c, const char *name);
+static int delete_workloads(struct ctl *ctl, struct rpc_client *c, const char *const *names, size_t n,
+                            int64_t grace_ms, bool force);
 
 /* --prune: deletes the workloads the capsule has that set does not declare. */
 static int prune_undeclared(struct ctl *ctl, struct rpc_client *c, const struct manifest_set *set, bool dry_run)
@@ -205,7 +210,9 @@ static int prune_undeclared(struct ctl *ctl, struct rpc_client *c, const struct 
         }
         const Capsule__V1__ListResponse *l = (const Capsule__V1__ListResponse *)resp;
         int rc = 0;
-        for (size_t i = 0; i < l->n_workloads; i++) {
+        _cleanup_free_ const char **doomed = calloc(l->n_workloads + 1, sizeof(char *));
+        size_t n_doomed = 0;
+        for (size_t i = 0; doomed && i < l->n_workloads; i++) {
                 const char *name = l->workloads[i]->spec ? l->workloads[i]->spec->name : NULL;
                 if (!name)
                         continue;
@@ -217,9 +224,11 @@ static int prune_undeclared(struct ctl *ctl, struct rpc_client *c, const struct 
                         continue;
                 if (dry_run)
                         fprintf(ctl->out, "workload/%s deleted (dry run: not declared)\n", name);
-                else if (delete_workload(ctl, c, name) < 0)
-                        rc = -1;
+                else
+                        doomed[n_doomed++] = name;
         }
+        if (!doomed || delete_workloads(ctl, c, doomed, n_doomed, 0, false) < 0)
+                rc = -1;
         protobuf_c_message_free_unpacked(resp, NULL);
         return rc;
 }
@@ -403,11 +412,13 @@ int cmd_diff(struct ctl *ctl, int argc, char **argv)
 /* ---- delete ---------------------------------------------------------------------------------- */
 
 static const char delete_usage[] =
-    "usage: capsulectl delete NAME...\n"
-    "       capsulectl delete -f FILE|DIR|- [--volumes]\n"
+    "usage: capsulectl delete NAME... [--grace DURATION | --force]\n"
+    "       capsulectl delete -f FILE|DIR|- [--volumes] [--grace DURATION | --force]\n"
     "\n"
-    "Deletes workloads: stops them (SIGTERM, 10 s grace, SIGKILL), removes their containers and\n"
-    "logs. With -f, deletes the workloads of the manifests; their volumes (data!) are kept unless\n"
+    "Deletes workloads: stops them (SIGTERM, a grace period, SIGKILL; a microVM: its guest's\n"
+    "Stop, then QEMU quits), removes their containers and logs, and returns once they are gone.\n"
+    "Several workloads are deleted at once: deleting many takes one grace period, not one each.\n"
+    "With -f, deletes the workloads of the manifests; their volumes (data!) are kept unless\n"
     "--volumes is given.\n"
     "\n"
     "Options:\n"
@@ -415,27 +426,116 @@ static const char delete_usage[] =
     "                        repeated (default: the NAMEs given)\n"
     "  --volumes             with -f, also delete the manifests' volumes and their data\n"
     "                        (default: volumes are kept)\n"
+    "  --grace DURATION      how long each workload may take to exit after SIGTERM before\n"
+    "                        SIGKILL: 500ms, 5s, 2m, at most 1h (default: 10s)\n"
+    "  --force               SIGKILL at once, no grace period (same as --grace 0s; default:\n"
+    "                        off)\n"
     "\n"
     "Examples:\n"
     "  capsulectl delete web\n"
+    "  capsulectl delete web db --grace 30s\n"
     "  capsulectl delete -f examples/web.yaml --volumes\n";
 
-static int delete_workload(struct ctl *ctl, struct rpc_client *c, const char *name)
+/* The most Delete calls in flight at once (the capsule stops up to 64 workloads at once). */
+#define DELETE_PARALLEL 64
+#define DELETE_GRACE_MAX_NS (3600LL * 1000000000LL)
+
+/* Deletes of several workloads, run on DELETE_PARALLEL threads, reported in the order asked. */
+struct delete_batch {
+        struct ctl *ctl;
+        struct rpc_client *c;
+        const char *const *names;
+        size_t n;
+        int64_t grace_ms; /* 0: the capsule's default */
+        bool force;
+        atomic_size_t next;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        struct delete_result {
+                bool done, ok, still_stopping;
+                struct cap_error err;
+        } *res;
+};
+
+static void delete_one(struct delete_batch *b, size_t i)
 {
         Capsule__V1__DeleteRequest req = CAPSULE__V1__DELETE_REQUEST__INIT;
-        req.name = (char *)name;
+        req.name = (char *)b->names[i];
+        req.grace_ms = b->grace_ms;
+        req.force = b->force;
         ProtobufCMessage *resp = NULL;
         struct cap_error err = {0};
-        if (rpc_unary(c, "/capsule.v1.Workloads/Delete", &req.base, &capsule__v1__delete_response__descriptor,
-                      &resp, ctl->timeout_ms > 90000 ? ctl->timeout_ms : 90000, &err) < 0) {
-                char what[128];
-                snprintf(what, sizeof(what), "delete %s", name);
-                ctl_print_error(ctl, what, &err);
+        /* the capsule waits for the stop: its grace period (10 s by default) plus a margin */
+        int64_t wait_ms = (b->grace_ms ? b->grace_ms : 10000) + 90000;
+        int timeout_ms = b->ctl->timeout_ms > wait_ms ? b->ctl->timeout_ms : (int)wait_ms;
+        int rc = rpc_unary(b->c, "/capsule.v1.Workloads/Delete", &req.base,
+                           &capsule__v1__delete_response__descriptor, &resp, timeout_ms, &err);
+        pthread_mutex_lock(&b->lock);
+        struct delete_result *r = &b->res[i];
+        r->ok = rc == 0;
+        r->err = err;
+        r->still_stopping = resp && ((const Capsule__V1__DeleteResponse *)resp)->still_stopping;
+        r->done = true;
+        pthread_cond_broadcast(&b->cond);
+        pthread_mutex_unlock(&b->lock);
+        if (resp)
+                protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void *delete_worker(void *arg)
+{
+        struct delete_batch *b = arg;
+        for (size_t i; (i = atomic_fetch_add(&b->next, 1)) < b->n;)
+                delete_one(b, i);
+        return NULL;
+}
+
+/* Deletes names[0..n) at once; prints one line per workload in the order given. Returns 0 when
+ * every delete succeeded, else -1 (each failure printed). */
+static int delete_workloads(struct ctl *ctl, struct rpc_client *c, const char *const *names, size_t n,
+                            int64_t grace_ms, bool force)
+{
+        if (n == 0)
+                return 0;
+        struct delete_batch b = {.ctl = ctl, .c = c, .names = names, .n = n, .grace_ms = grace_ms,
+                                 .force = force};
+        _cleanup_free_ struct delete_result *res = calloc(n, sizeof(*res));
+        if (!res) {
+                fprintf(ctl->err, "capsulectl delete: out of memory\n");
                 return -1;
         }
-        protobuf_c_message_free_unpacked(resp, NULL);
-        fprintf(ctl->out, "workload/%s deleted\n", name);
-        return 0;
+        b.res = res;
+        atomic_init(&b.next, 0);
+        pthread_mutex_init(&b.lock, NULL);
+        pthread_cond_init(&b.cond, NULL);
+        pthread_t th[DELETE_PARALLEL];
+        size_t nth = 0;
+        while (nth < DELETE_PARALLEL && nth < n && pthread_create(&th[nth], NULL, delete_worker, &b) == 0)
+                nth++;
+        if (nth == 0)
+                delete_worker(&b); /* no thread: one after another, here */
+        int rc = 0;
+        for (size_t i = 0; i < n; i++) {
+                pthread_mutex_lock(&b.lock);
+                while (!res[i].done)
+                        pthread_cond_wait(&b.cond, &b.lock);
+                pthread_mutex_unlock(&b.lock);
+                if (!res[i].ok) {
+                        char what[128];
+                        snprintf(what, sizeof(what), "delete %s", names[i]);
+                        ctl_print_error(ctl, what, &res[i].err);
+                        rc = -1;
+                } else if (res[i].still_stopping) {
+                        fprintf(ctl->out, "workload/%s deleted (still stopping)\n", names[i]);
+                } else {
+                        fprintf(ctl->out, "workload/%s deleted\n", names[i]);
+                }
+        }
+        for (size_t i = 0; i < nth; i++)
+                pthread_join(th[i], NULL);
+        pthread_cond_destroy(&b.cond);
+        pthread_mutex_destroy(&b.lock);
+        return rc;
 }
 
 static int delete_volume(struct ctl *ctl, struct rpc_client *c, const char *name)
@@ -462,18 +562,36 @@ int cmd_delete(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_OK;
         static const struct option opts[] = {
                 {"filename", required_argument, NULL, 'f'}, {"volumes", no_argument, NULL, 'v'},
+                {"grace", required_argument, NULL, 'g'},    {"force", no_argument, NULL, 'F'},
                 {NULL, 0, NULL, 0},
         };
         _cleanup_free_ char **files = calloc((size_t)argc + 1, sizeof(char *));
         size_t nf = 0;
-        bool volumes = false;
+        bool volumes = false, force = false, grace_given = false;
+        int64_t grace_ns = 0;
         int ch;
         while ((ch = getopt_long(argc, argv, "f:", opts, NULL)) != -1) {
-                if (ch == 'f')
+                if (ch == 'f') {
                         files[nf++] = optarg;
-                else if (ch == 'v')
+                } else if (ch == 'v') {
                         volumes = true;
-                else {
+                } else if (ch == 'F') {
+                        force = true;
+                } else if (ch == 'g') {
+                        grace_given = true;
+                        if (ctl_parse_duration(optarg, &grace_ns) < 0) {
+                                fprintf(ctl->err,
+                                        "capsulectl delete: --grace %s: expected a duration like 500ms, 5s "
+                                        "or 2m\n",
+                                        optarg);
+                                return CTL_EXIT_USAGE;
+                        }
+                        if (grace_ns > DELETE_GRACE_MAX_NS) {
+                                fprintf(ctl->err, "capsulectl delete: --grace %s: above the maximum of 1h\n",
+                                        optarg);
+                                return CTL_EXIT_USAGE;
+                        }
+                } else {
                         fputs(delete_usage, ctl->err);
                         return CTL_EXIT_USAGE;
                 }
@@ -482,17 +600,28 @@ int cmd_delete(struct ctl *ctl, int argc, char **argv)
                 fprintf(ctl->err, "capsulectl delete: give either NAME... or -f FILE\n%s", delete_usage);
                 return CTL_EXIT_USAGE;
         }
+        if (force && grace_given) {
+                fprintf(ctl->err, "capsulectl delete: give either --grace or --force, not both\n");
+                return CTL_EXIT_USAGE;
+        }
+        /* --grace 0s is --force; below 1 ms rounds up (0 would mean the default) */
+        int64_t grace_ms = grace_given ? (grace_ns + 999999) / 1000000 : 0;
+        if (grace_given && grace_ns == 0)
+                force = true;
         struct manifest_set set = {0};
         if (nf && load_manifests(ctl, files, nf, &set) < 0)
                 return CTL_EXIT_ERROR;
-        struct rpc_client *c = ctl_client(ctl);
+        _cleanup_free_ const char **names = calloc((size_t)argc + set.n + 1, sizeof(char *));
+        size_t n = 0;
+        for (int i = optind; names && i < argc; i++)
+                names[n++] = argv[i];
+        for (size_t i = 0; names && i < set.n; i++)
+                if (set.docs[i].kind != MANIFEST_KIND_VOLUME)
+                        names[n++] = set.docs[i].workload->name;
+        struct rpc_client *c = names ? ctl_client(ctl) : NULL;
         int rc = c ? CTL_EXIT_OK : CTL_EXIT_ERROR;
-        for (int i = optind; c && i < argc; i++)
-                if (delete_workload(ctl, c, argv[i]) < 0)
-                        rc = CTL_EXIT_ERROR;
-        for (size_t i = 0; c && i < set.n; i++)
-                if (set.docs[i].kind != MANIFEST_KIND_VOLUME && delete_workload(ctl, c, set.docs[i].workload->name) < 0)
-                        rc = CTL_EXIT_ERROR;
+        if (c && delete_workloads(ctl, c, names, n, grace_ms, force) < 0)
+                rc = CTL_EXIT_ERROR;
         for (size_t i = 0; c && volumes && i < set.n; i++)
                 if (set.docs[i].kind == MANIFEST_KIND_VOLUME && delete_volume(ctl, c, set.docs[i].volume_name) < 0)
                         rc = CTL_EXIT_ERROR;

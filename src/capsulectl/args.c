@@ -231,7 +231,7 @@ void ctl_nodes_free(char **nodes)
 }
 
 /* Parses "1h30m", "10m", "45s", "2d": a sum of number+unit pairs. */
-static int parse_duration(const char *s, int64_t *ns)
+int ctl_parse_duration(const char *s, int64_t *ns)
 {
         int64_t total = 0;
         if (!*s)
@@ -240,31 +240,39 @@ static int parse_duration(const char *s, int64_t *ns)
                 char *end;
                 errno = 0;
                 long long v = strtoll(s, &end, 10);
-                if (end == s || v < 0 || errno)
+                if (end == s || v < 0 || errno || *s == '+' || *s == '-')
                         return -EINVAL;
-                int64_t unit;
+                int64_t unit; /* in ns */
+                size_t len = 1;
                 switch (*end) {
                 case 's':
-                        unit = 1;
+                        unit = 1000000000LL;
                         break;
                 case 'm':
-                        unit = 60;
+                        if (end[1] == 's') {
+                                unit = 1000000LL;
+                                len = 2;
+                        } else {
+                                unit = 60 * 1000000000LL;
+                        }
                         break;
                 case 'h':
-                        unit = 3600;
+                        unit = 3600 * 1000000000LL;
                         break;
                 case 'd':
-                        unit = 86400;
+                        unit = 86400 * 1000000000LL;
                         break;
                 default:
                         return -EINVAL;
                 }
-                if (v > 100LL * 365 * 86400 / unit)
+                /* at most 100 years, in total too */
+                const int64_t max = 100LL * 365 * 86400 * 1000000000LL;
+                if (v > max / unit || total > max - v * unit)
                         return -EINVAL;
                 total += v * unit;
-                s = end + 1;
+                s = end + len;
         }
-        *ns = total * 1000000000LL;
+        *ns = total;
         return 0;
 }
 
@@ -304,7 +312,7 @@ static int parse_rfc3339(const char *s, int64_t *ns)
 int ctl_parse_since(const char *s, int64_t now_unix_nano, int64_t *out)
 {
         int64_t v;
-        if (parse_duration(s, &v) == 0) {
+        if (ctl_parse_duration(s, &v) == 0) {
                 *out = now_unix_nano - v;
                 return 0;
         }

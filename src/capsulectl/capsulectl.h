@@ -95,6 +95,9 @@ void ctl_parse_done(struct ctl *ctl);
  * lock (which may be NULL), flushing dest each line. Closing it writes an unfinished last line.
  * NULL (errno set) on failure. */
 FILE *ctl_prefix_stream(FILE *dest, const char *prefix, pthread_mutex_t *lock);
+/* Parses a duration: a number and a unit (ms, s, m, h, d), or several (1m30s); at most 100
+ * years. Returns 0 and *ns, or -EINVAL. */
+int ctl_parse_duration(const char *s, int64_t *ns);
 /* Parses --since: a duration (30s, 10m, 2h, 1d, combinations like 1h30m) before now, or an RFC
  * 3339 time (2026-12-04T10:00:00Z, fractional seconds and +01:00 offsets allowed). Returns the
  * time in Unix nanoseconds, or -EINVAL. */

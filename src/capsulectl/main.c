@@ -17,7 +17,8 @@ static const struct ctl_opt opts_none[] = {{0}};
 static const struct ctl_opt opts_apply[] = {{"filename", 'f', true}, {"dry-run", 0, false}, {"prune", 0, false}, {0}};
 static const struct ctl_opt opts_diff[] = {{"filename", 'f', true}, {0}};
 static const struct ctl_opt opts_get[] = {{"watch", 'w', false}, {0}};
-static const struct ctl_opt opts_delete[] = {{"filename", 'f', true}, {"volumes", 0, false}, {0}};
+static const struct ctl_opt opts_delete[] = {
+    {"filename", 'f', true}, {"volumes", 0, false}, {"grace", 0, true}, {"force", 0, false}, {0}};
 static const struct ctl_opt opts_logs[] = {
     {"follow", 'f', false}, {"tail", 0, true}, {"timestamps", 0, false}, {"since", 0, true}, {0}};
 static const struct ctl_opt opts_exec[] = {

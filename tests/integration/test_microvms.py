@@ -329,8 +329,10 @@ class MicroVMTest(unittest.TestCase):
                               60, "the VM to be refused the volume")
         self.assertIn("in use by reader", st["message"])
         self.assertEqual(qemu_pids("vol2"), [])
-        for n in ("vol2", "reader"):
-            self.capsule.ctl(["delete", n], check=True)
+        # a microVM and a container deleted together (their stops run at once, one driver each)
+        p = self.capsule.ctl(["delete", "vol2", "reader", "--grace", "3s"], check=True)
+        self.assertEqual(p.stdout.splitlines(), ["workload/vol2 deleted", "workload/reader deleted"])
+        self.assertFalse(os.path.exists(os.path.join(self.capsule.root, "vms", "vol2")))
         self.capsule.ctl(["volume", "rm", "vmdata"], check=True)
 
 if __name__ == "__main__":

@@ -590,14 +590,20 @@ int ctrd_container_stop(struct ctrd *c, const char *name, int grace_ms, uint32_t
                         *exit_status = task->process->exit_status;
                 return 0;
         }
-        r = ctrd_task_kill(c->client, name, NULL, SIGTERM, false, err);
-        if (r < 0 && !is_status(err, CAP_NOT_FOUND) && !is_status(err, CAP_FAILED_PRECONDITION))
-                return cap_error_prefix(err, "stop %s: SIGTERM", name);
-        cap_error_clear(err);
-        r = wait_exit(c, name, grace_ms > 0 ? grace_ms : 1, &st, err);
-        if (r < 0 && is_timeout(err)) {
+        if (grace_ms > 0) {
+                r = ctrd_task_kill(c->client, name, NULL, SIGTERM, false, err);
+                if (r < 0 && !is_status(err, CAP_NOT_FOUND) && !is_status(err, CAP_FAILED_PRECONDITION))
+                        return cap_error_prefix(err, "stop %s: SIGTERM", name);
                 cap_error_clear(err);
-                log_info("containerd: %s did not stop within %d ms: SIGKILL", name, grace_ms);
+                r = wait_exit(c, name, grace_ms, &st, err);
+        } else {
+                /* forced: no grace period, SIGKILL at once */
+                r = cap_error_set(err, -ETIMEDOUT, CAP_DEADLINE_EXCEEDED, "no grace period");
+        }
+        if (r < 0 && (grace_ms <= 0 || is_timeout(err))) {
+                cap_error_clear(err);
+                if (grace_ms > 0)
+                        log_info("containerd: %s did not stop within %d ms: SIGKILL", name, grace_ms);
                 r = ctrd_task_kill(c->client, name, NULL, SIGKILL, true, err);
                 if (r < 0 && !is_status(err, CAP_NOT_FOUND) &&
                     !is_status(err, CAP_FAILED_PRECONDITION))

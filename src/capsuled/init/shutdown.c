@@ -1,5 +1,6 @@
 /* Clean poweroff and reboot: stop the services (control plane first, then the DHCP client, then
- * containerd), then every remaining process (container shims, workloads, microVMs) with SIGTERM,
+ * containerd; serve stops every workload itself first, all at once within one grace period,
+ * microVMs through their guests), then every remaining process (container shims, workloads, microVMs) with SIGTERM,
  * a grace period and SIGKILL; sync; unmount every disk-backed filesystem (/perm, volumes, overlay
  * snapshots) in reverse mount order, falling back to a read-only remount; deactivate the VG;
  * reboot(2). */
@@ -19,13 +20,15 @@
 #define SERVICE_GRACE_MS 10000
 #define PROCESS_GRACE_MS 5000
 
-/* Sends sig to every process but PID 1 and reaps until none is left or the deadline passed. */
+/* Sends sig to every process but PID 1 and reaps until none is left or the deadline passed,
+ * petting the watchdog meanwhile. */
 static bool kill_all_and_wait(int sig, int grace_ms)
 {
         if (kill(-1, sig) < 0 && errno == ESRCH)
                 return true;
         int64_t deadline = now_ms() + grace_ms;
         while (now_ms() < deadline) {
+                watchdog_pet();
                 pid_t r = waitpid(-1, NULL, WNOHANG);
                 if (r < 0 && errno == ECHILD)
                         return true;

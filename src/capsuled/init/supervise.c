@@ -36,6 +36,7 @@ struct service {
         bool on_console;     /* stdio on /dev/console as controlling terminal (debug shell) */
         const char *only_if; /* registered only when this path exists */
         const char *after;   /* start only once this path exists (or after AFTER_TIMEOUT_MS) */
+        int stop_extra_ms;   /* at shutdown, more time than the others to stop */
         int64_t after_deadline;
         int64_t after_since; /* CLOCK_BOOTTIME ms when the first start began to wait */
         pid_t pid;
@@ -90,7 +91,10 @@ static struct supervisor {
             {.name = "capsuled-serve",
              .argv = serve_argv,
              .oom_score_adj = -900,
-             .after = "/run/containerd/containerd.sock"},
+             .after = "/run/containerd/containerd.sock",
+             /* it stops every workload first (all at once: one 10 s grace period, then their
+              * SIGKILLs), see serve.c */
+             .stop_extra_ms = 15000},
             {.name = "debug-shell",
              .argv = debug_shell_argv,
              .on_console = true,
@@ -346,10 +350,12 @@ bool supervise_serve_down_for(int64_t limit_ms)
         return false;
 }
 
-/* Reaps children until pid has exited or the deadline passed. Returns true if pid is gone. */
+/* Reaps children until pid has exited or the deadline passed, petting the watchdog meanwhile.
+ * Returns true if pid is gone. */
 static bool wait_for(pid_t pid, int64_t deadline)
 {
         for (;;) {
+                watchdog_pet();
                 int status;
                 pid_t r = waitpid(-1, &status, WNOHANG);
                 if (r == pid || (r < 0 && errno == ECHILD))
@@ -371,11 +377,12 @@ void supervise_stop_all(int grace_ms)
                 s->next_start = 0;
                 if (!s->pid)
                         continue;
+                int grace = grace_ms + s->stop_extra_ms;
                 log_info("stopping %s (pid %d)", s->name, s->pid);
                 kill(-s->pid, SIGTERM);
                 kill(s->pid, SIGTERM);
-                if (!wait_for(s->pid, now_ms() + grace_ms)) {
-                        log_warn("%s did not stop within %d ms, killing", s->name, grace_ms);
+                if (!wait_for(s->pid, now_ms() + grace)) {
+                        log_warn("%s did not stop within %d ms, killing", s->name, grace);
                         kill(-s->pid, SIGKILL);
                         kill(s->pid, SIGKILL);
                         wait_for(s->pid, now_ms() + 2000);

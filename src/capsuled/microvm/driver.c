@@ -732,7 +732,7 @@ int vmd_stop(struct vmd *d, const char *name, int grace_ms, struct cap_error *er
         pid_t pid;
         if (vm_adopt(dir, &pid, NULL, 0, &(struct cap_error){0}) < 0)
                 return 0;
-        if (d->vsock) {
+        if (d->vsock && grace_ms > 0) { /* grace 0 (forced): QEMU quits at once */
                 guest_stop(d, name, grace_ms);
                 vm_pid_wait_exit(pid, 5000); /* the guest powers off once the workload ended */
         }

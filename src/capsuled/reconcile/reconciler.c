@@ -1,7 +1,11 @@
 /* Implementation of the reconciler (see reconciler.h). One thread runs the passes; a pass works
- * on up to RECONCILE_PARALLEL workloads at once (each on one thread at a time). Driver
- * operations run without the state lock, status updates take it briefly. It calls the drivers
- * only through their ops tables (driver/driver.h): nothing here knows what kind a workload is. */
+ * on up to RECONCILE_PARALLEL workloads at once (each on one thread at a time). Stops (deletes,
+ * orphans, replacements, restarts) are handed to the stopper (stopper.h), which runs them beside
+ * each other and beside the passes: a pass never waits out a grace period, and a workload with a
+ * stop in flight is left alone (STOPPING) until the stopper's finished callback kicks a pass.
+ * Driver operations run without the state lock, status updates take it briefly. It calls the
+ * drivers only through their ops tables (driver/driver.h): nothing here knows what kind a
+ * workload is. */
 #include "reconciler.h"
 
 #include <errno.h>
@@ -17,6 +21,7 @@
 #include "common/manifest.h"
 #include "driver/driver.h"
 #include "logs/logs.h"
+#include "reconcile/stopper.h"
 #include "serve/events.h"
 #include "serve/serve.h"
 #include "store/store.h"
@@ -59,6 +64,7 @@ struct reconciler {
         uint64_t passes_started, passes_done;
         struct wl_state *states;
         struct workload_driver *subscribed[DRIVER_KINDS]; /* exit events flow from these */
+        struct stopper *stopper;
 };
 
 static int64_t mono_ns(void)
@@ -120,6 +126,23 @@ static void on_driver_event(const struct driver_event *ev, void *ud)
         reconciler_kick(r);
 }
 
+/* The stopper's release callback (on its thread, the stop still busy): release the network and
+ * volumes of a deleted or replaced workload. */
+static void on_stopped(const char *name, struct workload_driver *drv, unsigned flags, void *ud)
+{
+        struct reconciler *r = ud;
+        (void)drv;
+        if (flags & STOPPER_DETACH)
+                serve_workload_detached(r->ctx, name);
+}
+
+/* Once a stop is over: look again (a replacement or restart starts, a pass whose listing
+ * predates the end of the stop is followed by one that does not). */
+static void on_stop_finished(void *ud)
+{
+        reconciler_kick(ud);
+}
+
 struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
 {
         struct reconciler *r = calloc(1, sizeof(*r));
@@ -135,6 +158,11 @@ struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&r->cond, &ca);
         pthread_condattr_destroy(&ca);
+        r->stopper = stopper_new(on_stopped, on_stop_finished, r, err);
+        if (!r->stopper) {
+                reconciler_free(r);
+                return NULL;
+        }
         return r;
 }
 
@@ -189,13 +217,15 @@ static struct actual *find_actual(struct actual_list *l, const char *name)
         return NULL;
 }
 
-/* The graceful stop of either kind: SIGTERM (through the guest agent for a microVM), grace,
- * SIGKILL. */
-static void stop_workload(struct reconciler *r, const char *name, struct workload_driver *drv)
+/* Hands the graceful stop of either kind (SIGTERM, through the guest agent for a microVM, grace,
+ * SIGKILL) and then the removal to the stopper; with detach, its network and volume attachments
+ * are released afterwards. Returns at once; a stop already in flight for name is left as it is. */
+static void stop_workload_async(struct reconciler *r, const char *name, struct workload_driver *drv,
+                                int grace_ms, bool detach)
 {
         struct cap_error err = {0};
-        (void)r;
-        if (drv->ops->stop(drv, name, RECONCILE_STOP_GRACE_MS, NULL, &err) < 0)
+        unsigned flags = STOPPER_REMOVE | (detach ? STOPPER_DETACH : 0);
+        if (stopper_submit(r->stopper, name, drv, grace_ms, flags, &err) < 0 && err.code != -EALREADY)
                 log_warn("stop %s: %s", name, err.msg);
 }
 
@@ -414,7 +444,8 @@ static void history_save(struct reconciler *r, struct wl_state *s, const struct 
 /* Brings one desired workload to its desired state; returns the monotonic time at which it wants
  * another look (0 = none). */
 static int64_t reconcile_one(struct reconciler *r, const struct store_workload *w,
-                             const Capsule__V1__WorkloadSpec *spec, struct actual *a)
+                             const Capsule__V1__WorkloadSpec *spec, struct actual *a,
+                             unsigned long epoch)
 {
         struct cap_error err = {0};
         pthread_mutex_lock(&r->lock);
@@ -432,23 +463,36 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                 set_phase(r, s, CAPSULE__V1__PHASE__FAILED, "%s", why);
                 return 0;
         }
-        if (a) {
+        if (a)
                 a->matched = true;
+        if (stopper_busy(r->stopper, w->name)) {
+                /* a stop is in flight (a delete, replacement or restart): its end kicks a pass */
+                pthread_mutex_lock(&r->lock);
+                if (s->phase != CAPSULE__V1__PHASE__STOPPING) {
+                        s->phase = CAPSULE__V1__PHASE__STOPPING;
+                        snprintf(s->message, sizeof(s->message), "stopping");
+                }
+                pthread_mutex_unlock(&r->lock);
+                return 0;
+        }
+        if (a && stopper_epoch(r->stopper) != epoch)
+                return 0; /* a stop ended since the listing: it may be gone; the next pass sees */
+        if (a) {
                 if (a->generation != w->generation || a->drv != drv) {
                         set_phase(r, s, CAPSULE__V1__PHASE__STOPPING, "replacing generation %llu with %llu",
                                   (unsigned long long)a->generation, (unsigned long long)w->generation);
                         events_publish(r->ctx->events, "workload", w->name, "replacing",
                                        "generation %llu -> %llu", (unsigned long long)a->generation,
                                        (unsigned long long)w->generation);
-                        stop_workload(r, w->name, a->drv);
-                        remove_workload(r, w->name, a->drv, true);
                         pthread_mutex_lock(&r->lock);
                         s->restarts = 0;
                         s->backoff_s = 0;
                         s->next_try_mono_ns = 0;
                         pthread_mutex_unlock(&r->lock);
                         history_save(r, s, w);
-                        a = NULL;
+                        /* the new generation starts in the pass after the stopper is done */
+                        stop_workload_async(r, w->name, a->drv, RECONCILE_STOP_GRACE_MS, true);
+                        return 0;
                 } else if (a->state == DRIVER_STATE_RUNNING && !s->force_restart) {
                         if (s->phase != CAPSULE__V1__PHASE__RUNNING) {
                                 /* first sight in this process (adoption): record its volume
@@ -476,8 +520,6 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         pthread_mutex_unlock(&r->lock);
                         return 0;
                 } else if (s->force_restart) {
-                        stop_workload(r, w->name, a->drv);
-                        remove_workload(r, w->name, a->drv, false);
                         pthread_mutex_lock(&r->lock);
                         s->force_restart = false;
                         s->backoff_s = 0;
@@ -486,7 +528,11 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                         pthread_mutex_unlock(&r->lock);
                         history_save(r, s, w);
                         events_publish(r->ctx->events, "workload", w->name, "restarting", "restart requested");
-                        a = NULL;
+                        set_phase(r, s, CAPSULE__V1__PHASE__STOPPING, "restarting");
+                        /* it starts again in the pass after the stopper is done; it keeps its
+                         * network and volumes (no detach), so its address too */
+                        stop_workload_async(r, w->name, a->drv, RECONCILE_STOP_GRACE_MS, false);
+                        return 0;
                 } else {
                         /* the task ended (or never started) */
                         if (record_exit(r, s, a))
@@ -547,6 +593,7 @@ struct pass_work {
         const struct store_workload *ws;
         size_t n;
         struct actual_list *actual;
+        unsigned long epoch; /* the stopper's, before the listing */
         atomic_size_t next;
         pthread_mutex_t lock; /* for wake */
         int64_t wake;
@@ -562,7 +609,7 @@ static void *pass_worker(void *arg)
                         log_error("reconcile: workload %s: stored spec does not decode", w->name);
                         continue;
                 }
-                int64_t t = reconcile_one(pw->r, w, spec, find_actual(pw->actual, w->name));
+                int64_t t = reconcile_one(pw->r, w, spec, find_actual(pw->actual, w->name), pw->epoch);
                 capsule__v1__workload_spec__free_unpacked(spec, NULL);
                 pthread_mutex_lock(&pw->lock);
                 if (t && (!pw->wake || t < pw->wake))
@@ -576,9 +623,9 @@ static void *pass_worker(void *arg)
  * on the drivers and the CNI plugins), so that workloads applied together start together.
  * Returns the earliest deadline asked for (0 = none). */
 static int64_t reconcile_all(struct reconciler *r, const struct store_workload *ws, size_t n,
-                             struct actual_list *actual)
+                             struct actual_list *actual, unsigned long epoch)
 {
-        struct pass_work pw = {.r = r, .ws = ws, .n = n, .actual = actual};
+        struct pass_work pw = {.r = r, .ws = ws, .n = n, .actual = actual, .epoch = epoch};
         atomic_init(&pw.next, 0);
         pthread_mutex_init(&pw.lock, NULL);
         pthread_t helpers[RECONCILE_PARALLEL - 1];
@@ -605,6 +652,7 @@ static int64_t reconcile_pass(struct reconciler *r)
                 return 0;
         }
         struct actual_list actual = {0};
+        unsigned long epoch = stopper_epoch(r->stopper);
         for (size_t i = 0; i < DRIVER_KINDS; i++) {
                 struct workload_driver *drv = r->ctx->drivers.by_kind[i];
                 actual.drv = drv;
@@ -620,16 +668,19 @@ static int64_t reconcile_pass(struct reconciler *r)
                 s->seen = false;
         pthread_mutex_unlock(&r->lock);
 
-        int64_t t = reconcile_all(r, ws, n, &actual);
+        int64_t t = reconcile_all(r, ws, n, &actual, epoch);
         if (t && (!wake || t < wake))
                 wake = t;
         /* orphans: labelled ours, not desired */
         for (size_t i = 0; i < actual.n; i++) {
                 if (actual.v[i].matched)
                         continue;
+                if (stopper_busy(r->stopper, actual.v[i].name))
+                        continue; /* a delete is stopping it */
+                if (stopper_epoch(r->stopper) != epoch)
+                        break; /* a stop ended since the listing: the pass it kicked looks again */
                 log_info("reconcile: removing orphan %s", actual.v[i].name);
-                stop_workload(r, actual.v[i].name, actual.v[i].drv);
-                remove_workload(r, actual.v[i].name, actual.v[i].drv, true);
+                stop_workload_async(r, actual.v[i].name, actual.v[i].drv, RECONCILE_STOP_GRACE_MS, true);
                 events_publish(r->ctx->events, "workload", actual.v[i].name, "removed", "not desired");
         }
         /* forget states of workloads no longer desired */
@@ -704,18 +755,26 @@ int reconciler_start(struct reconciler *r, struct cap_error *err)
         return 0;
 }
 
-void reconciler_free(struct reconciler *r)
+/* Ends the passes (idempotent): no workload is started or stopped by a pass after it returns. */
+static void passes_end(struct reconciler *r)
 {
-        if (!r)
-                return;
-        unsubscribe_all(r);
         if (r->started) {
                 pthread_mutex_lock(&r->lock);
                 r->stopping = true;
                 pthread_cond_broadcast(&r->cond);
                 pthread_mutex_unlock(&r->lock);
                 pthread_join(r->thread, NULL);
+                r->started = false;
         }
+}
+
+void reconciler_free(struct reconciler *r)
+{
+        if (!r)
+                return;
+        unsubscribe_all(r);
+        passes_end(r);
+        stopper_free(r->stopper); /* waits for the stops in flight; they kick r */
         while (r->states) {
                 struct wl_state *s = r->states;
                 r->states = s->next;
@@ -827,4 +886,72 @@ void reconciler_forget(struct reconciler *r, const char *name)
                 }
         }
         pthread_mutex_unlock(&r->lock);
+}
+
+int reconciler_delete_begin(struct reconciler *r, const char *name, Capsule__V1__WorkloadKind kind,
+                            int grace_ms, struct cap_error *err)
+{
+        struct workload_driver *drv = driver_for_kind(&r->ctx->drivers, kind, NULL);
+        if (!drv)
+                return 0; /* nothing of a kind without a driver runs */
+        int rc = stopper_submit(r->stopper, name, drv, grace_ms, STOPPER_REMOVE | STOPPER_DETACH, err);
+        if (rc == -EALREADY) {
+                /* a replacement or restart is stopping it: the orphan pass after it does the rest */
+                cap_error_clear(err);
+                return 0;
+        }
+        return rc;
+}
+
+int reconciler_delete_wait(struct reconciler *r, const char *name, int timeout_ms)
+{
+        int64_t deadline = mono_ns() + (int64_t)timeout_ms * 1000000LL;
+        /* a pass that started after the store delete: it sees it as an orphan if anything of it
+         * is left (e.g. a replacement was in flight) and hands that to the stopper too */
+        if (stopper_wait(r->stopper, name, timeout_ms) < 0)
+                return -ETIMEDOUT;
+        int left_ms = (int)((deadline - mono_ns()) / 1000000LL);
+        if (left_ms <= 0 || reconciler_sync(r, left_ms) < 0)
+                return -ETIMEDOUT;
+        left_ms = (int)((deadline - mono_ns()) / 1000000LL);
+        if (left_ms <= 0 || stopper_wait(r->stopper, name, left_ms) < 0)
+                return -ETIMEDOUT;
+        return 0;
+}
+
+struct stop_everything {
+        struct reconciler *r;
+        struct workload_driver *drv;
+        int grace_ms;
+        size_t n;
+};
+
+static int stop_one_listed(const struct driver_workload *w, void *ud)
+{
+        struct stop_everything *se = ud;
+        if (w->state != DRIVER_STATE_RUNNING)
+                return 0;
+        struct cap_error err = {0};
+        if (stopper_submit(se->r->stopper, w->name, se->drv, se->grace_ms, 0, &err) == 0)
+                se->n++;
+        else if (err.code != -EALREADY)
+                log_warn("shutdown: stop %s: %s", w->name, err.msg);
+        return 0;
+}
+
+int reconciler_stop_everything(struct reconciler *r, int grace_ms)
+{
+        passes_end(r);
+        /* every workload at once: a shutdown takes one grace period, whatever their number */
+        stopper_set_parallel(r->stopper, RECONCILE_SHUTDOWN_PARALLEL);
+        struct stop_everything se = {.r = r, .grace_ms = grace_ms};
+        for (size_t i = 0; i < DRIVER_KINDS; i++) {
+                struct workload_driver *drv = r->ctx->drivers.by_kind[i];
+                struct cap_error err = {0};
+                se.drv = drv;
+                if (drv && drv->ops->list(drv, stop_one_listed, &se, &err) < 0)
+                        log_warn("shutdown: list %ss: %s", drv->noun, err.msg);
+        }
+        stopper_drain(r->stopper);
+        return (int)se.n;
 }

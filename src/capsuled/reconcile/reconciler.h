@@ -5,7 +5,9 @@
  * Level-triggered: one thread runs a full pass on every kick (Apply, Delete, Restart), on every
  * exit event from a driver, at the earliest backoff deadline, and every RESYNC seconds.
  * Within a pass, up to RECONCILE_PARALLEL workloads are worked on at once, so that workloads
- * applied together start together rather than one after another.
+ * applied together start together rather than one after another. Stops (deletes, orphans,
+ * replacements, restarts) run on the stopper (stopper.h), up to STOPPER_PARALLEL at once and
+ * beside the passes, so that stops never wait one grace period after another.
  * A pass is idempotent: it adopts workloads that already run the desired generation (after a
  * `capsuled serve` restart), replaces those of an older generation or another kind, removes
  * orphans (listed by a driver but not desired), and restarts exited ones according to their restart policy
@@ -28,6 +30,10 @@ struct reconciler;
 #define RECONCILE_BACKOFF_RESET_SECONDS 600
 #define RECONCILE_STOP_GRACE_MS 10000
 #define RECONCILE_PARALLEL 4
+/* Grace periods a Delete may ask for: up to one hour (a database flushing its buffers). */
+#define RECONCILE_STOP_GRACE_MAX_MS 3600000
+/* At shutdown every workload is stopped at once (up to this many threads). */
+#define RECONCILE_SHUTDOWN_PARALLEL 1024
 
 struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err);
 /* Starts the thread and subscribes to every driver's exit events. */
@@ -45,5 +51,17 @@ int reconciler_sync(struct reconciler *r, int timeout_ms);
 Capsule__V1__WorkloadStatus *reconciler_status(struct reconciler *r, const char *name);
 /* Stops and starts the workload again now, clearing its backoff. NOT_FOUND if not desired. */
 int reconciler_restart(struct reconciler *r, const char *name, struct cap_error *err);
+/* Starts stopping a workload that is being deleted: SIGTERM (a microVM: its guest's Stop), grace_ms
+ * (0: none, SIGKILL at once), SIGKILL, then removal and release of its network and volumes; on
+ * the stopper's threads, beside every other stop (no pass waits for it). Call it before the
+ * store delete, so that no pass restarts the workload meanwhile. */
+int reconciler_delete_begin(struct reconciler *r, const char *name, Capsule__V1__WorkloadKind kind,
+                            int grace_ms, struct cap_error *err);
+/* After the store delete: waits until nothing of the workload is left (0) or -ETIMEDOUT. */
+int reconciler_delete_wait(struct reconciler *r, const char *name, int timeout_ms);
+/* For a poweroff or reboot: ends the passes, then stops every running workload of every driver
+ * at once (SIGTERM, grace_ms, SIGKILL) and waits for all; they are not removed (the next boot
+ * starts them again). Returns how many were stopped. Call reconciler_free afterwards. */
+int reconciler_stop_everything(struct reconciler *r, int grace_ms);
 /* Forgets the in-memory status of a deleted workload (after its removal). */
 void reconciler_forget(struct reconciler *r, const char *name);

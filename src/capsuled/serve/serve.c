@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../capsuled.h"
@@ -43,7 +44,12 @@ static const char usage[] =
     "                          config's metrics.listen, else 0.0.0.0:50001); port 0 picks one;\n"
     "                          serves it even when the config says metrics.enabled: false\n"
     "  --metrics-port-file FILE  write the metrics endpoint's bound port to FILE\n"
-    "  --os                    running on a Capsule under PID 1 (enables reboot, perm checks)\n"
+    "  --os                    running on a Capsule under PID 1 (enables reboot, perm checks;\n"
+    "                          implies --stop-workloads-on-exit 10000)\n"
+    "  --stop-workloads-on-exit GRACE_MS\n"
+    "                          on SIGTERM/SIGINT, stop every workload at once (SIGTERM,\n"
+    "                          GRACE_MS, SIGKILL) before exiting, as for a poweroff or reboot;\n"
+    "                          0 (the default without --os): leave them running\n"
     "  --vm-kernel FILE        guest kernel for microVMs (default on a Capsule:\n"
     "                          /usr/lib/capsule/vmlinuz)\n"
     "  --vm-initrd FILE        guest initramfs with capsule-guest (default on a Capsule:\n"
@@ -59,6 +65,7 @@ struct serve_opts {
         const char *vm_kernel, *vm_initrd;
         const char *update_sysroot;
         bool os_mode;
+        int stop_on_exit_ms; /* -1: the default (10000 with --os, else 0) */
         enum log_level level;
 };
 
@@ -77,11 +84,13 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
             {"vm-kernel", required_argument, NULL, 'K'},
             {"vm-initrd", required_argument, NULL, 'I'},
             {"update-sysroot", required_argument, NULL, 'U'},
+            {"stop-workloads-on-exit", required_argument, NULL, 'S'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
         int c;
         o->level = LOG_LVL_INFO;
+        o->stop_on_exit_ms = -1;
         optind = 0;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
                 switch (c) {
@@ -118,6 +127,20 @@ static int parse_opts(int argc, char **argv, struct serve_opts *o)
                 case 'U':
                         o->update_sysroot = optarg;
                         break;
+                case 'S': {
+                        char *end;
+                        errno = 0;
+                        long v = strtol(optarg, &end, 10);
+                        if (end == optarg || *end || errno || v < 0 || v > RECONCILE_STOP_GRACE_MAX_MS) {
+                                fprintf(stderr,
+                                        "capsuled serve: --stop-workloads-on-exit %s: expected a grace "
+                                        "period in ms from 0 to %d\n",
+                                        optarg, RECONCILE_STOP_GRACE_MAX_MS);
+                                return -1;
+                        }
+                        o->stop_on_exit_ms = (int)v;
+                        break;
+                }
                 case 'L':
                         if (strcmp(optarg, "debug") == 0)
                                 o->level = LOG_LVL_DEBUG;
@@ -504,6 +527,16 @@ static int run(struct serve_opts *o)
         sigwait(&sigs, &sig);
         log_info("shutting down signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         rc = 0;
+        int stop_ms = o->stop_on_exit_ms >= 0 ? o->stop_on_exit_ms : o->os_mode ? RECONCILE_STOP_GRACE_MS : 0;
+        if (stop_ms > 0) {
+                /* a poweroff or reboot: every workload at once, one grace period in all */
+                struct timespec t0, t1;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                int n = reconciler_stop_everything(ctx.rec, stop_ms);
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                log_info("stopped workloads=%d grace_ms=%d took_ms=%lld", n, stop_ms,
+                         (long long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+        }
 out:
         metrics_http_stop(ctx.metrics);
         rpc_server_shutdown(ctx.server, 2000);

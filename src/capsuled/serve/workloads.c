@@ -210,21 +210,52 @@ int workloads_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufC
         return r;
 }
 
+/* DeleteRequest's grace: 0 = the default, force = none; anything else within bounds. */
+static int delete_grace_ms(const Capsule__V1__DeleteRequest *rq, int *grace_ms, struct cap_error *err)
+{
+        if (rq->grace_ms < 0)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "grace_ms: %lld is negative (0 is the default of %d ms; force "
+                                     "kills at once)",
+                                     (long long)rq->grace_ms, RECONCILE_STOP_GRACE_MS);
+        if (rq->grace_ms > RECONCILE_STOP_GRACE_MAX_MS)
+                return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
+                                     "grace_ms: %lld is above the maximum of %d (1 h)",
+                                     (long long)rq->grace_ms, RECONCILE_STOP_GRACE_MAX_MS);
+        *grace_ms = rq->force ? 0 : rq->grace_ms ? (int)rq->grace_ms : RECONCILE_STOP_GRACE_MS;
+        return 0;
+}
+
+/* Delete: out of the desired state at once, then stopped (SIGTERM, the grace period, SIGKILL) and
+ * removed on the reconciler's stopper, beside every other delete; waits until it is gone (its
+ * grace period plus DELETE_WAIT_MS), else answers still_stopping. */
 int workloads_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                      struct cap_error *err)
 {
         struct serve_ctx *ctx = ctx_of(call);
         const Capsule__V1__DeleteRequest *rq = (const Capsule__V1__DeleteRequest *)req;
-        if (name_check("name", rq->name, err) < 0)
+        Capsule__V1__DeleteResponse *rs = (Capsule__V1__DeleteResponse *)resp;
+        int grace_ms = 0;
+        if (name_check("name", rq->name, err) < 0 || delete_grace_ms(rq, &grace_ms, err) < 0)
+                return err->code;
+        struct store_workload w;
+        if (store_get_workload(ctx->store, rq->name, &w, err) < 0)
+                return err->code;
+        Capsule__V1__WorkloadKind kind = (Capsule__V1__WorkloadKind)w.kind;
+        store_workload_free(&w);
+        /* the stop first: no pass may restart it between the store delete and the stop */
+        if (reconciler_delete_begin(ctx->rec, rq->name, kind, grace_ms, err) < 0)
                 return err->code;
         if (store_delete_workload(ctx->store, rq->name, err) < 0)
-                return err->code;
+                return err->code; /* its stop goes on; the next pass starts it again */
         events_publish(ctx->events, "workload", rq->name, "deleted",
                        "removed from the desired state");
-        /* wait for the reconciler to stop and remove it, so `delete` means gone */
-        if (reconciler_sync(ctx->rec, DELETE_WAIT_MS) < 0)
-                log_warn("delete %s: removal still in progress after %d ms", rq->name,
-                         DELETE_WAIT_MS);
+        /* wait for the stop and removal, so `delete` means gone */
+        int wait_ms = grace_ms + DELETE_WAIT_MS;
+        if (reconciler_delete_wait(ctx->rec, rq->name, wait_ms) < 0) {
+                log_warn("delete %s: removal still in progress after %d ms", rq->name, wait_ms);
+                rs->still_stopping = true;
+        }
         struct cap_error lerr = {0};
         if (logs_remove(ctx->root, rq->name, &lerr) < 0)
                 log_warn("delete %s: %s", rq->name, lerr.msg);
