@@ -690,6 +690,12 @@ struct rpc_server *rpc_server_new(const struct rpc_server_opts *opts, struct cap
             {.type = GRPC_ARG_INTEGER,
              .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
              .value.integer = 4000},
+            /* a connection that has not finished its TLS handshake (with a client certificate)
+             * within 10 s is closed, not held for gRPC's default 120 s: idle sockets from anyone
+             * who can reach the port cannot pile up to the fd limit */
+            {.type = GRPC_ARG_INTEGER,
+             .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+             .value.integer = RPC_HANDSHAKE_TIMEOUT_MS},
         };
         grpc_channel_args chargs = {.num_args = ARRAY_SIZE(args), .args = args};
         srv->server = grpc_server_create(&chargs, NULL);

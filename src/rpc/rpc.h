@@ -118,6 +118,9 @@ struct rpc_method {
 typedef int (*rpc_authorize_fn)(struct rpc_call *call, const struct rpc_method *method, void *ud,
                                 struct cap_error *err);
 
+/* How long a server waits for a new connection's handshake (TLS with the client certificate). */
+#define RPC_HANDSHAKE_TIMEOUT_MS 10000
+
 struct rpc_server_opts {
         unsigned pool_threads;       /* completion-queue threads running unary handlers; 0 = 3 */
         unsigned max_stream_threads; /* concurrent own-thread handlers; beyond: RESOURCE_EXHAUSTED;

@@ -59,6 +59,48 @@ class ApiTest(CapsuleTestCase):
         self.assertRegex(p.stdout, r"store\s+ok")
         self.assertIn("healthy", p.stdout)
 
+    def test_idle_connections_do_not_lock_out_admin(self):
+        """2,000 idle TCP connections from someone without a certificate (never starting TLS) do
+        not use up serve's fds: serve started with the kernel's default soft limit (1024, as PID 1
+        gives it on a Capsule) raises it, an admin call still answers, and serve closes the idle
+        connections once the handshake timeout (10 s) passes."""
+        import resource
+        import socket
+        import time
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        tmp = tempfile.mkdtemp(prefix="capsule-it-fds-")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by serve
+        try:
+            cap = Capsule(tmp).start()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+        socks = []
+        try:
+            with open(f"/proc/{cap.proc.pid}/limits") as f:
+                lim = next(l for l in f if l.startswith("Max open files")).split()
+            self.assertGreaterEqual(int(lim[3]), min(hard, 65536), f"serve's RLIMIT_NOFILE: {lim}")
+            for _ in range(2000):
+                socks.append(socket.create_connection(("127.0.0.1", cap.port), timeout=5))
+            p = cap.ctl(["version"])
+            self.assertEqual(p.returncode, 0, f"an admin call under 2,000 idle connections: {p.stderr}")
+            time.sleep(13)
+            closed = 0
+            for sk in socks:
+                sk.settimeout(0.01)
+                try:
+                    closed += sk.recv(1) == b""
+                except ConnectionResetError:
+                    closed += 1
+                except (socket.timeout, BlockingIOError):
+                    pass
+            self.assertGreater(closed, 1900, "serve closes connections that never handshake")
+        finally:
+            for sk in socks:
+                sk.close()
+            cap.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
     def test_cli_health_boot(self):
         """The boot timeline: in host mode serve's own phases, in order, each after the last."""
         p = self.capsule.ctl(["health", "--boot"], check=True)

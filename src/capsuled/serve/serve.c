@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -390,6 +391,33 @@ static void boot_phase(struct serve_ctx *ctx, const char *name, int64_t *since)
         *since = now;
 }
 
+/* The fd limit: every client connection, containerd stream, log file and FIFO is one, and the
+ * kernel's default soft limit (1024) let ~1100 idle TCP connections stop serve from opening its
+ * own files. Raised to SERVE_NOFILE (the hard limit too, as root); connections that never finish
+ * their TLS handshake are closed after RPC_HANDSHAKE_TIMEOUT_MS, so holding many takes a steady
+ * stream of new ones. */
+#define SERVE_NOFILE 65536
+
+static void raise_nofile(void)
+{
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        rlim_t want = SERVE_NOFILE;
+        if (rl.rlim_max < want) {
+                struct rlimit up = {want, want};
+                if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+                        return;
+                want = rl.rlim_max; /* not root: as far as the hard limit allows */
+        }
+        if (rl.rlim_cur < want) {
+                rl.rlim_cur = want;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        log_warn("RLIMIT_NOFILE %llu: %s", (unsigned long long)want,
+                                 strerror(errno));
+        }
+}
+
 static int run(struct serve_opts *o)
 {
         struct serve_ctx ctx = {
@@ -411,6 +439,7 @@ static int run(struct serve_opts *o)
         sigaddset(&sigs, SIGINT);
         pthread_sigmask(SIG_BLOCK, &sigs, NULL);
         signal(SIGPIPE, SIG_IGN);
+        raise_nofile();
 
         if (machine_config_load(o->machine_config, &ctx.mcfg, &err) < 0 ||
             serve_config_init(&ctx, o->machine_config, &err) < 0) {
