@@ -193,6 +193,7 @@ static int push(struct ctl *ctl, int argc, char **argv)
             .chunk_size = PUSH_CHUNK,
             .progress_label = "push",
             .sent_note = "importing...",
+            .note_to = ctl->err,
         };
         ProtobufCMessage *resp = NULL;
         if (ctl_upload_file(cl, &up, fd, path, total, &resp, &err) < 0) {

@@ -83,7 +83,7 @@ int ctl_upload_file(struct rpc_client *cl, const struct ctl_upload *u, int fd, c
                 rc = rpc_stream_close_send(s, err);
         if (rc == 0) {
                 if (u->sent_note && (bar.tty || bar.lines))
-                        fprintf(stderr, "%s\n", u->sent_note);
+                        fprintf(u->note_to ? u->note_to : stderr, "%s\n", u->sent_note);
                 rc = rpc_stream_recv(s, resp, err);
                 if (rc == 0)
                         rc = rpc_stream_finish(s, err) < 0

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/error.h"
 
@@ -26,7 +27,8 @@ struct ctl_upload {
         size_t chunk_size;           /* bytes per chunk message */
         const char *progress_label;  /* on a terminal */
         bool progress_lines;         /* plain lines when stderr is not a terminal */
-        const char *sent_note;       /* to stderr once all is sent, whenever progress shows */
+        const char *sent_note;       /* printed once all is sent, whenever progress shows */
+        FILE *note_to;               /* where sent_note goes (NULL: stderr) */
 };
 
 /* Runs the upload of fd (path names it in messages; total its size, 0 when unknown). Returns 0
