@@ -218,9 +218,13 @@ size_t ctl_nodes(struct ctl *ctl, char ***nodes)
                 ctl->cfg_loaded = true;
         }
         const struct client_context *cx = client_config_find(&ctl->cfg, ctl->context_name);
-        if (!cx || !cx->endpoint)
+        if (!cx)
                 return 0;
-        return split_nodes(cx->endpoint, nodes);
+        /* `endpoints: [a, b]` and `endpoint: "a,b"` read as `--capsule a,b` does */
+        char *line = client_context_endpoints_line(cx);
+        size_t n = line ? split_nodes(line, nodes) : 0;
+        free(line);
+        return n;
 }
 
 void ctl_nodes_free(char **nodes)

@@ -80,7 +80,7 @@ int ctl_global_option(struct ctl *ctl, int argc, char **argv, int *i, const stru
  * printing the problem. */
 int ctl_lift_globals(struct ctl *ctl, const struct ctl_verb *verb, int *argc, char **argv);
 /* The capsules the invocation targets: the --capsule / $CAPSULE_HOST list, else the context's
- * endpoint(s), comma-separated. Returns the count (0 when unknown: the verb reports why); *nodes
+ * `endpoints` list or its `endpoint` (comma-separated). Returns the count (0 when unknown: the verb reports why); *nodes
  * is a malloc'd NULL-terminated array of malloc'd strings. */
 size_t ctl_nodes(struct ctl *ctl, char ***nodes);
 void ctl_nodes_free(char **nodes);

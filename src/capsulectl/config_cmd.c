@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "capsulectl.h"
+#include "common/cleanup.h"
 #include "common/pki.h"
 
 static const char config_usage[] =
@@ -97,7 +98,16 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
                         cert_facts(x->cert_pem, &f);
                         struct json_object *o = json_object_new_object();
                         json_object_object_add(o, "name", json_object_new_string(x->name));
-                        json_object_object_add(o, "endpoint", json_object_new_string(x->endpoint));
+                        _cleanup_free_ char *line = client_context_endpoints_line(x);
+                        json_object_object_add(o, "endpoint",
+                                               json_object_new_string(line ? line : ""));
+                        struct json_object *eps = json_object_new_array();
+                        for (size_t k = 0; k < x->n_endpoints; k++)
+                                json_object_array_add(eps,
+                                                      json_object_new_string(x->endpoints[k]));
+                        if (!x->n_endpoints && x->endpoint)
+                                json_object_array_add(eps, json_object_new_string(x->endpoint));
+                        json_object_object_add(o, "endpoints", eps);
                         json_object_object_add(o, "current", json_object_new_boolean(x == cur));
                         if (f.ok) {
                                 json_object_object_add(o, "user", json_object_new_string(f.user));
@@ -128,7 +138,8 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
                 else
                         snprintf(left, sizeof(left), "in %ldd%s", f.days_left,
                                  f.days_left < PKI_EXPIRY_WARN_DAYS ? " (renew soon)" : "");
-                printf("%-20s %-28s %-8s %-12s %-15s %s\n", x->name, x->endpoint,
+                _cleanup_free_ char *line = client_context_endpoints_line(x);
+                printf("%-20s %-28s %-8s %-12s %-15s %s\n", x->name, line ? line : "",
                        x == cur ? "*" : "", f.user, f.role, left);
         }
         if (cfg->n_contexts == 0)
@@ -171,7 +182,8 @@ static int config_use_context(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_ERROR;
         }
         const struct client_context *x = client_config_find(&ctl->cfg, argv[1]);
-        printf("Switched to context \"%s\" (%s).\n", argv[1], x ? x->endpoint : "");
+        _cleanup_free_ char *line = x ? client_context_endpoints_line(x) : NULL;
+        printf("Switched to context \"%s\" (%s).\n", argv[1], line ? line : "");
         return CTL_EXIT_OK;
 }
 
@@ -250,9 +262,11 @@ static int config_merge(struct ctl *ctl, int argc, char **argv)
                 fprintf(stderr, "capsulectl config merge: %s\n", err.msg);
                 goto out;
         }
-        for (size_t i = 0; i < src.n_contexts; i++)
+        for (size_t i = 0; i < src.n_contexts; i++) {
+                _cleanup_free_ char *line = client_context_endpoints_line(&src.contexts[i]);
                 printf("Added context \"%s\" (%s) to %s.\n", src.contexts[i].name,
-                       src.contexts[i].endpoint, ctl->config_path);
+                       line ? line : "", ctl->config_path);
+        }
         printf("Current context: %s\n", dst.current_context ? dst.current_context : "(none)");
         rc = CTL_EXIT_OK;
 out:

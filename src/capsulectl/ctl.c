@@ -63,7 +63,11 @@ struct rpc_client *ctl_client(struct ctl *ctl)
                                         "`capsulectl config use-context NAME`\n", ctl->config_path);
                 return NULL;
         }
-        const char *endpoint = ctl->node ? ctl->node : ctl->endpoint ? ctl->endpoint : cx->endpoint;
+        const char *endpoint = ctl->node       ? ctl->node
+                               : ctl->endpoint ? ctl->endpoint
+                               : cx->endpoint  ? cx->endpoint
+                               : cx->n_endpoints ? cx->endpoints[0]
+                                                 : NULL;
         if (!endpoint || !*endpoint) {
                 fprintf(ctl->err, "capsulectl: context \"%s\" has no endpoint; pass --capsule HOST:PORT\n", cx->name);
                 return NULL;

@@ -1,6 +1,6 @@
 /* `capsulectl image push|pull|ls|rm`: side-load image archives, pull from registries, list and
  * delete the capsule's images. Push streams the archive in 1 MiB chunks (Images.Push client
- * stream) with a progress bar on stderr when it is a terminal. */
+ * stream, through upload.c) with a progress bar on stderr when it is a terminal. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -13,6 +13,7 @@
 #include "capsule/v1/images.pb-c.h"
 #include "capsulectl.h"
 #include "progress.h"
+#include "upload.h"
 #include "common/cleanup.h"
 #include "rpc/rpc.h"
 
@@ -137,6 +138,14 @@ static void print_images(struct ctl *ctl, Capsule__V1__Image *const *ims, size_t
         }
 }
 
+static void set_chunk(ProtobufCMessage *m, const uint8_t *data, size_t len)
+{
+        Capsule__V1__ImagePushRequest *req = (Capsule__V1__ImagePushRequest *)m;
+        req->msg_case = CAPSULE__V1__IMAGE_PUSH_REQUEST__MSG_CHUNK;
+        req->chunk.data = (uint8_t *)data;
+        req->chunk.len = len;
+}
+
 static int push(struct ctl *ctl, int argc, char **argv)
 {
         static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
@@ -167,60 +176,27 @@ static int push(struct ctl *ctl, int argc, char **argv)
         if (!cl)
                 return CTL_EXIT_ERROR;
         struct cap_error err = {0};
-        struct rpc_stream *s = rpc_stream_open(
-            cl, "/capsule.v1.Images/Push", &capsule__v1__image_push_response__descriptor, 0, &err);
-        if (!s) {
-                ctl_print_error(ctl, "image push", &err);
-                return CTL_EXIT_ERROR;
-        }
-        struct ctl_progress bar;
-        ctl_progress_init(&bar, "push");
-        uint64_t total = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0, sent = 0;
+        uint64_t total = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
         Capsule__V1__ImagePushHeader hdr = CAPSULE__V1__IMAGE_PUSH_HEADER__INIT;
         hdr.name = (char *)(name ? name : "");
         hdr.total_bytes = total;
-        Capsule__V1__ImagePushRequest req = CAPSULE__V1__IMAGE_PUSH_REQUEST__INIT;
-        req.msg_case = CAPSULE__V1__IMAGE_PUSH_REQUEST__MSG_HEADER;
-        req.header = &hdr;
-        _cleanup_free_ uint8_t *buf = malloc(PUSH_CHUNK);
+        Capsule__V1__ImagePushRequest first = CAPSULE__V1__IMAGE_PUSH_REQUEST__INIT;
+        first.msg_case = CAPSULE__V1__IMAGE_PUSH_REQUEST__MSG_HEADER;
+        first.header = &hdr;
+        Capsule__V1__ImagePushRequest chunk = CAPSULE__V1__IMAGE_PUSH_REQUEST__INIT;
+        const struct ctl_upload up = {
+            .method = "/capsule.v1.Images/Push",
+            .response = &capsule__v1__image_push_response__descriptor,
+            .header = &first.base,
+            .chunk = &chunk.base,
+            .set_data = set_chunk,
+            .chunk_size = PUSH_CHUNK,
+            .progress_label = "push",
+            .sent_note = "importing...",
+            .note_to = ctl->err,
+        };
         ProtobufCMessage *resp = NULL;
-        int rc = buf ? rpc_stream_send(s, &req.base, &err) : -ENOMEM;
-        while (rc == 0) {
-                ssize_t n = read(fd, buf, PUSH_CHUNK);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        rc = cap_error_errno(&err, -errno, "read %s", path);
-                        break;
-                }
-                if (n == 0)
-                        break;
-                req.msg_case = CAPSULE__V1__IMAGE_PUSH_REQUEST__MSG_CHUNK;
-                req.chunk.data = buf;
-                req.chunk.len = (size_t)n;
-                rc = rpc_stream_send(s, &req.base, &err);
-                sent += (uint64_t)n;
-                ctl_progress_update(&bar, sent, total);
-        }
-        ctl_progress_end(&bar, sent, total);
-        if (rc == 0)
-                rc = rpc_stream_close_send(s, &err);
-        if (rc == 0) {
-                if (bar.tty)
-                        fprintf(ctl->err, "importing...\n");
-                rc = rpc_stream_recv(s, &resp, &err);
-                if (rc == 0)
-                        rc = rpc_stream_finish(s, &err) < 0
-                                 ? -EIO
-                                 : cap_error_set(&err, -EPROTO, CAP_INTERNAL, "no response");
-                else if (rc > 0)
-                        rc = 0;
-        } else {
-                /* A send failed: the server's status says why. */
-                rpc_stream_finish(s, &err);
-        }
-        rpc_stream_free(s);
-        if (rc < 0) {
+        if (ctl_upload_file(cl, &up, fd, path, total, &resp, &err) < 0) {
                 ctl_print_error(ctl, "image push", &err);
                 return CTL_EXIT_ERROR;
         }
@@ -256,7 +232,7 @@ static int pull(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_ERROR;
         }
         struct ctl_progress bar;
-        ctl_progress_init(&bar, "pull");
+        ctl_progress_init(&bar, "pull", false);
         uint64_t done = 0, total = 0;
         int rr;
         ProtobufCMessage *m;

@@ -1,7 +1,7 @@
 /* `capsulectl update push|status|commit|rollback`: A/B OS updates (docs/updates.md). Push streams
- * a signed bundle in 1 MiB chunks (Updates.Push client stream) with a progress bar on stderr
- * (bytes, rate, ETA; plain lines when stderr is not a terminal); the capsule verifies and writes
- * it into the inactive slot and reboots into it, tentatively. */
+ * a signed bundle in 1 MiB chunks (Updates.Push client stream, through upload.c) with progress on
+ * stderr (progress.c: a bar on a terminal, a plain line every 10% elsewhere); the capsule
+ * verifies and writes it into the inactive slot and reboots into it, tentatively. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -15,6 +15,7 @@
 #include "capsulectl.h"
 #include "common/cleanup.h"
 #include "rpc/rpc.h"
+#include "upload.h"
 
 #define PUSH_CHUNK (1u << 20)
 
@@ -98,33 +99,12 @@ static double now_s(void)
         return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void format_eta(double s, char *buf, size_t len)
+static void set_chunk(ProtobufCMessage *m, const uint8_t *data, size_t len)
 {
-        if (s < 0 || s > 99 * 3600)
-                snprintf(buf, len, "--");
-        else if (s >= 60)
-                snprintf(buf, len, "%dm%02ds", (int)s / 60, (int)s % 60);
-        else
-                snprintf(buf, len, "%ds", (int)s);
-}
-
-/* One progress report: a bar redrawn in place on a terminal, plain lines elsewhere. */
-static void progress(FILE *f, bool tty, uint64_t done, uint64_t total, double t0, bool final)
-{
-        double dt = now_s() - t0;
-        double rate = dt > 0 ? (double)done / dt : 0;
-        char eta[32];
-        format_eta(total && rate > 0 ? (double)(total - done) / rate : -1, eta, sizeof(eta));
-        int pct = total ? (int)(done * 100 / total) : 100;
-        char bar[32];
-        int fill = pct * 20 / 100;
-        for (int i = 0; i < 20; i++)
-                bar[i] = i < fill ? '#' : '.';
-        bar[20] = '\0';
-        fprintf(f, "%s[%s] %3d%% %7.1f/%.1f MiB %6.1f MiB/s ETA %s%s", tty ? "\r" : "", bar, pct,
-                (double)done / 1048576.0, (double)total / 1048576.0, rate / 1048576.0,
-                final ? "0s" : eta, tty && !final ? "" : "\n");
-        fflush(f);
+        Capsule__V1__UpdatePushRequest *req = (Capsule__V1__UpdatePushRequest *)m;
+        req->msg_case = CAPSULE__V1__UPDATE_PUSH_REQUEST__MSG_CHUNK;
+        req->chunk.data = (uint8_t *)data;
+        req->chunk.len = len;
 }
 
 static int push(struct ctl *ctl, int argc, char **argv)
@@ -160,71 +140,29 @@ static int push(struct ctl *ctl, int argc, char **argv)
         if (!cl)
                 return CTL_EXIT_ERROR;
         struct cap_error err = {0};
-        struct rpc_stream *s =
-            rpc_stream_open(cl, "/capsule.v1.Updates/Push",
-                            &capsule__v1__update_push_response__descriptor, 0, &err);
-        if (!s) {
-                ctl_print_error(ctl, "update push", &err);
-                return CTL_EXIT_ERROR;
-        }
-        bool tty = isatty(STDERR_FILENO);
-        uint64_t total = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0, sent = 0;
+        uint64_t total = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
         Capsule__V1__UpdatePushHeader hdr = CAPSULE__V1__UPDATE_PUSH_HEADER__INIT;
         hdr.total_bytes = total;
         hdr.reboot = reboot;
         hdr.allow_downgrade = downgrade;
-        Capsule__V1__UpdatePushRequest req = CAPSULE__V1__UPDATE_PUSH_REQUEST__INIT;
-        req.msg_case = CAPSULE__V1__UPDATE_PUSH_REQUEST__MSG_HEADER;
-        req.header = &hdr;
-        _cleanup_free_ uint8_t *buf = malloc(PUSH_CHUNK);
+        Capsule__V1__UpdatePushRequest first = CAPSULE__V1__UPDATE_PUSH_REQUEST__INIT;
+        first.msg_case = CAPSULE__V1__UPDATE_PUSH_REQUEST__MSG_HEADER;
+        first.header = &hdr;
+        Capsule__V1__UpdatePushRequest chunk = CAPSULE__V1__UPDATE_PUSH_REQUEST__INIT;
+        const struct ctl_upload up = {
+            .method = "/capsule.v1.Updates/Push",
+            .response = &capsule__v1__update_push_response__descriptor,
+            .header = &first.base,
+            .chunk = &chunk.base,
+            .set_data = set_chunk,
+            .chunk_size = PUSH_CHUNK,
+            .progress_label = "push",
+            .progress_lines = true,
+            .sent_note = "sent; the capsule is finishing the slot...",
+        };
         ProtobufCMessage *resp = NULL;
-        double t0 = now_s(), last = 0;
-        int last_decile = 0;
-        int rc = buf ? rpc_stream_send(s, &req.base, &err) : -ENOMEM;
-        while (rc == 0) {
-                ssize_t n = read(fd, buf, PUSH_CHUNK);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        rc = cap_error_errno(&err, -errno, "read %s", path);
-                        break;
-                }
-                if (n == 0)
-                        break;
-                req.msg_case = CAPSULE__V1__UPDATE_PUSH_REQUEST__MSG_CHUNK;
-                req.chunk.data = buf;
-                req.chunk.len = (size_t)n;
-                rc = rpc_stream_send(s, &req.base, &err);
-                sent += (uint64_t)n;
-                int decile = total ? (int)(sent * 10 / total) : 0;
-                if (tty && now_s() - last > 0.2) {
-                        progress(stderr, true, sent, total, t0, false);
-                        last = now_s();
-                } else if (!tty && decile > last_decile && sent < total) {
-                        progress(stderr, false, sent, total, t0, false);
-                        last_decile = decile;
-                }
-        }
-        if (rc == 0)
-                progress(stderr, tty, sent, total, t0, true);
-        else if (tty)
-                fputc('\n', stderr);
-        if (rc == 0)
-                rc = rpc_stream_close_send(s, &err);
-        if (rc == 0) {
-                fprintf(stderr, "sent; the capsule is finishing the slot...\n");
-                rc = rpc_stream_recv(s, &resp, &err);
-                if (rc == 0)
-                        rc = rpc_stream_finish(s, &err) < 0
-                                 ? -EIO
-                                 : cap_error_set(&err, -EPROTO, CAP_INTERNAL, "no response");
-                else if (rc > 0)
-                        rc = 0;
-        } else {
-                rpc_stream_finish(s, &err); /* a send failed: the server's status says why */
-        }
-        rpc_stream_free(s);
-        if (rc < 0) {
+        double t0 = now_s();
+        if (ctl_upload_file(cl, &up, fd, path, total, &resp, &err) < 0) {
                 ctl_print_error(ctl, "update push", &err);
                 return CTL_EXIT_ERROR;
         }

@@ -1,6 +1,7 @@
 /* `capsulectl volume backup NAME -o FILE` and `capsulectl volume restore NAME -f FILE`: the
  * Volumes Backup and Restore streams to and from a local file. A backup is written to FILE.tmp
- * and renamed to FILE only once the server's sha256 trailer matched every byte received. */
+ * and renamed to FILE only once the server's sha256 trailer matched every byte received; a
+ * restore is sent through upload.c, with the sha256 of every byte sent as its trailer. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -16,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/quantity.h"
 #include "rpc/rpc.h"
+#include "upload.h"
 
 #define CHUNK (256 * 1024)
 
@@ -41,7 +43,8 @@ static const char volume_usage_restore[] =
     "Replaces the files of volume NAME with those of backup FILE (from `volume backup`), creating\n"
     "NAME when it does not exist (of SIZE, or the size the backup recorded). Refused while a\n"
     "workload uses NAME. The backup is extracted into a temporary volume first: a truncated,\n"
-    "corrupt or unsafe backup changes nothing.\n"
+    "corrupt or unsafe backup changes nothing. A progress bar goes to stderr when it is a\n"
+    "terminal.\n"
     "\n"
     "Options:\n"
     "  -f, --file FILE   the backup to restore; - for stdin (required, no default)\n"
@@ -200,48 +203,16 @@ int cmd_volume_backup(struct ctl *ctl, int argc, char **argv)
         return CTL_EXIT_OK;
 }
 
-/* Sends the first message, FILE's bytes, and the sha256 trailer. */
-static int restore_send(struct rpc_stream *s, int fd, const char *file,
-                        Capsule__V1__VolumeRestoreRequest *first, struct cap_error *err)
+static void restore_data(ProtobufCMessage *m, const uint8_t *data, size_t len)
 {
-        int rc = rpc_stream_send(s, &first->base, err);
-        _cleanup_free_ uint8_t *buf = malloc(CHUNK);
-        EVP_MD_CTX *md = EVP_MD_CTX_new();
-        if (!buf || !md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
-                EVP_MD_CTX_free(md);
-                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
-        }
-        Capsule__V1__VolumeRestoreRequest req = CAPSULE__V1__VOLUME_RESTORE_REQUEST__INIT;
-        while (rc == 0) {
-                ssize_t n = read(fd, buf, CHUNK);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        rc = cap_error_errno(err, -errno, "read %s", file);
-                        break;
-                }
-                if (n == 0)
-                        break;
-                EVP_DigestUpdate(md, buf, (size_t)n);
-                req.data.data = buf;
-                req.data.len = (size_t)n;
-                rc = rpc_stream_send(s, &req.base, err);
-        }
-        if (rc == 0) {
-                unsigned char d[32];
-                unsigned dl = 0;
-                char sum[65];
-                EVP_DigestFinal_ex(md, d, &dl);
-                hex(d, dl, sum);
-                req.data.len = 0;
-                req.data.data = NULL;
-                req.sha256 = sum;
-                rc = rpc_stream_send(s, &req.base, err);
-        }
-        EVP_MD_CTX_free(md);
-        if (rc == 0)
-                rc = rpc_stream_close_send(s, err);
-        return rc;
+        Capsule__V1__VolumeRestoreRequest *req = (Capsule__V1__VolumeRestoreRequest *)m;
+        req->data.data = (uint8_t *)data;
+        req->data.len = len;
+}
+
+static void restore_trailer(ProtobufCMessage *m, const char *sha256)
+{
+        ((Capsule__V1__VolumeRestoreRequest *)m)->sha256 = (char *)sha256;
 }
 
 int cmd_volume_restore(struct ctl *ctl, int argc, char **argv)
@@ -279,31 +250,28 @@ int cmd_volume_restore(struct ctl *ctl, int argc, char **argv)
         }
         bool from_stdin = strcmp(file, "-") == 0;
         _cleanup_close_ int fd = from_stdin ? dup(STDIN_FILENO) : open(file, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0) {
                 fprintf(ctl->err, "capsulectl volume restore: %s: %s\n", file, strerror(errno));
                 return CTL_EXIT_ERROR;
         }
         struct rpc_client *cl = ctl_client(ctl);
         if (!cl)
                 return CTL_EXIT_ERROR;
+        Capsule__V1__VolumeRestoreRequest chunk = CAPSULE__V1__VOLUME_RESTORE_REQUEST__INIT;
+        const struct ctl_upload up = {
+            .method = "/capsule.v1.Volumes/Restore",
+            .response = &capsule__v1__volume_restore_response__descriptor,
+            .header = &first.base,
+            .chunk = &chunk.base,
+            .set_data = restore_data,
+            .trailer = restore_trailer,
+            .chunk_size = CHUNK,
+            .progress_label = "restore",
+        };
         ProtobufCMessage *resp = NULL;
-        struct rpc_stream *s = rpc_stream_open(cl, "/capsule.v1.Volumes/Restore",
-                                               &capsule__v1__volume_restore_response__descriptor,
-                                               0, &err);
-        int rc = s ? restore_send(s, fd, file, &first, &err) : -1;
-        if (rc == 0) {
-                rc = rpc_stream_recv(s, &resp, &err);
-                if (rc == 0)
-                        rc = rpc_stream_finish(s, &err) < 0
-                                 ? -EIO
-                                 : cap_error_set(&err, -EPROTO, CAP_INTERNAL, "no response");
-                else if (rc > 0)
-                        rc = 0;
-        } else if (s) {
-                rpc_stream_finish(s, &err); /* the server's status says why a send failed */
-        }
-        rpc_stream_free(s);
-        if (rc < 0) {
+        if (ctl_upload_file(cl, &up, fd, file, S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0,
+                            &resp, &err) < 0) {
                 ctl_print_error(ctl, "volume restore", &err);
                 return CTL_EXIT_ERROR;
         }

@@ -809,6 +809,12 @@ static int context_field(struct yparse *p, const char *key, yaml_node_t *v, cons
                 return take_str(p, v, path, &x->name);
         if (strcmp(key, "endpoint") == 0)
                 return take_str(p, v, path, &x->endpoint);
+        if (strcmp(key, "endpoints") == 0) {
+                int r = take_strv(p, v, path, &x->endpoints, &x->n_endpoints);
+                if (r >= 0 && x->n_endpoints == 0)
+                        r = fail_at(p, v, "%s: must list at least one HOST:PORT", path);
+                return r;
+        }
         if (strcmp(key, "ca") == 0)
                 return take_str(p, v, path, &x->ca_pem);
         if (strcmp(key, "cert") == 0)
@@ -816,6 +822,38 @@ static int context_field(struct yparse *p, const char *key, yaml_node_t *v, cons
         if (strcmp(key, "key") == 0)
                 return take_str(p, v, path, &x->key_pem);
         return FIELD_UNKNOWN;
+}
+
+/* "HOST:PORT" or "[IPV6]:PORT": a host without commas or blanks, a port of 1-65535. */
+static bool endpoint_ok(const char *e)
+{
+        const char *colon = strrchr(e, ':');
+        if (!colon || colon == e || strpbrk(e, ", \t\n") || !colon[1] ||
+            strspn(colon + 1, "0123456789") != strlen(colon + 1) || strlen(colon + 1) > 5)
+                return false;
+        long port = strtol(colon + 1, NULL, 10);
+        return port >= 1 && port <= 65535;
+}
+
+static int endpoints_validate(struct yparse *p, const yaml_node_t *n,
+                              const struct client_context *x, const char *path)
+{
+        if (x->endpoint && x->endpoints)
+                return fail_at(p, n, "%s: endpoint and endpoints are both set; keep one", path);
+        if (!x->endpoint && !x->endpoints)
+                return fail_at(p, n, "missing required field \"%s.endpoint\" (or \"%s.endpoints\", "
+                               "a list)", path, path);
+        for (size_t i = 0; i < x->n_endpoints; i++) {
+                if (!endpoint_ok(x->endpoints[i]))
+                        return fail_at(p, n, "%s.endpoints[%zu]: \"%s\" is not HOST:PORT (one "
+                                       "endpoint per item, a port of 1-65535)", path, i,
+                                       x->endpoints[i]);
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(x->endpoints[j], x->endpoints[i]) == 0)
+                                return fail_at(p, n, "%s.endpoints[%zu]: duplicate endpoint \"%s\"",
+                                               path, i, x->endpoints[i]);
+        }
+        return 0;
 }
 
 static int context_validate(struct yparse *p, const yaml_node_t *n, const struct client_context *x,
@@ -826,7 +864,7 @@ static int context_validate(struct yparse *p, const yaml_node_t *n, const struct
         const void *vals[] = {x->name, x->endpoint, x->ca_pem, x->cert_pem, x->key_pem};
         for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
                 snprintf(f[i], sizeof(f[i]), "%s.%s", path, names[i]);
-                int r = require(p, n, vals[i], f[i]);
+                int r = i == 1 ? endpoints_validate(p, n, x, path) : require(p, n, vals[i], f[i]);
                 if (r < 0)
                         return r;
         }
@@ -920,6 +958,7 @@ static void context_free(struct client_context *x)
 {
         free(x->name);
         free(x->endpoint);
+        free_strv(x->endpoints, x->n_endpoints);
         free(x->ca_pem);
         free(x->cert_pem);
         free_secret(x->key_pem);
@@ -981,7 +1020,36 @@ static int context_copy(struct client_context *dst, const struct client_context 
                         return -ENOMEM;
                 }
         }
+        if (src->n_endpoints) {
+                dst->endpoints = calloc(src->n_endpoints + 1, sizeof(char *));
+                if (!dst->endpoints) {
+                        context_free(dst);
+                        return -ENOMEM;
+                }
+                dst->n_endpoints = src->n_endpoints;
+                for (size_t i = 0; i < src->n_endpoints; i++)
+                        if (!(dst->endpoints[i] = strdup(src->endpoints[i]))) {
+                                context_free(dst);
+                                return -ENOMEM;
+                        }
+        }
         return 0;
+}
+
+char *client_context_endpoints_line(const struct client_context *x)
+{
+        if (!x->n_endpoints)
+                return x->endpoint ? strdup(x->endpoint) : NULL;
+        size_t len = 1;
+        for (size_t i = 0; i < x->n_endpoints; i++)
+                len += strlen(x->endpoints[i]) + 1;
+        char *line = calloc(1, len);
+        for (size_t i = 0; line && i < x->n_endpoints; i++) {
+                if (i)
+                        strcat(line, ",");
+                strcat(line, x->endpoints[i]);
+        }
+        return line;
 }
 
 int client_config_add(struct client_config *c, const struct client_context *ctx, bool replace,
@@ -1332,6 +1400,7 @@ int client_config_format(const struct client_config *c, char **out, size_t *len,
                 emit_map_start(&o);
                 emit_key_str(&o, "name", x->name);
                 emit_key_str(&o, "endpoint", x->endpoint);
+                emit_strv(&o, "endpoints", x->endpoints, x->n_endpoints);
                 emit_key_str(&o, "ca", x->ca_pem);
                 emit_key_str(&o, "cert", x->cert_pem);
                 emit_key_str(&o, "key", x->key_pem);

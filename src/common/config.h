@@ -89,10 +89,14 @@ bool machine_listen_ok(const char *addr);
 
 struct client_context {
         char *name;
-        char *endpoint; /* host:port */
+        char *endpoint; /* host:port (a comma-separated list is read as several, as --capsule) */
         char *ca_pem;
         char *cert_pem;
         char *key_pem;
+        /* `endpoints: [host:port, ...]` instead of endpoint (exactly one of the two is set): a
+         * context for a fleet, every verb runs on each capsule as with --capsule a,b */
+        char **endpoints;
+        size_t n_endpoints;
 };
 
 struct client_config {
@@ -133,6 +137,9 @@ void client_config_free(struct client_config *cfg);
 /* The context called name, or the current one when name is NULL (or the only one when the file
  * has exactly one and no currentContext); NULL if absent. */
 const struct client_context *client_config_find(const struct client_config *cfg, const char *name);
+/* The context's endpoints as one comma-separated line ("a:50000,b:50000"), for display and for
+ * the --capsule list syntax; malloc'd, NULL when out of memory or the context has none. */
+char *client_context_endpoints_line(const struct client_context *ctx);
 /* Default client config path: $CAPSULECONFIG, else ~/.config/capsule/config. Caller frees. */
 char *client_config_default_path(void);
 /* Adds a deep copy of ctx. A context of the same name is an ALREADY_EXISTS error unless replace,

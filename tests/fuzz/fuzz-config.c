@@ -59,7 +59,8 @@ static int client_eq(const struct client_config *a, const struct client_config *
                 const struct client_context *x = &a->contexts[i], *y = &b->contexts[i];
                 if (!str_eq(x->name, y->name) || !str_eq(x->endpoint, y->endpoint) ||
                     !str_eq(x->ca_pem, y->ca_pem) || !str_eq(x->cert_pem, y->cert_pem) ||
-                    !str_eq(x->key_pem, y->key_pem))
+                    !str_eq(x->key_pem, y->key_pem) ||
+                    !strv_eq(x->endpoints, x->n_endpoints, y->endpoints, y->n_endpoints))
                         return 0;
         }
         return 1;

@@ -211,6 +211,70 @@ class CliTest(unittest.TestCase):
         self.assertEqual([d["node"] for d in doc], [self.a.endpoint, self.b.endpoint])
         self.assertTrue(all(d["result"]["spec"]["name"] == "fleet1" for d in doc))
 
+    def fleet_context(self, name, endpoints, extra=""):
+        """A copy of the client config whose one context lists endpoints (`endpoints: [...]`)."""
+        with open(self.config) as f:
+            text = f.read()
+        items = ", ".join(f'"{e}"' for e in endpoints)
+        text, n = re.subn(r"(?m)^(\s*)endpoint: .*$",
+                          lambda m: f"{m.group(1)}endpoints: [{items}]" +
+                          (f"\n{m.group(1)}{extra}" if extra else ""), text)
+        self.assertEqual(n, 1)
+        return self.write(name, text)
+
+    def test_fleet_context_with_endpoints(self):
+        """A context holding two endpoints runs each verb on both capsules, as --capsule a,b does;
+        with one of them down the other's result still comes and the exit code says so."""
+        pair = self.fleet_context("pairconfig", [self.a.endpoint, self.b.endpoint])
+        env = ctl_env(pair)
+        p = harness.ctl(["config", "contexts", "-o", "json"], env=env, check=True)
+        ctx = json.loads(p.stdout)["contexts"][0]
+        self.assertEqual(ctx["endpoints"], [self.a.endpoint, self.b.endpoint])
+        self.assertEqual(ctx["endpoint"], self.fleet)
+        p = harness.ctl(["config", "contexts"], env=env, check=True)
+        self.assertIn(self.fleet, p.stdout)
+        p = harness.ctl(["apply", "-f", self.write("fc.yaml", manifest("fleetctx"))], env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for ep in (self.a.endpoint, self.b.endpoint):
+            self.assertRegex(p.stdout, rf"(?m)^{re.escape(ep)}\s+container/fleetctx (created|unchanged)$")
+            self.assertEqual(self.ctl(["get", "fleetctx"], host=ep).returncode, 0)
+        p = harness.ctl(["get"], env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        lines = p.stdout.splitlines()
+        self.assertRegex(lines[0], r"^NODE\s+NAME\s+KIND\s+STATUS")
+        for ep in (self.a.endpoint, self.b.endpoint):
+            self.assertTrue(any(re.match(rf"{re.escape(ep)}\s+fleetctx\s", l) for l in lines), p.stdout)
+        # --capsule still overrides the context's list
+        p = harness.ctl(["get", "fleetctx", "--capsule", self.b.endpoint], env=env, check=True)
+        self.assertNotIn("NODE", p.stdout)
+
+        down = f"127.0.0.1:{harness.free_port()}"
+        half = self.fleet_context("halfconfig", [self.a.endpoint, down])
+        p = harness.ctl(["--timeout", "5", "get"], env=ctl_env(half))
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertRegex(p.stdout, rf"(?m)^{re.escape(self.a.endpoint)}\s+fleetctx\s")
+        self.assertIn(f"[{down}]", p.stderr)
+        self.assertRegex(p.stderr, rf"1 of 2 capsules failed: {re.escape(down)}")
+        p = harness.ctl(["--timeout", "5", "apply", "-f", self.write("fc2.yaml", manifest("fleetctx2"))],
+                        env=ctl_env(half))
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertRegex(p.stdout, rf"(?m)^{re.escape(self.a.endpoint)}\s+container/fleetctx2 created$")
+        self.assertRegex(p.stderr, rf"1 of 2 capsules failed: {re.escape(down)}")
+
+        # a bad list is refused naming the field, and nothing is run
+        bad = self.fleet_context("badconfig", [self.a.endpoint, f"{self.b.endpoint},{down}"])
+        p = harness.ctl(["get"], env=ctl_env(bad))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("contexts[0].endpoints[1]", p.stderr)
+        self.assertIn("is not HOST:PORT", p.stderr)
+        both = self.fleet_context("bothconfig", [self.a.endpoint], extra=f"endpoint: {down}")
+        p = harness.ctl(["get"], env=ctl_env(both))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("endpoint and endpoints are both set", p.stderr)
+        for n in ("fleetctx", "fleetctx2"):
+            self.ctl(["delete", n], host=self.a.endpoint)
+        self.ctl(["delete", "fleetctx"], host=self.b.endpoint)
+
     def test_apply_prune(self):
         """apply --prune: a directory is the whole desired state; --dry-run shows and changes nothing;
         volumes are never pruned; a failed apply prunes nothing."""

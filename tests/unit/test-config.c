@@ -569,6 +569,86 @@ TEST(client_strict)
         client_config_free(&c);
 }
 
+/* A context's `endpoints: [...]` (a fleet): parsed, kept through save/load and add, shown as one
+ * line; the errors name the field (and the item). */
+#define CLIENT_PKI                                                                                 \
+        "  ca: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"                  \
+        "  cert: |\n    -----BEGIN CERTIFICATE-----\n    -----END CERTIFICATE-----\n"                \
+        "  key: |\n    -----BEGIN PRIVATE KEY-----\n    -----END PRIVATE KEY-----\n"
+
+static void expect_client_error(const char *y, const char *want)
+{
+        struct client_config c;
+        struct cap_error err = {0};
+        CHECK(client_config_parse("cfg", y, strlen(y), &c, &err) == -EINVAL);
+        CHECK_CONTAINS(err.msg, want);
+        CHECK(c.n_contexts == 0 && c.contexts == NULL);
+}
+
+TEST(client_endpoints)
+{
+        struct client_config c, back;
+        struct cap_error err = {0};
+        const char *y = "contexts:\n- name: pair\n  endpoints: [10.0.0.2:50000, \"[fd00::3]:50000\"]\n"
+                        CLIENT_PKI;
+        CHECK(client_config_parse("cfg", y, strlen(y), &c, &err) == 0);
+        const struct client_context *x = client_config_find(&c, NULL);
+        CHECK(x && x->endpoint == NULL && x->n_endpoints == 2);
+        if (!x || x->n_endpoints != 2)
+                return;
+        CHECK_STR_EQ(x->endpoints[0], "10.0.0.2:50000");
+        CHECK_STR_EQ(x->endpoints[1], "[fd00::3]:50000");
+        char *line = client_context_endpoints_line(x);
+        CHECK_STR_EQ(line, "10.0.0.2:50000,[fd00::3]:50000");
+        free(line);
+        /* saved as a list, read back the same; add copies the list */
+        const char *p = path_in("fleetconfig");
+        CHECK(client_config_save(p, &c, &err) == 0);
+        CHECK(client_config_load(p, &back, &err) == 0);
+        x = client_config_find(&back, "pair");
+        CHECK(x && x->n_endpoints == 2 && !x->endpoint && strcmp(x->endpoints[1], "[fd00::3]:50000") == 0);
+        struct client_context copy = *x;
+        copy.name = "pair2";
+        CHECK(client_config_add(&c, &copy, false, &err) == 0);
+        client_config_free(&back);
+        x = client_config_find(&c, "pair2");
+        CHECK(x && x->n_endpoints == 2 && strcmp(x->endpoints[0], "10.0.0.2:50000") == 0);
+        /* a single endpoint's line is itself */
+        struct client_context one = {"one", "a:1", CA, CERT, KEY};
+        line = client_context_endpoints_line(&one);
+        CHECK_STR_EQ(line, "a:1");
+        free(line);
+        client_config_free(&c);
+
+        expect_client_error("contexts:\n- name: h\n  endpoint: a:1\n  endpoints: [b:1]\n" CLIENT_PKI,
+                            "cfg:2: contexts[0]: endpoint and endpoints are both set");
+        expect_client_error("contexts:\n- name: h\n" CLIENT_PKI,
+                            "missing required field \"contexts[0].endpoint\" (or "
+                            "\"contexts[0].endpoints\"");
+        expect_client_error("contexts:\n- name: h\n  endpoints: []\n" CLIENT_PKI,
+                            "contexts[0].endpoints: must list at least one HOST:PORT");
+        expect_client_error("contexts:\n- name: h\n  endpoints:\n" CLIENT_PKI,
+                            "contexts[0].endpoints: must list at least one HOST:PORT");
+        expect_client_error("contexts:\n- name: h\n  endpoints: a:1\n" CLIENT_PKI,
+                            "contexts[0].endpoints: expected a list of strings");
+        expect_client_error("contexts:\n- name: h\n  endpoints: [a:1, \"b:1,c:1\"]\n" CLIENT_PKI,
+                            "contexts[0].endpoints[1]: \"b:1,c:1\" is not HOST:PORT");
+        expect_client_error("contexts:\n- name: h\n  endpoints: [a:1, \"\"]\n" CLIENT_PKI,
+                            "contexts[0].endpoints[1]: \"\" is not HOST:PORT");
+        expect_client_error("contexts:\n- name: h\n  endpoints: [a]\n" CLIENT_PKI,
+                            "contexts[0].endpoints[0]: \"a\" is not HOST:PORT");
+        expect_client_error("contexts:\n- name: h\n  endpoints: [\"a:0\"]\n" CLIENT_PKI,
+                            "contexts[0].endpoints[0]: \"a:0\" is not HOST:PORT");
+        expect_client_error("contexts:\n- name: h\n  endpoints: [\"a:65536\"]\n" CLIENT_PKI,
+                            "is not HOST:PORT");
+        expect_client_error("contexts:\n- name: h\n  endpoints: [\":1\"]\n" CLIENT_PKI,
+                            "is not HOST:PORT");
+        expect_client_error("contexts:\n- name: h\n  endpoints: [a:1, b:2, a:1]\n" CLIENT_PKI,
+                            "contexts[0].endpoints[2]: duplicate endpoint \"a:1\"");
+        expect_client_error("contexts:\n- name: h\n  endpoints: [{a: 1}]\n" CLIENT_PKI,
+                            "contexts[0].endpoints[0]: expected a string");
+}
+
 TEST(failed_save_keeps_old_file)
 {
         struct machine_config m;
@@ -685,6 +765,7 @@ int main(void)
         RUN(machine_updates);
         RUN(client_round_trip);
         RUN(client_strict);
+        RUN(client_endpoints);
         RUN(failed_save_keeps_old_file);
         RUN(read_only_dir_keeps_old_file);
         RUN(default_path);

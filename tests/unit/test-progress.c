@@ -1,4 +1,6 @@
-/* Unit tests for capsulectl's progress bar text (src/capsulectl/progress.c). */
+/* Unit tests for capsulectl's progress text (src/capsulectl/progress.c): the terminal bar and the
+ * plain lines update push writes when stderr is not a terminal (tests/e2e/e2e_update.py reads
+ * "[##########" and "50%" from them, tests/integration/test_updates.py "100%"). */
 #include <string.h>
 
 #include "progress.h"
@@ -19,8 +21,24 @@ TEST(format)
         CHECK(strlen(b) == 7);
 }
 
+TEST(format_line)
+{
+        char b[160];
+        ctl_progress_format_line(b, sizeof(b), 12u << 20, 24u << 20, 2.0, false);
+        CHECK_STR_EQ(b, "[##########..........]  50%    12.0/24.0 MiB    6.0 MiB/s ETA 2s");
+        ctl_progress_format_line(b, sizeof(b), 24u << 20, 24u << 20, 3.0, true);
+        CHECK_STR_EQ(b, "[####################] 100%    24.0/24.0 MiB    8.0 MiB/s ETA 0s");
+        ctl_progress_format_line(b, sizeof(b), 1u << 20, 100u << 20, 1.0, false);
+        CHECK_STR_EQ(b, "[....................]   1%     1.0/100.0 MiB    1.0 MiB/s ETA 1m39s");
+        ctl_progress_format_line(b, sizeof(b), 5u << 20, 0, 0.0, true); /* size unknown */
+        CHECK_STR_EQ(b, "[####################] 100%     5.0/0.0 MiB    0.0 MiB/s ETA 0s");
+        ctl_progress_format_line(b, 10, 1, 2, 1.0, false); /* truncated, never overrun */
+        CHECK(strlen(b) == 9);
+}
+
 int main(void)
 {
         RUN(format);
+        RUN(format_line);
         return test_summary();
 }

@@ -12,12 +12,11 @@
  *
  * Thin snapshots carry LVM's activation-skip flag by default; lvcreate -kn makes them without it
  * (and -K activates one that has it). Caches are deactivated once built: only snapshots are ever
- * open. It drives the lvm2 tools through spawn.c and the image's /etc/lvm/lvm.conf (no udev), as
- * volume/lvm.c does. */
+ * open. It drives the lvm2 tools through spawn.c and the image's /etc/lvm/lvm.conf (no udev), and
+ * reads their reports with lvs.c, as volume/lvm.c does. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +29,7 @@
 #include "common/log.h"
 #include "rootdisk.h"
 #include "tools.h"
+#include "volume/lvs.h"
 #include "volume/spawn.h"
 
 #define MIB (1024ull * 1024ull)
@@ -86,89 +86,46 @@ int vm_rootdisk_lvm_size_arg(uint64_t bytes, char *buf, size_t len)
         return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
 }
 
-static bool tag_listed(const char *tags, const char *tag)
+/* Copies s into buf; false when it does not fit. */
+static bool copy_field(const char *s, char *buf, size_t len)
 {
-        size_t tl = strlen(tag);
-        for (const char *p = tags; p && *p;) {
-                const char *comma = strchr(p, ',');
-                size_t l = comma ? (size_t)(comma - p) : strlen(p);
-                if (l == tl && strncmp(p, tag, l) == 0)
-                        return true;
-                p = comma ? comma + 1 : NULL;
-        }
-        return false;
-}
-
-/* Copies the string field key of o into buf; false when it is there but does not fit. */
-static bool field(struct json_object *o, const char *key, char *buf, size_t len)
-{
-        struct json_object *v = NULL;
-        buf[0] = '\0';
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return true;
-        const char *s = json_object_get_string(v);
-        if (strlen(s) >= len)
+        size_t l = strlen(s);
+        if (l >= len)
                 return false;
-        memcpy(buf, s, strlen(s) + 1);
+        memcpy(buf, s, l + 1);
         return true;
 }
 
-static int parse_row(struct json_object *o, struct vm_rootdisk_lv *lv, struct cap_error *err)
-{
-        char size[32], tags[1024];
-        memset(lv, 0, sizeof(*lv));
-        if (!field(o, "lv_name", lv->name, sizeof(lv->name)) || !lv->name[0])
-                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "lvs: an entry without lv_name");
-        if (!field(o, "origin", lv->origin, sizeof(lv->origin)) ||
-            !field(o, "pool_lv", lv->pool, sizeof(lv->pool)) ||
-            !field(o, "lv_tags", tags, sizeof(tags)) || !field(o, "lv_size", size, sizeof(size)))
-                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "lvs: %s: a field is too long",
-                                     lv->name);
-        char *end = NULL;
-        errno = 0;
-        unsigned long long v = strtoull(size, &end, 10);
-        if (!size[0] || errno || (*end && strcmp(end, "B") != 0))
-                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "lvs: %s: bad lv_size \"%s\"",
-                                     lv->name, size);
-        lv->size_bytes = v;
-        lv->incomplete = tag_listed(tags, VM_ROOTDISK_TAG_INCOMPLETE);
-        return 0;
-}
-
+/* The report parsed by volume/lvs.c, kept in fixed-size rows: lv_size is required and no field
+ * may be longer than the row keeps. */
 int vm_rootdisk_lvm_parse_lvs(const char *json, struct vm_rootdisk_lv **out, size_t *n,
                               struct cap_error *err)
 {
         *out = NULL;
         *n = 0;
-        struct json_object *root = json_tokener_parse(json);
-        struct json_object *report = NULL;
-        if (!root || !json_object_object_get_ex(root, "report", &report) ||
-            !json_object_is_type(report, json_type_array)) {
-                json_object_put(root);
-                return cap_error_set(err, -EINVAL, CAP_INTERNAL,
-                                     "lvs: unexpected output (no \"report\" array)");
-        }
-        struct vm_rootdisk_lv *lvs = NULL;
+        struct lvs_row *rows = NULL;
         size_t count = 0;
-        int r = 0;
-        for (size_t i = 0; r == 0 && i < json_object_array_length(report); i++) {
-                struct json_object *arr = NULL;
-                if (!json_object_object_get_ex(json_object_array_get_idx(report, i), "lv", &arr) ||
-                    !json_object_is_type(arr, json_type_array))
-                        continue;
-                for (size_t j = 0; r == 0 && j < json_object_array_length(arr); j++) {
-                        struct vm_rootdisk_lv *nl = realloc(lvs, (count + 1) * sizeof(*lvs));
-                        if (!nl) {
-                                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
-                                break;
-                        }
-                        lvs = nl;
-                        if ((r = parse_row(json_object_array_get_idx(arr, j), &lvs[count], err)) ==
-                            0)
-                                count++;
-                }
+        int r = lvs_parse(json, &rows, &count, err);
+        if (r < 0)
+                return r;
+        struct vm_rootdisk_lv *lvs = count ? calloc(count, sizeof(*lvs)) : NULL;
+        if (count && !lvs)
+                r = cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        for (size_t i = 0; r == 0 && i < count; i++) {
+                const struct lvs_row *row = &rows[i];
+                struct vm_rootdisk_lv *lv = &lvs[i];
+                if (!copy_field(row->lv_name, lv->name, sizeof(lv->name)) ||
+                    !copy_field(row->origin, lv->origin, sizeof(lv->origin)) ||
+                    !copy_field(row->pool_lv, lv->pool, sizeof(lv->pool)))
+                        r = cap_error_set(err, -EINVAL, CAP_INTERNAL,
+                                          "lvs: %s: a field is too long", row->lv_name);
+                else if (!row->has_size)
+                        r = cap_error_set(err, -EINVAL, CAP_INTERNAL, "lvs: %s: bad lv_size \"\"",
+                                          row->lv_name);
+                lv->size_bytes = row->size_bytes;
+                lv->incomplete = lvs_tag_listed(row->lv_tags, VM_ROOTDISK_TAG_INCOMPLETE);
         }
-        json_object_put(root);
+        lvs_rows_free(rows, count);
         if (r < 0) {
                 free(lvs);
                 return r;

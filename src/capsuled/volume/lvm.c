@@ -5,7 +5,8 @@
  * reboot). The "vol-" prefix keeps volume LVs apart from perm/pool and from the names LVM
  * reserves (snapshot*, pvmove*).
  *
- * It drives the lvm2 command-line tools with --reportformat json (there is no stable C API),
+ * It drives the lvm2 command-line tools with --reportformat json (there is no stable C API; lvs.c
+ * parses the report),
  * through spawn.c (an argv, never a shell) and the image's /etc/lvm/lvm.conf (no udev, no
  * monitoring, no devices file), like perm.c.
  *
@@ -21,7 +22,6 @@
  * mounted, so an LV that cannot be activated costs that volume only. */
 #include <errno.h>
 #include <fcntl.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +36,7 @@
 #include "common/cleanup.h"
 #include "common/fault.h"
 #include "common/log.h"
+#include "lvs.h"
 #include "spawn.h"
 #include "volume.h"
 
@@ -74,41 +75,6 @@ const char *volume_lvm_volume_name(const char *lv_name)
         return lv_name + l;
 }
 
-/* "1234", "1234B" (--units b without --nosuffix) -> 1234; "" or junk -> -EINVAL. */
-static int parse_bytes(const char *s, uint64_t *out)
-{
-        if (!s || !*s)
-                return -EINVAL;
-        char *end = NULL;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (errno || end == s || (*end && strcmp(end, "B") != 0))
-                return -EINVAL;
-        *out = v;
-        return 0;
-}
-
-static const char *json_str(struct json_object *o, const char *key)
-{
-        struct json_object *v = NULL;
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return NULL;
-        return json_object_get_string(v);
-}
-
-static bool tag_listed(const char *tags, const char *tag)
-{
-        size_t tl = strlen(tag);
-        for (const char *p = tags; p && *p;) {
-                const char *comma = strchr(p, ',');
-                size_t l = comma ? (size_t)(comma - p) : strlen(p);
-                if (l == tl && strncmp(p, tag, l) == 0)
-                        return true;
-                p = comma ? comma + 1 : NULL;
-        }
-        return false;
-}
-
 /* The ID of the first tag "capsule_owner_ID" (malloc'd), NULL when there is none. */
 static char *tag_owner(const char *tags)
 {
@@ -138,64 +104,30 @@ int volume_lvm_parse_lvs(const char *json, struct volume_lvm_lv **out, size_t *n
 {
         *out = NULL;
         *n = 0;
-        struct json_object *root = json_tokener_parse(json);
-        struct json_object *report = NULL, *lvarr = NULL;
-        if (!root || !json_object_object_get_ex(root, "report", &report) ||
-            !json_object_is_type(report, json_type_array)) {
-                json_object_put(root);
-                return cap_error_set(err, -EINVAL, CAP_INTERNAL,
-                                     "lvs: unexpected output (no \"report\" array)");
-        }
-        struct volume_lvm_lv *lvs = NULL;
+        struct lvs_row *rows = NULL;
         size_t count = 0;
-        int r = 0;
-        for (size_t i = 0; r == 0 && i < json_object_array_length(report); i++) {
-                struct json_object *section = json_object_array_get_idx(report, i);
-                if (!json_object_object_get_ex(section, "lv", &lvarr) ||
-                    !json_object_is_type(lvarr, json_type_array))
-                        continue;
-                for (size_t j = 0; r == 0 && j < json_object_array_length(lvarr); j++) {
-                        struct json_object *o = json_object_array_get_idx(lvarr, j);
-                        const char *name = json_str(o, "lv_name");
-                        if (!name || !*name) {
-                                r = cap_error_set(err, -EINVAL, CAP_INTERNAL,
-                                                  "lvs: an entry without lv_name");
-                                break;
-                        }
-                        struct volume_lvm_lv lv = {0};
-                        const char *size = json_str(o, "lv_size");
-                        if (size && parse_bytes(size, &lv.size_bytes) < 0) {
-                                r = cap_error_set(err, -EINVAL, CAP_INTERNAL,
-                                                  "lvs: %s: bad lv_size \"%s\"", name, size);
-                                break;
-                        }
-                        const char *pct = json_str(o, "data_percent");
-                        lv.data_percent = pct && *pct ? strtod(pct, NULL) : 0;
-                        const char *tags = json_str(o, "lv_tags");
-                        lv.incomplete = tag_listed(tags, TAG_INCOMPLETE);
-                        lv.snapshot = tag_listed(tags, TAG_SNAPSHOT);
-                        lv.owner = tag_owner(tags);
-                        const char *pool = json_str(o, "pool_lv");
-                        struct volume_lvm_lv *nl = realloc(lvs, (count + 1) * sizeof(*lvs));
-                        if (nl)
-                                lvs = nl;
-                        lv.lv_name = strdup(name);
-                        lv.pool_lv = strdup(pool ? pool : "");
-                        if (!nl || !lv.lv_name || !lv.pool_lv) {
-                                free(lv.lv_name);
-                                free(lv.pool_lv);
-                                free(lv.owner);
-                                r = oom(err);
-                                break;
-                        }
-                        lvs[count++] = lv;
-                }
-        }
-        json_object_put(root);
-        if (r < 0) {
-                volume_lvm_lvs_free(lvs, count);
+        int r = lvs_parse(json, &rows, &count, err);
+        if (r < 0)
                 return r;
+        struct volume_lvm_lv *lvs = count ? calloc(count, sizeof(*lvs)) : NULL;
+        if (count && !lvs) {
+                lvs_rows_free(rows, count);
+                return oom(err);
         }
+        for (size_t i = 0; i < count; i++) {
+                struct lvs_row *row = &rows[i];
+                lvs[i] = (struct volume_lvm_lv){
+                    .lv_name = row->lv_name,
+                    .pool_lv = row->pool_lv,
+                    .size_bytes = row->size_bytes,
+                    .data_percent = row->data_percent,
+                    .incomplete = lvs_tag_listed(row->lv_tags, TAG_INCOMPLETE),
+                    .snapshot = lvs_tag_listed(row->lv_tags, TAG_SNAPSHOT),
+                    .owner = tag_owner(row->lv_tags),
+                };
+                row->lv_name = row->pool_lv = NULL; /* now lvs[i]'s */
+        }
+        lvs_rows_free(rows, count);
         *out = lvs;
         *n = count;
         return 0;
