@@ -681,6 +681,8 @@ int vmd_run(struct vmd *d, const struct vmd_run *run, uint32_t *pid, struct cap_
 
 /* ---- stop, remove, list ----------------------------------------------------------------- */
 
+#define GUEST_CONNECT_TIMEOUT_S 15
+
 struct rpc_client *vmd_guest_client(struct vmd *d, const char *name, struct cap_error *err)
 {
         char dir[PATH_MAX], s[32];
@@ -697,6 +699,12 @@ struct rpc_client *vmd_guest_client(struct vmd *d, const char *name, struct cap_
         }
         struct sockaddr_vm sa = {.svm_family = AF_VSOCK, .svm_cid = (unsigned)atoi(s),
                                  .svm_port = GUEST_VSOCK_PORT};
+        /* The kernel gives up on a vsock connect after 2 s, which a busy guest under TCG (nested,
+         * on a loaded host) misses: e2e saw exec fail with ETIMEDOUT right after one succeeded.
+         * A gone VM or a closed port still fails at once (reset); only a slow guest waits. */
+        struct timeval tv = {.tv_sec = GUEST_CONNECT_TIMEOUT_S};
+        if (setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv, sizeof(tv)) < 0)
+                log_warn("microvm: %s: vsock connect timeout: %s", name, strerror(errno));
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
                 int e = -errno;
                 close(fd);
