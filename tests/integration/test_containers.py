@@ -300,6 +300,24 @@ class ContainersTest(WithImage):
             self.assertEqual(p.returncode, 1, what)
             self.assertIn(needle, p.stderr, what)
             self.assertIn("nothing was applied", p.stderr, what)
+        # refused by the capsule (it knows its ports): the API names the field
+        served = {
+            # the capsule's own ports: the configured API and metrics ports and the bound ones
+            "api port": ("kind: Container\nname: x\nimage: a\nports: [\"8080:80\", \"50000:80\"]\n",
+                         "x: ports[1].host: port 50000/tcp is used by the capsule API"),
+            "metrics port": ("kind: Container\nname: x\nimage: a\nports: [\"50001:80\"]\n",
+                             "x: ports[0].host: port 50001/tcp is used by the capsule's metrics endpoint"),
+            "bound api port": (f"kind: Container\nname: x\nimage: a\nports: [\"{self.capsule.port}:80\"]\n",
+                               f"port {self.capsule.port}/tcp is used by the capsule API"),
+            "bound metrics port": (
+                f"kind: Container\nname: x\nimage: a\nports: [\"{self.capsule.metrics_port}:80/tcp\"]\n",
+                f"port {self.capsule.metrics_port}/tcp is used by the capsule's metrics endpoint"),
+        }
+        for what, (text, needle) in served.items():
+            p = self.apply(text, check=False)
+            self.assertEqual(p.returncode, 1, what)
+            self.assertIn(needle, p.stderr, what)
+            self.assertIn("choose another host port (INVALID_ARGUMENT)", p.stderr, what)
         self.assertEqual(self.capsule.ctl(["-o", "json", "get"], check=True).stdout, before)
 
     def test_api_validates_specs_from_any_client(self):
