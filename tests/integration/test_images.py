@@ -396,6 +396,19 @@ class ImagesTest(unittest.TestCase):
             ("not-tar", b"hello world, not an archive" * 100, "tar"),
             ("no-name", tar_of(mk.docker_archive_entries(img, repo_tags=[])), "--name"),
         ]
+        # the layers' own contents, as `docker load` checks them: in the oci-archive's gzip
+        # layer and the docker-archive's plain one
+        for what, entry, msg in [
+                ("layer-dotdot", mk.file_entry("../../../tmp/x", b"x"),
+                 'entry "../../../tmp/x": ".." leaves the image root'),
+                ("layer-absolute", mk.file_entry("/tmp/x", b"x"), 'entry "/tmp/x": an absolute path'),
+                ("layer-hardlink", mk.hardlink_entry("etc/l", "../../../etc/shadow"),
+                 'entry "etc/l": hardlink to "../../../etc/shadow"')]:
+            bad = mk.Image(layer=mk.tar_bytes([mk.file_entry("hello", b"hi\n"), entry]))
+            cases.append((what + "-oci", tar_of(mk.oci_archive_entries(bad, "capsule.local/evil:1")),
+                          f"layer {mk.sha256(bad.layer_gz)}: {msg}"))
+            cases.append((what + "-docker", tar_of(mk.docker_archive_entries(bad, "capsule.local/evil:2")),
+                          f"layer {mk.sha256(bad.layer)}: {msg}"))
         images_before, content_before = self.ctr_images(), self.ctr_content()
         for what, data, msg in cases:
             with self.subTest(what):
