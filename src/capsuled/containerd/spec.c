@@ -745,6 +745,20 @@ static int parse_json(const char *text, const char *what, json_object **out, str
         return 0;
 }
 
+bool spec_user_names(const struct spec_options *o)
+{
+        const Capsule__V1__WorkloadSpec *w = o->workload;
+        _cleanup_json_ json_object *img = NULL;
+        struct cap_error e = {0};
+        const char *user = w && w->user && *w->user ? w->user : NULL;
+        if (!user && parse_json(o->image_config_json, "image config", &img, &e) == 0)
+                user = image_string(image_config_section(img), "User");
+        for (const char *p = user; p && *p; p++)
+                if ((*p < '0' || *p > '9') && *p != ':')
+                        return true;
+        return false;
+}
+
 int spec_generate(const struct spec_options *o, char **out_json, struct cap_error *err)
 {
         _cleanup_json_ json_object *img = NULL;
