@@ -55,8 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t plen = nul ? (size_t)(nul - data) : size;
         put("passwd", data, plen);
         put("group", nul ? nul + 1 : data, nul ? size - plen - 1 : 0);
-        static const char *const users[] = {"root", "nobody", "0", "65534", "101:www",
-                                            "nginx:audio", "1000:1000", "a:b:c", ":x", ""};
+        static const char *const users[] = {"root",        "nobody",    "0",     "65534", "101:www",
+                                            "nginx:audio", "1000:1000", "a:b:c", ":x",    ""};
         for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
                 uint32_t uid, gid, extra[8];
                 size_t n = 8;

@@ -534,8 +534,10 @@ TEST(layer_contents)
             {"../../../tmp/x", NULL, "entry \"../../../tmp/x\": \"..\" leaves the image root"},
             {"a/../../x", NULL, "entry \"a/../../x\": \"..\" leaves the image root"},
             {"/etc/x", NULL, "entry \"/etc/x\": an absolute path"},
-            {NULL, "../../etc/shadow", "entry \"etc/link\": hardlink to \"../../etc/shadow\": \"..\" leaves"},
-            {NULL, "/etc/shadow", "entry \"etc/link\": hardlink to \"/etc/shadow\": an absolute path"},
+            {NULL, "../../etc/shadow",
+             "entry \"etc/link\": hardlink to \"../../etc/shadow\": \"..\" leaves"},
+            {NULL, "/etc/shadow",
+             "entry \"etc/link\": hardlink to \"/etc/shadow\": an absolute path"},
         };
         for (int zstd = 0; zstd <= 1; zstd++)
                 for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

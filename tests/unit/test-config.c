@@ -213,24 +213,27 @@ TEST(machine_network_validated)
 
         expect_machine_error(NET("  address: 192.168.1.10\n"), "machine.yaml:4: ",
                              "network.address: \"192.168.1.10\" is not ADDRESS/PREFIX");
-        expect_machine_error(NET("  address: 192.168.1.300/24\n"), "network.address: ",
-                             "is not ADDRESS/PREFIX");
+        expect_machine_error(NET("  address: 192.168.1.300/24\n"),
+                             "network.address: ", "is not ADDRESS/PREFIX");
         expect_machine_error(NET("  address: 192.168.1.10/33\n"),
                              "network.address: \"192.168.1.10/33\"", "prefix 1-32");
-        expect_machine_error(NET("  address: \"fd00::1/129\"\n"), "network.address: ",
-                             "prefix 1-128");
+        expect_machine_error(NET("  address: \"fd00::1/129\"\n"),
+                             "network.address: ", "prefix 1-128");
         expect_machine_error(NET("  address: \"10.0.0.2/24\\nstatic routers=6.6.6.6\"\n"),
                              "network.address: ", "control character");
-        expect_machine_error(NET("  address: 10.0.0.2/24\n  gateway: 10.0.0.1x\n"),
-                             "machine.yaml:5: ", "network.gateway: \"10.0.0.1x\" is not an IP address");
+        expect_machine_error(
+            NET("  address: 10.0.0.2/24\n  gateway: 10.0.0.1x\n"),
+            "machine.yaml:5: ", "network.gateway: \"10.0.0.1x\" is not an IP address");
         expect_machine_error(NET("  address: 10.0.0.2/24\n  gateway: \"fd00::1\"\n"),
                              "network.gateway: ", "not the same family as network.address");
-        expect_machine_error(NET("  address: 10.0.0.2/24\n  dns: [1.1.1.1, \"8.8.8.8\\nsearch evil\"]\n"),
-                             "network.dns[1]: ", "control character");
+        expect_machine_error(
+            NET("  address: 10.0.0.2/24\n  dns: [1.1.1.1, \"8.8.8.8\\nsearch evil\"]\n"),
+            "network.dns[1]: ", "control character");
         expect_machine_error(NET("  address: 10.0.0.2/24\n  dns: [dns.lan]\n"),
                              "network.dns[0]: \"dns.lan\" is not an IP address", NULL);
-        expect_machine_error(NET("  address: 10.0.0.2/24\n  dns: [1.1.1.1, 1.0.0.1, 9.9.9.9, 8.8.8.8]\n"),
-                             "network.dns: at most 3 servers", NULL);
+        expect_machine_error(
+            NET("  address: 10.0.0.2/24\n  dns: [1.1.1.1, 1.0.0.1, 9.9.9.9, 8.8.8.8]\n"),
+            "network.dns: at most 3 servers", NULL);
         /* with DHCP the static fields are not used, but still must not carry junk */
         expect_machine_error("hostname: home\nnetwork: {dhcp: true, gateway: nope}\n" PKI_OK,
                              "network.gateway: \"nope\" is not an IP address", NULL);
@@ -240,9 +243,10 @@ TEST(machine_network_validated)
                              "time.servers[0]: ", "is not HOST");
         expect_machine_error("hostname: home\nregistries: {insecure: [\"reg.lan\\tx\"]}\n" PKI_OK,
                              "registries.insecure[0]: ", "control character");
-        expect_machine_error("hostname: home\nregistries: {auth: [{host: r.lan, username: \"a\\r\\nX: y\", "
-                             "password: p}]}\n" PKI_OK,
-                             "registries.auth[0].username: ", "control character");
+        expect_machine_error(
+            "hostname: home\nregistries: {auth: [{host: r.lan, username: \"a\\r\\nX: y\", "
+            "password: p}]}\n" PKI_OK,
+            "registries.auth[0].username: ", "control character");
 #undef NET
 }
 

@@ -474,11 +474,11 @@ int spec_resolve_user(const char *rootfs, const char *user, uint32_t *uid, uint3
         } else {
                 int r = rootfs ? db_lookup(rootfs, "passwd", u, NULL, line, sizeof(line)) : 0;
                 if (r < 0)
-                        return cap_error_set(err, r, CAP_INVALID_ARGUMENT,
-                                             "user: `%s`: cannot read the image's /etc/passwd: %s%s",
-                                             u, strerror(-r),
-                                             r == -ENOSYS ? " (openat2 needs Linux 5.6 or later)"
-                                                          : "");
+                        return cap_error_set(
+                            err, r, CAP_INVALID_ARGUMENT,
+                            "user: `%s`: cannot read the image's /etc/passwd: %s%s", u,
+                            strerror(-r),
+                            r == -ENOSYS ? " (openat2 needs Linux 5.6 or later)" : "");
                 if (r == 0)
                         return cap_error_set(err, -ENOENT, CAP_INVALID_ARGUMENT,
                                              "user: `%s` not found in the image's /etc/passwd", u);

@@ -1201,7 +1201,7 @@ static int check_layers(struct archive_plan *p, int fd, struct cap_error *err)
                         struct pblob *b = &p->blobs[i];
                         if (b->rank != 0 || b->src != e)
                                 continue;
-                if ((r = check_layer(a, b, buf, err)) < 0)
+                        if ((r = check_layer(a, b, buf, err)) < 0)
                                 goto out;
                         left--;
                         break; /* one entry's data is read once */

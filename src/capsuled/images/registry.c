@@ -315,8 +315,8 @@ static int perform(struct session *s, const char *url, const char *accept, struc
          * changes unless CURLOPT_UNRESTRICTED_AUTH is on, which it never is here. An older
          * libcurl compares the host only (or not at all): there, requests that carry a header
          * are not redirected automatically. */
-        bool follow = !(with_auth && s->auth) || curl_version_info(CURLVERSION_NOW)->version_num >=
-                                                     CURL_AUTH_SAFE_REDIRECTS;
+        bool follow = !(with_auth && s->auth) ||
+                      curl_version_info(CURLVERSION_NOW)->version_num >= CURL_AUTH_SAFE_REDIRECTS;
         curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
         curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
         curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
