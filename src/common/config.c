@@ -32,6 +32,7 @@
 
 #define CONFIG_MAX_FILE (1 << 20)
 #define DEFAULT_LISTEN "0.0.0.0:50000"
+#define MACHINE_MAX_DNS 3 /* resolv.conf's MAXNS */
 /* Returned by field handlers for a key they do not know. */
 #define FIELD_UNKNOWN 1
 
@@ -283,6 +284,78 @@ struct machine_parse {
         struct updates_parse *updates;
 };
 
+/* ---- checks of values that end up in files other programs read (dhcpcd.conf, resolv.conf,
+ * chrony's config, HTTP headers): a newline there would inject a directive. */
+
+static bool has_control_char(const char *s)
+{
+        for (; s && *s; s++)
+                if ((unsigned char)*s < 0x20 || *s == 0x7f)
+                        return true;
+        return false;
+}
+
+/* Refuses control characters in a plain string field (path names it). */
+static int check_plain(struct yparse *p, const yaml_node_t *v, const char *path, const char *s)
+{
+        if (has_control_char(s))
+                return fail_at(p, v, "%s: \"%.80s\" contains a control character (newline, tab...)",
+                               path, s);
+        return 0;
+}
+
+/* AF_INET or AF_INET6 for an IP address, 0 for anything else. */
+static int ip_family(const char *s)
+{
+        unsigned char bin[16];
+        if (inet_pton(AF_INET, s, bin) == 1)
+                return AF_INET;
+        if (inet_pton(AF_INET6, s, bin) == 1)
+                return AF_INET6;
+        return 0;
+}
+
+static int check_ip(struct yparse *p, const yaml_node_t *v, const char *path, const char *s)
+{
+        int r = check_plain(p, v, path, s);
+        if (r < 0)
+                return r;
+        if (!ip_family(s))
+                return fail_at(p, v, "%s: \"%.80s\" is not an IP address", path, s);
+        return 0;
+}
+
+/* "ADDRESS/PREFIX": an IPv4 address with a prefix of 1-32 or an IPv6 one with 1-128. Returns
+ * the family or a negative error. */
+static int check_cidr(struct yparse *p, const yaml_node_t *v, const char *path, const char *s)
+{
+        int r = check_plain(p, v, path, s);
+        if (r < 0)
+                return r;
+        const char *slash = strchr(s, '/');
+        char addr[INET6_ADDRSTRLEN + 1];
+        size_t n = slash ? (size_t)(slash - s) : 0;
+        int family = 0;
+        if (slash && n < sizeof(addr)) {
+                memcpy(addr, s, n);
+                addr[n] = '\0';
+                family = ip_family(addr);
+        }
+        if (!family)
+                return fail_at(p, v,
+                               "%s: \"%.80s\" is not ADDRESS/PREFIX (e.g. \"192.168.1.10/24\" or "
+                               "\"fd00::10/64\")",
+                               path, s);
+        int max = family == AF_INET ? 32 : 128;
+        char *end = NULL;
+        errno = 0;
+        long prefix = strtol(slash + 1, &end, 10);
+        if (slash[1] < '0' || slash[1] > '9' || *end || errno || prefix < 1 || prefix > max)
+                return fail_at(p, v, "%s: \"%.80s\": %s needs a prefix 1-%d", path, s,
+                               family == AF_INET ? "IPv4" : "IPv6", max);
+        return family;
+}
+
 static int machine_api_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
                              void *obj)
 {
@@ -290,7 +363,15 @@ static int machine_api_field(struct yparse *p, const char *key, yaml_node_t *v, 
         if (strcmp(key, "listen") == 0) {
                 free(c->listen);
                 c->listen = NULL;
-                return take_str(p, v, path, &c->listen);
+                int r = take_str(p, v, path, &c->listen);
+                if (r < 0 || !c->listen)
+                        return r;
+                if (!machine_listen_ok(c->listen))
+                        return fail_at(p, v,
+                                       "%s: \"%.80s\" is not IP:PORT or [IPV6]:PORT with a port of "
+                                       "1-65535 (e.g. \"0.0.0.0:50000\")",
+                                       path, c->listen);
+                return 0;
         }
         return FIELD_UNKNOWN;
 }
@@ -409,6 +490,9 @@ static int machine_registry_auth(struct yparse *p, yaml_node_t *v, const char *p
                                        "%s: a registry host (\"registry.lan:5000\"), "
                                        "not \"%s\"",
                                        f[0], x->host);
+                for (size_t k = 0; k < ARRAY_SIZE(names); k++)
+                        if ((r = check_plain(p, it, f[k], vals[k])) < 0)
+                                return r;
                 if (strchr(x->username, ':'))
                         return fail_at(p, it, "%s: may not contain ':'", f[1]);
                 for (size_t j = 0; j < i; j++)
@@ -422,8 +506,18 @@ static int machine_registries_field(struct yparse *p, const char *key, yaml_node
                                     const char *path, void *obj)
 {
         struct machine_config *c = ((struct machine_parse *)obj)->c;
-        if (strcmp(key, "insecure") == 0)
-                return take_strv(p, v, path, &c->insecure_registries, &c->n_insecure_registries);
+        if (strcmp(key, "insecure") == 0) {
+                int r = take_strv(p, v, path, &c->insecure_registries, &c->n_insecure_registries);
+                for (size_t i = 0; r >= 0 && i < c->n_insecure_registries; i++) {
+                        char item[300];
+                        snprintf(item, sizeof(item), "%s[%zu]", path, i);
+                        r = check_plain(p, v, item, c->insecure_registries[i]);
+                        if (r >= 0 && strchr(c->insecure_registries[i], ' '))
+                                r = fail_at(p, v, "%s: \"%.80s\": a registry host has no spaces",
+                                            item, c->insecure_registries[i]);
+                }
+                return r;
+        }
         if (strcmp(key, "ca") == 0) {
                 ((struct machine_parse *)obj)->registries = v;
                 return take_str(p, v, path, &c->registry_ca_pem);
@@ -439,12 +533,32 @@ static int machine_network_field(struct yparse *p, const char *key, yaml_node_t 
         struct machine_config *c = ((struct machine_parse *)obj)->c;
         if (strcmp(key, "dhcp") == 0)
                 return take_bool(p, v, path, &c->dhcp);
-        if (strcmp(key, "address") == 0)
-                return take_str(p, v, path, &c->address);
-        if (strcmp(key, "gateway") == 0)
-                return take_str(p, v, path, &c->gateway);
-        if (strcmp(key, "dns") == 0)
-                return take_strv(p, v, path, &c->dns, &c->n_dns);
+        int r;
+        if (strcmp(key, "address") == 0) {
+                if ((r = take_str(p, v, path, &c->address)) < 0 || !c->address)
+                        return r;
+                return check_cidr(p, v, path, c->address) < 0 ? p->err->code : 0;
+        }
+        if (strcmp(key, "gateway") == 0) {
+                if ((r = take_str(p, v, path, &c->gateway)) < 0 || !c->gateway)
+                        return r;
+                return check_ip(p, v, path, c->gateway);
+        }
+        if (strcmp(key, "dns") == 0) {
+                if ((r = take_strv(p, v, path, &c->dns, &c->n_dns)) < 0)
+                        return r;
+                if (c->n_dns > MACHINE_MAX_DNS)
+                        return fail_at(p, v,
+                                       "%s: at most %d servers (resolv.conf uses no more than %d)",
+                                       path, MACHINE_MAX_DNS, MACHINE_MAX_DNS);
+                for (size_t i = 0; i < c->n_dns; i++) {
+                        char item[300];
+                        snprintf(item, sizeof(item), "%s[%zu]", path, i);
+                        if ((r = check_ip(p, v, item, c->dns[i])) < 0)
+                                return r;
+                }
+                return 0;
+        }
         return FIELD_UNKNOWN;
 }
 
@@ -727,6 +841,15 @@ static int machine_validate(struct yparse *p, struct machine_parse *mp, yaml_nod
         if (!c->dhcp && !c->address)
                 return fail_at(p, mp->network ? mp->network : root,
                                "network.address: required when network.dhcp is false");
+        if (c->address && c->gateway) {
+                char a[INET6_ADDRSTRLEN + 1];
+                snprintf(a, sizeof(a), "%.*s", (int)strcspn(c->address, "/"), c->address);
+                if (ip_family(a) != ip_family(c->gateway))
+                        return fail_at(p, mp->network,
+                                       "network.gateway: \"%s\" is not the same family as "
+                                       "network.address \"%s\"",
+                                       c->gateway, c->address);
+        }
         return 0;
 }
 

@@ -705,6 +705,26 @@ int manifest_workload_validate(const Capsule__V1__WorkloadSpec *spec, const char
         return s.nerr ? -EINVAL : 0;
 }
 
+int manifest_check_reserved_ports(const Capsule__V1__WorkloadSpec *spec, const char *prefix,
+                                  const struct manifest_reserved_port *reserved, size_t n,
+                                  struct manifest_errors *errs)
+{
+        struct plain_sink p = {prefix, errs};
+        struct vsink s = {&p, plain_path, plain_emit, 0};
+        for (size_t i = 0; i < spec->n_ports; i++) {
+                const Capsule__V1__PortMapping *pm = spec->ports[i];
+                for (size_t j = 0; j < n; j++)
+                        if (reserved[j].port == pm->host_port &&
+                            strcasecmp(reserved[j].protocol, proto_of(pm)) == 0) {
+                                vfail(&s, WF_PORTS, i, "host",
+                                      "port %u/%s is used by %s; choose another host port",
+                                      pm->host_port, reserved[j].protocol, reserved[j].what);
+                                break;
+                        }
+        }
+        return s.nerr ? -EINVAL : 0;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * YAML document -> workload spec */
 

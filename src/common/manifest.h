@@ -97,6 +97,20 @@ int manifest_check_mounts(const struct manifest_set *set,
 int manifest_workload_validate(const Capsule__V1__WorkloadSpec *spec, const char *prefix,
                                struct manifest_errors *errs);
 
+/* A host port the capsule itself listens on (its API, its metrics endpoint): no workload may
+ * publish it. */
+struct manifest_reserved_port {
+        uint32_t port;
+        const char *protocol; /* "tcp" or "udp" */
+        const char *what;     /* e.g. "the capsule API" */
+};
+/* Refuses spec's host ports that are in reserved[0..n): "PREFIX: ports[1].host: port 50000/tcp
+ * is used by the capsule API; choose another host port". Returns 0 or -EINVAL after appending
+ * to errs. */
+int manifest_check_reserved_ports(const Capsule__V1__WorkloadSpec *spec, const char *prefix,
+                                  const struct manifest_reserved_port *reserved, size_t n,
+                                  struct manifest_errors *errs);
+
 /* Normalises in place so that equal meaning gives equal bytes when packed:
  *   kind UNSPECIFIED -> CONTAINER; restart UNSPECIFIED -> ALWAYS;
  *   pull_policy UNSPECIFIED -> IF_NOT_PRESENT; port protocol "" -> "tcp" (lower-cased);

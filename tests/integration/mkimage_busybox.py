@@ -120,10 +120,11 @@ def make_manifest(config, layers, layer_mt=MT_LAYER_GZIP):
 
 class Image:
     """The parts of the busybox image: layer (uncompressed tar), its gzip form, config, OCI
-    manifest (gzip layer), all as bytes. `extra` adds a file, for a variant with other digests."""
+    manifest (gzip layer), all as bytes. `extra` adds a file, for a variant with other digests;
+    `layer` (an uncompressed tar) replaces the busybox layer."""
 
-    def __init__(self, busybox="/bin/busybox", extra=None):
-        self.layer = make_layer(busybox, extra)
+    def __init__(self, busybox="/bin/busybox", extra=None, layer=None):
+        self.layer = layer if layer is not None else make_layer(busybox, extra)
         self.layer_gz = gzip_bytes(self.layer)
         self.diff_id = sha256(self.layer)
         self.config = make_config([self.diff_id])

@@ -213,6 +213,50 @@ class ContainersTest(WithImage):
         self.assertEqual(w["status"]["lastExitCode"], 7, w["status"])
         self.delete("crasher")
 
+    def push_image(self, name, user, layer=None):
+        """Pushes a busybox image (or one with `layer`) whose config says `User: user`."""
+        img = mkimage_busybox.Image(layer=layer)
+        cfg = json.loads(img.config)
+        cfg["config"]["User"] = user
+        img.config = mkimage_busybox.jdump(cfg)
+        img.manifest = mkimage_busybox.make_manifest(img.config, [img.layer_gz])
+        img.manifest_digest = mkimage_busybox.sha256(img.manifest)
+        path = os.path.join(self.tmp, name.replace("/", "_").replace(":", "_") + ".tar")
+        with open(path, "wb") as f:
+            f.write(mkimage_busybox.tar_bytes(mkimage_busybox.oci_archive_entries(img, name)))
+        self.capsule.ctl(["image", "push", path], check=True)
+
+    def test_image_user_names(self):
+        # User: nobody resolves in the image's /etc/passwd (65534:65534)
+        self.push_image("capsule.local/as-nobody:1", "nobody")
+        self.apply(f"""kind: Container
+name: as-nobody
+image: capsule.local/as-nobody:1
+command: ["sh", "-c", "echo uid=$(id -u) gid=$(id -g); sleep 1000"]
+""")
+        wait_for(lambda: "uid=65534 gid=65534" in self.capsule.ctl(["logs", "as-nobody"]).stdout,
+                 timeout=30, what="as-nobody's id in its logs")
+        self.delete("as-nobody")
+        # an image whose /etc/passwd and /etc/group are links to the host's: never read
+        mk = mkimage_busybox
+        with open("/bin/busybox", "rb") as f:
+            bb = f.read()
+        for i, target in enumerate(["/etc/passwd", "../../../../etc/passwd"]):
+            layer = mk.tar_bytes([mk.dir_entry("bin"), mk.file_entry("bin/busybox", bb, 0o755),
+                                  mk.symlink_entry("bin/sh", "busybox"), mk.dir_entry("etc"),
+                                  mk.symlink_entry("etc/passwd", target),
+                                  mk.symlink_entry("etc/group", target.replace("passwd", "group"))])
+            ref = f"capsule.local/evil-passwd:{i}"
+            self.push_image(ref, "nobody", layer=layer)
+            name = f"evil-passwd{i}"
+            self.apply(f"kind: Container\nname: {name}\nimage: {ref}\ncommand: [\"sh\", \"-c\", \"sleep 1000\"]\n")
+            st = wait_for(lambda: (lambda s: s if "nobody" in s.get("message", "") else None)(
+                self.get(name)["status"]), timeout=30, what=f"{name}'s reason")
+            self.assertNotEqual(st["phase"], "Running", st)
+            self.assertIn("user: `nobody`", st["message"])
+            self.assertNotIn(name, self.tasks())
+            self.delete(name)
+
     def test_restart_policies(self):
         self.apply(container("once", "echo done; exit 0", restart="never") + "---\n" +
                    container("okfail", "exit 0", restart="on-failure"))
@@ -300,6 +344,24 @@ class ContainersTest(WithImage):
             self.assertEqual(p.returncode, 1, what)
             self.assertIn(needle, p.stderr, what)
             self.assertIn("nothing was applied", p.stderr, what)
+        # refused by the capsule (it knows its ports): the API names the field
+        served = {
+            # the capsule's own ports: the configured API and metrics ports and the bound ones
+            "api port": ("kind: Container\nname: x\nimage: a\nports: [\"8080:80\", \"50000:80\"]\n",
+                         "x: ports[1].host: port 50000/tcp is used by the capsule API"),
+            "metrics port": ("kind: Container\nname: x\nimage: a\nports: [\"50001:80\"]\n",
+                             "x: ports[0].host: port 50001/tcp is used by the capsule's metrics endpoint"),
+            "bound api port": (f"kind: Container\nname: x\nimage: a\nports: [\"{self.capsule.port}:80\"]\n",
+                               f"port {self.capsule.port}/tcp is used by the capsule API"),
+            "bound metrics port": (
+                f"kind: Container\nname: x\nimage: a\nports: [\"{self.capsule.metrics_port}:80/tcp\"]\n",
+                f"port {self.capsule.metrics_port}/tcp is used by the capsule's metrics endpoint"),
+        }
+        for what, (text, needle) in served.items():
+            p = self.apply(text, check=False)
+            self.assertEqual(p.returncode, 1, what)
+            self.assertIn(needle, p.stderr, what)
+            self.assertIn("choose another host port (INVALID_ARGUMENT)", p.stderr, what)
         self.assertEqual(self.capsule.ctl(["-o", "json", "get"], check=True).stdout, before)
 
     def test_api_validates_specs_from_any_client(self):

@@ -150,6 +150,39 @@ http:
             return r.headers.get("Docker-Content-Digest")
 
 
+class BlobHost:
+    """Another host (127.0.0.2) that a registry redirects blob downloads to, as registries do to
+    a CDN: serves blobs from the upstream registry and records the Authorization header of every
+    request (None when absent)."""
+
+    def __init__(self, upstream):
+        self.port = harness.free_port()
+        self.host = f"127.0.0.2:{self.port}"
+        self.auth_seen = []
+        blobs = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                blobs.auth_seen.append(self.headers.get("Authorization"))
+                with urllib.request.urlopen(f"http://{upstream}{self.path}") as r:
+                    body = r.read()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.2", self.port), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class TokenProxy:
     """A registry front that demands a bearer token (401 + WWW-Authenticate challenge, a /token
     endpoint) and forwards authorised GETs to the real registry. login: (user, password) that the
@@ -163,6 +196,7 @@ class TokenProxy:
         self.host = f"127.0.0.1:{self.port}"
         self.token_requests = []
         self.corrupt_blobs = False  # flip a byte in every blob served (digest mismatch)
+        self.redirect_blobs = None  # "HOST:PORT": answer blob GETs with a 307 to there (a CDN)
         proxy = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -195,6 +229,12 @@ class TokenProxy:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
+                    return
+                if proxy.redirect_blobs and "/blobs/" in self.path:
+                    self.send_response(307)
+                    self.send_header("Location", f"http://{proxy.redirect_blobs}{self.path}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 req = urllib.request.Request(f"http://{proxy.upstream}{self.path}",
                                              headers={"Accept": self.headers.get("Accept", "*/*")})
@@ -396,6 +436,19 @@ class ImagesTest(unittest.TestCase):
             ("not-tar", b"hello world, not an archive" * 100, "tar"),
             ("no-name", tar_of(mk.docker_archive_entries(img, repo_tags=[])), "--name"),
         ]
+        # the layers' own contents, as `docker load` checks them: in the oci-archive's gzip
+        # layer and the docker-archive's plain one
+        for what, entry, msg in [
+                ("layer-dotdot", mk.file_entry("../../../tmp/x", b"x"),
+                 'entry "../../../tmp/x": ".." leaves the image root'),
+                ("layer-absolute", mk.file_entry("/tmp/x", b"x"), 'entry "/tmp/x": an absolute path'),
+                ("layer-hardlink", mk.hardlink_entry("etc/l", "../../../etc/shadow"),
+                 'entry "etc/l": hardlink to "../../../etc/shadow"')]:
+            bad = mk.Image(layer=mk.tar_bytes([mk.file_entry("hello", b"hi\n"), entry]))
+            cases.append((what + "-oci", tar_of(mk.oci_archive_entries(bad, "capsule.local/evil:1")),
+                          f"layer {mk.sha256(bad.layer_gz)}: {msg}"))
+            cases.append((what + "-docker", tar_of(mk.docker_archive_entries(bad, "capsule.local/evil:2")),
+                          f"layer {mk.sha256(bad.layer)}: {msg}"))
         images_before, content_before = self.ctr_images(), self.ctr_content()
         for what, data, msg in cases:
             with self.subTest(what):
@@ -518,6 +571,23 @@ class ImagesTest(unittest.TestCase):
         self.assertTrue(self.proxy.token_requests, "no token was requested")
         self.assertIn("service=test-registry", self.proxy.token_requests[0])
         self.assertIn("scope=repository%3Abusybox%3Apull", self.proxy.token_requests[0])
+
+    def test_061_credentials_not_sent_to_a_redirect_host(self):
+        # a registry with an account (Basic for its token endpoint, then a bearer token) that
+        # redirects blob downloads to another host: the blobs arrive, the credentials do not
+        other = BlobHost(self.registry.host)
+        self.login_proxy.redirect_blobs = other.host
+        try:
+            img = mk.Image(extra=b"blobs served from another host\n")
+            self.registry.upload("busybox", "cdn", img)
+            p = self.ctl(["image", "pull", f"{self.login_proxy.host}/busybox:cdn"], timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn(mk.sha256(img.layer_gz), self.ctr_content())
+        finally:
+            self.login_proxy.redirect_blobs = None
+            other.stop()
+        self.assertTrue(other.auth_seen, "no blob was fetched from the other host")
+        self.assertEqual(other.auth_seen, [None] * len(other.auth_seen))
 
     def upload_and_pull(self, registry, tag, extra, via=None):
         """Uploads a new variant of the image to registry as busybox:TAG and pulls it from there

@@ -22,6 +22,8 @@ struct tb {
         size_t size, used;
 };
 
+static bool layer_zstd_next; /* the next tb_open compresses with zstd */
+
 static void tb_open(struct tb *t, bool gzip)
 {
         t->size = 16 << 20;
@@ -29,8 +31,11 @@ static void tb_open(struct tb *t, bool gzip)
         t->used = 0;
         t->a = archive_write_new();
         archive_write_set_format_pax_restricted(t->a);
-        if (gzip)
+        if (layer_zstd_next)
+                archive_write_add_filter_zstd(t->a);
+        else if (gzip)
                 archive_write_add_filter_gzip(t->a);
+        layer_zstd_next = false;
         archive_write_set_bytes_in_last_block(t->a, 1);
         archive_write_open_memory(t->a, t->buf, t->size, &t->used);
 }
@@ -90,11 +95,21 @@ static void digest_hex(const void *data, size_t len, char out[72])
         blob_digest(data, len, out, &err);
 }
 
+/* What make_layer adds after its file (the layer checks): a hostile entry name, or a hardlink
+ * whose target is hostile; and whether the layer is zstd-compressed instead. */
+static const char *layer_bad_name, *layer_bad_link;
+static bool layer_zstd;
+
 /* A small layer: one file. */
 static void make_layer(struct tb *layer, bool gzip)
 {
+        layer_zstd_next = layer_zstd;
         tb_open(layer, gzip);
         tb_add(layer, "hello.txt", AE_IFREG, "hello\n", 6, NULL);
+        if (layer_bad_name)
+                tb_file(layer, layer_bad_name, "x");
+        if (layer_bad_link)
+                tb_hardlink(layer, "etc/link", layer_bad_link);
         tb_close(layer);
 }
 
@@ -508,6 +523,64 @@ TEST(sizes)
         free(t.buf);
 }
 
+/* Layer contents are checked at push, as `docker load` does: an entry or hardlink target that
+ * leaves the image root is refused naming the layer and the entry, whatever the layer's
+ * compression (none in the docker-archive, gzip in the oci-archive, zstd); nothing is written. */
+TEST(layer_contents)
+{
+        static const struct {
+                const char *name, *link, *why;
+        } cases[] = {
+            {"../../../tmp/x", NULL, "entry \"../../../tmp/x\": \"..\" leaves the image root"},
+            {"a/../../x", NULL, "entry \"a/../../x\": \"..\" leaves the image root"},
+            {"/etc/x", NULL, "entry \"/etc/x\": an absolute path"},
+            {NULL, "../../etc/shadow",
+             "entry \"etc/link\": hardlink to \"../../etc/shadow\": \"..\" leaves"},
+            {NULL, "/etc/shadow",
+             "entry \"etc/link\": hardlink to \"/etc/shadow\": an absolute path"},
+        };
+        for (int zstd = 0; zstd <= 1; zstd++)
+                for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                        layer_zstd = zstd;
+                        layer_bad_name = cases[i].name;
+                        layer_bad_link = cases[i].link;
+                        for (int oci = 0; oci <= 1; oci++) {
+                                struct tb t;
+                                if (oci)
+                                        make_oci(&t, 0);
+                                else
+                                        make_docker(&t, 0);
+                                struct msink ms = {0};
+                                struct cap_error err = {0};
+                                CHECK(import(t.buf, t.used, NULL, NULL, &ms, NULL, &err) < 0);
+                                CHECK(err.status == CAP_INVALID_ARGUMENT);
+                                if (!test_cur_failed && err.status != CAP_INVALID_ARGUMENT)
+                                        fprintf(stderr, "  zstd=%d oci=%d case %zu: %s\n", zstd,
+                                                oci, i, err.msg);
+                                CHECK_CONTAINS(err.msg, "layer sha256:");
+                                CHECK_CONTAINS(err.msg, cases[i].why);
+                                CHECK(ms.n == 0 && ms.begun == 0);
+                                free(t.buf);
+                        }
+                }
+        /* benign names and links are fine: "./", "..." and "a/..b" are not "..", nor is a
+         * symlink with an absolute or relative target (resolved inside the root at run time) */
+        layer_zstd = true;
+        layer_bad_name = "./a/...b/..c";
+        layer_bad_link = "hello.txt";
+        struct tb t;
+        make_oci(&t, 0);
+        struct msink ms = {0};
+        struct cap_error err = {0};
+        int r = import(t.buf, t.used, NULL, NULL, &ms, NULL, &err);
+        if (r < 0)
+                fprintf(stderr, "  %s\n", err.msg);
+        CHECK(r == 0);
+        free(t.buf);
+        layer_zstd = false;
+        layer_bad_name = layer_bad_link = NULL;
+}
+
 int main(void)
 {
         RUN(docker_archive);
@@ -517,5 +590,6 @@ int main(void)
         RUN(docker25_layout);
         RUN(sanitising);
         RUN(sizes);
+        RUN(layer_contents);
         return test_summary();
 }

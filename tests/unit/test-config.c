@@ -195,6 +195,61 @@ TEST(machine_strict)
                              "registries.insecure[0]: expected a string", NULL);
 }
 
+/* Every network field that lands in dhcpcd.conf, resolv.conf or chrony's config is checked at
+ * load: addresses with inet_pton, prefix lengths in range, no newlines or control characters
+ * anywhere (a newline would inject directives). */
+TEST(machine_network_validated)
+{
+#define NET(x) "hostname: home\nnetwork:\n  dhcp: false\n" x PKI_OK
+        struct machine_config m;
+        struct cap_error err = {0};
+        const char *ok = NET("  address: 192.168.1.10/24\n  gateway: 192.168.1.1\n"
+                             "  dns: [1.1.1.1, \"2606:4700::1111\"]\n");
+        CHECK(machine_config_parse("machine.yaml", ok, strlen(ok), &m, &err) == 0);
+        machine_config_free(&m);
+        const char *ok6 = NET("  address: \"fd00::10/64\"\n  gateway: \"fd00::1\"\n");
+        CHECK(machine_config_parse("machine.yaml", ok6, strlen(ok6), &m, &err) == 0);
+        machine_config_free(&m);
+
+        expect_machine_error(NET("  address: 192.168.1.10\n"), "machine.yaml:4: ",
+                             "network.address: \"192.168.1.10\" is not ADDRESS/PREFIX");
+        expect_machine_error(NET("  address: 192.168.1.300/24\n"),
+                             "network.address: ", "is not ADDRESS/PREFIX");
+        expect_machine_error(NET("  address: 192.168.1.10/33\n"),
+                             "network.address: \"192.168.1.10/33\"", "prefix 1-32");
+        expect_machine_error(NET("  address: \"fd00::1/129\"\n"),
+                             "network.address: ", "prefix 1-128");
+        expect_machine_error(NET("  address: \"10.0.0.2/24\\nstatic routers=6.6.6.6\"\n"),
+                             "network.address: ", "control character");
+        expect_machine_error(
+            NET("  address: 10.0.0.2/24\n  gateway: 10.0.0.1x\n"),
+            "machine.yaml:5: ", "network.gateway: \"10.0.0.1x\" is not an IP address");
+        expect_machine_error(NET("  address: 10.0.0.2/24\n  gateway: \"fd00::1\"\n"),
+                             "network.gateway: ", "not the same family as network.address");
+        expect_machine_error(
+            NET("  address: 10.0.0.2/24\n  dns: [1.1.1.1, \"8.8.8.8\\nsearch evil\"]\n"),
+            "network.dns[1]: ", "control character");
+        expect_machine_error(NET("  address: 10.0.0.2/24\n  dns: [dns.lan]\n"),
+                             "network.dns[0]: \"dns.lan\" is not an IP address", NULL);
+        expect_machine_error(
+            NET("  address: 10.0.0.2/24\n  dns: [1.1.1.1, 1.0.0.1, 9.9.9.9, 8.8.8.8]\n"),
+            "network.dns: at most 3 servers", NULL);
+        /* with DHCP the static fields are not used, but still must not carry junk */
+        expect_machine_error("hostname: home\nnetwork: {dhcp: true, gateway: nope}\n" PKI_OK,
+                             "network.gateway: \"nope\" is not an IP address", NULL);
+        expect_machine_error("hostname: home\napi: {listen: \"0.0.0.0:5000\\n0\"}\n" PKI_OK,
+                             "api.listen: ", "is not IP:PORT");
+        expect_machine_error("hostname: home\ntime: {servers: [\"ntp.lan\\nallow all\"]}\n" PKI_OK,
+                             "time.servers[0]: ", "is not HOST");
+        expect_machine_error("hostname: home\nregistries: {insecure: [\"reg.lan\\tx\"]}\n" PKI_OK,
+                             "registries.insecure[0]: ", "control character");
+        expect_machine_error(
+            "hostname: home\nregistries: {auth: [{host: r.lan, username: \"a\\r\\nX: y\", "
+            "password: p}]}\n" PKI_OK,
+            "registries.auth[0].username: ", "control character");
+#undef NET
+}
+
 /* registries.ca: real certificates round-trip and load into a store; anything else is refused at
  * load time, naming the field and its line. */
 TEST(machine_registry_ca)
@@ -757,6 +812,7 @@ int main(void)
         RUN(machine_round_trip);
         RUN(machine_defaults);
         RUN(machine_strict);
+        RUN(machine_network_validated);
         RUN(machine_registry_ca);
         RUN(machine_registry_auth);
         RUN(machine_time_servers);

@@ -732,6 +732,48 @@ TEST(validate_grpc_spec)
         manifest_errors_free(&errs);
 }
 
+/* Host ports the capsule itself listens on are refused, naming the field and the user. */
+TEST(reserved_ports)
+{
+        Capsule__V1__WorkloadSpec w = CAPSULE__V1__WORKLOAD_SPEC__INIT;
+        Capsule__V1__PortMapping a = CAPSULE__V1__PORT_MAPPING__INIT;
+        Capsule__V1__PortMapping b = CAPSULE__V1__PORT_MAPPING__INIT;
+        Capsule__V1__PortMapping c = CAPSULE__V1__PORT_MAPPING__INIT;
+        Capsule__V1__PortMapping *ports[] = {&a, &b, &c};
+        w.name = "web";
+        w.image = "x";
+        w.ports = ports;
+        w.n_ports = 3;
+        a.host_port = 8080;
+        a.workload_port = 80;
+        b.host_port = 50000;
+        b.workload_port = 80;
+        c.host_port = 9100;
+        c.workload_port = 80;
+        c.protocol = "TCP";
+        const struct manifest_reserved_port res[] = {
+            {50000, "tcp", "the capsule API"},
+            {9100, "tcp", "the capsule's metrics endpoint"},
+        };
+        struct manifest_errors errs;
+        manifest_errors_init(&errs);
+        CHECK(manifest_check_reserved_ports(&w, "web", res, 2, &errs) == -EINVAL);
+        char *t = manifest_errors_join(&errs, "|");
+        CHECK_STR_EQ(t, "web: ports[1].host: port 50000/tcp is used by the capsule API; choose "
+                        "another host port|web: ports[2].host: port 9100/tcp is used by the "
+                        "capsule's metrics endpoint; choose another host port");
+        free(t);
+        manifest_errors_free(&errs);
+        /* another protocol on the same number does not clash; no reserved ports: nothing to say */
+        b.protocol = "udp";
+        c.host_port = 9101;
+        manifest_errors_init(&errs);
+        CHECK(manifest_check_reserved_ports(&w, "web", res, 2, &errs) == 0);
+        CHECK(manifest_check_reserved_ports(&w, NULL, NULL, 0, &errs) == 0);
+        CHECK(errs.n == 0);
+        manifest_errors_free(&errs);
+}
+
 TEST(set_append)
 {
         struct parsed a, b;
@@ -813,6 +855,7 @@ int main(int argc, char **argv)
         RUN(round_trip);
         RUN(normalised_equality);
         RUN(validate_grpc_spec);
+        RUN(reserved_ports);
         RUN(set_append);
         RUN(examples);
         return test_summary();

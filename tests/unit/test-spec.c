@@ -230,6 +230,35 @@ TEST(user_names_from_rootfs)
         CHECK(system(path) == 0);
 }
 
+/* An image's /etc/passwd or /etc/group that is a symlink (absolute, or climbing with "..") is
+ * resolved inside the image root (openat2 RESOLVE_IN_ROOT): the host's files are never read. */
+TEST(user_files_stay_in_the_image)
+{
+        static const char *const targets[] = {"/etc/passwd", "../../../../../../etc/passwd"};
+        for (size_t t = 0; t < 2; t++) {
+                char dir[] = "/tmp/test-spec-XXXXXX";
+                CHECK(mkdtemp(dir) != NULL);
+                char path[512];
+                snprintf(path, sizeof(path), "%s/etc", dir);
+                CHECK(mkdir(path, 0755) == 0);
+                snprintf(path, sizeof(path), "%s/etc/passwd", dir);
+                CHECK(symlink(targets[t], path) == 0);
+                snprintf(path, sizeof(path), "%s/etc/group", dir);
+                CHECK(symlink(t ? "../../../../etc/group" : "/etc/group", path) == 0);
+                uint32_t uid = 1, gid = 1;
+                struct cap_error err = {0};
+                /* the host has "nobody" and "root"; the image has neither */
+                CHECK(spec_resolve_user(dir, "nobody", &uid, &gid, NULL, NULL, &err) < 0);
+                CHECK(err.status == CAP_INVALID_ARGUMENT);
+                CHECK_CONTAINS(err.msg, "user: ");
+                CHECK(uid != 65534);
+                err = (struct cap_error){0};
+                CHECK(spec_resolve_user(dir, "0:root", &uid, &gid, NULL, NULL, &err) < 0);
+                snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+                CHECK(system(path) == 0);
+        }
+}
+
 TEST(default_vs_privileged)
 {
         Capsule__V1__WorkloadSpec w = WL_INIT;
@@ -389,6 +418,7 @@ int main(void)
         RUN(env_merge);
         RUN(cwd_and_user);
         RUN(user_names_from_rootfs);
+        RUN(user_files_stay_in_the_image);
         RUN(default_vs_privileged);
         RUN(resources);
         RUN(mounts);

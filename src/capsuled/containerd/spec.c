@@ -7,7 +7,12 @@
 #include "spec.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,16 +340,43 @@ static bool parse_u32(const char *s, uint32_t *out)
         return true;
 }
 
+/* Opens rootfs/etc/<file> for reading with every path component, symlinks included, resolved
+ * inside rootfs (openat2 RESOLVE_IN_ROOT): an image's /etc/passwd that is a symlink to
+ * "/etc/shadow" or "../../etc/passwd" names a file of the image, never one of the host. NULL
+ * with errno set (ENOSYS: a kernel without openat2, older than 5.6). */
+static FILE *open_in_rootfs(const char *rootfs, const char *file)
+{
+        _cleanup_close_ int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0)
+                return NULL;
+        char rel[64];
+        snprintf(rel, sizeof(rel), "etc/%s", file);
+        struct open_how how = {
+            .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+        };
+        int fd = (int)syscall(SYS_openat2, root, rel, &how, sizeof(how));
+        if (fd < 0)
+                return NULL;
+        struct stat st;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                close(fd);
+                errno = EINVAL; /* a FIFO or device would block or read the host */
+                return NULL;
+        }
+        FILE *f = fdopen(fd, "re");
+        if (!f)
+                close(fd);
+        return f;
+}
+
 /* Reads rootfs/etc/<file> looking for a line whose field 0 (name) or field 2 (id) matches. On a
  * match copies the line into buf and returns 1; 0 if absent; negative on read errors other than
  * a missing file. */
 static int db_lookup(const char *rootfs, const char *file, const char *name, const uint32_t *id,
                      char *buf, size_t bufsz)
 {
-        _cleanup_free_ char *path = NULL;
-        if (asprintf(&path, "%s/etc/%s", rootfs, file) < 0)
-                return -ENOMEM;
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        _cleanup_fclose_ FILE *f = open_in_rootfs(rootfs, file);
         if (!f)
                 return errno == ENOENT ? 0 : -errno;
         char line[1024];
@@ -387,11 +419,10 @@ static void supplementary_gids(const char *rootfs, const char *user, uint32_t pr
                                uint32_t *extra, size_t *n_extra)
 {
         size_t cap = *n_extra, n = 0;
-        _cleanup_free_ char *path = NULL;
         *n_extra = 0;
-        if (!rootfs || !user || asprintf(&path, "%s/etc/group", rootfs) < 0)
+        if (!rootfs || !user)
                 return;
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        _cleanup_fclose_ FILE *f = open_in_rootfs(rootfs, "group");
         char line[1024];
         while (f && n < cap && fgets(line, sizeof(line), f)) {
                 char gidstr[32], members[900];
@@ -442,7 +473,13 @@ int spec_resolve_user(const char *rootfs, const char *user, uint32_t *uid, uint3
                 }
         } else {
                 int r = rootfs ? db_lookup(rootfs, "passwd", u, NULL, line, sizeof(line)) : 0;
-                if (r <= 0)
+                if (r < 0)
+                        return cap_error_set(
+                            err, r, CAP_INVALID_ARGUMENT,
+                            "user: `%s`: cannot read the image's /etc/passwd: %s%s", u,
+                            strerror(-r),
+                            r == -ENOSYS ? " (openat2 needs Linux 5.6 or later)" : "");
+                if (r == 0)
                         return cap_error_set(err, -ENOENT, CAP_INVALID_ARGUMENT,
                                              "user: `%s` not found in the image's /etc/passwd", u);
                 db_field(line, 2, field, sizeof(field));
@@ -457,7 +494,12 @@ int spec_resolve_user(const char *rootfs, const char *user, uint32_t *uid, uint3
                 if (!parse_u32(g, gid)) {
                         int r =
                             rootfs ? db_lookup(rootfs, "group", g, NULL, line, sizeof(line)) : 0;
-                        if (r <= 0)
+                        if (r < 0)
+                                return cap_error_set(
+                                    err, r, CAP_INVALID_ARGUMENT,
+                                    "user: group `%s`: cannot read the image's /etc/group: %s", g,
+                                    strerror(-r));
+                        if (r == 0)
                                 return cap_error_set(
                                     err, -ENOENT, CAP_INVALID_ARGUMENT,
                                     "user: group `%s` not found in the image's /etc/group", g);
@@ -701,6 +743,20 @@ static int parse_json(const char *text, const char *what, json_object **out, str
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "%s: %s", what,
                                      json_tokener_error_desc(jerr));
         return 0;
+}
+
+bool spec_user_names(const struct spec_options *o)
+{
+        const Capsule__V1__WorkloadSpec *w = o->workload;
+        _cleanup_json_ json_object *img = NULL;
+        struct cap_error e = {0};
+        const char *user = w && w->user && *w->user ? w->user : NULL;
+        if (!user && parse_json(o->image_config_json, "image config", &img, &e) == 0)
+                user = image_string(image_config_section(img), "User");
+        for (const char *p = user; p && *p; p++)
+                if ((*p < '0' || *p > '9') && *p != ':')
+                        return true;
+        return false;
 }
 
 int spec_generate(const struct spec_options *o, char **out_json, struct cap_error *err)

@@ -42,6 +42,10 @@ struct spec_options {
  * at fault (no command at all, relative working directory, unknown user, missing volume source). */
 int spec_generate(const struct spec_options *opts, char **out_json, struct cap_error *err);
 
+/* True when the user to run as (the manifest's, else the image config's) has a name in it, so
+ * spec_generate needs opts->rootfs to resolve it. */
+bool spec_user_names(const struct spec_options *opts);
+
 /* The process part only (args, env, cwd, user, capabilities...), as JSON: for Tasks.Exec. argv
  * NULL-terminated; env "K=V" entries are appended to the image's environment. */
 int spec_exec_process(const char *spec_json, const char *const *argv, const char *const *env,

@@ -56,6 +56,22 @@ static int network_wait(void *ud, struct cap_error *err)
         return run->network_wait(run->network_wait_ud, &net, err);
 }
 
+struct gen_in_rootfs {
+        struct spec_options *so;
+        char **json;
+        struct cap_error *err;
+};
+
+/* ctrd_image_with_rootfs's callback: the spec, with user names read from the image. */
+static int gen_in_rootfs(const char *rootfs, void *ud)
+{
+        struct gen_in_rootfs *g = ud;
+        g->so->rootfs = rootfs;
+        int r = spec_generate(g->so, g->json, g->err);
+        g->so->rootfs = NULL;
+        return r;
+}
+
 static int cd_run(struct workload_driver *d, const struct driver_run *run, uint32_t *pid,
                   struct cap_error *err)
 {
@@ -71,7 +87,14 @@ static int cd_run(struct workload_driver *d, const struct driver_run *run, uint3
             .resolv_conf_path = run->resolv_conf_path,
             .pids_limit = 4096,
         };
-        int rc = spec_generate(&so, &spec_json, err);
+        int rc;
+        if (spec_user_names(&so) && run->image_chain_id) {
+                /* a named user: resolved in the image's own /etc/passwd (a read-only view) */
+                struct gen_in_rootfs g = {&so, &spec_json, err};
+                rc = ctrd_image_with_rootfs(cd->c, run->image_chain_id, gen_in_rootfs, &g, err);
+        } else {
+                rc = spec_generate(&so, &spec_json, err);
+        }
         if (rc < 0)
                 return rc;
         log_esc = run->log_path ? uri_escape(run->log_path) : NULL;

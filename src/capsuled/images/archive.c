@@ -1080,6 +1080,140 @@ static int plan_oci(struct archive_plan *p, const char *override, struct cap_err
 
 /* ---- public ---- */
 
+/* ---- layer contents: what containerd would unpack into the image root ---- */
+
+/* Why a path inside a layer would leave the image root, or NULL when it stays inside. */
+static const char *layer_path_escapes(const char *path)
+{
+        if (path[0] == '/')
+                return "an absolute path is refused in a layer";
+        for (const char *p = path; *p;) {
+                size_t len = strcspn(p, "/");
+                if (len == 2 && p[0] == '.' && p[1] == '.')
+                        return "\"..\" leaves the image root";
+                p += len;
+                p += *p == '/';
+        }
+        return NULL;
+}
+
+struct layer_src {
+        struct archive *outer;
+        unsigned char *buf;
+};
+
+/* The nested reader's input: the layer entry's bytes, pulled from the outer archive. */
+static la_ssize_t layer_read(struct archive *a, void *ud, const void **out)
+{
+        struct layer_src *s = ud;
+        la_ssize_t n = archive_read_data(s->outer, s->buf, READ_CHUNK);
+        if (n < 0) {
+                archive_set_error(a, EIO, "%s", archive_error_string(s->outer));
+                return -1;
+        }
+        *out = s->buf;
+        return n;
+}
+
+/* Reads one layer (b, the current entry of outer) as a tar, whatever its compression, and
+ * refuses entries and hardlink targets that leave the image root. */
+static int check_layer(struct archive *outer, const struct pblob *b, unsigned char *buf,
+                       struct cap_error *err)
+{
+        struct layer_src src = {outer, buf};
+        struct archive *a = archive_read_new();
+        if (!a)
+                return oom(err);
+        archive_read_support_filter_gzip(a);
+        archive_read_support_filter_zstd(a);
+        archive_read_support_filter_xz(a);
+        archive_read_support_format_tar(a);
+        archive_read_support_format_empty(a);
+        int r = 0;
+        if (archive_read_open(a, &src, NULL, layer_read, NULL) != ARCHIVE_OK) {
+                r = bad(err, "layer %s: not a tar archive: %s", b->digest, archive_error_string(a));
+                goto out;
+        }
+        for (;;) {
+                struct archive_entry *ae;
+                int hr = archive_read_next_header(a, &ae);
+                if (hr == ARCHIVE_EOF)
+                        break;
+                if (hr < ARCHIVE_WARN) {
+                        r = bad(err, "layer %s: %s", b->digest, archive_error_string(a));
+                        goto out;
+                }
+                const char *name = archive_entry_pathname(ae);
+                const char *link = archive_entry_hardlink(ae);
+                const char *why = name && *name ? layer_path_escapes(name) : "an empty name";
+                if (why) {
+                        r = bad(err, "layer %s: entry \"%.200s\": %s", b->digest, name ? name : "",
+                                why);
+                        goto out;
+                }
+                if (link && (why = layer_path_escapes(link))) {
+                        r = bad(err, "layer %s: entry \"%.200s\": hardlink to \"%.200s\": %s",
+                                b->digest, name, link, why);
+                        goto out;
+                }
+                if (archive_read_data_skip(a) < ARCHIVE_WARN) {
+                        r = bad(err, "layer %s: %s", b->digest, archive_error_string(a));
+                        goto out;
+                }
+        }
+out:
+        archive_read_free(a);
+        return r;
+}
+
+/* A streaming pass over the archive that reads every layer's tar (nothing is copied). */
+static int check_layers(struct archive_plan *p, int fd, struct cap_error *err)
+{
+        size_t left = 0;
+        for (size_t i = 0; i < p->n_blobs; i++)
+                if (p->blobs[i].rank == 0 && p->blobs[i].src)
+                        left++;
+        if (!left)
+                return 0;
+        _cleanup_free_ unsigned char *buf = malloc(READ_CHUNK);
+        if (!buf)
+                return oom(err);
+        struct archive *a = NULL;
+        if (open_reader(fd, &a, err) < 0)
+                return err->code;
+        int r = 0;
+        while (left) {
+                struct archive_entry *ae;
+                int hr = archive_read_next_header(a, &ae);
+                if (hr == ARCHIVE_EOF)
+                        break;
+                if (hr < ARCHIVE_WARN) {
+                        r = bad(err, "archive: %s", archive_error_string(a));
+                        break;
+                }
+                if (archive_entry_filetype(ae) != AE_IFREG || archive_entry_hardlink(ae))
+                        continue;
+                _cleanup_free_ char *name = NULL;
+                if ((r = clean_path(archive_entry_pathname(ae), &name, err)) < 0)
+                        break;
+                const struct entry *e = lookup(p, name);
+                for (size_t i = 0; e && i < p->n_blobs; i++) {
+                        struct pblob *b = &p->blobs[i];
+                        if (b->rank != 0 || b->src != e)
+                                continue;
+                        if ((r = check_layer(a, b, buf, err)) < 0)
+                                goto out;
+                        left--;
+                        break; /* one entry's data is read once */
+                }
+        }
+        if (r == 0 && left)
+                r = bad(err, "archive changed while importing: %zu layers not found again", left);
+out:
+        archive_read_free(a);
+        return r;
+}
+
 int archive_plan_open(int fd, const char *name_override, const struct archive_limits *lim,
                       struct archive_plan **out, struct cap_error *err)
 {
@@ -1117,6 +1251,8 @@ int archive_plan_open(int fd, const char *name_override, const struct archive_li
         if (r == 0 && p->n_images == 0)
                 r = bad(err, "the archive does not name its image (no RepoTags or "
                              "org.opencontainers.image.ref.name): give one with --name REF");
+        if (r == 0)
+                r = check_layers(p, fd, err);
         if (r < 0) {
                 archive_plan_free(p);
                 return r;

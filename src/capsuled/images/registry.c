@@ -291,6 +291,9 @@ static CURLcode add_cas(CURL *h, void *ssl_ctx, void *ud)
         return CURLE_OK;
 }
 
+/* The first libcurl that drops custom Authorization headers on a scheme, host or port change. */
+#define CURL_AUTH_SAFE_REDIRECTS 0x075300 /* 7.83.0 */
+
 static int perform(struct session *s, const char *url, const char *accept, struct resp *r,
                    long timeout_s, bool with_auth, struct cap_error *err)
 {
@@ -306,8 +309,17 @@ static int perform(struct session *s, const char *url, const char *accept, struc
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, protos);
         curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, protos);
-        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+        /* Registries redirect blob downloads to other hosts (CDNs, object stores): those must not
+         * get the registry's credentials. Basic credentials (CURLOPT_USERNAME) and, since libcurl
+         * 7.83, a hand-made Authorization header are dropped when the scheme, host or port
+         * changes unless CURLOPT_UNRESTRICTED_AUTH is on, which it never is here. An older
+         * libcurl compares the host only (or not at all): there, requests that carry a header
+         * are not redirected automatically. */
+        bool follow = !(with_auth && s->auth) ||
+                      curl_version_info(CURLVERSION_NOW)->version_num >= CURL_AUTH_SAFE_REDIRECTS;
+        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
         curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
         curl_easy_setopt(h, CURLOPT_USERAGENT, "capsule/" CAPSULE_VERSION);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

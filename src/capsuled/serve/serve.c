@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,6 +327,24 @@ static void log_writer_find(const char *self_exe, char *buf, size_t len)
         snprintf(buf, len, "%s", self_exe);
 }
 
+void serve_reserve_port(struct serve_ctx *ctx, const char *addr, int port, const char *what)
+{
+        if (addr) {
+                const char *colon = strrchr(addr, ':');
+                if (strncmp(addr, "unix:", 5) == 0 || !colon)
+                        return;
+                port = atoi(colon + 1);
+        }
+        size_t n = atomic_load(&ctx->n_reserved);
+        if (port <= 0 || port > 65535 || n >= SERVE_MAX_RESERVED)
+                return;
+        for (size_t i = 0; i < n; i++)
+                if (ctx->reserved[i].port == (uint32_t)port)
+                        return;
+        ctx->reserved[n] = (struct manifest_reserved_port){(uint32_t)port, "tcp", what};
+        atomic_store(&ctx->n_reserved, n + 1);
+}
+
 /* metrics/http.c's render callback: the page serve/metrics.c writes. */
 static int metrics_render(void *ud, char **text, size_t *len)
 {
@@ -344,6 +363,8 @@ static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, stru
                 return 0;
         }
         const char *listen = o->metrics_listen ? o->metrics_listen : ctx->mcfg.metrics_listen;
+        serve_reserve_port(ctx, ctx->mcfg.metrics_listen, 0, "the capsule's metrics endpoint");
+        serve_reserve_port(ctx, listen, 0, "the capsule's metrics endpoint");
         struct metrics_http_opts mo = {
             .listen = listen,
             .insecure_http = ctx->mcfg.metrics_insecure_http,
@@ -357,6 +378,7 @@ static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, stru
         ctx->metrics = metrics_http_start(&mo, &port, err);
         if (!ctx->metrics)
                 return cap_error_prefix(err, "metrics endpoint %s", listen);
+        serve_reserve_port(ctx, NULL, port, "the capsule's metrics endpoint");
         if (o->metrics_port_file && write_port_file(o->metrics_port_file, port, err) < 0)
                 return err->code;
         log_info("metrics addr=%s port=%d scheme=%s", listen, port,
@@ -526,6 +548,12 @@ static int run(struct serve_opts *o)
                 log_error("listen %s: %s", listen, err.msg);
                 goto out;
         }
+        /* the configured ports are the capsule's even when a test binds elsewhere */
+        serve_reserve_port(&ctx, ctx.mcfg.listen ? ctx.mcfg.listen : "0.0.0.0:50000", 0,
+                           "the capsule API");
+        serve_reserve_port(&ctx, listen, 0, "the capsule API");
+        if (strncmp(listen, "unix:", 5) != 0)
+                serve_reserve_port(&ctx, NULL, port, "the capsule API");
         /* the update engine is ready before the API answers; it decides a tentative boot only
          * once the API answers (below) */
         if (o->update_sysroot)

@@ -9,6 +9,7 @@
 
 #include "capsule/v1/workloads.pb-c.h"
 #include "common/config.h"
+#include "common/manifest.h"
 #include "common/timeline.h"
 #include "driver/driver.h"
 #include "images/images.h"
@@ -34,6 +35,8 @@ struct serve_config_ref {
         unsigned refs; /* under serve_ctx.live_lock */
         struct machine_config c;
 };
+
+#define SERVE_MAX_RESERVED 8
 
 struct serve_ctx {
         const char *root;            /* --root: state directory */
@@ -70,7 +73,15 @@ struct serve_ctx {
         struct updater *updater;
         char updater_error[512];
         char update_sysroot[4096]; /* --update-sysroot (tests): stands in for /, "" on a Capsule */
+        /* Host ports serve listens on (configured and bound, API and metrics): Apply refuses a
+         * workload that publishes one. Entries are written before n_reserved counts them. */
+        struct manifest_reserved_port reserved[SERVE_MAX_RESERVED];
+        _Atomic size_t n_reserved;
 };
+
+/* Records that serve listens on addr's TCP port ("IP:PORT", "[IPV6]:PORT" or a bare port
+ * number; unix: addresses and port 0 are ignored) so that no workload may publish it. */
+void serve_reserve_port(struct serve_ctx *ctx, const char *addr, int port, const char *what);
 
 /* ---- runtime glue (runtime.c): where images, volumes and networking meet the reconciler ---- */
 

@@ -1,6 +1,7 @@
 /* capsule.v1.Workloads handlers: Apply, Get, List, Delete, Restart, Logs; System.Events.
  * Desired state goes to the store; the reconciler (reconcile/) makes it so. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,8 +79,11 @@ int workloads_apply(struct rpc_call *call, const ProtobufCMessage *req, Protobuf
 
         struct manifest_errors errs;
         manifest_errors_init(&errs);
-        int r = manifest_workload_validate(
-            rq->spec, rq->spec->name && *rq->spec->name ? rq->spec->name : NULL, &errs);
+        const char *prefix = rq->spec->name && *rq->spec->name ? rq->spec->name : NULL;
+        int r = manifest_workload_validate(rq->spec, prefix, &errs);
+        if (manifest_check_reserved_ports(rq->spec, prefix, ctx->reserved,
+                                          atomic_load(&ctx->n_reserved), &errs) < 0)
+                r = -EINVAL;
         if (r < 0) {
                 _cleanup_free_ char *msg = manifest_errors_join(&errs, "; ");
                 manifest_errors_free(&errs);
