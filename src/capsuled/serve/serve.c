@@ -401,6 +401,7 @@ static int run(struct serve_opts *o)
                 log_error("containers: %s", err.msg);
                 goto out;
         }
+        serve_debug_cleanup(&ctx);
         /* The microVM driver before volumes: the VMs that kept running hold their volumes. */
         vms_start(&ctx, o);
         /* Volumes and networking (volume/, net/): before the reconciler, which uses them. */
