@@ -13,6 +13,7 @@
  * a pump thread copies the process's output FIFOs to the client; a waiter thread waits for the
  * process to exit. The pump sends the exit code once the output is drained. A client that
  * half-closes only ends stdin; a client that cancels kills the process. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
