@@ -3,7 +3,8 @@
 container in the host's namespaces (or a target container's) with the host's / at /host, its
 output and exit code, stdin, refusal for the reader role, for MicroVM targets and for absent
 images, the events it emits, and that no debug container survives its session: normal end,
-client killed with SIGKILL, capsuled serve killed mid-session (cleaned at the next start)."""
+client killed with SIGKILL, capsuled serve stopped (SIGTERM) or killed mid-session (cleaned at
+the next start)."""
 
 import json
 import os
@@ -256,6 +257,20 @@ command: ["sh", "-c", {json.dumps(LOOP)}]
         self.assertEqual(w["status"]["pid"], pid)
         self.assertNotIn("debug", self.capsule.ctl(["get"], check=True).stdout)
         self.capsule.ctl(["delete", "keeper"], check=True)
+
+    def test_serve_stopped_removes_container(self):
+        proc, cid = self.start_long_session()
+        self.assertEqual(self.capsule.stop(), 0)   # SIGTERM: the session's call is cancelled
+        try:
+            self.assertNotIn(cid, self.debug_containers())
+            self.assertEqual(proc.wait(10), 1)      # the client is told the stream broke
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdin.close()
+            self.capsule.start()
+        self.assert_none_left()
 
     def test_tty(self):
         import pty
