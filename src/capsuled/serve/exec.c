@@ -529,7 +529,14 @@ static int session_run(struct rpc_call *call, bool debug, struct cap_error *err)
                 protobuf_c_message_free_unpacked(m, NULL);
         }
         close_stdin(s);
-        if (r < 0 && !atomic_load(&s->exited)) {
+        /* Half-closed (no more input) is not the end: the process may run on, and the call can
+         * still be cancelled meanwhile (the client killed, or the server shutting down, whose
+         * cancel can also surface as a half-close), and nobody would end it then. */
+        while (r == 0 && !atomic_load(&s->exited) && !rpc_call_cancelled(call)) {
+                struct timespec tick = {.tv_nsec = 100 * 1000000L};
+                nanosleep(&tick, NULL);
+        }
+        if ((r < 0 || rpc_call_cancelled(call)) && !atomic_load(&s->exited)) {
                 /* the client went away: do not leave its process behind */
                 struct cap_error kerr = {0};
                 s->drv->ops->exec_kill(s->drv, s->x, SIGKILL, &kerr);
