@@ -260,8 +260,13 @@ command: ["sh", "-c", {json.dumps(LOOP)}]
 
     def test_serve_stopped_removes_container(self):
         proc, cid = self.start_long_session()
-        self.assertEqual(self.capsule.stop(), 0)   # SIGTERM: the session's call is cancelled
+        # established: the handler waits in its input loop (a cancel there once looked like a
+        # half-close, and shutdown waited for `sleep 300` forever)
+        wait_for(lambda: f"debug id={cid}" in self.capsule.logs(), what="the session to start")
+        time.sleep(1)
+        rc = self.capsule.stop(timeout=60)   # SIGTERM: the session's call is cancelled
         try:
+            self.assertEqual(rc, 0, self.capsule.logs()[-4000:])
             self.assertNotIn(cid, self.debug_containers())
             self.assertEqual(proc.wait(10), 1)      # the client is told the stream broke
         finally:
