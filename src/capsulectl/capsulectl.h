@@ -156,6 +156,14 @@ int cmd_logs(struct ctl *ctl, int argc, char **argv);
 int cmd_restart(struct ctl *ctl, int argc, char **argv);
 int cmd_exec(struct ctl *ctl, int argc, char **argv);
 int cmd_cp(struct ctl *ctl, int argc, char **argv);
+int cmd_debug(struct ctl *ctl, int argc, char **argv); /* debug.c */
+/* The streaming half of exec and debug (exec.c): sends first (an Exec start or a Debug
+ * message) on method, then stdin (if in; raw terminal and window sizes if tty) and prints the
+ * output; returns the remote exit code or a CTL_EXIT_ code. */
+int ctl_exec_session(struct ctl *ctl, const char *verb, const char *method,
+                     const Capsule__V1__ExecRequest *first, bool in, bool tty);
+/* This terminal's size (stdin's), left unchanged when it has none. */
+void ctl_terminal_size(uint32_t *rows, uint32_t *cols);
 int cmd_events(struct ctl *ctl, int argc, char **argv);
 int cmd_reboot(struct ctl *ctl, int argc, char **argv);
 int cmd_dmesg(struct ctl *ctl, int argc, char **argv);

@@ -155,7 +155,26 @@ struct line_state {
         bool after_dashdash;
         bool value_of_output; /* previous word is -o/--output (the global one) */
         bool value_of_option; /* previous word is a verb option taking a value */
+        const char *option;   /* that option, as typed */
 };
+
+/* Verb options whose values are names on the capsule. */
+static const struct {
+        const char *verb, *option;
+        enum ctl_names names;
+} named_values[] = {
+    {"debug", "--target", CTL_NAMES_WORKLOADS},
+    {"debug", "--image", CTL_NAMES_IMAGES},
+};
+
+static enum ctl_names option_names(const struct line_state *st)
+{
+        for (size_t i = 0; st->verb && st->option && i < ARRAY_SIZE(named_values); i++)
+                if (strcmp(st->verb->name, named_values[i].verb) == 0 &&
+                    strcmp(st->option, named_values[i].option) == 0)
+                        return named_values[i].names;
+        return CTL_NAMES_NONE;
+}
 
 static bool takes_value(const struct ctl_verb *verb, const char *w)
 {
@@ -191,9 +210,10 @@ static void scan_line(struct ctl *ctl, int n, char **w, struct line_state *st)
                         continue;
                 }
                 if (own) {
-                        if (last)
+                        if (last) {
                                 st->value_of_option = true;
-                        else
+                                st->option = a;
+                        } else
                                 i++;
                         continue;
                 }
@@ -246,6 +266,10 @@ int cmd_complete_words(struct ctl *ctl, int argc, char **argv)
         const char *cur = argv[argc - 1];
         struct line_state st = {0};
         scan_line(ctl, argc - 2, argv + 1, &st);
+        if (st.value_of_option && option_names(&st) != CTL_NAMES_NONE) {
+                complete_names(ctl, option_names(&st), cur);
+                goto done;
+        }
         if (st.after_dashdash || st.value_of_option ||
             (!st.verb && argc > 2 && !ctl_verb_find(argv[1]) && argv[1][0] != '-'))
                 goto done;

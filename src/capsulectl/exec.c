@@ -46,7 +46,7 @@ struct pump {
         int stop_fd; /* readable when the main thread wants the pump to end */
 };
 
-static void window_size(uint32_t *rows, uint32_t *cols)
+void ctl_terminal_size(uint32_t *rows, uint32_t *cols)
 {
         struct winsize ws;
         if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) {
@@ -77,7 +77,7 @@ static void *stdin_pump(void *arg)
                         while (read(winch_pipe[0], &c, 1) == 1)
                                 ;
                         Capsule__V1__WindowSize ws = CAPSULE__V1__WINDOW_SIZE__INIT;
-                        window_size(&ws.rows, &ws.cols);
+                        ctl_terminal_size(&ws.rows, &ws.cols);
                         Capsule__V1__ExecRequest q = CAPSULE__V1__EXEC_REQUEST__INIT;
                         q.msg_case = CAPSULE__V1__EXEC_REQUEST__MSG_RESIZE;
                         q.resize = &ws;
@@ -160,14 +160,6 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv)
         if (tty && !isatty(STDIN_FILENO))
                 tty = false; /* like docker: no terminal to put in raw mode */
 
-        struct rpc_client *c = ctl_client(ctl);
-        if (!c) {
-                free(env);
-                return CTL_EXIT_ERROR;
-        }
-        struct cap_error err = {0};
-        struct rpc_stream *s = rpc_stream_open(c, "/capsule.v1.Workloads/Exec", &capsule__v1__exec_response__descriptor,
-                                               0, &err);
         Capsule__V1__ExecStart st = CAPSULE__V1__EXEC_START__INIT;
         st.name = (char *)name;
         st.command = cmd;
@@ -177,17 +169,29 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv)
         st.env = env;
         st.n_env = n_env;
         if (tty)
-                window_size(&st.rows, &st.cols);
+                ctl_terminal_size(&st.rows, &st.cols);
         Capsule__V1__ExecRequest q = CAPSULE__V1__EXEC_REQUEST__INIT;
         q.msg_case = CAPSULE__V1__EXEC_REQUEST__MSG_START;
         q.start = &st;
-        if (!s || rpc_stream_send(s, &q.base, &err) < 0) {
-                ctl_print_error(ctl, "exec", &err);
+        int rc = ctl_exec_session(ctl, "exec", "/capsule.v1.Workloads/Exec", &q, in, tty);
+        free(env);
+        return rc;
+}
+
+int ctl_exec_session(struct ctl *ctl, const char *verb, const char *method,
+                     const Capsule__V1__ExecRequest *first, bool in, bool tty)
+{
+        struct rpc_client *c = ctl_client(ctl);
+        if (!c)
+                return CTL_EXIT_ERROR;
+        struct cap_error err = {0};
+        struct rpc_stream *s = rpc_stream_open(c, method, &capsule__v1__exec_response__descriptor,
+                                               0, &err);
+        if (!s || rpc_stream_send(s, &first->base, &err) < 0) {
+                ctl_print_error(ctl, verb, &err);
                 rpc_stream_free(s);
-                free(env);
                 return CTL_EXIT_ERROR;
         }
-        free(env);
         if (!in)
                 rpc_stream_close_send(s, &err);
 
@@ -199,7 +203,7 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv)
         struct pump p = {.s = s, .tty = tty};
         if (in) {
                 if (pipe2(winch_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(stop, O_CLOEXEC) < 0) {
-                        perror("capsulectl exec: pipe");
+                        fprintf(ctl->err, "capsulectl %s: pipe: %s\n", verb, strerror(errno));
                         rpc_stream_free(s);
                         return CTL_EXIT_ERROR;
                 }
@@ -241,9 +245,8 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv)
         }
         if (raw)
                 tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-        if (r < 0) {
-                ctl_print_error(ctl, "exec", &err);
-        }
+        if (r < 0)
+                ctl_print_error(ctl, verb, &err);
         rpc_stream_free(s);
         for (int k = 0; k < 2; k++) {
                 if (stop[k] >= 0)
@@ -254,7 +257,7 @@ int cmd_exec(struct ctl *ctl, int argc, char **argv)
         if (r < 0)
                 return CTL_EXIT_ERROR;
         if (exit_code < 0) {
-                fprintf(ctl->err, "capsulectl exec: the stream ended without an exit code\n");
+                fprintf(ctl->err, "capsulectl %s: the stream ended without an exit code\n", verb);
                 return CTL_EXIT_ERROR;
         }
         return exit_code > 255 ? 255 : exit_code;

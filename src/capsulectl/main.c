@@ -23,6 +23,8 @@ static const struct ctl_opt opts_logs[] = {
     {"follow", 'f', false}, {"tail", 0, true}, {"timestamps", 0, false}, {"since", 0, true}, {0}};
 static const struct ctl_opt opts_exec[] = {
     {"stdin", 'i', false}, {"tty", 't', false}, {"env", 'e', true}, {0}};
+static const struct ctl_opt opts_debug[] = {
+    {"image", 0, true}, {"target", 0, true}, {"env", 'e', true}, {0}};
 static const struct ctl_opt opts_image[] = {{"name", 0, true}, {0}};
 static const struct ctl_opt opts_volume[] = {{"size", 0, true}, {"file", 'f', true}, {0}};
 /* `volume backup -o FILE`: there -o names the backup file, it is not the global output format */
@@ -68,6 +70,8 @@ const struct ctl_verb ctl_verbs[] = {
      CTL_FLEET_LINES, false, false},
     {"exec", cmd_exec, "Run a command in a workload (-it for a terminal)", opts_exec, NULL, W,
      CTL_FLEET_LINES, false, false},
+    {"debug", cmd_debug, "Start a privileged debug container (host's namespaces, / at /host)",
+     opts_debug, NULL, 0, CTL_FLEET_LINES, false, false},
     {"cp", cmd_cp, "Copy files into or out of a workload (tar through exec)", opts_none, NULL, W,
      CTL_FLEET_LINES, false, false},
     {"restart", cmd_restart, "Restart a workload now", opts_none, NULL, W, CTL_FLEET_TABLE, false,

@@ -302,6 +302,22 @@ def scenario_boot(m):
     check('mode="os"' in met and re.search(r'capsule_workload_memory_bytes\{workload="hello"\} [1-9]', met)
           and 'capsule_workload_state{workload="hello",state="running"} 1' in met,
           f"capsulectl metrics on the OS: mode, hello's state and cgroup memory ({met[:300]!r})")
+    # capsulectl debug: the machine's own / at /host, its processes; then inside hello's namespaces
+    img = "capsule.local/busybox:latest"
+    r = m.ctl("debug", "--image", img, "--", "sh", "-c",
+              "test -d /host/perm/capsule && echo perm-seen; ps | grep -c '[c]apsuled serve'; "
+              "ls -d /host/sys/fs/cgroup/capsule-debug/debug.* | wc -l; exit 5", input="",
+              check_rc=False, timeout=120)
+    out = r.stdout.split()
+    check(r.returncode == 5 and len(out) == 3 and out[0] == "perm-seen" and out[1] != "0" and out[2] == "1",
+          f"capsulectl debug: /host is the machine's root, its processes, one debug container, "
+          f"the exit code ({r.returncode} {r.stdout!r} {r.stderr.strip()!r})")
+    r = m.ctl("debug", "--image", img, "--target", "hello", "--", "sh", "-c",
+              "hostname; ls -d /host/sys/fs/cgroup/capsule-debug/debug.* | wc -l", input="", check_rc=False,
+              timeout=120)
+    check(r.returncode == 0 and r.stdout.split() == ["hello", "1"],
+          f"capsulectl debug --target hello: hello's namespaces, and the earlier debug container "
+          f"is gone ({r.stdout!r} {r.stderr.strip()!r})")
 
 
 def request_reboot(m):

@@ -473,6 +473,14 @@ class CliTest(unittest.TestCase):
         self.assertIn(IMAGE, self.complete(["image", "rm", ""]))
         # nothing after "--": that is the command's
         self.assertEqual(self.complete(["exec", "complete-me", "--", ""]), [])
+        # debug: its options, workloads after --target, images after --image
+        self.assertIn("debug", self.complete(["deb"]))
+        for opt in ("--image", "--target", "--env"):
+            self.assertIn(opt, self.complete(["debug", "--"]))
+        self.assertEqual(self.complete(["debug", "--target", "comp"]), ["complete-me"])
+        self.assertIn(IMAGE, self.complete(["debug", "--image", ""]))
+        self.assertNotIn("complete-me", self.complete(["debug", "--image", ""]))
+        self.assertEqual(self.complete(["debug", "--target", "complete-me", "--", ""]), [])
 
 
 if __name__ == "__main__":

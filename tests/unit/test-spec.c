@@ -302,6 +302,55 @@ TEST(default_vs_privileged)
         json_object_put(s);
 }
 
+/* Debug containers: the host's namespaces or a process's, no hostname, / at /host, the
+ * capabilities of the given bounding set. */
+TEST(debug_namespaces_and_host_root)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        w.name = "debug.0a1b2c3d";
+        w.privileged = true;
+        struct spec_options o = {.workload = &w,
+                                 .image_config_json = "{\"config\":{\"Cmd\":[\"sh\"]}}",
+                                 .cgroups_path = "/capsule-debug/debug.0a1b2c3d",
+                                 .host_namespaces = true,
+                                 .host_root = "/host",
+                                 .privileged_caps = (1ULL << 41) - 1 - (1ULL << 24)};
+        json_object *s = gen(&o);
+        CHECK(at(s, "hostname") == NULL);
+        CHECK(json_object_array_length(at(s, "linux.namespaces")) == 1);
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.0.type")), "mount");
+        json_object *m = find_mount(s, "/host");
+        CHECK(m != NULL);
+        CHECK_STR_EQ(json_object_get_string(at(m, "source")), "/");
+        CHECK(array_has(at(m, "options"), "rbind"));
+        CHECK(array_has(at(m, "options"), "rw"));
+        CHECK(array_has(at(s, "process.capabilities.bounding"), "CAP_SYS_ADMIN"));
+        CHECK(!array_has(at(s, "process.capabilities.bounding"), "CAP_SYS_RESOURCE"));
+        CHECK(json_object_array_length(at(s, "process.capabilities.effective")) == 40);
+        CHECK(at(s, "linux.seccomp") == NULL);
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.cgroupsPath")),
+                     "/capsule-debug/debug.0a1b2c3d");
+        json_object_put(s);
+
+        o.host_namespaces = false;
+        o.join_pid = 4242;
+        s = gen(&o);
+        CHECK(at(s, "hostname") == NULL);
+        CHECK(json_object_array_length(at(s, "linux.namespaces")) == 5);
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.0.path")), "/proc/4242/ns/pid");
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.1.path")), "/proc/4242/ns/ipc");
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.2.path")), "/proc/4242/ns/uts");
+        CHECK(at(s, "linux.namespaces.3.path") == NULL); /* its own mount namespace */
+        CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.4.path")), "/proc/4242/ns/net");
+        json_object_put(s);
+
+        CHECK(spec_image_has_command("{\"config\":{\"Cmd\":[\"sh\"]}}"));
+        CHECK(spec_image_has_command("{\"Entrypoint\":[\"/init\"]}"));
+        CHECK(!spec_image_has_command("{\"config\":{\"Cmd\":[]}}"));
+        CHECK(!spec_image_has_command(NULL));
+        CHECK(!spec_image_has_command("not json"));
+}
+
 TEST(resources)
 {
         Capsule__V1__WorkloadSpec w = WL_INIT;
@@ -420,6 +469,7 @@ int main(void)
         RUN(user_names_from_rootfs);
         RUN(user_files_stay_in_the_image);
         RUN(default_vs_privileged);
+        RUN(debug_namespaces_and_host_root);
         RUN(resources);
         RUN(mounts);
         RUN(exec_process);

@@ -514,8 +514,8 @@ static int container_create(struct ctrd *c, const struct ctrd_run *run, struct c
             .image = run->image,
             .spec_json = run->spec_json,
             .snapshot_key = run->name,
-            .labels = labels,
-            .n_labels = ARRAY_SIZE(labels),
+            .labels = run->labels ? run->labels : labels,
+            .n_labels = run->labels ? run->n_labels : ARRAY_SIZE(labels),
         };
         r = ctrd_container_create(lease.cl, &cc, err);
         if (r < 0) {
@@ -537,7 +537,8 @@ int ctrd_container_run(struct ctrd *c, const struct ctrd_run *run, uint32_t *pid
         int r = container_create(c, run, &mounts, err);
         if (r < 0)
                 return r;
-        struct ctrd_stdio io = {.stdout_path = run->stdout_path,
+        struct ctrd_stdio io = {.stdin_path = run->stdin_path,
+                                .stdout_path = run->stdout_path,
                                 .stderr_path = run->stderr_path,
                                 .terminal = run->terminal};
         r = ctrd_task_create(c->client, run->name, &mounts, &io, NULL, err);
@@ -641,6 +642,31 @@ int ctrd_container_remove(struct ctrd *c, const char *name, struct cap_error *er
                 return cap_error_prefix(err, "remove %s: snapshot", name);
         cap_error_clear(err);
         return 0;
+}
+
+bool ctrd_is_debug_id(const char *id)
+{
+        return id && strncmp(id, CTRD_DEBUG_PREFIX, strlen(CTRD_DEBUG_PREFIX)) == 0;
+}
+
+int ctrd_debug_cleanup(struct ctrd *c, struct cap_error *err)
+{
+        _cleanup_msg_ Containerd__Services__Containers__V1__ListContainersResponse *list = NULL;
+        int r = ctrd_container_list(c->client, "labels.\"" CTRD_LABEL_DEBUG "\"", &list, err);
+        if (r < 0)
+                return cap_error_prefix(err, "list debug containers");
+        int n = 0;
+        for (size_t i = 0; i < list->n_containers; i++) {
+                const char *id = list->containers[i]->id;
+                if (!ctrd_is_debug_id(id))
+                        continue; /* labelled by hand: not ours to remove */
+                struct cap_error e2 = {0};
+                if (ctrd_container_remove(c, id, &e2) < 0)
+                        log_warn("containerd: leftover debug container %s: %s", id, e2.msg);
+                else
+                        n++;
+        }
+        return n;
 }
 
 const char *ctrd_task_state_name(enum ctrd_task_state s)

@@ -18,6 +18,11 @@
 #define CTRD_LABEL_WORKLOAD "capsule.workload"
 #define CTRD_LABEL_GENERATION "capsule.generation"
 #define CTRD_LABEL_IMAGE "capsule.image"
+/* Debug containers (`capsulectl debug`) are labelled capsule.debug=TARGET ("(host)" for the
+ * host's namespaces) instead of capsule.workload, and their ids start with CTRD_DEBUG_PREFIX (a '.' is
+ * never in a workload name): they are never listed, adopted or removed as workloads. */
+#define CTRD_LABEL_DEBUG "capsule.debug"
+#define CTRD_DEBUG_PREFIX "debug."
 
 struct ctrd;
 
@@ -51,7 +56,11 @@ struct ctrd_run {
          * (the shim creates it; stdout and stderr then share it). NULL: discarded. */
         const char *stdout_path;
         const char *stderr_path;
+        const char *stdin_path; /* a FIFO, or NULL: none */
         bool terminal; /* must match the spec's process.terminal */
+        /* NULL: a workload's (capsule.workload=name, capsule.generation, capsule.image) */
+        const struct ctrd_label *labels;
+        size_t n_labels;
         /* Called once the task exists and before it starts (NULL: none), e.g. to finish the
          * network its namespace joins; failing it fails the run. */
         int (*before_start)(void *ud, struct cap_error *err);
@@ -72,6 +81,12 @@ int ctrd_container_stop(struct ctrd *c, const char *name, int grace_ms, uint32_t
 /* Deletes the task (killing it if it still runs), the container and its snapshot. Whatever is
  * already gone is skipped: removing twice succeeds. */
 int ctrd_container_remove(struct ctrd *c, const char *name, struct cap_error *err);
+
+/* Whether a container id is a debug container's. */
+bool ctrd_is_debug_id(const char *id);
+/* Removes every debug container (task, container, snapshot) left by an earlier capsuled serve:
+ * their sessions ended with it. Returns how many, or negative. */
+int ctrd_debug_cleanup(struct ctrd *c, struct cap_error *err);
 
 enum ctrd_task_state {
         CTRD_TASK_NONE = 0, /* container without a task */

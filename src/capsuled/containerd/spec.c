@@ -518,10 +518,20 @@ int spec_resolve_user(const char *rootfs, const char *user, uint32_t *uid, uint3
         return 0;
 }
 
-static json_object *build_caps(bool privileged)
+/* privileged: all_caps, less those outside privileged_caps when it is set (all_caps[i] is
+ * capability number i). */
+static json_object *build_caps(bool privileged, uint64_t privileged_caps)
 {
-        const char *const *caps = privileged ? all_caps : default_caps;
-        size_t n = privileged ? ARRAY_SIZE(all_caps) : ARRAY_SIZE(default_caps);
+        const char *caps[ARRAY_SIZE(all_caps)];
+        size_t n = 0;
+        if (!privileged) {
+                for (; n < ARRAY_SIZE(default_caps); n++)
+                        caps[n] = default_caps[n];
+        } else {
+                for (size_t i = 0; i < ARRAY_SIZE(all_caps); i++)
+                        if (!privileged_caps || (privileged_caps & (1ULL << i)))
+                                caps[n++] = all_caps[i];
+        }
         json_object *c = json_object_new_object();
         json_object_object_add(c, "bounding", jstr_array(caps, n));
         json_object_object_add(c, "effective", jstr_array(caps, n));
@@ -567,7 +577,7 @@ static int build_process(const struct spec_options *o, json_object *cfg, json_ob
                 json_object_object_add(ju, "additionalGids", ag);
         }
         json_object_object_add(p, "user", ju);
-        json_object_object_add(p, "capabilities", build_caps(w->privileged));
+        json_object_object_add(p, "capabilities", build_caps(w->privileged, o->privileged_caps));
 
         /* No rlimits: like Docker, the process inherits containerd's (set by PID 1), which also
          * works where raising a hard limit is not permitted. */
@@ -642,19 +652,34 @@ static int build_mounts(const struct spec_options *o, json_object **out, struct 
         if (o->hostname_path)
                 json_object_array_add(
                     m, jmount("/etc/hostname", "bind", o->hostname_path, "rbind,rprivate,rw"));
+        /* rslave: mounts the host makes later show up under it; the container's own do not
+         * propagate back to the host */
+        if (o->host_root)
+                json_object_array_add(m, jmount(o->host_root, "bind", "/", "rbind,rslave,rw"));
         *out = TAKE_PTR(m);
         return 0;
 }
 
+/* New namespaces of every type (network: netns_path when set); a debug container keeps the
+ * host's (listing only mount) or joins a process's through /proc/PID/ns. */
 static json_object *build_namespaces(const struct spec_options *o)
 {
         static const char *const types[] = {"pid", "ipc", "uts", "mount", "network"};
+        static const char *const proc_ns[] = {"pid", "ipc", "uts", NULL, "net"};
         json_object *ns = json_object_new_array();
         for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
+                bool own = strcmp(types[i], "mount") == 0;
+                if (o->host_namespaces && !own)
+                        continue;
                 json_object *n = json_object_new_object();
                 json_object_object_add(n, "type", jstr(types[i]));
-                if (strcmp(types[i], "network") == 0 && o->netns_path && *o->netns_path)
+                if (o->join_pid > 0 && !own) {
+                        char path[64];
+                        snprintf(path, sizeof(path), "/proc/%u/ns/%s", o->join_pid, proc_ns[i]);
+                        json_object_object_add(n, "path", jstr(path));
+                } else if (strcmp(types[i], "network") == 0 && o->netns_path && *o->netns_path) {
                         json_object_object_add(n, "path", jstr(o->netns_path));
+                }
                 json_object_array_add(ns, n);
         }
         return ns;
@@ -785,7 +810,8 @@ int spec_generate(const struct spec_options *o, char **out_json, struct cap_erro
         json_object_object_add(root, "path", jstr("rootfs"));
         json_object_object_add(root, "readonly", json_object_new_boolean(false));
         json_object_object_add(spec, "root", root);
-        json_object_object_add(spec, "hostname", jstr(o->workload->name));
+        if (!o->host_namespaces && o->join_pid == 0)
+                json_object_object_add(spec, "hostname", jstr(o->workload->name));
 
         r = build_mounts(o, &part, err);
         if (r < 0)
@@ -799,6 +825,17 @@ int spec_generate(const struct spec_options *o, char **out_json, struct cap_erro
         if (!*out_json)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "spec: out of memory");
         return 0;
+}
+
+bool spec_image_has_command(const char *image_config_json)
+{
+        _cleanup_json_ json_object *img = NULL;
+        struct cap_error err = {0};
+        if (parse_json(image_config_json, "image config", &img, &err) < 0)
+                return false;
+        json_object *cfg = image_config_section(img);
+        json_object *ep = image_array(cfg, "Entrypoint"), *cmd = image_array(cfg, "Cmd");
+        return (ep && json_object_array_length(ep) > 0) || (cmd && json_object_array_length(cmd) > 0);
 }
 
 int spec_exec_process(const char *spec_json, const char *const *argv, const char *const *env,

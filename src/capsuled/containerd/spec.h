@@ -36,6 +36,18 @@ struct spec_options {
         const char *cgroups_path; /* NULL: SPEC_CGROUP_PARENT "/<name>" */
         int64_t pids_limit;       /* 0: no limit */
         bool terminal;            /* process.terminal (a PTY instead of FIFOs) */
+        /* Debug containers: share namespaces instead of making new ones. host_namespaces keeps
+         * the host's pid, ipc, uts and network namespaces; join_pid > 0 joins those of that
+         * process (a target container's init) instead. Either way no hostname is set (it would
+         * rename the host or the target). Only the mount namespace is the container's own. */
+        bool host_namespaces;
+        uint32_t join_pid;
+        /* Privileged: the capabilities to give, bit N = capability N (0: every one known).
+         * Debug containers pass capsuled's own bounding set, as Docker's --privileged does: runc
+         * cannot grant what the runtime itself lacks (e.g. in a container). */
+        uint64_t privileged_caps;
+        /* Debug containers: the host's "/" is bind-mounted (recursively, read-write) here. */
+        const char *host_root;
 };
 
 /* Generates the runtime spec as a JSON string (caller frees). INVALID_ARGUMENT names the field
@@ -45,6 +57,8 @@ int spec_generate(const struct spec_options *opts, char **out_json, struct cap_e
 /* True when the user to run as (the manifest's, else the image config's) has a name in it, so
  * spec_generate needs opts->rootfs to resolve it. */
 bool spec_user_names(const struct spec_options *opts);
+/* Whether an image config (as spec_options.image_config_json) names an Entrypoint or a Cmd. */
+bool spec_image_has_command(const char *image_config_json);
 
 /* The process part only (args, env, cwd, user, capabilities...), as JSON: for Tasks.Exec. argv
  * NULL-terminated; env "K=V" entries are appended to the image's environment. */

@@ -105,6 +105,27 @@ struct driver_exec_req {
 };
 struct driver_exec;
 
+/* A debug container (Workloads.Debug): a privileged container of an image, in the host's
+ * namespaces or joining a running workload's, with the host's "/" at host_root. Its main process
+ * is the session: the exec ops drive it like an exec'd one, and exec_delete removes the whole
+ * container. Strings are the caller's, valid during debug_start. */
+struct driver_debug_req {
+        const char *id; /* the container's id: starts with "debug." (never a workload name) */
+        const char *image;
+        const char *image_config_json;
+        const char *image_chain_id;
+        const char *target; /* a running workload of this driver's, or NULL: the host's */
+        const char *host_root;
+        const char *resolv_conf_path; /* bound at /etc/resolv.conf, or NULL */
+        const char *const *argv;      /* NULL or empty: the image's entrypoint and command */
+        const char *const *env_extra; /* added to the image's environment */
+        bool tty;
+        const char *stdin_path; /* NULL: no stdin */
+        const char *stdout_path;
+        const char *stderr_path; /* NULL when tty */
+        uint32_t cols, rows;
+};
+
 struct workload_driver_ops {
         /* Creates and starts one generation; returns its pid (the process that stands for it:
          * the container's init, QEMU). ALREADY_EXISTS when NAME exists (stop and remove first). */
@@ -139,6 +160,12 @@ struct workload_driver_ops {
         int (*exec_kill)(struct workload_driver *d, struct driver_exec *x, int sig,
                          struct cap_error *err);
         void (*exec_delete)(struct workload_driver *d, struct driver_exec *x);
+        /* Debug containers (NULL: this kind has none; FAILED_PRECONDITION then). debug_start
+         * returns a session for the exec ops (NOT_FOUND / FAILED_PRECONDITION when the target
+         * does not run); debug_cleanup removes what sessions of an earlier serve left. */
+        int (*debug_start)(struct workload_driver *d, const struct driver_debug_req *req,
+                           struct driver_exec **x, uint32_t *pid, struct cap_error *err);
+        int (*debug_cleanup)(struct workload_driver *d, struct cap_error *err);
         /* The cgroup (relative to the cgroup root, e.g. "/capsule/web") that accounts for the
          * workload's CPU, memory and pids, for `top` (serve/cgstats.h reads it). -ENOENT: none. */
         int (*cgroup_path)(struct workload_driver *d, const char *name, char *buf, size_t len);

@@ -506,6 +506,7 @@ static int run(struct serve_opts *o)
                 log_error("containers: %s", err.msg);
                 goto out;
         }
+        serve_debug_cleanup(&ctx);
         boot_phase(&ctx, "serve: config, store, containerd", &mark);
         /* The microVM driver before volumes: the VMs that kept running hold their volumes. */
         vms_start(&ctx, o);

@@ -192,6 +192,12 @@ int workloads_restart(struct rpc_call *call, const ProtobufCMessage *req, Protob
                       struct cap_error *err);
 int workloads_logs(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int workloads_exec(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+/* Debug containers (exec.c): the host's "/" appears there in them. */
+#define SERVE_DEBUG_HOST_ROOT "/host"
+int workloads_debug(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
+/* Removes the debug containers (and their FIFOs) a serve that died mid-session left: at start,
+ * before the API answers. */
+void serve_debug_cleanup(struct serve_ctx *ctx);
 int system_events(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_dmesg(struct rpc_call *call, const ProtobufCMessage *req, struct cap_error *err);
 int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *req,

@@ -34,6 +34,8 @@ int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struc
              .stream = workloads_logs},
             {"/capsule.v1.Workloads/Exec", RPC_BIDI, D(exec_request), D(exec_response), M,
              .stream = workloads_exec},
+            {"/capsule.v1.Workloads/Debug", RPC_BIDI, D(exec_request), D(exec_response), M,
+             .stream = workloads_debug},
             /* Volumes */
             {"/capsule.v1.Volumes/Create", RPC_UNARY, D(volume_create_request),
              D(volume_create_response), M | RPC_METHOD_BLOCKING, .unary = volumes_rpc_create},
