@@ -14,7 +14,7 @@ static const char usage[] =
     "  --boot   print this boot's timeline instead: each phase of PID 1 (kernel, mounts,\n"
     "           modules, /perm, network, services) and of capsuled serve up to the API\n"
     "           answering, with its start (ms since the kernel started) and duration,\n"
-    "           like systemd-analyze. Exit status as without it.\n"
+    "           like systemd-analyze (default: the checks). Exit status as without it.\n"
     "\n"
     "Examples:\n"
     "  capsulectl health\n"
