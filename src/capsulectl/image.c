@@ -166,17 +166,17 @@ static int push(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_USAGE;
         }
         const char *path = argv[optind];
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0) {
-                fprintf(ctl->err, "capsulectl image push: %s: %s\n", path, strerror(errno));
+        uint64_t total = 0;
+        struct cap_error oerr = {0};
+        _cleanup_close_ int fd = ctl_upload_open(path, false, &total, &oerr);
+        if (fd < 0) {
+                fprintf(ctl->err, "capsulectl image push: %s\n", oerr.msg);
                 return CTL_EXIT_ERROR;
         }
         struct rpc_client *cl = ctl_client(ctl);
         if (!cl)
                 return CTL_EXIT_ERROR;
         struct cap_error err = {0};
-        uint64_t total = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
         Capsule__V1__ImagePushHeader hdr = CAPSULE__V1__IMAGE_PUSH_HEADER__INIT;
         hdr.name = (char *)(name ? name : "");
         hdr.total_bytes = total;

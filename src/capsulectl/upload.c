@@ -4,9 +4,12 @@
 #include "upload.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -96,4 +99,19 @@ int ctl_upload_file(struct rpc_client *cl, const struct ctl_upload *u, int fd, c
         }
         rpc_stream_free(s);
         return rc;
+}
+
+int ctl_upload_open(const char *path, bool allow_stdin, uint64_t *total, struct cap_error *err)
+{
+        int fd = allow_stdin && strcmp(path, "-") == 0 ? dup(STDIN_FILENO)
+                                                       : open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0) {
+                int e = -errno;
+                if (fd >= 0)
+                        close(fd);
+                return cap_error_errno(err, e, "%s", path);
+        }
+        *total = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+        return fd;
 }

@@ -31,6 +31,10 @@ struct ctl_upload {
         FILE *note_to;               /* where sent_note goes (NULL: stderr) */
 };
 
+/* Opens path for an upload (standard input for "-" when allow_stdin) and sets *total to its size
+ * (0 when not a regular file). Returns the fd, or negative with err set to "PATH: reason". */
+int ctl_upload_open(const char *path, bool allow_stdin, uint64_t *total, struct cap_error *err);
+
 /* Runs the upload of fd (path names it in messages; total its size, 0 when unknown). Returns 0
  * with *resp set (free with protobuf_c_message_free_unpacked), or negative with err set: a read
  * error names path; a refused send carries the server's status. */

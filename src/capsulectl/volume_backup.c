@@ -249,10 +249,10 @@ int cmd_volume_restore(struct ctl *ctl, int argc, char **argv)
                 return CTL_EXIT_USAGE;
         }
         bool from_stdin = strcmp(file, "-") == 0;
-        _cleanup_close_ int fd = from_stdin ? dup(STDIN_FILENO) : open(file, O_RDONLY | O_CLOEXEC);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0) {
-                fprintf(ctl->err, "capsulectl volume restore: %s: %s\n", file, strerror(errno));
+        uint64_t total = 0;
+        _cleanup_close_ int fd = ctl_upload_open(file, true, &total, &err);
+        if (fd < 0) {
+                fprintf(ctl->err, "capsulectl volume restore: %s\n", err.msg);
                 return CTL_EXIT_ERROR;
         }
         struct rpc_client *cl = ctl_client(ctl);
@@ -270,8 +270,7 @@ int cmd_volume_restore(struct ctl *ctl, int argc, char **argv)
             .progress_label = "restore",
         };
         ProtobufCMessage *resp = NULL;
-        if (ctl_upload_file(cl, &up, fd, file, S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0,
-                            &resp, &err) < 0) {
+        if (ctl_upload_file(cl, &up, fd, file, total, &resp, &err) < 0) {
                 ctl_print_error(ctl, "volume restore", &err);
                 return CTL_EXIT_ERROR;
         }
