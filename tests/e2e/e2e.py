@@ -436,7 +436,8 @@ def scenario_esp_static(m):
 
 def scenario_machine_config(m):
     """machine-config apply on a Capsule: a hostname change waits for the reboot and then stays
-    (it is on /perm); an ESP machine-override.yaml, the way back in, replaces the config once."""
+    (it is on /perm); an ESP machine-override.yaml with a brand-new PKI, the way back in when the
+    client certificates and the CA key are lost, replaces the config once and keeps /perm."""
     m.boot()
     with open(os.path.join(m.config_dir, "machine.yaml")) as f:
         cfg = f.read()
@@ -459,7 +460,9 @@ def scenario_machine_config(m):
           "the machine rebooted and the API answers")
     check(m.ctl_json("version")["server"]["hostname"] == "capsule-renamed", "the new hostname after the reboot")
 
-    # Locked out (say): power off, drop an override on the ESP from "another computer", boot.
+    # docs/operations.md "Lost client certificates", the CA key lost too: a brand-new PKI from
+    # `gen config`, written to the ESP as machine-override.yaml from "another computer", boot.
+    m.ctl("volume", "create", "keep", "--size", "16Mi", timeout=180)
     m.ctl("reboot", "--poweroff")
     deadline = time.monotonic() + 120
     while m.alive() and time.monotonic() < deadline:
@@ -468,15 +471,29 @@ def scenario_machine_config(m):
     disk = os.path.join(m.work, "disk.raw")
     subprocess.run(["qemu-img", "convert", "-O", "raw", os.path.join(m.work, "disk.qcow2"), disk],
                    check=True)
-    esp_put(disk, "machine-override.yaml", cfg.replace("hostname: capsule-e2e", "hostname: capsule-rescued"),
-            m.work)
+    old_dir, new_dir = m.config_dir, os.path.join(m.work, "new-config")
+    subprocess.run([m.capsulectl, "gen", "config", "capsule-rescued", "--endpoint", "127.0.0.1:50000",
+                    "-o", new_dir], check=True, stdout=subprocess.DEVNULL)
+    with open(os.path.join(new_dir, "machine.yaml")) as f:
+        new_cfg = f.read()
+    check(new_cfg.split("ca: |")[1][:200] != cfg.split("ca: |")[1][:200], "gen config made a new CA")
+    esp_put(disk, "machine-override.yaml", new_cfg, m.work)
     m.image = disk
+    m.config_dir = new_dir  # capsule-up waits for the API with the new client config
     m.boot()
     check("machine config replaced by the ESP's machine-override.yaml" in m.console(),
           "PID 1 installed the ESP's machine-override.yaml")
-    check(m.ctl_json("version")["server"]["hostname"] == "capsule-rescued", "the override's hostname is in effect")
+    check(m.ctl_json("version")["server"]["hostname"] == "capsule-rescued",
+          "the new client certificate works and the override's hostname is in effect")
+    r = subprocess.run([m.capsulectl, "--capsule", f"127.0.0.1:{m.port}", "version"], text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                       env=dict(os.environ, CAPSULECONFIG=os.path.join(old_dir, "capsuleconfig")))
+    check(r.returncode != 0 and "certificate" in r.stderr,
+          f"a certificate of the old CA is refused ({r.stderr.strip()[:160]!r})")
+    vols = [v["name"] for v in m.ctl_json("volume", "ls").get("volumes", [])]
+    check(vols == ["keep"], f"what was on /perm is untouched (volumes: {vols})")
     # once: a config applied after it is not overridden again at the next boot
-    apply(cfg.replace("hostname: capsule-e2e", "hostname: capsule-after"))
+    apply(new_cfg.replace("hostname: capsule-rescued", "hostname: capsule-after"))
     m.ctl("reboot")
     check(m.wait_console("starting as PID 1", 300, count=2) and m.wait_api(300),
           "the machine rebooted again")
