@@ -11,7 +11,9 @@ One image build, several boots (the second through a clean reboot of the same di
   refused while attached; restore into a new volume copy -> a reader container sees the file;
   power cut (QEMU killed) during volume create v2 + an apply -> all or nothing after the boot;
   power cut from inside (fault injection) between lvcreate and mkfs of v3 -> /perm, data and
-  every acknowledged volume intact, v3 absent and creatable.
+  every acknowledged volume intact, v3 absent and creatable;
+  the operations runbooks "Growing PERM" (disk +1 GiB, sgdisk, pvresize at boot, lvextend from
+  the debug container) and "Replacing a disk" (backup, a new disk from the image, restore, apply).
 
     tests/e2e/e2e_volumes.py [--build-dir DIR] [--keep]
 
@@ -243,6 +245,100 @@ def scenario_volumes(m):
           "v2 kept, v3 (never acknowledged) absent")
     m.ctl("volume", "create", "v3", "--size", "32Mi", timeout=120)
     check(volume(m, "v3")["sizeBytes"] == 32 << 20, "v3 can be created afterwards")
+    grow_perm(m)
+    replace_disk(m)
+
+
+DEBUG_IMAGE = "capsule.local/busybox:latest"
+
+
+def debug(m, script):
+    """capsulectl debug -- sh -c SCRIPT in the host's namespaces (the machine's / at /host)."""
+    r = m.ctl("debug", "--image", DEBUG_IMAGE, "--", "sh", "-c", script, input="", check_rc=False,
+              timeout=180)
+    if r.returncode != 0:
+        raise Failure(f"capsulectl debug -- sh -c {script!r}: exit {r.returncode}: {r.stdout} {r.stderr}")
+    return r.stdout
+
+
+def power_off(m):
+    m.ctl("reboot", "--poweroff")
+    deadline = time.monotonic() + 180
+    while m.alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    check(not m.alive(), "capsulectl reboot --poweroff powered the machine off")
+
+
+def lvm_sizes(m):
+    """(VG size, VG free, LV perm size, LV pool size) in bytes and /perm's df total in KiB."""
+    out = debug(m, "chroot /host lvm vgs --noheadings --units b --nosuffix -o vg_size,vg_free capsule; "
+                   "chroot /host lvm lvs --noheadings --units b --nosuffix -o lv_size capsule/perm capsule/pool; "
+                   "df -k /host/perm | tail -1")
+    nums = [int(t) for t in out.split() if t.isdigit()]
+    # vg_size vg_free perm pool; then df: 1K-blocks used available
+    return nums[0], nums[1], nums[2], nums[3], nums[4]
+
+
+def grow_perm(m):
+    """docs/operations.md "Growing PERM", walked: power off, grow the disk by 1 GiB and partition 4
+    to its end from "another computer" (the runbook's sgdisk commands on the raw disk), boot: PID 1's
+    pvresize grows VG capsule; then, from the debug container, LV perm (+256 MiB, online
+    resize2fs) and the thin pool (the rest, minus the 10 % reserve) take the space."""
+    vg0, free0, perm0, pool0, df0 = lvm_sizes(m)
+    print(f"  before: VG {vg0 >> 20} MiB ({free0 >> 20} free), perm {perm0 >> 20} MiB, "
+          f"pool {pool0 >> 20} MiB, /perm {df0 >> 10} MiB", flush=True)
+    power_off(m)
+    disk = os.path.join(m.work, "grown.raw")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", os.path.join(m.work, "disk.qcow2"), disk], check=True)
+    subprocess.run(["truncate", "-s", "+1G", disk], check=True)
+    for cmd in (["sgdisk", "-e", disk],
+                ["sgdisk", "-d", "4", "-n", "4:0:0", "-t", "4:8e00", "-c", "4:perm",
+                 "-u", "4:43415053-0004-5045-524d-000000000004", disk]):
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    m.image = disk
+    m.boot()
+    check(wait_running(m, "writer", 300), "writer runs on the grown disk")
+    vg1, free1, perm1, pool1, df1 = lvm_sizes(m)
+    check(vg1 - vg0 >= 1000 << 20 and free1 - free0 >= 1000 << 20,
+          f"PID 1's pvresize grew VG capsule by the new GiB ({vg0 >> 20} -> {vg1 >> 20} MiB, "
+          f"free {free0 >> 20} -> {free1 >> 20} MiB)")
+    # the runbook's commands (lvextend -r needs fsadm, which the image leaves out: resize2fs)
+    debug(m, "chroot /host lvm lvextend -L +256M capsule/perm && chroot /host resize2fs /dev/capsule/perm")
+    debug(m, "chroot /host lvm lvextend -l +90%FREE capsule/pool")
+    vg2, free2, perm2, pool2, df2 = lvm_sizes(m)
+    check(perm2 - perm1 == 256 << 20 and (df2 - df1) >= 200 << 10,
+          f"LV perm +256 MiB and /perm's filesystem grew online ({df1 >> 10} -> {df2 >> 10} MiB)")
+    check(pool2 - pool1 >= 600 << 20, f"the thin pool took the rest ({pool1 >> 20} -> {pool2 >> 20} MiB, "
+                                      f"{free2 >> 20} MiB left free in VG capsule)")
+    out = m.ctl("exec", "writer", "--", "cat", "/data/file").stdout.strip()
+    check(out == "kept-across-reboots", "the volume's data is intact after the grow")
+    m.ctl("volume", "create", "big", "--size", "512Mi", timeout=180)
+    check(volume(m, "big")["sizeBytes"] == 512 << 20, "a volume can use the grown pool")
+    m.ctl("volume", "rm", "big", timeout=120)
+
+
+def replace_disk(m):
+    """docs/operations.md "Replacing a disk", walked: back the volume up, boot a new disk written
+    from the image with the same machine.yaml, push the image, restore the volume, apply."""
+    with tempfile.TemporaryDirectory() as tmp:
+        backup = os.path.join(tmp, "data.tar")
+        m.ctl("volume", "backup", "data", "-o", backup, timeout=300)
+        power_off(m)
+        m.image = os.path.join(e2e.IMAGE_DIR, "capsule.raw")
+        m.boot()  # a fresh disk: capsule-up makes a new overlay of the image
+        check(volume(m, "data") is None and not m.ctl_json("get").get("workloads"),
+              "the new disk starts empty (no volume, no workload)")
+        mkimage_busybox.build(tmp)
+        m.ctl("image", "push", os.path.join(tmp, "busybox-docker.tar"), timeout=300)
+        m.ctl("volume", "restore", "data", "-f", backup, timeout=300)
+        check(volume(m, "data")["sizeBytes"] == 128 << 20, "data restored with its recorded size (128Mi)")
+        manifest = os.path.join(tmp, "writer.yaml")
+        with open(manifest, "w") as f:
+            f.write(MANIFEST)
+        m.ctl("apply", "-f", manifest, timeout=120)
+        check(wait_running(m, "writer", 240), "writer runs on the new disk")
+        out = m.ctl("exec", "writer", "--", "cat", "/data/file").stdout.strip()
+        check(out == "kept-across-reboots", "the data moved to the new disk")
 
 
 def main():
