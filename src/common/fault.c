@@ -44,3 +44,12 @@ void fault_point(const char *point)
         }
         raise(SIGKILL);
 }
+
+bool fault_stall(const char *point)
+{
+        const char *f = getenv("CAPSULE_FAULT");
+        if (!f || strncmp(f, "stall:", 6) != 0 || strcmp(f + 6, point) != 0)
+                return false;
+        log_warn("CAPSULE_FAULT=%s: stalling here (test seam)", f);
+        return true;
+}

@@ -66,6 +66,10 @@ struct rpc_server {
         uint64_t (*counts)[RPC_STATUS_CODES];
         pthread_t *pool;
         unsigned n_pool;
+        /* per pool thread: CLOCK_MONOTONIC ms since it runs a callback, 0 while it waits for the
+         * queue (read by rpc_server_stuck_ms; __atomic) */
+        int64_t *busy_since;
+        unsigned next_pool_slot; /* __atomic: each pool thread takes one slot at start */
         bool started;
         struct rpc_tag shutdown_tag;
 
@@ -634,9 +638,18 @@ static void on_shutdown(struct rpc_tag *t, bool ok)
         pthread_mutex_unlock(&srv->lock);
 }
 
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void *pool_main(void *arg)
 {
         struct rpc_server *srv = arg;
+        unsigned slot = __atomic_fetch_add(&srv->next_pool_slot, 1, __ATOMIC_RELAXED);
+        int64_t *busy = &srv->busy_since[slot];
         for (;;) {
                 grpc_event ev =
                     grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -644,10 +657,27 @@ static void *pool_main(void *arg)
                         break;
                 if (ev.type == GRPC_OP_COMPLETE) {
                         struct rpc_tag *t = ev.tag;
+                        __atomic_store_n(busy, mono_ms(), __ATOMIC_RELAXED);
                         t->fn(t, ev.success != 0);
+                        __atomic_store_n(busy, 0, __ATOMIC_RELAXED);
                 }
         }
         return NULL;
+}
+
+int64_t rpc_server_stuck_ms(struct rpc_server *srv)
+{
+        if (!srv || !__atomic_load_n(&srv->n_pool, __ATOMIC_ACQUIRE))
+                return 0;
+        int64_t now = mono_ms(), newest = 0;
+        for (unsigned i = 0; i < srv->opts.pool_threads; i++) {
+                int64_t b = __atomic_load_n(&srv->busy_since[i], __ATOMIC_RELAXED);
+                if (b == 0)
+                        return 0; /* a thread is free: calls are being served */
+                if (b > newest)
+                        newest = b;
+        }
+        return now - newest;
 }
 
 struct rpc_server *rpc_server_new(const struct rpc_server_opts *opts, struct cap_error *err)
@@ -794,13 +824,14 @@ int rpc_server_start(struct rpc_server *srv, struct cap_error *err)
         grpc_server_start(srv->server);
         srv->started = true;
         srv->pool = calloc(srv->opts.pool_threads, sizeof(*srv->pool));
-        if (!srv->pool)
+        srv->busy_since = calloc(srv->opts.pool_threads, sizeof(*srv->busy_since));
+        if (!srv->pool || !srv->busy_since)
                 return cap_error_errno(err, -ENOMEM, "start server");
         for (unsigned i = 0; i < srv->opts.pool_threads; i++) {
                 int r = pthread_create(&srv->pool[i], NULL, pool_main, srv);
                 if (r != 0)
                         return cap_error_errno(err, -r, "start server: create thread");
-                srv->n_pool++;
+                __atomic_store_n(&srv->n_pool, srv->n_pool + 1, __ATOMIC_RELEASE);
         }
         for (unsigned i = 0; i < srv->opts.pool_threads; i++)
                 request_call(srv);
@@ -897,6 +928,7 @@ void rpc_server_shutdown(struct rpc_server *srv, int grace_ms)
         }
         grpc_completion_queue_destroy(srv->cq);
         free(srv->pool);
+        free(srv->busy_since);
         free(srv->methods);
         free(srv->counts);
         pthread_mutex_destroy(&srv->lock);

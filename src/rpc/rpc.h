@@ -166,6 +166,12 @@ void rpc_server_shutdown(struct rpc_server *srv, int grace_ms);
 
 /* ---- Server statistics ------------------------------------------------------------------ */
 
+/* How long every pool thread has been inside a callback (an inline unary handler), in ms, when all
+ * of them are (measured from the most recent to start); 0 when at least one waits for work or the
+ * server is not started (or srv is NULL). A liveness probe for serve: calls queue up unanswered
+ * while it is large. Thread-safe, lock-free. */
+int64_t rpc_server_stuck_ms(struct rpc_server *srv);
+
 #define RPC_STATUS_CODES 17 /* gRPC status codes 0 (OK) .. 16 (UNAUTHENTICATED) */
 
 /* How often one registered method was called, counted where every call ends (its final status):

@@ -151,11 +151,11 @@ class Machine:
             prev, prev_line = t, line
         print(f"  slow boot: the guest kernel's clock read {prev} s at the last console line", flush=True)
 
-    def boot_until_console(self, text, timeout=300):
+    def boot_until_console(self, text, timeout=300, extra=()):
         """Starts QEMU on a fresh disk without waiting for the API; returns once text is on the
         console (capsule-up keeps waiting in the background and fails when QEMU is killed)."""
         self._save_console()
-        up = subprocess.Popen(self._up_cmd(False, timeout), stdout=subprocess.DEVNULL,
+        up = subprocess.Popen(self._up_cmd(False, timeout, extra), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and text not in self.console():
@@ -389,6 +389,34 @@ def scenario_firstboot_powercut(m):
     check("perm: initialised" in con, "the second boot finished the interrupted setup")
     check("tmpfs, nothing will survive" not in con, "/perm is not the tmpfs fallback")
     check(m.ctl("health").returncode == 0, "health OK")
+
+
+def scenario_liveness(m):
+    """PID 1 watches serve's sign of life (serve/liveness.c): with its store stuck for good 8 s
+    after each start (CAPSULE_FAULT=stall:store), serve is killed and restarted once it has been
+    silent for the liveness timeout (10 s here: CAPSULE_LIVENESS_TIMEOUT), and the third such kill
+    within 10 minutes reboots the machine cleanly; the same disk then boots healthy."""
+    fault = "CAPSULE_FAULT=stall:store CAPSULE_LIVENESS_TIMEOUT=10"
+    check(m.boot_until_console("holding the store's lock for good", 300,
+                               extra=["--direct", "--append", fault]),
+          "serve came up and its store got stuck (the fault)")
+    check("first sign of life after" in m.console(), "PID 1 heard serve's sign of life before that")
+    check(m.wait_console("gave no sign of life for", 120), "PID 1 noticed the silence")
+    con = m.console()
+    check("(it stopped answering; limit 10 s): killing it" in con,
+          "and killed serve after the 10 s liveness timeout")
+    check(m.wait_console("started capsuled-serve", 60, count=2), "serve restarted")
+    check(m.wait_console("for want of a sign of life: rebooting", 300),
+          "the third kill within 10 minutes reboots")
+    check(m.wait_console("starting as PID 1", 240, count=2), "the machine rebooted")
+    check("shutdown: reboot requested" in m.console() and "shutdown: reboot now" in m.console(),
+          "cleanly, through PID 1's shutdown (services stopped, synced, unmounted)")
+    m.power_cut()
+    m.up_process.wait(timeout=60)
+    m.boot(keep_disk=True)
+    check(m.ctl("health").returncode == 0, "the same disk boots healthy without the fault")
+    check("first sign of life after" in m.console() and "gave no sign of life" not in m.console(),
+          "serve's signs of life reach PID 1 and nothing is killed")
 
 
 def esp_put(raw, name, text, work):

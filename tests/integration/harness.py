@@ -47,6 +47,8 @@ class Capsule:
         self.log_path = os.path.join(tmp, "capsuled.log")
         self.extra_args = extra_args or []
         self.containerd = containerd
+        self.env = None  # capsuled's environment (None: ours)
+        self.pass_fds = ()  # descriptors capsuled inherits (a liveness pipe, as PID 1 gives)
         self.proc = None
         self.port = None
         if not os.path.exists(os.path.join(self.cfgdir, "capsuleconfig")):
@@ -73,7 +75,8 @@ class Capsule:
         if self.containerd:
             args += ["--containerd", self.containerd]
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+                                     pass_fds=self.pass_fds)
         try:
             wait_for(lambda: os.path.exists(self.port_file) or self.proc.poll() is not None,
                      what="capsuled to listen")

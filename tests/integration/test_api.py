@@ -5,10 +5,13 @@ interop, certificate checks (no cert, other CA, expired) and roles (reader vs ad
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import sqlite3
 import tempfile
+import time
+import unittest
 
 import grpc
 
@@ -249,6 +252,66 @@ class LifecycleTest(CapsuleTestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("bogus", p.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "r2", "state.db")))
+
+
+
+
+class LivenessTest(unittest.TestCase):
+    """serve's sign of life to PID 1 (serve/liveness.c): a byte every 2 s on $CAPSULE_LIVENESS_FD
+    while the store and the API answer; none once the store is stuck (CAPSULE_FAULT=stall:store
+    holds its lock for good 8 s after start, as a deadlocked call would)."""
+
+    def capsule_with_pipe(self, name, fault=None):
+        tmp = tempfile.mkdtemp(prefix=f"capsule-{name}-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        c = Capsule(tmp, name=name)
+        c.env = dict(os.environ, CAPSULE_LIVENESS_FD=str(w))
+        if fault:
+            c.env["CAPSULE_FAULT"] = fault
+        c.pass_fds = (w,)
+        c.start()
+        os.close(w)
+        c.live_fd = w  # its number in capsuled
+        self.addCleanup(c.stop, signal.SIGKILL)
+        return c, r
+
+    @staticmethod
+    def bytes_within(fd, seconds):
+        got, end = b"", time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
+            if ready:
+                chunk = os.read(fd, 64)
+                if not chunk:
+                    break
+                got += chunk
+        return got
+
+    def test_signs_of_life_while_healthy(self):
+        c, r = self.capsule_with_pipe("live")
+        got = self.bytes_within(r, 5)
+        self.assertGreaterEqual(len(got), 2, f"a sign of life every 2 s ({got!r})")
+        c.ctl(["get"], check=True)
+        self.assertIn("liveness: a sign of life to PID 1 every 2000 ms", c.logs())
+        # serve's children (QEMU, shims, helpers) never inherit the pipe, and a full pipe never
+        # blocks serve: close-on-exec and non-blocking, as liveness_start sets them
+        with open(f"/proc/{c.proc.pid}/fdinfo/{c.live_fd}") as f:
+            flags = int(re.search(r"flags:\s+([0-7]+)", f.read()).group(1), 8)
+        self.assertTrue(flags & 0o2000000 and flags & 0o4000, f"O_CLOEXEC|O_NONBLOCK ({flags:o})")
+        self.assertEqual(c.stop(), 0, "a clean stop with the liveness thread running")
+
+    def test_no_sign_of_life_when_the_store_is_stuck(self):
+        c, r = self.capsule_with_pipe("stuck", fault="stall:store")
+        harness.wait_for(lambda: "holding the store's lock for good" in c.logs(), timeout=30,
+                         what="the stall to begin")
+        self.bytes_within(r, 6)  # what was written before the stall was noticed
+        harness.wait_for(lambda: "liveness: the store did not answer within 5000 ms" in c.logs(),
+                         timeout=30, what="liveness to notice the stuck store")
+        self.assertEqual(self.bytes_within(r, 7), b"", "no sign of life while the store is stuck")
+        p = c.ctl(["--timeout", "3", "get"])
+        self.assertNotEqual(p.returncode, 0, "the API is really stuck (get times out)")
 
 
 if __name__ == "__main__":

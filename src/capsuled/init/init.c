@@ -23,6 +23,10 @@
  * serve starts; LV perm and thin pool capsule/pool exist; the ESP is NOT mounted (serve mounts the
  * partition named EFI itself for updates). The slot booted is capsule.slot= in /proc/cmdline. If
  * serve stays down for 5 minutes the watchdog is no longer petted and the machine resets.
+ * serve also gets a liveness pipe (fd 3, $CAPSULE_LIVENESS_FD; serve/liveness.c): a byte every
+ * 2 s while its store and API answer. Silent for 60 s ($CAPSULE_LIVENESS_TIMEOUT on the kernel
+ * command line; 5x that before the first byte) -> PID 1 kills it with SIGKILL and it restarts;
+ * 3 such kills within 10 minutes -> a clean reboot.
  * PID 1 also logs "init: stats: rss pid1=...kB NAME=...kB" 30 s after boot and hourly. */
 #include <errno.h>
 #include <signal.h>
@@ -150,8 +154,8 @@ static void main_loop(int sfd)
                 int timeout = supervise_tick();
                 if (timeout < 0 || timeout > WATCHDOG_PET_MS)
                         timeout = WATCHDOG_PET_MS;
-                struct pollfd pfds[8] = {{.fd = sfd, .events = POLLIN}};
-                size_t n = 1 + supervise_poll_fds(pfds + 1, 7);
+                struct pollfd pfds[12] = {{.fd = sfd, .events = POLLIN}};
+                size_t n = 1 + supervise_poll_fds(pfds + 1, 11);
                 if (poll(pfds, n, timeout) < 0 && errno != EINTR)
                         log_error("poll: %s", strerror(errno));
                 for (size_t i = 1; i < n; i++)
@@ -159,6 +163,8 @@ static void main_loop(int sfd)
                                 supervise_drain(pfds[i].fd);
                 if (pfds[0].revents)
                         handle_signals(sfd);
+                if (supervise_check_liveness())
+                        shutdown_system(SHUTDOWN_REBOOT);
                 if (!supervise_serve_down_for(SERVE_DOWN_LIMIT_MS)) {
                         watchdog_pet();
                         unhealthy_logged = false;

@@ -72,6 +72,9 @@ int supervise_tick(void);
 size_t supervise_poll_fds(struct pollfd *pfds, size_t max);
 /* Forwards available output of the service owning fd to /dev/kmsg. */
 void supervise_drain(int fd);
+/* Kills `capsuled serve` (it then restarts) when its liveness pipe stayed silent for the liveness
+ * timeout (serve/liveness.c); true when that happened 3 times in 10 minutes: reboot. */
+bool supervise_check_liveness(void);
 /* True if `capsuled serve` has been down for longer than limit_ms. */
 bool supervise_serve_down_for(int64_t limit_ms);
 /* Logs the resident memory of PID 1 and of each running service ("stats: rss pid1=...kB ..."). */

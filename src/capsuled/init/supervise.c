@@ -27,6 +27,11 @@
 #define STABLE_MS 60000
 #define AFTER_TIMEOUT_MS 30000
 #define AFTER_POLL_MS 200
+#define LIVENESS_CHILD_FD 3
+#define LIVENESS_TIMEOUT_MS_DEFAULT 60000
+#define LIVENESS_STARTUP_FACTOR 5 /* the first sign of life may take this many timeouts */
+#define LIVENESS_KILLS_TO_REBOOT 3
+#define LIVENESS_REBOOT_WINDOW_MS (10 * 60 * 1000)
 
 struct service {
         const char *name;
@@ -37,6 +42,11 @@ struct service {
         const char *only_if; /* registered only when this path exists */
         const char *after;   /* start only once this path exists (or after AFTER_TIMEOUT_MS) */
         int stop_extra_ms;   /* at shutdown, more time than the others to stop */
+        bool liveness;       /* gets a liveness pipe ($CAPSULE_LIVENESS_FD, serve/liveness.c) */
+        int live_fd;         /* read end of it, -1 if none */
+        bool live_seen;      /* a sign of life came since the last start */
+        bool live_killed;    /* killed for want of one; not reaped yet */
+        int64_t alive_at;    /* monotonic ms of the last sign of life (or of the start) */
         int64_t after_deadline;
         int64_t after_since; /* CLOCK_BOOTTIME ms when the first start began to wait */
         pid_t pid;
@@ -92,6 +102,7 @@ static struct supervisor {
              .argv = serve_argv,
              .oom_score_adj = -900,
              .after = "/run/containerd/containerd.sock",
+             .liveness = true,
              /* it stops every workload first (all at once: one 10 s grace period, then their
               * SIGKILLs), see serve.c */
              .stop_extra_ms = 15000},
@@ -151,26 +162,49 @@ static void set_oom_score_adj(pid_t pid, int value)
 
 static int service_start(struct service *s)
 {
-        int p[2];
+        int p[2], lp[2] = {-1, -1};
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
-        pid_t pid = fork();
-        if (pid < 0) {
+        if (s->liveness && pipe2(lp, O_CLOEXEC) < 0) {
                 int e = -errno;
                 close(p[0]);
                 close(p[1]);
                 return e;
         }
+        pid_t pid = fork();
+        if (pid < 0) {
+                int e = -errno;
+                close(p[0]);
+                close(p[1]);
+                if (lp[0] >= 0) {
+                        close(lp[0]);
+                        close(lp[1]);
+                }
+                return e;
+        }
         if (pid == 0) {
                 child_setup(p[1], s->close_stdin, s->on_console);
+                /* the liveness pipe's write end as fd LIVENESS_CHILD_FD, kept across exec */
+                if (lp[1] >= 0 && (lp[1] == LIVENESS_CHILD_FD
+                                       ? fcntl(lp[1], F_SETFD, 0)
+                                       : dup2(lp[1], LIVENESS_CHILD_FD)) < 0)
+                        _exit(126);
                 /* CAPSULE_FAULT comes from the kernel command line, for crash tests only
                  * (common/fault.h); nothing else of PID 1's environment is passed on. */
                 char fault[256] = "";
                 const char *f = getenv("CAPSULE_FAULT");
                 if (f)
                         snprintf(fault, sizeof(fault), "CAPSULE_FAULT=%s", f);
-                char *const envp[] = {"PATH=" INIT_PATH, "HOME=/root", "TMPDIR=/tmp",
-                                      f ? fault : NULL, NULL};
+                char live[64] = "";
+                if (lp[1] >= 0)
+                        snprintf(live, sizeof(live), "CAPSULE_LIVENESS_FD=%d", LIVENESS_CHILD_FD);
+                char *envp[6] = {"PATH=" INIT_PATH, "HOME=/root", "TMPDIR=/tmp"};
+                size_t k = 3;
+                if (f)
+                        envp[k++] = fault;
+                if (live[0])
+                        envp[k++] = live;
+                envp[k] = NULL;
                 execve(s->argv[0], (char *const *)s->argv, envp);
                 dprintf(STDERR_FILENO, "exec %s: %s\n", s->argv[0], strerror(errno));
                 _exit(127);
@@ -178,6 +212,18 @@ static int service_start(struct service *s)
         close(p[1]);
         if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0)
                 log_warn("%s: O_NONBLOCK: %s", s->name, strerror(errno));
+        if (s->live_fd >= 0)
+                close(s->live_fd);
+        s->live_fd = -1;
+        if (lp[0] >= 0) {
+                close(lp[1]);
+                if (fcntl(lp[0], F_SETFL, O_NONBLOCK) < 0)
+                        log_warn("%s: O_NONBLOCK: %s", s->name, strerror(errno));
+                s->live_fd = lp[0];
+        }
+        s->live_seen = false;
+        s->live_killed = false;
+        s->alive_at = now_ms();
         if (s->out_fd >= 0)
                 close(s->out_fd);
         s->out_fd = p[0];
@@ -202,6 +248,7 @@ int supervise_start_all(void)
         for (size_t i = 0; i < sup.n; i++) {
                 struct service *s = &sup.services[i];
                 s->out_fd = -1;
+                s->live_fd = -1;
                 s->backoff_ms = BACKOFF_MIN_MS;
                 s->down_since = now_ms();
                 if (s->only_if && access(s->only_if, F_OK) < 0) {
@@ -300,10 +347,77 @@ int supervise_tick(void)
 size_t supervise_poll_fds(struct pollfd *pfds, size_t max)
 {
         size_t k = 0;
-        for (size_t i = 0; i < sup.n && k < max; i++)
+        for (size_t i = 0; i < sup.n && k < max; i++) {
                 if (sup.services[i].out_fd >= 0)
                         pfds[k++] = (struct pollfd){.fd = sup.services[i].out_fd, .events = POLLIN};
+                if (sup.services[i].live_fd >= 0 && k < max)
+                        pfds[k++] = (struct pollfd){.fd = sup.services[i].live_fd, .events = POLLIN};
+        }
         return k;
+}
+
+/* Reads the signs of life waiting on s's liveness pipe. */
+static void drain_liveness(struct service *s)
+{
+        char buf[256];
+        ssize_t n;
+        while ((n = read(s->live_fd, buf, sizeof(buf))) > 0) {
+                if (!s->live_seen)
+                        log_info("%s (pid %d): first sign of life after %lld ms", s->name, s->pid,
+                                 (long long)(now_ms() - s->started_at));
+                s->live_seen = true;
+                s->alive_at = now_ms();
+        }
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                close(s->live_fd);
+                s->live_fd = -1;
+        }
+}
+
+/* The liveness timeout: $CAPSULE_LIVENESS_TIMEOUT seconds (kernel command line, for tests on a
+ * slow emulator or a quick e2e), else LIVENESS_TIMEOUT_MS_DEFAULT. */
+static int64_t liveness_timeout_ms(void)
+{
+        const char *v = getenv("CAPSULE_LIVENESS_TIMEOUT");
+        char *end;
+        long sec = v ? strtol(v, &end, 10) : 0;
+        if (v && *v && *end == '\0' && sec >= 5 && sec <= 3600)
+                return (int64_t)sec * 1000;
+        return LIVENESS_TIMEOUT_MS_DEFAULT;
+}
+
+bool supervise_check_liveness(void)
+{
+        static int64_t kills[LIVENESS_KILLS_TO_REBOOT];
+        static unsigned n_kills;
+        int64_t now = now_ms(), timeout = liveness_timeout_ms();
+        for (size_t i = 0; i < sup.n; i++) {
+                struct service *s = &sup.services[i];
+                if (!s->liveness || !s->argv || !s->pid || s->live_killed)
+                        continue;
+                int64_t limit = s->live_seen ? timeout : timeout * LIVENESS_STARTUP_FACTOR;
+                if (now - s->alive_at <= limit)
+                        continue;
+                log_error("%s (pid %d) gave no sign of life for %lld s (%s; limit %lld s): killing "
+                          "it, it restarts",
+                          s->name, s->pid, (long long)(now - s->alive_at) / 1000,
+                          s->live_seen ? "it stopped answering" : "none since it started",
+                          (long long)limit / 1000);
+                kill(s->pid, SIGKILL);
+                s->live_killed = true;
+                kills[n_kills++ % LIVENESS_KILLS_TO_REBOOT] = now;
+                if (n_kills >= LIVENESS_KILLS_TO_REBOOT) {
+                        int64_t oldest = kills[n_kills % LIVENESS_KILLS_TO_REBOOT];
+                        if (now - oldest <= LIVENESS_REBOOT_WINDOW_MS) {
+                                log_error("%s killed %d times in %lld s for want of a sign of life: "
+                                          "rebooting",
+                                          s->name, LIVENESS_KILLS_TO_REBOOT,
+                                          (long long)(now - oldest) / 1000);
+                                return true;
+                        }
+                }
+        }
+        return false;
 }
 
 static void emit_line(struct service *s)
@@ -317,9 +431,14 @@ static void emit_line(struct service *s)
 void supervise_drain(int fd)
 {
         struct service *s = NULL;
-        for (size_t i = 0; i < sup.n; i++)
+        for (size_t i = 0; i < sup.n; i++) {
+                if (sup.services[i].live_fd == fd) {
+                        drain_liveness(&sup.services[i]);
+                        return;
+                }
                 if (sup.services[i].out_fd == fd)
                         s = &sup.services[i];
+        }
         if (!s)
                 return;
         char buf[4096];

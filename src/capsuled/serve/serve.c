@@ -25,6 +25,7 @@
 #include "microvm/driver.h"
 #include "reconcile/reconciler.h"
 #include "serve.h"
+#include "liveness.h"
 #include "net/cni.h"
 #include "volume/service.h"
 #include "volume/volume.h"
@@ -477,6 +478,8 @@ static int run(struct serve_opts *o)
                 log_error("%s", err.msg);
                 goto out;
         }
+        /* from here PID 1 hears that serve lives (serve/liveness.c), through the slow recovery too */
+        ctx.liveness = liveness_start(ctx.store);
         ssize_t xl = readlink("/proc/self/exe", ctx.self_exe, sizeof(ctx.self_exe) - 1);
         if (xl <= 0) {
                 log_error("readlink /proc/self/exe: %s", strerror(errno));
@@ -566,6 +569,7 @@ static int run(struct serve_opts *o)
                 log_error("start: %s", err.msg);
                 goto out;
         }
+        liveness_watch_rpc(ctx.liveness, ctx.server);
         /* not fatal: the API matters more, and through it the config can be fixed */
         if (metrics_start(&ctx, o, &err) < 0) {
                 log_error("%s; serving the API without it", err.msg);
@@ -596,6 +600,7 @@ static int run(struct serve_opts *o)
                          (long long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
         }
 out:
+        liveness_stop(ctx.liveness);
         metrics_http_stop(ctx.metrics);
         rpc_server_shutdown(ctx.server, 2000);
         serve_updates_stop(&ctx);

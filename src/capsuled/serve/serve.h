@@ -68,6 +68,7 @@ struct serve_ctx {
         struct cni_config *cni;  /* CNI network for workloads (net/cni.h) */
         struct images_env images; /* what images/ works with (userdata of the Images methods) */
         struct metrics_http *metrics; /* the metrics endpoint (metrics/http.h), NULL when off */
+        struct liveness *liveness;    /* sign of life to PID 1 (liveness.c), NULL when not asked */
         /* A/B updates (update/updater.h; updates.c): NULL when this capsule cannot update, with
          * the reason in updater_error (host mode, no ESP, no slot partitions). */
         struct updater *updater;

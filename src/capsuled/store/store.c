@@ -138,6 +138,29 @@ void store_close(struct store *st)
         free(st);
 }
 
+int store_ping(struct store *st, int timeout_ms)
+{
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        int r = pthread_mutex_timedlock(&st->lock, &until);
+        if (r != 0)
+                return -r;
+        r = sqlite3_exec(st->db, "SELECT 1;", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+        pthread_mutex_unlock(&st->lock);
+        return r;
+}
+
+void store_fault_hold_lock(struct store *st)
+{
+        pthread_mutex_lock(&st->lock);
+}
+
 int store_check(struct store *st, struct cap_error *err)
 {
         pthread_mutex_lock(&st->lock);

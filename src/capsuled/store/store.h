@@ -48,6 +48,12 @@ int store_open(const char *dir, struct store **out, struct cap_error *err);
 void store_close(struct store *st);
 /* PRAGMA quick_check: 0 when the database is sound. */
 int store_check(struct store *st, struct cap_error *err);
+/* Liveness probe: takes the store's lock within timeout_ms and runs a trivial query. Returns 0,
+ * -ETIMEDOUT when the lock stayed held (a stuck call), or -EIO. Cheap: no integrity check. */
+int store_ping(struct store *st, int timeout_ms);
+/* Test seam only (CAPSULE_FAULT=stall:store, common/fault.h): takes the store's lock and never
+ * gives it back, as a deadlocked caller would. */
+void store_fault_hold_lock(struct store *st);
 
 /* Inserts or updates a workload. Identical spec bytes → UNCHANGED (generation kept); a different
  * spec bumps the generation. */
