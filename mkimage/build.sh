@@ -92,7 +92,7 @@ if [ "$no_build" = 0 ]; then
                 meson setup "$build_dir" "$src" >"$out/meson-setup.log" 2>&1 ||
                         { cat "$out/meson-setup.log" >&2; exit 1; }
         fi
-        targets="src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook src/capsuled/capsule-log-writer"
+        targets="src/capsuled/capsuled src/capsuled/capsuled-serve src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook src/capsuled/capsule-log-writer"
         if grep -q "capsule-guest/capsule-guest:" "$build_dir/build.ninja"; then
                 targets="$targets src/capsule-guest/capsule-guest"
         fi
@@ -101,7 +101,7 @@ if [ "$no_build" = 0 ]; then
 else
         step "using the binaries already built in $build_dir"
 fi
-for b in src/capsuled/capsuled src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook src/capsuled/capsule-log-writer; do
+for b in src/capsuled/capsuled src/capsuled/capsuled-serve src/capsulectl/capsulectl src/capsuled/capsule-dhcp-hook src/capsuled/capsule-log-writer; do
         [ -x "$build_dir/$b" ] || { echo "mkimage: $build_dir/$b missing" >&2; exit 1; }
 done
 
@@ -146,14 +146,16 @@ install_files() {
 strip_into() { install -D -m "$3" "$1" "$2"; strip --strip-unneeded "$2" 2>/dev/null || true; }
 
 step "staging root filesystem"
+# PID 1 (libc + libyaml) and the control plane it starts as `capsuled serve` (src/capsuled/main.c)
 strip_into "$build_dir/src/capsuled/capsuled" "$root/usr/bin/capsuled" 755
+strip_into "$build_dir/src/capsuled/capsuled-serve" "$root/usr/libexec/capsule/capsuled-serve" 755
 strip_into "$build_dir/src/capsulectl/capsulectl" "$root/usr/bin/capsulectl" 755
 strip_into "$build_dir/src/capsuled/capsule-dhcp-hook" "$root/usr/libexec/capsule/dhcp-hook" 755
 # libc-only log writer the shim starts per task (capsuled's own would load ~90 libraries each time)
 strip_into "$build_dir/src/capsuled/capsule-log-writer" "$root/usr/libexec/capsule/log-writer" 755
 ln -s ../bin/capsuled "$root/usr/sbin/init"
 # libraries of our own binaries
-for b in "$root/usr/bin/capsuled" "$root/usr/bin/capsulectl"; do
+for b in "$root/usr/bin/capsuled" "$root/usr/libexec/capsule/capsuled-serve" "$root/usr/bin/capsulectl"; do
         for lib in $(ldd "$b" | grep -oE '/[^ ]+'); do install_one "$root" "$lib"; done
 done
 

@@ -1,16 +1,20 @@
-/* capsuled: one binary, two roles.
- *   - PID 1 (init role, src/capsuled/init/): mounts, supervision, shutdown. Never parses network input.
- *   - `capsuled serve` (control plane, src/capsuled/serve/): the gRPC API, store, reconciler, drivers.
- * PID 1 starts `capsuled serve` as a supervised child; on a development host `capsuled serve` runs
- * alone ("host mode"). */
+/* capsuled, the small executable: PID 1 (init role, src/capsuled/init/) and a doorway to the
+ * control plane.
+ *
+ * PID 1 maps only libc and libyaml (it reads the machine config): it parses no network input and
+ * needs none of gRPC, OpenSSL, curl, SQLite or libarchive, which `capsuled serve` links. So the
+ * control plane and the other heavy roles live in capsuled-serve (main_serve.c: beside this binary
+ * in a build tree, /usr/libexec/capsule/capsuled-serve on a Capsule), and every command line this
+ * binary does not handle itself is exec'd there unchanged: `capsuled serve ...` keeps working as
+ * before and keeps its name in ps, since argv[0] is passed on. PID 1 starts serve exactly so. */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "build-id.h"
 #include "capsuled.h"
-#include "logs/logs.h"
-#include "microvm/accel.h"
 
 static void usage(FILE *f)
 {
@@ -18,8 +22,28 @@ static void usage(FILE *f)
                    "       capsuled init      (PID 1 role; chosen automatically when run as PID 1)\n"
                    "       capsuled probe-accel --kernel K --initrd I [--cache FILE] [--json]\n"
                    "                          (kvm or tcg: can this host run a microVM under KVM?)\n"
+                   "       capsuled check-config FILE   (is this machine config valid? exit 0/1)\n"
                    "       capsuled version\n"
                    "Run `capsuled serve --help` for the control plane's options.\n");
+}
+
+/* Writes the path of capsuled-serve into buf: beside this executable if it is there (a build
+ * tree), else the installed one. */
+static void heavy_path(char *buf, size_t size)
+{
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+                self[n] = '\0';
+                char *slash = strrchr(self, '/');
+                if (slash) {
+                        *slash = '\0';
+                        snprintf(buf, size, "%s/capsuled-serve", self);
+                        if (access(buf, X_OK) == 0)
+                                return;
+                }
+        }
+        snprintf(buf, size, "%s", CAPSULED_SERVE_PATH);
 }
 
 int main(int argc, char **argv)
@@ -30,12 +54,6 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return 2;
         }
-        if (strcmp(argv[1], "serve") == 0)
-                return serve_main(argc - 1, argv + 1);
-        if (strcmp(argv[1], "log-writer") == 0)
-                return logwriter_main(argc - 1, argv + 1);
-        if (strcmp(argv[1], "probe-accel") == 0)
-                return vm_accel_probe_main(argc - 1, argv + 1);
         if (strcmp(argv[1], "init") == 0)
                 return init_main(argc - 1, argv + 1);
         if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
@@ -46,7 +64,10 @@ int main(int argc, char **argv)
                 usage(stdout);
                 return 0;
         }
-        fprintf(stderr, "capsuled: unknown command \"%s\"\n", argv[1]);
-        usage(stderr);
-        return 2;
+        char heavy[PATH_MAX];
+        heavy_path(heavy, sizeof(heavy));
+        execv(heavy, argv);
+        fprintf(stderr, "capsuled: %s: %s (capsuled-serve runs every role but init)\n", heavy,
+                strerror(errno));
+        return 127;
 }

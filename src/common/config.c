@@ -7,7 +7,7 @@
  * validate it, then writes it with config_write_file_atomic(). */
 #include "config.h"
 #include "fs.h"
-#include "pki.h"
+#include "config_crypto.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,10 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/bio.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <yaml.h>
 
 #include "cleanup.h"
@@ -699,26 +695,11 @@ static int machine_updates_field(struct yparse *p, const char *key, yaml_node_t 
 static int check_ed25519_pem(struct yparse *p, const yaml_node_t *where, const char *pem,
                              const char *path)
 {
-        BIO *bio = BIO_new_mem_buf(pem, -1);
-        if (!bio)
+        char msg[200];
+        int r = config_check_ed25519_pem(pem, msg, sizeof(msg));
+        if (r == -ENOMEM)
                 return cap_error_errno(p->err, -ENOMEM, "%s", p->name);
-        EVP_PKEY *key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-        EVP_PKEY *extra = key ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
-        BIO_free(bio);
-        ERR_clear_error();
-        int id = key ? EVP_PKEY_get_base_id(key) : 0;
-        EVP_PKEY_free(key);
-        EVP_PKEY_free(extra);
-        if (!key)
-                return fail_at(p, where,
-                               "%s: not a PEM public key (\"-----BEGIN PUBLIC KEY-----\"; "
-                               "`openssl pkey -in update-signing.key -pubout` prints one)",
-                               path);
-        if (id != EVP_PKEY_ED25519)
-                return fail_at(p, where, "%s: not an Ed25519 key", path);
-        if (extra)
-                return fail_at(p, where, "%s: more than one key (one per list item)", path);
-        return 0;
+        return r < 0 ? fail_at(p, where, "%s: %s", path, msg) : 0;
 }
 
 /* Checks every key and builds c->update_trusted_keys: publicKey first, then trustedKeys. */
@@ -829,10 +810,9 @@ static int machine_validate(struct yparse *p, struct machine_parse *mp, yaml_nod
             (r = machine_updates_validate(p, mp, root)) < 0)
                 return r;
         if (c->registry_ca_pem) {
-                size_t n;
-                struct cap_error e = {0};
-                if (pki_certs_load(c->registry_ca_pem, NULL, &n, &e) < 0)
-                        return fail_at(p, mp->registries, "registries.ca: %s", e.msg);
+                char msg[1024];
+                if (config_check_certs_pem(c->registry_ca_pem, msg, sizeof(msg)) < 0)
+                        return fail_at(p, mp->registries, "registries.ca: %s", msg);
         }
         if (!c->listen && !(c->listen = strdup(DEFAULT_LISTEN)))
                 return cap_error_errno(p->err, -ENOMEM, "%s", p->name);

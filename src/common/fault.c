@@ -13,18 +13,19 @@
 
 #define POWERCUT "powercut:"
 
-/* Whether we run on a Capsule: started by PID 1, and PID 1 runs the same binary as we do. */
+/* Whether we run on a Capsule: started by PID 1, and PID 1 is capsuled (src/capsuled/main.c; we
+ * are capsuled-serve, or capsuled itself). */
 static bool on_capsule(void)
 {
         if (getppid() != 1)
                 return false;
-        char self[PATH_MAX], init[PATH_MAX];
-        ssize_t a = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        char init[PATH_MAX];
         ssize_t b = readlink("/proc/1/exe", init, sizeof(init) - 1);
-        if (a <= 0 || b <= 0)
+        if (b <= 0)
                 return false;
-        self[a] = init[b] = '\0';
-        return strcmp(self, init) == 0;
+        init[b] = '\0';
+        const char *base = strrchr(init, '/');
+        return strcmp(base ? base + 1 : init, "capsuled") == 0;
 }
 
 void fault_point(const char *point)

@@ -453,8 +453,22 @@ def scenario_esp_static(m):
         "network:\n  dhcp: false\n  address: 10.0.2.15/24\n  gateway: 10.0.2.2\n"
         "  dns: [10.0.2.3]")
     m.image = esp_image_with_config(m, cfg)
+    # and an override that only the OpenSSL checks can refuse (an RSA key where an Ed25519 update
+    # key must be): PID 1 has no OpenSSL, capsuled check-config refuses it for PID 1
+    rsa = ("MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAMgD0MBDkcBdmjwsB5l6fYCLtMSUnT3TWDHPaIHaRjQW\n"
+           "    BQ8gB4tHyDcl8yiVeafvYHRS8DRnv0utE3qC8ZbwKzsCAwEAAQ==\n")
+    if "\nupdates:" in cfg:  # configs from today's gen config carry the update key
+        bad = re.sub(r"(updates:\n  trustedKeys:\n  - \|\n    -----BEGIN PUBLIC KEY-----\n)    [^\n]+\n",
+                     lambda mm: mm.group(1) + "    " + rsa, cfg)
+    else:
+        bad = (cfg.rstrip("\n") + "\nupdates:\n  trustedKeys:\n  - |\n    -----BEGIN PUBLIC KEY-----\n    "
+               + rsa + "    -----END PUBLIC KEY-----\n")
+    check(bad != cfg, "an override with an RSA update key was written")
+    esp_put(m.image, "machine-override.yaml", bad.replace("capsule-static", "capsule-bad"), m.work)
     m.boot()
     con = m.console()
+    check("ESP machine-override.yaml refused" in con and "not an Ed25519 key" in con,
+          "PID 1 refused the override through capsuled check-config, naming the reason")
     check("perm: machine config installed from the ESP" in con, "first boot took the ESP's config")
     check("network: hostname capsule-static, static address" in con, "static address configured")
     check("leased" not in con, "no DHCP lease was asked for")
@@ -927,7 +941,7 @@ def ensure_inputs(build_dir, config_dir):
     except OSError:
         have = None
     inputs = [os.path.join(build_dir, b) for b in
-              ("src/capsuled/capsuled", "src/capsulectl/capsulectl",
+              ("src/capsuled/capsuled", "src/capsuled/capsuled-serve", "src/capsulectl/capsulectl",
                "src/capsuled/capsule-dhcp-hook", "src/capsuled/capsule-log-writer",
                "src/capsule-guest/capsule-guest")]
     for d in ("mkimage", "mkimage/files"):

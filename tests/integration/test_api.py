@@ -9,6 +9,7 @@ import select
 import shutil
 import signal
 import sqlite3
+import subprocess
 import tempfile
 import time
 import unittest
@@ -312,6 +313,33 @@ class LivenessTest(unittest.TestCase):
         self.assertEqual(self.bytes_within(r, 7), b"", "no sign of life while the store is stuck")
         p = c.ctl(["--timeout", "3", "get"])
         self.assertNotEqual(p.returncode, 0, "the API is really stuck (get times out)")
+
+
+class CheckConfigTest(unittest.TestCase):
+    """`capsuled check-config FILE`: the whole machine config validation (with the OpenSSL checks
+    PID 1 leaves out), which PID 1 runs on an ESP machine-override.yaml before installing it."""
+
+    def test_check_config(self):
+        tmp = tempfile.mkdtemp(prefix="capsule-checkcfg-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        ctl(["gen", "config", "chk", "--endpoint", "127.0.0.1:50000", "-o", tmp], check=True)
+        good = os.path.join(tmp, "machine.yaml")
+        p = subprocess.run([harness.CAPSULED, "check-config", good], capture_output=True, text=True)
+        self.assertEqual((p.returncode, p.stdout), (0, ""), p.stderr)
+        with open(good) as f:
+            cfg = f.read()
+        bad = os.path.join(tmp, "bad.yaml")
+        rsa = ("MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAMgD0MBDkcBdmjwsB5l6fYCLtMSUnT3TWDHPaIHaRjQW\n"
+               "    BQ8gB4tHyDcl8yiVeafvYHRS8DRnv0utE3qC8ZbwKzsCAwEAAQ==\n")
+        # an RSA key where an Ed25519 one must be: only the OpenSSL checks see it
+        bad_cfg = re.sub(r"(updates:\n  trustedKeys:\n  - \|\n    -----BEGIN PUBLIC KEY-----\n)    [^\n]+\n",
+                         lambda mm: mm.group(1) + "    " + rsa, cfg)
+        self.assertNotEqual(bad_cfg, cfg)
+        with open(bad, "w") as f:
+            f.write(bad_cfg)
+        p = subprocess.run([harness.CAPSULED, "check-config", bad], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("updates.trustedKeys[0]: not an Ed25519 key", p.stdout)
 
 
 if __name__ == "__main__":
