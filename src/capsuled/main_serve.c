@@ -4,6 +4,7 @@
  *     ("host mode").
  *   - `log-writer`, `probe-accel`, `check-config FILE` (PID 1 validates an ESP override with it:
  *     the checks that need OpenSSL are not in PID 1). */
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,8 +53,14 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return 2;
         }
-        if (strcmp(argv[1], "serve") == 0)
+        if (strcmp(argv[1], "serve") == 0) {
+                /* glibc gives each thread that allocates an arena of its own (up to 8 per core):
+                 * serve's gRPC, handler and stopper threads kept ~3 MB more resident than with
+                 * two (measured in host mode, 20 workloads, after a push and 40 parallel gets:
+                 * 36.7 -> 33.0 MB, 35.1 -> 32.1 MB) */
+                mallopt(M_ARENA_MAX, 2);
                 return serve_main(argc - 1, argv + 1);
+        }
         if (strcmp(argv[1], "log-writer") == 0)
                 return logwriter_main(argc - 1, argv + 1);
         if (strcmp(argv[1], "probe-accel") == 0)
