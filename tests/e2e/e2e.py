@@ -283,7 +283,7 @@ def scenario_boot(m):
     names = [p["name"] for p in m.ctl_json("health")["boot"]]
     check(names[:6] == ["kernel", "init: early mounts", "init: kernel modules",
                         "init: /perm (LVM, fsck, mount)", "init: network", "init: start services"]
-          and "init: capsuled-serve waits for containerd.sock" in names
+          and "serve: waits for containerd.sock" in names
           and names[-1] == "serve: API answering",
           f"health --boot shows PID 1's phases then serve's ({names})")
     con = m.console()

@@ -18,8 +18,8 @@
  * SIGKILL), then the other services and every remaining process, syncs, unmounts and reboots.
  * serve gets stdin /dev/null, stdout/stderr forwarded to the kernel log, PATH=/usr/sbin:/usr/bin:
  * /sbin:/bin, cwd /, its own session, oom_score_adj -900; it is restarted 1 s after a crash
- * (doubling to 30 s, reset after 60 s of uptime). Its first start waits (up to 30 s) for
- * containerd's socket. /perm is mounted (or a tmpfs fallback, logged as "perm: ... tmpfs") before
+ * (doubling to 30 s, reset after 60 s of uptime). It starts together with containerd and waits
+ * (up to 30 s) for containerd's socket itself, so its start overlaps containerd's. /perm is mounted (or a tmpfs fallback, logged as "perm: ... tmpfs") before
  * serve starts; LV perm and thin pool capsule/pool exist; the ESP is NOT mounted (serve mounts the
  * partition named EFI itself for updates). The slot booted is capsule.slot= in /proc/cmdline. If
  * serve stays down for 5 minutes the watchdog is no longer petted and the machine resets.

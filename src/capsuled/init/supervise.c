@@ -19,14 +19,11 @@
 
 #include "../../common/cleanup.h"
 #include "../../common/log.h"
-#include "../../common/timeline.h"
 #include "init.h"
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
 #define STABLE_MS 60000
-#define AFTER_TIMEOUT_MS 30000
-#define AFTER_POLL_MS 200
 #define LIVENESS_CHILD_FD 3
 #define LIVENESS_TIMEOUT_MS_DEFAULT 60000
 #define LIVENESS_STARTUP_FACTOR 5 /* the first sign of life may take this many timeouts */
@@ -40,15 +37,12 @@ struct service {
         bool close_stdin;    /* dhcpcd 9.4.1 (privsep) polls fd 0: give it none */
         bool on_console;     /* stdio on /dev/console as controlling terminal (debug shell) */
         const char *only_if; /* registered only when this path exists */
-        const char *after;   /* start only once this path exists (or after AFTER_TIMEOUT_MS) */
         int stop_extra_ms;   /* at shutdown, more time than the others to stop */
         bool liveness;       /* gets a liveness pipe ($CAPSULE_LIVENESS_FD, serve/liveness.c) */
         int live_fd;         /* read end of it, -1 if none */
         bool live_seen;      /* a sign of life came since the last start */
         bool live_killed;    /* killed for want of one; not reaped yet */
         int64_t alive_at;    /* monotonic ms of the last sign of life (or of the start) */
-        int64_t after_deadline;
-        int64_t after_since; /* CLOCK_BOOTTIME ms when the first start began to wait */
         pid_t pid;
         int out_fd;         /* read end of the child's stdout/stderr pipe, -1 if none */
         int64_t started_at; /* monotonic ms of the last start */
@@ -101,7 +95,6 @@ static struct supervisor {
             {.name = "capsuled-serve",
              .argv = serve_argv,
              .oom_score_adj = -900,
-             .after = "/run/containerd/containerd.sock",
              .liveness = true,
              /* it stops every workload first (all at once: one 10 s grace period, then their
               * SIGKILLs), see serve.c */
@@ -260,13 +253,6 @@ int supervise_start_all(void)
                         s->argv = NULL;
                         continue;
                 }
-                if (s->after) {
-                        /* first start waits for its dependency; restarts do not */
-                        s->after_deadline = now_ms() + AFTER_TIMEOUT_MS;
-                        s->after_since = timeline_now_ms();
-                        service_schedule(s, 0);
-                        continue;
-                }
                 if (service_start(s) < 0) {
                         failed++;
                         service_schedule(s, s->backoff_ms);
@@ -318,20 +304,7 @@ int supervise_tick(void)
                 struct service *s = &sup.services[i];
                 if (!s->argv || s->pid || !s->next_start)
                         continue;
-                if (s->next_start <= now && s->after_deadline && now < s->after_deadline &&
-                    access(s->after, F_OK) < 0) {
-                        s->next_start = now + AFTER_POLL_MS;
-                } else if (s->next_start <= now) {
-                        if (s->after_deadline && now >= s->after_deadline)
-                                log_warn("%s: %s still missing after %d s, starting anyway",
-                                         s->name, s->after, AFTER_TIMEOUT_MS / 1000);
-                        if (s->after_deadline) {
-                                char what[TIMELINE_NAME_MAX + 1];
-                                snprintf(what, sizeof(what), "init: %s waits for %s", s->name,
-                                         strrchr(s->after, '/') + 1);
-                                init_boot_phase(what, s->after_since);
-                        }
-                        s->after_deadline = 0;
+                if (s->next_start <= now) {
                         if (service_start(s) < 0) {
                                 log_error("%s: start failed: %s", s->name, strerror(errno));
                                 service_schedule(s, s->backoff_ms);

@@ -441,6 +441,20 @@ static void raise_nofile(void)
         }
 }
 
+#define CONTAINERD_WAIT_MS 30000
+
+/* Waits up to timeout_ms for path to exist; the ms waited, or -ETIMEDOUT. */
+static int wait_for_path(const char *path, int timeout_ms)
+{
+        for (int waited = 0;; waited += 20) {
+                if (access(path, F_OK) == 0)
+                        return waited;
+                if (waited >= timeout_ms)
+                        return -ETIMEDOUT;
+                usleep(20 * 1000);
+        }
+}
+
 static int run(struct serve_opts *o)
 {
         struct serve_ctx ctx = {
@@ -498,6 +512,16 @@ static int run(struct serve_opts *o)
                 log_error("out of memory");
                 goto out;
         }
+        if (o->containerd && o->os_mode) {
+                /* PID 1 starts containerd and serve together: serve's exec, libraries, config
+                 * and store overlap containerd's start, and serve waits here for its socket */
+                boot_phase(&ctx, "serve: config, store", &mark);
+                int waited = wait_for_path(o->containerd, CONTAINERD_WAIT_MS);
+                if (waited < 0)
+                        log_warn("containerd: %s still missing after %d s; trying anyway",
+                                 o->containerd, CONTAINERD_WAIT_MS / 1000);
+                boot_phase(&ctx, "serve: waits for containerd.sock", &mark);
+        }
         if (o->containerd) {
                 ctx.image_store = ctrd_connect(o->containerd, &err);
                 if (!ctx.image_store) {
@@ -510,7 +534,7 @@ static int run(struct serve_opts *o)
                 goto out;
         }
         serve_debug_cleanup(&ctx);
-        boot_phase(&ctx, "serve: config, store, containerd", &mark);
+        boot_phase(&ctx, o->os_mode ? "serve: containerd" : "serve: config, store, containerd", &mark);
         /* The microVM driver before volumes: the VMs that kept running hold their volumes. */
         vms_start(&ctx, o);
         /* Volumes and networking (volume/, net/): before the reconciler, which uses them. */
