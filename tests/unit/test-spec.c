@@ -1,5 +1,6 @@
 /* Unit tests for the OCI runtime spec generator (src/capsuled/containerd/spec.c): Docker's
- * entrypoint/cmd rules, env merging, users, privileged vs default, resources and mounts. */
+ * entrypoint/cmd rules, env merging, users, privileged vs default, resources and mounts, and the
+ * seccomp allow-list of spec_seccomp.c (its shape, filters and capability-gated groups). */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdlib.h>
