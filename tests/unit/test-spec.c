@@ -1,5 +1,7 @@
 /* Unit tests for the OCI runtime spec generator (src/capsuled/containerd/spec.c): Docker's
- * entrypoint/cmd rules, env merging, users, privileged vs default, resources and mounts. */
+ * entrypoint/cmd rules, env merging, users, privileged vs default, resources and mounts, and the
+ * seccomp allow-list of spec_seccomp.c (its shape, filters and capability-gated groups). */
+#include <errno.h>
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -7,6 +9,7 @@
 
 #include "common/cleanup.h"
 #include "spec.h"
+#include "spec_seccomp.h"
 #include "test.h"
 
 #define WL_INIT CAPSULE__V1__WORKLOAD_SPEC__INIT
@@ -276,10 +279,6 @@ TEST(default_vs_privileged)
         CHECK(array_has(at(s, "linux.maskedPaths"), "/proc/kcore"));
         CHECK(array_has(at(s, "linux.readonlyPaths"), "/proc/sys"));
         CHECK_STR_EQ(json_object_get_string(at(s, "linux.seccomp.defaultAction")),
-                     "SCMP_ACT_ALLOW");
-        CHECK(array_has(at(s, "linux.seccomp.syscalls.0.names"), "kexec_load"));
-        CHECK(array_has(at(s, "linux.seccomp.syscalls.0.names"), "unshare"));
-        CHECK_STR_EQ(json_object_get_string(at(s, "linux.seccomp.syscalls.0.action")),
                      "SCMP_ACT_ERRNO");
         CHECK(!json_object_get_boolean(at(s, "linux.resources.devices.0.allow")));
         CHECK_STR_EQ(json_object_get_string(at(s, "linux.namespaces.4.type")), "network");
@@ -460,6 +459,196 @@ TEST(exec_process)
         free(spec);
 }
 
+/* What the profile does for a call of `name` whose first argument is arg0, read the way runc's
+ * libseccomp applies it (the rules for one name never overlap): 0 allowed, else the errno. */
+static int seccomp_result(json_object *profile, const char *name, uint64_t arg0)
+{
+        json_object *rules = at(profile, "syscalls");
+        for (size_t i = 0; rules && i < json_object_array_length(rules); i++) {
+                json_object *r = json_object_array_get_idx(rules, i);
+                if (!array_has(at(r, "names"), name))
+                        continue;
+                json_object *a = at(r, "args.0");
+                if (a) {
+                        uint64_t v = json_object_get_uint64(at(a, "value"));
+                        const char *op = json_object_get_string(at(a, "op"));
+                        bool match = (strcmp(op, "SCMP_CMP_EQ") == 0 && arg0 == v) ||
+                                     (strcmp(op, "SCMP_CMP_LT") == 0 && arg0 < v) ||
+                                     (strcmp(op, "SCMP_CMP_GT") == 0 && arg0 > v) ||
+                                     (strcmp(op, "SCMP_CMP_MASKED_EQ") == 0 &&
+                                      (arg0 & v) == json_object_get_uint64(at(a, "valueTwo")));
+                        if (!match)
+                                continue;
+                }
+                if (strcmp(json_object_get_string(at(r, "action")), "SCMP_ACT_ALLOW") == 0)
+                        return 0;
+                return json_object_get_int(at(r, "errnoRet"));
+        }
+        return json_object_get_int(at(profile, "defaultErrnoRet"));
+}
+
+/* Whether any rule names the syscall at all. */
+static bool seccomp_mentions(json_object *profile, const char *name)
+{
+        json_object *rules = at(profile, "syscalls");
+        for (size_t i = 0; rules && i < json_object_array_length(rules); i++)
+                if (array_has(at(json_object_array_get_idx(rules, i), "names"), name))
+                        return true;
+        return false;
+}
+
+#define NS_FLAGS 0x7E020000ULL /* CLONE_NEWNS|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWCGROUP */
+
+/* The default profile: an allow-list refusing with EPERM, for the three x86 ABIs. */
+TEST(seccomp_allowlist_shape)
+{
+        Capsule__V1__WorkloadSpec w = WL_INIT;
+        w.name = "web";
+        struct spec_options o = {.workload = &w,
+                                 .image_config_json = "{\"config\":{\"Cmd\":[\"x\"]}}"};
+        json_object *s = gen(&o);
+        json_object *p = at(s, "linux.seccomp");
+        CHECK(p != NULL);
+        CHECK_STR_EQ(json_object_get_string(at(p, "defaultAction")), "SCMP_ACT_ERRNO");
+        CHECK(json_object_get_int(at(p, "defaultErrnoRet")) == EPERM);
+        CHECK_STR_EQ(joined(at(p, "architectures")),
+                     "SCMP_ARCH_X86_64 SCMP_ARCH_X86 SCMP_ARCH_X32");
+        CHECK_STR_EQ(json_object_get_string(at(p, "syscalls.0.action")), "SCMP_ACT_ALLOW");
+        CHECK(at(p, "syscalls.0.args") == NULL);
+
+        static const char *const allowed[] = {
+            "read",       "write",         "openat",      "close",     "execve",       "futex",
+            "mmap",       "epoll_wait",    "epoll_pwait", "wait4",     "rt_sigaction", "exit_group",
+            "fork",       "vfork",         "pipe2",       "getrandom", "statx",        "setuid",
+            "socketpair", "connect",       "sendmsg",     "chroot",    "io_submit",    "arch_prctl",
+            "chown32",    "clock_gettime", "sched_yield",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(allowed); i++) {
+                if (seccomp_result(p, allowed[i], 0) != 0)
+                        fprintf(stderr, "  %s refused\n", allowed[i]);
+                CHECK(array_has(at(p, "syscalls.0.names"), allowed[i]));
+        }
+        /* never named: the default action refuses them */
+        static const char *const refused[] = {
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "bpf",
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "ptrace",
+            "process_vm_readv",
+            "userfaultfd",
+            "perf_event_open",
+            "pivot_root",
+            "reboot",
+            "swapon",
+            "settimeofday",
+            "clock_settime",
+            "syslog",
+            "open_by_handle_at",
+            "name_to_handle_at",
+            "fsopen",
+            "open_tree",
+            "sethostname",
+            "acct",
+            "iopl",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
+                if (seccomp_mentions(p, refused[i]))
+                        fprintf(stderr, "  %s is named\n", refused[i]);
+                CHECK(!seccomp_mentions(p, refused[i]));
+                CHECK(seccomp_result(p, refused[i], 0) == EPERM);
+        }
+
+        /* clone: threads and fork, no new namespaces */
+        CHECK(!array_has(at(p, "syscalls.0.names"), "clone"));
+        CHECK(seccomp_result(p, "clone", 0x3d0f00) == 0);              /* pthread_create's flags */
+        CHECK(seccomp_result(p, "clone", 0x1200011) == 0);             /* fork's */
+        CHECK(seccomp_result(p, "clone", 0x10000000) == EPERM);        /* CLONE_NEWUSER */
+        CHECK(seccomp_result(p, "clone", 0x40000000 | 0x11) == EPERM); /* CLONE_NEWNET */
+        CHECK(seccomp_result(p, "clone", 0x02000000) == EPERM);        /* CLONE_NEWCGROUP */
+        for (size_t i = 0; i < json_object_array_length(at(p, "syscalls")); i++) {
+                json_object *r = at(p, "syscalls");
+                r = json_object_array_get_idx(r, i);
+                if (array_has(at(r, "names"), "clone")) {
+                        CHECK_STR_EQ(json_object_get_string(at(r, "args.0.op")),
+                                     "SCMP_CMP_MASKED_EQ");
+                        CHECK(json_object_get_uint64(at(r, "args.0.value")) == NS_FLAGS);
+                }
+        }
+        CHECK(seccomp_result(p, "clone3", 0) == ENOSYS);
+
+        /* personality: the Linux ones and the query only */
+        CHECK(seccomp_result(p, "personality", 0) == 0);
+        CHECK(seccomp_result(p, "personality", 0xffffffff) == 0);
+        CHECK(seccomp_result(p, "personality", 0x0200000) == EPERM); /* ADDR_COMPAT_LAYOUT */
+        CHECK(seccomp_result(p, "personality", 0x0400000) == EPERM); /* READ_IMPLIES_EXEC */
+        /* socket: every family but AF_ALG (38) and AF_VSOCK (40) */
+        CHECK(seccomp_result(p, "socket", 2) == 0);
+        CHECK(seccomp_result(p, "socket", 10) == 0);
+        CHECK(seccomp_result(p, "socket", 16) == 0); /* netlink */
+        CHECK(seccomp_result(p, "socket", 39) == 0);
+        CHECK(seccomp_result(p, "socket", 44) == 0);
+        CHECK(seccomp_result(p, "socket", 38) == EPERM);
+        CHECK(seccomp_result(p, "socket", 40) == EPERM);
+
+        /* every name is allowed once (no duplicates in the allow rule) */
+        json_object *names = at(p, "syscalls.0.names");
+        for (size_t i = 0; i < json_object_array_length(names); i++)
+                for (size_t j = i + 1; j < json_object_array_length(names); j++)
+                        CHECK(strcmp(json_object_get_string(json_object_array_get_idx(names, i)),
+                                     json_object_get_string(json_object_array_get_idx(names, j))) !=
+                              0);
+        json_object_put(s);
+}
+
+/* Capability-gated groups follow the capabilities the profile is made for. */
+TEST(seccomp_capability_groups)
+{
+        json_object *p = spec_seccomp_profile(0);
+        CHECK(seccomp_result(p, "chroot", 0) == EPERM); /* CAP_SYS_CHROOT */
+        json_object_put(p);
+
+        p = spec_seccomp_profile(1ULL << 21); /* CAP_SYS_ADMIN */
+        CHECK(seccomp_result(p, "clone", NS_FLAGS) == 0);
+        CHECK(seccomp_result(p, "clone3", 0) == 0);
+        CHECK(seccomp_result(p, "mount", 0) == 0);
+        CHECK(seccomp_result(p, "unshare", 0) == 0);
+        CHECK(seccomp_result(p, "setns", 0) == 0);
+        CHECK(seccomp_result(p, "bpf", 0) == 0);
+        CHECK(seccomp_result(p, "syslog", 0) == 0);
+        CHECK(seccomp_result(p, "ptrace", 0) == EPERM);
+        CHECK(seccomp_result(p, "kexec_load", 0) == EPERM);
+        CHECK(seccomp_result(p, "io_uring_setup", 0) == EPERM);
+        CHECK(seccomp_result(p, "keyctl", 0) == EPERM);
+        CHECK(seccomp_result(p, "personality", 0x0400000) == EPERM);
+        json_object_put(p);
+
+        p = spec_seccomp_profile((1ULL << 19) | (1ULL << 34) | (1ULL << 39) | (1ULL << 25) |
+                                 (1ULL << 16)); /* PTRACE, SYSLOG, BPF, TIME, MODULE */
+        CHECK(seccomp_result(p, "ptrace", 0) == 0);
+        CHECK(seccomp_result(p, "process_vm_readv", 0) == 0);
+        CHECK(seccomp_result(p, "syslog", 0) == 0);
+        CHECK(seccomp_result(p, "bpf", 0) == 0);
+        CHECK(seccomp_result(p, "clock_settime", 0) == 0);
+        CHECK(seccomp_result(p, "init_module", 0) == 0);
+        CHECK(seccomp_result(p, "perf_event_open", 0) == EPERM);
+        CHECK(seccomp_result(p, "mount", 0) == EPERM);
+        CHECK(seccomp_result(p, "clone3", 0) == ENOSYS);
+        json_object_put(p);
+}
+
 int main(void)
 {
         RUN(entrypoint_cmd_table);
@@ -473,5 +662,7 @@ int main(void)
         RUN(resources);
         RUN(mounts);
         RUN(exec_process);
+        RUN(seccomp_allowlist_shape);
+        RUN(seccomp_capability_groups);
         return test_summary();
 }

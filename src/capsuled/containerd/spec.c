@@ -20,6 +20,7 @@
 #include <json-c/json.h>
 
 #include "common/cleanup.h"
+#include "spec_seccomp.h"
 
 #define SPEC_DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define SPEC_CPU_PERIOD 100000
@@ -101,63 +102,6 @@ static const char *const masked_paths[] = {
 
 static const char *const readonly_paths[] = {
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-};
-
-/* Syscalls an unprivileged container has no business making: kernel modules and kexec, mounts
- * and namespace games, tracing other processes, keyrings, BPF, clocks, swap, reboot. */
-static const char *const seccomp_denied[] = {
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mount",
-    "move_mount",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "syslog",
-    "_sysctl",
-    "sysfs",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
 };
 
 static json_object *jstr(const char *s)
@@ -518,20 +462,31 @@ int spec_resolve_user(const char *rootfs, const char *user, uint32_t *uid, uint3
         return 0;
 }
 
-/* privileged: all_caps, less those outside privileged_caps when it is set (all_caps[i] is
- * capability number i). */
-static json_object *build_caps(bool privileged, uint64_t privileged_caps)
+/* The capabilities the workload's process gets, bit N = capability N (all_caps[N]): Docker's
+ * default set, or every one (less those outside privileged_caps when it is set) when privileged.
+ * The seccomp profile unlocks syscalls by the same set. */
+static uint64_t spec_caps(bool privileged, uint64_t privileged_caps)
+{
+        uint64_t m = 0;
+        for (size_t i = 0; i < ARRAY_SIZE(all_caps); i++) {
+                bool on = false;
+                if (privileged)
+                        on = !privileged_caps || (privileged_caps & (1ULL << i));
+                for (size_t d = 0; !privileged && d < ARRAY_SIZE(default_caps); d++)
+                        on = on || strcmp(all_caps[i], default_caps[d]) == 0;
+                if (on)
+                        m |= 1ULL << i;
+        }
+        return m;
+}
+
+static json_object *build_caps(uint64_t mask)
 {
         const char *caps[ARRAY_SIZE(all_caps)];
         size_t n = 0;
-        if (!privileged) {
-                for (; n < ARRAY_SIZE(default_caps); n++)
-                        caps[n] = default_caps[n];
-        } else {
-                for (size_t i = 0; i < ARRAY_SIZE(all_caps); i++)
-                        if (!privileged_caps || (privileged_caps & (1ULL << i)))
-                                caps[n++] = all_caps[i];
-        }
+        for (size_t i = 0; i < ARRAY_SIZE(all_caps); i++)
+                if (mask & (1ULL << i))
+                        caps[n++] = all_caps[i];
         json_object *c = json_object_new_object();
         json_object_object_add(c, "bounding", jstr_array(caps, n));
         json_object_object_add(c, "effective", jstr_array(caps, n));
@@ -577,7 +532,8 @@ static int build_process(const struct spec_options *o, json_object *cfg, json_ob
                 json_object_object_add(ju, "additionalGids", ag);
         }
         json_object_object_add(p, "user", ju);
-        json_object_object_add(p, "capabilities", build_caps(w->privileged, o->privileged_caps));
+        json_object_object_add(p, "capabilities",
+                               build_caps(spec_caps(w->privileged, o->privileged_caps)));
 
         /* No rlimits: like Docker, the process inherits containerd's (set by PID 1), which also
          * works where raising a hard limit is not permitted. */
@@ -720,23 +676,6 @@ static json_object *build_resources(const struct spec_options *o)
         return res;
 }
 
-static json_object *build_seccomp(void)
-{
-        static const char *const arches[] = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
-        json_object *s = json_object_new_object();
-        json_object_object_add(s, "defaultAction", jstr("SCMP_ACT_ALLOW"));
-        json_object_object_add(s, "architectures", jstr_array(arches, ARRAY_SIZE(arches)));
-        json_object *rule = json_object_new_object();
-        json_object_object_add(rule, "names",
-                               jstr_array(seccomp_denied, ARRAY_SIZE(seccomp_denied)));
-        json_object_object_add(rule, "action", jstr("SCMP_ACT_ERRNO"));
-        json_object_object_add(rule, "errnoRet", json_object_new_int(EPERM));
-        json_object *rules = json_object_new_array();
-        json_object_array_add(rules, rule);
-        json_object_object_add(s, "syscalls", rules);
-        return s;
-}
-
 static json_object *build_linux(const struct spec_options *o)
 {
         const Capsule__V1__WorkloadSpec *w = o->workload;
@@ -752,7 +691,9 @@ static json_object *build_linux(const struct spec_options *o)
                                        jstr_array(masked_paths, ARRAY_SIZE(masked_paths)));
                 json_object_object_add(l, "readonlyPaths",
                                        jstr_array(readonly_paths, ARRAY_SIZE(readonly_paths)));
-                json_object_object_add(l, "seccomp", build_seccomp());
+                json_object_object_add(
+                    l, "seccomp",
+                    spec_seccomp_profile(spec_caps(w->privileged, o->privileged_caps)));
         }
         return l;
 }
@@ -835,7 +776,8 @@ bool spec_image_has_command(const char *image_config_json)
                 return false;
         json_object *cfg = image_config_section(img);
         json_object *ep = image_array(cfg, "Entrypoint"), *cmd = image_array(cfg, "Cmd");
-        return (ep && json_object_array_length(ep) > 0) || (cmd && json_object_array_length(cmd) > 0);
+        return (ep && json_object_array_length(ep) > 0) ||
+               (cmd && json_object_array_length(cmd) > 0);
 }
 
 int spec_exec_process(const char *spec_json, const char *const *argv, const char *const *env,

@@ -3,7 +3,7 @@
  * Turns an image's OCI config (Entrypoint, Cmd, Env, WorkingDir, User) and a workload manifest
  * (capsule.v1.WorkloadSpec) into the runtime spec JSON that containerd hands to runc. Pure: no
  * syscalls except reading the rootfs' /etc/passwd and /etc/group when the caller asks for user
- * names to be resolved. The defaults follow Docker's: default capabilities, a seccomp deny-list,
+ * names to be resolved. The defaults follow Docker's: default capabilities, a seccomp allow-list (spec_seccomp.h),
  * no-new-privileges, masked /proc paths; `privileged: true` lifts all of them. */
 #pragma once
 
