@@ -291,6 +291,10 @@ if [ -e "$lib/libicuuc.so.72" ]; then
         [ -z "$missing" ] || { echo "mkimage: libxml2 needs ICU symbols the stub lacks: $missing" >&2; exit 1; }
 fi
 
+# every file by size with who needs it (issue 12): out/rootfs-files.txt
+"$here/rootfs-report.py" "$root" > "$out/rootfs-files.txt"
+echo "mkimage:   $(head -1 "$out/rootfs-files.txt" | cut -c3-); by size with who needs it: $out/rootfs-files.txt"
+
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 # ---------------------------------------------------------------- squashfs root image
