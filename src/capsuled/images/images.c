@@ -393,9 +393,59 @@ static void curl_init_once(void)
         curl_init_rc = registry_global_init(&e);
 }
 
+/* Pulls in flight, by normalised name: one pull of an image at a time (a second waits for the
+ * first, then finds its blobs present), any number of different images at once. */
+struct flight {
+        char *name;
+        struct flight *next;
+};
+static pthread_mutex_t flights_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t flights_cond = PTHREAD_COND_INITIALIZER;
+static struct flight *flights;
+
+/* Waits until no pull of name is in flight, then holds name. Returns 0 or -ENOMEM. */
+static int flight_enter(const char *name)
+{
+        pthread_mutex_lock(&flights_lock);
+        for (;;) {
+                struct flight *f = flights;
+                while (f && strcmp(f->name, name) != 0)
+                        f = f->next;
+                if (!f)
+                        break;
+                pthread_cond_wait(&flights_cond, &flights_lock);
+        }
+        struct flight *f = calloc(1, sizeof(*f));
+        if (!f || !(f->name = strdup(name))) {
+                free(f);
+                pthread_mutex_unlock(&flights_lock);
+                return -ENOMEM;
+        }
+        f->next = flights;
+        flights = f;
+        pthread_mutex_unlock(&flights_lock);
+        return 0;
+}
+
+static void flight_leave(const char *name)
+{
+        pthread_mutex_lock(&flights_lock);
+        for (struct flight **pp = &flights; *pp; pp = &(*pp)->next) {
+                if (strcmp((*pp)->name, name) == 0) {
+                        struct flight *f = *pp;
+                        *pp = f->next;
+                        free(f->name);
+                        free(f);
+                        break;
+                }
+        }
+        pthread_cond_broadcast(&flights_cond);
+        pthread_mutex_unlock(&flights_lock);
+}
+
 /* Pulls ref into containerd and names it; *name is the normalised reference. */
 static int pull(const struct images_env *env, const char *ref, char **name,
-                struct registry_result *res, void (*progress)(void *, uint64_t, uint64_t), void *progress_ud,
+                struct registry_result *res, const struct images_pull_hooks *hooks,
                 struct cap_error *err)
 {
         struct image_ref r;
@@ -413,10 +463,19 @@ static int pull(const struct images_env *env, const char *ref, char **name,
                 image_ref_clear(&r);
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
         }
+        if (flight_enter(*name) < 0) {
+                image_ref_clear(&r);
+                free(*name);
+                *name = NULL;
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
         struct registry_opts o = {0};
         void *hold = env->registries_get(env->registries_ud, &o);
-        o.progress = progress;
-        o.progress_ud = progress_ud;
+        if (hooks) {
+                o.progress = hooks->progress;
+                o.progress_ud = hooks->progress_ud;
+                o.cancel = hooks->cancel;
+        }
         struct ctrd_import *imp = NULL;
         struct content_sink cs = {0};
         double t0 = mono_s();
@@ -442,6 +501,7 @@ static int pull(const struct images_env *env, const char *ref, char **name,
         content_sink_done(&cs);
         ctrd_import_abort(imp);
         env->registries_put(env->registries_ud, hold);
+        flight_leave(*name);
         image_ref_clear(&r);
         if (rc == 0)
                 log_info("image pull: name=%s digest=%s size=%" PRIu64 " fetched=%" PRIu64
@@ -487,7 +547,8 @@ int images_pull(struct rpc_call *call, const ProtobufCMessage *req, struct cap_e
         if (!in->reference || !*in->reference)
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT, "reference: required");
         struct pull_progress pp = {.call = call};
-        if (pull(env, in->reference, &name, &res, pull_progress, &pp, err) < 0)
+        struct images_pull_hooks hooks = {.progress = pull_progress, .progress_ud = &pp};
+        if (pull(env, in->reference, &name, &res, &hooks, err) < 0)
                 return err->code;
         struct users u;
         if (users_load(env, &u, err) < 0)
@@ -631,7 +692,7 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 /* ---- pull on first use ---- */
 
 int images_ensure(const struct images_env *env, const char *ref, Capsule__V1__PullPolicy policy,
-                  char **digest, struct cap_error *err)
+                  const struct images_pull_hooks *hooks, char **digest, struct cap_error *err)
 {
         _cleanup_free_ char *name = NULL;
         if (digest)
@@ -661,7 +722,7 @@ int images_ensure(const struct images_env *env, const char *ref, Capsule__V1__Pu
         }
         _cleanup_free_ char *pulled = NULL;
         struct registry_result res = {0};
-        if (pull(env, ref, &pulled, &res, NULL, NULL, err) < 0)
+        if (pull(env, ref, &pulled, &res, hooks, err) < 0)
                 return err->code;
         if (digest && !(*digest = strdup(res.digest)))
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");

@@ -7,6 +7,7 @@
  * only unreferenced blobs, which containerd's garbage collector removes. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "capsule/v1/images.pb-c.h"
@@ -45,9 +46,20 @@ int images_list_all(const struct images_env *env, Capsule__V1__ImageListResponse
 int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
                   struct cap_error *err);
 
+/* What a pull reports to, and what ends it early (both optional). */
+struct images_pull_hooks {
+        /* bytes of layers done of total, from the pulling thread */
+        void (*progress)(void *ud, uint64_t done, uint64_t total);
+        void *progress_ud;
+        const atomic_bool *cancel; /* true: the transfer ends at once (CAP_CANCELLED) */
+};
+
 /* Makes sure the image `ref` is in containerd according to policy (UNSPECIFIED = IF_NOT_PRESENT:
  * pull when absent; PULL_ALWAYS: pull every time; PULL_NEVER: FAILED_PRECONDITION when absent).
  * Returns the manifest digest (*digest malloc'd; may be NULL if not wanted). The containerd
- * image name is image_ref_normalize(ref). Blocks for the duration of a pull. */
+ * image name is image_ref_normalize(ref). Blocks for the duration of a pull (hooks may be NULL).
+ *
+ * Pulls are per image: pulls of different images (Images.Pull or this) run side by side, a pull
+ * of an image whose pull is in flight waits for that one and then finds its blobs present. */
 int images_ensure(const struct images_env *env, const char *ref, Capsule__V1__PullPolicy policy,
-                  char **digest, struct cap_error *err);
+                  const struct images_pull_hooks *hooks, char **digest, struct cap_error *err);

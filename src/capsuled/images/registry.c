@@ -291,6 +291,20 @@ static CURLcode add_cas(CURL *h, void *ssl_ctx, void *ud)
         return CURLE_OK;
 }
 
+/* libcurl's progress hook (about once a second, and on every chunk): a non-zero return aborts
+ * the transfer (shutdown). */
+static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+        (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+        return atomic_load((const atomic_bool *)ud) ? 1 : 0;
+}
+
+long registry_blob_deadline(uint64_t size)
+{
+        return REGISTRY_BLOB_BASE_TIMEOUT + (long)(size / REGISTRY_BLOB_MIN_RATE);
+}
+
 /* The first libcurl that drops custom Authorization headers on a scheme, host or port change. */
 #define CURL_AUTH_SAFE_REDIRECTS 0x075300 /* 7.83.0 */
 
@@ -325,9 +339,15 @@ static int perform(struct session *s, const char *url, const char *accept, struc
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT,
                          s->o->connect_timeout_s ? s->o->connect_timeout_s : 15L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT,
+                         s->o->low_speed_bytes ? s->o->low_speed_bytes : (long)REGISTRY_LOW_SPEED);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-                         s->o->stall_timeout_s ? s->o->stall_timeout_s : 60L);
+                         s->o->stall_timeout_s ? s->o->stall_timeout_s : (long)REGISTRY_STALL_TIMEOUT);
+        if (s->o->cancel) {
+                curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+                curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)s->o->cancel);
+                curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        }
         if (timeout_s)
                 curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -362,6 +382,9 @@ static int perform(struct session *s, const char *url, const char *accept, struc
                 else if (c == CURLE_SSL_CONNECT_ERROR && !s->insecure)
                         hint = " (a plain-HTTP registry must be listed under registries.insecure "
                                "in the machine config)";
+                if (c == CURLE_ABORTED_BY_CALLBACK)
+                        return cap_error_set(err, -ECANCELED, CAP_CANCELLED,
+                                             "pull %s: %s: cancelled (shutting down)", s->refstr, url);
                 return cap_error_set(err, -EIO,
                                      c == CURLE_OPERATION_TIMEDOUT ? CAP_DEADLINE_EXCEEDED
                                                                    : CAP_UNAVAILABLE,
@@ -506,10 +529,27 @@ static int get_blob(struct session *s, const struct blob_sink *sink, const struc
                 return err->code;
         }
         struct resp r = {.sink = sink, .hash = &h, .expect = d->size, .err = err, .s = s};
-        int rc = get(s, url, NULL, &r, 0, err);
+        long deadline_s = s->o->blob_timeout_s ? s->o->blob_timeout_s : registry_blob_deadline(d->size);
+        int rc = get(s, url, NULL, &r, deadline_s, err);
         if (rc == 0 && r.status != 200)
                 rc = http_error(s, &r, "blob request", err);
         free(r.challenge);
+        if (rc < 0 && err->status == CAP_DEADLINE_EXCEEDED) {
+                /* name the registry, the blob and which deadline ran out */
+                double took = 0;
+                curl_easy_getinfo(s->h, CURLINFO_TOTAL_TIME, &took);
+                long slow = s->o->low_speed_bytes ? s->o->low_speed_bytes : (long)REGISTRY_LOW_SPEED;
+                long stall = s->o->stall_timeout_s ? s->o->stall_timeout_s : (long)REGISTRY_STALL_TIMEOUT;
+                char why[128];
+                if (took + 1 >= (double)deadline_s)
+                        snprintf(why, sizeof(why), "not done within its deadline of %lds", deadline_s);
+                else
+                        snprintf(why, sizeof(why), "stalled: less than %ld bytes/s for %lds", slow, stall);
+                cap_error_set(err, -ETIMEDOUT, CAP_DEADLINE_EXCEEDED,
+                              "pull %s: blob %s from registry %s: %s (%" PRIu64 " of %" PRIu64
+                              " bytes received)",
+                              s->refstr, d->digest, s->ref->domain, why, h.size, d->size);
+        }
         if (rc < 0) {
                 blob_hash_free(&h);
                 sink->ops->abort(sink->ud);

@@ -11,6 +11,7 @@
  * the HTTP status: "pull 127.0.0.1:5000/foo:1: manifest unknown (404)". */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,8 +28,15 @@ struct registry_opts {
         const struct registry_cred *auth; /* credentials per host (machine config) */
         size_t n_auth;
         long connect_timeout_s;  /* 0 = 15 */
-        long stall_timeout_s;    /* abort a transfer slower than 1 byte/s for this long; 0 = 60 */
+        /* A stalled transfer: slower than low_speed_bytes a second (0 = REGISTRY_LOW_SPEED) for
+         * stall_timeout_s seconds (0 = REGISTRY_STALL_TIMEOUT) is aborted. */
+        long low_speed_bytes;
+        long stall_timeout_s;
+        /* The total bound of one layer download, in seconds; 0 = registry_blob_deadline(). */
+        long blob_timeout_s;
         uint64_t max_blob_bytes; /* 0 = 16 GiB */
+        /* When set and true, transfers end at once (CAP_CANCELLED): shutdown. May be NULL. */
+        const atomic_bool *cancel;
         /* Called as layer bytes arrive (and for layers already present): done of total, total
          * being every layer's size. NULL: no reports. From the pulling thread. */
         void (*progress)(void *ud, uint64_t done, uint64_t total);
@@ -42,6 +50,15 @@ struct registry_result {
         uint64_t total_size;    /* manifest + config + layers */
         uint64_t bytes_fetched; /* blobs downloaded (not already present) */
 };
+
+#define REGISTRY_LOW_SPEED 1024        /* bytes a second: below this a transfer is stalling */
+#define REGISTRY_STALL_TIMEOUT 60      /* seconds of stalling before a transfer is aborted */
+#define REGISTRY_BLOB_BASE_TIMEOUT 1800 /* seconds: the default total bound of a layer is this */
+#define REGISTRY_BLOB_MIN_RATE (1u << 20) /* plus its size at this many bytes a second */
+
+/* The default total bound of downloading a blob of size bytes, in seconds: 30 minutes plus its
+ * size at 1 MiB/s (1 GiB: 47 minutes), generous on a slow line yet finite on a trickle. */
+long registry_blob_deadline(uint64_t size);
 
 /* Initialise libcurl once per process (curl_global_init), before threads start pulling. */
 int registry_global_init(struct cap_error *err);

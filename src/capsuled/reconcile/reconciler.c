@@ -3,6 +3,9 @@
  * orphans, replacements, restarts) are handed to the stopper (stopper.h), which runs them beside
  * each other and beside the passes: a pass never waits out a grace period, and a workload with a
  * stop in flight is left alone (STOPPING) until the stopper's finished callback kicks a pass.
+ * Image pulls run on threads of their own, one per image (pulls.c-like table below): a pass that
+ * finds a workload's image absent starts (or joins) its pull and moves on, and the pull's end
+ * kicks a pass, so a slow registry holds up only the workloads of its images.
  * Driver operations run without the state lock, status updates take it briefly. It calls the
  * drivers only through their ops tables (driver/driver.h): nothing here knows what kind a
  * workload is. */
@@ -20,6 +23,8 @@
 #include "common/log.h"
 #include "common/manifest.h"
 #include "driver/driver.h"
+#include "images/images.h"
+#include "images/reference.h"
 #include "logs/logs.h"
 #include "reconcile/stopper.h"
 #include "serve/events.h"
@@ -50,7 +55,26 @@ struct wl_state {
         bool force_restart;
         bool seen;                  /* mark for the pass */
         bool history_loaded;        /* restarts and last exit read back from the store */
+        struct image_pull *pull;    /* the pull it waits for or waited for last (or NULL) */
+        unsigned long pull_seq;     /* which run of that pull it waits for, 0 = none */
         struct wl_state *next;
+};
+
+/* The pull of one image (by normalised name), on a thread of its own; kept (and reused by the
+ * image's next pull) until the reconciler is freed, so wl_state.pull stays valid. Fields under
+ * reconciler.lock except done/total. */
+struct image_pull {
+        struct reconciler *r;
+        char *name;                 /* normalised reference */
+        char *ref;                  /* as the spec wrote it: what the thread pulls */
+        Capsule__V1__PullPolicy policy;
+        unsigned long seq;          /* this run's number (unique over the reconciler) */
+        bool running;
+        int rc;                     /* of the last finished run */
+        char error[512];
+        _Atomic uint64_t done, total; /* layer bytes, as the registry client reports them */
+        pthread_mutex_t unpack_lock; /* one unpack of this image at a time */
+        struct image_pull *next;
 };
 
 struct reconciler {
@@ -59,12 +83,15 @@ struct reconciler {
         bool started;
         pthread_mutex_t lock;
         pthread_cond_t cond;      /* kicks and pass completion */
-        pthread_mutex_t image_lock; /* serialises image pulls and unpacks of a pass's workloads */
         bool kicked, stopping;
         uint64_t passes_started, passes_done;
         struct wl_state *states;
         struct workload_driver *subscribed[DRIVER_KINDS]; /* exit events flow from these */
         struct stopper *stopper;
+        struct image_pull *pulls;
+        unsigned long pull_seq;   /* the last run number handed out */
+        unsigned pull_threads;    /* pull threads alive (reconciler_free waits for 0) */
+        atomic_bool pull_cancel;  /* shutting down: pulls end at once */
 };
 
 static int64_t mono_ns(void)
@@ -152,7 +179,7 @@ struct reconciler *reconciler_new(struct serve_ctx *ctx, struct cap_error *err)
         }
         r->ctx = ctx;
         pthread_mutex_init(&r->lock, NULL);
-        pthread_mutex_init(&r->image_lock, NULL);
+        atomic_init(&r->pull_cancel, false);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -288,8 +315,177 @@ static void mark_running(struct reconciler *r, struct wl_state *s, const Capsule
                        (unsigned long long)generation);
 }
 
+/* ---- image pulls ------------------------------------------------------------------------- */
+
+/* Under r->lock: the pull record of the image name, made if absent (NULL: out of memory). */
+static struct image_pull *pull_get(struct reconciler *r, const char *name)
+{
+        for (struct image_pull *ip = r->pulls; ip; ip = ip->next)
+                if (strcmp(ip->name, name) == 0)
+                        return ip;
+        struct image_pull *ip = calloc(1, sizeof(*ip));
+        if (!ip || !(ip->name = strdup(name))) {
+                free(ip);
+                return NULL;
+        }
+        ip->r = r;
+        atomic_init(&ip->done, 0);
+        atomic_init(&ip->total, 0);
+        pthread_mutex_init(&ip->unpack_lock, NULL);
+        ip->next = r->pulls;
+        r->pulls = ip;
+        return ip;
+}
+
+static void pull_progress(void *ud, uint64_t done, uint64_t total)
+{
+        struct image_pull *ip = ud;
+        atomic_store(&ip->total, total);
+        atomic_store(&ip->done, done);
+}
+
+static void *pull_thread(void *arg)
+{
+        struct image_pull *ip = arg;
+        struct reconciler *r = ip->r;
+        struct images_pull_hooks hooks = {.progress = pull_progress, .progress_ud = ip,
+                                          .cancel = &r->pull_cancel};
+        struct cap_error err = {0};
+        int64_t t0 = mono_ns();
+        int rc = serve_image_pull(r->ctx, ip->ref, ip->policy, &hooks, &err);
+        if (rc < 0)
+                log_warn("reconcile: pulling %s failed after %lld ms: %s", ip->name,
+                         (long long)(mono_ns() - t0) / 1000000, err.msg);
+        else
+                log_info("reconcile: pulled %s in %lld ms", ip->name, (long long)(mono_ns() - t0) / 1000000);
+        pthread_mutex_lock(&r->lock);
+        ip->rc = rc;
+        snprintf(ip->error, sizeof(ip->error), "%s", rc < 0 ? err.msg : "");
+        ip->running = false;
+        pthread_mutex_unlock(&r->lock);
+        reconciler_kick(r); /* its workloads go on in the next pass */
+        pthread_mutex_lock(&r->lock);
+        r->pull_threads--;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        return NULL;
+}
+
+/* Under r->lock: starts a run of ip's pull for spec's image. Returns 0 or fills err. */
+static int pull_start(struct reconciler *r, struct image_pull *ip, const Capsule__V1__WorkloadSpec *spec,
+                      struct cap_error *err)
+{
+        char *ref = strdup(spec->image);
+        if (!ref)
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        free(ip->ref);
+        ip->ref = ref;
+        ip->policy = spec->pull_policy;
+        ip->seq = ++r->pull_seq;
+        ip->rc = 0;
+        ip->error[0] = '\0';
+        atomic_store(&ip->done, 0);
+        atomic_store(&ip->total, 0);
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_t t;
+        int e = pthread_create(&t, &attr, pull_thread, ip);
+        pthread_attr_destroy(&attr);
+        if (e != 0)
+                return cap_error_set(err, -e, CAP_INTERNAL, "image %s: cannot start its pull thread", ip->name);
+        ip->running = true;
+        r->pull_threads++;
+        return 0;
+}
+
+#define IMAGE_PULLING 1 /* image_ready: a pull is under way, its end kicks a pass */
+
+/* Makes sure spec's image is present and unpacked without waiting for a registry: present ones
+ * are unpacked here (one unpack of an image at a time); for absent ones (or pullPolicy Always) a
+ * pull of the image is started, or joined when one is under way, and IMAGE_PULLING returned.
+ * The next look after the pull's end takes its outcome. Returns 0, IMAGE_PULLING or fills err. */
+static int image_ready(struct reconciler *r, struct wl_state *s, const Capsule__V1__WorkloadSpec *spec,
+                       char **digest, char **config_json, char **chain_id, struct cap_error *err)
+{
+        _cleanup_free_ char *name = NULL;
+        if (image_ref_normalize(spec->image, &name, err) < 0)
+                return err->code;
+        pthread_mutex_lock(&r->lock);
+        struct image_pull *ip = pull_get(r, name);
+        if (!ip) {
+                pthread_mutex_unlock(&r->lock);
+                return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        }
+        bool pulled = false;
+        if (ip->running) {
+                s->pull = ip;
+                s->pull_seq = ip->seq;
+                s->phase = CAPSULE__V1__PHASE__PULLING;
+                snprintf(s->message, sizeof(s->message), "pulling %s", spec->image);
+                pthread_mutex_unlock(&r->lock);
+                return IMAGE_PULLING;
+        }
+        if (s->pull == ip && s->pull_seq && s->pull_seq == ip->seq) {
+                /* the pull it waited for is over */
+                s->pull_seq = 0;
+                if (ip->rc < 0) {
+                        int rc = cap_error_set(err, ip->rc, CAP_UNAVAILABLE, "%s", ip->error);
+                        pthread_mutex_unlock(&r->lock);
+                        return rc;
+                }
+                pulled = true;
+        }
+        pthread_mutex_unlock(&r->lock);
+
+        bool need_pull = !pulled && spec->pull_policy == CAPSULE__V1__PULL_POLICY__PULL_ALWAYS;
+        if (!need_pull) {
+                pthread_mutex_lock(&ip->unpack_lock);
+                int rc = serve_image_ensure(r->ctx, spec->image, CAPSULE__V1__PULL_POLICY__PULL_NEVER, digest,
+                                            config_json, chain_id, err);
+                pthread_mutex_unlock(&ip->unpack_lock);
+                if (rc == 0)
+                        return 0;
+                if (pulled || rc != -ENOENT || err->status != CAP_FAILED_PRECONDITION ||
+                    spec->pull_policy == CAPSULE__V1__PULL_POLICY__PULL_NEVER)
+                        return rc;
+                cap_error_clear(err);
+        }
+        pthread_mutex_lock(&r->lock);
+        bool started = false;
+        if (!ip->running) {
+                if (pull_start(r, ip, spec, err) < 0) {
+                        pthread_mutex_unlock(&r->lock);
+                        return err->code;
+                }
+                started = true;
+        }
+        s->pull = ip;
+        s->pull_seq = ip->seq;
+        s->phase = CAPSULE__V1__PHASE__PULLING;
+        snprintf(s->message, sizeof(s->message), "pulling %s", spec->image);
+        pthread_mutex_unlock(&r->lock);
+        events_publish(r->ctx->events, "workload", spec->name, "pulling", "image %s%s", name,
+                       started ? "" : " (joining the pull under way)");
+        return IMAGE_PULLING;
+}
+
+/* Under r->lock: what status shows while s waits for a pull. */
+static void pull_message(const struct wl_state *s, char *out, size_t size)
+{
+        const struct image_pull *ip = s->pull;
+        uint64_t done = atomic_load(&ip->done), total = atomic_load(&ip->total);
+        if (total)
+                snprintf(out, size, "pulling %s (%.1f of %.1f MiB)", ip->name, (double)done / (1 << 20),
+                         (double)total / (1 << 20));
+        else
+                snprintf(out, size, "pulling %s (fetching its manifest)", ip->name);
+}
+
+/* ---- starting a workload ------------------------------------------------------------------ */
+
 /* Creates and starts the workload of spec through drv, setting up its network meanwhile.
- * Returns 0 or fills err. */
+ * Returns 0, IMAGE_PULLING (nothing done yet: the image is being pulled) or fills err. */
 static int run_workload(struct reconciler *r, struct wl_state *s, struct workload_driver *drv,
                         const Capsule__V1__WorkloadSpec *spec, uint64_t generation,
                         struct cap_error *err)
@@ -299,11 +495,9 @@ static int run_workload(struct reconciler *r, struct wl_state *s, struct workloa
         _cleanup_free_ char *log_path = NULL;
 
         int64_t t0 = mono_ns();
-        set_phase(r, s, CAPSULE__V1__PHASE__PULLING, "ensuring image %s", spec->image);
-        /* one at a time: two workloads of one image must not pull or unpack it twice at once */
-        pthread_mutex_lock(&r->image_lock);
-        int ir = serve_image_ensure(ctx, spec->image, spec->pull_policy, &digest, &config_json, &chain_id, err);
-        pthread_mutex_unlock(&r->image_lock);
+        int ir = image_ready(r, s, spec, &digest, &config_json, &chain_id, err);
+        if (ir == IMAGE_PULLING)
+                return IMAGE_PULLING;
         if (ir < 0)
                 return cap_error_prefix(err, "image %s", spec->image);
         pthread_mutex_lock(&r->lock);
@@ -570,7 +764,10 @@ static int64_t reconcile_one(struct reconciler *r, const struct store_workload *
                           (long long)((s->next_try_mono_ns - now) / 1000000000LL + 1));
                 return s->next_try_mono_ns;
         }
-        if (run_workload(r, s, drv, spec, w->generation, &err) < 0) {
+        int rr = run_workload(r, s, drv, spec, w->generation, &err);
+        if (rr == IMAGE_PULLING)
+                return 0; /* the pull's end kicks a pass */
+        if (rr < 0) {
                 pthread_mutex_lock(&r->lock);
                 s->backoff_s = s->backoff_s ? s->backoff_s * 2 : 1;
                 if (s->backoff_s > RECONCILE_BACKOFF_MAX_SECONDS)
@@ -774,6 +971,20 @@ void reconciler_free(struct reconciler *r)
                 return;
         unsubscribe_all(r);
         passes_end(r);
+        /* pulls end at once (their transfers check the flag), then their threads */
+        atomic_store(&r->pull_cancel, true);
+        pthread_mutex_lock(&r->lock);
+        while (r->pull_threads)
+                pthread_cond_wait(&r->cond, &r->lock);
+        pthread_mutex_unlock(&r->lock);
+        while (r->pulls) {
+                struct image_pull *ip = r->pulls;
+                r->pulls = ip->next;
+                pthread_mutex_destroy(&ip->unpack_lock);
+                free(ip->name);
+                free(ip->ref);
+                free(ip);
+        }
         stopper_free(r->stopper); /* waits for the stops in flight; they kick r */
         while (r->states) {
                 struct wl_state *s = r->states;
@@ -782,7 +993,6 @@ void reconciler_free(struct reconciler *r)
         }
         pthread_cond_destroy(&r->cond);
         pthread_mutex_destroy(&r->lock);
-        pthread_mutex_destroy(&r->image_lock);
         free(r);
 }
 
@@ -833,7 +1043,13 @@ Capsule__V1__WorkloadStatus *reconciler_status(struct reconciler *r, const char 
         st->last_exit_reason = strdup(s->last_exit_reason);
         st->last_exit_unix_nano = s->last_exit_ns;
         st->ip_address = strdup(s->ip);
-        st->message = strdup(s->message);
+        if (s->phase == CAPSULE__V1__PHASE__PULLING && s->pull && s->pull->running) {
+                char msg[sizeof(s->message)];
+                pull_message(s, msg, sizeof(msg));
+                st->message = strdup(msg);
+        } else {
+                st->message = strdup(s->message);
+        }
         st->observed_generation = s->observed_generation;
         st->image_digest = strdup(s->image_digest);
         if (s->next_try_mono_ns && s->phase == CAPSULE__V1__PHASE__BACKOFF)

@@ -1,6 +1,7 @@
 /* Runtime glue: what a workload's container needs besides the container itself (its image, its
  * volumes, its network), in one place, so the reconciler stays about desired vs actual state. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@ int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__Pu
         if (!ctx->image_store)
                 return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION, "no container runtime");
         /* present (pulled on first use per policy), then unpacked under its normalised name */
-        if (images_ensure(&ctx->images, image, policy, digest, err) < 0)
+        if (images_ensure(&ctx->images, image, policy, NULL, digest, err) < 0)
                 return err->code;
         char *name = NULL;
         if (image_ref_normalize(image, &name, err) < 0)
@@ -30,14 +31,56 @@ int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__Pu
         return r;
 }
 
+int serve_image_pull(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
+                     const struct images_pull_hooks *hooks, struct cap_error *err)
+{
+        if (!ctx->image_store)
+                return cap_error_set(err, -ENOTCONN, CAP_FAILED_PRECONDITION, "no container runtime");
+        return images_ensure(&ctx->images, image, policy, hooks, NULL, err);
+}
+
+/* The download deadlines (docs/workloads.md, "Image pulls"): from the environment of
+ * `capsuled serve`, read once; a value that is not a whole number from 1 to 10^6 is ignored
+ * with a warning naming the variable. */
+static struct {
+        long low_speed_bytes, stall_timeout_s, blob_timeout_s;
+} pull_limits;
+static pthread_once_t pull_limits_once = PTHREAD_ONCE_INIT;
+
+static long env_limit(const char *var)
+{
+        const char *v = getenv(var);
+        if (!v || !*v)
+                return 0;
+        char *end = NULL;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (errno || *end || n < 1 || n > 1000000) {
+                log_warn("%s=\"%.40s\": not a whole number from 1 to 1000000; using the default", var, v);
+                return 0;
+        }
+        return n;
+}
+
+static void pull_limits_read(void)
+{
+        pull_limits.low_speed_bytes = env_limit("CAPSULE_PULL_LOW_SPEED");
+        pull_limits.stall_timeout_s = env_limit("CAPSULE_PULL_STALL_SECONDS");
+        pull_limits.blob_timeout_s = env_limit("CAPSULE_PULL_BLOB_TIMEOUT_SECONDS");
+}
+
 void *serve_registries_get(void *ud, struct registry_opts *o)
 {
+        pthread_once(&pull_limits_once, pull_limits_read);
         struct serve_config_ref *cfg = serve_config_get(ud);
         *o = (struct registry_opts){.insecure = cfg->c.insecure_registries,
                                     .n_insecure = cfg->c.n_insecure_registries,
                                     .ca_pem = cfg->c.registry_ca_pem,
                                     .auth = cfg->c.registry_auth,
-                                    .n_auth = cfg->c.n_registry_auth};
+                                    .n_auth = cfg->c.n_registry_auth,
+                                    .low_speed_bytes = pull_limits.low_speed_bytes,
+                                    .stall_timeout_s = pull_limits.stall_timeout_s,
+                                    .blob_timeout_s = pull_limits.blob_timeout_s};
         return cfg;
 }
 

@@ -106,6 +106,11 @@ void serve_registries_put(void *ud, void *hold);
  * manifest digest, its OCI config JSON and the chain id of its top layer (all malloc'd). */
 int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
                        char **digest, char **config_json, char **chain_id, struct cap_error *err);
+/* Only the pull part of serve_image_ensure (per policy), reporting to hooks (may be NULL): the
+ * reconciler runs it on a thread of its own so that no pass waits for a registry. */
+struct images_pull_hooks;
+int serve_image_pull(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
+                     const struct images_pull_hooks *hooks, struct cap_error *err);
 /* Attaches the workload's volumes and sets up its network. On failure undoes what it did. */
 int serve_workload_attach(struct serve_ctx *ctx, const Capsule__V1__WorkloadSpec *spec,
                           struct serve_workload_env *env, struct cap_error *err);
