@@ -419,11 +419,15 @@ static int image_ready(struct reconciler *r, struct wl_state *s, const Capsule__
         }
         bool pulled = false;
         if (ip->running) {
+                bool joins = s->pull != ip || s->pull_seq != ip->seq;
                 s->pull = ip;
                 s->pull_seq = ip->seq;
                 s->phase = CAPSULE__V1__PHASE__PULLING;
                 snprintf(s->message, sizeof(s->message), "pulling %s", spec->image);
                 pthread_mutex_unlock(&r->lock);
+                if (joins)
+                        events_publish(r->ctx->events, "workload", spec->name, "pulling",
+                                       "image %s (joining the pull under way)", name);
                 return IMAGE_PULLING;
         }
         if (s->pull == ip && s->pull_seq && s->pull_seq == ip->seq) {
