@@ -179,6 +179,14 @@ class ImagePullsTest(unittest.TestCase):
         slow_ref = f"{reg.host}/slow:1"
         layer = mk.sha256(slow.layer_gz)
 
+        try:
+            self.slow_registry_case(reg, slow, slow_ref, layer)
+        finally:
+            reg.fixed = True
+            reg.release.set()  # a stall left by a failure ends
+            self.capsule.ctl(["delete", "a", "a2", "b", "c", "f"], timeout=120)
+
+    def slow_registry_case(self, reg, slow, slow_ref, layer):
         self.apply(container("b", PRESENT))
         self.wait_phase("b", "Running")
         b_restarts = self.status("b").get("restarts", 0)
@@ -239,7 +247,6 @@ class ImagePullsTest(unittest.TestCase):
         self.wait_phase("a", "Running", timeout=60)
         self.wait_phase("a2", "Running", timeout=60)
         self.assertIn(layer, self.content())
-        self.capsule.ctl(["delete", "a", "a2", "b", "c", "f"], check=True, timeout=120)
 
     def test_2_delete_waits_for_the_container(self):
         """delete returns once the container is gone (it waited for the grace period), never while
