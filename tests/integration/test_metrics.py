@@ -157,6 +157,9 @@ restart: on-failure
         boot = series(f, "capsule_boot_time_seconds")[0]
         self.assertTrue(0 < boot < time.time(), boot)
         self.assertLess(series(f, "capsule_serve_start_time_seconds")[0], time.time())
+        self.assertGreaterEqual(series(f, "capsule_reconcile_passes_total")[0], 1)
+        last = series(f, "capsule_reconcile_last_pass_seconds")[0]
+        self.assertTrue(0 < last < 60, last)
         for part in ("workloads", "volumes", "images", "api"):
             self.assertEqual(series(f, "capsule_collector_ok", collector=part), [1], part)
 
