@@ -63,6 +63,7 @@ int cmd_health(struct ctl *ctl, int argc, char **argv)
                 ctl_print_error(ctl, "health", &err);
                 return CTL_EXIT_ERROR;
         }
+        ctl_warn_server_cert(ctl, c);
         Capsule__V1__HealthResponse *h = (Capsule__V1__HealthResponse *)resp;
         if (ctl->output == CTL_OUT_TABLE && boot) {
                 print_boot(ctl, h);

@@ -275,6 +275,10 @@ int rpc_client_add_metadata(struct rpc_client *c, const char *key, const char *v
  * added (e.g. a containerd lease for some calls only). c must outlive it. */
 struct rpc_client *rpc_client_share(struct rpc_client *c, struct cap_error *err);
 
+/* The server's certificate (PEM, malloc'd) as seen on the first unary call that succeeded over
+ * TLS; NULL before that, over plaintext, or when out of memory. For expiry warnings. */
+char *rpc_client_peer_cert_pem(struct rpc_client *c);
+
 /* Frees the client. Every stream must have been freed. NULL is a no-op. */
 void rpc_client_free(struct rpc_client *c);
 
