@@ -132,6 +132,9 @@ void ctl_print_error(struct ctl *ctl, const char *what, const struct cap_error *
                 /* (not an update bundle's signature, also PERMISSION_DENIED: its message says) */
                 fprintf(f, "hint: your certificate's role does not allow this; ask for an admin "
                                 "certificate (`capsulectl gen cert --role admin ...`)\n");
+        } else if (err->status == CAP_UNAUTHENTICATED && strstr(err->msg, "is revoked")) {
+                fprintf(f, "hint: the capsule's admin revoked this certificate (machine config "
+                                "pki.revoked); ask for a new one (`capsulectl gen cert`)\n");
         } else if (err->status == CAP_DEADLINE_EXCEEDED) {
                 fprintf(f, "hint: no answer in time; raise --timeout or check the capsule with "
                                 "`capsulectl health`\n");

@@ -9,6 +9,8 @@ static const char usage[] =
     "usage: capsulectl health [--boot]\n"
     "\n"
     "Asks the capsule to run its health checks and prints each one. Exits 1 when any fails.\n"
+    "Warns on stderr (the exit code stays) when the client or the server certificate expires\n"
+    "within 30 days.\n"
     "\n"
     "Options:\n"
     "  --boot   print this boot's timeline instead: each phase of PID 1 (kernel, mounts,\n"
