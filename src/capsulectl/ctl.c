@@ -43,7 +43,8 @@ static void warn_expiry(FILE *errf, const char *what, const char *cert_pem, cons
                 fprintf(errf, "capsulectl: warning: the %s (CN %s) expired on %s; %s\n", what, cn,
                         when, hint);
         else if (days < PKI_EXPIRY_WARN_DAYS)
-                fprintf(errf, "capsulectl: warning: the %s (CN %s) expires in %ld day%s, on %s; %s\n",
+                fprintf(errf,
+                        "capsulectl: warning: the %s (CN %s) expires in %ld day%s, on %s; %s\n",
                         what, cn, days, days == 1 ? "" : "s", when, hint);
         pki_cert_info_free(&info);
 }
@@ -134,7 +135,7 @@ void ctl_print_error(struct ctl *ctl, const char *what, const struct cap_error *
                                 "certificate (`capsulectl gen cert --role admin ...`)\n");
         } else if (err->status == CAP_UNAUTHENTICATED && strstr(err->msg, "is revoked")) {
                 fprintf(f, "hint: the capsule's admin revoked this certificate (machine config "
-                                "pki.revoked); ask for a new one (`capsulectl gen cert`)\n");
+                           "pki.revoked); ask for a new one (`capsulectl gen cert`)\n");
         } else if (err->status == CAP_DEADLINE_EXCEEDED) {
                 fprintf(f, "hint: no answer in time; raise --timeout or check the capsule with "
                                 "`capsulectl health`\n");

@@ -400,8 +400,8 @@ static const char gen_cert_usage[] =
     "--revoke adds a certificate's serial to pki.revoked in the machine config (DIR/machine.yaml\n"
     "next to DIR/secrets, or -o FILE); then `capsulectl machine-config apply -f FILE` makes the\n"
     "capsule refuse that certificate at once. SERIAL is the hex serial `gen cert` printed (or\n"
-    "`capsulectl config contexts` shows); a FILE (a client config or a PEM certificate) stands for\n"
-    "the serial of its certificate.\n"
+    "`capsulectl config contexts` shows); a FILE (a client config or a PEM certificate)\n"
+    "stands for the serial of its certificate.\n"
     "\n"
     "Options:\n"
     "  --role ROLE          reader (get/list/logs/health/version) or admin (everything)\n"
@@ -767,8 +767,8 @@ static int gen_cert_renew(const struct gen_cert_args *a)
         struct pki_cert_info info = {0};
         const struct client_context *cx = client_config_find(&old, a->context);
         if (!cx) {
-                fprintf(stderr, "capsulectl gen cert --renew: %s has no context %s%s%s\n",
-                        a->renew, a->context ? "\"" : "(no current one; pass --context NAME)",
+                fprintf(stderr, "capsulectl gen cert --renew: %s has no context %s%s%s\n", a->renew,
+                        a->context ? "\"" : "(no current one; pass --context NAME)",
                         a->context ? a->context : "", a->context ? "\"" : "");
                 goto out;
         }
@@ -830,8 +830,8 @@ static int gen_cert_renew(const struct gen_cert_args *a)
         printf("wrote %s  (client config: context \"%s\", user %s, role %s, valid until %s%s)\n"
                "serial %s  (replaces serial %s, which stays valid until it expires; revoke it "
                "with `capsulectl gen cert --revoke %s --secrets %s`)\n",
-               out, nx.name, info.cn, info.o, until, a->days < 0 ? ", ALREADY EXPIRED" : "",
-               serial, old_serial, old_serial, a->secrets);
+               out, nx.name, info.cn, info.o, until, a->days < 0 ? ", ALREADY EXPIRED" : "", serial,
+               old_serial, old_serial, a->secrets);
         rc = CTL_EXIT_OK;
 out:
         pki_cert_info_free(&info);
@@ -919,23 +919,22 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
                 }
         }
         if (optind != argc) {
-                fprintf(stderr, "capsulectl gen cert: unexpected argument \"%s\"\n%s",
-                        argv[optind], gen_cert_usage);
+                fprintf(stderr, "capsulectl gen cert: unexpected argument \"%s\"\n%s", argv[optind],
+                        gen_cert_usage);
                 return CTL_EXIT_USAGE;
         }
         if (a.n_revoke > 0 || a.renew) {
                 const char *mode = a.n_revoke ? "--revoke" : "--renew";
-                const char *bad = a.n_revoke && a.renew ? "--renew"
-                                  : a.role              ? "--role"
-                                  : a.user              ? "--name"
-                                  : a.pem               ? "--pem"
-                                  : a.endpoint          ? "--endpoint"
+                const char *bad = a.n_revoke && a.renew     ? "--renew"
+                                  : a.role                  ? "--role"
+                                  : a.user                  ? "--name"
+                                  : a.pem                   ? "--pem"
+                                  : a.endpoint              ? "--endpoint"
                                   : a.n_revoke && a.context ? "--context"
                                   : a.n_revoke && a.days    ? "--days"
                                                             : NULL;
                 if (bad) {
-                        fprintf(stderr, "capsulectl gen cert: %s does not go with %s\n", bad,
-                                mode);
+                        fprintf(stderr, "capsulectl gen cert: %s does not go with %s\n", bad, mode);
                         return CTL_EXIT_USAGE;
                 }
                 if (!a.secrets && !(a.n_revoke && a.out)) {

@@ -854,8 +854,9 @@ TEST(machine_revoked)
         free(text);
         machine_config_free(&m);
 
-        expect_machine_error("hostname: home\n" PKI_OK "  revoked: [\"12XY\"]\n",
-                             "machine.yaml:12: ", "pki.revoked[0]: \"12XY\" is not a certificate serial");
+        expect_machine_error(
+            "hostname: home\n" PKI_OK "  revoked: [\"12XY\"]\n",
+            "machine.yaml:12: ", "pki.revoked[0]: \"12XY\" is not a certificate serial");
         expect_machine_error("hostname: home\n" PKI_OK "  revoked: [\"AB\", \"a:b\"]\n",
                              "pki.revoked[1]: \"a:b\" is not a certificate serial", NULL);
         expect_machine_error("hostname: home\n" PKI_OK "  revoked: [\"ab\", \"0AB\"]\n",

@@ -8,8 +8,9 @@
  * certificates, network, NTP servers, the commit window) is read by PID 1 and serve at start, so it
  * waits for the next boot, and the answer says so; the update keys are live too (Updates.Push reads
  * the live config), so a key rotation needs no reboot, and so is pki.revoked (the authorizer reads
- * the live config on every call): a revocation takes effect when the apply returns. A different pki.ca is refused unless asked for: it
- * would make every client certificate, the caller's included, useless. */
+ * the live config on every call): a revocation takes effect when the apply returns. A different
+ * pki.ca is refused unless asked for: it would make every client certificate, the caller's
+ * included, useless. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
