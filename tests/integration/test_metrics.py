@@ -261,6 +261,25 @@ restart: on-failure
         self.assertEqual(status, 200)
         parse(body)
 
+    def test_revoked_certificate_forbidden(self):
+        """gen cert --revoke (by the PEM file) + machine-config apply: 403 naming the serial at
+        once; the admin certificate still scrapes."""
+        out = os.path.join(self.tmp, "revokee-certs")
+        p = harness.ctl(["gen", "cert", "--role", "reader", "--name", "revokee", "--secrets",
+                         self.capsule.secrets, "--pem", "-o", out], check=True)
+        serial = re.search(r"(?m)^serial ([0-9A-F]+)", p.stdout).group(1)
+        crt, key = os.path.join(out, "revokee.crt"), os.path.join(out, "revokee.key")
+        self.assertEqual(self.get(cert=crt, key=key)[0], 200)
+        p = harness.ctl(["gen", "cert", "--revoke", crt, "--secrets", self.capsule.secrets], check=True)
+        self.assertIn(f"revoked serial {serial}", p.stdout)
+        self.capsule.ctl(["machine-config", "apply", "-f",
+                          os.path.join(self.capsule.cfgdir, "machine.yaml")], check=True)
+        status, _, body = self.get(cert=crt, key=key)
+        self.assertEqual(status, 403)
+        self.assertIn(f"(serial {serial}) is revoked", body)
+        self.assertNotIn("capsule_", body)
+        self.assertEqual(self.get()[0], 200)
+
     def test_other_paths_methods_and_sizes(self):
         status, _, body = self.get("/")
         self.assertEqual(status, 404)

@@ -357,6 +357,16 @@ static int metrics_render(void *ud, char **text, size_t *len)
 }
 
 /* The metrics endpoint, unless the machine config turns it off. */
+/* The metrics endpoint's revocation check: pki.revoked of the live machine config. */
+static bool metrics_revoked(void *ud, const char *serial)
+{
+        struct serve_ctx *ctx = ud;
+        struct serve_config_ref *live = serve_config_get(ctx);
+        bool r = machine_serial_revoked(&live->c, serial);
+        serve_config_put(ctx, live);
+        return r;
+}
+
 static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, struct cap_error *err)
 {
         if (ctx->mcfg.metrics_off && !o->metrics_listen) {
@@ -374,6 +384,8 @@ static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, stru
             .key_pem = ctx->mcfg.key_pem,
             .render = metrics_render,
             .render_ud = ctx,
+            .revoked = metrics_revoked,
+            .revoked_ud = ctx,
         };
         int port = 0;
         ctx->metrics = metrics_http_start(&mo, &port, err);
