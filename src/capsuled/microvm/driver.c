@@ -1018,15 +1018,16 @@ int vmd_rootdisk_collect(struct vmd *d, const char *const *keep, size_t n_keep, 
                 struct cap_error e = {0};
                 if (rd->ops->cache_remove(rd, key, what, sizeof(what), &e) < 0) {
                         /* the others still go; the next collect tries this one again */
-                        log_warn("microvm: root disks: remove the cache of sha256:%s: %s", key, e.msg);
+                        log_warn("microvm: root disks: remove the cache of sha256:%s: %s", key,
+                                 e.msg);
                         continue;
                 }
                 removed++;
                 log_info("microvm: root disks: removed the cache of sha256:%s (%s, %llu MiB): no "
                          "image and no microVM uses it (%s)",
                          key, what, bytes >> 20, why);
-                struct vmd_cache_gone g = {.key = key, .what = what, .bytes = bytes,
-                                           .backend = rd->name, .why = why};
+                struct vmd_cache_gone g = {
+                    .key = key, .what = what, .bytes = bytes, .backend = rd->name, .why = why};
                 if (fn)
                         fn(&g, ud);
         }
