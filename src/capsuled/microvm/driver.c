@@ -982,19 +982,39 @@ static int claimed_keys(struct vmd *d, struct keyset *out)
         return r;
 }
 
+struct cache_row {
+        char key[72];
+        uint64_t bytes;
+};
+
+struct cache_rows {
+        struct cache_row *v;
+        size_t n, cap;
+};
+
 static int collect_list_one(const char *key, uint64_t bytes, void *ud)
 {
-        struct keyset *all = ud;
-        char row[80];
-        snprintf(row, sizeof(row), "%s %" PRIu64, key, bytes);
-        return keyset_add(all, row);
+        struct cache_rows *rows = ud;
+        if (rows->n == rows->cap) {
+                size_t cap = rows->cap ? rows->cap * 2 : 16;
+                struct cache_row *nv = realloc(rows->v, cap * sizeof(*nv));
+                if (!nv)
+                        return -ENOMEM;
+                rows->v = nv;
+                rows->cap = cap;
+        }
+        struct cache_row *row = &rows->v[rows->n++];
+        snprintf(row->key, sizeof(row->key), "%s", key);
+        row->bytes = bytes;
+        return 0;
 }
 
 int vmd_rootdisk_collect(struct vmd *d, const char *const *keep, size_t n_keep, const char *why,
                          vmd_cache_gone_fn fn, void *ud, struct cap_error *err)
 {
         struct vm_rootdisk *rd = d->rootdisk;
-        struct keyset claimed = {0}, caches = {0};
+        struct keyset claimed = {0};
+        struct cache_rows caches = {0};
         int removed = 0;
         pthread_mutex_lock(&d->ref_lock);
         int r = claimed_keys(d, &claimed);
@@ -1003,10 +1023,8 @@ int vmd_rootdisk_collect(struct vmd *d, const char *const *keep, size_t n_keep, 
         else
                 r = rd->ops->cache_list(rd, collect_list_one, &caches, err);
         for (size_t i = 0; r >= 0 && i < caches.n; i++) {
-                char key[80];
-                unsigned long long bytes = 0;
-                if (sscanf(caches.v[i], "%79s %llu", key, &bytes) != 2)
-                        continue;
+                const char *key = caches.v[i].key;
+                uint64_t bytes = caches.v[i].bytes;
                 bool wanted = keyset_has(&claimed, key);
                 for (size_t k = 0; k < n_keep && !wanted; k++) {
                         const char *h = strchr(keep[k], ':');
@@ -1023,8 +1041,8 @@ int vmd_rootdisk_collect(struct vmd *d, const char *const *keep, size_t n_keep, 
                         continue;
                 }
                 removed++;
-                log_info("microvm: root disks: removed the cache of sha256:%s (%s, %llu MiB): no "
-                         "image and no microVM uses it (%s)",
+                log_info("microvm: root disks: removed the cache of sha256:%s (%s, %" PRIu64
+                         " MiB): no image and no microVM uses it (%s)",
                          key, what, bytes >> 20, why);
                 struct vmd_cache_gone g = {
                     .key = key, .what = what, .bytes = bytes, .backend = rd->name, .why = why};
