@@ -234,9 +234,20 @@ void serve_rootcache_start(struct serve_ctx *ctx)
         if (!d)
                 return;
         microvm_driver_on_cache_gone(d, rootcache_gone, ctx);
+}
+
+void serve_rootcache_sweep(struct serve_ctx *ctx)
+{
+        struct workload_driver *d =
+            ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)];
+        if (!d)
+                return;
         struct cap_error err = {0};
-        if (microvm_driver_rootdisk_collect(d, "start-time cleanup", &err) < 0)
+        int n = microvm_driver_rootdisk_collect(d, "start-time cleanup", &err);
+        if (n < 0)
                 log_warn("microvm: root disk caches: %s; kept them all", err.msg);
+        else
+                log_info("microvm: root disk caches: start-time cleanup removed %d", n);
 }
 
 void serve_image_deleted(void *ud, const char *name, const char *digest)

@@ -611,6 +611,8 @@ static int run(struct serve_opts *o)
                 log_error("%s", err.msg);
                 goto out;
         }
+        /* root disk caches no image and no microVM needs any more (not on the boot's path) */
+        serve_rootcache_sweep(&ctx);
 
         int sig = 0;
         sigwait(&sigs, &sig);
