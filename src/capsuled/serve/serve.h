@@ -99,6 +99,14 @@ struct serve_workload_env {
         struct cni_setup_job *net_job; /* network setup still running (attach_begin .. _end) */
 };
 
+/* MicroVM root disk caches of deleted images (runtime.c): start hooks the events up (before the
+ * reconciler runs); sweep, once the API answers (off the boot's critical path), collects what an
+ * earlier life left (an image deleted just before a crash); images_env.deleted collects the cache
+ * of the deleted image unless a microVM still claims it. */
+void serve_rootcache_start(struct serve_ctx *ctx);
+void serve_rootcache_sweep(struct serve_ctx *ctx);
+void serve_image_deleted(void *ud, const char *name, const char *digest);
+
 /* images_env's registries_get/put: the live machine config's registries, held while in use. */
 void *serve_registries_get(void *ud, struct registry_opts *o);
 void serve_registries_put(void *ud, void *hold);
