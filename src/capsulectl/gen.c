@@ -378,7 +378,7 @@ static int gen_config(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char gen_cert_usage[] =
-    "usage: capsulectl gen cert --role reader|admin --name USER --secrets DIR/secrets\n"
+    "usage: capsulectl gen cert --role reader|operator|admin --name USER --secrets DIR/secrets\n"
     "                           [--days D] [-o FILE] [--endpoint HOST:PORT] [--context NAME] "
     "[--force] [--pem]\n"
     "       capsulectl gen cert --renew CONFIG --secrets DIR/secrets [--days D] [-o FILE] "
@@ -404,8 +404,10 @@ static const char gen_cert_usage[] =
     "stands for the serial of its certificate.\n"
     "\n"
     "Options:\n"
-    "  --role ROLE          reader (get/list/logs/health/version) or admin (everything)\n"
-    "                       (required, no default)\n"
+    "  --role ROLE          reader (read-only: get/list/logs/events/health/version, env\n"
+    "                       values redacted), operator (also apply/delete/restart, exec,\n"
+    "                       dmesg, images, volumes; not machine config, updates, reboot or\n"
+    "                       debug) or admin (everything) (required, no default)\n"
     "  --name USER          the certificate's CN, a DNS label (required, no default)\n"
     "  --secrets DIR        the directory with ca.crt and ca.key (from `capsulectl gen config`)\n"
     "                       (required, no default; with --revoke: where machine.yaml is)\n"
@@ -430,6 +432,8 @@ static const char gen_cert_usage[] =
     "Examples:\n"
     "  capsulectl gen cert --role reader --name alice --secrets ~/capsule-home/secrets \\\n"
     "      -o alice.capsuleconfig\n"
+    "  capsulectl gen cert --role operator --name ci --secrets ~/capsule-home/secrets \\\n"
+    "      -o ci.capsuleconfig\n"
     "  capsulectl gen cert --role reader --name prometheus --secrets ~/capsule-home/secrets \\\n"
     "      --pem -o /etc/prometheus/capsule\n"
     "  capsulectl gen cert --renew alice.capsuleconfig --secrets ~/capsule-home/secrets \\\n"
@@ -439,6 +443,15 @@ static const char gen_cert_usage[] =
     "  capsulectl machine-config apply -f ~/capsule-home/machine.yaml\n";
 
 #define GEN_REVOKE_MAX 64
+
+/* The certificate's O for a --role word, NULL for an unknown one. */
+static const char *gen_cert_role(const char *word)
+{
+        return strcmp(word, "admin") == 0      ? PKI_ROLE_ADMIN
+               : strcmp(word, "operator") == 0 ? PKI_ROLE_OPERATOR
+               : strcmp(word, "reader") == 0   ? PKI_ROLE_READER
+                                               : NULL;
+}
 
 struct gen_cert_args {
         const char *role, *user, *secrets, *out, *endpoint, *context, *renew;
@@ -541,7 +554,7 @@ static int gen_cert_pem(const struct gen_cert_args *a, const char *ca_crt, const
                 return CTL_EXIT_ERROR;
         }
         int rc = CTL_EXIT_ERROR;
-        const char *role = strcmp(a->role, "admin") == 0 ? PKI_ROLE_ADMIN : PKI_ROLE_READER;
+        const char *role = gen_cert_role(a->role);
         struct pki_issue_opts opts = {.key_type = a->kt, .days = a->days};
         if (pki_client_issue(&capair, a->user, role, &opts, &cl, &err) < 0) {
                 fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
@@ -600,7 +613,7 @@ static int gen_cert_run(const struct gen_cert_args *a)
         if (gen_cert_target(a, base, ca.cert_pem, endpoint, sizeof(endpoint), context,
                             sizeof(context)) < 0)
                 goto out;
-        const char *role = strcmp(a->role, "admin") == 0 ? PKI_ROLE_ADMIN : PKI_ROLE_READER;
+        const char *role = gen_cert_role(a->role);
         struct pki_issue_opts opts = {.key_type = a->kt, .days = a->days};
         if (pki_client_issue(&ca, a->user, role, &opts, &cl, &err) < 0) {
                 fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
@@ -957,8 +970,9 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
                                 argv[optind], gen_cert_usage);
                 return CTL_EXIT_USAGE;
         }
-        if (strcmp(a.role, "reader") != 0 && strcmp(a.role, "admin") != 0) {
-                fprintf(stderr, "capsulectl gen cert: --role %s: expected reader or admin\n",
+        if (!gen_cert_role(a.role)) {
+                fprintf(stderr,
+                        "capsulectl gen cert: --role %s: expected reader, operator or admin\n",
                         a.role);
                 return CTL_EXIT_USAGE;
         }

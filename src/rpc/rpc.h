@@ -197,7 +197,7 @@ struct rpc_peer {
         char addr[128]; /* gRPC's peer string: "ipv4:127.0.0.1:41234", "unix:", "fd:12" */
         bool verified;  /* a client certificate was presented and verified against the CA */
         char cn[256];   /* client certificate subject CN ("" when not verified) */
-        char org[256];  /* subject O: the role, "capsule:admin" or "capsule:reader" */
+        char org[256];  /* subject O: the role, "capsule:admin", "capsule:operator", ... */
 };
 
 /* Fills *peer with the caller's address and, over mutual TLS, its verified certificate's subject

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Host-mode API spine: capsuled serve over mTLS, capsulectl version/health, Python grpcio
-interop, certificate checks (no cert, other CA, expired) and roles (reader vs admin)."""
+interop, certificate checks (no cert, other CA, expired) and roles (reader, operator, admin)."""
 
 import json
 import os
@@ -195,6 +195,42 @@ class ApiTest(CapsuleTestCase):
                     call(ch, path, req, resp)
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED, path)
                 self.assertIn("capsule:reader", cm.exception.details())
+                self.assertIn(path, cm.exception.details())
+            # dmesg (a stream) is not a reader's either
+            dmesg = ch.unary_stream("/capsule.v1.System/Dmesg",
+                                    request_serializer=lambda m: m.SerializeToString(),
+                                    response_deserializer=sysm.DmesgLine.FromString)
+            with self.assertRaises(grpc.RpcError) as cm:
+                list(dmesg(sysm.DmesgRequest(), timeout=10))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+            self.assertIn("/capsule.v1.System/Dmesg: role capsule:reader", cm.exception.details())
+
+    def test_operator_role(self):
+        out = os.path.join(self.tmp, "operator-config")
+        p = ctl(["gen", "cert", "--role", "operator", "--name", "olga", "--secrets",
+                 self.capsule.secrets, "--endpoint", self.capsule.endpoint, "-o", out], check=True)
+        self.assertIn("role capsule:operator", p.stdout)
+        _, ocert, okey = harness.load_client_context(out)
+        sysm, wl = self.pb["system"], self.pb["workloads"]
+        with channel(self.capsule, self.ca, ocert, okey) as ch:
+            # past authorization: the handler itself refuses an empty spec
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(ch, "/capsule.v1.Workloads/Apply", wl.ApplyRequest(), wl.ApplyResponse)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            for path, req, resp in [
+                    ("/capsule.v1.System/Reboot", sysm.RebootRequest(), sysm.RebootResponse),
+                    ("/capsule.v1.System/ApplyMachineConfig",
+                     sysm.ApplyMachineConfigRequest(config=b"x"), sysm.ApplyMachineConfigResponse)]:
+                with self.assertRaises(grpc.RpcError, msg=path) as cm:
+                    call(ch, path, req, resp)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED, path)
+                self.assertEqual(cm.exception.details(),
+                                 f'{path}: role capsule:operator (certificate "olga") may not call '
+                                 "this method; it needs capsule:admin")
+        p = ctl(["gen", "cert", "--role", "root", "--name", "x", "--secrets", self.capsule.secrets,
+                 "-o", os.path.join(self.tmp, "root-config")])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--role root: expected reader, operator or admin", p.stderr)
 
     def test_admin_reboot_in_host_mode_is_precondition(self):
         sysm = self.pb["system"]

@@ -280,6 +280,14 @@ restart: on-failure
         self.assertNotIn("capsule_", body)
         self.assertEqual(self.get()[0], 200)
 
+    def test_operator_certificate_scrapes_too(self):
+        out = os.path.join(self.tmp, "op-certs")
+        harness.ctl(["gen", "cert", "--role", "operator", "--name", "ops", "--secrets",
+                     self.capsule.secrets, "--pem", "-o", out], check=True)
+        status, _, body = self.get(cert=os.path.join(out, "ops.crt"), key=os.path.join(out, "ops.key"))
+        self.assertEqual(status, 200)
+        parse(body)
+
     def test_other_paths_methods_and_sizes(self):
         status, _, body = self.get("/")
         self.assertEqual(status, 404)
