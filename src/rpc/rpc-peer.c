@@ -138,8 +138,8 @@ int rpc_call_peer_serial(struct rpc_call *c, char *buf, size_t size, struct cap_
         else if (strlen(hex) >= size)
                 r = cap_error_set(err, -ERANGE, CAP_UNAUTHENTICATED,
                                   "the client certificate's serial is too long");
-        else
-                snprintf(buf, size, "%s", hex);
+        else /* without leading zeros, as `gen cert` prints it and pki.revoked holds it */
+                snprintf(buf, size, "%s", hex + strspn(hex, "0") - (hex[strspn(hex, "0")] == '\0'));
         OPENSSL_free(hex);
         BN_free(bn);
         X509_free(x);

@@ -157,7 +157,8 @@ static int conn_write(struct conn *c, const char *buf, size_t len)
         return 0;
 }
 
-/* The client certificate's subject O (its Capsule role), CN and serial (upper-case hex). */
+/* The client certificate's subject O (its Capsule role), CN and serial (upper-case hex, no leading
+ * zeros). */
 static void peer_identity(SSL *ssl, char *org, size_t org_len, char *cn, size_t cn_len,
                           char *serial, size_t serial_len)
 {
@@ -167,8 +168,8 @@ static void peer_identity(SSL *ssl, char *org, size_t org_len, char *cn, size_t 
                 return;
         BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
         char *hex = bn ? BN_bn2hex(bn) : NULL;
-        if (hex && strlen(hex) < serial_len)
-                snprintf(serial, serial_len, "%s", hex);
+        if (hex && strlen(hex) < serial_len) /* without leading zeros, as gen cert prints it */
+                snprintf(serial, serial_len, "%s", hex + strspn(hex, "0") - (hex[strspn(hex, "0")] == '\0'));
         OPENSSL_free(hex);
         BN_free(bn);
         X509_NAME *name = X509_get_subject_name(cert);
