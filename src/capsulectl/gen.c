@@ -716,7 +716,8 @@ static int gen_cert_revoke(const struct gen_cert_args *a)
                 fprintf(stderr, "capsulectl gen cert --revoke: out of memory\n");
                 goto out;
         }
-        memcpy(list, mc.revoked_serials, n * sizeof(char *));
+        if (n) /* memcpy's source may not be NULL, even for 0 bytes */
+                memcpy(list, mc.revoked_serials, n * sizeof(char *));
         for (size_t i = 0; i < a->n_revoke; i++) {
                 bool dup = false;
                 for (size_t j = 0; j < n + added && !dup; j++)
