@@ -23,6 +23,8 @@ PKGS=(
   squashfs-tools cpio zstd socat curl jq
   # a real Prometheus scrapes the metrics endpoint in tests/integration/test_metrics.py
   prometheus
+  # the zsh and fish completion scripts run in their shells in tests/integration/test_cli.py
+  zsh fish
 )
 
 missing=()

@@ -352,6 +352,63 @@ static int print_diff(struct ctl *ctl, const char *title, const char *a, const c
         return changed;
 }
 
+/* The capsule shows "<redacted>" for secret env values (and for all of them to a reader): show
+ * the manifest's values the same way, so only real differences remain. Re-renders *want; returns
+ * how many values were redacted, or -ENOMEM. */
+static int diff_redact(const Capsule__V1__WorkloadSpec *local, const Capsule__V1__WorkloadSpec *have,
+                       char **want)
+{
+        Capsule__V1__WorkloadSpec *w = manifest_workload_copy(local);
+        if (!w)
+                return -ENOMEM;
+        int n = 0;
+        for (size_t i = 0; i < w->n_env; i++) {
+                bool hidden = manifest_env_is_secret(w, w->env[i]->key);
+                for (size_t j = 0; !hidden && j < have->n_env; j++)
+                        hidden = strcmp(have->env[j]->key, w->env[i]->key) == 0 &&
+                                 strcmp(have->env[j]->value, MANIFEST_REDACTED) == 0;
+                if (!hidden)
+                        continue;
+                char *v = strdup(MANIFEST_REDACTED);
+                if (!v) {
+                        n = -ENOMEM;
+                        break;
+                }
+                free(w->env[i]->value);
+                w->env[i]->value = v;
+                n++;
+        }
+        if (n > 0) {
+                free(*want);
+                *want = manifest_workload_to_yaml(w);
+        }
+        capsule__v1__workload_spec__free_unpacked(w, NULL);
+        return n;
+}
+
+/* The texts match but some values were hidden: a dry-run apply tells whether the stored values
+ * differ (without showing them). Returns 1 if they do, 0 if not or it cannot tell (said). */
+static int diff_secrets(struct ctl *ctl, struct rpc_client *c, const char *title,
+                        Capsule__V1__WorkloadSpec *spec)
+{
+        Capsule__V1__ApplyRequest req = CAPSULE__V1__APPLY_REQUEST__INIT;
+        req.spec = spec;
+        req.dry_run = true;
+        ProtobufCMessage *resp = NULL;
+        struct cap_error err = {0};
+        if (rpc_unary(c, "/capsule.v1.Workloads/Apply", &req.base,
+                      &capsule__v1__apply_response__descriptor, &resp, ctl->timeout_ms, &err) < 0) {
+                fprintf(stderr, "%s: redacted env values not compared: %s\n", title, err.msg);
+                return 0;
+        }
+        bool differ = ((Capsule__V1__ApplyResponse *)resp)->result !=
+                      CAPSULE__V1__APPLY_RESULT__UNCHANGED;
+        protobuf_c_message_free_unpacked(resp, NULL);
+        if (differ)
+                fprintf(ctl->out, "%s: a redacted env value differs (values not shown)\n", title);
+        return differ;
+}
+
 static const char diff_usage[] =
     "usage: capsulectl diff -f FILE|DIR|- [-f ...]\n"
     "\n"
@@ -401,7 +458,10 @@ int cmd_diff(struct ctl *ctl, int argc, char **argv)
                 }
                 Capsule__V1__GetResponse *g = (Capsule__V1__GetResponse *)resp;
                 _cleanup_free_ char *have = manifest_workload_to_yaml(g->workload->spec);
+                int redacted = diff_redact(d->workload, g->workload->spec, &want);
                 if (have && want && strcmp(have, want) != 0 && print_diff(ctl, title, have, want) > 0)
+                        rc = CTL_EXIT_ERROR;
+                else if (have && want && redacted > 0 && diff_secrets(ctl, c, title, d->workload) != 0)
                         rc = CTL_EXIT_ERROR;
                 protobuf_c_message_free_unpacked(resp, NULL);
         }

@@ -107,6 +107,9 @@ int ctl_parse_since(const char *s, int64_t now_unix_nano, int64_t *out);
 int ctl_load_config(struct ctl *ctl);
 /* The connected API client (mTLS from the selected context); prints the error and returns NULL. */
 struct rpc_client *ctl_client(struct ctl *ctl);
+/* After a call on c: warns on stderr when the server's certificate expires within
+ * PKI_EXPIRY_WARN_DAYS days (the client's own is checked by ctl_client). */
+void ctl_warn_server_cert(struct ctl *ctl, struct rpc_client *c);
 /* `volume backup` and `volume restore` (volume_backup.c). */
 int cmd_volume_backup(struct ctl *ctl, int argc, char **argv);
 int cmd_volume_restore(struct ctl *ctl, int argc, char **argv);

@@ -39,7 +39,7 @@ static bool have_path(struct ctl *ctl, const char *verb)
 
 /* Facts about a context's client certificate for display; fields stay empty when unreadable. */
 struct cert_facts {
-        char user[80], role[40], expires[32];
+        char user[80], role[40], expires[32], serial[MACHINE_SERIAL_MAX_HEX + 1];
         long days_left;
         bool ok;
 };
@@ -56,6 +56,8 @@ static void cert_facts(const char *cert_pem, struct cert_facts *f)
         }
         snprintf(f->user, sizeof(f->user), "%s", info.cn ? info.cn : "");
         snprintf(f->role, sizeof(f->role), "%s", info.o ? info.o : "");
+        if (machine_serial_canon(info.serial_hex, f->serial) < 0)
+                f->serial[0] = '\0';
         struct tm tm;
         gmtime_r(&info.not_after, &tm);
         strftime(f->expires, sizeof(f->expires), "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -67,7 +69,8 @@ static const char contexts_usage[] =
     "usage: capsulectl config contexts\n"
     "\n"
     "Lists the contexts of the client config: name, endpoint(s), whether it is the current one,\n"
-    "and its certificate's user, role and expiry. -o json|yaml prints the same as data.\n"
+    "and its certificate's user, role, expiry and serial (what `gen cert --revoke` takes).\n"
+    "-o json|yaml prints the same as data.\n"
     "\n"
     "Options: none besides the global ones (`capsulectl --help`).\n"
     "\n"
@@ -116,6 +119,8 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
                                                        json_object_new_string(f.expires));
                                 json_object_object_add(o, "certDaysLeft",
                                                        json_object_new_int64(f.days_left));
+                                json_object_object_add(o, "certSerial",
+                                                       json_object_new_string(f.serial));
                         }
                         json_object_array_add(list, o);
                 }
@@ -124,8 +129,8 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
                 json_object_put(root);
                 return CTL_EXIT_OK;
         }
-        printf("%-20s %-28s %-8s %-12s %-15s %s\n", "NAME", "ENDPOINT", "CURRENT", "USER", "ROLE",
-               "CERT EXPIRES");
+        printf("%-20s %-28s %-8s %-12s %-15s %-22s %s\n", "NAME", "ENDPOINT", "CURRENT", "USER",
+               "ROLE", "CERT EXPIRES", "SERIAL");
         for (size_t i = 0; i < cfg->n_contexts; i++) {
                 const struct client_context *x = &cfg->contexts[i];
                 struct cert_facts f;
@@ -139,8 +144,8 @@ static int config_contexts(struct ctl *ctl, int argc, char **argv)
                         snprintf(left, sizeof(left), "in %ldd%s", f.days_left,
                                  f.days_left < PKI_EXPIRY_WARN_DAYS ? " (renew soon)" : "");
                 _cleanup_free_ char *line = client_context_endpoints_line(x);
-                printf("%-20s %-28s %-8s %-12s %-15s %s\n", x->name, line ? line : "",
-                       x == cur ? "*" : "", f.user, f.role, left);
+                printf("%-20s %-28s %-8s %-12s %-15s %-22s %s\n", x->name, line ? line : "",
+                       x == cur ? "*" : "", f.user, f.role, left, f.serial);
         }
         if (cfg->n_contexts == 0)
                 fprintf(stderr, "%s has no contexts; add one with `capsulectl config merge FILE`\n",

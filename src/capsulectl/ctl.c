@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "capsulectl.h"
 #include "common/pki.h"
@@ -23,19 +24,46 @@ int ctl_load_config(struct ctl *ctl)
         return 0;
 }
 
-/* Warns on stderr when the client certificate expires within 30 days (or has expired). */
-static void warn_cert_expiry(FILE *errf, const char *cert_pem)
+/* Warns on stderr when a certificate (what: "client certificate of context \"home\"") expires
+ * within PKI_EXPIRY_WARN_DAYS days or has expired, saying when; hint: what to do about it. */
+static void warn_expiry(FILE *errf, const char *what, const char *cert_pem, const char *hint)
 {
         struct cap_error err = {0};
+        struct pki_cert_info info;
         long days = 0;
-        if (pki_cert_days_left(cert_pem, &days, &err) < 0)
+        if (!cert_pem || pki_cert_days_left(cert_pem, &days, &err) < 0 ||
+            pki_cert_info(cert_pem, &info, &err) < 0)
                 return;
+        char when[32];
+        struct tm tm;
+        gmtime_r(&info.not_after, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm);
+        const char *cn = info.cn ? info.cn : "";
         if (days < 0)
-                fprintf(errf, "capsulectl: warning: your client certificate has expired; mint a new "
-                                "one with `capsulectl gen cert --secrets DIR/secrets ...`\n");
-        else if (days < 30)
-                fprintf(errf, "capsulectl: warning: your client certificate expires in %ld days; mint a "
-                                "new one with `capsulectl gen cert --secrets DIR/secrets ...`\n", days);
+                fprintf(errf, "capsulectl: warning: the %s (CN %s) expired on %s; %s\n", what, cn,
+                        when, hint);
+        else if (days < PKI_EXPIRY_WARN_DAYS)
+                fprintf(errf,
+                        "capsulectl: warning: the %s (CN %s) expires in %ld day%s, on %s; %s\n",
+                        what, cn, days, days == 1 ? "" : "s", when, hint);
+        pki_cert_info_free(&info);
+}
+
+static void warn_cert_expiry(FILE *errf, const struct client_context *cx)
+{
+        char what[160];
+        snprintf(what, sizeof(what), "client certificate of context \"%s\"", cx->name);
+        warn_expiry(errf, what, cx->cert_pem,
+                    "renew it with `capsulectl gen cert --renew CONFIG --secrets DIR/secrets`");
+}
+
+void ctl_warn_server_cert(struct ctl *ctl, struct rpc_client *c)
+{
+        char *pem = rpc_client_peer_cert_pem(c);
+        warn_expiry(ctl->err, "server certificate of the capsule", pem,
+                    "put a new one from the same CA into pki.cert/pki.key and install it with "
+                    "`capsulectl machine-config apply` (it takes effect at the next boot)");
+        free(pem);
 }
 
 void ctl_parse_done(struct ctl *ctl)
@@ -72,7 +100,7 @@ struct rpc_client *ctl_client(struct ctl *ctl)
                 fprintf(ctl->err, "capsulectl: context \"%s\" has no endpoint; pass --capsule HOST:PORT\n", cx->name);
                 return NULL;
         }
-        warn_cert_expiry(ctl->err, cx->cert_pem);
+        warn_cert_expiry(ctl->err, cx);
         struct rpc_tls tls = {
                 .ca_pem = cx->ca_pem,
                 .cert_pem = cx->cert_pem,
@@ -105,6 +133,9 @@ void ctl_print_error(struct ctl *ctl, const char *what, const struct cap_error *
                 /* (not an update bundle's signature, also PERMISSION_DENIED: its message says) */
                 fprintf(f, "hint: your certificate's role does not allow this; ask for an admin "
                                 "certificate (`capsulectl gen cert --role admin ...`)\n");
+        } else if (err->status == CAP_UNAUTHENTICATED && strstr(err->msg, "is revoked")) {
+                fprintf(f, "hint: the capsule's admin revoked this certificate (machine config "
+                           "pki.revoked); ask for a new one (`capsulectl gen cert`)\n");
         } else if (err->status == CAP_DEADLINE_EXCEEDED) {
                 fprintf(f, "hint: no answer in time; raise --timeout or check the capsule with "
                                 "`capsulectl health`\n");

@@ -6,6 +6,12 @@
  *                       DIR/capsuleconfig (for capsulectl, with an admin certificate)
  *   gen cert         -> a client certificate signed by that CA, by default as a complete
  *                       capsuleconfig so that an operator can hand one file to a user.
+ *   gen cert --renew FILE
+ *                    -> a fresh certificate with the name and role of the one in client config
+ *                       FILE, written as a new client config with FILE's context.
+ *   gen cert --revoke SERIAL|FILE
+ *                    -> adds the serial to pki.revoked in DIR/machine.yaml; `capsulectl
+ *                       machine-config apply` makes the capsule refuse it at once.
  * Nothing is ever overwritten without --force: replacing the CA orphans every certificate. */
 #include <errno.h>
 #include <getopt.h>
@@ -98,6 +104,19 @@ static void print_date(char *buf, size_t len, const char *cert_pem)
         struct tm tm;
         gmtime_r(&info.not_after, &tm);
         strftime(buf, len, "%Y-%m-%d", &tm);
+        pki_cert_info_free(&info);
+}
+
+/* The certificate's serial in canonical hex (as pki.revoked holds it), "" when unreadable. */
+static void print_serial(char buf[MACHINE_SERIAL_MAX_HEX + 1], const char *cert_pem)
+{
+        struct pki_cert_info info;
+        struct cap_error err = {0};
+        buf[0] = '\0';
+        if (pki_cert_info(cert_pem, &info, &err) < 0)
+                return;
+        if (machine_serial_canon(info.serial_hex, buf) < 0)
+                buf[0] = '\0';
         pki_cert_info_free(&info);
 }
 
@@ -359,42 +378,85 @@ static int gen_config(struct ctl *ctl, int argc, char **argv)
 }
 
 static const char gen_cert_usage[] =
-    "usage: capsulectl gen cert --role reader|admin --name USER --secrets DIR/secrets\n"
+    "usage: capsulectl gen cert --role reader|operator|admin --name USER --secrets DIR/secrets\n"
     "                           [--days D] [-o FILE] [--endpoint HOST:PORT] [--context NAME] "
     "[--force] [--pem]\n"
+    "       capsulectl gen cert --renew CONFIG --secrets DIR/secrets [--days D] [-o FILE] "
+    "[--force]\n"
+    "       capsulectl gen cert --revoke SERIAL|FILE [--revoke ...] (--secrets DIR/secrets | "
+    "-o MACHINE.yaml)\n"
     "\n"
     "Mints a client certificate for USER signed by the CA in DIR/secrets and writes a complete\n"
     "client config (one context) that you can hand to USER: they run\n"
     "`capsulectl --config FILE version` or merge it with `capsulectl config merge FILE`.\n"
     "With --pem it writes PEM files instead, for other TLS clients (Prometheus scraping the\n"
     "metrics endpoint): FILE is then a directory with USER.crt, USER.key and ca.crt.\n"
+    "The certificate's serial is printed: --revoke takes it.\n"
+    "\n"
+    "--renew CONFIG mints a fresh certificate (new key, full validity) with the name and role of\n"
+    "the one in the client config CONFIG (its current context, or --context NAME) and writes a\n"
+    "new client config with that context's name and endpoint.\n"
+    "\n"
+    "--revoke adds a certificate's serial to pki.revoked in the machine config (DIR/machine.yaml\n"
+    "next to DIR/secrets, or -o FILE); then `capsulectl machine-config apply -f FILE` makes the\n"
+    "capsule refuse that certificate at once. SERIAL is the hex serial `gen cert` printed (or\n"
+    "`capsulectl config contexts` shows); a FILE (a client config or a PEM certificate)\n"
+    "stands for the serial of its certificate.\n"
     "\n"
     "Options:\n"
-    "  --role ROLE          reader (get/list/logs/health/version) or admin (everything)\n"
-    "                       (required, no default)\n"
+    "  --role ROLE          reader (read-only: get/list/logs/events/health/version, env\n"
+    "                       values redacted), operator (also apply/delete/restart, exec,\n"
+    "                       dmesg, images, volumes; not machine config, updates, reboot or\n"
+    "                       debug) or admin (everything) (required, no default)\n"
     "  --name USER          the certificate's CN, a DNS label (required, no default)\n"
     "  --secrets DIR        the directory with ca.crt and ca.key (from `capsulectl gen config`)\n"
-    "                       (required, no default)\n"
+    "                       (required, no default; with --revoke: where machine.yaml is)\n"
     "  --days D             validity in days (default 365); a negative D makes an already\n"
-    "                       expired certificate, for testing\n"
+    "                       expired certificate, and a small one a soon-expiring one, for testing\n"
     "  -o, --output FILE    where to write (default DIR/../capsuleconfig-USER, with --pem\n"
-    "                       the directory DIR/../USER)\n"
+    "                       the directory DIR/../USER, with --revoke the machine config\n"
+    "                       DIR/../machine.yaml)\n"
     "  --pem                write USER.crt, USER.key and ca.crt into the directory FILE\n"
     "                       instead of a client config (default: off)\n"
     "  --endpoint HOST:PORT the capsule's endpoint (default: from DIR/../capsuleconfig)\n"
-    "  --context NAME       the context's name (default: the capsule's name from the CA)\n"
+    "  --context NAME       the context's name (default: the capsule's name from the CA; with\n"
+    "                       --renew, the context of CONFIG to renew, default its current one)\n"
     "  --force              overwrite FILE if it exists (default: refuse)\n"
     "  --key-type TYPE      ecdsa (P-256, default) or ed25519\n"
     "  --expired            mint an already expired certificate, for tests (default: off)\n"
+    "  --renew CONFIG       renew the certificate of client config CONFIG (default: mint a new\n"
+    "                       one from --role and --name)\n"
+    "  --revoke SERIAL|FILE revoke a certificate: record its serial in the machine config\n"
+    "                       (repeatable, up to 64 at once; default: mint instead)\n"
     "\n"
     "Examples:\n"
     "  capsulectl gen cert --role reader --name alice --secrets ~/capsule-home/secrets \\\n"
     "      -o alice.capsuleconfig\n"
+    "  capsulectl gen cert --role operator --name ci --secrets ~/capsule-home/secrets \\\n"
+    "      -o ci.capsuleconfig\n"
     "  capsulectl gen cert --role reader --name prometheus --secrets ~/capsule-home/secrets \\\n"
-    "      --pem -o /etc/prometheus/capsule\n";
+    "      --pem -o /etc/prometheus/capsule\n"
+    "  capsulectl gen cert --renew alice.capsuleconfig --secrets ~/capsule-home/secrets \\\n"
+    "      -o alice-2027.capsuleconfig\n"
+    "  capsulectl gen cert --revoke 5A3C9E0B17D24F6E8A1B2C3D4E5F6071 \\\n"
+    "      --secrets ~/capsule-home/secrets\n"
+    "  capsulectl machine-config apply -f ~/capsule-home/machine.yaml\n";
+
+#define GEN_REVOKE_MAX 64
+
+/* The certificate's O for a --role word, NULL for an unknown one. */
+static const char *gen_cert_role(const char *word)
+{
+        return strcmp(word, "admin") == 0      ? PKI_ROLE_ADMIN
+               : strcmp(word, "operator") == 0 ? PKI_ROLE_OPERATOR
+               : strcmp(word, "reader") == 0   ? PKI_ROLE_READER
+                                               : NULL;
+}
 
 struct gen_cert_args {
-        const char *role, *user, *secrets, *out, *endpoint, *context;
+        const char *role, *user, *secrets, *out, *endpoint, *context, *renew;
+        const char *revoke[GEN_REVOKE_MAX];
+        size_t n_revoke;
         int days;
         bool force, pem;
         enum pki_key_type kt;
@@ -492,7 +554,7 @@ static int gen_cert_pem(const struct gen_cert_args *a, const char *ca_crt, const
                 return CTL_EXIT_ERROR;
         }
         int rc = CTL_EXIT_ERROR;
-        const char *role = strcmp(a->role, "admin") == 0 ? PKI_ROLE_ADMIN : PKI_ROLE_READER;
+        const char *role = gen_cert_role(a->role);
         struct pki_issue_opts opts = {.key_type = a->kt, .days = a->days};
         if (pki_client_issue(&capair, a->user, role, &opts, &cl, &err) < 0) {
                 fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
@@ -505,10 +567,11 @@ static int gen_cert_pem(const struct gen_cert_args *a, const char *ca_crt, const
         if (write_out(key, cl.key_pem, 0600) < 0 || write_out(crt, cl.cert_pem, 0644) < 0 ||
             write_out(ca, capair.cert_pem, 0644) < 0)
                 goto out;
-        char until[32];
+        char until[32], serial[MACHINE_SERIAL_MAX_HEX + 1];
         print_date(until, sizeof(until), cl.cert_pem);
-        printf("wrote %s, %s and %s  (user %s, role %s, valid until %s%s)\n", crt, key, ca,
-               a->user, role, until, a->days < 0 ? ", ALREADY EXPIRED" : "");
+        print_serial(serial, cl.cert_pem);
+        printf("wrote %s, %s and %s  (user %s, role %s, valid until %s%s)\nserial %s\n", crt, key,
+               ca, a->user, role, until, a->days < 0 ? ", ALREADY EXPIRED" : "", serial);
         rc = CTL_EXIT_OK;
 out:
         pki_pair_free(&capair);
@@ -550,7 +613,7 @@ static int gen_cert_run(const struct gen_cert_args *a)
         if (gen_cert_target(a, base, ca.cert_pem, endpoint, sizeof(endpoint), context,
                             sizeof(context)) < 0)
                 goto out;
-        const char *role = strcmp(a->role, "admin") == 0 ? PKI_ROLE_ADMIN : PKI_ROLE_READER;
+        const char *role = gen_cert_role(a->role);
         struct pki_issue_opts opts = {.key_type = a->kt, .days = a->days};
         if (pki_client_issue(&ca, a->user, role, &opts, &cl, &err) < 0) {
                 fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
@@ -562,11 +625,14 @@ static int gen_cert_run(const struct gen_cert_args *a)
                 fprintf(stderr, "capsulectl gen cert: %s\n", err.msg);
                 goto out;
         }
-        char until[32];
+        char until[32], serial[MACHINE_SERIAL_MAX_HEX + 1];
         print_date(until, sizeof(until), cl.cert_pem);
+        print_serial(serial, cl.cert_pem);
         printf(
-            "wrote %s  (client config: context \"%s\" -> %s, user %s, role %s, valid until %s%s)\n",
-            out, context, endpoint, a->user, role, until, a->days < 0 ? ", ALREADY EXPIRED" : "");
+            "wrote %s  (client config: context \"%s\" -> %s, user %s, role %s, valid until %s%s)\n"
+            "serial %s  (revoke it with `capsulectl gen cert --revoke %s --secrets %s`)\n",
+            out, context, endpoint, a->user, role, until, a->days < 0 ? ", ALREADY EXPIRED" : "",
+            serial, serial, a->secrets);
         printf("\nNext: hand %s to %s (it holds a private key: use a private channel); they run\n"
                "  capsulectl --config FILE version\n"
                "or add it to their own config with `capsulectl config merge FILE`.\n",
@@ -575,6 +641,217 @@ static int gen_cert_run(const struct gen_cert_args *a)
 out:
         pki_pair_free(&ca);
         pki_pair_free(&cl);
+        return rc;
+}
+
+/* The serial that a --revoke argument names: hex as given, or the certificate in FILE (a client
+ * config's current context, or a PEM certificate). */
+static int revoke_serial(const char *arg, char serial[MACHINE_SERIAL_MAX_HEX + 1])
+{
+        if (machine_serial_canon(arg, serial) == 0)
+                return 0;
+        struct cap_error err = {0};
+        if (!file_exists(arg)) {
+                fprintf(stderr,
+                        "capsulectl gen cert: --revoke \"%.80s\": not a certificate serial (1-%d "
+                        "hex digits, as `gen cert` prints it) and no such file\n",
+                        arg, MACHINE_SERIAL_MAX_HEX);
+                return -1;
+        }
+        struct client_config cc = {0};
+        _cleanup_free_ char *pem = NULL;
+        const char *cert = NULL;
+        if (client_config_load(arg, &cc, &err) == 0) {
+                const struct client_context *cx = client_config_find(&cc, NULL);
+                cert = cx ? cx->cert_pem : NULL;
+        } else {
+                size_t len = 0;
+                if (config_read_file(arg, &pem, &len, &err) == 0)
+                        cert = pem;
+        }
+        struct pki_cert_info info = {0};
+        int rc = 0;
+        if (!cert || pki_cert_info(cert, &info, &err) < 0 ||
+            machine_serial_canon(info.serial_hex, serial) < 0) {
+                fprintf(stderr,
+                        "capsulectl gen cert: --revoke %s: neither a client config with a current "
+                        "context nor a PEM certificate%s%s\n",
+                        arg, err.msg[0] ? ": " : "", err.msg);
+                rc = -1;
+        }
+        pki_cert_info_free(&info);
+        client_config_free(&cc);
+        return rc;
+}
+
+/* gen cert --revoke: adds serials to pki.revoked of the machine config. Nothing is written when
+ * any argument is bad or the list would grow past MACHINE_REVOKED_MAX. */
+static int gen_cert_revoke(const struct gen_cert_args *a)
+{
+        char path[PATH_MAX];
+        if (a->out) {
+                snprintf(path, sizeof(path), "%s", a->out);
+        } else {
+                char base[PATH_MAX];
+                parent_dir(a->secrets, base, sizeof(base));
+                snprintf(path, sizeof(path), "%s/machine.yaml", base);
+        }
+        char serials[GEN_REVOKE_MAX][MACHINE_SERIAL_MAX_HEX + 1];
+        for (size_t i = 0; i < a->n_revoke; i++)
+                if (revoke_serial(a->revoke[i], serials[i]) < 0)
+                        return CTL_EXIT_USAGE;
+        struct cap_error err = {0};
+        struct machine_config mc = {0};
+        if (machine_config_load(path, &mc, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert --revoke: %s\n", err.msg);
+                if (err.code == -ENOENT)
+                        fprintf(stderr, "hint: name the machine config with -o FILE (default: "
+                                        "machine.yaml next to --secrets DIR)\n");
+                return CTL_EXIT_ERROR;
+        }
+        int rc = CTL_EXIT_ERROR;
+        size_t n = mc.n_revoked_serials, added = 0;
+        char **list = calloc(n + a->n_revoke + 1, sizeof(char *));
+        if (!list) {
+                fprintf(stderr, "capsulectl gen cert --revoke: out of memory\n");
+                goto out;
+        }
+        if (n) /* memcpy's source may not be NULL, even for 0 bytes */
+                memcpy(list, mc.revoked_serials, n * sizeof(char *));
+        for (size_t i = 0; i < a->n_revoke; i++) {
+                bool dup = false;
+                for (size_t j = 0; j < n + added && !dup; j++)
+                        dup = strcmp(list[j], serials[i]) == 0;
+                if (dup) {
+                        printf("serial %s is already revoked in %s\n", serials[i], path);
+                        continue;
+                }
+                list[n + added++] = serials[i];
+        }
+        if (n + added > MACHINE_REVOKED_MAX) {
+                fprintf(stderr,
+                        "capsulectl gen cert --revoke: %s: pki.revoked would hold %zu serials, at "
+                        "most %d; drop the serials of certificates that have expired anyway, or "
+                        "replace the CA (see docs/operations.md)\n",
+                        path, n + added, MACHINE_REVOKED_MAX);
+                goto out;
+        }
+        if (added == 0) {
+                rc = CTL_EXIT_OK;
+                goto out;
+        }
+        char **old = mc.revoked_serials;
+        mc.revoked_serials = list;
+        mc.n_revoked_serials = n + added;
+        int r = machine_config_save(path, &mc, &err);
+        mc.revoked_serials = old;
+        mc.n_revoked_serials = n;
+        if (r < 0) {
+                fprintf(stderr, "capsulectl gen cert --revoke: %s\n", err.msg);
+                goto out;
+        }
+        for (size_t i = n; i < n + added; i++)
+                printf("revoked serial %s in %s\n", list[i], path);
+        printf("%zu serial%s in pki.revoked.\n\nNext: make the capsule refuse %s now:\n"
+               "  capsulectl machine-config apply -f %s\n",
+               n + added, n + added == 1 ? "" : "s", added == 1 ? "it" : "them", path);
+        rc = CTL_EXIT_OK;
+out:
+        free(list); /* its strings belong to mc or serials */
+        machine_config_free(&mc);
+        return rc;
+}
+
+/* gen cert --renew: the name and role of CONFIG's certificate, a fresh key and certificate from
+ * the CA in --secrets, written with CONFIG's context (name, endpoint or endpoints). */
+static int gen_cert_renew(const struct gen_cert_args *a)
+{
+        struct cap_error err = {0};
+        char base[PATH_MAX], ca_crt[PATH_MAX], ca_key[PATH_MAX], out[PATH_MAX];
+        parent_dir(a->secrets, base, sizeof(base));
+        snprintf(ca_crt, sizeof(ca_crt), "%s/ca.crt", a->secrets);
+        snprintf(ca_key, sizeof(ca_key), "%s/ca.key", a->secrets);
+        struct client_config old = {0};
+        if (client_config_load(a->renew, &old, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert --renew: %s\n", err.msg);
+                return CTL_EXIT_ERROR;
+        }
+        int rc = CTL_EXIT_ERROR;
+        struct pki_pair ca = {0}, cl = {0};
+        struct pki_cert_info info = {0};
+        const struct client_context *cx = client_config_find(&old, a->context);
+        if (!cx) {
+                fprintf(stderr, "capsulectl gen cert --renew: %s has no context %s%s%s\n", a->renew,
+                        a->context ? "\"" : "(no current one; pass --context NAME)",
+                        a->context ? a->context : "", a->context ? "\"" : "");
+                goto out;
+        }
+        if (pki_cert_info(cx->cert_pem, &info, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert --renew: %s: context \"%s\": %s\n", a->renew,
+                        cx->name, err.msg);
+                goto out;
+        }
+        if (!info.cn || name_check("the certificate's CN", info.cn, &err) < 0 || !info.o ||
+            !pki_role_is_valid(info.o)) {
+                fprintf(stderr,
+                        "capsulectl gen cert --renew: %s: context \"%s\": the certificate (CN "
+                        "\"%s\", O \"%s\") is not a Capsule client certificate; mint one with "
+                        "--role and --name\n",
+                        a->renew, cx->name, info.cn ? info.cn : "", info.o ? info.o : "");
+                goto out;
+        }
+        if (a->out)
+                snprintf(out, sizeof(out), "%s", a->out);
+        else
+                snprintf(out, sizeof(out), "%s/capsuleconfig-%s", base, info.cn);
+        if (!a->force && file_exists(out)) {
+                fprintf(stderr,
+                        "capsulectl gen cert --renew: %s already exists; pass --force to "
+                        "overwrite it or -o FILE to write elsewhere\n",
+                        out);
+                goto out;
+        }
+        if (pki_pair_load_files(ca_crt, ca_key, &ca, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert --renew: load the CA: %s\n", err.msg);
+                goto out;
+        }
+        int vr = pki_verify(ca.cert_pem, cx->cert_pem, PKI_PURPOSE_CLIENT, &err);
+        if (vr < 0 && vr != -EKEYEXPIRED) {
+                fprintf(stderr,
+                        "capsulectl gen cert --renew: %s: context \"%s\": the certificate was "
+                        "not issued by the CA in %s (%s)\n",
+                        a->renew, cx->name, a->secrets, err.msg);
+                goto out;
+        }
+        struct pki_issue_opts opts = {.key_type = a->kt, .days = a->days};
+        if (pki_client_issue(&ca, info.cn, info.o, &opts, &cl, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert --renew: %s\n", err.msg);
+                goto out;
+        }
+        struct client_context nx = *cx;
+        nx.ca_pem = ca.cert_pem;
+        nx.cert_pem = cl.cert_pem;
+        nx.key_pem = cl.key_pem;
+        struct client_config cc = {.current_context = nx.name, .contexts = &nx, .n_contexts = 1};
+        if (client_config_save(out, &cc, &err) < 0) {
+                fprintf(stderr, "capsulectl gen cert --renew: %s\n", err.msg);
+                goto out;
+        }
+        char until[32], serial[MACHINE_SERIAL_MAX_HEX + 1], old_serial[MACHINE_SERIAL_MAX_HEX + 1];
+        print_date(until, sizeof(until), cl.cert_pem);
+        print_serial(serial, cl.cert_pem);
+        print_serial(old_serial, cx->cert_pem);
+        printf("wrote %s  (client config: context \"%s\", user %s, role %s, valid until %s%s)\n"
+               "serial %s  (replaces serial %s, which stays valid until it expires; revoke it "
+               "with `capsulectl gen cert --revoke %s --secrets %s`)\n",
+               out, nx.name, info.cn, info.o, until, a->days < 0 ? ", ALREADY EXPIRED" : "", serial,
+               old_serial, old_serial, a->secrets);
+        rc = CTL_EXIT_OK;
+out:
+        pki_cert_info_free(&info);
+        pki_pair_free(&ca);
+        pki_pair_free(&cl);
+        client_config_free(&old);
         return rc;
 }
 
@@ -592,6 +869,8 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
             {"key-type", required_argument, NULL, 'k'},
             {"expired", no_argument, NULL, 'x'}, /* for tests: same as --days -1 */
             {"pem", no_argument, NULL, 'P'},
+            {"renew", required_argument, NULL, 'N'},
+            {"revoke", required_argument, NULL, 'V'},
             {NULL, 0, NULL, 0},
         };
         if (ctl_wants_help(argc, argv, gen_cert_usage))
@@ -628,6 +907,18 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
                 case 'P':
                         a.pem = true;
                         break;
+                case 'N':
+                        a.renew = optarg;
+                        break;
+                case 'V':
+                        if (a.n_revoke == GEN_REVOKE_MAX) {
+                                fprintf(stderr,
+                                        "capsulectl gen cert: --revoke: at most %d at once\n",
+                                        GEN_REVOKE_MAX);
+                                return CTL_EXIT_USAGE;
+                        }
+                        a.revoke[a.n_revoke++] = optarg;
+                        break;
                 case 'd':
                         if (parse_days(optarg, &a.days) < 0)
                                 return CTL_EXIT_USAGE;
@@ -640,6 +931,32 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
                         fputs(gen_cert_usage, stderr);
                         return CTL_EXIT_USAGE;
                 }
+        }
+        if (optind != argc) {
+                fprintf(stderr, "capsulectl gen cert: unexpected argument \"%s\"\n%s", argv[optind],
+                        gen_cert_usage);
+                return CTL_EXIT_USAGE;
+        }
+        if (a.n_revoke > 0 || a.renew) {
+                const char *mode = a.n_revoke ? "--revoke" : "--renew";
+                const char *bad = a.n_revoke && a.renew     ? "--renew"
+                                  : a.role                  ? "--role"
+                                  : a.user                  ? "--name"
+                                  : a.pem                   ? "--pem"
+                                  : a.endpoint              ? "--endpoint"
+                                  : a.n_revoke && a.context ? "--context"
+                                  : a.n_revoke && a.days    ? "--days"
+                                                            : NULL;
+                if (bad) {
+                        fprintf(stderr, "capsulectl gen cert: %s does not go with %s\n", bad, mode);
+                        return CTL_EXIT_USAGE;
+                }
+                if (!a.secrets && !(a.n_revoke && a.out)) {
+                        fprintf(stderr, "capsulectl gen cert: %s needs --secrets DIR%s\n", mode,
+                                a.n_revoke ? " (or -o MACHINE.yaml)" : "");
+                        return CTL_EXIT_USAGE;
+                }
+                return a.n_revoke ? gen_cert_revoke(&a) : gen_cert_renew(&a);
         }
         const char *missing = !a.role      ? "--role"
                               : !a.user    ? "--name"
@@ -654,8 +971,9 @@ static int gen_cert(struct ctl *ctl, int argc, char **argv)
                                 argv[optind], gen_cert_usage);
                 return CTL_EXIT_USAGE;
         }
-        if (strcmp(a.role, "reader") != 0 && strcmp(a.role, "admin") != 0) {
-                fprintf(stderr, "capsulectl gen cert: --role %s: expected reader or admin\n",
+        if (!gen_cert_role(a.role)) {
+                fprintf(stderr,
+                        "capsulectl gen cert: --role %s: expected reader, operator or admin\n",
                         a.role);
                 return CTL_EXIT_USAGE;
         }

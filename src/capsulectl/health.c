@@ -9,6 +9,8 @@ static const char usage[] =
     "usage: capsulectl health [--boot]\n"
     "\n"
     "Asks the capsule to run its health checks and prints each one. Exits 1 when any fails.\n"
+    "Warns on stderr (the exit code stays) when the client or the server certificate expires\n"
+    "within 30 days.\n"
     "\n"
     "Options:\n"
     "  --boot   print this boot's timeline instead: each phase of PID 1 (kernel, mounts,\n"
@@ -63,6 +65,7 @@ int cmd_health(struct ctl *ctl, int argc, char **argv)
                 ctl_print_error(ctl, "health", &err);
                 return CTL_EXIT_ERROR;
         }
+        ctl_warn_server_cert(ctl, c);
         Capsule__V1__HealthResponse *h = (Capsule__V1__HealthResponse *)resp;
         if (ctl->output == CTL_OUT_TABLE && boot) {
                 print_boot(ctl, h);

@@ -42,7 +42,7 @@ static const struct ctl_opt opts_gen[] = {
     {"endpoint", 0, true}, {"output-dir", 'o', true}, {"output", 'o', true}, {"force", 0, false},
     {"key-type", 0, true}, {"role", 0, true},         {"name", 0, true},     {"secrets", 0, true},
     {"days", 0, true},     {"context", 0, true},      {"expired", 0, false}, {"pem", 0, false},
-    {0}};
+    {"revoke", 0, true},   {"renew", 0, true},        {0}};
 static const struct ctl_opt opts_config[] = {{"force", 0, false}, {"use", 0, false}, {0}};
 
 static const char *const subs_image[] = {"push", "pull", "ls", "rm", NULL};

@@ -11,6 +11,8 @@ static const char usage[] =
     "usage: capsulectl version [--client]\n"
     "\n"
     "Prints the client version and the server's (version, build, hostname, mode, uptime, slot).\n"
+    "Warns on stderr (the exit code stays) when the client or the server certificate expires\n"
+    "within 30 days.\n"
     "\n"
     "Options:\n"
     "  --client   print only the client version, do not contact the capsule (default: both)\n"
@@ -55,6 +57,7 @@ int cmd_version(struct ctl *ctl, int argc, char **argv)
                         rc = CTL_EXIT_ERROR;
                         goto out;
                 }
+                ctl_warn_server_cert(ctl, c);
                 Capsule__V1__VersionResponse *v = (Capsule__V1__VersionResponse *)resp;
                 if (ctl->output == CTL_OUT_TABLE) {
                         char age[32];

@@ -102,6 +102,12 @@ struct json_object *ctl_workload_json(const Capsule__V1__Workload *w)
         for (size_t i = 0; i < s->n_env; i++)
                 json_object_object_add(env, s->env[i]->key, json_object_new_string(s->env[i]->value));
         json_object_object_add(spec, "env", env);
+        if (s->n_secret_env) { /* their values above are "<redacted>" (the server's doing) */
+                struct json_object *secret = json_object_new_array();
+                for (size_t i = 0; i < s->n_secret_env; i++)
+                        json_object_array_add(secret, json_object_new_string(s->secret_env[i]));
+                json_object_object_add(spec, "secretEnv", secret);
+        }
         struct json_object *ports = json_object_new_array();
         for (size_t i = 0; i < s->n_ports; i++) {
                 char p[96];

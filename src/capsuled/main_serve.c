@@ -17,13 +17,7 @@
 
 static void usage(FILE *f)
 {
-        fprintf(f, "usage: capsuled serve --root DIR --machine-config FILE [--listen ADDR] [options]\n"
-                   "       capsuled init      (PID 1 role: the capsuled executable, not this one)\n"
-                   "       capsuled probe-accel --kernel K --initrd I [--cache FILE] [--json]\n"
-                   "                          (kvm or tcg: can this host run a microVM under KVM?)\n"
-                   "       capsuled check-config FILE   (is this machine config valid? exit 0/1)\n"
-                   "       capsuled version\n"
-                   "Run `capsuled serve --help` for the control plane's options.\n");
+        fputs(CAPSULED_USAGE, f);
 }
 
 /* capsuled check-config FILE: the whole machine config validation, for PID 1. */

@@ -428,10 +428,78 @@ static int machine_metrics_field(struct yparse *p, const char *key, yaml_node_t 
         return 0;
 }
 
+int machine_serial_canon(const char *s, char out[MACHINE_SERIAL_MAX_HEX + 1])
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > MACHINE_SERIAL_MAX_HEX || strspn(s, "0123456789abcdefABCDEF") != n)
+                return -EINVAL;
+        while (n > 1 && *s == '0') {
+                s++;
+                n--;
+        }
+        for (size_t i = 0; i <= n; i++)
+                out[i] = (char)(s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 'A' : s[i]);
+        return 0;
+}
+
+bool machine_serial_revoked(const struct machine_config *c, const char *serial)
+{
+        char canon[MACHINE_SERIAL_MAX_HEX + 1];
+        if (!serial || machine_serial_canon(serial, canon) < 0)
+                return false;
+        for (size_t i = 0; i < c->n_revoked_serials; i++)
+                if (strcmp(c->revoked_serials[i], canon) == 0)
+                        return true;
+        return false;
+}
+
+bool machine_config_revoked_equal(const struct machine_config *a, const struct machine_config *b)
+{
+        if (a->n_revoked_serials != b->n_revoked_serials)
+                return false;
+        for (size_t i = 0; i < a->n_revoked_serials; i++)
+                if (strcmp(a->revoked_serials[i], b->revoked_serials[i]) != 0)
+                        return false;
+        return true;
+}
+
+/* pki.revoked: a list of 1-40 hex digit serials, at most MACHINE_REVOKED_MAX, no repeats;
+ * kept in canonical form. */
+static int machine_pki_revoked(struct yparse *p, yaml_node_t *v, const char *path,
+                               struct machine_config *c)
+{
+        if (v->type == YAML_SEQUENCE_NODE) {
+                size_t count = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+                if (count > MACHINE_REVOKED_MAX)
+                        return fail_at(p, v, "%s: %zu serials, at most %d", path, count,
+                                       MACHINE_REVOKED_MAX);
+        }
+        int r = take_strv(p, v, path, &c->revoked_serials, &c->n_revoked_serials);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < c->n_revoked_serials; i++) {
+                yaml_node_t *item = node_get(p, v->data.sequence.items.start[i]);
+                char canon[MACHINE_SERIAL_MAX_HEX + 1];
+                if (machine_serial_canon(c->revoked_serials[i], canon) < 0)
+                        return fail_at(p, item,
+                                       "%s[%zu]: \"%.60s\" is not a certificate serial (1-%d hex "
+                                       "digits, as `capsulectl gen cert` prints it)",
+                                       path, i, c->revoked_serials[i], MACHINE_SERIAL_MAX_HEX);
+                strcpy(c->revoked_serials[i], canon); /* never longer than the original */
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(c->revoked_serials[j], canon) == 0)
+                                return fail_at(p, item, "%s[%zu]: serial %s is already at %s[%zu]",
+                                               path, i, canon, path, j);
+        }
+        return 0;
+}
+
 static int machine_pki_field(struct yparse *p, const char *key, yaml_node_t *v, const char *path,
                              void *obj)
 {
         struct machine_config *c = ((struct machine_parse *)obj)->c;
+        if (strcmp(key, "revoked") == 0)
+                return machine_pki_revoked(p, v, path, c);
         if (strcmp(key, "ca") == 0)
                 return take_str(p, v, path, &c->ca_pem);
         if (strcmp(key, "cert") == 0)
@@ -894,6 +962,7 @@ void machine_config_free(struct machine_config *c)
         free(c->update_pubkey_pem);
         free_strv(c->update_trusted_keys, c->n_update_trusted_keys);
         free_strv(c->ntp_servers, c->n_ntp_servers);
+        free_strv(c->revoked_serials, c->n_revoked_serials);
         memset(c, 0, sizeof(*c));
 }
 
@@ -1425,6 +1494,7 @@ int machine_config_format(const struct machine_config *c, char **out, size_t *le
         emit_key_str(&o, "ca", c->ca_pem);
         emit_key_str(&o, "cert", c->cert_pem);
         emit_key_str(&o, "key", c->key_pem);
+        emit_strv(&o, "revoked", c->revoked_serials, c->n_revoked_serials);
         emit_map_end(&o);
         if (c->n_insecure_registries || c->registry_ca_pem || c->n_registry_auth) {
                 emit_scalar(&o, "registries", YAML_PLAIN_SCALAR_STYLE);

@@ -7,6 +7,8 @@
  *   hostname: home
  *   api: {listen: "0.0.0.0:50000"}
  *   pki: {ca: <PEM>, cert: <PEM>, key: <PEM>}
+ *   pki.revoked: ["3F2A...", ...]  serials (hex) of client certificates the API refuses; live
+ *                                  (machine-config apply makes it effective at once)
  *   registries:
  *     insecure: ["127.0.0.1:5000"]
  *     ca: <PEM, one or more certificates>
@@ -80,7 +82,23 @@ struct machine_config {
         bool metrics_off;           /* metrics.enabled: false (zero value: on) */
         char *metrics_listen;       /* metrics.listen, default MACHINE_METRICS_LISTEN */
         bool metrics_insecure_http; /* metrics.insecureHTTP, default false */
+        /* pki.revoked: serials of revoked client certificates, canonical (upper-case hex without
+         * leading zeros, see machine_serial_canon), no repeats, at most MACHINE_REVOKED_MAX */
+        char **revoked_serials;
+        size_t n_revoked_serials;
 };
+
+/* Bounds of pki.revoked: how many serials, and the length of one (RFC 5280: at most 20 octets). */
+#define MACHINE_REVOKED_MAX 1024
+#define MACHINE_SERIAL_MAX_HEX 40
+
+/* Canonical form of a certificate serial written in hex ("0a1B" -> "A1B"): upper case, no leading
+ * zeros ("0" for zero). -EINVAL (out untouched) unless s is 1-40 hex digits; out needs 41 bytes. */
+int machine_serial_canon(const char *s, char out[MACHINE_SERIAL_MAX_HEX + 1]);
+/* True when serial (any hex form) is in cfg's pki.revoked. */
+bool machine_serial_revoked(const struct machine_config *cfg, const char *serial);
+/* True when a and b revoke the same serials in the same order. */
+bool machine_config_revoked_equal(const struct machine_config *a, const struct machine_config *b);
 
 #define MACHINE_METRICS_LISTEN "0.0.0.0:50001"
 

@@ -90,6 +90,29 @@ static int env_cmp(const void *a, const void *b)
         return strcmp(x->key ? x->key : "", y->key ? y->key : "");
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+        const char *x = *(char *const *)a, *y = *(char *const *)b;
+        return strcmp(x ? x : "", y ? y : "");
+}
+
+bool manifest_env_is_secret(const Capsule__V1__WorkloadSpec *w, const char *key)
+{
+        for (size_t i = 0; key && i < w->n_secret_env; i++)
+                if (w->secret_env[i] && strcmp(w->secret_env[i], key) == 0)
+                        return true;
+        return false;
+}
+
+int manifest_workload_redact(Capsule__V1__WorkloadSpec *w, bool all)
+{
+        for (size_t i = 0; i < w->n_env; i++)
+                if ((all || manifest_env_is_secret(w, w->env[i]->key)) &&
+                    replace_str(&w->env[i]->value, MANIFEST_REDACTED) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
 static int normalize_port(Capsule__V1__PortMapping *p)
 {
         null_to_empty(&p->host_ip);
@@ -120,6 +143,10 @@ int manifest_workload_normalize(Capsule__V1__WorkloadSpec *w)
         }
         if (w->n_env > 1)
                 qsort(w->env, w->n_env, sizeof(*w->env), env_cmp);
+        for (size_t i = 0; i < w->n_secret_env; i++)
+                null_to_empty(&w->secret_env[i]);
+        if (w->n_secret_env > 1)
+                qsort(w->secret_env, w->n_secret_env, sizeof(*w->secret_env), str_cmp);
         for (size_t i = 0; i < w->n_ports; i++)
                 if (normalize_port(w->ports[i]) < 0)
                         return -ENOMEM;
@@ -345,11 +372,26 @@ static void emit_mounts(struct out *o, const Capsule__V1__WorkloadSpec *w)
         emit_seq(o, false, false);
 }
 
+/* A map {KEY: value}, or with a secret among them the list form that can mark it:
+ * [{name, value, secret: true}]. */
 static void emit_env(struct out *o, const Capsule__V1__WorkloadSpec *w)
 {
         if (!w->n_env)
                 return;
         emit_plain(o, "env");
+        if (w->n_secret_env) {
+                emit_seq(o, true, false);
+                for (size_t i = 0; i < w->n_env; i++) {
+                        emit_map(o, true, true);
+                        emit_kv(o, "name", w->env[i]->key);
+                        emit_kv(o, "value", w->env[i]->value);
+                        if (manifest_env_is_secret(w, w->env[i]->key))
+                                emit_kv_plain(o, "secret", "true");
+                        emit_map(o, false, true);
+                }
+                emit_seq(o, false, false);
+                return;
+        }
         emit_map(o, true, false);
         for (size_t i = 0; i < w->n_env; i++) {
                 emit_str(o, w->env[i]->key);

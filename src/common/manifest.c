@@ -554,6 +554,30 @@ static void validate_env(struct vsink *s, const Capsule__V1__WorkloadSpec *w)
                                 vfail(s, WF_ENV, i, NULL, "duplicate variable \"%.60s\"", k);
                                 break;
                         }
+                if (strcmp(v, MANIFEST_REDACTED) == 0)
+                        vfail(s, WF_ENV, i, NULL,
+                              "value of \"%.60s\" is \"" MANIFEST_REDACTED "\", what the API shows "
+                              "in place of a secret; write the real value",
+                              k);
+        }
+        /* secret_env comes from `secret: true` on env list entries, so from YAML it is always
+         * consistent; a spec sent over gRPC may name anything */
+        if (w->n_secret_env > MAX_LIST)
+                vfail(s, WF_ENV, 0, NULL, "more than %d secret variables", MAX_LIST);
+        for (size_t i = 0; i < w->n_secret_env && i < MAX_LIST; i++) {
+                const char *k = w->secret_env[i] ? w->secret_env[i] : "";
+                bool found = false;
+                for (size_t j = 0; j < w->n_env && !found; j++)
+                        found = w->env[j]->key && strcmp(w->env[j]->key, k) == 0;
+                if (!found)
+                        vfail(s, WF_ENV, 0, NULL, "secret_env[%zu]: \"%.60s\" is not a variable in env",
+                              i, k);
+                for (size_t j = 0; j < i; j++)
+                        if (w->secret_env[j] && strcmp(w->secret_env[j], k) == 0) {
+                                vfail(s, WF_ENV, 0, NULL, "secret_env[%zu]: \"%.60s\" is listed twice",
+                                      i, k);
+                                break;
+                        }
         }
 }
 
@@ -827,14 +851,24 @@ static int convert_string_list(struct conv *c, const struct ynode *n, const char
 }
 
 static int env_add(struct conv *c, struct srcmap *m, Capsule__V1__WorkloadSpec *w, char *key,
-                   char *value, int line, int yidx)
+                   char *value, bool secret, int line, int yidx)
 {
         Capsule__V1__WorkloadSpec__EnvEntry *e = malloc(sizeof(*e));
-        if (!e) {
+        char *name = secret ? strdup(key) : NULL;
+        if (!e || (secret && !name)) {
+                free(e);
+                free(name);
                 free(key);
                 free(value);
                 return c->oom = true, -ENOMEM;
         }
+        for (size_t i = 0; secret && i < w->n_secret_env; i++)
+                if (strcmp(w->secret_env[i], key) == 0) /* a duplicate variable: reported once */
+                        secret = false;
+        if (secret)
+                w->secret_env[w->n_secret_env++] = name;
+        else
+                free(name);
         capsule__v1__workload_spec__env_entry__init(e);
         e->key = key;
         e->value = value;
@@ -849,7 +883,7 @@ static int convert_env(struct conv *c, struct srcmap *m, const struct ynode *n,
 {
         if (n->type != YN_MAP && n->type != YN_SEQ) {
                 cfail(c, n->line, "env",
-                      "expected a mapping (NAME: value) or a list of {name, value}, got %s",
+                      "expected a mapping (NAME: value) or a list of {name, value, secret}, got %s",
                       ynode_what(n));
                 return -EINVAL;
         }
@@ -860,13 +894,15 @@ static int convert_env(struct conv *c, struct srcmap *m, const struct ynode *n,
         }
         m->env_is_list = n->type == YN_SEQ;
         w->env = calloc(cnt ? cnt : 1, sizeof(*w->env));
+        w->secret_env = calloc(cnt ? cnt : 1, sizeof(*w->secret_env));
         m->env_line = alloc_lines(c, cnt);
         m->env_yidx = alloc_lines(c, cnt);
-        if (!w->env || !m->env_line || !m->env_yidx)
+        if (!w->env || !w->secret_env || !m->env_line || !m->env_yidx)
                 return c->oom = true, -ENOMEM;
         int r = 0;
         for (size_t i = 0; i < cnt; i++) {
                 char path[96], *key = NULL, *value = NULL;
+                bool secret = false;
                 const struct ynode *item = n->kids[m->env_is_list ? i : 2 * i];
                 if (!m->env_is_list) {
                         const struct ynode *val = n->kids[2 * i + 1];
@@ -874,17 +910,18 @@ static int convert_env(struct conv *c, struct srcmap *m, const struct ynode *n,
                         key = get_string(c, item, "env", MAX_STRING);
                         value = key ? get_string(c, val, path, MAX_STRING) : NULL;
                 } else {
-                        static const char *const keys[] = {"name", "value"};
-                        const struct ynode *v[2];
+                        static const char *const keys[] = {"name", "value", "secret"};
+                        const struct ynode *v[3];
                         snprintf(path, sizeof(path), "env[%zu]", i);
                         if (item->type != YN_MAP) {
                                 cfail(c, item->line, path,
-                                      "expected a mapping {name, value}, got %s", ynode_what(item));
+                                      "expected a mapping {name, value, secret}, got %s",
+                                      ynode_what(item));
                                 r = -EINVAL;
                                 continue;
                         }
                         int before = c->nerr;
-                        map_fields(c, item, path, keys, 2, v);
+                        map_fields(c, item, path, keys, 3, v);
                         char p2[112];
                         snprintf(p2, sizeof(p2), "%s.name", path);
                         if (!v[0])
@@ -893,6 +930,9 @@ static int convert_env(struct conv *c, struct srcmap *m, const struct ynode *n,
                                 key = get_string(c, v[0], p2, MAX_STRING);
                         snprintf(p2, sizeof(p2), "%s.value", path);
                         value = v[1] ? get_string(c, v[1], p2, MAX_STRING) : strdup("");
+                        snprintf(p2, sizeof(p2), "%s.secret", path);
+                        if (v[2])
+                                (void)get_bool(c, v[2], p2, &secret);
                         if (c->nerr != before) {
                                 free(key);
                                 free(value);
@@ -906,7 +946,7 @@ static int convert_env(struct conv *c, struct srcmap *m, const struct ynode *n,
                         r = -EINVAL;
                         continue;
                 }
-                if (env_add(c, m, w, key, value, item->line, (int)i) < 0)
+                if (env_add(c, m, w, key, value, secret, item->line, (int)i) < 0)
                         return -ENOMEM;
         }
         return r;

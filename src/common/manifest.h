@@ -114,7 +114,7 @@ int manifest_check_reserved_ports(const Capsule__V1__WorkloadSpec *spec, const c
 /* Normalises in place so that equal meaning gives equal bytes when packed:
  *   kind UNSPECIFIED -> CONTAINER; restart UNSPECIFIED -> ALWAYS;
  *   pull_policy UNSPECIFIED -> IF_NOT_PRESENT; port protocol "" -> "tcp" (lower-cased);
- *   accel "" -> "auto" for MicroVMs; env sorted by key (a map has no order);
+ *   accel "" -> "auto" for MicroVMs; env sorted by key (a map has no order), secret_env sorted;
  *   resources.cpus rounded to millicores; resources {0, 0} -> absent; NULL strings -> "".
  * Order of command, args, ports and mounts is kept: it is meaningful. Returns 0 or -ENOMEM. */
 int manifest_workload_normalize(Capsule__V1__WorkloadSpec *spec);
@@ -122,6 +122,15 @@ int manifest_workload_normalize(Capsule__V1__WorkloadSpec *spec);
 Capsule__V1__WorkloadSpec *manifest_workload_copy(const Capsule__V1__WorkloadSpec *spec);
 /* 1 if both specs mean the same after normalisation (compared packed), 0 if not, -ENOMEM. */
 int manifest_workload_equal(const Capsule__V1__WorkloadSpec *a, const Capsule__V1__WorkloadSpec *b);
+
+/* What API output shows in place of a secret env value (and of every env value for a reader).
+ * A manifest may not use it as a value: re-applying `get -o yaml` output would store it. */
+#define MANIFEST_REDACTED "<redacted>"
+/* True if env entry `key` is marked secret (spec->secret_env). */
+bool manifest_env_is_secret(const Capsule__V1__WorkloadSpec *spec, const char *key);
+/* Replaces, in place, the value of every secret env entry (all of them when `all`) with
+ * MANIFEST_REDACTED. Returns 0 or -ENOMEM. */
+int manifest_workload_redact(Capsule__V1__WorkloadSpec *spec, bool all);
 
 /* Canonical YAML of one workload (normalised view, fixed key order, defaults shown, empty fields
  * left out), parseable by manifest_parse. malloc'd; NULL on ENOMEM. */

@@ -330,7 +330,8 @@ void pki_cert_info_free(struct pki_cert_info *info)
 
 bool pki_role_is_valid(const char *role)
 {
-        return role && (strcmp(role, PKI_ROLE_ADMIN) == 0 || strcmp(role, PKI_ROLE_READER) == 0);
+        return role && (strcmp(role, PKI_ROLE_ADMIN) == 0 || strcmp(role, PKI_ROLE_OPERATOR) == 0 ||
+                        strcmp(role, PKI_ROLE_READER) == 0);
 }
 
 static int ca_exts(X509 *cert, X509 *issuer, const void *data, struct cap_error *err)
@@ -494,8 +495,9 @@ int pki_client_issue(const struct pki_pair *ca, const char *user, const char *ro
                                      "client certificate: user name must be 1-64 characters");
         if (!pki_role_is_valid(role))
                 return cap_error_set(err, -EINVAL, CAP_INVALID_ARGUMENT,
-                                     "client certificate: role \"%s\" is not %s or %s",
-                                     role ? role : "", PKI_ROLE_ADMIN, PKI_ROLE_READER);
+                                     "client certificate: role \"%s\" is not %s, %s or %s",
+                                     role ? role : "", PKI_ROLE_ADMIN, PKI_ROLE_OPERATOR,
+                                     PKI_ROLE_READER);
         _cleanup_x509_ X509 *ca_cert = NULL;
         _cleanup_pkey_ EVP_PKEY *ca_key = NULL;
         int r = ca_load(ca, &ca_cert, &ca_key, err);

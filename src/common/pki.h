@@ -1,5 +1,5 @@
 /* The operator PKI: one self-signed CA per Capsule, a server certificate for the machine and client
- * certificates whose O field carries the role (capsule:admin or capsule:reader).
+ * certificates whose O field carries the role (capsule:admin, capsule:operator or capsule:reader).
  *
  * Everything is PEM in memory (struct pki_pair); the caller decides where it goes (machine.yaml,
  * capsuleconfig, secrets/). OpenSSL 3 EVP APIs only. Keys are ECDSA P-256 by default, Ed25519 on
@@ -18,6 +18,7 @@
 
 #define PKI_ROLE_ADMIN "capsule:admin"
 #define PKI_ROLE_READER "capsule:reader"
+#define PKI_ROLE_OPERATOR "capsule:operator"
 
 #define PKI_CA_DAYS 3650
 #define PKI_SERVER_DAYS 1825
@@ -54,7 +55,7 @@ struct pki_cert_info {
 void pki_pair_free(struct pki_pair *pair);
 void pki_cert_info_free(struct pki_cert_info *info);
 
-/* True for "capsule:admin" and "capsule:reader". */
+/* True for "capsule:admin", "capsule:operator" and "capsule:reader". */
 bool pki_role_is_valid(const char *role);
 
 /* Creates a self-signed CA "<name> capsule CA" (basicConstraints CA:TRUE critical, keyUsage

@@ -33,6 +33,8 @@ struct rpc_client {
         pthread_mutex_t cq_lock;
         grpc_completion_queue *cq_cache[CQ_CACHE];
         size_t n_cq_cache;
+        char *peer_cert_pem; /* the server's certificate, from the first call that got an answer
+                              * over TLS (under cq_lock) */
 };
 
 struct rpc_stream {
@@ -243,6 +245,7 @@ void rpc_client_free(struct rpc_client *c)
         for (size_t i = 0; i < c->n_cq_cache; i++)
                 cq_free(c->cq_cache[i]);
         pthread_mutex_destroy(&c->cq_lock);
+        free(c->peer_cert_pem);
         free(c);
         rpc_grpc_unref();
 }
@@ -255,6 +258,39 @@ static grpc_call *client_call(struct rpc_client *c, const char *method, grpc_com
                                                    NULL, rpc_deadline(timeout_ms), NULL);
         grpc_slice_unref(m);
         return call;
+}
+
+/* Keeps the server's certificate (gRPC's x509_pem_cert of the call's auth context) once. */
+static void keep_peer_cert(struct rpc_client *c, grpc_call *call)
+{
+        pthread_mutex_lock(&c->cq_lock);
+        bool have = c->peer_cert_pem != NULL;
+        pthread_mutex_unlock(&c->cq_lock);
+        if (have)
+                return;
+        grpc_auth_context *ctx = grpc_call_auth_context(call);
+        if (!ctx)
+                return;
+        grpc_auth_property_iterator it =
+            grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+        const grpc_auth_property *prop = grpc_auth_property_iterator_next(&it);
+        char *pem = prop ? strndup(prop->value, prop->value_length) : NULL;
+        grpc_auth_context_release(ctx);
+        pthread_mutex_lock(&c->cq_lock);
+        if (!c->peer_cert_pem) {
+                c->peer_cert_pem = pem;
+                pem = NULL;
+        }
+        pthread_mutex_unlock(&c->cq_lock);
+        free(pem);
+}
+
+char *rpc_client_peer_cert_pem(struct rpc_client *c)
+{
+        pthread_mutex_lock(&c->cq_lock);
+        char *pem = c->peer_cert_pem ? strdup(c->peer_cert_pem) : NULL;
+        pthread_mutex_unlock(&c->cq_lock);
+        return pem;
 }
 
 /* ---- unary -------------------------------------------------------------------------------- */
@@ -296,6 +332,8 @@ int rpc_unary(struct rpc_client *c, const char *method, const ProtobufCMessage *
                                   (int)e);
         } else {
                 grpc_completion_queue_pluck(cq, ops, forever(), NULL);
+                if (status == GRPC_STATUS_OK)
+                        keep_peer_cert(c, call);
                 r = rpc_status_error(err, status, details, method);
                 if (r == 0 && !in)
                         r = cap_error_set(err, -EBADMSG, CAP_INTERNAL,

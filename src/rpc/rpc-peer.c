@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include <grpc/support/alloc.h>
+#include <openssl/bn.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -111,6 +112,38 @@ int rpc_call_peer(struct rpc_call *c, struct rpc_peer *peer, struct cap_error *e
                 }
                 peer->verified = r == 0;
         }
+        grpc_auth_context_release(ctx);
+        return r;
+}
+
+int rpc_call_peer_serial(struct rpc_call *c, char *buf, size_t size, struct cap_error *err)
+{
+        buf[0] = '\0';
+        grpc_auth_context *ctx = grpc_call_auth_context(rpc_call_grpc(c));
+        if (!ctx)
+                return cap_error_set(err, -ENOENT, CAP_UNAUTHENTICATED, "no client certificate");
+        int r = 0;
+        grpc_auth_property_iterator it =
+            grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+        const grpc_auth_property *prop = grpc_auth_property_iterator_next(&it);
+        BIO *bio = prop ? BIO_new_mem_buf(prop->value, (int)prop->value_length) : NULL;
+        X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+        BIGNUM *bn = x ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL) : NULL;
+        char *hex = bn ? BN_bn2hex(bn) : NULL;
+        if (!prop)
+                r = cap_error_set(err, -ENOENT, CAP_UNAUTHENTICATED, "no client certificate");
+        else if (!hex)
+                r = cap_error_set(err, -EBADMSG, CAP_UNAUTHENTICATED,
+                                  "cannot read the client certificate's serial");
+        else if (strlen(hex) >= size)
+                r = cap_error_set(err, -ERANGE, CAP_UNAUTHENTICATED,
+                                  "the client certificate's serial is too long");
+        else /* without leading zeros, as `gen cert` prints it and pki.revoked holds it */
+                snprintf(buf, size, "%s", hex + strspn(hex, "0") - (hex[strspn(hex, "0")] == '\0'));
+        OPENSSL_free(hex);
+        BN_free(bn);
+        X509_free(x);
+        BIO_free(bio);
         grpc_auth_context_release(ctx);
         return r;
 }

@@ -48,7 +48,9 @@ static int machine_eq(const struct machine_config *a, const struct machine_confi
                        b->n_insecure_registries) &&
                a->dhcp == b->dhcp && str_eq(a->address, b->address) &&
                str_eq(a->gateway, b->gateway) && strv_eq(a->dns, a->n_dns, b->dns, b->n_dns) &&
-               str_eq(a->update_pubkey_pem, b->update_pubkey_pem);
+               str_eq(a->update_pubkey_pem, b->update_pubkey_pem) &&
+               strv_eq(a->revoked_serials, a->n_revoked_serials, b->revoked_serials,
+                       b->n_revoked_serials);
 }
 
 static int client_eq(const struct client_config *a, const struct client_config *b)
@@ -74,12 +76,27 @@ static void check_machine(const uint8_t *data, size_t size)
                 ORACLE(err.code < 0 && err.msg[0], "failure without a message");
                 return;
         }
+        /* pki.revoked: bounded, canonical (a fixed point of machine_serial_canon), no repeats,
+         * and each one is found by machine_serial_revoked */
+        ORACLE(c.n_revoked_serials <= MACHINE_REVOKED_MAX, "%zu revoked", c.n_revoked_serials);
+        for (size_t i = 0; i < c.n_revoked_serials; i++) {
+                char canon[MACHINE_SERIAL_MAX_HEX + 1];
+                ORACLE(machine_serial_canon(c.revoked_serials[i], canon) == 0 &&
+                           strcmp(canon, c.revoked_serials[i]) == 0,
+                       "revoked[%zu] \"%s\" not canonical", i, c.revoked_serials[i]);
+                ORACLE(machine_serial_revoked(&c, c.revoked_serials[i]), "revoked[%zu] not found",
+                       i);
+                for (size_t j = 0; j < i; j++)
+                        ORACLE(strcmp(c.revoked_serials[i], c.revoked_serials[j]) != 0,
+                               "revoked[%zu] repeats [%zu]", i, j);
+        }
         char *y1 = NULL, *y2 = NULL;
         size_t n1 = 0, n2 = 0;
         ORACLE(machine_config_format(&c, &y1, &n1, &err) == 0, "format: %s", err.msg);
         ORACLE(machine_config_parse("formatted.yaml", y1, n1, &back, &err) == 0,
                "formatted text rejected: %s\n%s", err.msg, y1);
         ORACLE(machine_eq(&c, &back), "round trip differs:\n%s", y1);
+        ORACLE(machine_config_revoked_equal(&c, &back), "pki.revoked differs:\n%s", y1);
         ORACLE(machine_config_format(&back, &y2, &n2, &err) == 0, "format again: %s", err.msg);
         ORACLE(n1 == n2 && memcmp(y1, y2, n1) == 0, "not a fixed point:\n%s\n---\n%s", y1, y2);
         free(y1);

@@ -3,9 +3,12 @@
  *   - an accepted workload passes manifest_workload_validate (gRPC-side rules agree);
  *   - its canonical YAML parses back to an equal spec, and rendering that again gives the same
  *     text (the canonical form is a fixed point); same for volumes;
+ *   - redaction hides exactly the secret env values (all of them with `all`), and a redacted spec
+ *     with a secret no longer validates (the API's "<redacted>" cannot be applied back);
  *   - a parsed quantity formats to text that parses back to the same value.
  * Any broken oracle aborts, so the fuzzer records the input. Built with -fsanitize=fuzzer when
  * -Dfuzz=true; otherwise fuzz-replay.c drives it over the seed corpus as a unit test. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +52,26 @@ static void check_quantities(const uint8_t *data, size_t size)
         }
 }
 
+static void check_redaction(const Capsule__V1__WorkloadSpec *w, bool all)
+{
+        Capsule__V1__WorkloadSpec *r = manifest_workload_copy(w);
+        ORACLE(r && manifest_workload_redact(r, all) == 0, "redact failed");
+        ORACLE(r->n_env == w->n_env && r->n_secret_env == w->n_secret_env, "redact changed shape");
+        bool hidden = false;
+        for (size_t i = 0; i < r->n_env; i++) {
+                bool secret = all || manifest_env_is_secret(w, w->env[i]->key);
+                hidden |= secret;
+                ORACLE(strcmp(r->env[i]->value, secret ? MANIFEST_REDACTED : w->env[i]->value) == 0,
+                       "env %s: redacted=%d value %s", w->env[i]->key, secret, r->env[i]->value);
+        }
+        struct manifest_errors errs;
+        manifest_errors_init(&errs);
+        ORACLE((manifest_workload_validate(r, NULL, &errs) == 0) == !hidden,
+               "redacted spec (hidden %d) validates wrongly", hidden);
+        manifest_errors_free(&errs);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
 static void check_workload(const Capsule__V1__WorkloadSpec *w)
 {
         struct manifest_errors errs;
@@ -70,6 +93,8 @@ static void check_workload(const Capsule__V1__WorkloadSpec *w)
         Capsule__V1__WorkloadSpec *copy = manifest_workload_copy(w);
         ORACLE(copy && manifest_workload_equal(w, copy) == 1, "copy differs");
         protobuf_c_message_free_unpacked(&copy->base, NULL);
+        check_redaction(w, false);
+        check_redaction(w, true);
         free(y1);
         free(y2);
         manifest_set_free(&set);

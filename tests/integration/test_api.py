@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Host-mode API spine: capsuled serve over mTLS, capsulectl version/health, Python grpcio
-interop, certificate checks (no cert, other CA, expired) and roles (reader vs admin)."""
+interop, certificate checks (no cert, other CA, expired) and roles (reader, operator, admin)."""
 
 import json
 import os
@@ -195,6 +195,42 @@ class ApiTest(CapsuleTestCase):
                     call(ch, path, req, resp)
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED, path)
                 self.assertIn("capsule:reader", cm.exception.details())
+                self.assertIn(path, cm.exception.details())
+            # dmesg (a stream) is not a reader's either
+            dmesg = ch.unary_stream("/capsule.v1.System/Dmesg",
+                                    request_serializer=lambda m: m.SerializeToString(),
+                                    response_deserializer=sysm.DmesgLine.FromString)
+            with self.assertRaises(grpc.RpcError) as cm:
+                list(dmesg(sysm.DmesgRequest(), timeout=10))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+            self.assertIn("/capsule.v1.System/Dmesg: role capsule:reader", cm.exception.details())
+
+    def test_operator_role(self):
+        out = os.path.join(self.tmp, "operator-config")
+        p = ctl(["gen", "cert", "--role", "operator", "--name", "olga", "--secrets",
+                 self.capsule.secrets, "--endpoint", self.capsule.endpoint, "-o", out], check=True)
+        self.assertIn("role capsule:operator", p.stdout)
+        _, ocert, okey = harness.load_client_context(out)
+        sysm, wl = self.pb["system"], self.pb["workloads"]
+        with channel(self.capsule, self.ca, ocert, okey) as ch:
+            # past authorization: the handler itself refuses an empty spec
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(ch, "/capsule.v1.Workloads/Apply", wl.ApplyRequest(), wl.ApplyResponse)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            for path, req, resp in [
+                    ("/capsule.v1.System/Reboot", sysm.RebootRequest(), sysm.RebootResponse),
+                    ("/capsule.v1.System/ApplyMachineConfig",
+                     sysm.ApplyMachineConfigRequest(config=b"x"), sysm.ApplyMachineConfigResponse)]:
+                with self.assertRaises(grpc.RpcError, msg=path) as cm:
+                    call(ch, path, req, resp)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED, path)
+                self.assertEqual(cm.exception.details(),
+                                 f'{path}: role capsule:operator (certificate "olga") may not call '
+                                 "this method; it needs capsule:admin")
+        p = ctl(["gen", "cert", "--role", "root", "--name", "x", "--secrets", self.capsule.secrets,
+                 "-o", os.path.join(self.tmp, "root-config")])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--role root: expected reader, operator or admin", p.stderr)
 
     def test_admin_reboot_in_host_mode_is_precondition(self):
         sysm = self.pb["system"]
@@ -340,6 +376,220 @@ class CheckConfigTest(unittest.TestCase):
         p = subprocess.run([harness.CAPSULED, "check-config", bad], capture_output=True, text=True)
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn("updates.trustedKeys[0]: not an Ed25519 key", p.stdout)
+
+
+def make_server_cert(secrets, days, out_dir):
+    """A server certificate for 127.0.0.1 from the CA in secrets, valid for `days` days, made with
+    the openssl command (not capsulectl: `gen config` always mints a 5-year one). Returns the
+    certificate and key PEM."""
+    key, csr, crt, ext = (os.path.join(out_dir, n) for n in ("s.key", "s.csr", "s.crt", "s.ext"))
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)
+    run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    run("req", "-new", "-key", key, "-subj", "/CN=home", "-out", csr)
+    run("x509", "-req", "-in", csr, "-CA", os.path.join(secrets, "ca.crt"),
+        "-CAkey", os.path.join(secrets, "ca.key"), "-CAcreateserial", "-days", str(days),
+        "-extfile", ext, "-out", crt)
+    with open(crt) as f, open(key) as g:
+        return f.read(), g.read()
+
+
+class CertLifecycleTest(CapsuleTestCase):
+    """Revocation (gen cert --revoke + machine-config apply: refused at once, other certificates
+    unaffected), strict checks of pki.revoked, expiry warnings and gen cert --renew."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.pb = harness.proto_modules()
+        cls.machine = os.path.join(cls.capsule.cfgdir, "machine.yaml")
+
+    def mint(self, name, *extra, role="admin"):
+        out = os.path.join(self.tmp, f"config-{name}")
+        p = ctl(["gen", "cert", "--role", role, "--name", name, "--secrets", self.capsule.secrets,
+                 "--endpoint", self.capsule.endpoint, "-o", out, "--force", *extra], check=True)
+        serial = re.search(r"(?m)^serial ([0-9A-F]+)", p.stdout).group(1)
+        return out, serial
+
+    def version_grpc(self, config):
+        ca, cert, key = harness.load_client_context(config)
+        sysm = self.pb["system"]
+        with channel(self.capsule, ca, cert, key) as ch:
+            return call(ch, "/capsule.v1.System/Version", sysm.VersionRequest(), sysm.VersionResponse)
+
+    def apply(self, path=None):
+        return self.capsule.ctl(["-o", "json", "machine-config", "apply", "-f", path or self.machine])
+
+    def test_revoke_refused_at_once_others_work(self):
+        mallory, serial = self.mint("mallory")
+        bob, _ = self.mint("bob")
+        # the serial gen cert printed is the certificate's, and config contexts shows it too
+        p = ctl(["--config", mallory, "-o", "json", "config", "contexts"], check=True)
+        self.assertEqual(json.loads(p.stdout)["contexts"][0]["certSerial"], serial)
+        self.assertEqual(self.capsule.ctl(["version"], config=mallory).returncode, 0)
+        # revoked by the serial in lower case with a leading zero: the same serial
+        p = ctl(["gen", "cert", "--revoke", "0" + serial.lower(), "--secrets", self.capsule.secrets],
+                check=True)
+        self.assertIn(f"revoked serial {serial}", p.stdout)
+        self.assertIn("machine-config apply", p.stdout)
+        # recorded, but not applied yet: still works
+        self.assertEqual(self.capsule.ctl(["version"], config=mallory).returncode, 0)
+        p = self.apply()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        doc = json.loads(p.stdout)
+        self.assertIn("pki.revoked", doc["changed"])
+        self.assertIn("pki.revoked", doc["applied"])
+        self.assertFalse(doc["rebootRequired"])
+        # refused from the next call on, over capsulectl and plain grpcio, naming the serial
+        p = self.capsule.ctl(["version"], config=mallory)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"serial {serial}) is revoked", p.stderr)
+        self.assertIn("UNAUTHENTICATED", p.stderr)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.version_grpc(mallory)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn(serial, cm.exception.details())
+        # another admin certificate, and the operator's, still work
+        self.assertEqual(self.version_grpc(bob).mode, "host")
+        self.assertEqual(self.capsule.ctl(["version"], config=bob).returncode, 0)
+        self.assertEqual(self.capsule.ctl(["health"]).returncode, 0)
+        # revoking again changes nothing; by the client config file gives the same serial
+        with open(self.machine) as f:
+            before = f.read()
+        p = ctl(["gen", "cert", "--revoke", mallory, "--secrets", self.capsule.secrets], check=True)
+        self.assertIn(f"serial {serial} is already revoked", p.stdout)
+        with open(self.machine) as f:
+            self.assertEqual(f.read(), before)
+        # and it survives a restart (the file holds it)
+        self.assertEqual(self.capsule.stop(), 0)
+        self.capsule.start()
+        p = self.capsule.ctl(["version"], config=mallory)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("revoked", p.stderr)
+        self.assertEqual(self.capsule.ctl(["version"], config=bob).returncode, 0)
+
+    def test_bad_revocations_refused_nothing_changed(self):
+        with open(self.machine) as f:
+            before = f.read()
+        # capsulectl: a bad serial, too many at once
+        p = ctl(["gen", "cert", "--revoke", "12XY", "--secrets", self.capsule.secrets])
+        self.assertEqual(p.returncode, 2)
+        self.assertIn('--revoke "12XY": not a certificate serial', p.stderr)
+        p = ctl(["gen", "cert", "--revoke", "A" * 41, "--secrets", self.capsule.secrets])
+        self.assertEqual(p.returncode, 2)
+        p = ctl(["gen", "cert", "--secrets", self.capsule.secrets] +
+                [a for i in range(65) for a in ("--revoke", f"{i + 1:x}")])
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--revoke: at most 64", p.stderr)
+        p = ctl(["gen", "cert", "--revoke", "AB", "--role", "admin", "--secrets", self.capsule.secrets])
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--role does not go with --revoke", p.stderr)
+        with open(self.machine) as f:
+            self.assertEqual(f.read(), before)
+        # the API: a machine config with a bad pki.revoked is refused, naming the field
+        cases = [
+            ("  revoked:\n  - \"0x1F\"\n", "pki.revoked[0]: \"0x1F\" is not a certificate serial"),
+            ("  revoked:\n  - \"AB:CD\"\n", "pki.revoked[0]: \"AB:CD\" is not a certificate serial"),
+            ("  revoked:\n  - \"ab\"\n  - \"00AB\"\n", "pki.revoked[1]: serial AB is already at pki.revoked[0]"),
+            ("  revoked: \"AB\"\n", "pki.revoked: expected a list of strings"),
+            ("  revoked:\n" + "".join(f"  - \"{i + 1:X}\"\n" for i in range(1025)),
+             "pki.revoked: 1025 serials, at most 1024"),
+        ]
+        bad = os.path.join(self.tmp, "bad-machine.yaml")
+        for block, msg in cases:
+            with open(bad, "w") as f:
+                f.write(before.replace("\nregistries:", "\n" + block.rstrip("\n") + "\nregistries:", 1)
+                        if "\nregistries:" in before else
+                        before.replace("\nnetwork:", "\n" + block.rstrip("\n") + "\nnetwork:", 1))
+            p = self.apply(bad)
+            self.assertEqual(p.returncode, 1, block)
+            self.assertIn(msg, p.stderr)
+            self.assertIn(bad, p.stderr)
+            # gen cert --revoke on such a file refuses to touch it too
+            p = ctl(["gen", "cert", "--revoke", "CD", "-o", bad])
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(msg, p.stderr)
+        with open(self.machine) as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(self.capsule.ctl(["version"]).returncode, 0)
+
+    def test_client_expiry_warning(self):
+        soon, _ = self.mint("soon", "--days", "10")
+        for verb in ("version", "health"):
+            p = self.capsule.ctl([verb], config=soon)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertRegex(p.stderr, r"warning: the client certificate of context \"\w+\" \(CN soon\) "
+                                       r"expires in (9|10) days, on \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+            self.assertNotIn("server certificate", p.stderr)
+            self.assertNotIn("warning", p.stdout)
+        # a year-long one: no warning
+        p = self.capsule.ctl(["version"], check=True)
+        self.assertNotIn("warning", p.stderr)
+
+    def test_renew(self):
+        old, old_serial = self.mint("carol", "--days", "5", role="reader")
+        new = os.path.join(self.tmp, "config-carol-new")
+        p = ctl(["gen", "cert", "--renew", old, "--secrets", self.capsule.secrets, "-o", new], check=True)
+        self.assertIn(f"replaces serial {old_serial}", p.stdout)
+        new_serial = re.search(r"(?m)^serial ([0-9A-F]+)", p.stdout).group(1)
+        self.assertNotEqual(new_serial, old_serial)
+        # same name, role, context and endpoint; a full year; works without a warning
+        p = ctl(["--config", new, "-o", "json", "config", "contexts"], check=True)
+        c_new = json.loads(p.stdout)["contexts"][0]
+        p = ctl(["--config", old, "-o", "json", "config", "contexts"], check=True)
+        c_old = json.loads(p.stdout)["contexts"][0]
+        for k in ("name", "endpoint", "user", "role"):
+            self.assertEqual(c_new[k], c_old[k], k)
+        self.assertEqual(c_new["role"], "capsule:reader")
+        self.assertGreaterEqual(c_new["certDaysLeft"], 364)
+        p = self.capsule.ctl(["version"], config=new)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("warning", p.stderr)
+        p = self.capsule.ctl(["machine-config", "apply", "-f", self.machine], config=new)
+        self.assertEqual(p.returncode, 1)  # still a reader
+        self.assertIn("capsule:reader", p.stderr)
+        # the output exists: refused without --force
+        p = ctl(["gen", "cert", "--renew", old, "--secrets", self.capsule.secrets, "-o", new])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("already exists", p.stderr)
+        # a certificate of another CA is not renewed
+        other = os.path.join(self.tmp, "other-pki")
+        ctl(["gen", "config", "other", "-o", other], check=True)
+        p = ctl(["gen", "cert", "--renew", os.path.join(other, "capsuleconfig"), "--secrets",
+                 self.capsule.secrets, "-o", os.path.join(self.tmp, "x")])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not issued by the CA", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "x")))
+
+
+class ServerCertExpiryTest(unittest.TestCase):
+    """A capsule whose server certificate expires in 10 days: version and health warn, exit 0."""
+
+    def test_server_expiry_warning(self):
+        tmp = tempfile.mkdtemp(prefix="capsule-it-")
+        capsule = Capsule(tmp)
+        try:
+            crt, key = make_server_cert(capsule.secrets, 10, tmp)
+            machine = os.path.join(capsule.cfgdir, "machine.yaml")
+            import yaml
+            with open(machine) as f:
+                doc = yaml.safe_load(f)
+            doc["pki"]["cert"], doc["pki"]["key"] = crt, key
+            with open(machine, "w") as f:
+                yaml.safe_dump(doc, f)
+            capsule.start()
+            for verb in ("version", "health"):
+                p = capsule.ctl([verb])
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertRegex(p.stderr, r"warning: the server certificate of the capsule \(CN home\) "
+                                           r"expires in (9|10) days, on \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+                self.assertNotIn("client certificate", p.stderr)
+        finally:
+            rc = capsule.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.assertIn(rc, (0, None))
 
 
 if __name__ == "__main__":

@@ -482,6 +482,40 @@ class CliTest(unittest.TestCase):
         self.assertNotIn("complete-me", self.complete(["debug", "--image", ""]))
         self.assertEqual(self.complete(["debug", "--target", "complete-me", "--", ""]), [])
 
+    def complete_in(self, shell, line):
+        """What `capsulectl completion SHELL` offers for the command line `line` (its last word
+        being completed), run in the real shell against the live capsule."""
+        path = self.write(f"completion.{shell}", self.ctl(["completion", shell], check=True).stdout)
+        env = ctl_env(self.config, self.a.endpoint)
+        env["PATH"] = os.path.dirname(harness.CAPSULECTL) + ":" + env["PATH"]
+        words = line.split(" ")
+        if shell == "zsh":
+            # zsh's completion widgets need a terminal; call the function as the completion
+            # system would, with compadd and _files recording what they were given
+            arr = " ".join("'" + w + "'" for w in words)
+            cmd = (f"compdef() {{ : }}; compadd() {{ print -l -- \"${{(@P)2}}\" }}; _files() {{ print FILES }}; "
+                   f"source {path}; words=({arr}); CURRENT={len(words)}; _capsulectl")
+            argv = ["zsh", "-f", "-c", cmd]
+        else:
+            argv = ["fish", "--no-config", "-c", f"source {path}; complete -C '{line}'"]
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return [l.split("\t")[0] for l in p.stdout.splitlines() if l]
+
+    def test_zsh_and_fish_completion(self):
+        """The zsh and fish scripts hand the line to `capsulectl __complete` as bash's does."""
+        self.ctl(["apply", "-f", self.write("zf.yaml", manifest("zsh-fish-me"))],
+                 host=self.a.endpoint, check=True)
+        for shell in ("zsh", "fish"):
+            if not shutil.which(shell):
+                self.fail(f"{shell} is not installed (scripts/deps.sh installs it)")
+            self.assertEqual(self.complete_in(shell, "capsulectl des"), ["describe"], shell)
+            self.assertIn("zsh-fish-me", self.complete_in(shell, "capsulectl logs -f zsh"), shell)
+            self.assertIn("--output", self.complete_in(shell, "capsulectl get --"), shell)
+            self.assertEqual(sorted(self.complete_in(shell, "capsulectl image p")), ["pull", "push"], shell)
+        # nothing to offer: zsh falls back to file names
+        self.assertEqual(self.complete_in("zsh", "capsulectl exec zsh-fish-me -- "), ["FILES"])
+
 
 if __name__ == "__main__":
     harness.main()

@@ -157,6 +157,9 @@ restart: on-failure
         boot = series(f, "capsule_boot_time_seconds")[0]
         self.assertTrue(0 < boot < time.time(), boot)
         self.assertLess(series(f, "capsule_serve_start_time_seconds")[0], time.time())
+        self.assertGreaterEqual(series(f, "capsule_reconcile_passes_total")[0], 1)
+        last = series(f, "capsule_reconcile_last_pass_seconds")[0]
+        self.assertTrue(0 < last < 60, last)
         for part in ("workloads", "volumes", "images", "api"):
             self.assertEqual(series(f, "capsule_collector_ok", collector=part), [1], part)
 
@@ -255,6 +258,33 @@ restart: on-failure
         self.assertEqual(os.stat(os.path.join(out, "prometheus.key")).st_mode & 0o777, 0o600)
         status, _, body = self.get(cert=os.path.join(out, "prometheus.crt"),
                                    key=os.path.join(out, "prometheus.key"))
+        self.assertEqual(status, 200)
+        parse(body)
+
+    def test_revoked_certificate_forbidden(self):
+        """gen cert --revoke (by the PEM file) + machine-config apply: 403 naming the serial at
+        once; the admin certificate still scrapes."""
+        out = os.path.join(self.tmp, "revokee-certs")
+        p = harness.ctl(["gen", "cert", "--role", "reader", "--name", "revokee", "--secrets",
+                         self.capsule.secrets, "--pem", "-o", out], check=True)
+        serial = re.search(r"(?m)^serial ([0-9A-F]+)", p.stdout).group(1)
+        crt, key = os.path.join(out, "revokee.crt"), os.path.join(out, "revokee.key")
+        self.assertEqual(self.get(cert=crt, key=key)[0], 200)
+        p = harness.ctl(["gen", "cert", "--revoke", crt, "--secrets", self.capsule.secrets], check=True)
+        self.assertIn(f"revoked serial {serial}", p.stdout)
+        self.capsule.ctl(["machine-config", "apply", "-f",
+                          os.path.join(self.capsule.cfgdir, "machine.yaml")], check=True)
+        status, _, body = self.get(cert=crt, key=key)
+        self.assertEqual(status, 403)
+        self.assertIn(f"(serial {serial}) is revoked", body)
+        self.assertNotIn("capsule_", body)
+        self.assertEqual(self.get()[0], 200)
+
+    def test_operator_certificate_scrapes_too(self):
+        out = os.path.join(self.tmp, "op-certs")
+        harness.ctl(["gen", "cert", "--role", "operator", "--name", "ops", "--secrets",
+                     self.capsule.secrets, "--pem", "-o", out], check=True)
+        status, _, body = self.get(cert=os.path.join(out, "ops.crt"), key=os.path.join(out, "ops.key"))
         self.assertEqual(status, 200)
         parse(body)
 

@@ -802,6 +802,93 @@ static void rm_rf(const char *d)
                 fprintf(stderr, "  could not remove %s\n", d);
 }
 
+/* pki.revoked: canonical serials, strict checks naming the entry, round trip, equality. */
+TEST(machine_revoked)
+{
+        char canon[MACHINE_SERIAL_MAX_HEX + 1];
+        CHECK(machine_serial_canon("00a1B", canon) == 0 && strcmp(canon, "A1B") == 0);
+        CHECK(machine_serial_canon("000", canon) == 0 && strcmp(canon, "0") == 0);
+        CHECK(machine_serial_canon("", canon) == -EINVAL);
+        CHECK(machine_serial_canon("A1:B2", canon) == -EINVAL);
+        CHECK(machine_serial_canon("0x1F", canon) == -EINVAL);
+        CHECK(machine_serial_canon(" 1F", canon) == -EINVAL);
+        char long_ok[42], long_bad[42];
+        memset(long_ok, 'F', 40);
+        long_ok[40] = '\0';
+        memset(long_bad, 'F', 41);
+        long_bad[41] = '\0';
+        CHECK(machine_serial_canon(long_ok, canon) == 0 && strlen(canon) == 40);
+        CHECK(machine_serial_canon(long_bad, canon) == -EINVAL);
+
+        const char *y = "hostname: home\n" PKI_OK "  revoked: [\"00ab\", \"2F377C82DCBDBD27\"]\n";
+        struct machine_config m, back;
+        struct cap_error err = {0};
+        CHECK(machine_config_parse("m.yaml", y, strlen(y), &m, &err) == 0);
+        CHECK(m.n_revoked_serials == 2 && strcmp(m.revoked_serials[0], "AB") == 0 &&
+              strcmp(m.revoked_serials[1], "2F377C82DCBDBD27") == 0);
+        CHECK(machine_serial_revoked(&m, "ab"));
+        CHECK(machine_serial_revoked(&m, "000AB"));
+        CHECK(machine_serial_revoked(&m, "2f377c82dcbdbd27"));
+        CHECK(!machine_serial_revoked(&m, "AC"));
+        CHECK(!machine_serial_revoked(&m, "not hex"));
+        CHECK(!machine_serial_revoked(&m, NULL));
+        char *text = NULL;
+        size_t len = 0;
+        CHECK(machine_config_format(&m, &text, &len, &err) == 0);
+        CHECK_CONTAINS(text, "revoked:");
+        CHECK(text && machine_config_parse("again.yaml", text, len, &back, &err) == 0);
+        CHECK(machine_config_revoked_equal(&m, &back));
+        free(back.revoked_serials[1]);
+        back.n_revoked_serials = 1;
+        CHECK(!machine_config_revoked_equal(&m, &back));
+        machine_config_free(&back);
+        free(text);
+        machine_config_free(&m);
+
+        /* absent or empty: nothing revoked, nothing written */
+        y = "hostname: home\n" PKI_OK "  revoked: []\n";
+        CHECK(machine_config_parse("m.yaml", y, strlen(y), &m, &err) == 0);
+        CHECK(m.n_revoked_serials == 0 && !machine_serial_revoked(&m, "AB"));
+        CHECK(machine_config_format(&m, &text, &len, &err) == 0);
+        CHECK(text && !strstr(text, "revoked"));
+        free(text);
+        machine_config_free(&m);
+
+        expect_machine_error(
+            "hostname: home\n" PKI_OK "  revoked: [\"12XY\"]\n",
+            "machine.yaml:12: ", "pki.revoked[0]: \"12XY\" is not a certificate serial");
+        expect_machine_error("hostname: home\n" PKI_OK "  revoked: [\"AB\", \"a:b\"]\n",
+                             "pki.revoked[1]: \"a:b\" is not a certificate serial", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "  revoked: [\"ab\", \"0AB\"]\n",
+                             "pki.revoked[1]: serial AB is already at pki.revoked[0]", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "  revoked: AB\n",
+                             "pki.revoked: expected a list of strings", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "  revoked: [[AB]]\n",
+                             "pki.revoked[0]: expected a string", NULL);
+        expect_machine_error("hostname: home\n" PKI_OK "  revoked: [\"\"]\n",
+                             "pki.revoked[0]: \"\" is not a certificate serial", NULL);
+        /* bounded: MACHINE_REVOKED_MAX serials pass, one more does not */
+        size_t cap = 256 + (MACHINE_REVOKED_MAX + 1) * 8;
+        char *big = malloc(cap);
+        CHECK(big != NULL);
+        if (!big)
+                return;
+        for (int extra = 0; extra <= 1; extra++) {
+                size_t n = (size_t)snprintf(big, cap, "hostname: home\n" PKI_OK "  revoked:\n");
+                for (int i = 0; i < MACHINE_REVOKED_MAX + extra; i++)
+                        n += (size_t)snprintf(big + n, cap - n, "  - %X\n", i + 1);
+                int r = machine_config_parse("m.yaml", big, n, &m, &err);
+                if (extra) {
+                        CHECK(r < 0);
+                        CHECK_CONTAINS(err.msg, "pki.revoked: 1025 serials, at most 1024");
+                } else {
+                        CHECK(r == 0 && m.n_revoked_serials == MACHINE_REVOKED_MAX);
+                        machine_config_free(&m);
+                }
+        }
+        free(big);
+}
+
 int main(void)
 {
         snprintf(dir, sizeof(dir), "/tmp/test-config-XXXXXX");
@@ -819,6 +906,7 @@ int main(void)
         RUN(machine_metrics);
         RUN(malformed_yaml);
         RUN(machine_updates);
+        RUN(machine_revoked);
         RUN(client_round_trip);
         RUN(client_strict);
         RUN(client_endpoints);

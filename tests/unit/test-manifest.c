@@ -187,8 +187,115 @@ TEST(env_forms)
                      "(line 6): env[1]: duplicate variable \"A\"");
         EXPECT_ERROR(HDR "env: {A: {b: c}}\n", "env.A: expected a string, got a mapping");
         EXPECT_ERROR(HDR "env: {A: }\n", "env.A: expected a string, got null");
-        EXPECT_ERROR(HDR "env: [a, b]\n", "env[0]: expected a mapping {name, value}, got a string");
+        EXPECT_ERROR(HDR "env: [a, b]\n",
+                     "env[0]: expected a mapping {name, value, secret}, got a string");
         EXPECT_ERROR(HDR "env: x\n", "env: expected a mapping (NAME: value) or a list");
+}
+
+/* `secret: true` on an env list entry: parsed into secret_env, validated, normalised, rendered
+ * back (list form), redacted on request; "<redacted>" itself is refused as a value. */
+TEST(secret_env)
+{
+        struct parsed p;
+        parse(&p, HDR "env:\n  - {name: TOKEN, value: s3cr3t, secret: true}\n"
+                      "  - {name: A, value: \"1\", secret: false}\n"
+                      "  - {name: KEY, value: k, secret: true}\n");
+        CHECK(p.r == 0);
+        if (p.set.n == 1) {
+                Capsule__V1__WorkloadSpec *w = p.set.docs[0].workload;
+                CHECK(w->n_env == 3);
+                CHECK(w->n_secret_env == 2);
+                if (w->n_secret_env == 2) { /* normalised: sorted */
+                        CHECK_STR_EQ(w->secret_env[0], "KEY");
+                        CHECK_STR_EQ(w->secret_env[1], "TOKEN");
+                }
+                CHECK(manifest_env_is_secret(w, "TOKEN"));
+                CHECK(!manifest_env_is_secret(w, "A"));
+                char *y = manifest_workload_to_yaml(w);
+                CHECK_STR_EQ(y, "kind: Container\n"
+                                "name: web\n"
+                                "image: capsule.local/busybox:latest\n"
+                                "env:\n"
+                                "- {name: A, value: \"1\"}\n"
+                                "- {name: KEY, value: k, secret: true}\n"
+                                "- {name: TOKEN, value: s3cr3t, secret: true}\n"
+                                "restart: always\n"
+                                "pullPolicy: IfNotPresent\n");
+                /* the rendering parses back to the same spec */
+                struct parsed q;
+                parse(&q, y);
+                CHECK(q.r == 0 && q.set.n == 1);
+                if (q.set.n == 1)
+                        CHECK(manifest_workload_equal(w, q.set.docs[0].workload) == 1);
+                parsed_free(&q);
+                free(y);
+
+                /* a secret marker is part of the spec: the same values without it differ */
+                Capsule__V1__WorkloadSpec *plain = manifest_workload_copy(w);
+                CHECK(plain != NULL);
+                if (plain) {
+                        plain->n_secret_env = 0;
+                        CHECK(manifest_workload_equal(w, plain) == 0);
+                        plain->n_secret_env = 2;
+                        protobuf_c_message_free_unpacked(&plain->base, NULL);
+                }
+
+                Capsule__V1__WorkloadSpec *r = manifest_workload_copy(w);
+                CHECK(r != NULL && manifest_workload_redact(r, false) == 0);
+                if (r) {
+                        CHECK_STR_EQ(r->env[0]->value, "1");
+                        CHECK_STR_EQ(r->env[1]->value, "<redacted>");
+                        CHECK_STR_EQ(r->env[2]->value, "<redacted>");
+                        CHECK(manifest_workload_redact(r, true) == 0);
+                        CHECK_STR_EQ(r->env[0]->value, "<redacted>");
+                        protobuf_c_message_free_unpacked(&r->base, NULL);
+                }
+                CHECK_STR_EQ(w->env[2]->value, "s3cr3t"); /* the copy was redacted, not w */
+        }
+        parsed_free(&p);
+
+        EXPECT_ERROR(HDR "env:\n  - {name: A, value: x, secret: yes please}\n",
+                     "(line 5): env[0].secret: expected true or false, got a string");
+        EXPECT_ERROR(HDR "env:\n  - {name: A, value: x, secret: [true]}\n",
+                     "env[0].secret: expected true or false");
+        EXPECT_ERROR(HDR "env:\n  - {name: A, value: x, secrte: true}\n",
+                     "env[0].secrte: unknown field (did you mean \"secret\"?)");
+        EXPECT_ERROR(HDR "env:\n  - {name: A, value: x}\n  - {name: B, value: \"<redacted>\", "
+                         "secret: true}\n",
+                     "(line 6): env[1]: value of \"B\" is \"<redacted>\", what the API shows in "
+                     "place of a secret; write the real value");
+        EXPECT_ERROR(HDR "env: {A: \"<redacted>\"}\n", "env: value of \"A\" is \"<redacted>\"");
+        /* a duplicate secret variable is reported once, as a duplicate variable */
+        parse(&p, HDR "env:\n  - {name: A, value: x, secret: true}\n"
+                      "  - {name: A, value: y, secret: true}\n");
+        CHECK(p.r == -EINVAL && manifest_errors_count(&p.errs) == 1);
+        parsed_free(&p);
+
+        /* over gRPC secret_env may name anything: it must name env keys, once each */
+        Capsule__V1__WorkloadSpec w = CAPSULE__V1__WORKLOAD_SPEC__INIT;
+        Capsule__V1__WorkloadSpec__EnvEntry e = CAPSULE__V1__WORKLOAD_SPEC__ENV_ENTRY__INIT;
+        Capsule__V1__WorkloadSpec__EnvEntry *env[] = {&e};
+        char *names[] = {"A", "NOPE", "A"};
+        e.key = "A";
+        e.value = "v";
+        w.name = "web";
+        w.image = "x";
+        w.n_env = 1;
+        w.env = env;
+        w.n_secret_env = 3;
+        w.secret_env = names;
+        struct manifest_errors errs;
+        manifest_errors_init(&errs);
+        CHECK(manifest_workload_validate(&w, "apply", &errs) == -EINVAL);
+        char *t = manifest_errors_join(&errs, "|");
+        CHECK_STR_EQ(t, "apply: env: secret_env[1]: \"NOPE\" is not a variable in env|"
+                        "apply: env: secret_env[2]: \"A\" is listed twice");
+        free(t);
+        manifest_errors_free(&errs);
+        w.n_secret_env = 1;
+        manifest_errors_init(&errs);
+        CHECK(manifest_workload_validate(&w, "apply", &errs) == 0);
+        manifest_errors_free(&errs);
 }
 
 TEST(port_forms)
@@ -843,6 +950,7 @@ int main(int argc, char **argv)
         RUN(full_container);
         RUN(defaults_and_multidoc);
         RUN(env_forms);
+        RUN(secret_env);
         RUN(port_forms);
         RUN(cross_document_checks);
         RUN(check_mounts);

@@ -1,9 +1,14 @@
 /* Unit tests for the root disk backends' pure half (src/capsuled/microvm/rootdisk*.c): the LV
  * names of caches and VM disks, size arguments, `lvs --reportformat json` parsing, which LVs the
- * start-up cleanup removes, and the cache sizing rules. */
+ * start-up cleanup removes, and the cache sizing rules; the cache KEY of a VM disk's origin; the
+ * file backend's cache removal and its crash leftover on a temp directory. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "microvm/rootdisk.h"
 #include "test.h"
@@ -148,6 +153,83 @@ TEST(sizes)
         CHECK(vm_rootdisk_inodes(100, 1024 * mib) == 65536);
 }
 
+TEST(origin_key)
+{
+        char k[80];
+        CHECK(vm_rootdisk_origin_key("/var/lib/capsule/vm-images/" KEY ".ext4", k, sizeof(k)) == 0);
+        CHECK_STR_EQ(k, KEY);
+        CHECK(vm_rootdisk_origin_key("capsule/vmimg-" KEY, k, sizeof(k)) == 0);
+        CHECK_STR_EQ(k, KEY);
+        CHECK(vm_rootdisk_origin_key(KEY ".ext4", k, sizeof(k)) == 0);
+        CHECK(vm_rootdisk_origin_key("/x/" KEY ".ext4.tmp.rm", k, sizeof(k)) == -EINVAL);
+        CHECK(vm_rootdisk_origin_key("/x/" KEY ".ext4.tmp.12", k, sizeof(k)) == -EINVAL);
+        CHECK(vm_rootdisk_origin_key("capsule/vmroot-web", k, sizeof(k)) == -EINVAL);
+        CHECK(vm_rootdisk_origin_key("/x/NOTHEX.ext4", k, sizeof(k)) == -EINVAL);
+        CHECK(vm_rootdisk_origin_key("/x/.ext4", k, sizeof(k)) == -EINVAL);
+        CHECK(vm_rootdisk_origin_key("", k, sizeof(k)) == -EINVAL);
+        CHECK(vm_rootdisk_origin_key("/x/" KEY ".ext4", k, 10) == -EINVAL); /* buf too short */
+}
+
+static int count_key(const char *key, uint64_t bytes, void *ud)
+{
+        CHECK_STR_EQ(key, KEY);
+        CHECK(bytes == 4096);
+        (*(int *)ud)++;
+        return 0;
+}
+
+static void touch(const char *path, off_t size)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        CHECK(fd >= 0);
+        CHECK(ftruncate(fd, size) == 0);
+        close(fd);
+}
+
+/* The file backend: a cache is listed, removed (gone, its temp name too), a second remove is a
+ * no-op; a crash between the two steps leaves KEY.ext4.tmp.rm, which is no cache and which
+ * cleanup removes. */
+TEST(file_cache_remove)
+{
+        char tmpl[] = "/tmp/test-rootdisk-XXXXXX", images[PATH_MAX], vms[PATH_MAX], p[PATH_MAX];
+        CHECK(mkdtemp(tmpl) != NULL);
+        snprintf(images, sizeof(images), "%s/vm-images", tmpl);
+        snprintf(vms, sizeof(vms), "%s/vms", tmpl);
+        struct vm_rootdisk *rd = NULL;
+        struct cap_error err = {0};
+        CHECK(vm_rootdisk_file_open(images, vms, &rd, &err) == 0);
+        snprintf(p, sizeof(p), "%s/%s.ext4", images, KEY);
+        touch(p, 4096);
+        char half[PATH_MAX + 16];
+        snprintf(half, sizeof(half), "%s.tmp.77", p); /* a build in progress: not listed */
+        touch(half, 1);
+        int n = 0;
+        CHECK(rd->ops->cache_list(rd, count_key, &n, &err) == 0);
+        CHECK(n == 1);
+        char what[300];
+        CHECK(rd->ops->cache_remove(rd, KEY, what, sizeof(what), &err) == 0);
+        CHECK_STR_EQ(what, p);
+        CHECK(access(p, F_OK) < 0);
+        snprintf(half, sizeof(half), "%s.tmp.rm", p);
+        CHECK(access(half, F_OK) < 0);
+        uint64_t bytes = 0;
+        CHECK(rd->ops->cache_find(rd, KEY, &bytes, &err) == 0);
+        CHECK(rd->ops->cache_remove(rd, KEY, what, sizeof(what), &err) == 0); /* none: 0 */
+        /* what a crash after step 1 leaves: not a cache, removed at the next start */
+        touch(half, 4096);
+        n = 0;
+        CHECK(rd->ops->cache_list(rd, count_key, &n, &err) == 0);
+        CHECK(n == 0);
+        CHECK(rd->ops->cache_find(rd, KEY, &bytes, &err) == 0);
+        CHECK(rd->ops->cleanup(rd, NULL, NULL, &err) == 0);
+        CHECK(access(half, F_OK) < 0);
+        snprintf(half, sizeof(half), "%s.tmp.77", p);
+        CHECK(access(half, F_OK) < 0);
+        vm_rootdisk_free(rd);
+        CHECK(rmdir(images) == 0);
+        CHECK(rmdir(tmpl) == 0);
+}
+
 int main(void)
 {
         RUN(names);
@@ -155,5 +237,7 @@ int main(void)
         RUN(parse_and_cleanup);
         RUN(parse_bad);
         RUN(sizes);
+        RUN(origin_key);
+        RUN(file_cache_remove);
         return test_summary();
 }

@@ -69,6 +69,16 @@ TEST(manifest_overrides_and_volumes)
         w.mounts = mounts;
         w.n_mounts = 1;
         w.working_dir = "/www";
+        /* a secret env value is redacted in API output only: the guest gets the value */
+        Capsule__V1__WorkloadSpec__EnvEntry e = CAPSULE__V1__WORKLOAD_SPEC__ENV_ENTRY__INIT;
+        Capsule__V1__WorkloadSpec__EnvEntry *env[] = {&e};
+        char *secret[] = {"TOKEN"};
+        e.key = "TOKEN";
+        e.value = "s3cr3t";
+        w.env = env;
+        w.n_env = 1;
+        w.secret_env = secret;
+        w.n_secret_env = 1;
         struct vm_runspec_volume vols[] = {{.device = "/dev/vdc", .path = "/www"}};
         struct cap_error err = {0};
         RunConfig *rc = from(&w, "{\"config\":{\"Cmd\":[\"sh\"]}}", vols, 1, &err);
@@ -83,6 +93,10 @@ TEST(manifest_overrides_and_volumes)
         CHECK_STR_EQ(rc->volumes[0]->device, "/dev/vdc");
         CHECK_STR_EQ(rc->volumes[0]->path, "/www");
         CHECK(rc->uid == 0 && rc->gid == 0);
+        bool token = false;
+        for (size_t i = 0; i < rc->n_env; i++)
+                token |= strcmp(rc->env[i], "TOKEN=s3cr3t") == 0;
+        CHECK(token);
         runconfig_free(rc);
 }
 

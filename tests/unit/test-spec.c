@@ -142,9 +142,12 @@ TEST(env_merge)
         e2.key = "A";
         e2.value = "manifest";
         Capsule__V1__WorkloadSpec__EnvEntry *env[] = {&e1, &e2};
+        char *secret[] = {"A"}; /* secret only in API output: the process gets the value */
         w.name = "web";
         w.env = env;
         w.n_env = 2;
+        w.secret_env = secret;
+        w.n_secret_env = 1;
         struct spec_options o = {
             .workload = &w,
             .image_config_json =

@@ -4,7 +4,9 @@
  * and nameservers handed to the guest, exit events from the QEMU watcher. QEMU's serial console
  * goes through the same log writer as containers, into the workload's log file.
  * Volumes arrive as disks (serve/runtime.c attaches them with volume_attach_disk); exec relays to
- * capsule-guest's Exec (microvm_exec.c). */
+ * capsule-guest's Exec (microvm_exec.c). Root disk caches of deleted images are collected here
+ * (microvm_driver_rootdisk_collect): containerd says which images exist, vmd which VMs claim a
+ * cache. */
 #include "microvm.h"
 
 #include <errno.h>
@@ -15,6 +17,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "containerd/client.h"
 #include "containerd/driver.h"
 #include "containerd/spec.h"
 #include "driver.h"
@@ -27,6 +30,8 @@ struct vm_driver {
         pthread_mutex_t lock; /* fn, ud */
         driver_event_fn fn;
         void *ud;
+        vmd_cache_gone_fn gone_fn; /* set once, before the reconciler runs */
+        void *gone_ud;
 };
 
 static struct vm_driver *of(struct workload_driver *d)
@@ -116,7 +121,16 @@ static int vm_stop(struct workload_driver *d, const char *name, int grace_ms, ui
 
 static int vm_remove(struct workload_driver *d, const char *name, struct cap_error *err)
 {
-        return vmd_remove(of(d)->vmd, name, err);
+        int r = vmd_remove(of(d)->vmd, name, err);
+        if (r < 0)
+                return r;
+        /* the last VM of a deleted image frees its cache */
+        char why[128];
+        snprintf(why, sizeof(why), "microVM %s removed", name);
+        struct cap_error cerr = {0};
+        if (microvm_driver_rootdisk_collect(d, why, &cerr) < 0)
+                log_warn("microvm: root disk caches: %s", cerr.msg);
+        return 0;
 }
 
 struct list_ctx {
@@ -256,4 +270,30 @@ struct workload_driver *microvm_driver_new(const struct vmd_config *cfg, struct 
 struct vmd *microvm_driver_vmd(struct workload_driver *d)
 {
         return of(d)->vmd;
+}
+
+void microvm_driver_on_cache_gone(struct workload_driver *d, vmd_cache_gone_fn fn, void *ud)
+{
+        of(d)->gone_fn = fn;
+        of(d)->gone_ud = ud;
+}
+
+int microvm_driver_rootdisk_collect(struct workload_driver *d, const char *why,
+                                    struct cap_error *err)
+{
+        struct vm_driver *vd = of(d);
+        Containerd__Services__Images__V1__ListImagesResponse *l = NULL;
+        /* without the list nothing is removed: an image that exists must keep its cache */
+        if (ctrd_image_list(ctrd_client(vd->images), NULL, &l, err) < 0)
+                return cap_error_prefix(err, "list images");
+        const char **keep = calloc(l->n_images + 1, sizeof(*keep));
+        size_t n = 0;
+        for (size_t i = 0; keep && i < l->n_images; i++)
+                if (l->images[i]->target && l->images[i]->target->digest)
+                        keep[n++] = l->images[i]->target->digest;
+        int r = keep ? vmd_rootdisk_collect(vd->vmd, keep, n, why, vd->gone_fn, vd->gone_ud, err)
+                     : cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
+        free(keep);
+        protobuf_c_message_free_unpacked(&l->base, NULL);
+        return r;
 }

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "microvm/driver.h"
 
 struct ctrd;
 struct vmd_config;
@@ -17,6 +18,17 @@ struct workload_driver *microvm_driver_new(const struct vmd_config *cfg, struct 
 
 /* The vmd under d. */
 struct vmd *microvm_driver_vmd(struct workload_driver *d);
+
+/* Who hears of each root disk cache removed (serve: an event), set before the reconciler runs. */
+void microvm_driver_on_cache_gone(struct workload_driver *d, vmd_cache_gone_fn fn, void *ud);
+
+/* Removes the root disk caches of images containerd no longer holds that no microVM claims
+ * (vmd_rootdisk_collect), telling on_cache_gone's fn of each; why says what triggered it ("image
+ * X deleted", "start", "microVM X removed"). Runs after an image delete, after each microVM
+ * removal and at start. Returns how many were removed; negative (nothing removed) when the
+ * images cannot be listed. */
+int microvm_driver_rootdisk_collect(struct workload_driver *d, const char *why,
+                                    struct cap_error *err);
 
 /* The exec ops (microvm_exec.c): the process runs in the VM through capsule-guest's Exec over
  * vsock; FAILED_PRECONDITION without a guest channel (no /dev/vhost-vsock). */

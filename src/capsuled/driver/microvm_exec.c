@@ -21,6 +21,7 @@
 #include "microvm.h"
 #include "microvm/driver.h"
 #include "rpc/rpc.h"
+#include "common/deadline.h"
 
 struct driver_exec {
         struct rpc_client *client;
@@ -285,14 +286,7 @@ int microvm_exec_wait(struct workload_driver *d, struct driver_exec *x, int time
                       struct cap_error *err)
 {
         (void)d;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += timeout_ms / 1000;
-        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = deadline_in_ms(CLOCK_REALTIME, timeout_ms);
         int r = 0;
         pthread_mutex_lock(&x->lock);
         while (!x->exited && r == 0)

@@ -665,6 +665,7 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                                              name);
                 return err->code;
         }
+        _cleanup_free_ char *digest = TAKE_PTR(target.digest);
         ctrd_descriptor_clear(&target);
         struct users u;
         if (users_load(env, &u, err) < 0)
@@ -685,7 +686,9 @@ int images_delete(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                                              name);
                 return cap_error_prefix(err, "delete image %s", name);
         }
-        log_info("image delete: name=%s", name);
+        log_info("image delete: name=%s digest=%s", name, digest ? digest : "");
+        if (env->deleted)
+                env->deleted(env->deleted_ud, name, digest ? digest : "");
         return 0;
 }
 

@@ -32,6 +32,10 @@ struct images_env {
         void *(*registries_get)(void *ud, struct registry_opts *o);
         void (*registries_put)(void *ud, void *hold);
         void *registries_ud;
+        /* Called after Images.Delete removed image `name` (digest "sha256:..."), before it
+         * answers: serve collects the microVM root disk cache of that digest. May be NULL. */
+        void (*deleted)(void *ud, const char *name, const char *digest);
+        void *deleted_ud;
 };
 
 /* Handlers; userdata is a struct images_env. Push is RPC_CLIENT_STREAM, Pull RPC_SERVER_STREAM

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -32,6 +33,8 @@ struct metrics_http {
         SSL_CTX *tls; /* NULL: plain HTTP */
         metrics_render_fn render;
         void *render_ud;
+        bool (*revoked)(void *ud, const char *serial_hex);
+        void *revoked_ud;
         pthread_t thread;
         bool thread_started;
         pthread_mutex_t lock; /* protects active */
@@ -154,13 +157,21 @@ static int conn_write(struct conn *c, const char *buf, size_t len)
         return 0;
 }
 
-/* The client certificate's subject O (its Capsule role) and CN. */
-static void peer_identity(SSL *ssl, char *org, size_t org_len, char *cn, size_t cn_len)
+/* The client certificate's subject O (its Capsule role), CN and serial (upper-case hex, no leading
+ * zeros). */
+static void peer_identity(SSL *ssl, char *org, size_t org_len, char *cn, size_t cn_len,
+                          char *serial, size_t serial_len)
 {
-        org[0] = cn[0] = '\0';
+        org[0] = cn[0] = serial[0] = '\0';
         X509 *cert = SSL_get1_peer_certificate(ssl);
         if (!cert)
                 return;
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+        char *hex = bn ? BN_bn2hex(bn) : NULL;
+        if (hex && strlen(hex) < serial_len) /* without leading zeros, as gen cert prints it */
+                snprintf(serial, serial_len, "%s", hex + strspn(hex, "0") - (hex[strspn(hex, "0")] == '\0'));
+        OPENSSL_free(hex);
+        BN_free(bn);
         X509_NAME *name = X509_get_subject_name(cert);
         int first = X509_NAME_get_index_by_NID(name, NID_organizationName, -1);
         /* several O attributes: no role rather than a guess, as the API decides */
@@ -191,11 +202,17 @@ static int conn_handshake(struct metrics_http *h, struct conn *c, char *why, siz
                         return w;
                 }
         }
-        char org[256], cn[256];
-        peer_identity(c->ssl, org, sizeof(org), cn, sizeof(cn));
+        char org[256], cn[256], serial[128];
+        peer_identity(c->ssl, org, sizeof(org), cn, sizeof(cn), serial, sizeof(serial));
         if (!pki_role_is_valid(org)) {
                 snprintf(why, why_len, "certificate \"%s\" has no Capsule role (O=\"%s\")", cn,
                          org);
+                return -EACCES;
+        }
+        if (h->revoked && h->revoked(h->revoked_ud, serial)) {
+                snprintf(why, why_len,
+                         "certificate \"%s\" (serial %s) is revoked (machine config pki.revoked)",
+                         cn, serial);
                 return -EACCES;
         }
         return 0;
@@ -251,7 +268,8 @@ static int respond_text(struct conn *c, int code, const char *msg)
 }
 
 /* Reads the request head (up to the blank line) and answers it; 403 when forbidden. */
-static void serve_request(struct metrics_http *h, struct conn *c, const char *peer, bool forbidden)
+static void serve_request(struct metrics_http *h, struct conn *c, const char *peer,
+                          const char *forbidden)
 {
         char buf[METRICS_HTTP_MAX_REQUEST];
         size_t len = 0;
@@ -272,7 +290,9 @@ static void serve_request(struct metrics_http *h, struct conn *c, const char *pe
                         break;
         }
         if (forbidden) {
-                respond_text(c, 403, "forbidden: the client certificate has no Capsule role\n");
+                char msg[340];
+                snprintf(msg, sizeof(msg), "forbidden: %s\n", forbidden);
+                respond_text(c, 403, msg);
                 return;
         }
         int code = metrics_http_route(buf, len);
@@ -312,7 +332,7 @@ static void serve_conn(struct metrics_http *h, int fd, const char *peer)
                 log_info("metrics: refused %s: %s", peer, why);
         /* verified, but no role: say so (after reading the request) rather than hang up */
         if (r == 0 || r == -EACCES)
-                serve_request(h, &c, peer, r == -EACCES);
+                serve_request(h, &c, peer, r == -EACCES ? why : NULL);
         if (c.ssl) {
                 SSL_shutdown(c.ssl);
                 SSL_free(c.ssl);
@@ -536,6 +556,8 @@ struct metrics_http *metrics_http_start(const struct metrics_http_opts *o, int *
         pthread_cond_init(&h->idle, NULL);
         h->render = o->render;
         h->render_ud = o->render_ud;
+        h->revoked = o->revoked;
+        h->revoked_ud = o->revoked_ud;
         if (!o->insecure_http && !(h->tls = tls_context(o, err)))
                 goto fail;
         h->fd = listen_on(o->listen, port, err);

@@ -2,11 +2,11 @@
  * with the text a render callback produces, 404 for any other path, 405 for other methods.
  * Over TLS (OpenSSL) with the Capsule's server certificate and a required client certificate
  * signed by the Capsule CA with a Capsule role (any role; a verified one without a role gets
- * 403), or plain HTTP when the machine config says so (a trusted LAN). One request per
- * connection (Connection: close), each connection on a thread of its own (at most
- * METRICS_HTTP_MAX_CONNS at once; more are closed at once): a request is at most 8 KiB and each
- * connection gets METRICS_HTTP_DEADLINE_MS from accept to the last byte sent, so a slow or silent
- * client cannot hold the endpoint. */
+ * 403, and so does a revoked one, see metrics_http_opts.revoked), or plain HTTP when the machine
+ * config says so (a trusted LAN). One request per connection (Connection: close), each connection
+ * on a thread of its own (at most METRICS_HTTP_MAX_CONNS at once; more are closed at once): a
+ * request is at most 8 KiB and each connection gets METRICS_HTTP_DEADLINE_MS from accept to the
+ * last byte sent, so a slow or silent client cannot hold the endpoint. */
 #pragma once
 
 #include <stdbool.h>
@@ -29,6 +29,10 @@ struct metrics_http_opts {
         const char *key_pem;
         metrics_render_fn render;
         void *render_ud;
+        /* TLS: true when the client certificate with this serial (upper-case hex) is revoked;
+         * such a client gets 403 naming the serial. NULL: none is. Called with every request. */
+        bool (*revoked)(void *ud, const char *serial_hex);
+        void *revoked_ud;
 };
 
 struct metrics_http;

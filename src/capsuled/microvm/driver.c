@@ -41,6 +41,7 @@
 #define VMD_DEFAULT_MEMORY_MIB 256
 #define VMD_GUEST_STOP_GRACE_S 10
 #define VMD_LOG_TAIL (256 * 1024)
+#define VMD_IMAGE_FILE "image" /* "sha256:HEX": the cache this VM's root disk comes from */
 
 struct tracked {
         char name[64];
@@ -61,6 +62,8 @@ struct vmd {
         void *exit_ud;
         pthread_mutex_t lock;       /* tracked, CID allocation */
         pthread_mutex_t cache_lock; /* root disk cache builds */
+        /* a VM's claim on a cache (its "image" file) vs. removing caches (vmd_rootdisk_collect) */
+        pthread_mutex_t ref_lock;
         struct tracked tracked[VMD_MAX_TRACKED];
         size_t n_tracked;
         pthread_t watcher;
@@ -321,6 +324,7 @@ struct vmd *vmd_new(const struct vmd_config *cfg, void (*exit_fn)(const char *na
         d->exit_ud = ud;
         pthread_mutex_init(&d->lock, NULL);
         pthread_mutex_init(&d->cache_lock, NULL);
+        pthread_mutex_init(&d->ref_lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -346,6 +350,7 @@ void vmd_free(struct vmd *d)
         pthread_cond_destroy(&d->cond);
         pthread_mutex_destroy(&d->lock);
         pthread_mutex_destroy(&d->cache_lock);
+        pthread_mutex_destroy(&d->ref_lock);
         vm_rootdisk_free(d->rootdisk);
         free(d);
 }
@@ -380,9 +385,19 @@ static int ensure_cache(struct vmd *d, const struct vmd_run *run, const char **k
                 return cap_error_set(err, -EINVAL, CAP_INTERNAL, "root disk: bad image digest \"%s\"",
                                      run->image_digest ? run->image_digest : "");
         *key = hex;
+        /* the VM's claim on the cache first: from here on no collect removes it (under ref_lock,
+         * so a collect running now either finishes before or sees the claim) */
+        char dir[PATH_MAX], claim[96];
+        state_dir(d, run->spec->name, dir, sizeof(dir));
+        snprintf(claim, sizeof(claim), "sha256:%s\n", hex);
+        pthread_mutex_lock(&d->ref_lock);
+        int r = put_file(dir, VMD_IMAGE_FILE, claim, err);
+        pthread_mutex_unlock(&d->ref_lock);
+        if (r < 0)
+                return cap_error_prefix(err, "root disk of %s", run->spec->image);
         struct vm_rootdisk *rd = d->rootdisk;
         pthread_mutex_lock(&d->cache_lock);
-        int r = rd->ops->cache_find(rd, hex, bytes, err);
+        r = rd->ops->cache_find(rd, hex, bytes, err);
         if (r == 0) {
                 int64_t t0 = vm_now_ms();
                 struct cache_build cb = {.rd = rd, .key = hex, .err = err};
@@ -906,4 +921,136 @@ int vmd_rootdisk_census(struct vmd *d, char *msg, size_t len)
                                  "; accel auto: not probed yet this boot (the first MicroVM with accel: auto probes)");
         }
         return 0;
+}
+
+/* ---- root disk caches of deleted images ------------------------------------------------------ */
+
+struct keyset {
+        char (*v)[80];
+        size_t n, cap;
+};
+
+static int keyset_add(struct keyset *s, const char *key)
+{
+        if (s->n == s->cap) {
+                size_t cap = s->cap ? s->cap * 2 : 16;
+                char(*nv)[80] = realloc(s->v, cap * sizeof(*nv));
+                if (!nv)
+                        return -ENOMEM;
+                s->v = nv;
+                s->cap = cap;
+        }
+        snprintf(s->v[s->n++], sizeof(s->v[0]), "%s", key);
+        return 0;
+}
+
+static bool keyset_has(const struct keyset *s, const char *key)
+{
+        for (size_t i = 0; i < s->n; i++)
+                if (strcmp(s->v[i], key) == 0)
+                        return true;
+        return false;
+}
+
+/* The caches VM state directories claim: their "image" file, else (a directory from before
+ * that file) the origin in "rootdisk". Every directory counts, running or not: an exited VM of
+ * a defined workload starts again from the same cache. */
+static int claimed_keys(struct vmd *d, struct keyset *out)
+{
+        char vms[PATH_MAX];
+        snprintf(vms, sizeof(vms), "%s/vms", d->root);
+        DIR *dir = opendir(vms);
+        if (!dir)
+                return errno == ENOENT ? 0 : -errno;
+        int r = 0;
+        struct dirent *de;
+        while (r == 0 && (de = readdir(dir))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                char sd[PATH_MAX], line[600], key[80], a[16], b[16], c[256], origin[256];
+                if ((size_t)snprintf(sd, sizeof(sd), "%s/%s", vms, de->d_name) >= sizeof(sd))
+                        continue;
+                if (get_file(sd, VMD_IMAGE_FILE, line, sizeof(line)) &&
+                    strncmp(line, "sha256:", 7) == 0 && vm_rootdisk_key_ok(line + 7))
+                        r = keyset_add(out, line + 7);
+                else if (get_file(sd, "rootdisk", line, sizeof(line)) &&
+                         sscanf(line, "%15s %15s %255s %255s", a, b, c, origin) == 4 &&
+                         vm_rootdisk_origin_key(origin, key, sizeof(key)) == 0)
+                        r = keyset_add(out, key);
+        }
+        closedir(dir);
+        return r;
+}
+
+struct cache_row {
+        char key[72];
+        uint64_t bytes;
+};
+
+struct cache_rows {
+        struct cache_row *v;
+        size_t n, cap;
+};
+
+static int collect_list_one(const char *key, uint64_t bytes, void *ud)
+{
+        struct cache_rows *rows = ud;
+        if (rows->n == rows->cap) {
+                size_t cap = rows->cap ? rows->cap * 2 : 16;
+                struct cache_row *nv = realloc(rows->v, cap * sizeof(*nv));
+                if (!nv)
+                        return -ENOMEM;
+                rows->v = nv;
+                rows->cap = cap;
+        }
+        struct cache_row *row = &rows->v[rows->n++];
+        snprintf(row->key, sizeof(row->key), "%s", key);
+        row->bytes = bytes;
+        return 0;
+}
+
+int vmd_rootdisk_collect(struct vmd *d, const char *const *keep, size_t n_keep, const char *why,
+                         vmd_cache_gone_fn fn, void *ud, struct cap_error *err)
+{
+        struct vm_rootdisk *rd = d->rootdisk;
+        struct keyset claimed = {0};
+        struct cache_rows caches = {0};
+        int removed = 0;
+        pthread_mutex_lock(&d->ref_lock);
+        int r = claimed_keys(d, &claimed);
+        if (r < 0)
+                cap_error_errno(err, r, "root disks: read the claims under %s/vms", d->root);
+        else
+                r = rd->ops->cache_list(rd, collect_list_one, &caches, err);
+        for (size_t i = 0; r >= 0 && i < caches.n; i++) {
+                const char *key = caches.v[i].key;
+                uint64_t bytes = caches.v[i].bytes;
+                bool wanted = keyset_has(&claimed, key);
+                for (size_t k = 0; k < n_keep && !wanted; k++) {
+                        const char *h = strchr(keep[k], ':');
+                        wanted = strcmp(h ? h + 1 : keep[k], key) == 0;
+                }
+                if (wanted)
+                        continue;
+                char what[300] = "";
+                struct cap_error e = {0};
+                if (rd->ops->cache_remove(rd, key, what, sizeof(what), &e) < 0) {
+                        /* the others still go; the next collect tries this one again */
+                        log_warn("microvm: root disks: remove the cache of sha256:%s: %s", key,
+                                 e.msg);
+                        continue;
+                }
+                removed++;
+                log_info("microvm: root disks: removed the cache of sha256:%s (%s, %" PRIu64
+                         " MiB): no image and no microVM uses it (%s)",
+                         key, what, bytes >> 20, why);
+                struct vmd_cache_gone g = {
+                    .key = key, .what = what, .bytes = bytes, .backend = rd->name, .why = why};
+                if (fn)
+                        fn(&g, ud);
+        }
+        pthread_mutex_unlock(&d->ref_lock);
+        free(claimed.v);
+        free(caches.v);
+        return r < 0 ? r : removed;
 }

@@ -118,6 +118,25 @@ int vmd_describe(struct vmd *d, const char *name, struct vmd_info *out);
  * Negative (msg says why) when they cannot be counted. */
 int vmd_rootdisk_census(struct vmd *d, char *msg, size_t len);
 
+/* A root disk cache vmd_rootdisk_collect removed. */
+struct vmd_cache_gone {
+        const char *key;     /* the image digest's hex */
+        const char *what;    /* the file or "VG/vmimg-KEY" */
+        uint64_t bytes;      /* the space it took (the file's or the LV's size) */
+        const char *backend; /* "file" or "lvm-thin" */
+        const char *why;     /* the caller's why */
+};
+typedef void (*vmd_cache_gone_fn)(const struct vmd_cache_gone *g, void *ud);
+
+/* Removes the root disk caches that nothing needs any more: those whose key is none of keep[]
+ * (the digests, "sha256:HEX", of the images containerd still holds) and that no VM state
+ * directory claims (a running VM, or an exited one that may start again: its "image" file, made
+ * before its disk). Each removal is crash-safe (rootdisk.h), logged and handed to fn; why (e.g.
+ * "image NAME deleted") goes into both. The same for both backends. Returns how many were
+ * removed; negative when the caches or claims cannot be read (then nothing was removed). */
+int vmd_rootdisk_collect(struct vmd *d, const char *const *keep, size_t n_keep, const char *why,
+                         vmd_cache_gone_fn fn, void *ud, struct cap_error *err);
+
 /* A connected, plaintext gRPC client to the guest agent of a running VM (capsule.guest.v1 over
  * vsock). FAILED_PRECONDITION without a guest channel. Free with rpc_client_free. */
 struct rpc_client;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fault.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "tools.h"
@@ -45,6 +46,26 @@ bool vm_rootdisk_key_ok(const char *key)
 {
         size_t n = key ? strlen(key) : 0;
         return n >= 12 && n <= 64 && strspn(key, "0123456789abcdef") == n;
+}
+
+int vm_rootdisk_origin_key(const char *origin, char *buf, size_t len)
+{
+        const char *base = strrchr(origin, '/');
+        base = base ? base + 1 : origin;
+        size_t pl = strlen(VM_ROOTDISK_LV_CACHE), n = strlen(base);
+        if (strncmp(base, VM_ROOTDISK_LV_CACHE, pl) == 0) {
+                base += pl;
+                n -= pl;
+        } else if (n > 5 && strcmp(base + n - 5, ".ext4") == 0) {
+                n -= 5;
+        } else {
+                return -EINVAL;
+        }
+        if (n >= len)
+                return -EINVAL;
+        memcpy(buf, base, n);
+        buf[n] = '\0';
+        return vm_rootdisk_key_ok(buf) ? 0 : -EINVAL;
 }
 
 struct tree_usage {
@@ -362,6 +383,31 @@ static int file_vm_disk_remove(struct vm_rootdisk *rd, const char *name, const c
         return 0;
 }
 
+/* The name a cache takes while it is removed: a temp name (cleanup removes it, nothing uses it). */
+#define FILE_CACHE_REMOVING ".tmp.rm"
+
+/* Step 1 renames KEY.ext4 away (one atomic, fsync'd directory change: from then on there is no
+ * cache of KEY), step 2 unlinks the renamed file. A crash between leaves KEY.ext4.tmp.rm, which
+ * the next start's cleanup removes as any temp file. */
+static int file_cache_remove(struct vm_rootdisk *rd, const char *key, char *what, size_t len,
+                             struct cap_error *err)
+{
+        char path[PATH_MAX], gone[PATH_MAX + 16];
+        int r = file_cache_path(rd, key, path, sizeof(path), err);
+        if (r < 0)
+                return r;
+        snprintf(what, len, "%s", path);
+        snprintf(gone, sizeof(gone), "%s" FILE_CACHE_REMOVING, path);
+        if (rename(path, gone) < 0)
+                return errno == ENOENT ? 0 : cap_error_errno(err, -errno, "rename %s", path);
+        if ((r = fsync_dir_of(path)) < 0)
+                return cap_error_errno(err, r, "fsync the directory of %s", path);
+        fault_point(VM_ROOTDISK_FAULT_REMOVE);
+        if (unlink(gone) < 0)
+                return cap_error_errno(err, -errno, "remove %s", gone);
+        return 0;
+}
+
 /* "KEY.ext4.tmp.PID": a cache build or a clone a crash interrupted. */
 static bool is_temp_name(const char *n)
 {
@@ -386,7 +432,8 @@ static void drop_temp(int dfd, const char *entry, void *ud)
 {
         (void)ud;
         if (is_temp_name(entry) && unlinkat(dfd, entry, 0) == 0)
-                log_warn("microvm: root disks: removed %s (a build a crash interrupted)", entry);
+                log_warn("microvm: root disks: removed %s (a %s a crash interrupted)", entry,
+                         strstr(entry, FILE_CACHE_REMOVING) ? "cache removal" : "build");
 }
 
 struct vm_walk {
@@ -429,12 +476,45 @@ static int file_cleanup(struct vm_rootdisk *rd, vm_rootdisk_running_fn is_runnin
         return r < 0 ? cap_error_errno(err, r, "root disks: clean up") : 0;
 }
 
+/* Whether a directory entry of ROOT/vm-images is a whole cache: KEY.ext4 into key. */
+static bool cache_entry_key(const char *entry, char *key, size_t len)
+{
+        return !is_temp_name(entry) && vm_rootdisk_origin_key(entry, key, len) == 0;
+}
+
 static void count_cache(int dfd, const char *entry, void *ud)
 {
         (void)dfd;
-        size_t l = strlen(entry);
-        if (!is_temp_name(entry) && l > 5 && strcmp(entry + l - 5, ".ext4") == 0)
+        char key[80];
+        if (cache_entry_key(entry, key, sizeof(key)))
                 (*(size_t *)ud)++;
+}
+
+struct cache_walk {
+        vm_rootdisk_cache_fn fn;
+        void *ud;
+        int r;
+};
+
+static void list_cache(int dfd, const char *entry, void *ud)
+{
+        struct cache_walk *w = ud;
+        char key[80];
+        struct stat st;
+        if (w->r < 0 || !cache_entry_key(entry, key, sizeof(key)) ||
+            fstatat(dfd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                return;
+        w->r = w->fn(key, (uint64_t)st.st_size, w->ud);
+}
+
+static int file_cache_list(struct vm_rootdisk *rd, vm_rootdisk_cache_fn fn, void *ud,
+                           struct cap_error *err)
+{
+        struct cache_walk w = {.fn = fn, .ud = ud};
+        int r = dir_each(FR(rd)->images, list_cache, &w);
+        if (r < 0)
+                return cap_error_errno(err, r, "root disks: list %s", FR(rd)->images);
+        return w.r < 0 ? cap_error_errno(err, w.r, "root disks: list %s", FR(rd)->images) : 0;
 }
 
 static void count_vm_disk(int dfd, const char *entry, void *ud)
@@ -464,6 +544,8 @@ static const struct vm_rootdisk_ops file_ops = {
     .cache_build = file_cache_build,
     .vm_disk_create = file_vm_disk_create,
     .vm_disk_remove = file_vm_disk_remove,
+    .cache_list = file_cache_list,
+    .cache_remove = file_cache_remove,
     .cleanup = file_cleanup,
     .census = file_census,
     .free = file_free,

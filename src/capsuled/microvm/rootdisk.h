@@ -13,7 +13,11 @@
  *     volumes use (tagged capsule_incomplete until mkfs finished), the VM's disk a thin snapshot
  *     VG/vmroot-NAME of it (lvextend + resize2fs when `disk:` is larger).
  * At start (cleanup) each backend discards half-made caches and the disks of VMs that no longer
- * run, so a crash at any step is repaired by the next start. */
+ * run, so a crash at any step is repaired by the next start.
+ * A cache goes when its image does (cache_remove, driven by vmd_rootdisk_collect in driver.c, the
+ * same for both backends): first it stops being a cache (the file is renamed to a temp name, the
+ * LV is tagged capsule_incomplete again), then its space is freed; a crash in between leaves a
+ * leftover that no one trusts and the next start's cleanup removes. */
 #pragma once
 
 #include <limits.h>
@@ -36,6 +40,8 @@ struct vm_rootdisk;
 
 /* bool is_running(name, ud): whether VM NAME runs now (its disk must stay). */
 typedef bool (*vm_rootdisk_running_fn)(const char *name, void *ud);
+/* One whole cache, as cache_list reports it: its KEY and size. */
+typedef int (*vm_rootdisk_cache_fn)(const char *key, uint64_t bytes, void *ud);
 
 struct vm_rootdisk_ops {
         /* The cache of KEY: 1 with *bytes when it exists whole, 0 when not. */
@@ -53,6 +59,14 @@ struct vm_rootdisk_ops {
         /* Removes VM NAME's disk; 0 when there is none. */
         int (*vm_disk_remove)(struct vm_rootdisk *rd, const char *name, const char *dir,
                               struct cap_error *err);
+        /* Calls fn for every whole cache (half-made ones are not listed); stops at fn's error. */
+        int (*cache_list)(struct vm_rootdisk *rd, vm_rootdisk_cache_fn fn, void *ud,
+                          struct cap_error *err);
+        /* Removes KEY's cache, crash-safe: it stops being a whole cache in one atomic step
+         * (rename / tag), then its space is freed. what (len bytes) names what was removed.
+         * 0 when there was none. The caller makes sure no VM disk depends on it. */
+        int (*cache_remove)(struct vm_rootdisk *rd, const char *key, char *what, size_t len,
+                            struct cap_error *err);
         /* At start: removes half-made caches and the disks of VMs that do not run. */
         int (*cleanup)(struct vm_rootdisk *rd, vm_rootdisk_running_fn is_running, void *ud,
                        struct cap_error *err);
@@ -88,6 +102,11 @@ int vm_rootdisk_measure(const char *rootfs_dir, uint64_t *bytes, uint64_t *inode
                         struct cap_error *err);
 /* Whether KEY can name a cache: 12..64 lowercase hex digits. */
 bool vm_rootdisk_key_ok(const char *key);
+/* The KEY of a cache from a VM disk's origin as vm_disk_create reported it ("DIR/KEY.ext4" or
+ * "VG/vmimg-KEY") into buf; -EINVAL when origin names no cache. */
+int vm_rootdisk_origin_key(const char *origin, char *buf, size_t len);
+/* The crash-test point between the two steps of a cache removal (CAPSULE_FAULT, fault.h). */
+#define VM_ROOTDISK_FAULT_REMOVE "rootdisk-cache-remove"
 
 /* ---- the file backend's two steps, on paths (also used by the VMM integration test) -------- */
 

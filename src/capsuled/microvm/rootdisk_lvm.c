@@ -10,6 +10,10 @@
  * needs no tag: it is made fresh for every run, and cleanup removes the snapshot of every VM that
  * does not run (a crash between lvcreate and the grow, or a deleted VM whose lvremove never ran).
  *
+ * Removing a cache (when its image is deleted) mirrors the build: the tag goes back on first (one
+ * metadata commit: from then on it is no cache), then lvremove; a crash between leaves a tagged
+ * LV that the next start's cleanup removes like a half-made one.
+ *
  * Thin snapshots carry LVM's activation-skip flag by default; lvcreate -kn makes them without it
  * (and -K activates one that has it). Caches are deactivated once built: only snapshots are ever
  * open. It drives the lvm2 tools through spawn.c and the image's /etc/lvm/lvm.conf (no udev), and
@@ -26,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "rootdisk.h"
 #include "tools.h"
@@ -413,6 +418,40 @@ static int lvm_vm_disk_remove(struct vm_rootdisk *rd, const char *name, const ch
         return r < 0 ? r : 0;
 }
 
+static int lvm_cache_list(struct vm_rootdisk *rd, vm_rootdisk_cache_fn fn, void *ud,
+                          struct cap_error *err)
+{
+        struct vm_rootdisk_lv *lvs = NULL;
+        size_t n = 0;
+        int r = report(rd, &lvs, &n, err);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                const char *key = vm_rootdisk_lvm_key_of(lvs[i].name);
+                if (key && !lvs[i].incomplete && (r = fn(key, lvs[i].size_bytes, ud)) < 0)
+                        cap_error_errno(err, r, "root disks: list %s", rd->where);
+        }
+        free(lvs);
+        return r;
+}
+
+static int lvm_cache_remove(struct vm_rootdisk *rd, const char *key, char *what, size_t len,
+                            struct cap_error *err)
+{
+        char lvname[128], ref[300];
+        if (vm_rootdisk_lvm_cache_lv(key, lvname, sizeof(lvname)) < 0)
+                return cap_error_set(err, -EINVAL, CAP_INTERNAL, "bad image key \"%s\"", key);
+        lv_ref(rd, lvname, false, ref, sizeof(ref));
+        snprintf(what, len, "%s", ref);
+        struct vm_rootdisk_lv lv;
+        int r = find(rd, lvname, &lv, err);
+        if (r <= 0)
+                return r;
+        const char *untrust[] = {"lvchange", "--addtag", VM_ROOTDISK_TAG_INCOMPLETE, ref, NULL};
+        if (!lv.incomplete && (r = spawn_lvm(untrust, NULL, err)) < 0)
+                return r;
+        fault_point(VM_ROOTDISK_FAULT_REMOVE);
+        return lv_remove(rd, lvname, err);
+}
+
 static int lvm_cleanup(struct vm_rootdisk *rd, vm_rootdisk_running_fn is_running, void *ud,
                        struct cap_error *err)
 {
@@ -463,6 +502,8 @@ static const struct vm_rootdisk_ops lvm_ops = {
     .cache_build = lvm_cache_build,
     .vm_disk_create = lvm_vm_disk_create,
     .vm_disk_remove = lvm_vm_disk_remove,
+    .cache_list = lvm_cache_list,
+    .cache_remove = lvm_cache_remove,
     .cleanup = lvm_cleanup,
     .census = lvm_census,
     .free = lvm_free,

@@ -85,6 +85,7 @@ struct reconciler {
         pthread_cond_t cond;      /* kicks and pass completion */
         bool kicked, stopping;
         uint64_t passes_started, passes_done;
+        int64_t last_pass_ns; /* how long the last finished pass took (reconciler_pass_stats) */
         struct wl_state *states;
         struct workload_driver *subscribed[DRIVER_KINDS]; /* exit events flow from these */
         struct stopper *stopper;
@@ -919,9 +920,12 @@ static void *reconcile_thread(void *arg)
                 r->kicked = false;
                 r->passes_started++;
                 pthread_mutex_unlock(&r->lock);
+                int64_t t0 = mono_ns();
                 wake = reconcile_pass(r);
+                int64_t took = mono_ns() - t0;
                 pthread_mutex_lock(&r->lock);
                 r->passes_done++;
+                r->last_pass_ns = took;
                 pthread_cond_broadcast(&r->cond);
         }
         pthread_mutex_unlock(&r->lock);
@@ -954,6 +958,14 @@ int reconciler_start(struct reconciler *r, struct cap_error *err)
         r->started = true;
         reconciler_kick(r);
         return 0;
+}
+
+void reconciler_pass_stats(struct reconciler *r, uint64_t *passes, double *last_pass_seconds)
+{
+        pthread_mutex_lock(&r->lock);
+        *passes = r->passes_done;
+        *last_pass_seconds = (double)r->last_pass_ns / 1e9;
+        pthread_mutex_unlock(&r->lock);
 }
 
 /* Ends the passes (idempotent): no workload is started or stopped by a pass after it returns. */

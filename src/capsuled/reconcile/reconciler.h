@@ -44,6 +44,9 @@ void reconciler_free(struct reconciler *r);
 
 /* Asks for a pass soon. Cheap; coalesces. */
 void reconciler_kick(struct reconciler *r);
+/* How many passes finished, and how long the last one took (listing every driver's workloads,
+ * comparing, starting what is missing): the figure bench/scale follows as workloads grow. */
+void reconciler_pass_stats(struct reconciler *r, uint64_t *passes, double *last_pass_seconds);
 /* Kicks and waits until a pass that started after this call has finished (or timeout_ms). */
 int reconciler_sync(struct reconciler *r, int timeout_ms);
 

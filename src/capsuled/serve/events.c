@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/deadline.h"
 
 struct event_bus {
         pthread_mutex_t lock;
@@ -80,14 +81,7 @@ size_t events_read(struct event_bus *b, uint64_t after, struct event_rec *out, s
         pthread_mutex_lock(&b->lock);
         size_t n = copy_after(b, after, out, max);
         if (n == 0 && timeout_ms > 0) {
-                struct timespec dl;
-                clock_gettime(CLOCK_MONOTONIC, &dl);
-                dl.tv_sec += timeout_ms / 1000;
-                dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-                if (dl.tv_nsec >= 1000000000L) {
-                        dl.tv_sec++;
-                        dl.tv_nsec -= 1000000000L;
-                }
+                struct timespec dl = deadline_in_ms(CLOCK_MONOTONIC, timeout_ms);
                 pthread_cond_timedwait(&b->cond, &b->lock, &dl);
                 n = copy_after(b, after, out, max);
         }

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/deadline.h"
 #include "common/fault.h"
 #include "common/log.h"
 
@@ -42,22 +43,10 @@ struct liveness {
         bool stop;
 };
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-        clock_gettime(CLOCK_MONOTONIC, ts);
-        ts->tv_sec += ms / 1000;
-        ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts->tv_nsec >= 1000000000L) {
-                ts->tv_sec++;
-                ts->tv_nsec -= 1000000000L;
-        }
-}
-
 /* Sleeps ms or until liveness_stop; returns true when stopping. */
 static bool nap(struct liveness *l, int ms)
 {
-        struct timespec until;
-        deadline_in(&until, ms);
+        struct timespec until = deadline_in_ms(CLOCK_MONOTONIC, ms);
         pthread_mutex_lock(&l->lock);
         while (!l->stop && pthread_cond_timedwait(&l->cond, &l->lock, &until) != ETIMEDOUT)
                 ;

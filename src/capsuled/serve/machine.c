@@ -7,8 +7,10 @@
  * (serve_config_get/put) and a new one replaces it. Everything else (hostname, API address,
  * certificates, network, NTP servers, the commit window) is read by PID 1 and serve at start, so it
  * waits for the next boot, and the answer says so; the update keys are live too (Updates.Push reads
- * the live config), so a key rotation needs no reboot. A different pki.ca is refused unless asked for: it
- * would make every client certificate, the caller's included, useless. */
+ * the live config), so a key rotation needs no reboot, and so is pki.revoked (the authorizer reads
+ * the live config on every call): a revocation takes effect when the apply returns. A different
+ * pki.ca is refused unless asked for: it would make every client certificate, the caller's
+ * included, useless. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -105,7 +107,7 @@ static bool registries_eq(const struct machine_config *a, const struct machine_c
 
 /* The sections of b that differ from a, in the order of the file. */
 static size_t config_changes(const struct machine_config *a, const struct machine_config *b,
-                             const char *out[8])
+                             const char *out[10])
 {
         size_t n = 0;
         if (!str_eq(a->hostname, b->hostname))
@@ -115,6 +117,8 @@ static size_t config_changes(const struct machine_config *a, const struct machin
         if (!str_eq(a->ca_pem, b->ca_pem) || !str_eq(a->cert_pem, b->cert_pem) ||
             !str_eq(a->key_pem, b->key_pem))
                 out[n++] = "pki";
+        if (!machine_config_revoked_equal(a, b))
+                out[n++] = "pki.revoked";
         if (!registries_eq(a, b))
                 out[n++] = "registries";
         if (a->dhcp != b->dhcp || !str_eq(a->address, b->address) ||
@@ -186,7 +190,7 @@ int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *r
         }
         pthread_mutex_lock(&apply_lock); /* one apply at a time: compare, write, swap */
         struct serve_config_ref *cur = serve_config_get(ctx);
-        const char *changed[8];
+        const char *changed[10];
         size_t nc = config_changes(&cur->c, &n->c, changed);
         bool ca_changed = !str_eq(cur->c.ca_pem, n->c.ca_pem);
         serve_config_put(ctx, cur);
@@ -206,12 +210,14 @@ int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *r
                         goto out;
                 }
         }
-        /* registries and updates (trusted keys: rotation without a reboot) are live */
+        /* registries, updates (trusted keys: rotation without a reboot) and pki.revoked (the
+         * authorizer checks every call against the live list) are live */
         bool registries = false, later = false;
-        const char *live[2];
+        const char *live[3];
         size_t n_live = 0;
         for (size_t i = 0; i < nc; i++) {
-                if (strcmp(changed[i], "registries") == 0 || strcmp(changed[i], "updates") == 0)
+                if (strcmp(changed[i], "registries") == 0 || strcmp(changed[i], "updates") == 0 ||
+                    strcmp(changed[i], "pki.revoked") == 0)
                         live[n_live++] = changed[i];
                 else
                         later = true;
@@ -232,7 +238,7 @@ int system_apply_machine_config(struct rpc_call *call, const ProtobufCMessage *r
                 pthread_mutex_unlock(&ctx->live_lock);
                 serve_config_put(ctx, old);
                 n = NULL;
-                char what[96] = "";
+                char what[128] = "";
                 for (size_t i = 0; i < nc; i++)
                         snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s%s",
                                  i ? "," : "", changed[i]);

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "metrics/expo.h"
 #include "serve.h"
+#include "reconcile/reconciler.h"
 #include "volume/volume.h"
 
 #define NS_PER_SEC 1e9
@@ -71,6 +72,18 @@ static void render_capsule(struct serve_ctx *ctx, struct expo *e)
                     "When the control plane (capsuled serve) started, in seconds since the Unix "
                     "epoch.");
         expo_sample(e, NULL, serve_start_time(ctx));
+        if (ctx->rec) {
+                uint64_t passes;
+                double last;
+                reconciler_pass_stats(ctx->rec, &passes, &last);
+                expo_family(e, "capsule_reconcile_passes_total", EXPO_COUNTER,
+                            "Reconcile passes finished since serve started.");
+                expo_sample_u64(e, NULL, passes);
+                expo_family(e, "capsule_reconcile_last_pass_seconds", EXPO_GAUGE,
+                            "How long the last reconcile pass took (every workload listed, "
+                            "compared and, if needed, started).");
+                expo_sample(e, NULL, last);
+        }
 }
 
 static const char *phase_name(Capsule__V1__Phase p)

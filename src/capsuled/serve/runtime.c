@@ -1,18 +1,23 @@
 /* Runtime glue: what a workload's container needs besides the container itself (its image, its
- * volumes, its network), in one place, so the reconciler stays about desired vs actual state. */
+ * volumes, its network), in one place, so the reconciler stays about desired vs actual state;
+ * and what an image delete frees besides the image (the microVM root disk cache). */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "containerd/driver.h"
+#include "driver/microvm.h"
 #include "images/images.h"
 #include "images/reference.h"
 #include "images/registry.h"
 #include "net/cni.h"
 #include "serve.h"
+#include "serve/events.h"
 #include "volume/volume.h"
 
 int serve_image_ensure(struct serve_ctx *ctx, const char *image, Capsule__V1__PullPolicy policy,
@@ -250,4 +255,57 @@ void serve_workload_ip(struct serve_ctx *ctx, const char *name, char *buf, size_
         if (!ctx->cni || cni_cached_ip(ctx->cni, name, buf, len) < 0)
                 if (len)
                         buf[0] = '\0';
+}
+
+/* ---- microVM root disk caches of deleted images ---------------------------------------------- */
+
+/* One cache removed: the event `image sha256:HEX12 rootdisk-removed`. */
+static void rootcache_gone(const struct vmd_cache_gone *g, void *ud)
+{
+        struct serve_ctx *ctx = ud;
+        char name[32];
+        snprintf(name, sizeof(name), "sha256:%.12s", g->key);
+        events_publish(ctx->events, "image", name, "rootdisk-removed",
+                       "microVM root disk cache %s (%s, %" PRIu64 " MiB) removed: %s", g->what,
+                       g->backend, g->bytes >> 20, g->why);
+}
+
+void serve_rootcache_start(struct serve_ctx *ctx)
+{
+        struct workload_driver *d =
+            ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)];
+        if (!d)
+                return;
+        microvm_driver_on_cache_gone(d, rootcache_gone, ctx);
+}
+
+void serve_rootcache_sweep(struct serve_ctx *ctx)
+{
+        struct workload_driver *d =
+            ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)];
+        if (!d)
+                return;
+        struct cap_error err = {0};
+        int n = microvm_driver_rootdisk_collect(d, "start-time cleanup", &err);
+        if (n < 0)
+                log_warn("microvm: root disk caches: %s; kept them all", err.msg);
+        else
+                log_info("microvm: root disk caches: start-time cleanup removed %d", n);
+}
+
+void serve_image_deleted(void *ud, const char *name, const char *digest)
+{
+        struct serve_ctx *ctx = ud;
+        struct workload_driver *d =
+            ctx->drivers.by_kind[driver_kind_index(CAPSULE__V1__WORKLOAD_KIND__MICROVM)];
+        if (!d)
+                return;
+        char why[320];
+        snprintf(why, sizeof(why), "image %s deleted (%.19s)", name, digest);
+        struct cap_error err = {0};
+        /* the image is gone even when this fails: the next collect (a microVM removal, the next
+         * start) removes the cache */
+        if (microvm_driver_rootdisk_collect(d, why, &err) < 0)
+                log_warn("microvm: root disk cache of %s: %s; kept until the next start", name,
+                         err.msg);
 }

@@ -357,6 +357,16 @@ static int metrics_render(void *ud, char **text, size_t *len)
 }
 
 /* The metrics endpoint, unless the machine config turns it off. */
+/* The metrics endpoint's revocation check: pki.revoked of the live machine config. */
+static bool metrics_revoked(void *ud, const char *serial)
+{
+        struct serve_ctx *ctx = ud;
+        struct serve_config_ref *live = serve_config_get(ctx);
+        bool r = machine_serial_revoked(&live->c, serial);
+        serve_config_put(ctx, live);
+        return r;
+}
+
 static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, struct cap_error *err)
 {
         if (ctx->mcfg.metrics_off && !o->metrics_listen) {
@@ -374,6 +384,8 @@ static int metrics_start(struct serve_ctx *ctx, const struct serve_opts *o, stru
             .key_pem = ctx->mcfg.key_pem,
             .render = metrics_render,
             .render_ud = ctx,
+            .revoked = metrics_revoked,
+            .revoked_ud = ctx,
         };
         int port = 0;
         ctx->metrics = metrics_http_start(&mo, &port, err);
@@ -537,6 +549,7 @@ static int run(struct serve_opts *o)
         boot_phase(&ctx, o->os_mode ? "serve: containerd" : "serve: config, store, containerd", &mark);
         /* The microVM driver before volumes: the VMs that kept running hold their volumes. */
         vms_start(&ctx, o);
+        serve_rootcache_start(&ctx);
         /* Volumes and networking (volume/, net/): before the reconciler, which uses them. */
         volumes_start(o->root, o->os_mode, ctx.store, &ctx.volumes, claim_disk_volumes, &ctx.drivers);
         boot_phase(&ctx, "serve: microVMs, volumes", &mark);
@@ -545,7 +558,9 @@ static int run(struct serve_opts *o)
                                          .store = ctx.store,
                                          .registries_get = serve_registries_get,
                                          .registries_put = serve_registries_put,
-                                         .registries_ud = &ctx};
+                                         .registries_ud = &ctx,
+                                         .deleted = serve_image_deleted,
+                                         .deleted_ud = &ctx};
         ctx.cni = cni_config_new(o->root, o->os_mode, &err);
         if (!ctx.cni) {
                 log_error("networking: %s", err.msg);
@@ -608,6 +623,8 @@ static int run(struct serve_opts *o)
                 log_error("%s", err.msg);
                 goto out;
         }
+        /* root disk caches no image and no microVM needs any more (not on the boot's path) */
+        serve_rootcache_sweep(&ctx);
 
         int sig = 0;
         sigwait(&sigs, &sig);

@@ -99,6 +99,14 @@ struct serve_workload_env {
         struct cni_setup_job *net_job; /* network setup still running (attach_begin .. _end) */
 };
 
+/* MicroVM root disk caches of deleted images (runtime.c): start hooks the events up (before the
+ * reconciler runs); sweep, once the API answers (off the boot's critical path), collects what an
+ * earlier life left (an image deleted just before a crash); images_env.deleted collects the cache
+ * of the deleted image unless a microVM still claims it. */
+void serve_rootcache_start(struct serve_ctx *ctx);
+void serve_rootcache_sweep(struct serve_ctx *ctx);
+void serve_image_deleted(void *ud, const char *name, const char *digest);
+
 /* images_env's registries_get/put: the live machine config's registries, held while in use. */
 void *serve_registries_get(void *ud, struct registry_opts *o);
 void serve_registries_put(void *ud, void *hold);
@@ -137,9 +145,33 @@ struct serve_config_ref *serve_config_get(struct serve_ctx *ctx);
 void serve_config_put(struct serve_ctx *ctx, struct serve_config_ref *ref);
 void serve_config_fini(struct serve_ctx *ctx);
 
-/* Role check for every call (auth.c): admin may call anything, reader only non-mutating methods. */
+/* Roles, from the client certificate's O, each allowed what the ones below it are. */
+enum serve_role {
+        SERVE_ROLE_NONE = 0,  /* no verified certificate, or no Capsule role in it */
+        SERVE_ROLE_READER,    /* capsule:reader: read-only; env values redacted */
+        SERVE_ROLE_OPERATOR,  /* capsule:operator: workloads, volumes, images, logs, exec */
+        SERVE_ROLE_ADMIN,     /* capsule:admin: everything */
+};
+/* The least role that may call a method, kept in rpc_method.flags (bits 8-9) by the table in
+ * services.c. A method that names none needs admin. */
+#define SERVE_NEEDS(role) ((unsigned)(role) << 8)
+static inline enum serve_role serve_needed_role(unsigned flags)
+{
+        unsigned r = (flags >> 8) & 3u;
+        return r ? (enum serve_role)r : SERVE_ROLE_ADMIN;
+}
+/* "capsule:admin" etc. for a role; "none" for SERVE_ROLE_NONE. */
+const char *serve_role_name(enum serve_role role);
+/* The caller's role (auth.c), SERVE_ROLE_NONE when it has none. */
+enum serve_role serve_call_role(struct rpc_call *call);
+
+/* Role check for every call (auth.c): the caller's role must be at least the method's
+ * (serve_needed_role); a refusal is PERMISSION_DENIED naming the role and the method. */
 int serve_authorize(struct rpc_call *call, const struct rpc_method *method, void *ud,
                     struct cap_error *err);
+/* Redacts a Workload message's env for API output (auth.c): secret values for every role, all
+ * values for a reader. Returns 0 or negative with err. */
+int serve_redact_workload(struct rpc_call *call, Capsule__V1__Workload *w, struct cap_error *err);
 
 /* Registers every capsule.v1 method; unimplemented ones answer UNIMPLEMENTED (services.c). */
 int serve_register_services(struct serve_ctx *ctx, struct rpc_server *srv, struct cap_error *err);

@@ -171,7 +171,8 @@ int workloads_apply(struct rpc_call *call, const ProtobufCMessage *req, Protobuf
         rs->workload->status = reconciler_status(ctx->rec, spec->name);
         if (!rs->workload->status)
                 return cap_error_set(err, -ENOMEM, CAP_INTERNAL, "out of memory");
-        return 0;
+        /* the store has the real values (what was packed above); only the answer is redacted */
+        return serve_redact_workload(call, rs->workload, err);
 }
 
 int workloads_get(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
@@ -187,7 +188,9 @@ int workloads_get(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCM
                 return err->code;
         rs->workload = serve_workload_message(ctx, &w, err);
         store_workload_free(&w);
-        return rs->workload ? 0 : err->code;
+        if (!rs->workload)
+                return err->code;
+        return serve_redact_workload(call, rs->workload, err);
 }
 
 int workloads_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
@@ -209,6 +212,8 @@ int workloads_list(struct rpc_call *call, const ProtobufCMessage *req, ProtobufC
                         r = err->code;
                 else
                         rs->workloads[rs->n_workloads++] = m;
+                if (m && serve_redact_workload(call, m, err) < 0)
+                        r = err->code;
         }
         store_workloads_free(ws, n);
         return r;

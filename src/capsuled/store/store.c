@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/cleanup.h"
+#include "common/deadline.h"
 
 struct store {
         sqlite3 *db;
@@ -140,14 +141,7 @@ void store_close(struct store *st)
 
 int store_ping(struct store *st, int timeout_ms)
 {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += timeout_ms / 1000;
-        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = deadline_in_ms(CLOCK_REALTIME, timeout_ms);
         int r = pthread_mutex_timedlock(&st->lock, &until);
         if (r != 0)
                 return -r;
