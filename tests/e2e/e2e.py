@@ -367,16 +367,6 @@ def scenario_reboot(m):
     check(wait_until(all_running, 300), "the workloads run again after the reboot")
 
 
-def scenario_powercut(m):
-    """kill -9 QEMU (power cut) after the first boot, then boot the same disk again."""
-    m.boot()
-    m.power_cut()
-    check(not m.alive(), "QEMU killed (power cut)")
-    m.boot(keep_disk=True)
-    check("perm: activated existing" in m.console(), "after the power cut /perm was reused")
-    check(m.ctl("health").returncode == 0, "health OK after the power cut")
-
-
 def scenario_firstboot_powercut(m):
     """Power cut in the middle of the first-boot /perm setup (right after mkfs started); the next
     boot must finish the setup instead of failing or reformatting."""
@@ -395,7 +385,8 @@ def scenario_liveness(m):
     """PID 1 watches serve's sign of life (serve/liveness.c): with its store stuck for good 8 s
     after each start (CAPSULE_FAULT=stall:store), serve is killed and restarted once it has been
     silent for the liveness timeout (10 s here: CAPSULE_LIVENESS_TIMEOUT), and the third such kill
-    within 10 minutes reboots the machine cleanly; the same disk then boots healthy."""
+    within 10 minutes reboots the machine cleanly. Then a power cut (kill -9 QEMU): the same disk
+    boots healthy with its /perm kept."""
     fault = "CAPSULE_FAULT=stall:store CAPSULE_LIVENESS_TIMEOUT=10"
     check(m.boot_until_console("holding the store's lock for good", 300,
                                extra=["--direct", "--append", fault]),
@@ -413,7 +404,9 @@ def scenario_liveness(m):
           "cleanly, through PID 1's shutdown (services stopped, synced, unmounted)")
     m.power_cut()
     m.up_process.wait(timeout=60)
+    check(not m.alive(), "QEMU killed (power cut)")
     m.boot(keep_disk=True)
+    check("perm: activated existing" in m.console(), "after the power cut /perm was reused")
     check(m.ctl("health").returncode == 0, "the same disk boots healthy without the fault")
     check("first sign of life after" in m.console() and "gave no sign of life" not in m.console(),
           "serve's signs of life reach PID 1 and nothing is killed")
