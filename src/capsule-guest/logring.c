@@ -4,6 +4,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/deadline.h"
+
 #include "logring.h"
 
 int logring_init(struct logring *r, size_t capacity)
@@ -136,22 +138,11 @@ uint64_t logring_tail_seq(struct logring *r, uint64_t tail)
         return s;
 }
 
-static void deadline_after(struct timespec *ts, int ms)
-{
-        clock_gettime(CLOCK_MONOTONIC, ts);
-        ts->tv_sec += ms / 1000;
-        ts->tv_nsec += (long)(ms % 1000) * 1000000;
-        if (ts->tv_nsec >= 1000000000) {
-                ts->tv_sec++;
-                ts->tv_nsec -= 1000000000;
-        }
-}
-
 int logring_next(struct logring *r, uint64_t *seq, int timeout_ms, struct logring_chunk **out)
 {
         struct timespec deadline;
         if (timeout_ms > 0)
-                deadline_after(&deadline, timeout_ms);
+                deadline = deadline_in_ms(CLOCK_MONOTONIC, timeout_ms);
         pthread_mutex_lock(&r->lock);
         for (;;) {
                 uint64_t first = r->next_seq - r->count;

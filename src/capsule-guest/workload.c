@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/deadline.h"
 #include "common/log.h"
 #include "guest.h"
 
@@ -144,22 +145,11 @@ void guest_reap(struct guest_ctx *g)
         }
 }
 
-static void deadline_after(struct timespec *ts, int ms)
-{
-        clock_gettime(CLOCK_MONOTONIC, ts);
-        ts->tv_sec += ms / 1000;
-        ts->tv_nsec += (long)(ms % 1000) * 1000000;
-        if (ts->tv_nsec >= 1000000000) {
-                ts->tv_sec++;
-                ts->tv_nsec -= 1000000000;
-        }
-}
-
 int guest_child_wait(struct guest_ctx *g, pid_t pid, int timeout_ms, int *status)
 {
         struct timespec deadline;
         if (timeout_ms >= 0)
-                deadline_after(&deadline, timeout_ms);
+                deadline = deadline_in_ms(CLOCK_MONOTONIC, timeout_ms);
         pthread_mutex_lock(&g->lock);
         struct guest_child *c = child_find(g, pid);
         int r = 0;
@@ -487,7 +477,7 @@ void guest_workload_signal(struct guest_ctx *g, int sig)
 bool guest_workload_wait(struct guest_ctx *g, int timeout_ms)
 {
         struct timespec deadline;
-        deadline_after(&deadline, timeout_ms > 0 ? timeout_ms : 0);
+        deadline = deadline_in_ms(CLOCK_MONOTONIC, timeout_ms > 0 ? timeout_ms : 0);
         pthread_mutex_lock(&g->lock);
         while (timeout_ms > 0 && !g->wl.exited &&
                pthread_cond_timedwait(&g->changed, &g->lock, &deadline) != ETIMEDOUT)

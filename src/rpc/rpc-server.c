@@ -38,6 +38,7 @@
 #include <grpc/support/alloc.h>
 
 #include "common/cleanup.h"
+#include "common/deadline.h"
 #include "common/log.h"
 
 #define DEFAULT_POOL_THREADS 3
@@ -870,14 +871,7 @@ static void wait_flag_locked(struct rpc_server *srv, const bool *flag, const str
 /* Stops a started server: see the top comment. */
 static void server_stop(struct rpc_server *srv, int grace_ms)
 {
-        struct timespec dl;
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_sec += grace_ms / 1000;
-        dl.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-                dl.tv_sec++;
-                dl.tv_nsec -= 1000000000L;
-        }
+        struct timespec dl = deadline_in_ms(CLOCK_MONOTONIC, grace_ms);
         pthread_mutex_lock(&srv->lock);
         srv->shutting_down = true;
         pthread_mutex_unlock(&srv->lock);

@@ -25,6 +25,7 @@
 #include <openssl/x509.h>
 
 #include "common/cleanup.h"
+#include "common/deadline.h"
 #include "common/log.h"
 #include "common/pki.h"
 
@@ -319,13 +320,7 @@ static void serve_request(struct metrics_http *h, struct conn *c, const char *pe
 static void serve_conn(struct metrics_http *h, int fd, const char *peer)
 {
         struct conn c = {.fd = fd, .stop_fd = h->stop_fd};
-        clock_gettime(CLOCK_MONOTONIC, &c.deadline);
-        c.deadline.tv_sec += METRICS_HTTP_DEADLINE_MS / 1000;
-        c.deadline.tv_nsec += (METRICS_HTTP_DEADLINE_MS % 1000) * 1000000L;
-        if (c.deadline.tv_nsec >= 1000000000L) {
-                c.deadline.tv_sec++;
-                c.deadline.tv_nsec -= 1000000000L;
-        }
+        c.deadline = deadline_in_ms(CLOCK_MONOTONIC, METRICS_HTTP_DEADLINE_MS);
         char why[300] = "";
         int r = h->tls ? conn_handshake(h, &c, why, sizeof(why)) : 0;
         if (r < 0)

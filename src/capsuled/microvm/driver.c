@@ -26,6 +26,7 @@
 #include "accel.h"
 #include "capsule/guest/v1/guest.pb-c.h"
 #include "common/cleanup.h"
+#include "common/deadline.h"
 #include "common/fault.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -220,13 +221,7 @@ static void *watcher_main(void *arg)
         struct vmd *d = arg;
         pthread_mutex_lock(&d->lock);
         while (!d->stopping) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_nsec += 300000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
+                struct timespec ts = deadline_in_ms(CLOCK_MONOTONIC, 300);
                 pthread_cond_timedwait(&d->cond, &d->lock, &ts);
                 for (size_t i = 0; i < d->n_tracked && !d->stopping;) {
                         struct tracked t = d->tracked[i];
