@@ -894,6 +894,12 @@ def scenario_microvm(m):
     h = health_vm()
     check("0 VM disks; 0 VM state dirs (0 running), 0 QEMU processes" in h and "1 image cache" in h,
           f"no snapshot LV, state (QMP socket, pidfile) or QEMU is left; the cache stays: {h}")
+    # the image's delete removes its root disk cache LV (no VM uses it any more)
+    m.ctl("image", "rm", "capsule.local/busybox:latest")
+    h = wait_until(lambda: (lambda h: h if "0 image caches, 0 VM disks" in h else None)(health_vm()), 60, 2)
+    gone = re.findall(r"action=rootdisk-removed .*\(lvm-thin, \d+ MiB\) removed: image capsule.local/busybox:latest deleted",
+                      m.console())
+    check(h and len(gone) == 1, f"image rm removed the image's root disk cache LV ({h}; {gone[:1]})")
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
