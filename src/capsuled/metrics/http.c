@@ -28,6 +28,7 @@
 #include "common/deadline.h"
 #include "common/log.h"
 #include "common/pki.h"
+#include "common/thread.h"
 
 struct metrics_http {
         int fd, stop_fd;
@@ -369,12 +370,7 @@ static void conn_spawn(struct metrics_http *h, int fd, const char *peer)
         j->h = h;
         j->fd = fd;
         snprintf(j->peer, sizeof(j->peer), "%s", peer);
-        pthread_attr_t attr;
-        pthread_t t;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int e = pthread_create(&t, &attr, conn_thread, j);
-        pthread_attr_destroy(&attr);
+        int e = thread_start_detached(conn_thread, j);
         if (e != 0) {
                 log_warn("metrics: %s: thread: %s", peer, strerror(e));
                 close(fd);

@@ -22,6 +22,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/manifest.h"
+#include "common/thread.h"
 #include "driver/driver.h"
 #include "images/images.h"
 #include "images/reference.h"
@@ -387,12 +388,7 @@ static int pull_start(struct reconciler *r, struct image_pull *ip, const Capsule
         ip->error[0] = '\0';
         atomic_store(&ip->done, 0);
         atomic_store(&ip->total, 0);
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_t t;
-        int e = pthread_create(&t, &attr, pull_thread, ip);
-        pthread_attr_destroy(&attr);
+        int e = thread_start_detached(pull_thread, ip);
         if (e != 0)
                 return cap_error_set(err, -e, CAP_INTERNAL, "image %s: cannot start its pull thread", ip->name);
         ip->running = true;

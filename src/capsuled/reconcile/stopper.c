@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/thread.h"
 #include "driver/driver.h"
 
 struct stop_job {
@@ -145,12 +146,7 @@ static void workers_spawn(struct stopper *s)
         }
         size_t idle = s->workers > running ? s->workers - running : 0;
         while (queued > idle && s->workers < s->parallel) {
-                pthread_attr_t attr;
-                pthread_attr_init(&attr);
-                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-                pthread_t t;
-                int e = pthread_create(&t, &attr, worker, s);
-                pthread_attr_destroy(&attr);
+                int e = thread_start_detached(worker, s);
                 if (e != 0) {
                         /* the workers there are take the queued jobs in turn */
                         log_warn("stopper: cannot start a thread: %s", strerror(e));
